@@ -1,0 +1,1 @@
+"""fedgrad: a small autograd engine (numpy/cupy) and a federated-learning platform built on it."""

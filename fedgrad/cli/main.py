@@ -1,0 +1,43 @@
+"""Entry point of the `fedgrad` command.
+
+Each command lives in its own module `fedgrad.cli.<name>` exposing
+`add_parser(subparsers) -> argparse.ArgumentParser` whose parser sets `func=run(args) -> int`.
+Modules are imported lazily-by-name so heavy imports stay out of unrelated commands.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from fedgrad.errors import FedgradError
+
+COMMANDS: tuple[str, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedgrad", description="Federated learning on fedgrad's own autograd engine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"fedgrad.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except FedgradError as exc:  # user-facing errors: one line, no traceback
+        print(f"fedgrad: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedgrad: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
