@@ -12,7 +12,7 @@ import sys
 
 from fedgrad.errors import FedgradError
 
-COMMANDS: tuple[str, ...] = ()
+COMMANDS: tuple[str, ...] = ("data",)
 
 
 def build_parser() -> argparse.ArgumentParser:
