@@ -1,0 +1,23 @@
+"""Paillier secure aggregation: clients encrypt updates, the coordinator adds ciphertexts, a key holder
+decrypts only aggregates. Knows nothing about gRPC: payloads are plain bytes.
+
+Client:      enc = make_encoder(cfg, pub); payload = enc.encrypt(update, weight)
+Coordinator: acc = Accumulator(cfg, pub); acc.add(client_id, payload); acc.payload()
+Key holder:  KeyHolder(priv, cfg, min_clients=...).decrypt_aggregate(round, acc.contributors, acc.payload())
+
+See `packing` for the headroom bound, `djn` for fast encryption and its security assumption.
+"""
+from fedgrad.crypto.accumulator import Accumulator
+from fedgrad.crypto.config import MODES, SecureAggConfig
+from fedgrad.crypto.errors import (AggregationError, CiphertextError, CryptoError, EncodingError,
+                                   InsecureKeyWarning, KeyHolderRefusal, PlaintextRangeError)
+from fedgrad.crypto.keyholder import KeyHolder
+from fedgrad.crypto.keys import generate_keypair, public_key_from_bytes, public_key_to_bytes
+from fedgrad.crypto.packing import SlotLayout
+from fedgrad.crypto.schemes import UpdateEncoder, make_encoder
+
+__all__ = [
+    "MODES", "Accumulator", "AggregationError", "CiphertextError", "CryptoError", "EncodingError",
+    "InsecureKeyWarning", "KeyHolder", "KeyHolderRefusal", "PlaintextRangeError", "SecureAggConfig", "SlotLayout",
+    "UpdateEncoder", "generate_keypair", "make_encoder", "public_key_from_bytes", "public_key_to_bytes",
+]

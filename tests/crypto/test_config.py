@@ -1,0 +1,43 @@
+import pytest
+
+from fedgrad.crypto import SecureAggConfig
+from fedgrad.errors import ConfigError
+
+BASE = dict(mode="paillier", n_params=1000, clip=0.5, value_bits=16, max_clients=100)
+
+
+def test_dict_round_trip():
+    cfg = SecureAggConfig(**BASE)
+    assert SecureAggConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.to_dict() == BASE
+
+
+def test_frozen():
+    with pytest.raises(AttributeError):
+        SecureAggConfig(**BASE).clip = 2.0
+
+
+@pytest.mark.parametrize("key,value", [
+    ("mode", "rsa"), ("n_params", 0), ("n_params", 1.5), ("clip", 0.0), ("clip", float("inf")),
+    ("clip", float("nan")), ("clip", True), ("value_bits", 1), ("value_bits", 33), ("max_clients", 0),
+    ("max_clients", (1 << 20) + 1), ("max_clients", True),
+])
+def test_bad_values_are_config_errors(key, value):
+    with pytest.raises(ConfigError, match=key):
+        SecureAggConfig(**{**BASE, key: value})
+
+
+def test_from_dict_rejects_unknown_and_missing_keys():
+    with pytest.raises(ConfigError, match="unknown.*bogus"):
+        SecureAggConfig.from_dict({**BASE, "bogus": 1})
+    with pytest.raises(ConfigError, match="incomplete"):
+        SecureAggConfig.from_dict({k: v for k, v in BASE.items() if k != "max_clients"})
+
+
+def test_fingerprint_binds_every_field_and_the_key():
+    cfg = SecureAggConfig(**BASE)
+    prints = {cfg.fingerprint(97), cfg.fingerprint(101)}
+    for key, value in [("mode", "paillier-naive"), ("n_params", 1001), ("clip", 0.25), ("value_bits", 12),
+                       ("max_clients", 99)]:
+        prints.add(SecureAggConfig(**{**BASE, key: value}).fingerprint(97))
+    assert len(prints) == 7 and all(len(p) == 8 for p in prints)

@@ -1,0 +1,109 @@
+"""The packing bound, checked on plain integers (no encryption), so thousands of cases run in seconds."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fedgrad.crypto import PlaintextRangeError, SecureAggConfig, SlotLayout
+from fedgrad.crypto.quantize import max_quantized, quantize
+from fedgrad.errors import ConfigError
+
+
+@pytest.mark.parametrize("max_clients,slot_bits,slots", [(1, 16, 127), (100, 23, 89), (256, 24, 85), (257, 25, 81)])
+def test_default_layouts_for_a_2048_bit_key(max_clients, slot_bits, slots):
+    layout = SlotLayout.derive(16, max_clients, 2048)
+    assert (layout.slot_bits, layout.slots) == (slot_bits, slots)
+
+
+@pytest.mark.parametrize("max_clients", [2, 10, 100, 256])
+def test_wire_target_met_up_to_256_clients(max_clients):
+    assert 512 / SlotLayout.derive(16, max_clients, 2048).slots <= 6.1
+
+
+def test_key_too_small_for_one_slot():
+    with pytest.raises(ConfigError, match="cannot hold"):
+        SlotLayout.derive(32, 1 << 20, 48)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(value_bits=st.integers(2, 32), max_clients=st.integers(1, 1 << 20), key_bits=st.integers(64, 4096))
+def test_slot_width_is_the_smallest_that_holds_the_bound(value_bits, max_clients, key_bits):
+    top = max_clients * 2 * max_quantized(value_bits)
+    slot_bits = top.bit_length()
+    if slot_bits > key_bits - 1:
+        return
+    layout = SlotLayout.derive(value_bits, max_clients, key_bits)
+    assert top < 2 ** layout.slot_bits and (layout.slot_bits == 1 or top >= 2 ** (layout.slot_bits - 1))
+    assert layout.plaintext_bits <= key_bits - 1 < layout.plaintext_bits + layout.slot_bits
+
+
+KINDS = ("random", "plus_clip", "minus_clip", "extremes", "beyond_clip")
+
+
+def client_updates(rng, kind, n_clients, n_params, clip):
+    shape = (n_clients, n_params)
+    if kind == "plus_clip":
+        return np.full(shape, clip)
+    if kind == "minus_clip":
+        return np.full(shape, -clip)
+    if kind == "extremes":
+        return rng.choice([-clip, clip], size=shape)
+    if kind == "beyond_clip":
+        return rng.uniform(-5 * clip, 5 * clip, size=shape)
+    return rng.normal(0.0, clip / 3, size=shape)
+
+
+def pack_sum_unpack(layout, qs, n_params):
+    """What the protocol computes: per plaintext, the (homomorphic) sum over clients, then decode."""
+    totals = [sum(column) for column in zip(*(layout.pack(q) for q in qs))]
+    assert all(t < 2 ** (layout.key_bits - 1) for t in totals)  # below n: decryption returns it unreduced
+    return layout.unpack_sums(totals, n_params, len(qs))
+
+
+@settings(max_examples=1200, deadline=None)
+@given(value_bits=st.integers(2, 32), max_clients=st.integers(1, 256), n_frac=st.floats(0, 1),
+       key_bits=st.sampled_from([256, 512, 2048]), n_params=st.integers(1, 300), clip=st.floats(1e-3, 1e3),
+       kind=st.sampled_from(KINDS), unit_weights=st.booleans(), seed=st.integers(0, 2**32 - 1))
+def test_packed_sum_is_exact(value_bits, max_clients, n_frac, key_bits, n_params, clip, kind, unit_weights, seed):
+    if (max_clients * 2 * max_quantized(value_bits)).bit_length() > key_bits - 1:
+        return
+    rng = np.random.default_rng(seed)
+    n_clients = 1 + round(n_frac * (max_clients - 1))
+    cfg = SecureAggConfig(mode="paillier", n_params=n_params, clip=clip, value_bits=value_bits,
+                          max_clients=max_clients)
+    layout = SlotLayout.derive(value_bits, max_clients, key_bits)
+    weights = np.ones(n_clients) if unit_weights else rng.uniform(1e-3, 1.0, size=n_clients)
+    updates = client_updates(rng, kind, n_clients, n_params, clip)
+    qs = [quantize(cfg, u, w) for u, w in zip(updates, weights)]
+    np.testing.assert_array_equal(pack_sum_unpack(layout, qs, n_params), np.sum(qs, axis=0))
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("value_bits,max_clients,key_bits", [(16, 256, 2048), (32, 5, 512), (2, 1, 64)])
+def test_max_clients_at_the_extreme_fill_the_slots(sign, value_bits, max_clients, key_bits):
+    layout = SlotLayout.derive(value_bits, max_clients, key_bits)
+    cfg = SecureAggConfig(mode="paillier", n_params=2 * layout.slots, clip=1.0, value_bits=value_bits,
+                          max_clients=max_clients)
+    qs = [quantize(cfg, np.full(cfg.n_params, sign * 1.0), 1.0) for _ in range(max_clients)]
+    sums = pack_sum_unpack(layout, qs, cfg.n_params)
+    assert (sums == sign * max_clients * max_quantized(value_bits)).all()
+
+
+def test_unpack_rejects_aggregates_that_break_the_bound():
+    layout = SlotLayout.derive(8, 4, 128)  # Q = 127, 10-bit slots, 12 per plaintext
+    zero = layout.pack(np.zeros(15, dtype=np.int64))  # 2 plaintexts, 9 padding slots
+    assert layout.unpack_sums(zero, 15, 1).tolist() == [0] * 15
+    with pytest.raises(PlaintextRangeError, match="above its last slot"):
+        layout.unpack_sums([zero[0] + (1 << layout.plaintext_bits), zero[1]], 15, 1)
+    with pytest.raises(PlaintextRangeError, match="padding"):
+        layout.unpack_sums([zero[0], zero[1] + (1 << (layout.slot_bits * 5))], 15, 1)
+    with pytest.raises(PlaintextRangeError, match="exceeds"):  # slot 0 = 255 > 1 · 2Q = 254
+        layout.unpack_sums([zero[0] + 128, zero[1]], 15, 1)
+    with pytest.raises(PlaintextRangeError, match="expected 2"):
+        layout.unpack_sums(zero[:1], 15, 1)
+
+
+def test_pack_refuses_values_outside_the_quantized_range():
+    layout = SlotLayout.derive(8, 4, 128)
+    for bad in (128, -128):
+        with pytest.raises(ValueError, match="must lie in"):
+            layout.pack(np.array([0, bad], dtype=np.int64))
