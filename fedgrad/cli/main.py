@@ -12,7 +12,7 @@ import sys
 
 from fedgrad.errors import FedgradError
 
-COMMANDS: tuple[str, ...] = ("data",)
+COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,42 @@
+"""A client process: several virtual clients sharing one channel, one model and one training thread.
+
+Hosting many clients per process is what lets a 100-client federation run on a laptop: each client
+is a coroutine that mostly waits on a long poll, the gRPC channel (one HTTP/2 connection) is shared,
+and the CPU work (training, evaluation) goes to a single worker thread. One worker is deliberate: the
+process is meant to use about one core, and a client that finishes training uploads on the event
+loop while the next client already trains.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+from client.session import ClientError, ClientOptions, VirtualClient
+from client.trainer import LocalTrainer
+from fedgrad.data import Shard
+from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
+from fedgrad.transport.channel import open_channel
+from fedgrad.transport.codec import WireError
+
+
+async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
+                      options: ClientOptions = ClientOptions()) -> None:
+    """Host the clients ``shards`` names (client id -> its shard) until the coordinator shuts the run down.
+
+    Raises :class:`ClientError` when a client cannot go on (join refused, coordinator gone); the
+    other clients of the process stop with it.
+    """
+    trainer = LocalTrainer(device)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
+        async with open_channel(address) as channel:
+            stub = pb_grpc.CoordinatorStub(channel)
+            runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options).run())
+                    for client_id, shard in shards.items()]
+            try:
+                await asyncio.gather(*runs)
+            except WireError as error:
+                raise ClientError(f"malformed message from the coordinator at {address}: {error}") from None
+            finally:
+                for run in runs:
+                    run.cancel()

@@ -1,0 +1,188 @@
+"""One virtual client's conversation with the coordinator: join, take tasks, answer them, until SHUTDOWN.
+
+Failures are sorted by what they mean:
+
+- the coordinator is unreachable (not up yet, restarting, network trouble: UNAVAILABLE and friends):
+  retry with capped exponential backoff and full jitter, so a restarted coordinator is not hit by
+  every client at the same instant; give up after ``connect_timeout_s`` without contact;
+- the coordinator no longer knows this client (UNAUTHENTICATED: it restarted with a new run): join again;
+- the coordinator refused one answer (late, wrong round, invalid): log it and take the next task;
+- anything else is a bug or a misconfiguration and ends the process with its message.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from client.trainer import LocalTrainer
+from fedgrad.data import Shard
+from fedgrad.errors import FedgradError
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
+from fedgrad.transport.channel import PROTOCOL_VERSION
+from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, encode_tensors, payload_size, split_payload
+
+log = logging.getLogger("fedgrad.client")
+
+_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+_REFUSED = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+class ClientError(FedgradError):
+    """A client cannot take part: refused at join, coordinator gone, or a task it cannot do."""
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    wait_s: float = 20.0             # how long the coordinator may hold a GetTask call before WAIT
+    rpc_timeout_s: float = 60.0      # deadline of every call (on top of wait_s for GetTask)
+    connect_timeout_s: float = 120.0  # give up after this long without reaching the coordinator
+    backoff_base_s: float = 0.05
+    backoff_max_s: float = 5.0
+    token: str = ""
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, and a deadline since the last successful call."""
+
+    def __init__(self, options: ClientOptions) -> None:
+        self._options = options
+        self._attempt = 0
+        self._last_contact = time.monotonic()
+        self._random = random.Random()
+
+    def succeeded(self) -> None:
+        self._attempt = 0
+        self._last_contact = time.monotonic()
+
+    async def wait(self, reason: str) -> None:
+        if time.monotonic() - self._last_contact > self._options.connect_timeout_s:
+            raise ClientError(f"coordinator unreachable for over {self._options.connect_timeout_s:g} s ({reason})")
+        ceiling = min(self._options.backoff_max_s, self._options.backoff_base_s * 2 ** self._attempt)
+        self._attempt += 1
+        await asyncio.sleep(self._random.uniform(0, ceiling))
+
+
+class VirtualClient:
+    """Client ``client_id`` with its shard; ``run()`` returns when the coordinator says SHUTDOWN."""
+
+    def __init__(self, client_id: str, shard: Shard, stub: pb_grpc.CoordinatorStub, trainer: LocalTrainer,
+                 executor: Executor, options: ClientOptions) -> None:
+        self.client_id = client_id
+        self.shard = shard
+        self._stub = stub
+        self._trainer = trainer
+        self._executor = executor
+        self._options = options
+        self._backoff = Backoff(options)
+
+    async def run(self) -> None:
+        credentials = await self._join()
+        last_task_id = 0
+        while True:
+            try:
+                header, model = await self._fetch_task(credentials, last_task_id)
+                self._backoff.succeeded()
+                if header.kind == pb.SHUTDOWN:
+                    log.info("client %s: the run is over", self.client_id)
+                    return
+                if header.kind == pb.WAIT:
+                    continue
+                last_task_id = header.task_id
+                if header.kind == pb.TRAIN:
+                    await self._train(credentials, header, model)
+                elif header.kind == pb.EVALUATE:
+                    await self._evaluate(credentials, header, model)
+                else:
+                    raise ClientError(f"client {self.client_id}: unknown task kind {header.kind}")
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    log.info("client %s: coordinator does not know us (%s); joining again", self.client_id,
+                             error.details())
+                    credentials, last_task_id = await self._join(), 0
+                elif error.code() in _REFUSED:
+                    log.warning("client %s: answer refused: %s", self.client_id, error.details())
+                elif error.code() in _UNREACHABLE:
+                    await self._backoff.wait(error.details() or error.code().name)
+                else:
+                    raise ClientError(f"client {self.client_id}: {error.code().name}: {error.details()}") from None
+
+    async def _join(self) -> pb.Credentials:
+        request = pb.JoinRequest(client_id=self.client_id, token=self._options.token, n_examples=len(self.shard),
+                                 protocol_version=PROTOCOL_VERSION)
+        while True:
+            try:
+                reply = await self._stub.Join(request, timeout=self._options.rpc_timeout_s)
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _UNREACHABLE:
+                    raise ClientError(f"client {self.client_id}: join failed: {error.code().name}: "
+                                      f"{error.details()}") from None
+                await self._backoff.wait(error.details() or error.code().name)
+                continue
+            if not reply.accepted:
+                raise ClientError(f"client {self.client_id}: join refused: {reply.reason}")
+            self._backoff.succeeded()
+            log.info("client %s: joined run %s", self.client_id, reply.run_id)
+            return pb.Credentials(run_id=reply.run_id, client_id=self.client_id, token=self._options.token)
+
+    async def _fetch_task(self, credentials: pb.Credentials,
+                          last_task_id: int) -> tuple[pb.TaskHeader, dict[str, np.ndarray] | None]:
+        """The next task's header and, for TRAIN/EVALUATE, the global model it carries."""
+        options = self._options
+        request = pb.TaskRequest(credentials=credentials, last_task_id=last_task_id, wait_s=options.wait_s)
+        header, buffer = None, None
+        async for message in self._stub.GetTask(request, timeout=options.wait_s + options.rpc_timeout_s):
+            if header is None:
+                if message.WhichOneof("part") != "header":
+                    raise WireError("task stream does not start with a header")
+                header = message.header
+                if header.payload_bytes != payload_size(header.tensors):
+                    raise WireError(f"task announces {header.payload_bytes} payload bytes for a manifest of "
+                                    f"{payload_size(header.tensors)}")
+                buffer = PayloadBuffer(header.payload_bytes)
+            else:
+                buffer.append(message.data)
+        if header is None:
+            raise WireError("empty task stream")
+        model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
+        return header, model
+
+    async def _train(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+        if task.HasField("secure_aggregation"):
+            raise ClientError(f"client {self.client_id}: the coordinator asks for secure aggregation, "
+                              "which this client does not support; refusing to send a plain update")
+        config = json.loads(task.config_json)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._trainer.train, self.shard, config, model)
+        started = time.perf_counter()
+        specs, payload = encode_tensors(result.delta)
+        header = pb.UpdateHeader(
+            credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,
+            n_examples=len(self.shard), metrics=result.metrics, train_s=result.train_s,
+            encrypt_s=time.perf_counter() - started, encoding=pb.PLAIN, tensors=specs, payload_bytes=len(payload))
+
+        async def stream() -> AsyncIterator[pb.UpdateChunk]:
+            yield pb.UpdateChunk(header=header)
+            for piece in split_payload(payload):
+                yield pb.UpdateChunk(data=piece)
+
+        ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
+        log.debug("client %s: %s", self.client_id, ack.detail)
+
+    async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+        config = json.loads(task.config_json)
+        loop = asyncio.get_running_loop()
+        metrics = await loop.run_in_executor(self._executor, self._trainer.evaluate, self.shard, config, model)
+        report = pb.EvaluationReport(credentials=credentials, task_id=task.task_id, round=task.round,
+                                     model_version=task.model_version, n_examples=len(self.shard), metrics=metrics)
+        ack = await self._stub.SubmitEvaluation(report, timeout=self._options.rpc_timeout_s)
+        log.debug("client %s: %s", self.client_id, ack.detail)

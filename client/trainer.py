@@ -1,0 +1,66 @@
+"""Local work of a client: load the global model, train or evaluate on a shard, return the result.
+
+One :class:`LocalTrainer` serves every client its process hosts. The model is built once per model
+specification and device and then only reloaded with each task's global weights, so a round pays
+for training, not for building. Calls are meant to run one at a time (the client pool gives the
+trainer a single worker thread); each call fully overwrites the weights, so clients never see each
+other's state, and training depends only on the global model, the shard and the task's seed.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedgrad.data import Shard
+from fedgrad.models import SpamModel, model_from_config
+from fedgrad.scenario import ModelConfig
+from fedgrad.training import evaluate, train_local
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    delta: dict[str, np.ndarray]  # trained weights minus the global weights, float32
+    metrics: dict[str, float]     # the local training metrics (loss, steps)
+    train_s: float
+
+
+class LocalTrainer:
+    """Trains and evaluates the task's model on a given shard (see the module docstring).
+
+    ``device`` overrides the device the task names (for a client on a machine with a GPU, say).
+    """
+
+    def __init__(self, device: str | None = None) -> None:
+        self._device = device
+        self._models: dict[tuple[str, str], SpamModel] = {}
+
+    def train(self, shard: Shard, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> TrainResult:
+        model = self._load(config, global_model)
+        started = time.perf_counter()
+        result = train_local(model, shard, seed=config["seed"], **config["train"])
+        train_s = time.perf_counter() - started
+        trained = model.state_dict()
+        delta = {name: trained[name] - value for name, value in global_model.items()}
+        metrics = {name: float(value) for name, value in result.items() if name != "n_examples"}
+        return TrainResult(delta, metrics, train_s)
+
+    def evaluate(self, shard: Shard, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> dict[str, float]:
+        model = self._load(config, global_model)
+        result = evaluate(model, shard, batch_size=config["train"]["batch_size"])
+        return {name: float(value) for name, value in result.items() if name != "n"}
+
+    def _load(self, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> SpamModel:
+        device = self._device or config["device"]
+        key = (json.dumps(config["model"], sort_keys=True), device)
+        model = self._models.get(key)
+        if model is None:
+            spec = config["model"]
+            model = self._models[key] = model_from_config(ModelConfig(**spec["config"]), spec["vocab_size"],
+                                                          seed=0).to(device)
+        model.load_state_dict(global_model)
+        return model

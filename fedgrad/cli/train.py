@@ -1,0 +1,127 @@
+"""`fedgrad train --centralized`: the baseline a federated run is measured against.
+
+    fedgrad train --centralized SCENARIO.toml [--set section.key=value ...] [--epochs N]
+
+Builds the scenario's dataset exactly as `fedgrad simulate` does (same corpus, split, vocabulary
+and seed), pools every client's training shard, trains the scenario's model on it with the
+scenario's [train] settings, and evaluates on the same held-out test set after every epoch. By
+default it runs ``federation.rounds x train.epochs`` epochs: as many passes over each example as
+the federated run makes when every client takes part in every round.
+
+The run directory (``output.dir``/<scenario>-<timestamp>) has the same files as a federated run,
+with one record per epoch in metrics.jsonl; its report says ``mode: centralized``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from fedgrad.data import build_federated_dataset
+from fedgrad.metrics import PhaseTimer
+from fedgrad.models import model_from_config
+from fedgrad.results import METRIC_KEYS, RunWriter, round_record
+from fedgrad.scenario import load_scenario
+from fedgrad.training import evaluate, train_local
+
+#: The printed table shows at most this many epochs (evenly spaced, always the last); all are in metrics.jsonl.
+MAX_TABLE_ROWS = 20
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("train", help="train the scenario's model centrally on the pooled data (baseline)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--centralized", action="store_true", required=True,
+                        help="train on all clients' training data pooled in one place (required: the only mode)")
+    parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a scenario value, e.g. --set train.lr=0.05 (repeatable)")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help="passes over the pooled data (default: federation.rounds x train.epochs)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, args.overrides)
+    data, fed, train = scenario.data, scenario.federation, scenario.train
+    epochs = args.epochs or fed.rounds * train.epochs
+    dataset = build_federated_dataset(
+        data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
+        test_fraction=data.test_fraction, seed=scenario.seed, min_count=data.min_count, max_len=data.max_len,
+        max_vocab=data.max_vocab)
+    pooled, test = dataset.train, dataset.test
+    model = model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed).to(train.device)
+    writer = RunWriter(scenario.output.dir, scenario)  # only once the data loaded: no empty run dirs
+    initial = evaluate(model, test)
+    with tqdm(total=epochs, desc=f"{scenario.name} (centralized)", unit="epoch", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for epoch in range(1, epochs + 1):
+            timer = PhaseTimer()
+            with timer.phase("train"):
+                trained = train_local(model, pooled, epochs=1, batch_size=train.batch_size, lr=train.lr,
+                                      optimizer=train.optimizer, momentum=train.momentum,
+                                      seed=epoch_seed(scenario.seed, epoch))
+            with timer.phase("evaluate"):
+                evaluation = evaluate(model, test)
+            writer.log_round(round_record(
+                epoch, evaluation, clients_selected=1, clients_used=1, clients_dropped=0,
+                time_s=timer.as_dict(), bytes_moved={}, train_loss=trained["loss"]))
+            bar.set_postfix(acc=f"{100 * evaluation['accuracy']:.2f}%", loss=f"{trained['loss']:.4f}", refresh=False)
+            bar.update(1)
+    summary = writer.finish({
+        "mode": "centralized",
+        "epochs": epochs,
+        "initial": {key: initial[key] for key in METRIC_KEYS},
+        "train_examples": len(pooled),
+        "test_examples": len(test),
+        "vocab_size": len(dataset.vocab),
+    })
+    print_table(writer.records, summary)
+    return 0
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Shuffling seed of one epoch, derived from the scenario seed so a rerun repeats every epoch."""
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """Per-epoch test metrics (at most MAX_TABLE_ROWS rows) and the final line, on stdout."""
+    step = -(-len(records) // MAX_TABLE_ROWS)  # ceil
+    shown = records[::-1][::step][::-1]  # every step-th epoch counted back from the last
+    columns = ("epoch", "accuracy", "precision", "recall", "f1", "test loss", "train loss", "time")
+    rows = [
+        (
+            str(record["round"]),
+            *(f"{100 * record[key]:.2f}%" for key in ("accuracy", "precision", "recall", "f1")),
+            _loss(record["loss"]),
+            _loss(record["train_loss"]),
+            f"{record['time_s']['total']:.3f}s",
+        )
+        for record in shown
+    ]
+    widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
+    print("  ".join(column.rjust(width) for column, width in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+    final = summary["final"]
+    print(f"\n{summary['scenario']} (centralized, {summary['epochs']} epochs on {summary['train_examples']} emails): "
+          f"test accuracy {100 * final['accuracy']:.2f}%, F1 {final['f1']:.4f} "
+          f"on {summary['test_examples']} emails, {summary['wall_time_s']:.1f}s")
+    print(f"results: {summary['run_dir']}")
+
+
+def _loss(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

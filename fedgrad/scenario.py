@@ -1,0 +1,340 @@
+"""Scenario files: the one description of an experiment that every command shares.
+
+A scenario is a small TOML file (see ``scenarios/``). ``load_scenario`` reads it, applies
+``--set section.key=value`` overrides, fills in defaults and validates every key, so that the
+coordinator, the client processes and the centralized baseline all run from the same frozen,
+already-checked :class:`Scenario`. Anything wrong — an unknown key, a value of the wrong type,
+a value out of range, or two keys that contradict each other — raises
+:class:`fedgrad.errors.ConfigError` with a one-line message that starts with the key, e.g.
+``federation.clients_per_round: must be <= federation.clients (got 12 > 10)``.
+
+The schema lives in the dataclasses below: each field's default is the documented default and its
+``metadata`` says what values are allowed. Adding a key means adding one field; validation,
+overrides and ``to_toml`` follow from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import operator
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fedgrad.data.loaders import DEFAULT_CORPUS
+from fedgrad.errors import ConfigError
+
+# Paillier moduli below 2048 bits fall short of current key-size recommendations (NIST SP 800-57);
+# smaller keys are allowed only with an explicit flag, to keep tests fast.
+SECURE_KEY_BITS = 2048
+MIN_INSECURE_KEY_BITS = 128
+
+_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def _spec(
+    default: Any,
+    *,
+    choices: tuple[str, ...] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    pattern: re.Pattern[str] | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field whose metadata carries the allowed values, read by :func:`_check_value`."""
+    rules = {"choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "pattern": pattern, "doc": doc}
+    return field(default=default, metadata=rules)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, how it is split into train/test and across clients, and how it is tokenized."""
+
+    corpus: str = _spec(DEFAULT_CORPUS,
+                        doc='"spamassassin" or a path (Enron dir/.tar.gz, spam.txt+ham.txt dir, .tsv, .csv)')
+    test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
+    partition: str = _spec("dirichlet", choices=("iid", "quantity", "dirichlet", "book"))
+    alpha: float = _spec(0.5, gt=0.0, doc="Dirichlet concentration; smaller = more label skew")
+    min_count: int = _spec(2, ge=1, doc="drop words seen in fewer emails than this")
+    max_len: int = _spec(500, ge=1, doc="tokens kept per email")
+    max_vocab: int = _spec(0, ge=0, doc="0 = unlimited")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _spec("book", choices=("book", "logreg", "mlp"))
+    hidden: int = _spec(32, ge=1, doc="mlp only")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training on each client (and the centralized baseline's training)."""
+
+    epochs: int = _spec(1, ge=1)
+    batch_size: int = _spec(500, ge=1)
+    lr: float = _spec(0.01, gt=0.0)
+    optimizer: str = _spec("sgd", choices=("sgd", "adam"))
+    momentum: float = _spec(0.0, ge=0.0, lt=1.0, doc="sgd only")
+    device: str = _spec("cpu", pattern=_DEVICE_PATTERN, doc='"cpu", "cuda" or "cuda:N"')
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    clients: int = _spec(10, ge=1)
+    clients_per_round: int = _spec(10, ge=1)
+    rounds: int = _spec(10, ge=1)
+    min_clients: int = _spec(2, ge=1, doc="fewest contributors a round (and a secure aggregate) may have")
+    strategy: str = _spec("fedavg", choices=("fedavg", "fedprox", "fedadam"))
+    prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
+    server_lr: float = _spec(1.0, gt=0.0)
+    round_timeout_s: float = _spec(60.0, gt=0.0, doc="updates arriving later are dropped from the round")
+    processes: int = _spec(0, ge=0, doc="client OS processes for simulate; 0 = auto")
+    max_clients: int = _spec(0, ge=0, doc="packing bound for secure aggregation; 0 = auto (clients)")
+
+    @property
+    def effective_max_clients(self) -> int:
+        """Most updates that can ever be summed into one aggregate (the Paillier packing bound)."""
+        return self.max_clients or self.clients
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    mode: str = _spec("none", choices=("none", "paillier", "paillier-naive", "dp"))
+    key_bits: int = _spec(SECURE_KEY_BITS, ge=MIN_INSECURE_KEY_BITS)
+    insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS} (tests only)")
+    clip: float = _spec(1.0, gt=0.0, doc="per-coordinate bound on an update before quantization")
+    value_bits: int = _spec(16, ge=2, le=32, doc="bits per quantized value")
+    epsilon: float = _spec(1.0, gt=0.0, doc="dp: target epsilon over the whole run")
+    delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
+    dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
+    dp_placement: str = _spec("central", choices=("central", "distributed"))
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str = _spec("runs", doc="run directories are created below this")
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "federation": FederationConfig,
+    "privacy": PrivacyConfig,
+    "output": OutputConfig,
+}
+_TOP_LEVEL_KEYS = ("name", "seed")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A fully resolved, validated experiment. Build it with :func:`load_scenario` or :meth:`from_dict`."""
+
+    name: str
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, default_name: str | None = None) -> Scenario:
+        """Validate a parsed TOML document (or :meth:`to_dict` output) and fill in defaults."""
+        unknown = sorted(set(raw) - set(_TOP_LEVEL_KEYS) - set(_SECTIONS))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown key (known: {', '.join((*_TOP_LEVEL_KEYS, *_SECTIONS))})")
+        name = raw.get("name", default_name)
+        if name is None:
+            raise ConfigError("name: missing (set name = \"...\" in the scenario)")
+        _check_type("name", name, str)
+        if not _NAME_PATTERN.fullmatch(name):
+            raise ConfigError(f"name: must be letters, digits, '_', '.', '-' (got {name!r})")
+        seed = _check_value("seed", raw.get("seed", 0), int, {"ge": 0})
+        sections = {}
+        for section, section_cls in _SECTIONS.items():
+            table = raw.get(section, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"{section}: must be a table [{section}] (got {_describe(table)})")
+            sections[section] = _build_section(section, section_cls, table)
+        scenario = cls(name=name, seed=seed, **sections)
+        _check_cross_fields(scenario)
+        return scenario
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (top-level keys, then one dict per section), JSON- and TOML-ready."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """The resolved scenario as TOML; ``load_scenario`` on it gives back an equal Scenario."""
+        top = [f"{key} = {_toml_value(getattr(self, key))}" for key in _TOP_LEVEL_KEYS]
+        blocks = ["\n".join(top)]
+        for section in _SECTIONS:
+            values = dataclasses.asdict(getattr(self, section))
+            lines = [f"[{section}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
+            blocks.append("\n".join(lines))
+        return "\n\n".join(blocks) + "\n"
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read a scenario TOML file, apply ``section.key=value`` overrides, validate, return it.
+
+    Override values use TOML value syntax (``train.lr=0.05``, ``privacy.mode="dp"``); a value that
+    is not valid TOML is taken as a bare string, so ``data.corpus=/data/enron`` works unquoted.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read scenario ({exc.strerror or exc})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    for override in overrides or ():
+        _apply_override(raw, override)
+    return Scenario.from_dict(raw, default_name=path.stem)
+
+
+def _apply_override(raw: dict[str, Any], override: str) -> None:
+    key, sep, text = override.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected section.key=value")
+    parts = key.split(".")
+    if len(parts) == 1 and key in _TOP_LEVEL_KEYS:
+        raw[key] = _parse_override_value(text)
+        return
+    if len(parts) != 2 or parts[0] not in _SECTIONS:
+        sections = ", ".join(_SECTIONS)
+        raise ConfigError(f"{key}: unknown key (use section.key with a section in {sections}, or name/seed)")
+    section, name = parts
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{section}: must be a table [{section}] (got {_describe(table)})")
+    table[name] = _parse_override_value(text)
+
+
+def _parse_override_value(text: str) -> Any:
+    text = text.strip()
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _build_section(section: str, section_cls: type, table: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(section_cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]}: unknown key (known in [{section}]: {', '.join(fields)})")
+    values = {
+        name: _check_value(f"{section}.{name}", table[name], _FIELD_TYPES[section_cls][name], fields[name].metadata)
+        for name in table
+    }
+    return section_cls(**values)
+
+
+def _field_types(section_cls: type) -> dict[str, type]:
+    # Annotations are strings under `from __future__ import annotations`; the schema only uses these.
+    builtin = {"str": str, "int": int, "float": float, "bool": bool}
+    return {f.name: builtin[f.type] for f in dataclasses.fields(section_cls)}
+
+
+_FIELD_TYPES = {section_cls: _field_types(section_cls) for section_cls in _SECTIONS.values()}
+
+
+def _check_type(key: str, value: Any, expected: type) -> Any:
+    """Return ``value`` as ``expected`` (ints are accepted as floats; bools are never numbers)."""
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, expected) and not (expected is not bool and isinstance(value, bool)):
+        return value
+    wanted = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[expected]
+    raise ConfigError(f"{key}: expected {wanted} (got {_describe(value)})")
+
+
+_BOUNDS = (("ge", operator.ge, ">="), ("gt", operator.gt, ">"), ("le", operator.le, "<="), ("lt", operator.lt, "<"))
+
+
+def _check_value(key: str, value: Any, expected: type, rules: Any) -> Any:
+    """``value`` checked against its type and the field's rules (see :func:`_spec`); returns it typed."""
+    value = _check_type(key, value, expected)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be finite (got {value})")
+    choices = rules.get("choices")
+    if choices and value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)} (got {value!r})")
+    pattern = rules.get("pattern")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise ConfigError(f"{key}: must be {rules['doc']} (got {value!r})")
+    if expected is str and not value:
+        raise ConfigError(f"{key}: must not be empty")
+    for bound, holds, word in _BOUNDS:
+        limit = rules.get(bound)
+        if limit is not None and not holds(value, limit):
+            raise ConfigError(f"{key}: must be {word} {_format_number(limit)} (got {value})")
+    return value
+
+
+def _check_cross_fields(s: Scenario) -> None:
+    """Rules that involve more than one key; each message names the key to change."""
+    fed, privacy, train = s.federation, s.privacy, s.train
+    if fed.clients_per_round > fed.clients:
+        raise ConfigError(
+            f"federation.clients_per_round: must be <= federation.clients (got {fed.clients_per_round} > {fed.clients})"
+        )
+    if fed.min_clients > fed.clients_per_round:
+        raise ConfigError(
+            "federation.min_clients: must be <= federation.clients_per_round "
+            f"(got {fed.min_clients} > {fed.clients_per_round})"
+        )
+    if fed.processes > fed.clients:
+        raise ConfigError(f"federation.processes: must be <= federation.clients (got {fed.processes} > {fed.clients})")
+    if fed.max_clients and fed.max_clients < fed.clients:
+        raise ConfigError(
+            f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
+        )
+    if fed.strategy == "fedprox" and fed.prox_mu == 0.0:
+        raise ConfigError("federation.prox_mu: must be > 0 when federation.strategy = \"fedprox\"")
+    if fed.strategy != "fedprox" and fed.prox_mu != 0.0:
+        raise ConfigError(f"federation.prox_mu: only used with strategy = \"fedprox\" (strategy is {fed.strategy!r})")
+    if s.data.partition == "book" and fed.clients != 3:
+        raise ConfigError(f"federation.clients: the book partition has exactly 3 clients (got {fed.clients})")
+    if train.optimizer != "sgd" and train.momentum != 0.0:
+        raise ConfigError(f"train.momentum: only used with optimizer = \"sgd\" (optimizer is {train.optimizer!r})")
+    if privacy.key_bits < SECURE_KEY_BITS and not privacy.insecure_key_bits:
+        raise ConfigError(
+            f"privacy.key_bits: must be >= {SECURE_KEY_BITS} (got {privacy.key_bits}); "
+            "set privacy.insecure_key_bits = true to allow weak keys in tests"
+        )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    kind = kinds.get(type(value), type(value).__name__)
+    return f"{kind} {value!r}"
+
+
+def _format_number(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        # A JSON string with non-ASCII escaped is a valid TOML basic string.
+        return json.dumps(value)
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")

@@ -1,0 +1,339 @@
+"""The coordinator: admits clients, runs the rounds, folds in updates, moves the global model.
+
+Everything runs on one asyncio event loop. gRPC handlers (``server.service``) call the coordinator's
+``join`` / ``authenticate`` / ``next_task`` / update and evaluation methods; the round loop (``run``)
+opens a dispatch, posts tasks into the selected clients' mailboxes, and waits on a signal that fires
+when the last answer arrives, or until ``round_timeout_s``. With one thread touching the state, a
+check and the bookkeeping that follows it cannot interleave with another handler.
+
+A round: sample ``clients_per_round`` of the joined clients with the seeded RNG, let the strategy
+configure them, send TRAIN tasks, accumulate updates as they arrive, close at the deadline (clients
+that did not answer are dropped from the round), retry the round with a fresh sample if fewer than
+``min_clients`` answered, then average (strategy.aggregate), step (strategy.apply), evaluate on the
+test set and report the round record. After the last round every client evaluates the final model
+on its own shard (EVALUATE), and all clients are told to SHUTDOWN.
+
+All state a restarted coordinator would need lives in :class:`FederationState`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedgrad.errors import FedgradError
+from fedgrad.metrics import ByteCounter, PhaseTimer
+from fedgrad.results import round_record
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport.channel import PROTOCOL_VERSION
+from server.aggregation import UpdateAccumulator
+from server.registry import ClientRecord, ClientRegistry, Signal
+from server.rounds import Dispatch, Report, TrainingRound
+from server.strategies import ClientInfo, StateDict, Strategy
+from server.tasks import ModelPayload, Task, client_seed, model_task, signal_task
+from server.validation import Rejected
+
+log = logging.getLogger("fedgrad.server")
+
+#: Attempts at one round before the run gives up for lack of clients.
+MAX_ROUND_ATTEMPTS = 3
+#: Longest a GetTask call is held before it answers WAIT (the client then asks again).
+MAX_LONG_POLL_S = 30.0
+#: How long the coordinator waits, by default, for joined clients to collect their SHUTDOWN; a client
+#: that died never does, so this is also what a dead client costs at the end of a run.
+SHUTDOWN_GRACE_S = 5.0
+
+
+class RoundFailed(FedgradError):
+    """A round could not gather ``min_clients`` updates in ``MAX_ROUND_ATTEMPTS`` attempts."""
+
+
+@dataclass(frozen=True)
+class RoundSettings:
+    """The federation settings the round loop uses (from the scenario's ``[federation]``)."""
+
+    rounds: int
+    clients_per_round: int
+    min_clients: int
+    round_timeout_s: float
+    join_grace_s: float
+
+
+@dataclass
+class FederationState:
+    """Everything that evolves over a run and that a checkpoint must hold to resume it."""
+
+    global_model: StateDict
+    rng: np.random.Generator
+    strategy: Strategy
+    completed_rounds: int = 0
+    model_version: int = 0
+
+
+class Coordinator:
+    """One federated run. Construct it, serve it with ``server.service``, then ``await run()``."""
+
+    def __init__(
+        self,
+        *,
+        settings: RoundSettings,
+        state: FederationState,
+        client_ids: Sequence[str],
+        new_accumulator: Callable[[Sequence[pb.TensorSpec]], UpdateAccumulator],
+        evaluate: Callable[[StateDict], dict[str, float]],
+        task_config: dict[str, Any],
+        seed: int,
+        on_round: Callable[[dict[str, Any]], None] = lambda record: None,
+        shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.run_id = uuid.uuid4().hex
+        self.registry = ClientRegistry(client_ids)
+        self._new_accumulator = new_accumulator
+        self._evaluate = evaluate
+        self._task_config = task_config
+        self._seed = seed
+        self._on_round = on_round
+        self._shutdown_grace_s = shutdown_grace_s
+        self._dispatch: Dispatch | None = None
+        self._dispatch_done = Signal()
+        self._last_task_id = 0
+        self._model_payload: ModelPayload | None = None
+        self._shutdown: Task | None = None
+
+    # ---- called by the gRPC handlers -------------------------------------------------------------
+
+    def join(self, request: pb.JoinRequest) -> pb.JoinReply:
+        if request.protocol_version != PROTOCOL_VERSION:
+            return self._refuse(request, f"protocol version {request.protocol_version} is not supported "
+                                         f"(coordinator speaks {PROTOCOL_VERSION}); upgrade fedgrad")
+        try:
+            record = self.registry.join(request)
+        except Rejected as rejected:
+            return self._refuse(request, str(rejected))
+        if self._shutdown is not None:
+            record.mailbox.post(self._shutdown)
+        log.info("client %s joined with %d examples (%d of %d joined)", record.client_id, record.n_examples,
+                 len(self.registry.clients()), len(self.registry.expected_ids))
+        return pb.JoinReply(accepted=True, run_id=self.run_id, protocol_version=PROTOCOL_VERSION)
+
+    def authenticate(self, credentials: pb.Credentials) -> ClientRecord:
+        """The joined client named by ``credentials``; :class:`Rejected` (UNAUTHENTICATED) otherwise."""
+        if credentials.run_id != self.run_id:
+            raise Rejected.unauthenticated(f"run {credentials.run_id!r} is not this coordinator's run; join again")
+        record = self.registry.get(credentials.client_id)
+        if record is None:
+            raise Rejected.unauthenticated(f"client {credentials.client_id!r} has not joined")
+        if credentials.token != record.token:
+            raise Rejected.unauthenticated(f"client {credentials.client_id!r}: token differs from the one "
+                                           "presented at join")
+        return record
+
+    async def next_task(self, client: ClientRecord, last_task_id: int, wait_s: float) -> Task:
+        """The client's newest task after ``last_task_id``, as soon as there is one; WAIT after ``wait_s``."""
+        task = await client.mailbox.newer_than(last_task_id, min(max(wait_s, 0.0), MAX_LONG_POLL_S))
+        return task or signal_task(pb.WAIT, last_task_id)
+
+    def task_delivered(self, client: ClientRecord, task: Task, nbytes: int) -> None:
+        """The whole of ``task`` went out to ``client`` (``nbytes`` serialized)."""
+        if task.kind == pb.SHUTDOWN:
+            self.registry.mark_shut_down(client)
+        elif self._dispatch is not None and self._dispatch.task_ids.get(client.client_id) == task.task_id:
+            self._dispatch.delivered(client.client_id, nbytes)
+
+    def admit_update(self, client: ClientRecord, header: pb.UpdateHeader) -> TrainingRound:
+        """Check an update's header before its payload is read; the round to hand the payload to."""
+        round_ = self._dispatch
+        if not isinstance(round_, TrainingRound):
+            raise Rejected.stale(f"no training round is open (update for round {header.round})")
+        _checked_metrics(header.metrics)
+        if not all(math.isfinite(seconds) and seconds >= 0 for seconds in (header.train_s, header.encrypt_s)):
+            raise Rejected.invalid("train_s and encrypt_s must be finite, non-negative seconds")
+        round_.admit_update(client.client_id, client.n_examples, header)
+        return round_
+
+    def add_update(self, round_: TrainingRound, client: ClientRecord, header: pb.UpdateHeader,
+                   payload: bytes | bytearray, nbytes: int, upload_s: float) -> str:
+        report = Report(header.n_examples, dict(header.metrics), header.train_s, header.encrypt_s, upload_s)
+        round_.add_update(client.client_id, payload, report, nbytes)
+        return f"update accepted for round {round_.round_number} ({len(round_.reports)}/{len(round_.task_ids)})"
+
+    def add_evaluation(self, client: ClientRecord, report: pb.EvaluationReport) -> str:
+        dispatch = self._dispatch
+        if dispatch is None or isinstance(dispatch, TrainingRound):
+            raise Rejected.stale("no evaluation is open")
+        metrics = _checked_metrics(report.metrics, required=("accuracy", "loss"))
+        if report.n_examples != client.n_examples:
+            raise Rejected.invalid(f"evaluation claims {report.n_examples} examples, the client declared "
+                                   f"{client.n_examples} at join")
+        dispatch.admit(client.client_id, report.task_id, report.round, report.model_version)
+        dispatch.accept_report(client.client_id, Report(report.n_examples, metrics))
+        return f"evaluation accepted ({len(dispatch.reports)}/{len(dispatch.task_ids)})"
+
+    # ---- the round loop ----------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        """Run all rounds; returns the summary entries the round records do not hold."""
+        try:
+            await self._await_clients()
+            initial = await asyncio.to_thread(self._evaluate, self.state.global_model)
+            while self.state.completed_rounds < self.settings.rounds:
+                self._on_round(await self._train_round(self.state.completed_rounds + 1))
+            client_evaluation = await self._evaluate_on_clients()
+        finally:
+            await self._shut_down()
+        return {"initial": initial, "client_evaluation": client_evaluation}
+
+    async def _await_clients(self) -> None:
+        """Wait for ``min_clients`` trainable clients, then up to ``join_grace_s`` for the rest to join.
+
+        Waiting for everyone (not just the minimum) makes round 1 sample from the full federation, so a
+        run does not depend on which clients happened to connect first.
+        """
+        settings, registry = self.settings, self.registry
+        log.info("waiting for clients: %d needed, %d expected", settings.min_clients, len(registry.expected_ids))
+        await registry.changed.wait_for(lambda: len(registry.trainable()) >= settings.min_clients)
+        everyone = await registry.changed.wait_for(
+            lambda: len(registry.clients()) == len(registry.expected_ids), settings.join_grace_s)
+        if not everyone:
+            log.warning("starting with %d of %d clients", len(registry.clients()), len(registry.expected_ids))
+
+    async def _train_round(self, number: int) -> dict[str, Any]:
+        settings, state = self.settings, self.state
+        timer, moved = PhaseTimer(), ByteCounter()
+        model = self._current_model()
+        for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            round_ = self._open_training_round(number, model)
+            await self._dispatch_done.wait_for(lambda: round_.complete, settings.round_timeout_s)
+            self._close(round_)
+            for phase, seconds in round_.phase_times().items():
+                timer.add(phase, seconds)
+            moved.down += round_.bytes_down
+            moved.up += round_.bytes_up
+            if len(round_.reports) >= settings.min_clients:
+                break
+            log.warning("round %d attempt %d: %d of %d clients answered before the deadline (min_clients=%d); "
+                        "retrying", number, attempt, len(round_.reports), len(round_.task_ids), settings.min_clients)
+        else:
+            raise RoundFailed(f"round {number}: fewer than federation.min_clients={settings.min_clients} updates "
+                              f"in {MAX_ROUND_ATTEMPTS} attempts; are enough clients running?")
+
+        summed = round_.accumulator.finalize(timer)
+        with timer.phase("aggregate"):
+            delta = state.strategy.aggregate(summed)
+            state.global_model = state.strategy.apply(state.global_model, delta)
+        state.model_version += 1
+        state.completed_rounds = number
+        with timer.phase("evaluate"):
+            evaluation = await asyncio.to_thread(self._evaluate, state.global_model)
+        selected, used = len(round_.task_ids), len(round_.reports)
+        return round_record(
+            number, evaluation, clients_selected=selected, clients_used=used, clients_dropped=selected - used,
+            time_s=timer.as_dict(), bytes_moved=moved.as_dict(),
+            attempts=attempt, model_version=state.model_version, local=round_.local_metrics(),
+        )
+
+    def _open_training_round(self, number: int, model: ModelPayload) -> TrainingRound:
+        candidates = self.registry.trainable()
+        k = min(self.settings.clients_per_round, len(candidates))
+        picked = sorted(self.state.rng.choice(len(candidates), size=k, replace=False))
+        selected = [candidates[i] for i in picked]
+        instructions = self.state.strategy.configure(
+            number, [ClientInfo(record.client_id, record.n_examples) for record in selected])
+        accumulator = self._new_accumulator(model.specs)
+        tasks = {}
+        for record in selected:
+            instruction = instructions[record.client_id]
+            config = {**self._task_config,
+                      "train": {**self._task_config["train"], **instruction.train_options},
+                      "seed": client_seed(self._seed, number, record.client_id)}
+            tasks[record.client_id] = model_task(pb.TRAIN, self._next_task_id(), number, model, config,
+                                                 instruction.weight, accumulator.secure_aggregation)
+        round_ = TrainingRound(number, model, {cid: task.task_id for cid, task in tasks.items()},
+                               self._dispatch_done, instructions, accumulator)
+        self._open(round_, tasks)
+        return round_
+
+    async def _evaluate_on_clients(self) -> dict[str, float]:
+        """Every trainable client scores the final model on its own shard; pooled by example count.
+
+        The test-set accuracy says how good the global model is on average; this says how evenly that
+        holds across clients, which matters under label skew.
+        """
+        model = self._current_model()
+        tasks = {record.client_id: model_task(pb.EVALUATE, self._next_task_id(), self.state.completed_rounds,
+                                              model, self._task_config)
+                 for record in self.registry.trainable()}
+        dispatch = Dispatch(self.state.completed_rounds, model, {cid: task.task_id for cid, task in tasks.items()},
+                            self._dispatch_done)
+        self._open(dispatch, tasks)
+        await self._dispatch_done.wait_for(lambda: dispatch.complete, self.settings.round_timeout_s)
+        self._close(dispatch)
+        reports = [dispatch.reports[cid] for cid in sorted(dispatch.reports)]
+        examples = sum(report.n_examples for report in reports)
+        if not examples:
+            return {"clients": 0}
+        accuracies = [report.metrics["accuracy"] for report in reports]
+        return {
+            "clients": len(reports),
+            "accuracy": sum(r.n_examples * r.metrics["accuracy"] for r in reports) / examples,
+            "loss": sum(r.n_examples * r.metrics["loss"] for r in reports) / examples,
+            "accuracy_min": min(accuracies),
+            "accuracy_max": max(accuracies),
+        }
+
+    async def _shut_down(self) -> None:
+        """Tell every client the run is over and give them a moment to hear it."""
+        self._shutdown = signal_task(pb.SHUTDOWN, self._next_task_id())
+        for record in self.registry.clients():
+            record.mailbox.post(self._shutdown)
+        registry = self.registry
+        await registry.changed.wait_for(lambda: all(r.shut_down for r in registry.clients()),
+                                       self._shutdown_grace_s)
+
+    # ---- helpers -----------------------------------------------------------------------------------
+
+    def _current_model(self) -> ModelPayload:
+        """The global model encoded once per version, shared by every task that sends it."""
+        if self._model_payload is None or self._model_payload.version != self.state.model_version:
+            self._model_payload = ModelPayload.encode(self.state.model_version, self.state.global_model)
+        return self._model_payload
+
+    def _next_task_id(self) -> int:
+        self._last_task_id += 1
+        return self._last_task_id
+
+    def _open(self, dispatch: Dispatch, tasks: dict[str, Task]) -> None:
+        self._dispatch = dispatch
+        for client_id, task in tasks.items():
+            self.registry.get(client_id).mailbox.post(task)
+
+    def _close(self, dispatch: Dispatch) -> None:
+        """No more answers; tasks nobody fetched are withdrawn so a late client does not start them."""
+        dispatch.close()
+        self._dispatch = None
+        for client_id, task_id in dispatch.task_ids.items():
+            self.registry.get(client_id).mailbox.withdraw(task_id)
+
+    @staticmethod
+    def _refuse(request: pb.JoinRequest, reason: str) -> pb.JoinReply:
+        log.warning("refused join of client %r: %s", request.client_id, reason)
+        return pb.JoinReply(accepted=False, reason=reason, protocol_version=PROTOCOL_VERSION)
+
+
+def _checked_metrics(metrics: Mapping[str, float], required: Sequence[str] = ()) -> dict[str, float]:
+    """A client's reported metrics, refused when one is missing or not a finite number."""
+    missing = [name for name in required if name not in metrics]
+    if missing:
+        raise Rejected.invalid(f"metrics lack {', '.join(missing)}")
+    bad = sorted(name for name, value in metrics.items() if not math.isfinite(value))
+    if bad:
+        raise Rejected.invalid(f"metric(s) {', '.join(bad)} are not finite")
+    return dict(metrics)

@@ -1,0 +1,91 @@
+"""A federated run assembled from a scenario: data in the run directory, a coordinator, the results.
+
+Both ``fedgrad server`` and ``fedgrad simulate`` go through here, so a run started either way is the
+same experiment: the dataset is built once by the coordinator's side and saved as
+``<run dir>/data/{vocab.json, test.npz, shard-<k>.npz}``; client ``k`` (wire id ``"k"``) trains on
+``shard-<k>.npz`` and nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedgrad.data import Shard, build_federated_dataset
+from fedgrad.models import model_from_config
+from fedgrad.results import RunWriter
+from fedgrad.scenario import Scenario
+from fedgrad.training import evaluate
+from fedgrad.transport import fedgrad_pb2 as pb
+from server.aggregation import UpdateAccumulator, accumulator_factory
+from server.coordinator import Coordinator, FederationState, RoundSettings
+from server.strategies import StateDict, build_strategy
+
+DATA_DIR = "data"
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    scenario: Scenario
+    writer: RunWriter
+    vocab_size: int
+    test: Shard
+    new_accumulator: Callable[[Sequence[pb.TensorSpec]], UpdateAccumulator]
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the shards live; ``fedgrad client --shard-dir`` points here."""
+        return self.writer.run_dir / DATA_DIR
+
+
+def prepare_run(scenario: Scenario) -> PreparedRun:
+    """Build the scenario's federated dataset and save it into a fresh run directory."""
+    new_accumulator = accumulator_factory(scenario.privacy.mode)  # refuse an unsupported mode before any work
+    data, fed = scenario.data, scenario.federation
+    dataset = build_federated_dataset(
+        data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
+        test_fraction=data.test_fraction, seed=scenario.seed, min_count=data.min_count, max_len=data.max_len,
+        max_vocab=data.max_vocab)
+    writer = RunWriter(scenario.output.dir, scenario)  # only once the data is good: no empty run dirs
+    dataset.save(writer.run_dir / DATA_DIR)
+    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test, new_accumulator)
+
+
+def client_ids(scenario: Scenario) -> list[str]:
+    """The wire ids of the scenario's clients: client ``k`` holds ``shard-<k>.npz``."""
+    return [str(k) for k in range(scenario.federation.clients)]
+
+
+def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None]) -> Coordinator:
+    """The coordinator for ``prepared``, its global model initialised from the scenario's seed."""
+    scenario = prepared.scenario
+    fed, train = scenario.federation, scenario.train
+    model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
+
+    def evaluate_on_test(state: StateDict) -> dict[str, float]:
+        model.load_state_dict(state)
+        return evaluate(model, prepared.test)
+
+    task_config = {
+        "model": {"config": dataclasses.asdict(scenario.model), "vocab_size": prepared.vocab_size},
+        "train": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr,
+                  "optimizer": train.optimizer, "momentum": train.momentum},
+        "device": train.device,
+    }
+    return Coordinator(
+        settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,
+                               min_clients=fed.min_clients, round_timeout_s=fed.round_timeout_s,
+                               join_grace_s=fed.round_timeout_s),
+        state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(scenario.seed),
+                              strategy=build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu)),
+        client_ids=client_ids(scenario),
+        new_accumulator=prepared.new_accumulator,
+        evaluate=evaluate_on_test,
+        task_config=task_config,
+        seed=scenario.seed,
+        on_round=on_round,
+    )

@@ -1,0 +1,107 @@
+"""The gRPC face of the coordinator: decode requests, call ``Coordinator``, turn refusals into status codes.
+
+Handlers hold no state of their own. A refused call ends with the :class:`~server.validation.Rejected`
+status and message (logged at INFO: refusals are expected in a federation, not errors of the server).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from fedgrad.errors import FedgradError
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
+from fedgrad.transport.channel import new_server
+from fedgrad.transport.codec import PayloadBuffer, WireError
+from server.coordinator import Coordinator
+from server.validation import Rejected
+
+log = logging.getLogger("fedgrad.server")
+
+
+class CoordinatorService(pb_grpc.CoordinatorServicer):
+    def __init__(self, coordinator: Coordinator) -> None:
+        self.coordinator = coordinator
+
+    async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
+        return self.coordinator.join(request)
+
+    async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TaskChunk]:
+        try:
+            client = self.coordinator.authenticate(request.credentials)
+        except Rejected as rejected:
+            await _abort(context, rejected, request.credentials.client_id)
+        task = await self.coordinator.next_task(client, request.last_task_id, request.wait_s)
+        nbytes = 0
+        for message in task.messages():
+            nbytes += message.ByteSize()
+            yield message
+        self.coordinator.task_delivered(client, task, nbytes)
+
+    async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.UpdateChunk],
+                           context: grpc.aio.ServicerContext) -> pb.Ack:
+        started = time.perf_counter()
+        stream = aiter(request_iterator)
+        first = await anext(stream, None)
+        client_id = first.header.credentials.client_id if first is not None else "?"
+        try:
+            if first is None or first.WhichOneof("part") != "header":
+                raise Rejected.invalid("an update stream must start with its header")
+            header = first.header
+            client = self.coordinator.authenticate(header.credentials)
+            round_ = self.coordinator.admit_update(client, header)
+            try:
+                payload, nbytes = await _receive_payload(stream, header.payload_bytes)
+            except BaseException:
+                round_.release(client.client_id)
+                raise
+            nbytes += first.ByteSize()
+            detail = self.coordinator.add_update(round_, client, header, payload, nbytes,
+                                                 time.perf_counter() - started)
+        except WireError as exc:
+            await _abort(context, Rejected.invalid(str(exc)), client_id)
+        except Rejected as rejected:
+            await _abort(context, rejected, client_id)
+        return pb.Ack(detail=detail)
+
+    async def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.aio.ServicerContext) -> pb.Ack:
+        try:
+            client = self.coordinator.authenticate(request.credentials)
+            detail = self.coordinator.add_evaluation(client, request)
+        except Rejected as rejected:
+            await _abort(context, rejected, request.credentials.client_id)
+        return pb.Ack(detail=detail)
+
+
+async def _receive_payload(stream: AsyncIterator[pb.UpdateChunk], expected_bytes: int) -> tuple[bytearray, int]:
+    """The rest of an update stream: its payload (exactly ``expected_bytes``) and its size on the wire."""
+    buffer, nbytes = PayloadBuffer(expected_bytes), 0
+    async for chunk in stream:
+        if chunk.WhichOneof("part") != "data":
+            raise Rejected.invalid("an update stream carries exactly one header, at its start")
+        buffer.append(chunk.data)
+        nbytes += chunk.ByteSize()
+    return buffer.payload(), nbytes
+
+
+async def _abort(context: grpc.aio.ServicerContext, rejected: Rejected, client_id: str) -> None:
+    log.info("refused a call from client %r: %s", client_id, rejected)
+    await context.abort(rejected.code, str(rejected))
+
+
+async def start_server(coordinator: Coordinator, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Serve ``coordinator`` on ``host:port`` (port 0 picks a free one); returns the server and its port."""
+    server = new_server()
+    pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        raise FedgradError(f"cannot listen on {address} (address in use, or not an address of this machine)")
+    await server.start()
+    return server, bound

@@ -1,0 +1,85 @@
+"""Tasks the coordinator hands out, and the global model encoded once per version for all of them.
+
+A TRAIN or EVALUATE task is a small per-client header (weight, seed, settings) followed by the model's
+chunks. The chunks are identical for every recipient of a model version, so they are encoded once
+(:class:`ModelPayload`) and the same message objects are streamed to each client.
+
+The header's ``config_json`` is everything a client needs besides its shard, so a client on another
+machine needs no scenario file::
+
+    {"model": {"name": "book", "vocab_size": 9000, "options": {...}},   # fedgrad.models.build_model
+     "train": {"epochs": 1, "batch_size": 500, "lr": 0.01, ...},        # fedgrad.training.train_local
+     "seed": 1234567}                                                   # TRAIN only: this client's seed
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport.codec import encode_tensors, split_payload
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """One version of the global model as manifest plus ready-to-send chunk messages."""
+
+    version: int
+    specs: tuple[pb.TensorSpec, ...]
+    payload_bytes: int
+    chunks: tuple[pb.TaskChunk, ...]
+
+    @classmethod
+    def encode(cls, version: int, model: Mapping[str, np.ndarray]) -> ModelPayload:
+        specs, payload = encode_tensors(model)
+        chunks = tuple(pb.TaskChunk(data=piece) for piece in split_payload(payload))
+        return cls(version, tuple(specs), len(payload), chunks)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A header and, for TRAIN/EVALUATE, the model it refers to."""
+
+    header: pb.TaskHeader
+    model: ModelPayload | None = None
+
+    @property
+    def task_id(self) -> int:
+        return self.header.task_id
+
+    @property
+    def kind(self) -> int:
+        return self.header.kind
+
+    def messages(self) -> Iterator[pb.TaskChunk]:
+        """The stream GetTask sends: the header, then the model's chunks."""
+        yield pb.TaskChunk(header=self.header)
+        if self.model is not None:
+            yield from self.model.chunks
+
+
+def model_task(kind: int, task_id: int, round_number: int, model: ModelPayload, config: Mapping[str, Any],
+               weight: float = 0.0, secure_aggregation: pb.SecureAggregation | None = None) -> Task:
+    """A TRAIN or EVALUATE task carrying ``model``."""
+    header = pb.TaskHeader(kind=kind, task_id=task_id, round=round_number, model_version=model.version,
+                           config_json=json.dumps(config, sort_keys=True), weight=weight,
+                           secure_aggregation=secure_aggregation, tensors=model.specs,
+                           payload_bytes=model.payload_bytes)
+    return Task(header, model)
+
+
+def signal_task(kind: int, task_id: int) -> Task:
+    """A WAIT or SHUTDOWN task: a header alone."""
+    return Task(pb.TaskHeader(kind=kind, task_id=task_id))
+
+
+def client_seed(seed: int, round_number: int, client_id: str) -> int:
+    """The local-training seed of ``client_id`` in ``round_number``: a pure function of the three, so a
+    client trains identically whichever process hosts it and however often the round is retried."""
+    words = [seed, round_number, zlib.crc32(client_id.encode())]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])

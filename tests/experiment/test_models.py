@@ -1,0 +1,98 @@
+"""The spam models: shapes, seeded initialisation, their losses, and unknown words."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import fedgrad as fg
+from fedgrad.errors import ConfigError
+from fedgrad.models import BAG_INIT, MODEL_NAMES, build_model, model_from_config
+from fedgrad.scenario import ModelConfig
+
+IDS = np.array([[2, 3, 4, 0, 0], [5, 6, 0, 0, 0], [7, 8, 9, 10, 11]], dtype=np.int32)
+LABELS = np.array([1.0, 0.0, 1.0], dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_scores_have_one_value_per_email(name):
+    model = build_model(name, 20, seed=0)
+    scores = model(IDS)
+    assert scores.shape == (3,)
+    loss = model.loss_fn(scores, fg.Tensor(LABELS))
+    assert loss.shape == () and np.isfinite(loss.item())
+    proba = model.predict_proba(scores).numpy()
+    assert np.all((proba > 0) & (proba < 1))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_same_seed_same_weights(name):
+    first, again, other = (build_model(name, 50, seed=s).state_dict() for s in (3, 3, 4))
+    assert first.keys() == again.keys()
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert any(not np.array_equal(first[k], other[k]) for k in first)
+
+
+@pytest.mark.parametrize("name", ["book", "logreg"])
+def test_bag_models_start_small_with_zero_padding(name):
+    weight = build_model(name, 1000, seed=0).state_dict()["embedding.weight"]
+    assert weight.shape == (1000, 1)
+    assert np.all(weight[0] == 0.0)
+    assert 0 < np.abs(weight).max() <= BAG_INIT
+
+
+def test_book_model_is_the_books_sum_sigmoid_and_summed_mse():
+    model = build_model("book", 12, seed=0)
+    weights = np.linspace(-1, 1, 12, dtype=np.float32)[:, None]
+    weights[0] = 0
+    model.load_state_dict({"embedding.weight": weights})
+    scores = model(IDS[:, :5] % 12)
+    expected_scores = weights[IDS[:, :5] % 12, 0].sum(axis=1)
+    np.testing.assert_allclose(scores.numpy(), expected_scores, rtol=1e-6)
+    proba = 1 / (1 + np.exp(-expected_scores))
+    loss = model.loss_fn(scores, fg.Tensor(LABELS)).item()
+    assert loss == pytest.approx(float(((proba - LABELS) ** 2).sum()), rel=1e-5)  # summed, not averaged
+    assert model.loss_reduction == "sum"
+
+
+def test_logreg_is_bce_on_sum_plus_bias():
+    model = build_model("logreg", 12, seed=0)
+    model.load_state_dict({"embedding.weight": np.full((12, 1), 0.5, dtype=np.float32),
+                           "bias": np.array([-1.0], dtype=np.float32)})
+    scores = model(IDS % 12)
+    counts = (IDS % 12 != 0).sum(axis=1)
+    np.testing.assert_allclose(scores.numpy(), 0.5 * counts - 1.0, rtol=1e-6)
+    x = 0.5 * counts - 1.0
+    bce = np.mean(np.log1p(np.exp(-x)) * LABELS + np.log1p(np.exp(x)) * (1 - LABELS))
+    assert model.loss_fn(scores, fg.Tensor(LABELS)).item() == pytest.approx(bce, rel=1e-5)
+    assert model.loss_reduction == "mean"
+
+
+@pytest.mark.parametrize("name", ["book", "logreg"])
+def test_unknown_words_add_nothing_to_bag_scores(name):
+    model = build_model(name, 20, seed=0)
+    with_unknown = np.array([[2, 1, 3, 1, 1]], dtype=np.int32)
+    without = np.array([[2, 3, 0, 0, 0]], dtype=np.int32)
+    assert model(with_unknown).item() == pytest.approx(model(without).item())
+    assert model(fg.Tensor(with_unknown)).item() == pytest.approx(model(without).item())
+
+
+def test_mlp_uses_hidden_from_config():
+    model = model_from_config(ModelConfig(name="mlp", hidden=7), 30, seed=0)
+    assert model.state_dict()["embedding.weight"].shape == (30, 7)
+    assert model.state_dict()["out.weight"].shape == (1, 7)
+    book = model_from_config(ModelConfig(name="book", hidden=7), 30, seed=0)
+    assert set(book.state_dict()) == {"embedding.weight"}
+
+
+def test_bad_model_requests():
+    with pytest.raises(ConfigError, match="model.name"):
+        build_model("cnn", 10)
+    with pytest.raises(ConfigError, match="vocabulary has 1 entries"):
+        build_model("book", 1)
+
+
+def test_scenario_offers_exactly_these_models():
+    (name_field,) = [f for f in dataclasses.fields(ModelConfig) if f.name == "name"]
+    assert name_field.metadata["choices"] == MODEL_NAMES

@@ -1,0 +1,285 @@
+"""The coordinator over real gRPC on localhost, driven by a hand-written client that can misbehave.
+
+No data or training here: the model is a hand-made state dict and "evaluation" reads the weights, so
+each test checks exactly what the coordinator accepted, refused and computed.
+"""
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import pytest
+
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
+from fedgrad.transport.channel import PROTOCOL_VERSION, open_channel
+from fedgrad.transport.codec import PayloadBuffer, decode_tensors, encode_tensors, split_payload
+from server.aggregation import PlainAccumulator
+from server.coordinator import Coordinator, FederationState, RoundFailed, RoundSettings
+from server.service import start_server
+from server.strategies import FedAvg
+
+SMALL_MODEL = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(1, np.float32)}
+
+
+def weight_sums(model):
+    """Stand-in for test-set evaluation: the metrics are functions of the weights."""
+    total = float(sum(value.sum() for value in model.values()))
+    return {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "loss": total}
+
+
+@dataclass
+class Federation:
+    coordinator: Coordinator
+    stub: pb_grpc.CoordinatorStub
+    run: asyncio.Task
+    records: list
+
+
+@asynccontextmanager
+async def serving(model, *, clients=("0", "1"), per_round=1, min_clients=1, rounds=1, timeout_s=10.0):
+    records = []
+    coordinator = Coordinator(
+        settings=RoundSettings(rounds=rounds, clients_per_round=per_round, min_clients=min_clients,
+                               round_timeout_s=timeout_s, join_grace_s=5.0),
+        state=FederationState(global_model=dict(model), rng=np.random.default_rng(0), strategy=FedAvg()),
+        client_ids=clients, new_accumulator=PlainAccumulator, evaluate=weight_sums,
+        task_config={"train": {}}, seed=0, on_round=records.append, shutdown_grace_s=0.2)
+    server, port = await start_server(coordinator, "127.0.0.1", 0)
+    channel = open_channel(f"127.0.0.1:{port}")
+    run = asyncio.create_task(coordinator.run())
+    try:
+        yield Federation(coordinator, pb_grpc.CoordinatorStub(channel), run, records)
+    finally:
+        run.cancel()
+        await channel.close()
+        await server.stop(None)
+
+
+async def join(stub, client_id, n_examples=10, **overrides):
+    request = dict(client_id=client_id, token=f"t{client_id}", n_examples=n_examples,
+                   protocol_version=PROTOCOL_VERSION) | overrides
+    return await stub.Join(pb.JoinRequest(**request), timeout=5)
+
+
+async def credentials(stub, client_id, n_examples=10):
+    reply = await join(stub, client_id, n_examples)
+    assert reply.accepted, reply.reason
+    return pb.Credentials(run_id=reply.run_id, client_id=client_id, token=f"t{client_id}")
+
+
+async def get_task(stub, creds, last_task_id=0, wait_s=5.0):
+    header, buffer = None, None
+    async for message in stub.GetTask(pb.TaskRequest(credentials=creds, last_task_id=last_task_id, wait_s=wait_s),
+                                      timeout=wait_s + 10):
+        if header is None:
+            header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
+        else:
+            buffer.append(message.data)
+    model = decode_tensors(header.tensors, buffer.payload()) if header.payload_bytes else None
+    return header, model
+
+
+async def submit(stub, creds, task, delta, *, payload=None, messages=None, **header_fields):
+    """Send ``delta`` as the answer to ``task``; keyword arguments override header fields."""
+    specs, encoded = encode_tensors(delta)
+    payload = encoded if payload is None else payload
+    fields = dict(credentials=creds, task_id=task.task_id, round=task.round, model_version=task.model_version,
+                  n_examples=10, encoding=pb.PLAIN, tensors=specs, payload_bytes=len(encoded),
+                  metrics={"loss": 0.5}, train_s=0.01) | header_fields
+    if messages is None:
+        messages = [pb.UpdateChunk(header=pb.UpdateHeader(**fields))]
+        messages += [pb.UpdateChunk(data=piece) for piece in split_payload(payload)]
+
+    async def stream() -> AsyncIterator[pb.UpdateChunk]:
+        for message in messages:
+            yield message
+
+    return await stub.SubmitUpdate(stream(), timeout=10)
+
+
+async def refused(call, code, match):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == code, caught.value.details()
+    assert match in caught.value.details(), caught.value.details()
+
+
+async def take_tasks(stub, creds_by_id, wait_s=0.5):
+    """GetTask for several clients at once: {client_id: (header, model)}."""
+    answers = await asyncio.gather(*(get_task(stub, creds, wait_s=wait_s) for creds in creds_by_id.values()))
+    return dict(zip(creds_by_id, answers))
+
+
+async def finish_evaluation(fed, creds_by_id, last_task_ids, examples=None):
+    """Answer the final EVALUATE tasks, collect SHUTDOWN, and return the run's summary."""
+    for client_id, creds in creds_by_id.items():
+        task, model = await get_task(fed.stub, creds, last_task_ids.get(client_id, 0))
+        assert task.kind == pb.EVALUATE and model is not None
+        await fed.stub.SubmitEvaluation(pb.EvaluationReport(
+            credentials=creds, task_id=task.task_id, round=task.round, model_version=task.model_version,
+            n_examples=(examples or {}).get(client_id, 10), metrics={"accuracy": 0.75 if client_id == "0" else 0.25, "loss": 1.0}), timeout=5)
+        last_task_ids[client_id] = task.task_id
+    for client_id, creds in creds_by_id.items():
+        task, _ = await get_task(fed.stub, creds, last_task_ids[client_id])
+        assert task.kind == pb.SHUTDOWN
+    return await asyncio.wait_for(fed.run, 10)
+
+
+def test_join_refuses_unknown_clients_and_protocol_versions():
+    async def scenario():
+        async with serving(SMALL_MODEL) as fed:
+            reply = await join(fed.stub, "7")
+            assert not reply.accepted and "unknown client id '7'" in reply.reason
+            reply = await join(fed.stub, "0", protocol_version=PROTOCOL_VERSION + 1)
+            assert not reply.accepted and "protocol version" in reply.reason
+            creds = await credentials(fed.stub, "0")
+            bad_token = pb.Credentials(run_id=creds.run_id, client_id="0", token="forged")
+            await refused(get_task(fed.stub, bad_token), grpc.StatusCode.UNAUTHENTICATED, "token")
+            other_run = pb.Credentials(run_id="elsewhere", client_id="0", token=creds.token)
+            await refused(get_task(fed.stub, other_run), grpc.StatusCode.UNAUTHENTICATED, "join again")
+            not_joined = pb.Credentials(run_id=creds.run_id, client_id="1", token="t1")
+            await refused(get_task(fed.stub, not_joined), grpc.StatusCode.UNAUTHENTICATED, "has not joined")
+
+    asyncio.run(scenario())
+
+
+def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
+    async def scenario():
+        async with serving(SMALL_MODEL) as fed:
+            creds = {cid: await credentials(fed.stub, cid) for cid in ("0", "1")}
+            tasks = await take_tasks(fed.stub, creds)
+            kinds = {cid: task.kind for cid, (task, _) in tasks.items()}
+            assert sorted(kinds.values()) == [pb.TRAIN, pb.WAIT]
+            chosen = next(cid for cid, kind in kinds.items() if kind == pb.TRAIN)
+            other = "1" if chosen == "0" else "0"
+            task, model = tasks[chosen]
+            assert task.round == 1 and task.model_version == 0 and task.weight == 10.0
+            for name, value in SMALL_MODEL.items():
+                np.testing.assert_array_equal(model[name], value)
+            good = {"w": np.full((3, 2), 0.5, np.float32), "b": np.array([2.0], np.float32)}
+            mine, stub = creds[chosen], fed.stub
+            invalid, stale = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
+
+            await refused(submit(stub, creds[other], task, good), stale, f"client '{other}' is not selected")
+            await refused(submit(stub, mine, task, good, round=2), stale, "answer is for round 2")
+            await refused(submit(stub, mine, task, good, task_id=task.task_id + 5), stale, "open task is")
+            await refused(submit(stub, mine, task, good, model_version=3), stale, "model version 3")
+            await refused(submit(stub, mine, task, {"w": good["w"], "bias": good["b"]}), invalid, "lacks tensor(s) 'b'")
+            await refused(submit(stub, mine, task, {**good, "extra": good["b"]}), invalid, "unknown tensor(s) 'extra'")
+            await refused(submit(stub, mine, task, {"b": good["b"], "w": good["w"]}), invalid, "different order")
+            await refused(submit(stub, mine, task, {**good, "w": np.zeros((2, 3), np.float32)}), invalid,
+                          "'w' has shape [2, 3], the model's is [3, 2]")
+            await refused(submit(stub, mine, task, {**good, "b": good["b"].astype(np.float64)}), invalid,
+                          "'b' has dtype float64")
+            await refused(submit(stub, mine, task, {**good, "w": np.full((3, 2), np.nan, np.float32)}), invalid,
+                          "'w' contains NaN")
+            await refused(submit(stub, mine, task, good, encoding=pb.PAILLIER), invalid, "encoding PAILLIER")
+            await refused(submit(stub, mine, task, good, encoding=42), invalid, "encoding #42")
+            odd_dtype = encode_tensors(good)[0]
+            odd_dtype[1].dtype = 99
+            await refused(submit(stub, mine, task, good, tensors=odd_dtype), invalid, "'b': unknown dtype code 99")
+            await refused(submit(stub, mine, task, good, n_examples=99), invalid, "claims 99 examples")
+            await refused(submit(stub, mine, task, good, metrics={"loss": float("nan")}), invalid,
+                          "metric(s) loss are not finite")
+            await refused(submit(stub, mine, task, good, train_s=-1.0), invalid, "non-negative seconds")
+            await refused(submit(stub, mine, task, good, payload_bytes=10**9), invalid, "announces 1000000000")
+            payload = encode_tensors(good)[1]
+            await refused(submit(stub, mine, task, good, payload=payload[:-4]), invalid, "stream ended after")
+            await refused(submit(stub, mine, task, good, payload=payload + b"xxxx"), invalid, "more than the announced")
+            await refused(submit(stub, mine, task, good, messages=[pb.UpdateChunk(data=payload)]), invalid,
+                          "must start with its header")
+            forged = pb.Credentials(run_id=mine.run_id, client_id=chosen, token="forged")
+            await refused(submit(stub, forged, task, good), grpc.StatusCode.UNAUTHENTICATED, "token")
+            assert fed.records == []  # nothing so far was accepted
+
+            ack = await submit(stub, mine, task, good)
+            assert "accepted for round 1 (1/1)" in ack.detail
+            await refused(submit(stub, mine, task, good), stale, "")  # a replay of the same update
+
+            summary = await finish_evaluation(fed, creds, {chosen: task.task_id})
+            [record] = fed.records
+            assert (record["round"], record["clients_selected"], record["clients_used"]) == (1, 1, 1)
+            assert record["loss"] == pytest.approx(6 * 0.5 + 2.0)  # new model = old + the one delta
+            assert record["bytes"]["up"] > 7 * 4 and record["bytes"]["down"] > 7 * 4
+            assert record["local"] == {"loss": 0.5}
+            assert summary["initial"]["loss"] == 0.0
+            assert summary["client_evaluation"] == {"clients": 2, "accuracy": 0.5, "loss": 1.0,
+                                                    "accuracy_min": 0.25, "accuracy_max": 0.75}
+
+    asyncio.run(scenario())
+
+
+def test_model_over_4_mib_goes_down_and_updates_come_back_in_chunks():
+    big = {"w": np.random.default_rng(3).standard_normal((1100, 1000)).astype(np.float32),  # 4.2 MiB
+           "b": np.ones(2, np.float32)}
+
+    async def scenario():
+        async with serving(big, per_round=2, min_clients=2) as fed:
+            creds = {cid: await credentials(fed.stub, cid, n_examples=n) for cid, n in (("0", 30), ("1", 10))}
+            tasks = await take_tasks(fed.stub, creds)
+            deltas = {"0": 1.0, "1": -1.0}
+            for cid, (task, model) in tasks.items():
+                assert task.kind == pb.TRAIN
+                np.testing.assert_array_equal(model["w"], big["w"])
+                delta = {name: np.full_like(value, deltas[cid]) for name, value in big.items()}
+                await submit(fed.stub, creds[cid], task, delta, n_examples=30 if cid == "0" else 10)
+            await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()},
+                                    examples={"0": 30, "1": 10})
+            [record] = fed.records
+            mean_delta = (30 * 1.0 + 10 * -1.0) / 40
+            expected = float(big["w"].astype(np.float64).sum() + 2) + mean_delta * (1100 * 1000 + 2)
+            assert record["loss"] == pytest.approx(expected, rel=1e-5)
+            assert record["bytes"]["down"] > 2 * 1100 * 1000 * 4 and record["bytes"]["up"] > 2 * 1100 * 1000 * 4
+
+    asyncio.run(scenario())
+
+
+def test_silent_client_is_dropped_at_the_deadline_and_its_late_update_refused():
+    async def scenario():
+        async with serving(SMALL_MODEL, per_round=2, min_clients=1, timeout_s=0.5) as fed:
+            creds = {cid: await credentials(fed.stub, cid) for cid in ("0", "1")}
+            tasks = await take_tasks(fed.stub, creds)
+            delta = {name: np.ones_like(value) for name, value in SMALL_MODEL.items()}
+            started = time.perf_counter()
+            await submit(fed.stub, creds["0"], tasks["0"][0], delta)
+            await asyncio.sleep(0.8)
+            await refused(submit(fed.stub, creds["1"], tasks["1"][0], delta), grpc.StatusCode.FAILED_PRECONDITION,
+                          "no training round is open")
+            await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()})
+            [record] = fed.records
+            assert (record["clients_selected"], record["clients_used"], record["clients_dropped"]) == (2, 1, 1)
+            assert 0.4 < record["time_s"]["total"] < 5 and time.perf_counter() - started < 5
+
+    asyncio.run(scenario())
+
+
+def test_round_with_too_few_updates_is_retried_then_fails():
+    async def scenario():
+        async with serving(SMALL_MODEL, per_round=2, min_clients=2, timeout_s=0.3) as fed:
+            creds = {cid: await credentials(fed.stub, cid) for cid in ("0", "1")}
+            delta = {name: np.ones_like(value) for name, value in SMALL_MODEL.items()}
+            last = {"0": 0, "1": 0}
+            for attempt in (1, 2):  # only client 0 answers: each attempt falls short of min_clients
+                task, _ = await get_task(fed.stub, creds["0"], last["0"])
+                assert task.kind == pb.TRAIN and task.round == 1
+                last["0"] = task.task_id
+                await submit(fed.stub, creds["0"], task, delta)
+            # third attempt: both answer, the round completes with attempts == 3
+            tasks = {cid: await get_task(fed.stub, creds[cid], last[cid]) for cid in ("0", "1")}
+            for cid, (task, _) in tasks.items():
+                await submit(fed.stub, creds[cid], task, delta)
+            await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()})
+            [record] = fed.records
+            assert record["attempts"] == 3 and record["clients_used"] == 2
+
+        async with serving(SMALL_MODEL, per_round=2, min_clients=2, timeout_s=0.1) as fed:
+            for cid in ("0", "1"):
+                await credentials(fed.stub, cid)
+            with pytest.raises(RoundFailed, match="round 1: fewer than federation.min_clients=2"):
+                await asyncio.wait_for(fed.run, 10)
+
+    asyncio.run(scenario())
