@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedgrad.data import FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
 from fedgrad.errors import ConfigError
 
@@ -181,6 +182,14 @@ class Scenario:
             lines = [f"[{section}]", *(f"{key} = {_toml_value(value)}" for key, value in values.items())]
             blocks.append("\n".join(lines))
         return "\n\n".join(blocks) + "\n"
+
+    def build_dataset(self) -> FederatedDataset:
+        """The scenario's federated dataset: one definition shared by the federated runs and the baseline."""
+        data, fed = self.data, self.federation
+        return build_federated_dataset(
+            data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
+            test_fraction=data.test_fraction, seed=self.seed, min_count=data.min_count, max_len=data.max_len,
+            max_vocab=data.max_vocab)
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedgrad.data import Shard, build_federated_dataset
+from fedgrad.data import Shard
 from fedgrad.models import model_from_config
 from fedgrad.results import RunWriter
 from fedgrad.scenario import Scenario
@@ -45,11 +45,7 @@ class PreparedRun:
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
     new_accumulator = accumulator_factory(scenario.privacy.mode)  # refuse an unsupported mode before any work
-    data, fed = scenario.data, scenario.federation
-    dataset = build_federated_dataset(
-        data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
-        test_fraction=data.test_fraction, seed=scenario.seed, min_count=data.min_count, max_len=data.max_len,
-        max_vocab=data.max_vocab)
+    dataset = scenario.build_dataset()
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data is good: no empty run dirs
     dataset.save(writer.run_dir / DATA_DIR)
     return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test, new_accumulator)

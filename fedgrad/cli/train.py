@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fedgrad.data import build_federated_dataset
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
 from fedgrad.results import METRIC_KEYS, RunWriter, round_record
@@ -55,12 +54,9 @@ def _positive_int(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario, args.overrides)
-    data, fed, train = scenario.data, scenario.federation, scenario.train
+    fed, train = scenario.federation, scenario.train
     epochs = args.epochs or fed.rounds * train.epochs
-    dataset = build_federated_dataset(
-        data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
-        test_fraction=data.test_fraction, seed=scenario.seed, min_count=data.min_count, max_len=data.max_len,
-        max_vocab=data.max_vocab)
+    dataset = scenario.build_dataset()
     pooled, test = dataset.train, dataset.test
     model = model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed).to(train.device)
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data loaded: no empty run dirs
