@@ -140,7 +140,7 @@ class Module:
         for param in self.parameters():
             param.data = backend.to_device(param.data, target)
             if param.grad is not None:
-                param.grad = Tensor(backend.to_device(param.grad.data, target))
+                param.grad = Tensor(backend.to_device(param.grad.data, target), dtype=param.grad.dtype)
         return self
 
     def zero_grad(self) -> None:

@@ -17,7 +17,10 @@ from fedgrad.tensor import Tensor, zeros
 
 
 class _FusedCell(Module):
-    gates = 1
+    """Shared by the cells: ``weight (gates*H, I+H)``, ``bias (gates*H)`` from U(-1/sqrt(H), 1/sqrt(H))
+    as in PyTorch, and the single ``[x, h] @ weight.T + bias`` that computes every gate."""
+
+    gates: int = 1
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True):
         super().__init__()
