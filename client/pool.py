@@ -13,25 +13,31 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from client.session import ClientError, ClientOptions, VirtualClient
+from client.encoding import ClientPrivacy
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
-from fedgrad.transport.channel import open_channel
+from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
 
 
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
-                      options: ClientOptions = ClientOptions()) -> None:
+                      options: ClientOptions = ClientOptions(), tokens: Mapping[str, str] | None = None,
+                      security: ClientSecurity | None = None, privacy: ClientPrivacy = ClientPrivacy()) -> None:
     """Host the clients ``shards`` names (client id -> its shard) until the coordinator shuts the run down.
+
+    ``tokens`` maps each client id to the run token it presents; ``security`` is the channel's TLS
+    (None: plaintext); ``privacy`` is what the clients decide for themselves when encoding (key size, noise seed).
 
     Raises :class:`ClientError` when a client cannot go on (join refused, coordinator gone); the
     other clients of the process stop with it.
     """
-    trainer = LocalTrainer(device)
+    trainer = LocalTrainer(device, privacy)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
-        async with open_channel(address) as channel:
+        async with open_channel(address, security) as channel:
             stub = pb_grpc.CoordinatorStub(channel)
-            runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options).run())
+            runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options,
+                                                      (tokens or {}).get(client_id, "")).run())
                     for client_id, shard in shards.items()]
             try:
                 await asyncio.gather(*runs)

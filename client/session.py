@@ -5,7 +5,9 @@ Failures are sorted by what they mean:
 - the coordinator is unreachable (not up yet, restarting, network trouble: UNAVAILABLE and friends):
   retry with capped exponential backoff and full jitter, so a restarted coordinator is not hit by
   every client at the same instant; give up after ``connect_timeout_s`` without contact;
-- the coordinator no longer knows this client (UNAUTHENTICATED: it restarted with a new run): join again;
+- the coordinator no longer knows this client (UNAUTHENTICATED: it restarted with a new run): join again
+  (presenting the same run token: a resumed run accepts the tokens it issued before the restart);
+- the client was revoked (PERMISSION_DENIED): stop, with the coordinator's message;
 - the coordinator refused one answer (late, wrong round, invalid): log it and take the next task;
 - anything else is a bug or a misconfiguration and ends the process with its message.
 """
@@ -19,17 +21,19 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import numpy as np
 
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
-from fedgrad.errors import FedgradError
+from fedgrad.errors import ConfigError, DataError, FedgradError
+from fedgrad.security.files import is_private
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION
-from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, encode_tensors, payload_size, split_payload
+from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, payload_size, split_payload
 
 log = logging.getLogger("fedgrad.client")
 
@@ -48,7 +52,24 @@ class ClientOptions:
     connect_timeout_s: float = 120.0  # give up after this long without reaching the coordinator
     backoff_base_s: float = 0.05
     backoff_max_s: float = 5.0
-    token: str = ""
+
+
+def read_token_file(path: Path, client_ids: list[str]) -> dict[str, str]:
+    """The tokens of ``client_ids`` from a token file (``{"run": ..., "tokens": {id: token}}``, mode 600)."""
+    try:
+        if not is_private(path):
+            raise ConfigError(f"{path} holds run tokens but other users can read it; chmod 600 it")
+        tokens = json.loads(path.read_text(encoding="utf-8"))["tokens"]
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a token file ({exc})") from None
+    if not isinstance(tokens, dict):
+        raise DataError(f"{path}: not a token file ('tokens' is not an object)")
+    missing = [client_id for client_id in client_ids if not isinstance(tokens.get(client_id), str)]
+    if missing:
+        raise ConfigError(f"{path} has no token for client(s) {', '.join(missing)}")
+    return {client_id: tokens[client_id] for client_id in client_ids}
 
 
 class Backoff:
@@ -76,9 +97,10 @@ class VirtualClient:
     """Client ``client_id`` with its shard; ``run()`` returns when the coordinator says SHUTDOWN."""
 
     def __init__(self, client_id: str, shard: Shard, stub: pb_grpc.CoordinatorStub, trainer: LocalTrainer,
-                 executor: Executor, options: ClientOptions) -> None:
+                 executor: Executor, options: ClientOptions, token: str = "") -> None:
         self.client_id = client_id
         self.shard = shard
+        self._token = token
         self._stub = stub
         self._trainer = trainer
         self._executor = executor
@@ -105,6 +127,8 @@ class VirtualClient:
                 else:
                     raise ClientError(f"client {self.client_id}: unknown task kind {header.kind}")
             except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.PERMISSION_DENIED:
+                    raise ClientError(f"client {self.client_id}: {error.details()}") from None
                 if error.code() == grpc.StatusCode.UNAUTHENTICATED:
                     log.info("client %s: coordinator does not know us (%s); joining again", self.client_id,
                              error.details())
@@ -117,7 +141,7 @@ class VirtualClient:
                     raise ClientError(f"client {self.client_id}: {error.code().name}: {error.details()}") from None
 
     async def _join(self) -> pb.Credentials:
-        request = pb.JoinRequest(client_id=self.client_id, token=self._options.token, n_examples=len(self.shard),
+        request = pb.JoinRequest(client_id=self.client_id, token=self._token, n_examples=len(self.shard),
                                  protocol_version=PROTOCOL_VERSION)
         while True:
             try:
@@ -132,7 +156,7 @@ class VirtualClient:
                 raise ClientError(f"client {self.client_id}: join refused: {reply.reason}")
             self._backoff.succeeded()
             log.info("client %s: joined run %s", self.client_id, reply.run_id)
-            return pb.Credentials(run_id=reply.run_id, client_id=self.client_id, token=self._options.token)
+            return pb.Credentials(run_id=reply.run_id, client_id=self.client_id, token=self._token)
 
     async def _fetch_task(self, credentials: pb.Credentials,
                           last_task_id: int) -> tuple[pb.TaskHeader, dict[str, np.ndarray] | None]:
@@ -157,18 +181,15 @@ class VirtualClient:
         return header, model
 
     async def _train(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
-        if task.HasField("secure_aggregation"):
-            raise ClientError(f"client {self.client_id}: the coordinator asks for secure aggregation, "
-                              "which this client does not support; refusing to send a plain update")
-        config = json.loads(task.config_json)
+        config = self._task_config(task)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self._trainer.train, self.shard, config, model)
-        started = time.perf_counter()
-        specs, payload = encode_tensors(result.delta)
+        update = await loop.run_in_executor(self._executor, self._trainer.train_update, self.client_id, self.shard,
+                                            task, config, model)
+        payload = update.encoded.payload
         header = pb.UpdateHeader(
             credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,
-            n_examples=len(self.shard), metrics=result.metrics, train_s=result.train_s,
-            encrypt_s=time.perf_counter() - started, encoding=pb.PLAIN, tensors=specs, payload_bytes=len(payload))
+            n_examples=len(self.shard), metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
+            encoding=update.encoded.encoding, tensors=update.encoded.tensors, payload_bytes=len(payload))
 
         async def stream() -> AsyncIterator[pb.UpdateChunk]:
             yield pb.UpdateChunk(header=header)
@@ -178,8 +199,22 @@ class VirtualClient:
         ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
         log.debug("client %s: %s", self.client_id, ack.detail)
 
-    async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+    def _task_config(self, task: pb.TaskHeader) -> dict:
+        """The task's settings, once it is clear this client's shard fits the coordinator's model.
+
+        A shard written from another scenario or corpus (a stale ``fedgrad data split``) has token ids
+        the model has no weights for; say so instead of failing inside training.
+        """
         config = json.loads(task.config_json)
+        vocab_size = config["model"]["vocab_size"]
+        if self.shard.ids.size and int(self.shard.ids.max()) >= vocab_size:
+            raise ClientError(f"client {self.client_id}: the shard has token ids up to {int(self.shard.ids.max())} "
+                              f"but the coordinator's vocabulary has {vocab_size} words; was it split from "
+                              "the same scenario (fedgrad data split)?")
+        return config
+
+    async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+        config = self._task_config(task)
         loop = asyncio.get_running_loop()
         metrics = await loop.run_in_executor(self._executor, self._trainer.evaluate, self.shard, config, model)
         report = pb.EvaluationReport(credentials=credentials, task_id=task.task_id, round=task.round,

@@ -5,6 +5,11 @@ specification and device and then only reloaded with each task's global weights,
 for training, not for building. Calls are meant to run one at a time (the client pool gives the
 trainer a single worker thread); each call fully overwrites the weights, so clients never see each
 other's state, and training depends only on the global model, the shard and the task's seed.
+
+:meth:`LocalTrainer.train_update` also encodes the update as the task asks (clipping, DP noise share,
+Paillier encryption: ``client.encoding``) on that worker thread, and times the two steps apart. Under
+secure aggregation it withholds the local training metrics: a client's loss is a function of its data, and
+the point is that the coordinator learns nothing about one client beyond what the aggregate shows.
 """
 from __future__ import annotations
 
@@ -16,10 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from client.encoding import ClientPrivacy, EncodedUpdate, encode_update
 from fedgrad.data import Shard
 from fedgrad.models import SpamModel, model_from_config
 from fedgrad.scenario import ModelConfig
 from fedgrad.training import evaluate, train_local
+from fedgrad.transport import fedgrad_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -29,14 +36,26 @@ class TrainResult:
     train_s: float
 
 
+@dataclass(frozen=True)
+class LocalUpdate:
+    """A trained, encoded update ready for the coordinator."""
+
+    encoded: EncodedUpdate
+    metrics: dict[str, float]  # empty under secure aggregation (see the module docstring)
+    train_s: float
+    encode_s: float            # clipping, noise, quantization, packing and encryption
+
+
 class LocalTrainer:
     """Trains and evaluates the task's model on a given shard (see the module docstring).
 
-    ``device`` overrides the device the task names (for a client on a machine with a GPU, say).
+    ``device`` overrides the device the task names (for a client on a machine with a GPU, say);
+    ``privacy`` holds what the client decides for itself when it encodes (key size, noise seed).
     """
 
-    def __init__(self, device: str | None = None) -> None:
+    def __init__(self, device: str | None = None, privacy: ClientPrivacy = ClientPrivacy()) -> None:
         self._device = device
+        self._privacy = privacy
         self._models: dict[tuple[str, str], SpamModel] = {}
 
     def train(self, shard: Shard, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> TrainResult:
@@ -48,6 +67,16 @@ class LocalTrainer:
         delta = {name: trained[name] - value for name, value in global_model.items()}
         metrics = {name: float(value) for name, value in result.items() if name != "n_examples"}
         return TrainResult(delta, metrics, train_s)
+
+    def train_update(self, client_id: str, shard: Shard, task: pb.TaskHeader, config: Mapping[str, Any],
+                     global_model: Mapping[str, np.ndarray]) -> LocalUpdate:
+        """Train on ``shard`` as the TRAIN ``task`` (whose settings are ``config``) says, then encode the delta."""
+        result = self.train(shard, config, global_model)
+        started = time.perf_counter()
+        encoded = encode_update(task, client_id, result.delta, self._privacy)
+        encode_s = time.perf_counter() - started
+        metrics = {} if task.HasField("secure_aggregation") else result.metrics
+        return LocalUpdate(encoded, metrics, result.train_s, encode_s)
 
     def evaluate(self, shard: Shard, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> dict[str, float]:
         model = self._load(config, global_model)

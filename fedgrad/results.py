@@ -77,11 +77,11 @@ class RunWriter:
 
     def __init__(self, root: str | Path, scenario: Scenario) -> None:
         self.scenario = scenario
-        self.run_dir = _create_run_dir(Path(root), scenario.name)
+        self.run_dir = create_run_dir(Path(root), scenario.name)
         self._records: list[dict[str, Any]] = []
         self._started_at = datetime.now().astimezone()
         self._started = time.perf_counter()
-        _write_atomic(self.run_dir / CONFIG_FILE, scenario.to_toml())
+        write_text_atomic(self.run_dir / CONFIG_FILE, scenario.to_toml())
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -117,7 +117,7 @@ class RunWriter:
             **(summary or {}),
         }
         written = _jsonable(written)
-        _write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(written, indent=2, allow_nan=False) + "\n")
+        write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(written, indent=2, allow_nan=False) + "\n")
         render_report(self.run_dir)
         return written
 
@@ -170,9 +170,10 @@ def render_report(run_dir: str | Path) -> Path:
         _report_final(records, summary),
         _report_rounds(records),
         _report_phases(records),
+        _report_plots(run_dir),
     ]
     path = run_dir / REPORT_FILE
-    _write_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
+    write_text_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
     return path
 
 
@@ -183,7 +184,7 @@ def _report_header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any
                 "(interrupted or still running).")
     return (
         f"{title}\n\nDirectory `{run_dir.name}`, started {summary.get('started', '?')}, "
-        f"finished {summary.get('finished', '?')}, wall time {_seconds(summary.get('wall_time_s'))}."
+        f"finished {summary.get('finished', '?')}, wall time {format_seconds(summary.get('wall_time_s'))}."
     )
 
 
@@ -261,8 +262,8 @@ def _report_rounds(records: list[dict[str, Any]]) -> str:
     for record in records:
         cells = [str(record.get("round", "?")), *(_metric(record, key) for key in METRIC_KEYS)]
         cells.append(f"{record.get('clients_used', '?')} / {record.get('clients_selected', '?')}")
-        cells.append(_seconds(record.get("time_s", {}).get("total")))
-        cells += [_bytes(record.get("bytes", {}).get(direction)) for direction in ("down", "up")]
+        cells.append(format_seconds(record.get("time_s", {}).get("total")))
+        cells += [format_bytes(record.get("bytes", {}).get(direction)) for direction in ("down", "up")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -273,12 +274,21 @@ def _report_phases(records: list[dict[str, Any]]) -> str:
     times, moved = _column_totals(records, "time_s"), _column_totals(records, "bytes")
     n = len(records)
     lines = ["## Time per phase", "", "| phase | total | mean per round |", "|---|---:|---:|"]
-    lines += [f"| {phase} | {_seconds(seconds)} | {_seconds(seconds / n)} |" for phase, seconds in times.items()]
+    lines += [f"| {phase} | {format_seconds(seconds)} | {format_seconds(seconds / n)} |"
+              for phase, seconds in times.items()]
     lines += ["", "## Bytes moved", "", "| direction | total | mean per round |", "|---|---:|---:|"]
     for direction, label in (("down", "down (coordinator to clients)"), ("up", "up (clients to coordinator)")):
         total = moved.get(direction, 0)
-        lines.append(f"| {label} | {_bytes(total)} | {_bytes(total / n)} |")
+        lines.append(f"| {label} | {format_bytes(total)} | {format_bytes(total / n)} |")
     return "\n".join(lines)
+
+
+def _report_plots(run_dir: Path) -> str:
+    """Links to the PNG plots next to the report (``fedgrad report`` draws them), if any."""
+    images = sorted(run_dir.glob("*.png"))
+    if not images:
+        return ""
+    return "\n\n".join(["## Plots", *(f"![{image.stem.replace('_', ' ')}]({image.name})" for image in images)])
 
 
 def _column_totals(records: list[dict[str, Any]], column: str) -> dict[str, float]:
@@ -297,13 +307,13 @@ def _metric(record: dict[str, Any], key: str) -> str:
     return f"{value:.4f}" if key == "loss" else f"{100 * value:.2f}%"
 
 
-def _seconds(value: float | None) -> str:
+def format_seconds(value: float | None) -> str:
     if value is None:
         return "–"
     return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
-def _bytes(value: float | None) -> str:
+def format_bytes(value: float | None) -> str:
     if value is None:
         return "–"
     units, exponent = ("B", "KiB", "MiB", "GiB"), 0
@@ -313,7 +323,7 @@ def _bytes(value: float | None) -> str:
     return f"{value:.0f} B" if exponent == 0 else f"{value:.1f} {units[exponent]}"
 
 
-def _create_run_dir(root: Path, name: str) -> Path:
+def create_run_dir(root: Path, name: str) -> Path:
     """``root/<name>-<timestamp>``, with ``-2``, ``-3``, ... appended if another run took that name.
 
     ``mkdir`` without ``exist_ok`` is atomic, so two runs starting in the same second (even in two
@@ -331,7 +341,7 @@ def _create_run_dir(root: Path, name: str) -> Path:
             candidate = root / f"{base}-{suffix}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and ``os.replace`` so readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as handle:

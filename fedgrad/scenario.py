@@ -96,12 +96,13 @@ class FederationConfig:
     server_lr: float = _spec(1.0, gt=0.0)
     round_timeout_s: float = _spec(60.0, gt=0.0, doc="updates arriving later are dropped from the round")
     processes: int = _spec(0, ge=0, doc="client OS processes for simulate; 0 = auto")
-    max_clients: int = _spec(0, ge=0, doc="packing bound for secure aggregation; 0 = auto (clients)")
+    max_clients: int = _spec(0, ge=0, doc="packing bound for secure aggregation; 0 = auto (clients_per_round)")
 
     @property
     def effective_max_clients(self) -> int:
-        """Most updates that can ever be summed into one aggregate (the Paillier packing bound)."""
-        return self.max_clients or self.clients
+        """Most updates that can ever be summed into one aggregate (the Paillier packing bound): a round
+        never selects more than ``clients_per_round``."""
+        return self.max_clients or self.clients_per_round
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ class PrivacyConfig:
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
+
+    @property
+    def secure_aggregation(self) -> bool:
+        """Whether updates travel encrypted: the Paillier modes, and DP with distributed noise (which needs
+        secure aggregation so that the coordinator never sees an update carrying only one noise share)."""
+        return self.mode in ("paillier", "paillier-naive") or (self.mode == "dp" and self.dp_placement == "distributed")
 
 
 @dataclass(frozen=True)
@@ -311,6 +318,9 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
+    if privacy.secure_aggregation and fed.min_clients < 2:
+        raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {privacy.mode!r}) needs >= 2, "
+                          f"so that no single client's update is ever decrypted (got {fed.min_clients})")
     if fed.strategy == "fedprox" and fed.prox_mu == 0.0:
         raise ConfigError("federation.prox_mu: must be > 0 when federation.strategy = \"fedprox\"")
     if fed.strategy != "fedprox" and fed.prox_mu != 0.0:

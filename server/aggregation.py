@@ -3,7 +3,10 @@
 The coordinator never holds a round's updates side by side. Each accepted update is added to an
 :class:`UpdateAccumulator` the moment its stream completes and then dropped, so coordinator memory is
 O(model), not O(clients). The accumulator decides how payloads are encoded and summed: in plain (here),
-as Paillier ciphertexts multiplied without a key, or with noise added before the sum is released.
+as Paillier ciphertexts multiplied without a key (``server.secure``), or clipped with noise added before
+the sum is released (``server.dp``). One :class:`Aggregation` per run, chosen by ``privacy.mode`` in
+:func:`build_aggregation`, builds each round's accumulator for the round's :class:`RoundCohort` and keeps
+what outlives a round (the key holder, the privacy ledger).
 
 Determinism. Updates arrive in whatever order the network delivers them, and float addition is not
 associative, so a float running sum would make "same seed, same metrics" hold only by luck. The plain
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from fedgrad.errors import ConfigError
 from fedgrad.metrics import PhaseTimer
+from fedgrad.scenario import Scenario
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.codec import decode_tensors, payload_size
 from server.strategies import WeightedSum
@@ -37,6 +42,19 @@ HI_BITS = 13
 LO_BITS = 53
 MAX_ABS_BITS = 30
 MAX_CONTRIBUTIONS = 1 << 20
+
+
+@dataclass(frozen=True)
+class RoundCohort:
+    """The clients selected for one attempt at a round, with the strategy's aggregation weight of each."""
+
+    round_number: int
+    weights: Mapping[str, float]
+
+    @property
+    def total_weight(self) -> float:
+        """Σ weight over the cohort (exactly rounded, so it does not depend on the selection order)."""
+        return math.fsum(self.weights.values())
 
 
 class UpdateAccumulator(ABC):
@@ -50,9 +68,11 @@ class UpdateAccumulator(ABC):
     encoding: int
     #: Exact payload length of one update; a header announcing another length is rejected up front.
     payload_bytes: int
-    #: What clients need to encode for this accumulator (key, packing); sent with every TRAIN task.
+    #: What clients need to encode for this accumulator (key, packing, weights); sent with every TRAIN task.
     #: None: plain updates.
     secure_aggregation: pb.SecureAggregation | None = None
+    #: How clients clip and noise their updates (DP-FedAvg); sent with every TRAIN task. None: no DP.
+    differential_privacy: pb.DifferentialPrivacy | None = None
 
     @abstractmethod
     def add(self, client_id: str, weight: float, payload: bytes | bytearray) -> None:
@@ -62,13 +82,25 @@ class UpdateAccumulator(ABC):
     def finalize(self, timer: PhaseTimer) -> WeightedSum:
         """The round's weighted sum (time spent attributed to ``timer``'s aggregate/decrypt phases)."""
 
+    def round_report(self) -> dict[str, Any]:
+        """Entries this accumulator adds to the round's record once finalized (e.g. the privacy spent)."""
+        return {}
+
+
+#: Builds the accumulator of one round attempt from the model's manifest and the round's cohort.
+AccumulatorFactory = Callable[[Sequence[pb.TensorSpec], RoundCohort], UpdateAccumulator]
+
 
 class PlainAccumulator(UpdateAccumulator):
-    """Exact, order-independent sum of plain float deltas (see the module docstring)."""
+    """Exact, order-independent sum of plain float deltas (see the module docstring).
+
+    ``cohort`` is not needed: the weight of each update arrives with it. It is accepted so that the class
+    itself is an :data:`AccumulatorFactory`.
+    """
 
     encoding = pb.PLAIN
 
-    def __init__(self, specs: Sequence[pb.TensorSpec]) -> None:
+    def __init__(self, specs: Sequence[pb.TensorSpec], cohort: RoundCohort | None = None) -> None:
         self._specs = list(specs)
         self.payload_bytes = payload_size(specs)
         self._hi = {spec.name: np.zeros(tuple(spec.shape), dtype=np.int64) for spec in specs}
@@ -109,8 +141,41 @@ def _split_fixed_point(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return hi.astype(np.int64), np.rint(np.ldexp(remainder, LO_BITS)).astype(np.int64)
 
 
-def accumulator_factory(privacy_mode: str) -> Callable[[Sequence[pb.TensorSpec]], UpdateAccumulator]:
-    """What builds each round's accumulator under ``privacy.mode`` (checked now, not at round 1)."""
-    if privacy_mode == "none":
-        return PlainAccumulator
-    raise ConfigError(f"privacy.mode: {privacy_mode!r} is not supported by the coordinator yet (use \"none\")")
+class Aggregation(ABC):
+    """How one run's updates are summed and released: one per run, it builds every round's accumulator."""
+
+    @abstractmethod
+    def new_accumulator(self, specs: Sequence[pb.TensorSpec], cohort: RoundCohort) -> UpdateAccumulator:
+        """The accumulator of one round attempt (an :data:`AccumulatorFactory`)."""
+
+    @abstractmethod
+    def summary(self) -> dict[str, Any]:
+        """The ``privacy`` entry of the run's summary: the mode and what it guarantees, as numbers and words."""
+
+
+class PlainAggregation(Aggregation):
+    """``privacy.mode = "none"``: updates travel and are summed in plain."""
+
+    def new_accumulator(self, specs: Sequence[pb.TensorSpec], cohort: RoundCohort) -> UpdateAccumulator:
+        return PlainAccumulator(specs)
+
+    def summary(self) -> dict[str, Any]:
+        return {"mode": "none", "guarantee": "none: the coordinator sees every client's update in plain"}
+
+
+def build_aggregation(scenario: Scenario, model: Mapping[str, np.ndarray],
+                      past_rounds: Sequence[Mapping[str, Any]] = ()) -> Aggregation:
+    """The aggregation ``privacy.mode`` asks for, for a global model shaped like ``model``.
+
+    Secure aggregation generates the run's Paillier key here; DP calibrates its noise here, and charges its
+    ledger with ``past_rounds`` (the records of a resumed run's finished rounds). The imports are local
+    because each pulls in what the other modes do not need (``dp-accounting`` loads scipy).
+    """
+    privacy = scenario.privacy
+    if privacy.mode == "dp":
+        from server.dp import build_dp_aggregation
+        return build_dp_aggregation(scenario, model, past_rounds)
+    if privacy.secure_aggregation:
+        from server.secure import build_paillier_aggregation
+        return build_paillier_aggregation(scenario, model)
+    return PlainAggregation()

@@ -32,8 +32,8 @@ from fedgrad.metrics import ByteCounter, PhaseTimer
 from fedgrad.results import round_record
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.channel import PROTOCOL_VERSION
-from server.aggregation import UpdateAccumulator
-from server.registry import ClientRecord, ClientRegistry, Signal
+from server.aggregation import AccumulatorFactory, RoundCohort
+from server.registry import ClientRecord, ClientRegistry, RunTokens, Signal
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
 from server.tasks import ModelPayload, Task, client_seed, model_task, signal_task
@@ -74,6 +74,7 @@ class FederationState:
     strategy: Strategy
     completed_rounds: int = 0
     model_version: int = 0
+    initial_metrics: dict[str, float] | None = None  # the untrained model on the test set
 
 
 class Coordinator:
@@ -85,23 +86,26 @@ class Coordinator:
         settings: RoundSettings,
         state: FederationState,
         client_ids: Sequence[str],
-        new_accumulator: Callable[[Sequence[pb.TensorSpec]], UpdateAccumulator],
+        new_accumulator: AccumulatorFactory,
         evaluate: Callable[[StateDict], dict[str, float]],
         task_config: dict[str, Any],
         seed: int,
         on_round: Callable[[dict[str, Any]], None] = lambda record: None,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
+        tokens: RunTokens | None = None,
+        summary_entries: Callable[[], dict[str, Any]] = dict,
     ) -> None:
         self.settings = settings
         self.state = state
         self.run_id = uuid.uuid4().hex
-        self.registry = ClientRegistry(client_ids)
+        self.registry = ClientRegistry(client_ids, tokens)
         self._new_accumulator = new_accumulator
         self._evaluate = evaluate
         self._task_config = task_config
         self._seed = seed
         self._on_round = on_round
         self._shutdown_grace_s = shutdown_grace_s
+        self._summary_entries = summary_entries
         self._dispatch: Dispatch | None = None
         self._dispatch_done = Signal()
         self._last_task_id = 0
@@ -128,13 +132,7 @@ class Coordinator:
         """The joined client named by ``credentials``; :class:`Rejected` (UNAUTHENTICATED) otherwise."""
         if credentials.run_id != self.run_id:
             raise Rejected.unauthenticated(f"run {credentials.run_id!r} is not this coordinator's run; join again")
-        record = self.registry.get(credentials.client_id)
-        if record is None:
-            raise Rejected.unauthenticated(f"client {credentials.client_id!r} has not joined")
-        if credentials.token != record.token:
-            raise Rejected.unauthenticated(f"client {credentials.client_id!r}: token differs from the one "
-                                           "presented at join")
-        return record
+        return self.registry.authenticate(credentials.client_id, credentials.token)
 
     async def next_task(self, client: ClientRecord, last_task_id: int, wait_s: float) -> Task:
         """The client's newest task after ``last_task_id``, as soon as there is one; WAIT after ``wait_s``."""
@@ -183,13 +181,15 @@ class Coordinator:
         """Run all rounds; returns the summary entries the round records do not hold."""
         try:
             await self._await_clients()
-            initial = await asyncio.to_thread(self._evaluate, self.state.global_model)
+            if self.state.initial_metrics is None:
+                self.state.initial_metrics = await asyncio.to_thread(self._evaluate, self.state.global_model)
             while self.state.completed_rounds < self.settings.rounds:
                 self._on_round(await self._train_round(self.state.completed_rounds + 1))
             client_evaluation = await self._evaluate_on_clients()
         finally:
             await self._shut_down()
-        return {"initial": initial, "client_evaluation": client_evaluation}
+        return {"initial": self.state.initial_metrics, "client_evaluation": client_evaluation,
+                **self._summary_entries()}
 
     async def _await_clients(self) -> None:
         """Wait for ``min_clients`` trainable clients, then up to ``join_grace_s`` for the rest to join.
@@ -210,9 +210,12 @@ class Coordinator:
         timer, moved = PhaseTimer(), ByteCounter()
         model = self._current_model()
         for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
+            await self.registry.changed.wait_for(  # lost clients may come back; don't open a round doomed to fail
+                lambda: len(self.registry.available()) >= settings.min_clients, settings.round_timeout_s)
             round_ = self._open_training_round(number, model)
             await self._dispatch_done.wait_for(lambda: round_.complete, settings.round_timeout_s)
             self._close(round_)
+            self.registry.missed_deadline(cid for cid in round_.task_ids if cid not in round_.reports)
             for phase, seconds in round_.phase_times().items():
                 timer.add(phase, seconds)
             moved.down += round_.bytes_down
@@ -225,7 +228,7 @@ class Coordinator:
             raise RoundFailed(f"round {number}: fewer than federation.min_clients={settings.min_clients} updates "
                               f"in {MAX_ROUND_ATTEMPTS} attempts; are enough clients running?")
 
-        summed = round_.accumulator.finalize(timer)
+        summed = await asyncio.to_thread(round_.accumulator.finalize, timer)  # decryption takes a while
         with timer.phase("aggregate"):
             delta = state.strategy.aggregate(summed)
             state.global_model = state.strategy.apply(state.global_model, delta)
@@ -238,16 +241,18 @@ class Coordinator:
             number, evaluation, clients_selected=selected, clients_used=used, clients_dropped=selected - used,
             time_s=timer.as_dict(), bytes_moved=moved.as_dict(),
             attempts=attempt, model_version=state.model_version, local=round_.local_metrics(),
+            **round_.accumulator.round_report(),
         )
 
     def _open_training_round(self, number: int, model: ModelPayload) -> TrainingRound:
-        candidates = self.registry.trainable()
+        candidates = self.registry.available()
         k = min(self.settings.clients_per_round, len(candidates))
         picked = sorted(self.state.rng.choice(len(candidates), size=k, replace=False))
         selected = [candidates[i] for i in picked]
         instructions = self.state.strategy.configure(
             number, [ClientInfo(record.client_id, record.n_examples) for record in selected])
-        accumulator = self._new_accumulator(model.specs)
+        accumulator = self._new_accumulator(
+            model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()}))
         tasks = {}
         for record in selected:
             instruction = instructions[record.client_id]
@@ -255,7 +260,8 @@ class Coordinator:
                       "train": {**self._task_config["train"], **instruction.train_options},
                       "seed": client_seed(self._seed, number, record.client_id)}
             tasks[record.client_id] = model_task(pb.TRAIN, self._next_task_id(), number, model, config,
-                                                 instruction.weight, accumulator.secure_aggregation)
+                                                 instruction.weight, accumulator.secure_aggregation,
+                                                 accumulator.differential_privacy)
         round_ = TrainingRound(number, model, {cid: task.task_id for cid, task in tasks.items()},
                                self._dispatch_done, instructions, accumulator)
         self._open(round_, tasks)
@@ -270,12 +276,13 @@ class Coordinator:
         model = self._current_model()
         tasks = {record.client_id: model_task(pb.EVALUATE, self._next_task_id(), self.state.completed_rounds,
                                               model, self._task_config)
-                 for record in self.registry.trainable()}
+                 for record in self.registry.available()}
         dispatch = Dispatch(self.state.completed_rounds, model, {cid: task.task_id for cid, task in tasks.items()},
                             self._dispatch_done)
         self._open(dispatch, tasks)
         await self._dispatch_done.wait_for(lambda: dispatch.complete, self.settings.round_timeout_s)
         self._close(dispatch)
+        self.registry.missed_deadline(cid for cid in dispatch.task_ids if cid not in dispatch.reports)
         reports = [dispatch.reports[cid] for cid in sorted(dispatch.reports)]
         examples = sum(report.n_examples for report in reports)
         if not examples:
@@ -295,7 +302,7 @@ class Coordinator:
         for record in self.registry.clients():
             record.mailbox.post(self._shutdown)
         registry = self.registry
-        await registry.changed.wait_for(lambda: all(r.shut_down for r in registry.clients()),
+        await registry.changed.wait_for(lambda: all(r.shut_down or r.lost for r in registry.clients()),
                                        self._shutdown_grace_s)
 
     # ---- helpers -----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ same experiment: the dataset is built once by the coordinator's side and saved a
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ from fedgrad.models import model_from_config
 from fedgrad.results import RunWriter
 from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate
-from fedgrad.transport import fedgrad_pb2 as pb
-from server.aggregation import UpdateAccumulator, accumulator_factory
+from server.aggregation import build_aggregation
 from server.coordinator import Coordinator, FederationState, RoundSettings
+from server.registry import RunTokens
 from server.strategies import StateDict, build_strategy
 
 DATA_DIR = "data"
@@ -34,7 +34,6 @@ class PreparedRun:
     writer: RunWriter
     vocab_size: int
     test: Shard
-    new_accumulator: Callable[[Sequence[pb.TensorSpec]], UpdateAccumulator]
 
     @property
     def data_dir(self) -> Path:
@@ -44,11 +43,10 @@ class PreparedRun:
 
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
-    new_accumulator = accumulator_factory(scenario.privacy.mode)  # refuse an unsupported mode before any work
     dataset = scenario.build_dataset()
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data is good: no empty run dirs
     dataset.save(writer.run_dir / DATA_DIR)
-    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test, new_accumulator)
+    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test)
 
 
 def client_ids(scenario: Scenario) -> list[str]:
@@ -56,11 +54,15 @@ def client_ids(scenario: Scenario) -> list[str]:
     return [str(k) for k in range(scenario.federation.clients)]
 
 
-def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None]) -> Coordinator:
-    """The coordinator for ``prepared``, its global model initialised from the scenario's seed."""
+def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None],
+                      tokens: RunTokens | None = None) -> Coordinator:
+    """The coordinator for ``prepared``, its global model initialised from the scenario's seed; with
+    ``tokens``, clients must present the run token issued to them. Secure aggregation generates the run's
+    Paillier key here; DP calibrates its noise and accounts for the rounds ``prepared`` already holds."""
     scenario = prepared.scenario
     fed, train = scenario.federation, scenario.train
     model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
+    aggregation = build_aggregation(scenario, model.state_dict(), prepared.writer.records)
 
     def evaluate_on_test(state: StateDict) -> dict[str, float]:
         model.load_state_dict(state)
@@ -79,9 +81,11 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
         state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(scenario.seed),
                               strategy=build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu)),
         client_ids=client_ids(scenario),
-        new_accumulator=prepared.new_accumulator,
+        new_accumulator=aggregation.new_accumulator,
         evaluate=evaluate_on_test,
         task_config=task_config,
         seed=scenario.seed,
         on_round=on_round,
+        tokens=tokens,
+        summary_entries=lambda: {"privacy": aggregation.summary()},
     )

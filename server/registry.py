@@ -1,19 +1,44 @@
-"""Joined clients, each with a mailbox holding its newest task, and the signal long polls wait on.
+"""Who may take part in a run, who has joined, and who is still there to be given work.
+
+Admission. A client id must be one of the scenario's, and when the run has tokens
+(:class:`~fedgrad.security.TokenIssuer`, issued by ``fedgrad server``/``simulate``) the token presented
+must be that client's current one. Both are checked at join *and on every later call*, so revoking a
+client (``fedgrad tokens revoke``) shuts it out at once, not at its next join. The issuer's file is
+re-read when it changes on disk, which is how a revocation made by another process reaches a running
+coordinator.
 
 Task delivery is push-style: the round loop posts a task into a client's mailbox and every GetTask
 call parked on that mailbox wakes at once. Nothing polls on a timer; a parked call only times out
 (answering WAIT) so that the client learns the coordinator is still alive.
+
+Liveness. A healthy client always has a GetTask call parked, except while it works on a task. A client
+is *lost* when its parked call breaks (the process died, the network went away) or when it misses a
+round's deadline with no call in progress; lost clients are not selected for rounds, so a dead client
+costs at most the one round it was in, instead of a full timeout in every round it is drawn for. Any
+call from the client (a poll, a late update, a new join) brings it back. A healthy run never loses a
+client, so sampling stays a pure function of the seed.
 """
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
+import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import grpc
+
+from fedgrad.errors import ConfigError, FedgradError
+from fedgrad.security import TokenIssuer
+from fedgrad.security.files import PRIVATE_MODE, write_atomic
 from fedgrad.transport import fedgrad_pb2 as pb
 from server.tasks import Task
 from server.validation import Rejected
+
+log = logging.getLogger("fedgrad.server")
 
 
 class Signal:
@@ -62,6 +87,79 @@ class Mailbox:
         return self.task if arrived else None
 
 
+class RunTokens:
+    """The run's token issuer, reloaded whenever its file changes (a revocation by another process)."""
+
+    def __init__(self, issuer: TokenIssuer) -> None:
+        self._issuer = issuer
+        self.path = issuer.path  # None: held in memory only, nothing to reload
+        self._stamp = self._file_stamp()
+
+    def verify(self, client_id: str, token: str) -> bool:
+        self._refresh()
+        return self._issuer.verify(client_id, token)
+
+    def is_revoked(self, client_id: str) -> bool:
+        self._refresh()
+        return self._issuer.is_revoked(client_id)
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_ino, status.st_mtime_ns, status.st_size
+
+    def _refresh(self) -> None:
+        stamp = self._file_stamp()
+        if stamp == self._stamp or stamp is None:  # unchanged, or briefly absent: keep what we have
+            return
+        try:
+            self._issuer = TokenIssuer.load(self.path)
+        except FedgradError as error:  # keep enforcing the last good version rather than letting anyone in
+            log.error("token file changed but cannot be read, keeping the previous tokens: %s", error)
+        else:
+            log.info("token file %s changed; reloaded", self.path)
+        self._stamp = stamp
+
+
+AUTH_DIR = "auth"
+ISSUER_FILE = "issuer.json"          # the issuer's secret: never leaves the coordinator's machine
+CLIENT_TOKENS_FILE = "client-tokens.json"  # {"run": ..., "tokens": {client id: token}}: what clients need
+
+
+def issue_run_tokens(run_dir: Path, client_ids: Collection[str]) -> RunTokens:
+    """A new token issuer for the run in ``run_dir`` and one token per client.
+
+    Writes ``auth/issuer.json`` (the secret, so a resumed coordinator accepts the same tokens) and
+    ``auth/client-tokens.json`` (for ``fedgrad client --token-file``), both mode 600 in a mode-700
+    directory: the tokens never appear on a command line, where other users could read them.
+    """
+    directory = Path(run_dir) / AUTH_DIR
+    directory.mkdir(mode=0o700, exist_ok=True)
+    issuer = TokenIssuer.create(Path(run_dir).name)  # persisted once below, not once per client
+    tokens = {client_id: issuer.issue(client_id) for client_id in sorted(client_ids, key=_id_order)}
+    issuer.save(directory / ISSUER_FILE)
+    write_token_file(directory / CLIENT_TOKENS_FILE, issuer.run_id, tokens)
+    return RunTokens(TokenIssuer.load(directory / ISSUER_FILE))
+
+
+def open_run_tokens(run_dir: Path) -> RunTokens:
+    """The tokens of an existing run (to resume it)."""
+    path = Path(run_dir) / AUTH_DIR / ISSUER_FILE
+    if not path.exists():
+        raise ConfigError(f"{run_dir}: no {AUTH_DIR}/{ISSUER_FILE}; was the run started with fedgrad server "
+                          "or simulate?")
+    return RunTokens(TokenIssuer.load(path))
+
+
+def write_token_file(path: Path, run: str, tokens: dict[str, str]) -> None:
+    """The client-side token file: ``{"run": RUN, "tokens": {client id: token}}``, mode 600."""
+    write_atomic(Path(path), json.dumps({"run": run, "tokens": tokens}, indent=1).encode("utf-8"), PRIVATE_MODE)
+
+
 @dataclass
 class ClientRecord:
     client_id: str
@@ -69,28 +167,59 @@ class ClientRecord:
     n_examples: int
     mailbox: Mailbox = field(default_factory=Mailbox)
     shut_down: bool = False  # has received the SHUTDOWN task
+    polls: int = 0           # GetTask calls parked right now
+    lost: bool = False       # connection broke or deadline missed, and no call since (see the module docstring)
 
 
 class ClientRegistry:
-    """The clients that joined this run, by id; ``changed`` fires on every join or shutdown delivery."""
+    """The clients that joined this run, by id; ``changed`` fires on every join, loss, return or shutdown."""
 
-    def __init__(self, expected_ids: Collection[str]) -> None:
+    def __init__(self, expected_ids: Collection[str], tokens: RunTokens | None = None) -> None:
         self.expected_ids = frozenset(expected_ids)
+        self.tokens = tokens
         self._clients: dict[str, ClientRecord] = {}
         self.changed = Signal()
 
+    # ---- admission ---------------------------------------------------------------------------------
+
     def join(self, request: pb.JoinRequest) -> ClientRecord:
         """Register a client, or refresh it when it rejoins (a restarted process keeps its mailbox)."""
-        if request.client_id not in self.expected_ids:
-            raise Rejected.unauthenticated(f"unknown client id {request.client_id!r} (this run has "
-                                           f"{len(self.expected_ids)} clients: {_id_range(self.expected_ids)})")
+        self._admit(request.client_id, request.token)
         record = self._clients.get(request.client_id)
         if record is None:
             record = self._clients[request.client_id] = ClientRecord(request.client_id, request.token, request.n_examples)
         else:
-            record.token, record.n_examples, record.shut_down = request.token, request.n_examples, False
+            record.token, record.n_examples, record.shut_down, record.lost = \
+                request.token, request.n_examples, False, False
         self.changed.fire()
         return record
+
+    def authenticate(self, client_id: str, token: str) -> ClientRecord:
+        """The joined client ``client_id`` if ``token`` is still valid for it; it counts as seen."""
+        self._admit(client_id, token)
+        record = self._clients.get(client_id)
+        if record is None:
+            raise Rejected.unauthenticated(f"client {client_id!r} has not joined")
+        if token != record.token:
+            raise Rejected.unauthenticated(f"client {client_id!r}: token differs from the one presented at join")
+        self.seen(record)
+        return record
+
+    def _admit(self, client_id: str, token: str) -> None:
+        if client_id not in self.expected_ids:
+            raise Rejected.unauthenticated(f"unknown client id {client_id!r} (this run has "
+                                           f"{len(self.expected_ids)} clients: {_id_range(self.expected_ids)})")
+        if self.tokens is None:
+            return
+        if self.tokens.is_revoked(client_id):
+            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, f"client {client_id!r} was revoked for this run")
+        if not token:
+            raise Rejected.unauthenticated(f"client {client_id!r} presented no token; this run requires one "
+                                           "(fedgrad client --token-file FILE)")
+        if not self.tokens.verify(client_id, token):
+            raise Rejected.unauthenticated(f"client {client_id!r}: the token is not valid for this run")
+
+    # ---- membership --------------------------------------------------------------------------------
 
     def get(self, client_id: str) -> ClientRecord | None:
         return self._clients.get(client_id)
@@ -103,9 +232,44 @@ class ClientRegistry:
         """Joined clients with at least one training example."""
         return [record for record in self.clients() if record.n_examples > 0]
 
+    def available(self) -> list[ClientRecord]:
+        """Trainable clients that are not lost: the ones worth giving a task."""
+        return [record for record in self.trainable() if not record.lost]
+
     def mark_shut_down(self, record: ClientRecord) -> None:
         record.shut_down = True
         self.changed.fire()
+
+    # ---- liveness ----------------------------------------------------------------------------------
+
+    def seen(self, record: ClientRecord) -> None:
+        """``record`` just made a call: it is alive."""
+        if record.lost:
+            record.lost = False
+            log.info("client %s is back", record.client_id)
+            self.changed.fire()
+
+    def poll_started(self, record: ClientRecord) -> None:
+        record.polls += 1
+
+    def poll_ended(self, record: ClientRecord, *, broken: bool) -> None:
+        """A GetTask call ended; ``broken``: before its task was delivered (the client went away)."""
+        record.polls -= 1
+        if broken and record.polls == 0:
+            self._lose(record, "its connection broke")
+
+    def missed_deadline(self, client_ids: Iterable[str]) -> None:
+        """Clients that did not answer a closed round; those not polling now are taken for lost."""
+        for client_id in client_ids:
+            record = self._clients[client_id]
+            if record.polls == 0:
+                self._lose(record, "it missed the round's deadline and is not asking for tasks")
+
+    def _lose(self, record: ClientRecord, why: str) -> None:
+        if not record.lost:
+            record.lost = True
+            log.warning("client %s lost: %s; not selected until it calls again", record.client_id, why)
+            self.changed.fire()
 
 
 def _id_order(client_id: str) -> tuple[int, int | str]:

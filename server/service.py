@@ -1,7 +1,11 @@
 """The gRPC face of the coordinator: decode requests, call ``Coordinator``, turn refusals into status codes.
 
 Handlers hold no state of their own. A refused call ends with the :class:`~server.validation.Rejected`
-status and message (logged at INFO: refusals are expected in a federation, not errors of the server).
+status and message, logged: at INFO for stale or malformed answers (expected in a federation, not errors
+of the server), at WARNING for authentication failures (someone is knocking who does not belong).
+
+GetTask also tells the registry when a client's long poll starts and ends, and whether it ended because
+the client went away before its task was delivered: that is how a killed client is noticed.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import grpc
 from fedgrad.errors import FedgradError
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
-from fedgrad.transport.channel import new_server
+from fedgrad.transport.channel import ServerSecurity, listen, new_server
 from fedgrad.transport.codec import PayloadBuffer, WireError
 from server.coordinator import Coordinator
 from server.validation import Rejected
@@ -34,11 +38,18 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             client = self.coordinator.authenticate(request.credentials)
         except Rejected as rejected:
             await _abort(context, rejected, request.credentials.client_id)
-        task = await self.coordinator.next_task(client, request.last_task_id, request.wait_s)
-        nbytes = 0
-        for message in task.messages():
-            nbytes += message.ByteSize()
-            yield message
+        registry = self.coordinator.registry
+        registry.poll_started(client)
+        delivered = False
+        try:
+            task = await self.coordinator.next_task(client, request.last_task_id, request.wait_s)
+            nbytes = 0
+            for message in task.messages():
+                nbytes += message.ByteSize()
+                yield message
+            delivered = True
+        finally:  # cancelled or closed early: the client hung up (or died) while waiting or receiving
+            registry.poll_ended(client, broken=not delivered)
         self.coordinator.task_delivered(client, task, nbytes)
 
     async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.UpdateChunk],
@@ -87,20 +98,23 @@ async def _receive_payload(stream: AsyncIterator[pb.UpdateChunk], expected_bytes
     return buffer.payload(), nbytes
 
 
+_AUTHENTICATION_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
 async def _abort(context: grpc.aio.ServicerContext, rejected: Rejected, client_id: str) -> None:
-    log.info("refused a call from client %r: %s", client_id, rejected)
+    level = logging.WARNING if rejected.code in _AUTHENTICATION_CODES else logging.INFO
+    log.log(level, "refused a call from client %r (%s): %s", client_id, rejected.code.name, rejected)
     await context.abort(rejected.code, str(rejected))
 
 
-async def start_server(coordinator: Coordinator, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Serve ``coordinator`` on ``host:port`` (port 0 picks a free one); returns the server and its port."""
+async def start_server(coordinator: Coordinator, host: str, port: int,
+                       security: ServerSecurity | None = None) -> tuple[grpc.aio.Server, int]:
+    """Serve ``coordinator`` on ``host:port`` (port 0 picks a free one), over TLS with ``security``;
+    returns the server and its port."""
     server = new_server()
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    try:
-        bound = server.add_insecure_port(address)
-    except RuntimeError:
-        bound = 0
+    bound = listen(server, address, security)
     if not bound:
         raise FedgradError(f"cannot listen on {address} (address in use, or not an address of this machine)")
     await server.start()

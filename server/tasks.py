@@ -64,12 +64,13 @@ class Task:
 
 
 def model_task(kind: int, task_id: int, round_number: int, model: ModelPayload, config: Mapping[str, Any],
-               weight: float = 0.0, secure_aggregation: pb.SecureAggregation | None = None) -> Task:
-    """A TRAIN or EVALUATE task carrying ``model``."""
+               weight: float = 0.0, secure_aggregation: pb.SecureAggregation | None = None,
+               differential_privacy: pb.DifferentialPrivacy | None = None) -> Task:
+    """A TRAIN or EVALUATE task carrying ``model`` (and, for TRAIN, how the update must be encoded)."""
     header = pb.TaskHeader(kind=kind, task_id=task_id, round=round_number, model_version=model.version,
                            config_json=json.dumps(config, sort_keys=True), weight=weight,
-                           secure_aggregation=secure_aggregation, tensors=model.specs,
-                           payload_bytes=model.payload_bytes)
+                           secure_aggregation=secure_aggregation, differential_privacy=differential_privacy,
+                           tensors=model.specs, payload_bytes=model.payload_bytes)
     return Task(header, model)
 
 

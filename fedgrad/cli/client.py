@@ -1,27 +1,44 @@
 """`fedgrad client`: host one or more clients of a federated run in this process.
 
-    fedgrad client --server HOST:PORT --shard-dir DIR --client-id K [K ...] [--device cuda]
+    fedgrad client --server HOST:PORT --shard-dir DIR --client-id K [K ...] --token-file FILE
+                   [--tls-dir DIR [--tls-name NAME]] [--device cuda]
 
-DIR holds the clients' shard files, shard-K.npz. `fedgrad server` writes them into RUN_DIR/data when it
-starts and prints that path; on another machine, copy each hosted client's shard-K.npz into a
-directory there. Everything else (model, training settings, seeds) comes from the coordinator.
+DIR holds the clients' shard files, shard-K.npz: `fedgrad server` writes them into RUN_DIR/data, and
+`fedgrad data split SCENARIO.toml --out DIR` rebuilds the same files on another machine. FILE is the
+run's token file (RUN_DIR/auth/client-tokens.json, or a subset made with `fedgrad tokens export`); it
+must be private to its owner (chmod 600), as tokens never go on a command line. Everything else
+(model, training settings, seeds) comes from the coordinator.
+
+TLS. --tls-dir DIR trusts the coordinator only if its certificate is signed by DIR/ca.pem (copy that
+file from the machine that ran `fedgrad certs`). For mutual TLS the process also presents
+DIR/client-K.pem for the first hosted client K, or the certificate --tls-name names.
 
 The clients join, wait for tasks, train and send their updates until the coordinator ends the run;
 then the process exits 0. If the coordinator is not up yet, or restarts, they retry with backoff and
-give up after --connect-timeout seconds without reaching it.
+give up after --connect-timeout seconds without reaching it. A revoked client stops with the
+coordinator's message.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import TypeVar
 
 from client.pool import run_clients
-from client.session import ClientOptions
+from client.session import ClientError, ClientOptions, read_token_file
 from fedgrad.backend import parse_device
 from fedgrad.data import load_shard
 from fedgrad.errors import ConfigError
+from fedgrad.transport.channel import ClientSecurity
+
+#: How often a client started by `simulate` checks that simulate is still there.
+PARENT_CHECK_S = 0.5
+
+T = TypeVar("T")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -32,12 +49,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="directory holding shard-K.npz for every hosted client K")
     parser.add_argument("--client-id", dest="client_ids", required=True, nargs="+", action="extend",
                         type=_client_index, metavar="K", help="client(s) to host: shard indices (repeatable)")
+    parser.add_argument("--token-file", type=Path, metavar="FILE",
+                        help="the run's client token file (RUN_DIR/auth/client-tokens.json or an export of it)")
+    parser.add_argument("--tls-dir", type=Path, metavar="DIR",
+                        help="connect over TLS, trusting DIR/ca.pem (and presenting DIR/client-K.pem if present)")
+    parser.add_argument("--tls-name", metavar="NAME",
+                        help="certificate to present for mutual TLS: DIR/NAME.pem and DIR/NAME.key")
     parser.add_argument("--device", default=None, help="train on this device instead of the scenario's "
                                                        "(cpu, cuda, cuda:N)")
     parser.add_argument("--connect-timeout", type=float, default=ClientOptions.connect_timeout_s, metavar="S",
                         help="give up after this many seconds without reaching the coordinator "
                              f"(default: {ClientOptions.connect_timeout_s:g})")
     parser.add_argument("--verbose", action="store_true", help="log every join, task and acknowledgement")
+    parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)  # used by simulate
     parser.set_defaults(func=run)
     return parser
 
@@ -45,13 +69,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     if len(set(args.client_ids)) != len(args.client_ids):
         raise ConfigError("--client-id: each client may be hosted once")
+    if args.tls_name and not args.tls_dir:
+        raise ConfigError("--tls-name needs --tls-dir DIR")
+    ids = [str(k) for k in args.client_ids]
     device = parse_device(args.device) if args.device else None
-    shards = {str(k): load_shard(args.shard_dir, k) for k in args.client_ids}
+    shards = {client_id: load_shard(args.shard_dir, int(client_id)) for client_id in ids}
+    tokens = read_token_file(args.token_file, ids) if args.token_file else None
+    security = None
+    if args.tls_dir:
+        security = (ClientSecurity.from_dir(args.tls_dir, args.tls_name) if args.tls_name
+                    else ClientSecurity.for_clients(args.tls_dir, ids))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s")
     options = ClientOptions(connect_timeout_s=args.connect_timeout)
-    asyncio.run(run_clients(args.server, shards, device=device, options=options))
+    clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security)
+    asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)
     return 0
+
+
+async def _until_orphaned(work: Awaitable[T]) -> T:
+    """Run ``work`` while the process that started this one lives (simulate's children must not outlive it,
+    even when it is killed with SIGKILL and cannot stop them)."""
+    parent = os.getppid()
+    task = asyncio.ensure_future(work)
+    while not task.done():
+        await asyncio.wait({task}, timeout=PARENT_CHECK_S)
+        if not task.done() and os.getppid() != parent:
+            task.cancel()
+            raise ClientError(f"the process that started this client ({parent}) is gone; exiting")
+    return task.result()
 
 
 def _client_index(text: str) -> int:

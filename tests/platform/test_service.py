@@ -249,7 +249,10 @@ def test_silent_client_is_dropped_at_the_deadline_and_its_late_update_refused():
             await asyncio.sleep(0.8)
             await refused(submit(fed.stub, creds["1"], tasks["1"][0], delta), grpc.StatusCode.FAILED_PRECONDITION,
                           "no training round is open")
-            await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()})
+            # Client 1 was not polling when the round closed, so it counted as lost and was left out of
+            # the final evaluation (it came back with its late update, in time for the SHUTDOWN).
+            await finish_evaluation(fed, {"0": creds["0"]}, {"0": tasks["0"][0].task_id})
+            assert (await get_task(fed.stub, creds["1"], tasks["1"][0].task_id))[0].kind == pb.SHUTDOWN
             [record] = fed.records
             assert (record["clients_selected"], record["clients_used"], record["clients_dropped"]) == (2, 1, 1)
             assert 0.4 < record["time_s"]["total"] < 5 and time.perf_counter() - started < 5
@@ -268,8 +271,9 @@ def test_round_with_too_few_updates_is_retried_then_fails():
                 assert task.kind == pb.TRAIN and task.round == 1
                 last["0"] = task.task_id
                 await submit(fed.stub, creds["0"], task, delta)
-            # third attempt: both answer, the round completes with attempts == 3
-            tasks = {cid: await get_task(fed.stub, creds[cid], last[cid]) for cid in ("0", "1")}
+            # third attempt: client 1 polls again (so it is no longer lost), both answer, attempts == 3
+            answers = await asyncio.gather(*(get_task(fed.stub, creds[cid], last[cid]) for cid in ("0", "1")))
+            tasks = dict(zip(("0", "1"), answers))
             for cid, (task, _) in tasks.items():
                 await submit(fed.stub, creds[cid], task, delta)
             await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()})

@@ -1,0 +1,470 @@
+"""The leakage audit: how much of one client's email can the coordinator read from what it observes?
+
+The book shows that in plain FedAvg the server reads Bob's "my computer password is pizza" off his update:
+with a bag-of-words model only the embedding rows of the words Bob used move. This module turns that into a
+measurement, one privacy mode at a time:
+
+1. **Plant** a canary email (pseudo-words made by ``make_canary``, found nowhere in the corpus) ``copies``
+   times in one client's shard. ``copies`` defaults to ``data.min_count``, the number of training emails a word
+   needs to enter the vocabulary, so the canary words get vocabulary ids exactly as they would if the email
+   were really in that client's mailbox; they are appended after the scenario's vocabulary so every other id
+   stays as the federation has it (a ``data.max_vocab`` cap is not re-applied: the canary comes on top). A canary outside the vocabulary would map to the unknown-word id and the
+   audit would measure nothing.
+2. **Train one round** in this process with the platform's own code: every client of the round's cohort runs
+   ``fedgrad.training.train_local`` from the scenario's initial global model with the seed the coordinator
+   would give it (``server.tasks.client_seed``).
+3. **Observe** what the coordinator holds in each mode by running the platform's own pieces in this process:
+   each client's payload from ``client.encoding.encode_update`` (plain deltas; Paillier ciphertexts; clipped,
+   possibly noised and encrypted DP updates) and the coordinator's round accumulator from
+   ``server.aggregation.build_aggregation`` (key holder, noise and ledger included), which releases the sum.
+4. **Attack** every observation with ``recover_words`` and score it with ``audit_score``: canary words
+   recovered, their share, and the share that naming as many words at random would hit (chance).
+
+Attacks, each applied where it makes sense: *changed rows* (every word whose embedding row moved: exact for
+noise-free updates); *top k* (the k rows that moved most, k = number of canary words: the attacker's best
+guess when noise moves every row); *rows only this client changed* (possible only when the attacker holds every
+client's individual update: words nobody else in the cohort used this round).
+
+The directory ``<output.dir>/audit-<timestamp>/`` receives ``audit.json`` (every number) and ``report.md``,
+rendered from it alone, so ``fedgrad report`` can redraw it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from client.encoding import ClientPrivacy, EncodedUpdate, encode_update
+from fedgrad.comparison import PrivacySetting
+from fedgrad.crypto import KeyHolderRefusal
+from fedgrad.crypto.wire import HEADER_BYTES
+from fedgrad.data import Shard, Vocabulary, unique_tokens
+from fedgrad.errors import ConfigError, DataError
+from fedgrad.metrics import PhaseTimer
+from fedgrad.models import model_from_config
+from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
+from fedgrad.results import create_run_dir, format_bytes, write_text_atomic
+from fedgrad.scenario import Scenario, load_scenario
+from fedgrad.training import train_local
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport.codec import decode_tensors
+from server.aggregation import Aggregation, RoundCohort, build_aggregation
+from server.strategies import ClientInfo, build_strategy
+from server.tasks import ModelPayload, client_seed, model_task
+
+AUDIT_JSON = "audit.json"
+REPORT_FILE = "report.md"
+DEFAULT_PRIVACY = "none,paillier,dp:1,dp:8"
+#: Every spam model keeps one embedding row per vocabulary word under this name: the rows the attack reads.
+EMBEDDING_KEY = "embedding.weight"
+#: The audit trains round 1, from the initial global model: the book's demonstration.
+ROUND = 1
+
+StateDict = dict[str, np.ndarray]
+
+
+# ---- the planted federation and its round ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlantedData:
+    """The scenario's shards with the canary planted in ``shards[client]``, and the vocabulary that knows it."""
+
+    vocab: Vocabulary
+    shards: list[Shard]
+    canary: Canary
+    client: int
+    copies: int
+    canary_ids: tuple[int, ...]
+
+
+def plant(scenario: Scenario, *, n_words: int, client: int = 0, copies: int | None = None) -> PlantedData:
+    """Build the scenario's dataset and plant the canary (step 1 of the module docstring)."""
+    if not 0 <= client < scenario.federation.clients:
+        raise ConfigError(f"--canary-client: must be in [0, {scenario.federation.clients - 1}] (got {client})")
+    copies = scenario.data.min_count if copies is None else copies
+    if copies < scenario.data.min_count:
+        raise ConfigError(f"--canary-copies: the canary words enter the vocabulary only with at least "
+                          f"data.min_count = {scenario.data.min_count} copies (got {copies})")
+    dataset = scenario.build_dataset()
+    canary = make_canary(scenario.seed, n_words, exclude=dataset.vocab.words)
+    vocab = Vocabulary([*dataset.vocab.to_dict()["words"], *canary.words])
+    tokens = unique_tokens(canary.text)
+    missing = [word for word in canary.words if word not in tokens[: scenario.data.max_len]]
+    if missing:
+        raise DataError(f"canary words {missing} do not survive tokenization with max_len "
+                        f"{scenario.data.max_len}; the audit would measure nothing")
+    ids = tuple(vocab.encode(tokens[: scenario.data.max_len]))
+    shards = list(dataset.shards)
+    target = shards[client]
+    shards[client] = Shard(*plant_canary(target.ids, target.labels, ids, copies=copies))
+    return PlantedData(vocab, shards, canary, client, copies, ids)
+
+
+@dataclass(frozen=True)
+class RoundUpdates:
+    """Round 1 as the clients computed it: the global model, each cohort member's delta and FedAvg weight."""
+
+    global_model: StateDict
+    deltas: dict[int, StateDict]
+    weights: dict[int, float]
+
+    @property
+    def cohort(self) -> list[int]:
+        return sorted(self.deltas)
+
+
+def choose_cohort(scenario: Scenario, data: PlantedData) -> list[int]:
+    """The canary's client and ``clients_per_round - 1`` others drawn with the scenario's seed (clients with an
+    empty shard have nothing to train and are never selected)."""
+    others = [k for k, shard in enumerate(data.shards) if len(shard) and k != data.client]
+    rng = np.random.default_rng(scenario.seed)
+    size = min(scenario.federation.clients_per_round - 1, len(others))
+    return sorted([data.client, *(int(k) for k in rng.choice(others, size=size, replace=False))])
+
+
+def train_round(scenario: Scenario, data: PlantedData, cohort: Sequence[int]) -> RoundUpdates:
+    """Every cohort member trains locally from the initial global model, as in the platform's round 1."""
+    train, fed = scenario.train, scenario.federation
+    model = model_from_config(scenario.model, len(data.vocab), seed=scenario.seed).to(train.device)
+    global_model = model.state_dict()
+    if EMBEDDING_KEY not in global_model:
+        raise ConfigError(f"model {scenario.model.name!r} has no {EMBEDDING_KEY!r}: nothing for the audit to read")
+    deltas = {}
+    for k in tqdm(cohort, desc=f"round {ROUND}: local training", unit="client", file=sys.stderr, leave=False):
+        model.load_state_dict(global_model)
+        train_local(model, data.shards[k], epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
+                    optimizer=train.optimizer, momentum=train.momentum, seed=client_seed(scenario.seed, ROUND, str(k)),
+                    prox_mu=fed.prox_mu)
+        trained = model.state_dict()
+        deltas[k] = {name: trained[name] - value for name, value in global_model.items()}
+    total = sum(len(data.shards[k]) for k in cohort)
+    return RoundUpdates(global_model, deltas, {k: len(data.shards[k]) / total for k in cohort})
+
+
+# ---- what the coordinator observes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class View:
+    """One thing the attacker holds, reduced to what the attacks read: one row of values per vocabulary word.
+
+    ``others_touched`` marks the rows some other client's individual update moved; it exists only when the
+    attacker holds every individual update in plaintext (then *rows only this client changed* is possible).
+    """
+
+    name: str
+    scope: str                  # "individual" (client k's own update) or "aggregate"
+    observed: str               # what exactly the attacker holds, in words
+    rows: np.ndarray            # [vocabulary, values per word]
+    others_touched: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class ModeObservation:
+    description: str            # what the coordinator receives in this mode, for the report
+    views: list[View]
+    facts: dict[str, Any]       # the aggregation's own summary (key, noise, guarantee) and what was refused
+
+
+def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> ModeObservation:
+    """Round 1 through the platform's own encoding and aggregation for ``scenario.privacy``, in this process.
+
+    Clients encode their deltas with ``client.encoding.encode_update`` for the task the coordinator would
+    send; the coordinator side is ``server.aggregation.build_aggregation`` (its key holder, noise and ledger
+    included) folding the payloads into one round accumulator and releasing the sum. Nothing travels over
+    gRPC: the bytes are the same, and the audit needs only what the coordinator ends up holding.
+    """
+    k, names = data.client, list(updates.global_model)
+    model = ModelPayload.encode(0, updates.global_model)
+    strategy = build_strategy(scenario.federation.strategy, server_lr=scenario.federation.server_lr,
+                              prox_mu=scenario.federation.prox_mu)
+    instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
+    cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()})
+    aggregation = build_aggregation(scenario, updates.global_model)
+    accumulator = aggregation.new_accumulator(model.specs, cohort)
+    client_privacy = ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits)
+    payloads = {}
+    for task_id, i in enumerate(updates.cohort, start=1):
+        cid = str(i)
+        task = model_task(pb.TRAIN, task_id, ROUND, model, {}, instructions[cid].weight,
+                          accumulator.secure_aggregation, accumulator.differential_privacy)
+        payloads[i] = encode_update(task.header, cid, updates.deltas[i], client_privacy)
+        accumulator.add(cid, instructions[cid].weight, payloads[i].payload)
+    released = accumulator.finalize(PhaseTimer())
+    facts = aggregation.summary()
+    plain = payloads[k].encoding == pb.PLAIN
+    if plain:
+        received = {i: decode_tensors(encoded.tensors, encoded.payload) for i, encoded in payloads.items()}
+        individual = View("client update", "individual", f"client {k}'s update as sent, in plaintext",
+                          _rows(received[k]), _touched_by_others(received, k))
+    else:
+        facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
+                                                  instructions[str(k)].weight)
+        individual = View("client ciphertext", "individual",
+                          f"client {k}'s payload: {len(payloads[k].payload)} bytes of ciphertext",
+                          _ciphertext_rows(payloads[k].payload[HEADER_BYTES:], updates.global_model, names))
+    views = [individual, View("aggregate", "aggregate",
+                              f"the released average of {len(released.contributors)} clients' updates",
+                              _rows(strategy.aggregate(released)))]
+    if scenario.privacy.mode == "dp":
+        # DP's adversary knows every other client's clipped update and subtracts it from the released sum.
+        others = [clip_update(updates.deltas[i], scenario.privacy.dp_clip)[0] for i in updates.cohort if i != k]
+        isolated = {name: released.total[name] - sum(update[name].astype(np.float64) for update in others)
+                    for name in released.total}
+        views.append(View("aggregate minus all other clients", "aggregate",
+                          f"the noisy sum minus the {len(others)} other clients' clipped updates", _rows(isolated)))
+    return ModeObservation(_describe(scenario, facts, k, payloads[k]), views, facts)
+
+
+def _refusal(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort, client_id: str, payload: bytes,
+             weight: float) -> str:
+    """Ask for client ``client_id``'s update alone, as an "aggregate" of one; return the refusal."""
+    alone = aggregation.new_accumulator(model.specs, cohort)
+    alone.add(client_id, weight, payload)
+    try:
+        alone.finalize(PhaseTimer())
+    except KeyHolderRefusal as refusal:
+        return str(refusal)
+    raise AssertionError(f"the key holder decrypted client {client_id}'s update on its own")
+
+
+def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: EncodedUpdate) -> str:
+    """What the coordinator receives and releases under ``scenario.privacy``, in words."""
+    privacy, fed = scenario.privacy, scenario.federation
+    sent = f"client {k} sends {format_bytes(len(encoded.payload))}"
+    secure = ("The coordinator multiplies the ciphertexts, which adds the plaintexts without reading them; the key "
+              f"holder decrypts only that product, and only with at least {fed.min_clients} contributors. "
+              "Per-client attacks read the ciphertext as if it were the update (each parameter gets its share of "
+              "the payload bytes, in order): under Paillier's semantic security (the decisional composite "
+              "residuosity assumption) no reading of a ciphertext does better than chance. The aggregate is a "
+              "different, weaker target: it shows which words somebody in the cohort used, not who used them.")
+    if privacy.mode == "none":
+        return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {k}'s delta and "
+                "every other client's, then averages them.")
+    if privacy.mode in ("paillier", "paillier-naive"):
+        scheme = "packs it and encrypts it" if privacy.mode == "paillier" else "encrypts every value separately"
+        return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, folds in its FedAvg weight, "
+                f"quantizes it to {privacy.value_bits} bits and {scheme} under the key holder's "
+                f"{facts['key_bits']}-bit Paillier public key ({sent} of ciphertext). {secure}")
+    noise = (f"The released sum carries Gaussian noise of standard deviation "
+             f"{facts['noise_multiplier'] * facts['clip']:.4g} (noise multiplier {facts['noise_multiplier']:.3f}) and "
+             f"is divided by {fed.clients_per_round}. The last view is the strongest adversary DP is defined "
+             f"against: it knows every other client's clipped update and subtracts them from the released sum, "
+             f"leaving client {k}'s clipped update plus the noise.")
+    if facts["placement"] == "central":
+        return (f"Client-level DP-FedAvg, central placement: each client clips its whole delta to L2 norm "
+                f"{facts['clip']:g} and sends it in plaintext ({sent}); the coordinator adds the noise to the sum, "
+                f"so it sees every clipped update: central DP protects clients from whoever receives the model, "
+                f"not from the coordinator. {noise}")
+    return (f"Client-level DP-FedAvg, distributed placement: each client clips its whole delta to L2 norm "
+            f"{facts['clip']:g}, adds its share of the noise and encrypts the result with packed Paillier "
+            f"({sent} of ciphertext). {secure} {noise}")
+
+
+def _rows(update: Mapping[str, np.ndarray]) -> np.ndarray:
+    table = np.asarray(update[EMBEDDING_KEY], dtype=np.float64)
+    return table.reshape(table.shape[0], -1)
+
+
+def _touched_by_others(updates: Mapping[int, Mapping[str, np.ndarray]], client: int) -> np.ndarray:
+    return np.any([np.any(_rows(update) != 0, axis=1) for i, update in updates.items() if i != client], axis=0)
+
+
+def _ciphertext_rows(body: bytes, like: StateDict, names: Sequence[str]) -> np.ndarray:
+    """Client k's ciphertext laid over the parameters as if it were the update: parameter ``j`` of the flat
+    update (tensors in manifest order, as clients flatten them) gets the ``j``-th equal run of payload bytes,
+    the best alignment available without the key, read as unsigned numbers; the embedding's rows are then cut
+    out as for a plain update."""
+    n_params = sum(like[name].size for name in names)
+    width = max(len(body) // n_params, 1)
+    values = np.zeros(n_params * width)
+    chunk = np.frombuffer(body, dtype=np.uint8)[: values.size]
+    values[: chunk.size] = chunk
+    offset = 0
+    for name in names:
+        if name == EMBEDDING_KEY:
+            return values[offset * width:(offset + like[name].size) * width].reshape(like[name].shape[0], -1)
+        offset += like[name].size
+    raise KeyError(EMBEDDING_KEY)
+
+
+# ---- the attacks ---------------------------------------------------------------------------------------------------
+
+
+def attacks_for(view: View, k: int) -> dict[str, Callable[[Sequence[str]], list[str]]]:
+    """The attacks that apply to ``view``, by name (see the module docstring); ``k`` = canary words."""
+    applicable = {
+        "changed rows": lambda words: recover_words(view.rows, words),
+        f"top {k}": lambda words: recover_words(view.rows, words, top_k=k),
+    }
+    if view.others_touched is not None:
+        only_this_client = np.where(view.others_touched[:, None], 0.0, view.rows)
+        applicable["rows only this client changed"] = lambda words: recover_words(only_this_client, words)
+    return applicable
+
+
+def attack(view: View, vocab: Vocabulary, canary: Canary) -> list[dict[str, Any]]:
+    """Every applicable attack on ``view``, scored against the canary."""
+    results = []
+    for name, run_attack in attacks_for(view, len(canary.words)).items():
+        guesses = set(run_attack(vocab.words))
+        score = audit_score(guesses, canary.words, len(vocab))
+        results.append({"attack": name, "guesses": len(guesses),
+                        "canary_words_recovered": [word for word in canary.words if word in guesses], **score})
+    return results
+
+
+# ---- the experiment ------------------------------------------------------------------------------------------------
+
+
+def run_audit(scenario_path: Path, overrides: Sequence[str], settings: Sequence[PrivacySetting], *, n_words: int,
+              client: int = 0, copies: int | None = None, command: Sequence[str] = ()) -> Path:
+    """Plant, train round 1 once, then observe and attack it under each setting (the scenario with that setting's
+    ``--set`` values on top of ``overrides``); write ``audit.json`` and ``report.md``; return their directory."""
+    scenario = load_scenario(scenario_path, list(overrides))
+    variants = {setting: _scenario_for(scenario_path, overrides, setting) for setting in settings}
+    data = plant(scenario, n_words=n_words, client=client, copies=copies)
+    cohort = choose_cohort(scenario, data)
+    if len(cohort) < 2:
+        raise ConfigError("federation.clients_per_round: the audit needs at least 2 clients with data in a round")
+    updates = train_round(scenario, data, cohort)
+    modes = []
+    for setting, variant in tqdm(variants.items(), desc="observing and attacking", unit="mode", file=sys.stderr,
+                                 leave=False):
+        observation = observe(variant, data, updates)
+        modes.append({
+            "setting": setting.label, "mode": setting.mode, "epsilon": setting.epsilon,
+            "description": observation.description, "facts": observation.facts,
+            "views": [{"name": view.name, "scope": view.scope, "observed": view.observed,
+                       "attacks": attack(view, data.vocab, data.canary)} for view in observation.views],
+        })
+    audit_dir = create_run_dir(Path(scenario.output.dir), "audit")
+    document = {
+        "kind": "fedgrad-audit",
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": ["fedgrad", *command],
+        "model": scenario.model.name,
+        "vocab_size": len(data.vocab),
+        "canary": {"text": data.canary.text, "words": list(data.canary.words), "client": data.client,
+                   "copies": data.copies, "ids": list(data.canary_ids), "shard_size": len(data.shards[data.client])},
+        "cohort": cohort,
+        "train": {"epochs": scenario.train.epochs, "batch_size": scenario.train.batch_size, "lr": scenario.train.lr,
+                  "optimizer": scenario.train.optimizer},
+        "modes": modes,
+    }
+    write_text_atomic(audit_dir / AUDIT_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    render_audit_report(audit_dir)
+    return audit_dir
+
+
+def _scenario_for(path: Path, overrides: Sequence[str], setting: PrivacySetting) -> Scenario:
+    try:
+        return load_scenario(path, [*overrides, *setting.overrides()])
+    except ConfigError as exc:
+        raise ConfigError(f"--privacy {setting.label}: {exc}") from None
+
+
+def best(view: dict[str, Any]) -> dict[str, Any]:
+    """The view's most successful attack (highest advantage over chance): the audit reports the worst case."""
+    return max(view["attacks"], key=lambda result: (result["advantage"], result["recovered"]))
+
+
+# ---- the report ------------------------------------------------------------------------------------------------------
+
+
+def is_audit_dir(path: Path) -> bool:
+    return (path / AUDIT_JSON).is_file()
+
+
+def read_audit(audit_dir: Path) -> dict[str, Any]:
+    path = audit_dir / AUDIT_JSON
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{audit_dir}: not an audit directory (no {AUDIT_JSON})") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(document, dict) or document.get("kind") != "fedgrad-audit":
+        raise DataError(f"{path}: not the results of `fedgrad audit`")
+    return document
+
+
+def render_audit_report(audit_dir: Path) -> Path:
+    """(Re)write ``report.md`` from ``audit.json``; returns its path."""
+    document = read_audit(audit_dir)
+    canary = document["canary"]
+    sections = [
+        "\n".join([
+            f"# Leakage audit `{document['scenario']}`",
+            "",
+            f"Created {document['created']} by `{' '.join(document['command'])}`; model `{document['model']}`, "
+            f"vocabulary of {document['vocab_size']} words, seed {document['seed']}.",
+            "",
+            f"The canary email *\"{canary['text']}\"* was planted {canary['copies']} times in client "
+            f"{canary['client']}'s shard ({canary['shard_size']} emails with it), enough for its words to enter "
+            f"the vocabulary. Clients {', '.join(map(str, document['cohort']))} trained round {ROUND} "
+            f"({document['train']['epochs']} local epoch(s), {document['train']['optimizer']} lr "
+            f"{document['train']['lr']}) from the initial global model. Only the {len(canary['words'])} "
+            "pseudo-words are audited (the prefix words are common). **Rate** is the share of canary words an "
+            "attack recovered; **chance** is the share that naming as many vocabulary words at random would "
+            "hit; **advantage** = rate − chance is what the observation gave the attacker.",
+        ]),
+        _summary_table(document),
+        *(_mode_section(mode) for mode in document["modes"]),
+    ]
+    path = audit_dir / REPORT_FILE
+    write_text_atomic(path, "\n\n".join(sections) + "\n")
+    return path
+
+
+def _summary_table(document: dict[str, Any]) -> str:
+    lines = ["## Summary (best attack per observation)", "",
+             "| mode | observation | scope | attack | guesses | recovered | rate | chance | advantage |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+    for mode in document["modes"]:
+        for view in mode["views"]:
+            lines.append(_attack_row(f"`{mode['setting']}`", view, best(view)))
+    return "\n".join(lines)
+
+
+def _mode_section(mode: dict[str, Any]) -> str:
+    lines = [f"## `{mode['setting']}`", "", mode["description"], ""]
+    refusal = mode["facts"].get("single_update_refused")
+    if refusal:
+        lines += [f"Asked to decrypt the canary client's update on its own, the key holder refused: *{refusal}*.",
+                  ""]
+    if mode["facts"].get("guarantee"):
+        lines += [f"Guarantee: {mode['facts']['guarantee']}.", ""]
+    lines += ["| observation | what the attacker holds | attack | guesses | recovered | rate | chance | advantage |",
+              "|---|---|---|---:|---:|---:|---:|---:|"]
+    for view in mode["views"]:
+        for result in view["attacks"]:
+            lines.append(f"| {view['name']} | {view['observed']} | {result['attack']} | {result['guesses']} | "
+                         f"{result['recovered']}/{result['total']} | {_percent(result['rate'])} | "
+                         f"{_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
+    return "\n".join(lines)
+
+
+def _attack_row(label: str, view: dict[str, Any], result: dict[str, Any]) -> str:
+    return (f"| {label} | {view['name']} | {view['scope']} | {result['attack']} | {result['guesses']} | "
+            f"{result['recovered']}/{result['total']} | {_percent(result['rate'])} | "
+            f"{_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}%" if value >= 0.001 or value == 0 else f"{100 * value:.3f}%"
+
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f} pts" if not math.isclose(value, 0.0, abs_tol=5e-4) else "0"

@@ -1,0 +1,98 @@
+"""PNG plots for run reports and comparisons (matplotlib, headless).
+
+Only ``fedgrad report`` and ``fedgrad compare`` import this module, and only when they draw: matplotlib
+costs about a second and 40 MiB at import, which training processes should not pay. The ``Agg`` backend
+renders to files without a display, so the plots work on servers and in CI alike.
+
+Every function takes plain numbers (no run directories, no result rows), writes one PNG and returns its path.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+DPI = 120
+
+
+def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: Path, *, title: str) -> Path:
+    """One line per label: test accuracy (a fraction, drawn in %) after each round ``(round, accuracy)``.
+
+    A series with a single round (a variant run on a reduced round count) is drawn as a marker.
+    """
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    for label, points in series.items():
+        if not points:
+            continue
+        rounds, accuracies = zip(*points)
+        axes.plot(rounds, [100 * accuracy for accuracy in accuracies], marker="o", markersize=3.5, label=label)
+    axes.set(xlabel="round", ylabel="test accuracy (%)", title=title)
+    axes.xaxis.get_major_locator().set_params(integer=True)
+    axes.grid(alpha=0.3)
+    if len(series) > 1:
+        axes.legend(fontsize="small")
+    return _save(figure, path)
+
+
+def gap_vs_overhead(points: Sequence[tuple[str, float, float]], path: Path, *, baseline: str) -> Path:
+    """One labelled point per ``(label, time_ratio, gap_points)``: what a privacy variant costs in time
+    (wall time per round over the baseline's, log scale: overheads span orders of magnitude) against
+    what it costs in accuracy (percentage points lost relative to the baseline)."""
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    for label, ratio, gap in points:
+        axes.scatter([ratio], [gap], s=30)
+        axes.annotate(label, (ratio, gap), textcoords="offset points", xytext=(5, 4), fontsize="small")
+    _log_x(axes, FuncFormatter(lambda value, _: f"{value:g}×"))
+    ratios = [ratio for _, ratio, _ in points] or [1.0]
+    axes.set_xlim(min(0.5, min(ratios) / 1.5), max(2.0, max(ratios) * 1.5))  # always show the 1× line
+    axes.axhline(0.0, color="grey", linewidth=0.8)
+    axes.axvline(1.0, color="grey", linewidth=0.8)
+    axes.set(xlabel=f"wall time per round relative to {baseline} (log scale)",
+             ylabel=f"accuracy lost vs {baseline} (points)", title="Accuracy cost versus time overhead")
+    axes.grid(alpha=0.3, which="both")
+    return _save(figure, path)
+
+
+def bytes_per_round(bars: Sequence[tuple[str, float, float]], path: Path) -> Path:
+    """Bytes uploaded and downloaded per round, one pair of horizontal bars per ``(label, up, down)``,
+    on a log scale (ciphertexts can be orders of magnitude larger than plain floats)."""
+    figure, axes = plt.subplots(figsize=(7.5, 0.9 + 0.55 * max(len(bars), 1)))
+    height = 0.38
+    for index, (label, up, down) in enumerate(bars):
+        axes.barh(index - height / 2, up, height, color="tab:orange", label="up" if index == 0 else None)
+        axes.barh(index + height / 2, down, height, color="tab:blue", label="down" if index == 0 else None)
+    axes.set_yticks(range(len(bars)), [label for label, _, _ in bars])
+    axes.invert_yaxis()
+    _log_x(axes, EngFormatter(unit="B"))
+    values = [value for _, up, down in bars for value in (up, down) if value > 0] or [1.0]
+    # from a whole decade below, so bar lengths stay readable, to some room right of the longest bar
+    axes.set_xlim(10 ** math.floor(math.log10(min(values))), max(values) * 1.5)
+    axes.set(xlabel="bytes per round (log scale)", title="Traffic per round")
+    axes.grid(alpha=0.3, axis="x", which="both")
+    if bars:
+        axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _save(figure, path)
+
+
+def _log_x(axes: Axes, formatter: Formatter) -> None:
+    """A log-scale x axis labelled at 1, 2 and 5 times powers of ten only (by default a short range gets a
+    label with an exponent at every minor tick)."""
+    axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(formatter)
+    axes.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")  # "tight" keeps a legend placed outside the axes
+    plt.close(figure)
+    return path

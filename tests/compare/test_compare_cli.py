@@ -1,0 +1,127 @@
+"""`fedgrad compare` end to end (real `fedgrad simulate` children over gRPC) and `fedgrad report` re-rendering."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedgrad.cli.main import main
+from fedgrad.comparison import PLOT_FILES, parse_privacy_list, plan_variants, run_variants
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> Path:
+    scenario = make_scenario(tmp_path_factory.mktemp("compare"))
+    assert main(["compare", str(scenario), "--privacy", "dp:8"]) == 0  # `none` joins as the baseline
+    [compare_dir] = (scenario.parent / "runs").glob("compare-*")
+    return compare_dir
+
+
+def test_compare_writes_the_table_the_results_and_three_plots(compared):
+    with open(compared / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["variant"] for row in rows] == ["none", "dp-eps8"]
+    assert all(row["status"] == "ok" and row["rounds"] == "2" for row in rows)
+    none, dp = rows
+    assert float(none["round_time_ratio"]) == 1.0 and float(none["accuracy_gap_pts"]) == 0.0
+    assert float(dp["bytes_up_per_client"]) > 0 and float(dp["round_time_s"]) > 0 and dp["guarantee"]
+    assert 0 < float(dp["epsilon_spent"]) <= 8.0 * (1 + 1e-6)  # the run's own ledger
+
+    document = json.loads((compared / "results.json").read_text())
+    assert document["kind"] == "fedgrad-comparison"
+    assert [len(row["accuracy_per_round"]) for row in document["variants"]] == [2, 2]
+    assert "epsilon=8" in document["variants"][1]["guarantee_full"]
+
+    report = (compared / "report.md").read_text()
+    assert "| variant | status | rounds | accuracy | precision | recall | F1 | gap (pts) | time/round" in report
+    for name in PLOT_FILES.values():
+        assert f"]({name})" in report
+        assert (compared / name).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_variants_share_data_split_and_seed_and_differ_only_in_privacy(compared):
+    document = json.loads((compared / "results.json").read_text())
+    run_dirs = [compared / row["run_dir"] for row in document["variants"]]
+    for name in ("vocab.json", "test.npz", "shard-0.npz", "shard-2.npz"):
+        assert (run_dirs[0] / "data" / name).read_bytes() == (run_dirs[1] / "data" / name).read_bytes()
+    configs = [(run_dir / "config.toml").read_text() for run_dir in run_dirs]
+    assert 'mode = "none"' in configs[0] and 'mode = "dp"' in configs[1]
+    assert "seed = 1" in configs[0] and "seed = 1" in configs[1]
+
+
+def test_children_log_to_files_and_stay_quiet(compared):
+    log = (compared / "logs" / "dp-eps8.log").read_text()
+    assert log.startswith("$ ") and "simulate" in log.splitlines()[0]
+    assert "\r" not in log  # no progress bars in the logs: the parent shows the one display
+
+
+def test_report_rerenders_a_comparison_and_a_single_run(compared, capsys):
+    for name in ("report.md", *PLOT_FILES.values()):
+        (compared / name).unlink()
+    assert main(["report", str(compared)]) == 0
+    assert all((compared / name).exists() for name in ("report.md", *PLOT_FILES.values()))
+
+    run_dir = compared / json.loads((compared / "results.json").read_text())["variants"][0]["run_dir"]
+    (run_dir / "report.md").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert (run_dir / "accuracy_per_round.png").read_bytes().startswith(PNG_MAGIC)
+    assert "](accuracy_per_round.png)" in (run_dir / "report.md").read_text()
+
+
+def test_report_refuses_a_directory_that_holds_no_results(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a run, comparison or audit directory" in capsys.readouterr().err
+
+
+def test_a_failing_variant_is_reported_and_does_not_stop_the_others(scenario, tmp_path):
+    none, dp = plan_variants(scenario, [], parse_privacy_list("dp:8"))
+    broken = dataclasses.replace(none, name="broken", overrides=(*none.overrides, 'data.corpus="/no/such/corpus"'))
+    failed, succeeded = run_variants(scenario, [], [broken, dp], tmp_path / "cmp")
+    assert failed.status == "failed" and "fedgrad: error" in failed.error and "/no/such/corpus" in failed.error
+    assert succeeded.status == "ok" and (succeeded.run_dir / "summary.json").exists()
+
+
+def _processes_mentioning(marker: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_ctrl_c_stops_the_children_and_keeps_what_finished(scenario, tmp_path):
+    command = [sys.executable, "-m", "fedgrad.cli.main", "compare", str(scenario), "--privacy", "dp:8",
+               "--rounds", "100000"]
+    parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "runs").glob("compare-*/variants/none/*/metrics.jsonl")):
+            assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read().decode()
+            time.sleep(0.05)
+        assert len(_processes_mentioning(str(tmp_path))) >= 3  # compare, simulate, a client process
+        parent.send_signal(signal.SIGINT)
+        assert parent.wait(timeout=30) == 130
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_mentioning(str(tmp_path)) == []
+    [compare_dir] = (tmp_path / "runs").glob("compare-*")
+    rows = json.loads((compare_dir / "results.json").read_text())["variants"]
+    assert [(row["variant"], row["status"]) for row in rows] == [("none", "interrupted"), ("dp-eps8", "not run")]
+    assert rows[0]["rounds"] >= 1 and "interrupted" in (compare_dir / "report.md").read_text()

@@ -1,0 +1,86 @@
+"""DP-FedAvg end to end over gRPC: central and distributed placement, clipping, and the privacy spent."""
+import math
+
+import numpy as np
+import pytest
+
+from fedgrad.privacy import calibrate_noise_multiplier
+from fedgrad.transport import fedgrad_pb2 as pb
+
+HUGE_EPSILON = "privacy.epsilon=1e6"  # noise multiplier ~1e-3: DP-FedAvg with (almost) no noise
+ABOVE_EVERY_NORM = "privacy.dp_clip=2.0"  # the fixture's updates have L2 norms below 1: nothing is clipped
+
+
+def test_central_dp_with_huge_epsilon_matches_plain_training(scenario, run):
+    plain = run(scenario())
+    private = run(scenario('privacy.mode="dp"', HUGE_EPSILON, ABOVE_EVERY_NORM))
+    # Equal shards (IID), so DP's unweighted mean over clients_per_round is FedAvg's weighted mean.
+    assert [r["accuracy"] for r in private.records] == [r["accuracy"] for r in plain.records]
+    np.testing.assert_allclose(private.losses, plain.losses, rtol=2e-2)
+    assert private.losses != plain.losses  # noise was added
+
+    epsilons = [r["privacy"]["epsilon_spent"] for r in private.records]
+    assert epsilons == sorted(epsilons) and 0 < epsilons[0] < epsilons[-1] <= 1e6
+    privacy = private.summary["privacy"]
+    assert privacy["mode"] == "dp" and privacy["placement"] == "central"
+    assert privacy["epsilon_spent"] == epsilons[-1] and privacy["epsilon_target"] == 1e6
+    assert privacy["delta"] == pytest.approx(1 / 9) and privacy["rounds_accounted"] == 3
+    assert all(r["local"] for r in private.records)  # the coordinator is trusted: clients report their loss
+
+
+def test_clipping_bounds_every_update(scenario, run):
+    """With a clip far below the updates' norms the coordinator accepts every update (it refuses any norm
+    above the bound, see test_rejections) and the model moves much less than without clipping."""
+    plain = run(scenario())
+    clipped = run(scenario('privacy.mode="dp"', HUGE_EPSILON, "privacy.dp_clip=0.05"))
+    assert all(r["clients_used"] == 3 for r in clipped.records)
+    assert plain.losses[-1] < clipped.losses[-1] < clipped.summary["initial"]["loss"]
+
+
+def test_distributed_dp_runs_over_paillier_and_matches_plain_training(scenario, run):
+    plain = run(scenario())
+    private = run(scenario('privacy.mode="dp"', 'privacy.dp_placement="distributed"', HUGE_EPSILON,
+                           ABOVE_EVERY_NORM))
+    assert [r["accuracy"] for r in private.records] == [r["accuracy"] for r in plain.records]
+    np.testing.assert_allclose(private.losses, plain.losses, rtol=2e-2)
+    for record in private.records:
+        assert record["time_s"]["encrypt"] > 0 and record["time_s"]["decrypt"] > 0
+        assert record["local"] == {}
+        assert record["privacy"]["noise_multiplier"] == pytest.approx(private.summary["privacy"]["noise_multiplier"])
+    privacy = private.summary["privacy"]
+    assert privacy["placement"] == "distributed" and privacy["secure_aggregation"]["mode"] == "paillier"
+    assert privacy["noise_share_std"] == pytest.approx(privacy["noise_multiplier"] * 2.0 / math.sqrt(3))
+    # the quantization range covers clip + k noise standard deviations
+    k = privacy["quantization_range_sigmas"]
+    assert privacy["secure_aggregation"]["clip"] == pytest.approx(2.0 + k * privacy["noise_share_std"])
+
+
+def test_epsilon_is_spent_as_calibrated(scenario, run):
+    private = run(scenario('privacy.mode="dp"', "privacy.epsilon=4", ABOVE_EVERY_NORM, "federation.rounds=2"))
+    privacy = private.summary["privacy"]
+    assert privacy["noise_multiplier"] == calibrate_noise_multiplier(4.0, 1 / 9, 1.0, 2)
+    assert 3.9 < privacy["epsilon_spent"] <= 4.0
+    assert "epsilon=4" in privacy["guarantee"]
+
+
+def test_a_resumed_run_charges_the_rounds_it_already_released(scenario):
+    from server.dp import build_dp_aggregation
+
+    s = scenario('privacy.mode="dp"', "privacy.epsilon=4")
+    model = {"w": np.zeros(4, np.float32)}
+    fresh = build_dp_aggregation(s, model)
+    z = fresh.mechanism.noise_multiplier
+    for _ in range(2):
+        fresh.ledger.record_round(z)
+    resumed = build_dp_aggregation(s, model, [{"privacy": {"noise_multiplier": z}}] * 2)
+    assert resumed.ledger.rounds == 2 and resumed.ledger.epsilon == fresh.ledger.epsilon
+
+
+def test_quantization_range_is_the_smallest_that_meets_its_budget():
+    from server.dp import quantization_clip
+
+    draws, budget = 10**6, 1e-9
+    clip, k = quantization_clip(1.0, 0.2, draws=draws, budget=budget)
+    assert clip == pytest.approx(1.0 + 0.2 * k)
+    assert draws * math.erfc(k / math.sqrt(2)) <= budget < draws * math.erfc((k - 0.5) / math.sqrt(2))
+    assert quantization_clip(1.0, 0.2, draws=draws, budget=0.0)[1] < 40  # a zero budget still terminates
