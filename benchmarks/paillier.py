@@ -1,6 +1,7 @@
 """Paillier secure aggregation, naive vs packed, side by side: 2048-bit key, one core.
 
     .venv/bin/python benchmarks/paillier.py [--params 30000] [--clients 10] [--naive-sample 16] [--json out.json]
+                                            [--end-to-end [--scenario scenarios/spam_fedavg.toml]]
 
 For each scheme: client encryption (µs/param), coordinator homomorphic add incl. payload validation
 (µs/param/client), key-holder decryption of the aggregate (µs/param) and wire size (bytes/param), then the
@@ -8,15 +9,24 @@ packed/naive ratios. The naive scheme (one phe ciphertext per value, ~10 ms each
 `--naive-sample` parameters and extrapolated per parameter, which is exact up to noise because every value
 costs the same. Each figure is the best over the round's clients (decryption: best of `DECRYPT_REPEATS`),
 the usual way to keep other load on a shared machine out of a micro-benchmark.
+
+`--end-to-end` also runs `fedgrad simulate` on the scenario twice, with privacy.mode "none" and "paillier"
+(same data, split and seed; about a minute on 2 cores for spam_fedavg), and prints the mean round time of each,
+their ratio, the mean time per phase (metrics.jsonl `time_s`), bytes per round, final accuracies, and the
+phase that dominates a paillier round. Phases are per-round critical-path figures (train and encrypt are the
+slowest client's), so they overlap and do not add up to the round time.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +34,7 @@ from tqdm import tqdm
 
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, SlotLayout, generate_keypair, make_encoder
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
+from fedgrad.metrics import PHASES
 
 TARGETS = {"encrypt_us": 12.0, "decrypt_us": 40.0, "bytes": 6.1}  # packed, per parameter (issue 5)
 LAYOUT_CLIENTS = (10, 100, 256, 257, 1024)
@@ -109,6 +120,57 @@ def report(results: dict[str, Any]) -> None:
         print(f"{row['max_clients']:>12}{row['slot_bits']:>11}{row['slots']:>10}{row['bytes_per_param']:>13.2f}")
 
 
+def simulate(scenario: Path, mode: str, key_bits: int, out_dir: Path) -> dict[str, Any]:
+    """Run `fedgrad simulate` on `scenario` with `privacy.mode = mode`; per-round means from its run directory."""
+    overrides = [f'privacy.mode="{mode}"', f"privacy.key_bits={key_bits}", f'output.dir="{out_dir}"']
+    command = [sys.executable, "-m", "fedgrad.cli.main", "simulate", str(scenario)]
+    done = subprocess.run([*command, *(arg for override in overrides for arg in ("--set", override))],
+                          capture_output=True, text=True)
+    if done.returncode:
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(f"fedgrad simulate ({mode}) failed: {lines[-1] if lines else done.returncode}")
+    [run_dir] = out_dir.iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    rounds = summary["rounds"]
+    return {"run_dir": str(run_dir), "rounds": rounds, "accuracy": summary["final"]["accuracy"],
+            "time_s": {phase: seconds / rounds for phase, seconds in summary["time_s"].items()},
+            "bytes": {direction: moved / rounds for direction, moved in summary["bytes"].items()}}
+
+
+def end_to_end(scenario: Path, key_bits: int) -> dict[str, Any]:
+    """`simulate` with and without secure aggregation, and what the difference is made of."""
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="fedgrad-bench-") as tmp:
+        for mode in tqdm(("none", "paillier"), desc="end to end", file=sys.stderr):
+            runs[mode] = simulate(scenario, mode, key_bits, Path(tmp) / mode)
+    plain, secure = runs["none"]["time_s"], runs["paillier"]["time_s"]
+    dominant = max(PHASES, key=lambda phase: secure[phase])
+    overhead = max(PHASES, key=lambda phase: secure[phase] - plain[phase])
+    return {"scenario": str(scenario), "key_bits": key_bits, **runs,
+            "round_time_ratio": secure["total"] / plain["total"], "dominant_phase": dominant,
+            "largest_overhead_phase": overhead}
+
+
+def report_end_to_end(e2e: dict[str, Any]) -> None:
+    plain, secure = e2e["none"], e2e["paillier"]
+    print(f"\nend to end: fedgrad simulate {e2e['scenario']}, privacy.mode none vs paillier "
+          f"({e2e['key_bits']}-bit key), {plain['rounds']} rounds; means per round")
+    print(f"{'':<24}{'none':>12}{'paillier':>12}{'ratio':>9}")
+    for phase in (*PHASES, "total"):
+        a, b = plain["time_s"][phase], secure["time_s"][phase]
+        ratio = f"{b / a:>8.1f}×" if a > 0 else f"{'–':>9}"
+        print(f"{'time ' + phase + ' (s)':<24}{a:>12.4f}{b:>12.4f}{ratio}")
+    for direction in ("up", "down"):
+        a, b = plain["bytes"][direction], secure["bytes"][direction]
+        print(f"{'bytes ' + direction + ' (KiB)':<24}{a / 1024:>12.1f}{b / 1024:>12.1f}{b / a:>8.2f}×")
+    print(f"{'final accuracy':<24}{100 * plain['accuracy']:>11.2f}%{100 * secure['accuracy']:>11.2f}%")
+    dominant, overhead = e2e["dominant_phase"], e2e["largest_overhead_phase"]
+    seconds = secure["time_s"][dominant]
+    print(f"\nround time paillier/none: {e2e['round_time_ratio']:.1f}×; dominant phase of a paillier round: "
+          f"{dominant} ({seconds:.3f} s of {secure['time_s']['total']:.3f} s); largest overhead over none: "
+          f"{overhead} (+{secure['time_s'][overhead] - plain['time_s'][overhead]:.3f} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=int, default=30_000, help="update length for the packed scheme")
@@ -116,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-sample", type=int, default=16, help="parameters timed for the naive scheme")
     parser.add_argument("--key-bits", type=int, choices=(2048, 3072), default=2048)
     parser.add_argument("--json", help="also write the figures to this JSON file")
+    parser.add_argument("--end-to-end", action="store_true",
+                        help="also time `fedgrad simulate` on --scenario with privacy none vs paillier")
+    parser.add_argument("--scenario", type=Path, default=Path(__file__).resolve().parent.parent / "scenarios" /
+                        "spam_fedavg.toml", help="scenario for --end-to-end (default: scenarios/spam_fedavg.toml)")
     args = parser.parse_args(argv)
 
     key = generate_keypair(args.key_bits)
@@ -126,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
                "load_avg": os.getloadavg()[0], "naive": naive, "packed": packed,
                "layouts": layout_table(args.key_bits)}
     report(results)
+    if args.end_to_end:
+        results["end_to_end"] = end_to_end(args.scenario, args.key_bits)
+        report_end_to_end(results["end_to_end"])
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

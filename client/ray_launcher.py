@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from client.encoding import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions, read_token_file
 from fedgrad.data import Shard, load_shard
@@ -47,11 +48,13 @@ class WorkerSpec:
     tokens: dict[str, str]
     security: ClientSecurity | None
     options: ClientOptions
+    privacy: ClientPrivacy
 
 
 def host_clients(spec: WorkerSpec) -> None:
     """The body of a Ray task: a client pool for ``spec``'s clients, until the run ends."""
-    asyncio.run(run_clients(spec.address, spec.shards, options=spec.options, tokens=spec.tokens, security=spec.security))
+    asyncio.run(run_clients(spec.address, spec.shards, options=spec.options, tokens=spec.tokens,
+                            security=spec.security, privacy=spec.privacy))
 
 
 class RayFleet:
@@ -64,7 +67,8 @@ class RayFleet:
         self._done: list[asyncio.Future[Any]] = []
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int,
-                    token_file: Path | None = None, tls_dir: Path | None = None) -> None:
+                    token_file: Path | None = None, tls_dir: Path | None = None,
+                    privacy: ClientPrivacy = ClientPrivacy()) -> None:
         """Submit ``workers`` tasks hosting ``ids`` round-robin, connecting to the coordinator at ``address``
         with the tokens of ``token_file`` and, with ``tls_dir``, over TLS trusting its ``ca.pem``."""
         tokens = read_token_file(token_file, ids) if token_file is not None else {}
@@ -76,7 +80,7 @@ class RayFleet:
             hosted = ids[index::workers]
             shards = {client_id: load_shard(shard_dir, int(client_id)) for client_id in hosted}
             spec = WorkerSpec(address, shards, {cid: tokens[cid] for cid in hosted if cid in tokens}, security,
-                              ClientOptions())
+                              ClientOptions(), privacy)
             ref = remote.remote(spec)
             self._refs.append(ref)
             self._done.append(asyncio.wrap_future(ref.future()))

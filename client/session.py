@@ -51,7 +51,9 @@ class ClientOptions:
     rpc_timeout_s: float = 60.0      # deadline of every call (on top of wait_s for GetTask)
     connect_timeout_s: float = 120.0  # give up after this long without reaching the coordinator
     backoff_base_s: float = 0.05
-    backoff_max_s: float = 5.0
+    # Kept below the smallest sensible round timeout: a restarted coordinator waits that long (its join
+    # grace) for the clients it had, so every live client is back before the first resumed round samples.
+    backoff_max_s: float = 2.0
 
 
 def read_token_file(path: Path, client_ids: list[str]) -> dict[str, str]:

@@ -8,8 +8,8 @@ measurement, one privacy mode at a time:
    times in one client's shard. ``copies`` defaults to ``data.min_count``, the number of training emails a word
    needs to enter the vocabulary, so the canary words get vocabulary ids exactly as they would if the email
    were really in that client's mailbox; they are appended after the scenario's vocabulary so every other id
-   stays as the federation has it (a ``data.max_vocab`` cap is not re-applied: the canary comes on top). A canary outside the vocabulary would map to the unknown-word id and the
-   audit would measure nothing.
+   stays as the federation has it (a ``data.max_vocab`` cap is not re-applied: the canary comes on top). A
+   canary outside the vocabulary would map to the unknown-word id and the audit would measure nothing.
 2. **Train one round** in this process with the platform's own code: every client of the round's cohort runs
    ``fedgrad.training.train_local`` from the scenario's initial global model with the seed the coordinator
    would give it (``server.tasks.client_seed``).
@@ -21,9 +21,11 @@ measurement, one privacy mode at a time:
    recovered, their share, and the share that naming as many words at random would hit (chance).
 
 Attacks, each applied where it makes sense: *changed rows* (every word whose embedding row moved: exact for
-noise-free updates); *top k* (the k rows that moved most, k = number of canary words: the attacker's best
-guess when noise moves every row); *rows only this client changed* (possible only when the attacker holds every
-client's individual update: words nobody else in the cohort used this round).
+noise-free updates); *top k* (the k rows that moved most, k = number of canary words); *rows only this client
+changed* (possible only when the attacker knows every other client's update: words nobody else in the cohort
+used this round; on plain FedAvg it singles out exactly the words only this client wrote). Under DP the noise's
+standard deviation is public, so "moved" means by more than ``NOISE_THRESHOLD`` standard deviations: the attack
+that reads the canary off a plain update is then run, unchanged otherwise, against the noise.
 
 The directory ``<output.dir>/audit-<timestamp>/`` receives ``audit.json`` (every number) and ``report.md``,
 rendered from it alone, so ``fedgrad report`` can redraw it.
@@ -42,7 +44,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from client.encoding import ClientPrivacy, EncodedUpdate, encode_update
+from client.encoding import EncodedUpdate, encode_update
+from fedgrad.cli.simulate import client_privacy
 from fedgrad.comparison import PrivacySetting
 from fedgrad.crypto import KeyHolderRefusal
 from fedgrad.crypto.wire import HEADER_BYTES
@@ -67,6 +70,9 @@ DEFAULT_PRIVACY = "none,paillier,dp:1,dp:8"
 EMBEDDING_KEY = "embedding.weight"
 #: The audit trains round 1, from the initial global model: the book's demonstration.
 ROUND = 1
+#: Under noise, a row counts as changed when it moved by more than this many noise standard deviations
+#: (a false alarm on any one row has probability 0.27% for one value per row).
+NOISE_THRESHOLD = 3.0
 
 StateDict = dict[str, np.ndarray]
 
@@ -111,11 +117,10 @@ def plant(scenario: Scenario, *, n_words: int, client: int = 0, copies: int | No
 
 @dataclass(frozen=True)
 class RoundUpdates:
-    """Round 1 as the clients computed it: the global model, each cohort member's delta and FedAvg weight."""
+    """Round 1 as the clients computed it: the global model and each cohort member's delta."""
 
     global_model: StateDict
     deltas: dict[int, StateDict]
-    weights: dict[int, float]
 
     @property
     def cohort(self) -> list[int]:
@@ -146,8 +151,7 @@ def train_round(scenario: Scenario, data: PlantedData, cohort: Sequence[int]) ->
                     prox_mu=fed.prox_mu)
         trained = model.state_dict()
         deltas[k] = {name: trained[name] - value for name, value in global_model.items()}
-    total = sum(len(data.shards[k]) for k in cohort)
-    return RoundUpdates(global_model, deltas, {k: len(data.shards[k]) / total for k in cohort})
+    return RoundUpdates(global_model, deltas)
 
 
 # ---- what the coordinator observes -------------------------------------------------------------------------------
@@ -157,8 +161,10 @@ def train_round(scenario: Scenario, data: PlantedData, cohort: Sequence[int]) ->
 class View:
     """One thing the attacker holds, reduced to what the attacks read: one row of values per vocabulary word.
 
-    ``others_touched`` marks the rows some other client's individual update moved; it exists only when the
-    attacker holds every individual update in plaintext (then *rows only this client changed* is possible).
+    ``others_touched`` marks the rows some other client's update moved; it exists only when the attacker knows
+    every other individual update (then *rows only this client changed* is possible). ``noise_std`` is the
+    standard deviation of the Gaussian noise on every value, which DP makes public: a row counts as changed only
+    when its change exceeds ``NOISE_THRESHOLD`` standard deviations of the noise on that row.
     """
 
     name: str
@@ -166,6 +172,12 @@ class View:
     observed: str               # what exactly the attacker holds, in words
     rows: np.ndarray            # [vocabulary, values per word]
     others_touched: np.ndarray | None = None
+    noise_std: float = 0.0
+
+    def changed(self) -> np.ndarray:
+        """The rows, with those that did not (detectably) change set to zero."""
+        threshold = NOISE_THRESHOLD * self.noise_std * math.sqrt(self.rows.shape[1])
+        return np.where((np.linalg.norm(self.rows, axis=1) > threshold)[:, None], self.rows, 0.0)
 
 
 @dataclass(frozen=True)
@@ -191,13 +203,13 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> Mod
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()})
     aggregation = build_aggregation(scenario, updates.global_model)
     accumulator = aggregation.new_accumulator(model.specs, cohort)
-    client_privacy = ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits)
+    privacy = client_privacy(scenario)  # as `fedgrad simulate` sets its clients up
     payloads = {}
     for task_id, i in enumerate(updates.cohort, start=1):
         cid = str(i)
         task = model_task(pb.TRAIN, task_id, ROUND, model, {}, instructions[cid].weight,
                           accumulator.secure_aggregation, accumulator.differential_privacy)
-        payloads[i] = encode_update(task.header, cid, updates.deltas[i], client_privacy)
+        payloads[i] = encode_update(task.header, cid, updates.deltas[i], privacy)
         accumulator.add(cid, instructions[cid].weight, payloads[i].payload)
     released = accumulator.finalize(PhaseTimer())
     facts = aggregation.summary()
@@ -212,16 +224,19 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> Mod
         individual = View("client ciphertext", "individual",
                           f"client {k}'s payload: {len(payloads[k].payload)} bytes of ciphertext",
                           _ciphertext_rows(payloads[k].payload[HEADER_BYTES:], updates.global_model, names))
+    dp = scenario.privacy.mode == "dp"
+    noise_std = facts["noise_multiplier"] * facts["clip"] if dp else 0.0  # on the sum
     views = [individual, View("aggregate", "aggregate",
                               f"the released average of {len(released.contributors)} clients' updates",
-                              _rows(strategy.aggregate(released)))]
-    if scenario.privacy.mode == "dp":
+                              _rows(strategy.aggregate(released)), noise_std=noise_std / released.weight)]
+    if dp:
         # DP's adversary knows every other client's clipped update and subtracts it from the released sum.
-        others = [clip_update(updates.deltas[i], scenario.privacy.dp_clip)[0] for i in updates.cohort if i != k]
-        isolated = {name: released.total[name] - sum(update[name].astype(np.float64) for update in others)
+        others = {i: clip_update(updates.deltas[i], scenario.privacy.dp_clip)[0] for i in updates.cohort if i != k}
+        isolated = {name: released.total[name] - sum(update[name].astype(np.float64) for update in others.values())
                     for name in released.total}
         views.append(View("aggregate minus all other clients", "aggregate",
-                          f"the noisy sum minus the {len(others)} other clients' clipped updates", _rows(isolated)))
+                          f"the noisy sum minus the {len(others)} other clients' clipped updates", _rows(isolated),
+                          _touched_by_others({**others, k: isolated}, k), noise_std))
     return ModeObservation(_describe(scenario, facts, k, payloads[k]), views, facts)
 
 
@@ -251,9 +266,9 @@ def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: Encode
         return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {k}'s delta and "
                 "every other client's, then averages them.")
     if privacy.mode in ("paillier", "paillier-naive"):
-        scheme = "packs it and encrypts it" if privacy.mode == "paillier" else "encrypts every value separately"
+        scheme = "packs and encrypts it" if privacy.mode == "paillier" else "encrypts every value separately"
         return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, folds in its FedAvg weight, "
-                f"quantizes it to {privacy.value_bits} bits and {scheme} under the key holder's "
+                f"quantizes it to {privacy.value_bits} bits, then {scheme} under the key holder's "
                 f"{facts['key_bits']}-bit Paillier public key ({sent} of ciphertext). {secure}")
     noise = (f"The released sum carries Gaussian noise of standard deviation "
              f"{facts['noise_multiplier'] * facts['clip']:.4g} (noise multiplier {facts['noise_multiplier']:.3f}) and "
@@ -302,12 +317,13 @@ def _ciphertext_rows(body: bytes, like: StateDict, names: Sequence[str]) -> np.n
 
 def attacks_for(view: View, k: int) -> dict[str, Callable[[Sequence[str]], list[str]]]:
     """The attacks that apply to ``view``, by name (see the module docstring); ``k`` = canary words."""
+    changed = view.changed()
     applicable = {
-        "changed rows": lambda words: recover_words(view.rows, words),
+        "changed rows": lambda words: recover_words(changed, words),
         f"top {k}": lambda words: recover_words(view.rows, words, top_k=k),
     }
     if view.others_touched is not None:
-        only_this_client = np.where(view.others_touched[:, None], 0.0, view.rows)
+        only_this_client = np.where(view.others_touched[:, None], 0.0, changed)
         applicable["rows only this client changed"] = lambda words: recover_words(only_this_client, words)
     return applicable
 

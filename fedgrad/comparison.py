@@ -59,14 +59,15 @@ PLOT_FILES = {"accuracy": "accuracy_per_round.png", "gap": "gap_vs_overhead.png"
 DEFAULT_PRIVACY = "none,paillier-naive,paillier,dp:1,dp:4,dp:8"
 BASELINE_MODE = "none"
 PAILLIER_MODES = ("paillier", "paillier-naive")
+DP_PLACEMENTS = ("central", "distributed")
 #: ``paillier-naive`` encrypts every value separately (about 10 ms each with a 2048-bit key, so minutes per
 #: client per round for the book model): by default it runs this many rounds, which is enough to measure
 #: its cost per round; its accuracy is then compared with ``none`` after the same round.
 NAIVE_ROUNDS = 1
 #: Round deadline given to ``paillier-naive``: the scenario's (about a minute) would drop every update.
 NAIVE_ROUND_TIMEOUT_S = 3600.0
-#: How often the progress display looks at a running variant's ``metrics.jsonl``.
-POLL_S = 0.25
+#: How often the progress display looks at a running variant's ``metrics.jsonl`` (and redraws).
+POLL_S = 0.5
 #: A stopped child (Ctrl-C) gets this long to stop its own client processes before it is killed.
 STOP_GRACE_S = 15.0
 
@@ -82,34 +83,44 @@ PHASE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class PrivacySetting:
-    """One entry of ``--privacy``: a ``privacy.mode``, with the target epsilon for ``dp`` (``dp:EPS``)."""
+    """One entry of ``--privacy``: a ``privacy.mode``; for ``dp`` the target epsilon and optionally where the
+    noise is added (``dp:EPS`` keeps the scenario's ``privacy.dp_placement``, ``dp:EPS:distributed`` sets it)."""
 
     mode: str
     epsilon: float | None = None
+    placement: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> PrivacySetting:
-        mode, sep, value = text.strip().partition(":")
-        if mode == "dp":
+        mode, *values = text.strip().split(":")
+        if mode == "dp" and len(values) in (1, 2):
             try:
-                epsilon = float(value)
+                epsilon = float(values[0])
             except ValueError:
                 raise ConfigError(f"--privacy: {text!r}: dp needs a target epsilon, e.g. dp:4") from None
             if not (math.isfinite(epsilon) and epsilon > 0):
                 raise ConfigError(f"--privacy: {text!r}: epsilon must be a positive number")
-            return cls("dp", epsilon)
-        if mode in (BASELINE_MODE, *PAILLIER_MODES) and not sep:
+            placement = values[1] if len(values) == 2 else None
+            if placement not in (None, *DP_PLACEMENTS):
+                raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
+            return cls("dp", epsilon, placement)
+        if mode in (BASELINE_MODE, *PAILLIER_MODES) and not values:
             return cls(mode)
-        raise ConfigError(f"--privacy: unknown setting {text!r} (use none, paillier, paillier-naive or dp:EPSILON)")
+        raise ConfigError(f"--privacy: unknown setting {text!r} "
+                          "(use none, paillier, paillier-naive, dp:EPSILON or dp:EPSILON:PLACEMENT)")
 
     @property
     def label(self) -> str:
-        return self.mode if self.epsilon is None else f"dp-eps{self.epsilon:g}"
+        if self.epsilon is None:
+            return self.mode
+        return f"dp-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
 
     def overrides(self) -> list[str]:
         values = [f"privacy.mode={json.dumps(self.mode)}"]
         if self.epsilon is not None:
             values.append(f"privacy.epsilon={self.epsilon!r}")
+        if self.placement is not None:
+            values.append(f"privacy.dp_placement={json.dumps(self.placement)}")
         return values
 
 
@@ -280,7 +291,8 @@ def run_variants(scenario_path: Path, user_overrides: Sequence[str], variants: S
     with tqdm(total=sum(v.rounds for v in variants), unit="round", file=sys.stderr, dynamic_ncols=True) as bar, \
             _sigterm_as_interrupt():
         for index, variant in enumerate(variants):
-            bar.set_description(f"{variant.name} ({index + 1}/{len(variants)})")
+            bar.set_description(f"{variant.name} ({index + 1}/{len(variants)})", refresh=False)
+            bar.set_postfix_str("")
             try:
                 outcome = _run_child(scenario_path, user_overrides, variant, compare_dir, bar)
             except KeyboardInterrupt:
@@ -324,6 +336,8 @@ def _run_child(scenario_path: Path, user_overrides: Sequence[str], variant: Vari
                 shown = len(records)
                 bar.set_postfix(acc=f"{100 * records[-1]['accuracy']:.2f}%",
                                 round=f"{records[-1]['time_s']['total']:.2f}s", refresh=False)
+            else:
+                bar.refresh()  # keeps the elapsed time moving through a long round
             if code is not None:
                 break
     except BaseException:
@@ -388,10 +402,10 @@ def _last_line(path: Path) -> str:
 
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
-    "variant", "privacy", "epsilon", "clients", "key_bits", "status", "error", "rounds", "rounds_planned",
+    "variant", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error", "rounds", "rounds_planned",
     *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
-    "bytes_down_per_round", "epsilon_spent", "wall_time_s", "guarantee", "notes", "run_dir", "log",
+    "bytes_down_per_round", "epsilon_spent", "wall_time_s", "processes", "guarantee", "notes", "run_dir", "log",
 )
 
 
@@ -422,6 +436,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
         "key_bits": scenario.privacy.key_bits if variant.privacy.mode in PAILLIER_MODES else None,
+        "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
         "status": outcome.status,
         "error": outcome.error,
         "rounds": n,
@@ -436,6 +451,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "bytes_down_per_round": _mean(record["bytes"]["down"] for record in records),
         "epsilon_spent": _epsilon_spent(summary, records),
         "wall_time_s": outcome.seconds or None,
+        "processes": summary.get("processes"),
         "guarantee": short,
         "guarantee_full": full,
         "notes": "; ".join(variant.notes) or None,
@@ -566,8 +582,11 @@ def _report_header(document: dict[str, Any]) -> str:
         "split, partition and seed, run one after another on this machine so that their timings compare. "
         f"**Gap** is `{BASELINE_MODE}`'s test accuracy minus the variant's after the same round, in percentage "
         f"points (positive: accuracy lost to privacy). **×** columns are ratios to `{BASELINE_MODE}` with the "
-        "same number of clients. Times are means per round; **transfer** is the model broadcast plus the slowest "
-        "upload; **up/client** is bytes uploaded per participating client per round.",
+        "same number of clients. Times are means per round, each phase measured by the coordinator along the "
+        "round's critical path (the slowest client); **transfer** is the model broadcast plus the slowest upload. "
+        "Clients that share a client process (see *Runs*) work one after another, so a slow encryption also "
+        "lengthens the others' broadcast, the wait for their turn. **up/client** is bytes uploaded per "
+        "participating client per round.",
     ])
 
 
@@ -626,11 +645,13 @@ def _report_plots() -> str:
 
 
 def _report_runs(rows: Sequence[dict[str, Any]]) -> str:
-    lines = ["## Runs", "", "| variant | run directory | log | wall time |", "|---|---|---|---:|"]
+    lines = ["## Runs", "", "| variant | run directory | log | clients / client processes | wall time |",
+             "|---|---|---|---:|---:|"]
     for row in rows:
         run_dir = f"[`{row['run_dir']}`]({row['run_dir']}/report.md)" if row["run_dir"] else "–"
         log = f"[`{row['log']}`]({row['log']})" if row["log"] else "–"
-        lines.append(f"| `{row['variant']}` | {run_dir} | {log} | {format_seconds(row['wall_time_s'])} |")
+        processes = f"{row['clients']} / {row['processes'] or '–'}"
+        lines.append(f"| `{row['variant']}` | {run_dir} | {log} | {processes} | {format_seconds(row['wall_time_s'])} |")
     return "\n".join(lines)
 
 
@@ -656,5 +677,7 @@ def _signed(value: float | None) -> str:
 
 
 def _times(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3g}×"
+    if value is None:
+        return "–"
+    return f"{value:,.0f}×" if value >= 1000 else f"{value:.3g}×"
 

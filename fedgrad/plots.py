@@ -21,19 +21,25 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 DPI = 120
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "x", "P")
 
 
 def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: Path, *, title: str) -> Path:
     """One line per label: test accuracy (a fraction, drawn in %) after each round ``(round, accuracy)``.
 
-    A series with a single round (a variant run on a reduced round count) is drawn as a marker.
+    A series with a single round (a variant run on a reduced round count) is drawn as a marker. Line styles and
+    markers vary along with the colours, so series that coincide (Paillier's sums equal the plain ones up to
+    quantization) stay visible on top of each other.
     """
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
-    for label, points in series.items():
+    for index, (label, points) in enumerate(series.items()):
         if not points:
             continue
         rounds, accuracies = zip(*points)
-        axes.plot(rounds, [100 * accuracy for accuracy in accuracies], marker="o", markersize=3.5, label=label)
+        axes.plot(rounds, [100 * accuracy for accuracy in accuracies], label=label,
+                  linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)],
+                  markersize=4.5, markerfacecolor="none")
     axes.set(xlabel="round", ylabel="test accuracy (%)", title=title)
     axes.xaxis.get_major_locator().set_params(integer=True)
     axes.grid(alpha=0.3)
@@ -50,9 +56,10 @@ def gap_vs_overhead(points: Sequence[tuple[str, float, float]], path: Path, *, b
     for label, ratio, gap in points:
         axes.scatter([ratio], [gap], s=30)
         axes.annotate(label, (ratio, gap), textcoords="offset points", xytext=(5, 4), fontsize="small")
-    _log_x(axes, FuncFormatter(lambda value, _: f"{value:g}×"))
     ratios = [ratio for _, ratio, _ in points] or [1.0]
-    axes.set_xlim(min(0.5, min(ratios) / 1.5), max(2.0, max(ratios) * 1.5))  # always show the 1× line
+    # always show the 1× line, with room for the labels right of the points
+    _log_x(axes, FuncFormatter(lambda value, _: f"{value:,g}×"), min(0.5, min(ratios) / 1.5),
+           max(2.0, max(ratios) * 4))
     axes.axhline(0.0, color="grey", linewidth=0.8)
     axes.axvline(1.0, color="grey", linewidth=0.8)
     axes.set(xlabel=f"wall time per round relative to {baseline} (log scale)",
@@ -71,10 +78,9 @@ def bytes_per_round(bars: Sequence[tuple[str, float, float]], path: Path) -> Pat
         axes.barh(index + height / 2, down, height, color="tab:blue", label="down" if index == 0 else None)
     axes.set_yticks(range(len(bars)), [label for label, _, _ in bars])
     axes.invert_yaxis()
-    _log_x(axes, EngFormatter(unit="B"))
     values = [value for _, up, down in bars for value in (up, down) if value > 0] or [1.0]
     # from a whole decade below, so bar lengths stay readable, to some room right of the longest bar
-    axes.set_xlim(10 ** math.floor(math.log10(min(values))), max(values) * 1.5)
+    _log_x(axes, EngFormatter(unit="B"), 10 ** math.floor(math.log10(min(values))), max(values) * 1.5)
     axes.set(xlabel="bytes per round (log scale)", title="Traffic per round")
     axes.grid(alpha=0.3, axis="x", which="both")
     if bars:
@@ -82,11 +88,12 @@ def bytes_per_round(bars: Sequence[tuple[str, float, float]], path: Path) -> Pat
     return _save(figure, path)
 
 
-def _log_x(axes: Axes, formatter: Formatter) -> None:
-    """A log-scale x axis labelled at 1, 2 and 5 times powers of ten only (by default a short range gets a
-    label with an exponent at every minor tick)."""
+def _log_x(axes: Axes, formatter: Formatter, low: float, high: float) -> None:
+    """A log-scale x axis from ``low`` to ``high`` labelled at powers of ten, and also at 2 and 5 times them
+    when the range spans at most two decades (by default a short range gets an exponent at every minor tick)."""
     axes.set_xscale("log")
-    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes.set_xlim(low, high)
+    axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high / low <= 100 else (1.0,)))
     axes.xaxis.set_major_formatter(formatter)
     axes.xaxis.set_minor_formatter(NullFormatter())
 

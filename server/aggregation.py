@@ -168,8 +168,9 @@ def build_aggregation(scenario: Scenario, model: Mapping[str, np.ndarray],
     """The aggregation ``privacy.mode`` asks for, for a global model shaped like ``model``.
 
     Secure aggregation generates the run's Paillier key here; DP calibrates its noise here, and charges its
-    ledger with ``past_rounds`` (the records of a resumed run's finished rounds). The imports are local
-    because each pulls in what the other modes do not need (``dp-accounting`` loads scipy).
+    ledger with ``past_rounds`` (the records of a resumed run's finished rounds). The imports are local:
+    both modules build on this one, and a run should not load what its mode does not use (``dp-accounting``
+    alone brings in scipy).
     """
     privacy = scenario.privacy
     if privacy.mode == "dp":

@@ -128,7 +128,7 @@ class Checkpoints:
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"round-{state.completed_rounds:06d}.npz"
         write_atomic(path, buffer.getvalue(), PRIVATE_MODE)  # the model is the federation's; keep it private
-        for old in self._files()[KEEP:]:
+        for old in self.files()[KEEP:]:
             old.unlink(missing_ok=True)
         return path
 
@@ -139,7 +139,7 @@ class Checkpoints:
         :class:`CheckpointError` lists them.
         """
         problems = []
-        for path in self._files():
+        for path in self.files():
             try:
                 checkpoint = load_checkpoint(path)
             except CheckpointError as error:
@@ -154,7 +154,7 @@ class Checkpoints:
                                   f" (move {self.directory} away to start the run over)")
         return None
 
-    def _files(self) -> list[Path]:
+    def files(self) -> list[Path]:
         """Checkpoint files, newest round first."""
         if not self.directory.is_dir():
             return []

@@ -271,19 +271,25 @@ class Coordinator:
         """Every trainable client scores the final model on its own shard; pooled by example count.
 
         The test-set accuracy says how good the global model is on average; this says how evenly that
-        holds across clients, which matters under label skew.
+        holds across clients, which matters under label skew. Clients are asked in waves of
+        ``clients_per_round``, so that no more copies of the model are in flight at once than in a training
+        round: the coordinator's memory is bounded by the round size, not by the size of the federation.
         """
         model = self._current_model()
-        tasks = {record.client_id: model_task(pb.EVALUATE, self._next_task_id(), self.state.completed_rounds,
-                                              model, self._task_config)
-                 for record in self.registry.available()}
-        dispatch = Dispatch(self.state.completed_rounds, model, {cid: task.task_id for cid, task in tasks.items()},
-                            self._dispatch_done)
-        self._open(dispatch, tasks)
-        await self._dispatch_done.wait_for(lambda: dispatch.complete, self.settings.round_timeout_s)
-        self._close(dispatch)
-        self.registry.missed_deadline(cid for cid in dispatch.task_ids if cid not in dispatch.reports)
-        reports = [dispatch.reports[cid] for cid in sorted(dispatch.reports)]
+        available = [record.client_id for record in self.registry.available()]
+        answered: dict[str, Report] = {}
+        for start in range(0, len(available), self.settings.clients_per_round):
+            tasks = {cid: model_task(pb.EVALUATE, self._next_task_id(), self.state.completed_rounds, model,
+                                     self._task_config)
+                     for cid in available[start:start + self.settings.clients_per_round]}
+            dispatch = Dispatch(self.state.completed_rounds, model,
+                                {cid: task.task_id for cid, task in tasks.items()}, self._dispatch_done)
+            self._open(dispatch, tasks)
+            await self._dispatch_done.wait_for(lambda: dispatch.complete, self.settings.round_timeout_s)
+            self._close(dispatch)
+            self.registry.missed_deadline(cid for cid in dispatch.task_ids if cid not in dispatch.reports)
+            answered.update(dispatch.reports)
+        reports = [answered[cid] for cid in sorted(answered)]
         examples = sum(report.n_examples for report in reports)
         if not examples:
             return {"clients": 0}

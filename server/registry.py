@@ -187,7 +187,8 @@ class ClientRegistry:
         self._admit(request.client_id, request.token)
         record = self._clients.get(request.client_id)
         if record is None:
-            record = self._clients[request.client_id] = ClientRecord(request.client_id, request.token, request.n_examples)
+            record = ClientRecord(request.client_id, request.token, request.n_examples)
+            self._clients[request.client_id] = record
         else:
             record.token, record.n_examples, record.shut_down, record.lost = \
                 request.token, request.n_examples, False, False
@@ -233,8 +234,9 @@ class ClientRegistry:
         return [record for record in self.clients() if record.n_examples > 0]
 
     def available(self) -> list[ClientRecord]:
-        """Trainable clients that are not lost: the ones worth giving a task."""
-        return [record for record in self.trainable() if not record.lost]
+        """Trainable clients that are neither lost nor revoked: the ones worth giving a task."""
+        return [record for record in self.trainable()
+                if not record.lost and not (self.tokens and self.tokens.is_revoked(record.client_id))]
 
     def mark_shut_down(self, record: ClientRecord) -> None:
         record.shut_down = True

@@ -35,7 +35,8 @@ import numpy as np
 import phe
 
 from fedgrad.crypto import (Accumulator, AggregationError, CiphertextError, KeyHolder, SecureAggConfig, SlotLayout,
-                            generate_keypair, make_encoder, public_key_to_bytes)
+                            generate_keypair, public_key_to_bytes)
+from fedgrad.crypto.schemes import make_scheme
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PhaseTimer
 from fedgrad.scenario import Scenario
@@ -56,7 +57,7 @@ DecryptAggregate = Callable[[int, Iterable[str], bytes], np.ndarray]
 def host_key_holder(cfg: SecureAggConfig, *, key_bits: int, insecure_key_bits: bool,
                     min_clients: int) -> tuple[phe.PaillierPublicKey, DecryptAggregate]:
     """Generate a key pair, give the private key to a new :class:`KeyHolder` and return only the public key
-    and the key holder's ``decrypt_aggregate``. No reference to the private key survives this call."""
+    and the key holder's ``decrypt_aggregate``: from here on the key holder is the only holder of the key."""
     public_key, private_key = generate_keypair(key_bits, insecure_key_bits)
     key_holder = KeyHolder(private_key, cfg, min_clients=min_clients)
     return public_key, key_holder.decrypt_aggregate
@@ -73,7 +74,7 @@ class PaillierAggregation(Aggregation):
         self._decrypt = decrypt
         self._config_json = json.dumps(cfg.to_dict(), sort_keys=True)
         self._public_key_bytes = public_key_to_bytes(public_key)
-        self.ciphertexts = make_encoder(cfg, public_key).scheme.n_ciphertexts
+        self.ciphertexts = make_scheme(cfg, public_key).n_ciphertexts
         self.payload_bytes = HEADER_BYTES + self.ciphertexts * ciphertext_width(public_key)
 
     def announcement(self, cohort_weight: float) -> pb.SecureAggregation:

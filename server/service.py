@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from fedgrad.errors import FedgradError
 from fedgrad.transport import fedgrad_pb2 as pb
@@ -43,6 +44,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         delivered = False
         try:
             task = await self.coordinator.next_task(client, request.last_task_id, request.wait_s)
+            try:  # the wait may have been long: a client revoked meanwhile gets no task
+                self.coordinator.authenticate(request.credentials)
+            except Rejected as rejected:
+                await _abort(context, rejected, client.client_id)
             nbytes = 0
             for message in task.messages():
                 nbytes += message.ByteSize()
@@ -98,6 +103,78 @@ async def _receive_payload(stream: AsyncIterator[pb.UpdateChunk], expected_bytes
     return buffer.payload(), nbytes
 
 
+class _Malformed:
+    """Stands in for a request whose bytes did not decode, so that the handler can refuse it properly."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+class RefuseMalformedRequests(grpc.aio.ServerInterceptor):
+    """Answers requests whose bytes do not decode with INVALID_ARGUMENT and a logged one-line reason.
+
+    gRPC decodes a request before any handler runs; left alone it answers undecodable bytes with UNKNOWN
+    and prints a traceback on the coordinator's stderr, as if the server had a bug.
+    """
+
+    async def intercept_service(self, continuation: Callable,
+                                details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        method, decode = details.method.rpartition("/")[2], handler.request_deserializer
+
+        def decode_or_mark(data: bytes) -> object:
+            try:
+                return decode(data)
+            except DecodeError as error:
+                return _Malformed(f"malformed {method} message ({len(data)} bytes): {error}")
+
+        if handler.unary_unary is not None:
+            return handler._replace(request_deserializer=decode_or_mark,
+                                    unary_unary=_checked_unary(handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(request_deserializer=decode_or_mark,
+                                    unary_stream=_checked_unary_stream(handler.unary_stream))
+        if handler.stream_unary is not None:
+            return handler._replace(request_deserializer=decode_or_mark,
+                                    stream_unary=_checked_stream_unary(handler.stream_unary))
+        return handler
+
+
+async def _refuse_malformed(context: grpc.aio.ServicerContext, request: _Malformed) -> None:
+    log.warning("refused a call: %s", request.reason)
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.reason)
+
+
+def _checked_unary(behavior: Callable) -> Callable:
+    async def unary(request: object, context: grpc.aio.ServicerContext) -> object:
+        if isinstance(request, _Malformed):
+            await _refuse_malformed(context, request)
+        return await behavior(request, context)
+    return unary
+
+
+def _checked_unary_stream(behavior: Callable) -> Callable:
+    async def unary_stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+        if isinstance(request, _Malformed):
+            await _refuse_malformed(context, request)
+        async for response in behavior(request, context):
+            yield response
+    return unary_stream
+
+
+def _checked_stream_unary(behavior: Callable) -> Callable:
+    async def stream_unary(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> object:
+        async def checked() -> AsyncIterator[object]:
+            async for request in requests:
+                if isinstance(request, _Malformed):
+                    await _refuse_malformed(context, request)
+                yield request
+        return await behavior(checked(), context)
+    return stream_unary
+
+
 _AUTHENTICATION_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
@@ -111,7 +188,7 @@ async def start_server(coordinator: Coordinator, host: str, port: int,
                        security: ServerSecurity | None = None) -> tuple[grpc.aio.Server, int]:
     """Serve ``coordinator`` on ``host:port`` (port 0 picks a free one), over TLS with ``security``;
     returns the server and its port."""
-    server = new_server()
+    server = new_server([RefuseMalformedRequests()])
     pb_grpc.add_CoordinatorServicer_to_server(CoordinatorService(coordinator), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = listen(server, address, security)

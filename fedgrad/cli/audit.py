@@ -25,8 +25,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
     parser.add_argument("--privacy", default=DEFAULT_PRIVACY, metavar="LIST",
-                        help="comma-separated settings: none, paillier, paillier-naive, dp:EPSILON "
-                             f"(default: {DEFAULT_PRIVACY})")
+                        help="comma-separated settings: none, paillier, paillier-naive, "
+                             f"dp:EPSILON[:central|:distributed] (default: {DEFAULT_PRIVACY})")
     parser.add_argument("--canary-words", type=int, default=6, metavar="N",
                         help="secret pseudo-words in the canary email (default: 6)")
     parser.add_argument("--canary-client", type=int, default=0, metavar="K",

@@ -28,6 +28,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
+from client.encoding import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientError, ClientOptions, read_token_file
 from fedgrad.backend import parse_device
@@ -60,6 +61,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--connect-timeout", type=float, default=ClientOptions.connect_timeout_s, metavar="S",
                         help="give up after this many seconds without reaching the coordinator "
                              f"(default: {ClientOptions.connect_timeout_s:g})")
+    parser.add_argument("--insecure-key-bits", action="store_true",
+                        help="accept Paillier keys below 2048 bits from the coordinator (tests and demos only)")
+    parser.add_argument("--noise-seed", type=int, metavar="N",
+                        help="seed the DP noise shares (repeatable simulations; default: fresh OS entropy)")
     parser.add_argument("--verbose", action="store_true", help="log every join, task and acknowledgement")
     parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)  # used by simulate
     parser.set_defaults(func=run)
@@ -73,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--tls-name needs --tls-dir DIR")
     ids = [str(k) for k in args.client_ids]
     device = parse_device(args.device) if args.device else None
-    shards = {client_id: load_shard(args.shard_dir, int(client_id)) for client_id in ids}
     tokens = read_token_file(args.token_file, ids) if args.token_file else None
+    shards = {client_id: load_shard(args.shard_dir, int(client_id)) for client_id in ids}
     security = None
     if args.tls_dir:
         security = (ClientSecurity.from_dir(args.tls_dir, args.tls_name) if args.tls_name
@@ -82,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s")
     options = ClientOptions(connect_timeout_s=args.connect_timeout)
-    clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security)
+    privacy = ClientPrivacy(allow_insecure_keys=args.insecure_key_bits, noise_seed=args.noise_seed)
+    clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security,
+                          privacy=privacy)
     asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)
     return 0
 

@@ -28,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
     parser.add_argument("--privacy", default=comparison.DEFAULT_PRIVACY, metavar="LIST",
-                        help="comma-separated settings: none, paillier, paillier-naive, dp:EPSILON "
-                             f"(default: {comparison.DEFAULT_PRIVACY})")
+                        help="comma-separated settings: none, paillier, paillier-naive, "
+                             "dp:EPSILON[:central|:distributed] (where the DP noise is added; the scenario's "
+                             f"privacy.dp_placement if not given). Default: {comparison.DEFAULT_PRIVACY}")
     parser.add_argument("--clients", metavar="LIST",
                         help="comma-separated client counts, e.g. 3,10,100 (default: the scenario's)")
     parser.add_argument("--key-bits", metavar="LIST",

@@ -12,7 +12,8 @@ import sys
 
 from fedgrad.errors import FedgradError
 
-COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit", "tokens")
+COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit",
+                             "tokens")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import ipaddress
 import logging
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,9 +146,10 @@ async def _serve(opened: OpenedRun, host: str, port: int, security: ServerSecuri
         server, bound = await start_server(coordinator, host, port, security)
         try:
             tls = f" --tls-dir {tls_dir.resolve()}" if tls_dir else ""
+            dial = socket.gethostname() if host in ("0.0.0.0", "::") else host  # what other machines dial
             progress.write(f"run directory: {prepared.writer.run_dir}\n"
                            f"listening on {host}:{bound} ({_describe(security)}); start each client K with\n"
-                           f"  fedgrad client --server {host}:{bound} --shard-dir {prepared.data_dir.resolve()} "
+                           f"  fedgrad client --server {dial}:{bound} --shard-dir {prepared.data_dir.resolve()} "
                            f"--client-id K --token-file {opened.token_file.resolve()}{tls}")
             if opened.checkpoint is not None:
                 progress.write(f"resuming after round {opened.checkpoint.completed_rounds} "

@@ -2,7 +2,7 @@
 
     fedgrad simulate SCENARIO.toml [--set section.key=value ...] [--insecure | --mtls]
     fedgrad simulate --resume RUN_DIR
-    fedgrad simulate SCENARIO.toml --launcher ray [--ray-address ADDR] [--host 0.0.0.0]
+    fedgrad simulate SCENARIO.toml --launcher ray [--ray-address ADDR] --host THIS_MACHINES_ADDRESS
 
 Builds the scenario's data into a fresh run directory, starts the coordinator in this process on a
 free localhost port, and starts client OS processes (`fedgrad client`), each hosting a share of the
@@ -31,8 +31,9 @@ import signal
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from client.encoding import ClientPrivacy
 from fedgrad.cli.server import OpenedRun, RoundProgress, add_run_source, logs_above_progress, open_run, print_results
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.scenario import Scenario
@@ -54,6 +55,20 @@ CLIENT_CONNECT_TIMEOUT_S = 30.0
 TLS_DIR = "tls"
 
 T = TypeVar("T")
+
+
+class Fleet(Protocol):
+    """Where a simulation's client workers run: local OS processes (:class:`ClientFleet`) or Ray tasks
+    (:class:`client.ray_launcher.RayFleet`)."""
+
+    async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int, token_file: Path | None,
+                    tls_dir: Path | None, privacy: ClientPrivacy) -> None: ...
+
+    async def supervise(self, run: Awaitable[T]) -> T: ...
+
+    async def wait_for_exit(self, timeout: float) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -84,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ray_fleet(address: str | None) -> Any:
+def _ray_fleet(address: str | None) -> Fleet:
     from client.ray_launcher import RayFleet  # only with --launcher ray
 
     return RayFleet(address)
@@ -99,6 +114,12 @@ def process_count(scenario: Scenario) -> int:
     return fed.processes or min(fed.clients, os.cpu_count() or 1, MAX_AUTO_PROCESSES)
 
 
+def client_privacy(scenario: Scenario) -> ClientPrivacy:
+    """What simulated clients accept and how they seed DP noise: a simulation is a test bench, so a scenario
+    that allows short Paillier keys allows them on its clients too, and noise repeats with the seed."""
+    return ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits, noise_seed=scenario.seed)
+
+
 def run_security(run_dir: Path, *, mutual: bool, processes: int, host: str) -> tuple[ServerSecurity, Path]:
     """The run's own CA and server certificate (and, for mutual TLS, one client certificate per process),
     made once in ``RUN_DIR/tls`` and reused when the run is resumed."""
@@ -109,7 +130,7 @@ def run_security(run_dir: Path, *, mutual: bool, processes: int, host: str) -> t
 
 
 async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = False, host: str = "127.0.0.1",
-                   fleet: Any = None) -> dict[str, Any]:
+                   fleet: Fleet | None = None) -> dict[str, Any]:
     """Run ``opened`` with local client processes (or ``fleet``); returns the summary as written."""
     prepared = opened.prepared
     main, loop = asyncio.current_task(), asyncio.get_running_loop()
@@ -132,7 +153,8 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
         ids = client_ids(prepared.scenario)
         try:
             fleet = fleet or ClientFleet(run_dir / "logs")
-            await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir)
+            await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
+                              client_privacy(prepared.scenario))
             extras = await fleet.supervise(coordinator.run())
             await fleet.wait_for_exit(EXIT_GRACE_S)
         except asyncio.CancelledError:
@@ -156,10 +178,15 @@ class ClientFleet:
         self._watchers: list[asyncio.Task[None]] = []
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], processes: int,
-                    token_file: Path | None = None, tls_dir: Path | None = None) -> None:
+                    token_file: Path | None = None, tls_dir: Path | None = None,
+                    privacy: ClientPrivacy = ClientPrivacy()) -> None:
         """Start ``processes`` client processes hosting ``ids`` round-robin; with ``token_file`` they present
         their run tokens, with ``tls_dir`` they dial TLS (presenting a certificate if it holds theirs)."""
         options = ["--exit-with-parent", "--connect-timeout", str(CLIENT_CONNECT_TIMEOUT_S)]
+        if privacy.allow_insecure_keys:
+            options.append("--insecure-key-bits")
+        if privacy.noise_seed is not None:
+            options += ["--noise-seed", str(privacy.noise_seed)]
         if token_file is not None:
             options += ["--token-file", str(token_file.resolve())]
         if tls_dir is not None:

@@ -17,6 +17,7 @@ Transport security is TLS with the federation's private CA (``fedgrad certs``, :
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,13 +106,13 @@ def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.a
     return grpc.aio.secure_channel(address, security.credentials(), options=_MESSAGE_LIMITS)
 
 
-def new_server() -> grpc.aio.Server:
+def new_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
     """An asyncio gRPC server with the protocol's limits.
 
     ``so_reuseport`` is off so that binding a port another process already serves fails loudly
     instead of silently splitting connections between two coordinators.
     """
-    return grpc.aio.server(options=[*_MESSAGE_LIMITS, ("grpc.so_reuseport", 0)])
+    return grpc.aio.server(interceptors=list(interceptors), options=[*_MESSAGE_LIMITS, ("grpc.so_reuseport", 0)])
 
 
 def listen(server: grpc.aio.Server, address: str, security: ServerSecurity | None = None) -> int:

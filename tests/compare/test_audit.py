@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,8 @@ def audited(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> dict:
     directory = tmp_path_factory.mktemp("audit")
     scenario = make_scenario(directory)
     with pytest.warns(InsecureKeyWarning):  # the tiny scenario's 512-bit test key is announced loudly
-        assert main(["audit", str(scenario), "--privacy", "none,paillier,dp:1", "--canary-words", "6"]) == 0
+        assert main(["audit", str(scenario), "--privacy", "none,paillier,dp:1,dp:1e6",
+                     "--canary-words", "6"]) == 0
     [audit_dir] = (directory / "runs").iterdir()
     return {"dir": audit_dir, "document": read_audit(audit_dir),
             "modes": {mode["setting"]: mode for mode in read_audit(audit_dir)["modes"]}}
@@ -69,16 +69,20 @@ def test_paillier_coordinator_sees_no_per_client_plaintext(audited):
     assert aggregate["chance_rate"] > 0.9
 
 
-def test_dp_runs_the_platforms_mechanism(audited):
-    mode = audited["modes"]["dp-eps1"]
-    assert mode["facts"]["epsilon_target"] == 1.0 and mode["facts"]["noise_multiplier"] > 1.0
-    assert [view["name"] for view in mode["views"]] == ["client update", "aggregate",
-                                                        "aggregate minus all other clients"]
-    # central placement: the coordinator still sees the clipped update in plaintext, and the report says so
-    assert _result(_view(mode, "client update"), "rows only this client changed")["recovered"] == 6
-    assert "not from the coordinator" in mode["description"]
-    noisy = _view(mode, "aggregate minus all other clients")
-    assert _result(noisy, "changed rows")["chance_rate"] == 1.0  # noise moves every row
+def test_dp_noise_defeats_the_attack_that_reads_a_plain_update(audited):
+    strong, negligible = audited["modes"]["dp-eps1"], audited["modes"]["dp-eps1e+06"]
+    assert strong["facts"]["epsilon_target"] == 1.0 and strong["facts"]["noise_multiplier"] > 1.0
+    assert [view["name"] for view in strong["views"]] == ["client update", "aggregate",
+                                                          "aggregate minus all other clients"]
+    # DP's own adversary knows every other update: without noise that singles out the canary, as in plain FedAvg
+    isolated = _result(_view(negligible, "aggregate minus all other clients"), "rows only this client changed")
+    assert isolated["recovered"] == 6 and isolated["chance_rate"] < 0.05
+    # with the noise calibrated for epsilon = 1 (seeded, central placement) the same attack finds nothing
+    isolated = _result(_view(strong, "aggregate minus all other clients"), "rows only this client changed")
+    assert isolated["recovered"] == 0
+    # central placement: the coordinator itself still sees the clipped update in plaintext, and the report says so
+    assert _result(_view(strong, "client update"), "rows only this client changed")["recovered"] == 6
+    assert "not from the coordinator" in strong["description"]
 
 
 def test_report_rerenders_from_audit_json(audited, capsys):

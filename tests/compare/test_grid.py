@@ -19,9 +19,13 @@ def test_privacy_list_parses_in_order_without_duplicates():
                         PrivacySetting("paillier")]
     assert [s.label for s in settings] == ["none", "dp-eps4", "paillier-naive", "paillier"]
     assert PrivacySetting("dp", 0.5).overrides() == ['privacy.mode="dp"', "privacy.epsilon=0.5"]
+    distributed = PrivacySetting.parse("dp:2:distributed")
+    assert distributed.label == "dp-eps2-distributed"
+    assert distributed.overrides()[-1] == 'privacy.dp_placement="distributed"'
 
 
-@pytest.mark.parametrize("text", ["dp", "dp:", "dp:x", "dp:-1", "dp:0", "dp:inf", "laplace", "paillier:3", ","])
+@pytest.mark.parametrize("text", ["dp", "dp:", "dp:x", "dp:-1", "dp:0", "dp:inf", "dp:1:local", "dp:1:central:x",
+                                  "laplace", "paillier:3", ","])
 def test_bad_privacy_settings_are_config_errors(text):
     with pytest.raises(ConfigError, match="--privacy"):
         parse_privacy_list(text)

@@ -170,4 +170,4 @@ def test_shipped_scenarios_load():
     fedavg = load_scenario(SCENARIOS / "spam_fedavg.toml")
     assert (fedavg.federation.clients, fedavg.data.alpha, fedavg.federation.rounds) == (10, 0.5, 10)
     many = load_scenario(SCENARIOS / "spam_many.toml")
-    assert (many.federation.clients, many.federation.clients_per_round) == (100, 10)
+    assert (many.federation.clients, many.federation.clients_per_round) == (1000, 100)

@@ -8,6 +8,7 @@ checks after it passed (the ``with`` block ended without an exception).
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -15,15 +16,24 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
+import grpc
 import numpy as np
 import pytest
 
+from fedgrad.cli.server import open_run
 from fedgrad.security import create_pki
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
+from fedgrad.transport.channel import PROTOCOL_VERSION, ClientSecurity, ServerSecurity
+from fedgrad.transport.codec import PayloadBuffer, decode_tensors, split_payload
+from server.service import start_server
 
 REPO = Path(__file__).resolve().parents[2]
 TALLY_PATH = REPO / "runs" / "fault-tally.json"
@@ -193,6 +203,19 @@ def processes(tmp_path) -> Iterator[Processes]:
         started.stop_all()
 
 
+def pids_mentioning(marker: str) -> list[int]:
+    """Processes (other than this one) whose command line contains ``marker``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
 def wait_until(condition, timeout: float, what: str, poll_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -224,3 +247,175 @@ def final_model(run_dir: Path, rounds: int) -> dict[str, np.ndarray]:
 def learned(records: list[dict]) -> list[dict]:
     """The parts of round records that must not depend on timing."""
     return [{key: value for key, value in record.items() if key not in ("time_s", "bytes")} for record in records]
+
+
+async def wait_for(condition, timeout: float, what: str, poll_s: float = 0.005) -> None:
+    """``wait_until`` for tests whose event loop also runs the coordinator."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(poll_s)
+
+
+@dataclass
+class Federation:
+    """An in-process coordinator serving a run over TLS on localhost, with its run directory."""
+
+    coordinator: object
+    opened: object
+    port: int
+    run: object  # the asyncio task of coordinator.run()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.opened.prepared.writer.run_dir
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def token_file(self) -> Path:
+        return self.opened.token_file
+
+    def records(self) -> list[dict]:
+        return self.opened.prepared.writer.records
+
+
+@dataclass
+class Lab:
+    """What a fault test works with: a scratch directory, the corpus, the CA, processes, the tally."""
+
+    tmp: Path
+    corpus: Path
+    pki: Path
+    processes: Processes
+    tally: Tally
+
+    # helpers, reachable from the test modules (which cannot import this conftest)
+    wait_until = staticmethod(wait_until)
+    wait_for = staticmethod(wait_for)
+    metrics = staticmethod(metrics_lines)
+    final_model = staticmethod(final_model)
+    learned = staticmethod(learned)
+    free_port = staticmethod(free_port)
+    only_run_dir = staticmethod(only_run_dir)
+    pids_mentioning = staticmethod(pids_mentioning)
+
+    @property
+    def runs(self) -> Path:
+        return self.tmp / "runs"
+
+    def scenario(self, name: str = "scenario.toml", **settings) -> Path:
+        return write_scenario(self.tmp / name, self.corpus, self.runs, **settings)
+
+    @asynccontextmanager
+    async def federation(self, scenario: Path, *, resume: Path | None = None, mutual: bool = False,
+                         port: int = 0) -> AsyncIterator[Federation]:
+        """The coordinator of ``scenario`` (or of the run ``resume`` names) serving TLS (``mutual``: mTLS),
+        checkpointing each round."""
+        opened = open_run(Namespace(scenario=None if resume else scenario, resume=resume, overrides=[]))
+        coordinator = opened.coordinator(SimpleNamespace(on_round=opened.prepared.writer.log_round))
+        server, port = await start_server(coordinator, "127.0.0.1", port,
+                                          ServerSecurity.from_dir(self.pki, mutual=mutual))
+        run = asyncio.create_task(coordinator.run())
+        try:
+            yield Federation(coordinator, opened, port, run)
+        finally:
+            run.cancel()
+            await server.stop(None)
+
+    def manual_client(self, channel, client_id: str, token: str, n_examples: int) -> ManualClient:
+        return ManualClient(channel, client_id, token, n_examples, self.tally)
+
+    def client_security(self):
+        return ClientSecurity.from_dir(self.pki)
+
+    def client_process(self, name: str, federation_or_address, run_dir: Path, ids: list[str],
+                       connect_timeout_s: float = 60.0) -> subprocess.Popen:
+        """``fedgrad client`` hosting ``ids`` of the run in ``run_dir`` (TLS, tokens from the run's file)."""
+        address = getattr(federation_or_address, "address", federation_or_address)
+        return self.processes.start(name, "client", "--server", address, "--shard-dir", str(run_dir / "data"),
+                                    "--client-id", *ids, "--token-file", str(run_dir / "auth" / "client-tokens.json"),
+                                    "--tls-dir", str(self.pki), "--connect-timeout", str(connect_timeout_s),
+                                    "--insecure-key-bits")
+
+
+@pytest.fixture
+def lab(tmp_path, corpus, pki, processes, tally) -> Lab:
+    return Lab(tmp_path, corpus, pki, processes, tally)
+
+
+
+class ManualClient:
+    """A client driven call by call from a test, to send what a real client never would.
+
+    ``refused``/``update`` expect the coordinator to refuse and count the attempt as a bad input;
+    ``accepted`` insists on acceptance.
+    """
+
+    def __init__(self, channel, client_id: str, token: str, n_examples: int, tally: Tally) -> None:
+        self.stub = pb_grpc.CoordinatorStub(channel)
+        self.client_id, self.token, self.n_examples, self.tally = client_id, token, n_examples, tally
+        self.last_task_id = 0
+
+    async def join(self):
+        reply = await self.stub.Join(pb.JoinRequest(client_id=self.client_id, token=self.token,
+                                                    n_examples=self.n_examples, protocol_version=PROTOCOL_VERSION),
+                                     timeout=10)
+        assert reply.accepted, reply.reason
+        self.credentials = pb.Credentials(run_id=reply.run_id, client_id=self.client_id, token=self.token)
+        return self.credentials
+
+    async def next_task(self, wait_s: float = 2.0):
+        """The next task after the last one seen (WAIT included): ``(header, model or None)``."""
+        header, buffer = None, None
+        request = pb.TaskRequest(credentials=self.credentials, last_task_id=self.last_task_id, wait_s=wait_s)
+        async for message in self.stub.GetTask(request, timeout=wait_s + 20):
+            if header is None:
+                header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
+            else:
+                buffer.append(message.data)
+        self.last_task_id = header.task_id or self.last_task_id
+        model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
+        return header, model
+
+    async def train_task(self):
+        while True:
+            header, model = await self.next_task()
+            if header.kind == pb.TRAIN:
+                return header, model
+
+    def header(self, task, payload: bytes, **fields):
+        encoding = task.secure_aggregation.encoding if task.HasField("secure_aggregation") else pb.PLAIN
+        values = dict(credentials=self.credentials, task_id=task.task_id, round=task.round,
+                      model_version=task.model_version, n_examples=self.n_examples, metrics={"loss": 0.5},
+                      encoding=encoding, tensors=task.tensors, payload_bytes=len(payload)) | fields
+        return pb.UpdateHeader(**values)
+
+    def messages(self, task, payload: bytes, **fields) -> list:
+        return [pb.UpdateChunk(header=self.header(task, payload, **fields)),
+                *(pb.UpdateChunk(data=piece) for piece in split_payload(payload))]
+
+    async def send(self, messages, stub=None):
+        async def stream():
+            for message in messages:
+                yield message
+
+        return await (stub or self.stub).SubmitUpdate(stream(), timeout=10)
+
+    async def refused(self, what: str, messages, code, fragment: str, stub=None) -> str:
+        """Send ``messages`` as one update stream, which must be refused with ``code`` and ``fragment``."""
+        with self.tally.bad_input(what):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await self.send(messages, stub)
+            assert caught.value.code() == code, (what, caught.value.code(), caught.value.details())
+            assert fragment.lower() in caught.value.details().lower(), (what, caught.value.details())
+        return caught.value.details()
+
+    async def update(self, what: str, task, payload: bytes, code, fragment: str, **fields) -> str:
+        return await self.refused(what, self.messages(task, payload, **fields), code, fragment)
+
+    async def accepted(self, task, payload: bytes, **fields) -> str:
+        return (await self.send(self.messages(task, payload, **fields))).detail

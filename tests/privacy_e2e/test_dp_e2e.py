@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from fedgrad.privacy import calibrate_noise_multiplier
-from fedgrad.transport import fedgrad_pb2 as pb
 
 HUGE_EPSILON = "privacy.epsilon=1e6"  # noise multiplier ~1e-3: DP-FedAvg with (almost) no noise
 ABOVE_EVERY_NORM = "privacy.dp_clip=2.0"  # the fixture's updates have L2 norms below 1: nothing is clipped

@@ -98,7 +98,7 @@ async def bad_ciphertexts(rogue: Rogue, task: pb.TaskHeader, model) -> None:
 
 def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenario, run):
     rogue = Rogue(bad_ciphertexts)
-    finished = run(scenario('privacy.mode="paillier"', "federation.rounds=1", "federation.round_timeout_s=3"),
+    finished = run(scenario('privacy.mode="paillier"', "federation.rounds=1", "federation.round_timeout_s=2"),
                    rogue=rogue)
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     expected = ["encoding PLAIN is not accepted", "outside (0, n²)", "not a unit mod n", "outside (0, n²)",

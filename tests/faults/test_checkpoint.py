@@ -1,0 +1,87 @@
+"""Checkpoint files on their own: everything in FederationState comes back exactly; damage is named, not
+silently used; a state the checkpoint cannot hold fails the first save, not the resume."""
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from server.checkpoint import KEEP, CheckpointError, Checkpoints, load_checkpoint
+from server.coordinator import FederationState
+from server.strategies import FedAdam
+
+pytestmark = pytest.mark.faults
+
+
+def trained_state(seed: int = 0) -> FederationState:
+    """A FedAdam run three rounds in, its RNG advanced, its moments non-zero."""
+    rng = np.random.default_rng(seed)
+    strategy = FedAdam(server_lr=0.1)
+    model = {"w": rng.standard_normal((4, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}
+    for _ in range(3):
+        model = strategy.apply(model, {name: rng.standard_normal(v.shape).astype(np.float32)
+                                       for name, v in model.items()})
+    state = FederationState(global_model=model, rng=rng, strategy=strategy, completed_rounds=3, model_version=3,
+                            initial_metrics={"accuracy": np.float64(0.5), "loss": 0.69})
+    rng.choice(10, size=4, replace=False)
+    return state
+
+
+def test_every_field_round_trips_and_the_run_continues_identically(tmp_path):
+    state = trained_state()
+    records = [{"round": r, "accuracy": 0.5 + r / 10} for r in (1, 2, 3)]
+    Checkpoints(tmp_path).save(state, records)
+    fresh = FederationState(global_model={}, rng=np.random.default_rng(99), strategy=FedAdam(server_lr=0.1))
+    checkpoint = Checkpoints(tmp_path).latest()
+    checkpoint.restore(fresh)
+    assert checkpoint.records == records and fresh.completed_rounds == 3 and fresh.model_version == 3
+    assert fresh.initial_metrics == {"accuracy": 0.5, "loss": 0.69}
+    for name, value in state.global_model.items():
+        np.testing.assert_array_equal(fresh.global_model[name], value)
+    for name, value in state.strategy.state_dict().items():
+        np.testing.assert_array_equal(fresh.strategy.state_dict()[name], value)
+    # The same next draws and the same next server step: the resumed run goes on exactly.
+    assert fresh.rng.choice(100, 5).tolist() == state.rng.choice(100, 5).tolist()
+    delta = {name: np.full(v.shape, 0.3, np.float32) for name, v in state.global_model.items()}
+    resumed, original = fresh.strategy.apply(fresh.global_model, delta), state.strategy.apply(state.global_model, delta)
+    for name in original:
+        np.testing.assert_array_equal(resumed[name], original[name])
+
+
+def test_only_the_newest_are_kept_and_damage_falls_back_with_a_warning(tmp_path, caplog, tally):
+    state = trained_state()
+    checkpoints = Checkpoints(tmp_path)
+    for completed in range(1, 5):
+        state.completed_rounds = completed
+        checkpoints.save(state, [])
+    files = checkpoints.files()
+    assert [f.name for f in files] == ["round-000004.npz", "round-000003.npz"] and KEEP == 2
+    assert all(f.stat().st_mode & 0o077 == 0 for f in files)
+    for what, damage in (("truncated checkpoint", lambda data: data[: len(data) // 3]),
+                         ("checkpoint with one weight bit flipped", _flip_a_weight_bit),
+                         ("empty checkpoint", lambda data: b"")):
+        with tally.bad_input(what):
+            files[0].write_bytes(damage(files[0].read_bytes()))
+            with pytest.raises(CheckpointError, match="round-000004.npz"):
+                load_checkpoint(files[0])
+            assert checkpoints.latest().completed_rounds == 3
+            assert "round-000004.npz" in caplog.text and "resuming from round-000003.npz" in caplog.text
+            state.completed_rounds = 4
+            checkpoints.save(state, [])  # the next save replaces the damaged file
+            assert checkpoints.latest().completed_rounds == 4
+
+
+def _flip_a_weight_bit(data: bytes) -> bytes:
+    """One bit of the saved global model's weights flipped (bit rot in the one place that matters most)."""
+    where = data.index(trained_state().global_model["w"].tobytes()) + 5
+    return data[:where] + bytes([data[where] ^ 1]) + data[where + 1:]
+
+
+def test_a_state_field_that_cannot_be_saved_fails_the_first_save(tmp_path):
+    @dataclass
+    class WithSocket(FederationState):
+        connection: object = None
+
+    state = trained_state()
+    extended = WithSocket(**{f: getattr(state, f) for f in state.__dataclass_fields__}, connection=object())
+    with pytest.raises(TypeError, match="FederationState.connection .* cannot be checkpointed"):
+        Checkpoints(tmp_path).save(extended, [])

@@ -1,0 +1,275 @@
+"""The coordinator SIGKILLed mid-run: `--resume` continues from the last checkpoint, the client processes
+reconnect on their own, and the run ends with the model an uninterrupted run of the same seed ends with.
+
+The kill points are drawn from a seeded generator, so a failure replays exactly; a kill can land anywhere
+in a round, including between logging a round and checkpointing it.
+"""
+import asyncio
+import json
+import shutil
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client.encoding import ClientPrivacy
+from client.pool import run_clients
+from client.session import ClientOptions, read_token_file
+from fedgrad.cli.main import main
+from fedgrad.data import load_shard, load_test, load_vocab
+from fedgrad.models import model_from_config
+from fedgrad.scenario import load_scenario
+from fedgrad.training import evaluate
+from server.checkpoint import CheckpointError, Checkpoints
+from server.rounds import TrainingRound
+
+pytestmark = pytest.mark.faults
+
+ROUNDS = 6
+#: How long a client process of the chaos test keeps trying to reach a coordinator that is gone.
+CLIENT_PATIENCE_S = 8.0
+# The join grace (= round timeout) must outlast the clients' reconnection backoff (at most 2 s), so that a
+# resumed round samples from every client, as the uninterrupted run did.
+TIMEOUT_S = 4.0
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory, corpus):
+    """The crash scenario run once without faults: its records and final model."""
+    root = tmp_path_factory.mktemp("reference")
+    scenario = root / "crash.toml"
+    scenario.write_text(_scenario_text(corpus), encoding="utf-8")
+    assert main(["simulate", str(scenario), "--insecure", "--set", f"output.dir={root / 'runs'}"]) == 0
+    [run_dir] = (root / "runs").iterdir()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    with np.load(run_dir / "checkpoint" / f"round-{ROUNDS:06d}.npz") as archive:
+        model = {name: archive[name] for name in archive.files if name.startswith("global_model/")}
+    return scenario, run_dir, records, model
+
+
+def _scenario_text(corpus: Path) -> str:
+    return f"""
+name = "crash"
+seed = 9
+[data]
+corpus = "{corpus}"
+partition = "iid"
+min_count = 1
+[model]
+name = "logreg"
+[train]
+batch_size = 8
+lr = 0.5
+[federation]
+clients = 3
+clients_per_round = 2
+rounds = {ROUNDS}
+min_clients = 2
+round_timeout_s = {TIMEOUT_S}
+"""
+
+
+def start_server(lab, name: str, port: int, *source: str):
+    return lab.processes.start(name, "server", *source, "--port", str(port), "--tls-dir", str(lab.pki))
+
+
+def new_run_dir(lab) -> Path:
+    lab.wait_until(lambda: any((d / "auth" / "client-tokens.json").exists() for d in _dirs(lab.runs)), 60,
+                   "the server to create the run")
+    return lab.only_run_dir(lab.runs)
+
+
+def _dirs(root: Path) -> list[Path]:
+    return [d for d in root.iterdir() if d.is_dir()] if root.exists() else []
+
+
+def check_same_run_as(lab, run_dir: Path, reference) -> None:
+    _, _, ref_records, ref_model = reference
+    records = lab.metrics(run_dir)
+    lab.tally.lost(len({r["round"] for r in ref_records} - {r["round"] for r in records}))
+    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+    assert lab.learned(records) == lab.learned(ref_records)
+    model = lab.final_model(run_dir, ROUNDS)
+    assert model.keys() == ref_model.keys()
+    for name in model:
+        np.testing.assert_array_equal(model[name], ref_model[name])
+    assert json.loads((run_dir / "summary.json").read_text())["rounds"] == ROUNDS
+
+
+def test_coordinator_killed_at_random_points_resumes_to_the_same_model(lab, tally, reference):
+    scenario = reference[0]
+    rng = np.random.default_rng(20261123)
+    kill_after = sorted(int(k) for k in rng.choice(np.arange(1, ROUNDS - 1), size=2, replace=False))
+    port = lab.free_port()
+    server = start_server(lab, "server-0", port, str(scenario), "--set", f"output.dir={lab.runs}")
+    run_dir = new_run_dir(lab)
+    clients = lab.client_process("clients", f"127.0.0.1:{port}", run_dir, ["0", "1", "2"])
+    with ExitStack() as survived:
+        for attempt, logged in enumerate(kill_after, start=1):
+            lab.wait_until(lambda: len(lab.metrics(run_dir)) >= logged, 60, f"round {logged}")
+            time.sleep(rng.uniform(0, 0.05))  # somewhere in the next round, or between log and checkpoint
+            survived.enter_context(tally.fault("coordinator SIGKILL mid-run"))
+            lab.processes.kill(server)
+            if attempt == len(kill_after):  # the newest checkpoint is then found damaged as well
+                survived.enter_context(tally.bad_input("corrupt checkpoint"))
+                newest = Checkpoints(run_dir).files()[0]
+                newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+                (newest.parent / f".{newest.name}.deadbeef.tmp").write_bytes(b"half a checkpoint")
+            server = start_server(lab, f"server-{attempt}", port, "--resume", str(run_dir))
+        assert server.wait(timeout=120) == 0, lab.processes.log(f"server-{len(kill_after)}")
+        assert clients.wait(timeout=30) == 0, lab.processes.log("clients")
+        check_same_run_as(lab, run_dir, reference)
+        last_log = lab.processes.log(f"server-{len(kill_after)}")
+        assert "corrupt or partially written checkpoint" in last_log and "instead" in last_log
+        assert "joining again" in lab.processes.log("clients")  # they noticed the new coordinator and rejoined
+
+
+def test_killed_simulate_resumes_with_new_client_processes_and_leaves_no_orphans(lab, tally, reference):
+    scenario = reference[0]
+    simulate = lab.processes.start("simulate", "simulate", str(scenario), "--set", f"output.dir={lab.runs}")
+    run_dir = new_run_dir(lab)
+    lab.wait_until(lambda: len(lab.metrics(run_dir)) >= 2, 60, "two rounds")
+    with tally.fault("simulate SIGKILL mid-run"):
+        lab.processes.kill(simulate)
+        lab.wait_until(lambda: not lab.pids_mentioning(str(run_dir)), 10, "the orphaned clients to exit")
+        assert main(["simulate", "--resume", str(run_dir)]) == 0
+        check_same_run_as(lab, run_dir, reference)
+
+
+def test_unusable_checkpoints_and_finished_runs_are_clear_errors(lab, tally, reference, capsys):
+    _, finished, _, _ = reference
+    with tally.bad_input("resume a finished run"):
+        assert main(["server", "--resume", str(finished)]) == 2
+        assert "already finished" in _one_line_error(capsys)
+
+    run_dir = lab.tmp / "interrupted"
+    shutil.copytree(finished, run_dir)
+    (run_dir / "summary.json").unlink()
+    files = Checkpoints(run_dir).files()
+    assert len(files) == 2
+    with tally.bad_input("checkpoint with a flipped byte"):
+        data = bytearray(files[0].read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        files[0].write_bytes(bytes(data))
+        assert Checkpoints(run_dir).latest().completed_rounds == ROUNDS - 1  # falls back, saying so
+    with tally.bad_input("no readable checkpoint"):
+        files[1].write_bytes(b"PK\x03\x04 not really a zip")
+        with pytest.raises(CheckpointError, match="no usable checkpoint"):
+            Checkpoints(run_dir).latest()
+        assert main(["simulate", "--resume", str(run_dir)]) == 2
+        message = _one_line_error(capsys)
+        assert "no usable checkpoint" in message and "round-000006.npz" in message and "start the run over" in message
+    with tally.bad_input("resume something that is not a run"):
+        assert main(["server", "--resume", str(lab.tmp)]) == 2
+        assert "not a run directory" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("seed", [7, 11, 2024])
+def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally, seed):
+    """Chaos, seeded: clients and the coordinator die at random points and come back; the run completes,
+    every round is recorded once, and the recorded metrics are those of the final model."""
+    rounds, timeout_s = 8, 3.0  # the join grace (= timeout) outlasts the clients' reconnection backoff (2 s)
+    scenario = lab.scenario(rounds=rounds, min_clients=2, timeout_s=timeout_s, epochs=20)
+    rng = np.random.default_rng(seed)
+    port = lab.free_port()
+    server = start_server(lab, "server-0", port, str(scenario))
+    run_dir = new_run_dir(lab)
+    log_names: dict[str, str] = {}
+
+    def client(cid: str, number: int):
+        log_names[cid] = f"client-{cid}-{number}"
+        return lab.client_process(log_names[cid], f"127.0.0.1:{port}", run_dir, [cid], CLIENT_PATIENCE_S)
+
+    clients = {cid: client(cid, 0) for cid in "012"}
+    events = sorted((int(rng.integers(1, rounds - 2)), str(rng.choice(["coordinator", "0", "1", "2"])))
+                    for _ in range(4))
+    with ExitStack() as survived:
+        for number, (after_round, victim) in enumerate(events, start=1):
+            lab.wait_until(lambda: len(lab.metrics(run_dir)) >= after_round, 90, f"round {after_round}")
+            survived.enter_context(tally.fault(f"{'coordinator' if victim == 'coordinator' else 'client'} "
+                                               "SIGKILL at a random point"))
+            if victim == "coordinator":
+                lab.processes.kill(server)
+                server = start_server(lab, f"server-{number}", port, "--resume", str(run_dir))
+            elif clients[victim].poll() is None:
+                lab.processes.kill(clients[victim])
+                time.sleep(rng.uniform(0, 0.3))  # dead for a moment
+                clients[victim] = client(victim, number)
+        assert server.wait(timeout=180) == 0
+        for cid, process in clients.items():
+            # Told to exit by the coordinator (0), or restarted so late that the run had already ended:
+            # then it finds no coordinator and gives up after its patience (2), which is right too.
+            code = process.wait(timeout=CLIENT_PATIENCE_S + 30)
+            log = lab.processes.log(log_names[cid])
+            assert code == 0 or (code == 2 and "coordinator unreachable" in log), (cid, code, log[-500:])
+        records = lab.metrics(run_dir)
+        lab.tally.lost(rounds - len(records))
+        assert [r["round"] for r in records] == list(range(1, rounds + 1))
+        assert all(r["clients_used"] >= 2 and r["clients_used"] + r["clients_dropped"] == r["clients_selected"]
+                   for r in records)
+        # The recorded metrics are those of the model the run ended with.
+        scenario_ = load_scenario(run_dir / "config.toml")
+        model = model_from_config(scenario_.model, len(load_vocab(run_dir / "data")), seed=0)
+        model.load_state_dict({name.partition("/")[2]: value
+                               for name, value in lab.final_model(run_dir, rounds).items()})
+        recomputed = evaluate(model, load_test(run_dir / "data"))
+        assert {k: records[-1][k] for k in ("accuracy", "loss")} == {k: recomputed[k] for k in ("accuracy", "loss")}
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["final"]["accuracy"] == records[-1]["accuracy"]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("fedgrad: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.filterwarnings("ignore::fedgrad.crypto.InsecureKeyWarning")
+def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tally):
+    """The resumed coordinator generates a new Paillier key pair (nothing encrypted under the old one is ever
+    decrypted again), and the exact integer aggregation still ends with the uninterrupted run's model."""
+    rounds = 4
+    scenario = lab.scenario(rounds=rounds, min_clients=3, timeout_s=5.0, extra=(
+        '[privacy]\nmode = "paillier"\nkey_bits = 512\ninsecure_key_bits = true\nclip = 5.0\n'))
+    privacy = ClientPrivacy(allow_insecure_keys=True)
+    options = ClientOptions(wait_s=1.0, rpc_timeout_s=20.0, connect_timeout_s=20.0, backoff_max_s=0.2)
+
+    async def run(kill_after: int | None) -> tuple[Path, list[bytes]]:
+        port, keys = lab.free_port(), []
+        async with lab.federation(scenario, port=port) as fed:
+            ids = ["0", "1", "2"]
+            shards = {cid: load_shard(fed.run_dir / "data", int(cid)) for cid in ids}
+            clients = asyncio.create_task(run_clients(fed.address, shards, options=options, privacy=privacy,
+                                                      tokens=read_token_file(fed.token_file, ids),
+                                                      security=lab.client_security()))
+            keys.append(await public_key_of(lab, fed))
+            if kill_after is None:
+                await asyncio.wait_for(fed.run, 60)
+                await asyncio.wait_for(clients, 20)
+                return fed.run_dir, keys
+            await lab.wait_for(lambda: len(fed.records()) >= kill_after, 60, f"round {kill_after}")
+        # Leaving the block stops the coordinator mid-run; a new one resumes from the checkpoint.
+        with tally.fault("coordinator stopped mid-run under secure aggregation"):
+            async with lab.federation(scenario, resume=fed.run_dir, port=port) as resumed:
+                keys.append(await public_key_of(lab, resumed))
+                await asyncio.wait_for(resumed.run, 60)
+                await asyncio.wait_for(clients, 20)
+        return fed.run_dir, keys
+
+    clean_dir, _ = asyncio.run(run(None))
+    resumed_dir, keys = asyncio.run(run(2))
+    assert keys[0] != keys[1]
+    assert [r["round"] for r in lab.metrics(resumed_dir)] == list(range(1, rounds + 1))
+    assert lab.learned(lab.metrics(resumed_dir)) == lab.learned(lab.metrics(clean_dir))
+    clean, resumed = lab.final_model(clean_dir, rounds), lab.final_model(resumed_dir, rounds)
+    for name in clean:
+        np.testing.assert_array_equal(resumed[name], clean[name])
+
+
+async def public_key_of(lab, federation) -> bytes:
+    """The Paillier public key the coordinator announces, as a TRAIN task carries it."""
+    await lab.wait_for(lambda: isinstance(federation.coordinator._dispatch, TrainingRound), 30, "a training round")
+    return bytes(federation.coordinator._dispatch.accumulator.secure_aggregation.public_key)
