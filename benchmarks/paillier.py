@@ -8,7 +8,9 @@ For each scheme: client encryption (µs/param), coordinator homomorphic add incl
 packed/naive ratios. The naive scheme (one phe ciphertext per value, ~10 ms each) is timed on a sample of
 `--naive-sample` parameters and extrapolated per parameter, which is exact up to noise because every value
 costs the same. Each figure is the best over the round's clients (decryption: best of `DECRYPT_REPEATS`),
-the usual way to keep other load on a shared machine out of a micro-benchmark.
+the usual way to keep other load on a shared machine out of a micro-benchmark. The table is one core throughout;
+below it, the packed decryption as the key holder runs it, on all cores with its worker processes (see
+fedgrad/crypto/decryption.py), timed on leave-one-client-out aggregates once the workers have started.
 
 `--end-to-end` also runs `fedgrad simulate` on the scenario twice, with privacy.mode "none" and "paillier"
 (same data, split and seed; about a minute on 2 cores for spam_fedavg), and prints the mean round time of each,
@@ -33,12 +35,14 @@ import numpy as np
 from tqdm import tqdm
 
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, SlotLayout, generate_keypair, make_encoder
+from fedgrad.crypto.decryption import available_cores, plan_parts
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PHASES
 
 TARGETS = {"encrypt_us": 12.0, "decrypt_us": 40.0, "bytes": 6.1}  # packed, per parameter (issue 5)
 LAYOUT_CLIENTS = (10, 100, 256, 257, 1024)
 DECRYPT_REPEATS = 5  # the key holder decrypts once per round; repeat it with fresh holders for a stable figure
+MIN_CLIENTS = 3  # the all-cores figure decrypts leave-one-out aggregates, which need 2 contributors
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -75,8 +79,12 @@ def measure_scheme(mode: str, n_params: int, model_params: int, n_clients: int, 
     accumulator = Accumulator(cfg, pub)
     add_s = [timed(lambda: accumulator.add(f"client-{i}", payload))[0] for i, payload in enumerate(payloads)]
     aggregate = accumulator.payload()
-    decrypt_s = min(timed(lambda: KeyHolder(priv, cfg, min_clients=2).decrypt_aggregate(
+    decrypt_s = min(timed(lambda: KeyHolder(priv, cfg, min_clients=2, cores=1).decrypt_aggregate(
         0, accumulator.contributors, aggregate))[0] for _ in range(DECRYPT_REPEATS))
+    with KeyHolder(priv, cfg, min_clients=2) as holder:  # all cores; its first decryption starts the workers
+        start_s, _ = timed(lambda: holder.decrypt_aggregate(0, accumulator.contributors, aggregate))
+        parallel_s = min(timed(lambda: holder.decrypt_aggregate(number, *leave_one_out(cfg, pub, payloads, number)))[0]
+                         for number in range(1, min(DECRYPT_REPEATS, n_clients) + 1))
     progress.update()
     return {
         "params_timed": n_params,
@@ -85,8 +93,20 @@ def measure_scheme(mode: str, n_params: int, model_params: int, n_clients: int, 
         "encrypt_us": min(encrypt_s) / n_params * 1e6,
         "add_us": min(add_s) / n_params * 1e6,
         "decrypt_us": decrypt_s / n_params * 1e6,
+        "decrypt_workers": plan_parts(encoder.scheme.n_ciphertexts, available_cores()),
+        "decrypt_parallel_us": parallel_s / n_params * 1e6,
+        "first_decrypt_parallel_ms": start_s * 1e3,
         "bytes": wire_bytes(mode, model_params, pub) / model_params,
     }
+
+
+def leave_one_out(cfg: SecureAggConfig, pub, payloads: list[bytes], number: int) -> tuple[list[str], bytes]:
+    """The aggregate of all payloads but one, which `number` picks: a fresh sum of the same decryption cost."""
+    accumulator = Accumulator(cfg, pub)
+    for i, payload in enumerate(payloads):
+        if i != number % len(payloads):
+            accumulator.add(f"client-{i}", payload)
+    return accumulator.contributors, accumulator.payload()
 
 
 def layout_table(key_bits: int) -> list[dict[str, float]]:
@@ -113,6 +133,12 @@ def report(results: dict[str, Any]) -> None:
         verdict = "" if target is None else ("≤{:g} {}".format(target, "ok" if packed[key] <= target else "MISSED"))
         print(f"{label:<34}{fmt.format(naive[key]):>12}{fmt.format(packed[key]):>12}"
               f"{packed[key] / naive[key]:>14.4f}{naive[key] / packed[key]:>9.0f}×{verdict:>14}")
+    workers = packed["decrypt_workers"]
+    where = f"{workers} worker processes" if workers > 1 else "in process: too few ciphertexts for workers"
+    print(f"\npacked decrypt aggregate (µs/param) on all {available_cores()} cores, {where}: "
+          f"{packed['decrypt_parallel_us']:.2f} ({packed['decrypt_us'] / packed['decrypt_parallel_us']:.2f}× the "
+          f"one-core {packed['decrypt_us']:.2f}); the key holder's first decryption, which also starts its "
+          f"workers: {packed['first_decrypt_parallel_ms']:.0f} ms")
     print(f"\npacking layout for value_bits=16, {results['key_bits']}-bit key "
           "(bound and proof: fedgrad/crypto/packing.py)")
     print(f"{'max_clients':>12}{'slot bits':>11}{'slots/ct':>10}{'bytes/param':>13}")
@@ -183,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", type=Path, default=Path(__file__).resolve().parent.parent / "scenarios" /
                         "spam_fedavg.toml", help="scenario for --end-to-end (default: scenarios/spam_fedavg.toml)")
     args = parser.parse_args(argv)
+    if args.clients < MIN_CLIENTS:
+        parser.error(f"--clients must be at least {MIN_CLIENTS}")
 
     key = generate_keypair(args.key_bits)
     with tqdm(total=2 * (args.clients + 1), desc="paillier benchmark", file=sys.stderr) as progress:

@@ -8,6 +8,10 @@ Policy, each enforced before any decryption (`KeyHolderRefusal` otherwise):
   with the encoding's bound for that many contributors.
 There is deliberately no call that decrypts one update.
 
+Decryption runs on every core through a :class:`~fedgrad.crypto.decryption.ParallelDecryptor` whose worker
+processes are part of this component (that module says why they hold the key and what keeps them contained).
+Use the key holder as a context manager, or call :meth:`KeyHolder.close`, to stop them when the run ends.
+
 Trust model: the key holder cannot see which ciphertexts went into the product, so it relies on the coordinator
 for the contributor set. It stops an honest-but-curious or buggy coordinator from asking for less than an
 aggregate; a malicious coordinator that forges the set (e.g. re-randomizes one client's update and claims two
@@ -16,11 +20,13 @@ contributors) would need signed client contributions checked here, which this co
 from __future__ import annotations
 
 from collections.abc import Iterable
+from types import TracebackType
 
 import numpy as np
 import phe
 
 from fedgrad.crypto.config import SecureAggConfig
+from fedgrad.crypto.decryption import ParallelDecryptor
 from fedgrad.crypto.errors import CiphertextError, KeyHolderRefusal, PlaintextRangeError
 from fedgrad.crypto.quantize import dequantize
 from fedgrad.crypto.schemes import make_scheme
@@ -31,7 +37,9 @@ from fedgrad.errors import ConfigError
 class KeyHolder:
     """Decrypts the round's aggregate Σ_i w_i·q_i once, and only with enough distinct contributors."""
 
-    def __init__(self, priv: phe.PaillierPrivateKey, cfg: SecureAggConfig, *, min_clients: int) -> None:
+    def __init__(self, priv: phe.PaillierPrivateKey, cfg: SecureAggConfig, *, min_clients: int,
+                 cores: int | None = None) -> None:
+        """``cores``: most cores to decrypt on (default: all this process may use; 1: in this process only)."""
         if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 2:
             raise ConfigError(f"min_clients for secure aggregation must be an integer >= 2, got {min_clients!r}")
         if min_clients > cfg.max_clients:
@@ -40,6 +48,7 @@ class KeyHolder:
         self._cfg = cfg
         self._min_clients = min_clients
         self._scheme = make_scheme(cfg, priv.public_key)
+        self._decryptor = ParallelDecryptor(priv, self._scheme.n_ciphertexts, cores=cores)
         self._fingerprint = cfg.fingerprint(priv.public_key.n)
         self._rounds_done: set[int] = set()
         self._digests_done: set[bytes] = set()
@@ -73,10 +82,21 @@ class KeyHolder:
                                    f"but {len(ids)} contributors were named")
         self._rounds_done.add(round)  # spent from here on, whatever happens during decryption
         self._digests_done.add(parsed.digest)
-        plaintexts = [self._priv.raw_decrypt(int(c)) for c in parsed.ciphertexts]
+        plaintexts = self._decryptor.decrypt(parsed.ciphertexts)
         try:
             sums = self._scheme.integer_sums(plaintexts, len(ids))
         except PlaintextRangeError as exc:
             raise KeyHolderRefusal(f"round {round}: decrypted aggregate is not a sum of {len(ids)} valid "
                                    f"updates: {exc}") from exc
         return dequantize(self._cfg, sums)
+
+    def close(self) -> None:
+        """Stop the decryption workers (idempotent; they also stop when this object is collected or at exit)."""
+        self._decryptor.close()
+
+    def __enter__(self) -> KeyHolder:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()

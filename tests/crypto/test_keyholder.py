@@ -27,7 +27,7 @@ def test_refusals_are_user_facing_errors():
 
 
 def test_has_no_decrypt_one_update_call(holder):
-    assert [name for name in dir(holder) if not name.startswith("_")] == ["decrypt_aggregate"]
+    assert [name for name in dir(holder) if not name.startswith("_")] == ["close", "decrypt_aggregate"]
 
 
 def test_single_client_is_refused(small_key, holder):
