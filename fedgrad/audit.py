@@ -54,7 +54,7 @@ from fedgrad.errors import ConfigError, DataError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
-from fedgrad.results import create_run_dir, format_bytes, write_text_atomic
+from fedgrad.results import create_run_dir, format_bytes, read_document, write_text_atomic
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.training import train_local
 from fedgrad.transport import fedgrad_pb2 as pb
@@ -404,16 +404,7 @@ def is_audit_dir(path: Path) -> bool:
 
 
 def read_audit(audit_dir: Path) -> dict[str, Any]:
-    path = audit_dir / AUDIT_JSON
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{audit_dir}: not an audit directory (no {AUDIT_JSON})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(document, dict) or document.get("kind") != "fedgrad-audit":
-        raise DataError(f"{path}: not the results of `fedgrad audit`")
-    return document
+    return read_document(audit_dir, AUDIT_JSON, "fedgrad-audit", "fedgrad audit")
 
 
 def render_audit_report(audit_dir: Path) -> Path:

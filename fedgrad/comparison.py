@@ -43,8 +43,8 @@ from typing import Any
 from tqdm import tqdm
 
 from fedgrad.crypto.keys import security_bits
-from fedgrad.errors import ConfigError, DataError
-from fedgrad.results import (METRIC_KEYS, create_run_dir, format_bytes, format_seconds, read_metrics,
+from fedgrad.errors import ConfigError
+from fedgrad.results import (METRIC_KEYS, create_run_dir, read_document, format_bytes, format_seconds, read_metrics,
                              read_summary, write_text_atomic)
 from fedgrad.scenario import SECURE_KEY_BITS, Scenario, load_scenario
 
@@ -533,16 +533,7 @@ def is_comparison_dir(path: Path) -> bool:
 
 
 def read_results(compare_dir: Path) -> dict[str, Any]:
-    path = compare_dir / RESULTS_JSON
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{compare_dir}: not a comparison directory (no {RESULTS_JSON})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
-    if not isinstance(document, dict) or document.get("kind") != "fedgrad-comparison":
-        raise DataError(f"{path}: not the results of `fedgrad compare`")
-    return document
+    return read_document(compare_dir, RESULTS_JSON, "fedgrad-comparison", "fedgrad compare")
 
 
 # ---- the report ------------------------------------------------------------------------------------------------

@@ -152,6 +152,20 @@ def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
 
 
+def read_document(directory: Path, filename: str, kind: str, command: str) -> dict[str, Any]:
+    """The JSON results document ``directory/filename`` written by ``command``, checked by its ``kind`` tag."""
+    path = directory / filename
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{directory}: no {filename} here (not the output of `{command}`)") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(document, dict) or document.get("kind") != kind:
+        raise DataError(f"{path}: not the results of `{command}`")
+    return document
+
+
 def render_report(run_dir: str | Path) -> Path:
     """(Re)write ``report.md`` from ``config.toml``, ``metrics.jsonl`` and ``summary.json``; return its path."""
     run_dir = Path(run_dir)
