@@ -94,19 +94,7 @@ def test_a_failing_variant_is_reported_and_does_not_stop_the_others(scenario, tm
     assert succeeded.status == "ok" and (succeeded.run_dir / "summary.json").exists()
 
 
-def _processes_mentioning(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-def test_ctrl_c_stops_the_children_and_keeps_what_finished(scenario, tmp_path):
+def test_ctrl_c_stops_the_children_and_keeps_what_finished(scenario, tmp_path, run_traces):
     command = [sys.executable, "-m", "fedgrad.cli.main", "compare", str(scenario), "--privacy", "dp:8",
                "--rounds", "100000"]
     parent = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -115,16 +103,16 @@ def test_ctrl_c_stops_the_children_and_keeps_what_finished(scenario, tmp_path):
         while not list((tmp_path / "runs").glob("compare-*/variants/none/*/metrics.jsonl")):
             assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read().decode()
             time.sleep(0.05)
-        assert len(_processes_mentioning(str(tmp_path))) >= 3  # compare, simulate, a client process
+        assert len(run_traces.pids_mentioning(str(tmp_path))) >= 3  # compare, simulate, a client process
         parent.send_signal(signal.SIGINT)
         assert parent.wait(timeout=30) == 130
     finally:
         if parent.poll() is None:
             parent.kill()
     deadline = time.monotonic() + 10
-    while _processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
+    while run_traces.pids_mentioning(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert run_traces.pids_mentioning(str(tmp_path)) == []
     [compare_dir] = (tmp_path / "runs").glob("compare-*")
     rows = json.loads((compare_dir / "results.json").read_text())["variants"]
     assert [(row["variant"], row["status"]) for row in rows] == [("none", "interrupted"), ("dp-eps8", "not run")]

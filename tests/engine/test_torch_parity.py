@@ -40,15 +40,31 @@ def backward_both(ours: fg.Tensor, theirs: "torch.Tensor") -> None:
     theirs.backward(torch.tensor(upstream))
 
 
+def check_outputs(out: fg.Tensor, tout: "torch.Tensor", *inputs: tuple[fg.Tensor, "torch.Tensor"]) -> None:
+    """The two outputs agree, and so do the gradients that one random upstream gradient, sent back through
+    both, gives each (fedgrad, torch) input pair."""
+    close(out, tout)
+    backward_both(out, tout)
+    for ours, theirs in inputs:
+        close(ours.grad, theirs.grad)
+
+
+def check_loss(loss: fg.Tensor, tloss: "torch.Tensor", *inputs: tuple[fg.Tensor, "torch.Tensor"]) -> None:
+    """The two losses agree, and so do the gradients they backpropagate to each (fedgrad, torch) input pair."""
+    close(loss, tloss)
+    loss.backward()
+    tloss.backward()
+    for ours, theirs in inputs:
+        close(ours.grad, theirs.grad)
+
+
 def test_linear_and_mlp():
     tmodel = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3), torch.nn.Tanh()).double()
     model = to_float64(nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3), nn.Tanh()))
     model.load_state_dict({k: v.numpy() for k, v in tmodel.state_dict().items()})
     x, tx = pair(R.standard_normal((4, 5)))
     out, tout = model(x), tmodel(tx)
-    close(out, tout)
-    backward_both(out, tout)
-    close(x.grad, tx.grad)
+    check_outputs(out, tout, (x, tx))
     for (name, p), (tname, tp) in zip(model.named_parameters(), tmodel.named_parameters()):
         assert name == tname
         close(p.grad, tp.grad)
@@ -58,9 +74,7 @@ def test_sigmoid_layer_and_softmaxes():
     x, tx = pair(R.standard_normal((3, 6)) * 4)
     out = nn.Sigmoid()(x) + x.softmax(axis=1) * x.log_softmax(axis=0)
     tout = torch.sigmoid(tx) + torch.softmax(tx, 1) * torch.log_softmax(tx, 0)
-    close(out, tout)
-    backward_both(out, tout)
-    close(x.grad, tx.grad)
+    check_outputs(out, tout, (x, tx))
 
 
 @pytest.mark.parametrize("padding_idx", [None, 3])
@@ -70,9 +84,7 @@ def test_embedding(padding_idx):
     emb.load_state_dict({"weight": temb.weight.detach().numpy()})
     ids = np.array([[0, 3, 5, 3], [1, 1, 3, 2]])
     out, tout = emb(ids), temb(torch.from_numpy(ids))
-    close(out, tout)
-    backward_both(out, tout)
-    close(emb.weight.grad, temb.weight.grad)
+    check_outputs(out, tout, (emb.weight, temb.weight))
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean"])
@@ -84,9 +96,7 @@ def test_embedding_bag_with_padding(mode):
     bag.load_state_dict({"weight": tbag.weight.detach().numpy()})
     ids = np.array([[4, 2, 2, 0, 0], [1, 6, 5, 3, 4], [0, 0, 0, 0, 0], [0, 5, 0, 5, 0]])
     out, tout = bag(ids), tbag(torch.from_numpy(ids))
-    close(out, tout)
-    backward_both(out, tout)
-    close(bag.weight.grad, tbag.weight.grad)
+    check_outputs(out, tout, (bag.weight, tbag.weight))
 
 
 @pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
@@ -134,10 +144,7 @@ def test_lstm_cell_unrolled():
         state, tstate = cell(xs[t], state), tcell(txs[t], tstate)
     out = state[0] * state[1]
     tout = tstate[0] * tstate[1]
-    close(out, tout)
-    backward_both(out, tout)
-    for ours, theirs in [(xs, txs), (h0, th0), (c0, tc0)]:
-        close(ours.grad, theirs.grad)
+    check_outputs(out, tout, (xs, txs), (h0, th0), (c0, tc0))
     check_fused_grads(cell, tcell)
 
 
@@ -173,21 +180,14 @@ def test_cross_entropy_respects_upstream_gradient():
     targets = np.array([0, 3, 1, 1, 2, 0])
     loss = nn.CrossEntropyLoss()(x, targets) * 2.5
     tloss = torch.nn.CrossEntropyLoss()(tx, torch.from_numpy(targets)) * 2.5
-    close(loss, tloss)
-    loss.backward()
-    tloss.backward()
-    close(x.grad, tx.grad)
+    check_loss(loss, tloss, (x, tx))
 
 
 def test_mse_loss():
     x, tx = pair(R.standard_normal((5, 3)))
     y, ty = pair(R.standard_normal((5, 3)))
     loss, tloss = nn.MSELoss()(x, y) * -1.5, torch.nn.MSELoss()(tx, ty) * -1.5
-    close(loss, tloss)
-    loss.backward()
-    tloss.backward()
-    close(x.grad, tx.grad)
-    close(y.grad, ty.grad)
+    check_loss(loss, tloss, (x, tx), (y, ty))
 
 
 def test_bce_with_logits_is_stable_at_extremes():
@@ -196,10 +196,7 @@ def test_bce_with_logits_is_stable_at_extremes():
     y = R.uniform(0, 1, logits.shape)
     loss = nn.BCEWithLogitsLoss()(x, y) * 3
     tloss = torch.nn.BCEWithLogitsLoss()(tx, torch.tensor(y)) * 3
-    close(loss, tloss)
-    loss.backward()
-    tloss.backward()
-    close(x.grad, tx.grad)
+    check_loss(loss, tloss, (x, tx))
 
 
 def test_dropout_in_eval_mode_is_identity_like_torch():

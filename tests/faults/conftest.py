@@ -1,4 +1,4 @@
-"""The fault-injection suite's shared pieces: a small corpus and scenario, real processes, and the tally.
+"""The fault-injection suite's shared pieces: its scenario, real processes, in-process federations, and the tally.
 
 Every test here injects faults (killed processes) or sends bad input, and records each one in the
 session's :class:`Tally`: faults injected and survived, bad inputs tried and rejected, data lost. At the
@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from argparse import Namespace
 from dataclasses import dataclass, field
@@ -24,7 +24,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
-import numpy as np
 import pytest
 
 from fedgrad.cli.server import open_run
@@ -37,11 +36,6 @@ from server.service import start_server
 
 REPO = Path(__file__).resolve().parents[2]
 TALLY_PATH = REPO / "runs" / "fault-tally.json"
-
-SPAM_WORDS = "free money offer winner click cash prize urgent discount credit loan cheap deal guaranteed".split()
-HAM_WORDS = "meeting project schedule report team lunch attached review budget deadline minutes agenda notes".split()
-COMMON_WORDS = "the and to of a in for is on that with this you it be".split()
-
 
 @dataclass
 class Tally:
@@ -97,58 +91,12 @@ def pytest_terminal_summary(terminalreporter) -> None:
         f"inputs tried, {t.bad_inputs_rejected} rejected; data lost: {t.data_lost} ({TALLY_PATH})")
 
 
-def write_corpus(root: Path, per_class: int = 60) -> Path:
-    """An Enron-style corpus (ham/, spam/ of 'Subject: ...' files) whose classes share no class words."""
-    rng = np.random.default_rng(0)
-    for label, words in (("spam", SPAM_WORDS), ("ham", HAM_WORDS)):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            body = [rng.choice(words) if rng.random() < 0.5 else rng.choice(COMMON_WORDS) for _ in range(25)]
-            (root / label / f"{i:04d}.{label}.txt").write_text(
-                f"Subject: {' '.join(rng.choice(words, 3))}\n{' '.join(body)}\n", encoding="utf-8")
-    return root
-
-
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus"))
-
-
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory) -> Path:
     """A federation CA with the server certificate and client certificates 0..3."""
     directory = tmp_path_factory.mktemp("pki") / "tls"
     create_pki(directory, clients=4)
     return directory
-
-
-def write_scenario(path: Path, corpus: Path, runs: Path, *, clients: int = 3, per_round: int = 3, rounds: int = 4,
-                   min_clients: int = 2, timeout_s: float = 3.0, epochs: int = 1, extra: str = "") -> Path:
-    """A fast scenario over ``corpus`` (logistic regression, IID) writing its runs below ``runs``."""
-    path.write_text(f"""
-name = "faults"
-seed = 5
-[data]
-corpus = "{corpus}"
-partition = "iid"
-min_count = 1
-[model]
-name = "logreg"
-[train]
-epochs = {epochs}
-batch_size = 8
-lr = 0.5
-[federation]
-clients = {clients}
-clients_per_round = {per_round}
-rounds = {rounds}
-min_clients = {min_clients}
-round_timeout_s = {timeout_s}
-[output]
-dir = "{runs}"
-{extra}
-""", encoding="utf-8")
-    return path
 
 
 def free_port() -> int:
@@ -203,50 +151,12 @@ def processes(tmp_path) -> Iterator[Processes]:
         started.stop_all()
 
 
-def pids_mentioning(marker: str) -> list[int]:
-    """Processes (other than this one) whose command line contains ``marker``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 def wait_until(condition, timeout: float, what: str, poll_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(poll_s)
-
-
-def metrics_lines(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def only_run_dir(root: Path) -> Path:
-    dirs = [path for path in root.iterdir() if path.is_dir()] if root.exists() else []
-    assert len(dirs) == 1, dirs
-    return dirs[0]
-
-
-def final_model(run_dir: Path, rounds: int) -> dict[str, np.ndarray]:
-    """The global model after ``rounds`` rounds, from that round's checkpoint."""
-    with np.load(run_dir / "checkpoint" / f"round-{rounds:06d}.npz") as archive:
-        return {name: archive[name] for name in archive.files if name.startswith("global_model/")}
-
-
-def learned(records: list[dict]) -> list[dict]:
-    """The parts of round records that must not depend on timing."""
-    return [{key: value for key, value in record.items() if key not in ("time_s", "bytes")} for record in records]
 
 
 async def wait_for(condition, timeout: float, what: str, poll_s: float = 0.005) -> None:
@@ -285,30 +195,36 @@ class Federation:
 
 @dataclass
 class Lab:
-    """What a fault test works with: a scratch directory, the corpus, the CA, processes, the tally."""
+    """What a fault test works with: a scratch directory, the corpus, the CA, processes, the tally, and the
+    readers of a run's traces (``tests/conftest.py``)."""
 
     tmp: Path
     corpus: Path
     pki: Path
     processes: Processes
     tally: Tally
+    traces: type
+    write_scenario: Callable[..., Path]
 
     # helpers, reachable from the test modules (which cannot import this conftest)
     wait_until = staticmethod(wait_until)
     wait_for = staticmethod(wait_for)
-    metrics = staticmethod(metrics_lines)
-    final_model = staticmethod(final_model)
-    learned = staticmethod(learned)
     free_port = staticmethod(free_port)
-    only_run_dir = staticmethod(only_run_dir)
-    pids_mentioning = staticmethod(pids_mentioning)
 
     @property
     def runs(self) -> Path:
         return self.tmp / "runs"
 
-    def scenario(self, name: str = "scenario.toml", **settings) -> Path:
-        return write_scenario(self.tmp / name, self.corpus, self.runs, **settings)
+    def scenario(self, name: str = "scenario.toml", *, clients: int = 3, per_round: int = 3, rounds: int = 4,
+                 min_clients: int = 2, timeout_s: float = 3.0, epochs: int = 1,
+                 privacy: Mapping[str, object] | None = None) -> Path:
+        """A fast scenario over the corpus (logistic regression, IID) writing its runs below :attr:`runs`."""
+        return self.write_scenario(
+            self.tmp / name, self.corpus, self.runs, name="faults", seed=5, model={"name": "logreg"},
+            train={"epochs": epochs, "batch_size": 8, "lr": 0.5},
+            federation={"clients": clients, "clients_per_round": per_round, "rounds": rounds,
+                        "min_clients": min_clients, "round_timeout_s": timeout_s},
+            privacy=privacy or {})
 
     @asynccontextmanager
     async def federation(self, scenario: Path, *, resume: Path | None = None, mutual: bool = False,
@@ -343,8 +259,8 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path, corpus, pki, processes, tally) -> Lab:
-    return Lab(tmp_path, corpus, pki, processes, tally)
+def lab(tmp_path, enron_corpus, pki, processes, tally, run_traces, write_scenario) -> Lab:
+    return Lab(tmp_path, enron_corpus, pki, processes, tally, run_traces, write_scenario)
 
 
 

@@ -69,10 +69,10 @@ def test_corpus_with_broken_encodings_empty_emails_and_attachments_trains(lab, t
         counts = json.loads(capsys.readouterr().out)
         assert counts["emails"] == 126 and counts["empty"] >= 1
         assert main(["simulate", str(scenario), "--insecure"]) == 0
-        run_dir = lab.only_run_dir(lab.runs)
+        run_dir = lab.traces.only_run_dir(lab.runs)
         words = set(load_vocab(run_dir / "data").to_dict()["words"])
         assert "agenda" in words and not any(PNG[:12].lower() in word for word in words)
-        assert len(lab.metrics(run_dir)) == 2
+        assert len(lab.traces.metrics(run_dir)) == 2
 
 
 def test_data_split_rebuilds_the_servers_shards_and_a_stale_split_is_refused(lab, tally, capsys):

@@ -32,9 +32,9 @@ INVALID, STALE = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECON
 FAST = ClientOptions(wait_s=2.0, rpc_timeout_s=20.0, connect_timeout_s=20.0, backoff_max_s=0.2)
 TEST_CLIENTS = ClientPrivacy(allow_insecure_keys=True, noise_seed=5)
 PRIVACY = {
-    "none": "",
-    "paillier": '[privacy]\nmode = "paillier"\nkey_bits = 512\ninsecure_key_bits = true\nclip = 5.0\n',
-    "dp": '[privacy]\nmode = "dp"\nepsilon = 1000.0\ndp_clip = 50.0\n',
+    "none": {},
+    "paillier": {"mode": "paillier", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0},
+    "dp": {"mode": "dp", "epsilon": 1000.0, "dp_clip": 50.0},
 }
 
 
@@ -207,7 +207,7 @@ async def federation_run(lab, scenario, *, hostile_battery=None):
 
 @pytest.mark.parametrize("mode", ["none", "paillier", "dp"])
 def test_every_bad_update_is_refused_and_the_run_ends_as_if_none_was_sent(lab, tally, mode):
-    scenario = lab.scenario(rounds=2, min_clients=3, timeout_s=30.0, extra=PRIVACY[mode])
+    scenario = lab.scenario(rounds=2, min_clients=3, timeout_s=30.0, privacy=PRIVACY[mode])
     battery = paillier_battery if mode == "paillier" else plain_battery
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyWarning)
@@ -219,6 +219,6 @@ def test_every_bad_update_is_refused_and_the_run_ends_as_if_none_was_sent(lab, t
                   for clean, attacked in zip(clean_records, attacked_records, strict=True))
     tally.lost(missing)
     assert missing == 0
-    assert lab.learned(attacked_records) == lab.learned(clean_records)
+    assert lab.traces.learned(attacked_records) == lab.traces.learned(clean_records)
     for name, value in clean_model.items():
         np.testing.assert_array_equal(attacked_model[name], value)

@@ -36,39 +36,15 @@ TIMEOUT_S = 4.0
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory, corpus):
+def reference(tmp_path_factory, enron_corpus, write_scenario, run_traces):
     """The crash scenario run once without faults: its records and final model."""
     root = tmp_path_factory.mktemp("reference")
-    scenario = root / "crash.toml"
-    scenario.write_text(_scenario_text(corpus), encoding="utf-8")
+    scenario = write_scenario(root / "crash.toml", enron_corpus, name="crash", seed=9, model={"name": "logreg"},
+                              train={"batch_size": 8, "lr": 0.5},
+                              federation={"clients_per_round": 2, "rounds": ROUNDS, "round_timeout_s": TIMEOUT_S})
     assert main(["simulate", str(scenario), "--insecure", "--set", f"output.dir={root / 'runs'}"]) == 0
-    [run_dir] = (root / "runs").iterdir()
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    with np.load(run_dir / "checkpoint" / f"round-{ROUNDS:06d}.npz") as archive:
-        model = {name: archive[name] for name in archive.files if name.startswith("global_model/")}
-    return scenario, run_dir, records, model
-
-
-def _scenario_text(corpus: Path) -> str:
-    return f"""
-name = "crash"
-seed = 9
-[data]
-corpus = "{corpus}"
-partition = "iid"
-min_count = 1
-[model]
-name = "logreg"
-[train]
-batch_size = 8
-lr = 0.5
-[federation]
-clients = 3
-clients_per_round = 2
-rounds = {ROUNDS}
-min_clients = 2
-round_timeout_s = {TIMEOUT_S}
-"""
+    run_dir = run_traces.only_run_dir(root / "runs")
+    return scenario, run_dir, run_traces.metrics(run_dir), run_traces.final_model(run_dir, ROUNDS)
 
 
 def start_server(lab, name: str, port: int, *source: str):
@@ -78,7 +54,7 @@ def start_server(lab, name: str, port: int, *source: str):
 def new_run_dir(lab) -> Path:
     lab.wait_until(lambda: any((d / "auth" / "client-tokens.json").exists() for d in _dirs(lab.runs)), 60,
                    "the server to create the run")
-    return lab.only_run_dir(lab.runs)
+    return lab.traces.only_run_dir(lab.runs)
 
 
 def _dirs(root: Path) -> list[Path]:
@@ -87,11 +63,11 @@ def _dirs(root: Path) -> list[Path]:
 
 def check_same_run_as(lab, run_dir: Path, reference) -> None:
     _, _, ref_records, ref_model = reference
-    records = lab.metrics(run_dir)
+    records = lab.traces.metrics(run_dir)
     lab.tally.lost(len({r["round"] for r in ref_records} - {r["round"] for r in records}))
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
-    assert lab.learned(records) == lab.learned(ref_records)
-    model = lab.final_model(run_dir, ROUNDS)
+    assert lab.traces.learned(records) == lab.traces.learned(ref_records)
+    model = lab.traces.final_model(run_dir, ROUNDS)
     assert model.keys() == ref_model.keys()
     for name in model:
         np.testing.assert_array_equal(model[name], ref_model[name])
@@ -108,7 +84,7 @@ def test_coordinator_killed_at_random_points_resumes_to_the_same_model(lab, tall
     clients = lab.client_process("clients", f"127.0.0.1:{port}", run_dir, ["0", "1", "2"])
     with ExitStack() as survived:
         for attempt, logged in enumerate(kill_after, start=1):
-            lab.wait_until(lambda: len(lab.metrics(run_dir)) >= logged, 60, f"round {logged}")
+            lab.wait_until(lambda: len(lab.traces.metrics(run_dir)) >= logged, 60, f"round {logged}")
             time.sleep(rng.uniform(0, 0.05))  # somewhere in the next round, or between log and checkpoint
             survived.enter_context(tally.fault("coordinator SIGKILL mid-run"))
             lab.processes.kill(server)
@@ -130,10 +106,10 @@ def test_killed_simulate_resumes_with_new_client_processes_and_leaves_no_orphans
     scenario = reference[0]
     simulate = lab.processes.start("simulate", "simulate", str(scenario), "--set", f"output.dir={lab.runs}")
     run_dir = new_run_dir(lab)
-    lab.wait_until(lambda: len(lab.metrics(run_dir)) >= 2, 60, "two rounds")
+    lab.wait_until(lambda: len(lab.traces.metrics(run_dir)) >= 2, 60, "two rounds")
     with tally.fault("simulate SIGKILL mid-run"):
         lab.processes.kill(simulate)
-        lab.wait_until(lambda: not lab.pids_mentioning(str(run_dir)), 10, "the orphaned clients to exit")
+        lab.wait_until(lambda: not lab.traces.pids_mentioning(str(run_dir)), 10, "the orphaned clients to exit")
         assert main(["simulate", "--resume", str(run_dir)]) == 0
         check_same_run_as(lab, run_dir, reference)
 
@@ -187,7 +163,7 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
                     for _ in range(4))
     with ExitStack() as survived:
         for number, (after_round, victim) in enumerate(events, start=1):
-            lab.wait_until(lambda: len(lab.metrics(run_dir)) >= after_round, 90, f"round {after_round}")
+            lab.wait_until(lambda: len(lab.traces.metrics(run_dir)) >= after_round, 90, f"round {after_round}")
             survived.enter_context(tally.fault(f"{'coordinator' if victim == 'coordinator' else 'client'} "
                                                "SIGKILL at a random point"))
             if victim == "coordinator":
@@ -204,7 +180,7 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
             code = process.wait(timeout=CLIENT_PATIENCE_S + 30)
             log = lab.processes.log(log_names[cid])
             assert code == 0 or (code == 2 and "coordinator unreachable" in log), (cid, code, log[-500:])
-        records = lab.metrics(run_dir)
+        records = lab.traces.metrics(run_dir)
         lab.tally.lost(rounds - len(records))
         assert [r["round"] for r in records] == list(range(1, rounds + 1))
         assert all(r["clients_used"] >= 2 and r["clients_used"] + r["clients_dropped"] == r["clients_selected"]
@@ -213,7 +189,7 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
         scenario_ = load_scenario(run_dir / "config.toml")
         model = model_from_config(scenario_.model, len(load_vocab(run_dir / "data")), seed=0)
         model.load_state_dict({name.partition("/")[2]: value
-                               for name, value in lab.final_model(run_dir, rounds).items()})
+                               for name, value in lab.traces.final_model(run_dir, rounds).items()})
         recomputed = evaluate(model, load_test(run_dir / "data"))
         assert {k: records[-1][k] for k in ("accuracy", "loss")} == {k: recomputed[k] for k in ("accuracy", "loss")}
         summary = json.loads((run_dir / "summary.json").read_text())
@@ -232,8 +208,8 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
     """The resumed coordinator generates a new Paillier key pair (nothing encrypted under the old one is ever
     decrypted again), and the exact integer aggregation still ends with the uninterrupted run's model."""
     rounds = 4
-    scenario = lab.scenario(rounds=rounds, min_clients=3, timeout_s=5.0, extra=(
-        '[privacy]\nmode = "paillier"\nkey_bits = 512\ninsecure_key_bits = true\nclip = 5.0\n'))
+    scenario = lab.scenario(rounds=rounds, min_clients=3, timeout_s=5.0, privacy={
+        "mode": "paillier", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0})
     privacy = ClientPrivacy(allow_insecure_keys=True)
     options = ClientOptions(wait_s=1.0, rpc_timeout_s=20.0, connect_timeout_s=20.0, backoff_max_s=0.2)
 
@@ -262,9 +238,9 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
     clean_dir, _ = asyncio.run(run(None))
     resumed_dir, keys = asyncio.run(run(2))
     assert keys[0] != keys[1]
-    assert [r["round"] for r in lab.metrics(resumed_dir)] == list(range(1, rounds + 1))
-    assert lab.learned(lab.metrics(resumed_dir)) == lab.learned(lab.metrics(clean_dir))
-    clean, resumed = lab.final_model(clean_dir, rounds), lab.final_model(resumed_dir, rounds)
+    assert [r["round"] for r in lab.traces.metrics(resumed_dir)] == list(range(1, rounds + 1))
+    assert lab.traces.learned(lab.traces.metrics(resumed_dir)) == lab.traces.learned(lab.traces.metrics(clean_dir))
+    clean, resumed = lab.traces.final_model(clean_dir, rounds), lab.traces.final_model(resumed_dir, rounds)
     for name in clean:
         np.testing.assert_array_equal(resumed[name], clean[name])
 

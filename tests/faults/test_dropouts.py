@@ -70,9 +70,8 @@ def test_killed_client_drops_out_of_its_round_is_not_reselected_and_rejoins(lab,
 def test_round_left_with_too_few_clients_is_retried_and_never_aggregated_short(lab, tally, mode):
     """min_clients = 3 of 3: a kill leaves the attempt short; it is retried (the short attempt is never summed,
     under Paillier never decrypted) and completes once the client is back."""
-    privacy = "" if mode == "none" else ('[privacy]\nmode = "paillier"\nkey_bits = 512\ninsecure_key_bits = true\n'
-                                         'clip = 5.0\n')
-    scenario = lab.scenario(rounds=3, min_clients=3, timeout_s=TIMEOUT_S, epochs=30, extra=privacy)
+    privacy = {} if mode == "none" else {"mode": "paillier", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0}
+    scenario = lab.scenario(rounds=3, min_clients=3, timeout_s=TIMEOUT_S, epochs=30, privacy=privacy)
 
     async def run():
         async with lab.federation(scenario) as fed:

@@ -7,38 +7,17 @@ import types
 from concurrent.futures import Future
 from pathlib import Path
 
+import pytest
+
 from fedgrad.cli.main import main
 
-SPAM = "free money offer winner click cash prize urgent discount credit".split()
-HAM = "meeting project schedule report team lunch attached review budget".split()
 
-
-def write_scenario(root: Path) -> Path:
-    for label, words in (("spam", SPAM), ("ham", HAM)):
-        (root / "corpus" / label).mkdir(parents=True)
-        for i in range(30):
-            (root / "corpus" / label / f"{i}.txt").write_text(f"Subject: {words[i % len(words)]}\n{' '.join(words)}\n")
-    path = root / "ray.toml"
-    path.write_text(f"""
-name = "ray"
-[data]
-corpus = "{root / 'corpus'}"
-partition = "iid"
-min_count = 1
-[model]
-name = "logreg"
-[train]
-batch_size = 8
-[federation]
-clients = 4
-clients_per_round = 4
-rounds = 2
-min_clients = 2
-processes = 2
-[output]
-dir = "{root / 'runs'}"
-""")
-    return path
+@pytest.fixture
+def scenario(tmp_path, enron_corpus, write_scenario) -> Path:
+    """4 clients in 2 client processes (Ray workers), 2 rounds; runs go below ``tmp_path / "runs"``."""
+    return write_scenario(tmp_path / "ray.toml", enron_corpus, tmp_path / "runs", name="ray",
+                          model={"name": "logreg"}, train={"batch_size": 8},
+                          federation={"clients": 4, "clients_per_round": 4, "rounds": 2, "processes": 2})
 
 
 class FakeRay(types.ModuleType):
@@ -77,18 +56,17 @@ class FakeRay(types.ModuleType):
         ref.future().cancel()
 
 
-def test_without_ray_the_launcher_is_a_clear_error_before_any_work(tmp_path, monkeypatch, capsys):
+def test_without_ray_the_launcher_is_a_clear_error_before_any_work(tmp_path, scenario, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
-    assert main(["simulate", str(write_scenario(tmp_path)), "--launcher", "ray"]) == 2
+    assert main(["simulate", str(scenario), "--launcher", "ray"]) == 2
     err = capsys.readouterr().err
     assert "--launcher ray needs Ray" in err and "pip install" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
 
 
-def test_client_workers_run_as_ray_tasks(tmp_path, monkeypatch, capsys):
+def test_client_workers_run_as_ray_tasks(scenario, monkeypatch, capsys):
     fake = FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
-    scenario = write_scenario(tmp_path)
     assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", "ray://head:10001"]) == 0
     assert fake.initialised_with == "ray://head:10001"
     assert len(fake.tasks) == 2 and all(task.done() and task.exception() is None for task in fake.tasks)

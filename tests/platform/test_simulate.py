@@ -5,74 +5,29 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedgrad.cli.main import main
 from fedgrad.cli.simulate import ClientFleet
 from fedgrad.errors import FedgradError
 
-SPAM_WORDS = "free money offer winner click cash prize urgent discount credit loan cheap deal guaranteed".split()
-HAM_WORDS = "meeting project schedule report team lunch attached review budget deadline minutes agenda notes".split()
-COMMON_WORDS = "the and to of a in for is on that with this you it be".split()
+
+@pytest.fixture
+def write_fixture_scenario(tmp_path, enron_corpus, write_scenario) -> Callable[..., Path]:
+    """``write_fixture_scenario(rounds=2)``: 3 clients on the shared corpus, runs below ``tmp_path / "runs"``."""
+    return lambda rounds=2: write_scenario(
+        tmp_path / "fixture.toml", enron_corpus, tmp_path / "runs", name="fixture", seed=3,
+        train={"batch_size": 8, "lr": 0.02}, federation={"rounds": rounds, "round_timeout_s": 20})
 
 
-def write_enron_corpus(root: Path, per_class: int = 60) -> Path:
-    """A small Enron-spam style corpus: ham/ and spam/ folders of 'Subject: ...' text files."""
-    rng = np.random.default_rng(0)
-    for label, words in (("spam", SPAM_WORDS), ("ham", HAM_WORDS)):
-        (root / label).mkdir(parents=True)
-        for i in range(per_class):
-            body = [rng.choice(words) if rng.random() < 0.5 else rng.choice(COMMON_WORDS) for _ in range(25)]
-            (root / label / f"{i:04d}.{label}.txt").write_text(
-                f"Subject: {' '.join(rng.choice(words, 3))}\n{' '.join(body)}\n", encoding="utf-8")
-    return root
-
-
-def write_scenario(tmp_path: Path, rounds: int = 2) -> Path:
-    corpus = write_enron_corpus(tmp_path / "corpus")
-    path = tmp_path / "fixture.toml"
-    path.write_text(f"""
-name = "fixture"
-seed = 3
-[data]
-corpus = "{corpus}"
-partition = "iid"
-min_count = 1
-[model]
-name = "book"
-[train]
-batch_size = 8
-lr = 0.02
-[federation]
-clients = 3
-clients_per_round = 3
-rounds = {rounds}
-min_clients = 2
-round_timeout_s = 20
-[output]
-dir = "{tmp_path / 'runs'}"
-""", encoding="utf-8")
-    return path
-
-
-def only_run_dir(root: Path) -> Path:
-    [run_dir] = [path for path in root.iterdir() if path.is_dir()]
-    return run_dir
-
-
-def learned_values(records):
-    """Everything in the round records that must not depend on timing."""
-    return [{key: value for key, value in record.items() if key not in ("time_s", "bytes")} for record in records]
-
-
-def test_simulate_three_client_processes_two_rounds(tmp_path, capsys):
-    scenario = write_scenario(tmp_path)
+def test_simulate_three_client_processes_two_rounds(tmp_path, capsys, write_fixture_scenario, run_traces):
+    scenario = write_fixture_scenario()
     assert main(["simulate", str(scenario), "--set", "federation.processes=3"]) == 0
-    run_dir = only_run_dir(tmp_path / "runs")
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    run_dir = run_traces.only_run_dir(tmp_path / "runs")
+    records = run_traces.metrics(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
 
     assert [r["round"] for r in records] == [1, 2]
@@ -91,8 +46,8 @@ def test_simulate_three_client_processes_two_rounds(tmp_path, capsys):
     # The same seed gives the same metrics, whatever the number of processes and the arrival order.
     assert main(["simulate", str(scenario), "--set", "federation.processes=1"]) == 0
     second = [path for path in (tmp_path / "runs").iterdir() if path != run_dir]
-    again = [json.loads(line) for line in (second[0] / "metrics.jsonl").read_text().splitlines()]
-    assert learned_values(again) == learned_values(records)
+    again = run_traces.metrics(second[0])
+    assert run_traces.learned(again) == run_traces.learned(records)
 
 
 def test_fleet_reports_when_every_client_process_fails(tmp_path):
@@ -110,21 +65,9 @@ def test_fleet_reports_when_every_client_process_fails(tmp_path):
     asyncio.run(scenario())
 
 
-def _processes_mentioning(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "cmdline").read_bytes().decode(errors="replace"):
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_interrupted_simulate_stops_every_client_process(tmp_path, signum):
-    scenario = write_scenario(tmp_path, rounds=100000)
+def test_interrupted_simulate_stops_every_client_process(tmp_path, signum, write_fixture_scenario, run_traces):
+    scenario = write_fixture_scenario(rounds=100000)
     command = [sys.executable, "-m", "fedgrad.cli.main", "simulate", str(scenario), "--set", "federation.processes=2"]
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -132,12 +75,12 @@ def test_interrupted_simulate_stops_every_client_process(tmp_path, signum):
         while not list((tmp_path / "runs").glob("*/metrics.jsonl")):  # wait until rounds are running
             assert parent.poll() is None and time.monotonic() < deadline, parent.stderr.read().decode()
             time.sleep(0.05)
-        assert len(_processes_mentioning(str(tmp_path))) == 3  # simulate and its two client processes
+        assert len(run_traces.pids_mentioning(str(tmp_path))) == 3  # simulate and its two client processes
         parent.send_signal(signum)
         assert parent.wait(timeout=30) != 0
     finally:
         if parent.poll() is None:
             parent.kill()
-    assert _processes_mentioning(str(tmp_path)) == []
+    assert run_traces.pids_mentioning(str(tmp_path)) == []
     assert "Traceback" not in parent.stderr.read().decode()
-    assert os.path.exists(only_run_dir(tmp_path / "runs") / "metrics.jsonl")
+    assert os.path.exists(run_traces.only_run_dir(tmp_path / "runs") / "metrics.jsonl")

@@ -55,35 +55,12 @@ def corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def scenario_file(corpus, tmp_path) -> Path:
+def scenario_file(corpus, tmp_path, write_scenario) -> Path:
     """3 IID clients, 3 rounds of the book model; a 512-bit key should a test turn secure aggregation on."""
-    path = tmp_path / "fixture.toml"
-    path.write_text(f"""
-name = "fixture"
-seed = 5
-[data]
-corpus = "{corpus}"
-partition = "iid"
-min_count = 1
-[model]
-name = "book"
-[train]
-epochs = 2
-batch_size = 16
-lr = 0.06
-[federation]
-clients = 3
-clients_per_round = 3
-rounds = 3
-min_clients = 2
-round_timeout_s = 20
-[privacy]
-key_bits = 512
-insecure_key_bits = true
-[output]
-dir = "{tmp_path / 'runs'}"
-""", encoding="utf-8")
-    return path
+    return write_scenario(tmp_path / "fixture.toml", corpus, tmp_path / "runs", name="fixture", seed=5,
+                          train={"epochs": 2, "batch_size": 16, "lr": 0.06},
+                          federation={"rounds": 3, "round_timeout_s": 20},
+                          privacy={"key_bits": 512, "insecure_key_bits": True})
 
 
 @pytest.fixture
