@@ -6,7 +6,7 @@ used in the last backward) are skipped, as in PyTorch.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,18 @@ class Optimizer:
 
     def step(self) -> None:
         raise NotImplementedError
+
+    def _gradients(self) -> Iterator[tuple[Tensor, dict[str, Any], Any]]:
+        """``(param, state, grad)`` for each parameter that received a gradient, with the L2 term
+        ``weight_decay * param`` already added to ``grad`` (as PyTorch's SGD and Adam both do)."""
+        weight_decay = self.defaults["weight_decay"]
+        for param, slot in zip(self.params, self.state):
+            if param.grad is None:
+                continue
+            grad = param.grad.data
+            if weight_decay:
+                grad = grad + weight_decay * param.data
+            yield param, slot, grad
 
     def state_dict(self) -> dict[str, Any]:
         """Hyper-parameters and per-parameter state as host numpy arrays (plain Python values)."""
@@ -67,13 +79,7 @@ class SGD(Optimizer):
     def step(self) -> None:
         lr = self.defaults["lr"]
         momentum = self.defaults["momentum"]
-        weight_decay = self.defaults["weight_decay"]
-        for param, slot in zip(self.params, self.state):
-            if param.grad is None:
-                continue
-            grad = param.grad.data
-            if weight_decay:
-                grad = grad + weight_decay * param.data
+        for param, slot, grad in self._gradients():
             if momentum:
                 buf = slot.get("momentum_buffer")
                 if buf is None:
@@ -103,13 +109,8 @@ class Adam(Optimizer):
 
     def step(self) -> None:
         lr, (beta1, beta2) = self.defaults["lr"], self.defaults["betas"]
-        eps, weight_decay = self.defaults["eps"], self.defaults["weight_decay"]
-        for param, slot in zip(self.params, self.state):
-            if param.grad is None:
-                continue
-            grad = param.grad.data
-            if weight_decay:
-                grad = grad + weight_decay * param.data
+        eps = self.defaults["eps"]
+        for param, slot, grad in self._gradients():
             if not slot:
                 xp = backend.array_module(param.data)
                 slot.update(step=0, exp_avg=xp.zeros_like(param.data), exp_avg_sq=xp.zeros_like(param.data))
