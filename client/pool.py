@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from client.session import ClientError, ClientOptions, VirtualClient
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc

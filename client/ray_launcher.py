@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions, read_token_file
 from fedgrad.data import Shard, load_shard

@@ -33,7 +33,9 @@ from fedgrad.security.files import is_private
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION
+from fedgrad.protocol import TaskConfig
 from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, payload_size, split_payload
+from fedgrad.transport.convert import train_task_from_pb
 
 log = logging.getLogger("fedgrad.client")
 
@@ -182,41 +184,42 @@ class VirtualClient:
         model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
         return header, model
 
-    async def _train(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
-        config = self._task_config(task)
+    async def _train(self, credentials: pb.Credentials, header: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+        task = train_task_from_pb(header, credentials.run_id)
+        self._check_vocabulary(task.config)
         loop = asyncio.get_running_loop()
         update = await loop.run_in_executor(self._executor, self._trainer.train_update, self.client_id, self.shard,
-                                            task, config, model)
+                                            task, model)
         payload = update.encoded.payload
-        header = pb.UpdateHeader(
+        update_header = pb.UpdateHeader(
             credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,
             n_examples=len(self.shard), metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
-            encoding=update.encoded.encoding, tensors=update.encoded.tensors, payload_bytes=len(payload))
+            encoding=int(update.encoded.encoding), tensors=header.tensors, payload_bytes=len(payload),
+            signature=update.encoded.signature)
 
         async def stream() -> AsyncIterator[pb.UpdateChunk]:
-            yield pb.UpdateChunk(header=header)
+            yield pb.UpdateChunk(header=update_header)
             for piece in split_payload(payload):
                 yield pb.UpdateChunk(data=piece)
 
         ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
         log.debug("client %s: %s", self.client_id, ack.detail)
 
-    def _task_config(self, task: pb.TaskHeader) -> dict:
-        """The task's settings, once it is clear this client's shard fits the coordinator's model.
+    def _check_vocabulary(self, config: TaskConfig) -> None:
+        """Refuse a task whose model cannot read this client's shard.
 
         A shard written from another scenario or corpus (a stale ``fedgrad data split``) has token ids
         the model has no weights for; say so instead of failing inside training.
         """
-        config = json.loads(task.config_json)
-        vocab_size = config["model"]["vocab_size"]
+        vocab_size = config.vocab_size
         if self.shard.ids.size and int(self.shard.ids.max()) >= vocab_size:
             raise ClientError(f"client {self.client_id}: the shard has token ids up to {int(self.shard.ids.max())} "
                               f"but the coordinator's vocabulary has {vocab_size} words; was it split from "
                               "the same scenario (fedgrad data split)?")
-        return config
 
     async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
-        config = self._task_config(task)
+        config = TaskConfig.from_json(task.config_json)
+        self._check_vocabulary(config)
         loop = asyncio.get_running_loop()
         metrics = await loop.run_in_executor(self._executor, self._trainer.evaluate, self.shard, config, model)
         report = pb.EvaluationReport(credentials=credentials, task_id=task.task_id, round=task.round,

@@ -7,26 +7,26 @@ trainer a single worker thread); each call fully overwrites the weights, so clie
 other's state, and training depends only on the global model, the shard and the task's seed.
 
 :meth:`LocalTrainer.train_update` also encodes the update as the task asks (clipping, DP noise share,
-Paillier encryption: ``client.encoding``) on that worker thread, and times the two steps apart. Under
+Paillier encryption: the round's privacy mode, ``fedgrad.modes``) on that worker thread, and times the two steps apart. Under
 secure aggregation it withholds the local training metrics: a client's loss is a function of its data, and
 the point is that the coordinator learns nothing about one client beyond what the aggregate shows.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from client.encoding import ClientPrivacy, EncodedUpdate, encode_update
 from fedgrad.data import Shard
 from fedgrad.models import SpamModel, model_from_config
-from fedgrad.scenario import ModelConfig
+from fedgrad.modes.base import ClientPrivacy
+from fedgrad.modes.registry import encode_update
+from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask
 from fedgrad.training import evaluate, train_local
-from fedgrad.transport import fedgrad_pb2 as pb
 
 
 @dataclass(frozen=True)
@@ -58,38 +58,37 @@ class LocalTrainer:
         self._privacy = privacy
         self._models: dict[tuple[str, str], SpamModel] = {}
 
-    def train(self, shard: Shard, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> TrainResult:
+    def train(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> TrainResult:
         model = self._load(config, global_model)
         started = time.perf_counter()
-        result = train_local(model, shard, seed=config["seed"], **config["train"])
+        result = train_local(model, shard, seed=config.seed or 0, **dataclasses.asdict(config.train))
         train_s = time.perf_counter() - started
         trained = model.state_dict()
         delta = {name: trained[name] - value for name, value in global_model.items()}
         metrics = {name: float(value) for name, value in result.items() if name != "n_examples"}
         return TrainResult(delta, metrics, train_s)
 
-    def train_update(self, client_id: str, shard: Shard, task: pb.TaskHeader, config: Mapping[str, Any],
+    def train_update(self, client_id: str, shard: Shard, task: TrainTask,
                      global_model: Mapping[str, np.ndarray]) -> LocalUpdate:
-        """Train on ``shard`` as the TRAIN ``task`` (whose settings are ``config``) says, then encode the delta."""
-        result = self.train(shard, config, global_model)
+        """Train on ``shard`` as the TRAIN ``task`` says, then encode the delta as its privacy mode asks."""
+        result = self.train(shard, task.config, global_model)
         started = time.perf_counter()
         encoded = encode_update(task, client_id, result.delta, self._privacy)
         encode_s = time.perf_counter() - started
-        metrics = {} if task.HasField("secure_aggregation") else result.metrics
+        encrypted = task.announcement is not None and bool(task.announcement.public_key)
+        metrics = {} if encrypted else result.metrics
         return LocalUpdate(encoded, metrics, result.train_s, encode_s)
 
-    def evaluate(self, shard: Shard, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def evaluate(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> dict[str, float]:
         model = self._load(config, global_model)
-        result = evaluate(model, shard, batch_size=config["train"]["batch_size"])
+        result = evaluate(model, shard, batch_size=config.train.batch_size)
         return {name: float(value) for name, value in result.items() if name != "n"}
 
-    def _load(self, config: Mapping[str, Any], global_model: Mapping[str, np.ndarray]) -> SpamModel:
-        device = self._device or config["device"]
-        key = (json.dumps(config["model"], sort_keys=True), device)
+    def _load(self, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> SpamModel:
+        device = self._device or config.device
+        key = (json.dumps([dataclasses.asdict(config.model), config.vocab_size], sort_keys=True), device)
         model = self._models.get(key)
         if model is None:
-            spec = config["model"]
-            model = self._models[key] = model_from_config(ModelConfig(**spec["config"]), spec["vocab_size"],
-                                                          seed=0).to(device)
+            model = self._models[key] = model_from_config(config.model, config.vocab_size, seed=0).to(device)
         model.load_state_dict(global_model)
         return model

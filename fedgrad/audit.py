@@ -14,9 +14,9 @@ measurement, one privacy mode at a time:
    ``fedgrad.training.train_local`` from the scenario's initial global model with the seed the coordinator
    would give it (``server.tasks.client_seed``).
 3. **Observe** what the coordinator holds in each mode by running the platform's own pieces in this process:
-   each client's payload from ``client.encoding.encode_update`` (plain deltas; Paillier ciphertexts; clipped,
-   possibly noised and encrypted DP updates) and the coordinator's round accumulator from
-   ``server.aggregation.build_aggregation`` (key holder, noise and ledger included), which releases the sum.
+   each client's payload from its privacy mode's ``encode`` (plain deltas; Paillier ciphertexts; clipped,
+   possibly noised and encrypted DP updates) and the coordinator's round accumulator from the mode's
+   ``aggregation`` (key holder, noise and ledger included), which releases the sum (``fedgrad.modes``).
 4. **Attack** every observation with ``recover_words`` and score it with ``audit_score``: canary words
    recovered, their share, and the share that naming as many words at random would hit (chance).
 
@@ -44,28 +44,26 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from client.encoding import EncodedUpdate, encode_update
-from fedgrad.cli.simulate import client_privacy
 from fedgrad.comparison import PrivacySetting
-from fedgrad.crypto import KeyHolderRefusal
 from fedgrad.crypto.wire import HEADER_BYTES
 from fedgrad.data import Shard, Vocabulary, unique_tokens
 from fedgrad.errors import ConfigError, DataError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
+from fedgrad.modes.base import Aggregation, ClientPrivacy
+from fedgrad.modes.registry import encode_update, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
 from fedgrad.results import create_run_dir, format_bytes, read_document, write_text_atomic
 from fedgrad.scenario import Scenario, load_scenario
+from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.training import train_local
-from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.codec import decode_tensors
-from server.aggregation import Aggregation, RoundCohort, build_aggregation
 from server.strategies import ClientInfo, build_strategy
-from server.tasks import ModelPayload, client_seed, model_task
+from server.tasks import ModelPayload, client_seed
 
 AUDIT_JSON = "audit.json"
 REPORT_FILE = "report.md"
-DEFAULT_PRIVACY = "none,paillier,dp:1,dp:8"
+DEFAULT_PRIVACY = "none,paillier-trusted,dp:1,dp:8"
 #: Every spam model keeps one embedding row per vocabulary word under this name: the rows the attack reads.
 EMBEDDING_KEY = "embedding.weight"
 #: The audit trains round 1, from the initial global model: the book's demonstration.
@@ -190,8 +188,8 @@ class ModeObservation:
 def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> ModeObservation:
     """Round 1 through the platform's own encoding and aggregation for ``scenario.privacy``, in this process.
 
-    Clients encode their deltas with ``client.encoding.encode_update`` for the task the coordinator would
-    send; the coordinator side is ``server.aggregation.build_aggregation`` (its key holder, noise and ledger
+    Clients encode their deltas with their privacy mode's ``encode`` for the task the coordinator would
+    send; the coordinator side is the mode's ``aggregation`` (its key holder, noise and ledger
     included) folding the payloads into one round accumulator and releasing the sum. Nothing travels over
     gRPC: the bytes are the same, and the audit needs only what the coordinator ends up holding.
     """
@@ -201,21 +199,23 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> Mod
                               prox_mu=scenario.federation.prox_mu)
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()})
-    aggregation = build_aggregation(scenario, updates.global_model)
+    mode = privacy_mode(scenario)
+    aggregation = mode.aggregation(updates.global_model)
     accumulator = aggregation.new_accumulator(model.specs, cohort)
-    privacy = client_privacy(scenario)  # as `fedgrad simulate` sets its clients up
+    privacy = ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits)
+    config = TaskConfig.from_scenario(scenario, len(data.vocab))
     payloads = {}
     for task_id, i in enumerate(updates.cohort, start=1):
         cid = str(i)
-        task = model_task(pb.TRAIN, task_id, ROUND, model, {}, instructions[cid].weight,
-                          accumulator.secure_aggregation, accumulator.differential_privacy)
-        payloads[i] = encode_update(task.header, cid, updates.deltas[i], privacy)
+        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, tuple(names), accumulator.announcement)
+        payloads[i] = encode_update(task, cid, updates.deltas[i], privacy)
         accumulator.add(cid, instructions[cid].weight, payloads[i].payload)
     released = accumulator.finalize(PhaseTimer())
-    facts = aggregation.summary()
-    plain = payloads[k].encoding == pb.PLAIN
+    assert released is not None, "an honest round's aggregate is released"
+    facts = {**aggregation.summary(), "guarantee": mode.guarantee().full}
+    plain = payloads[k].encoding == Encoding.PLAIN
     if plain:
-        received = {i: decode_tensors(encoded.tensors, encoded.payload) for i, encoded in payloads.items()}
+        received = {i: decode_tensors(model.specs, encoded.payload) for i, encoded in payloads.items()}
         individual = View("client update", "individual", f"client {k}'s update as sent, in plaintext",
                           _rows(received[k]), _touched_by_others(received, k))
     else:
@@ -245,11 +245,9 @@ def _refusal(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
     """Ask for client ``client_id``'s update alone, as an "aggregate" of one; return the refusal."""
     alone = aggregation.new_accumulator(model.specs, cohort)
     alone.add(client_id, weight, payload)
-    try:
-        alone.finalize(PhaseTimer())
-    except KeyHolderRefusal as refusal:
-        return str(refusal)
-    raise AssertionError(f"the key holder decrypted client {client_id}'s update on its own")
+    if alone.finalize(PhaseTimer()) is not None:
+        raise AssertionError(f"the key holder decrypted client {client_id}'s update on its own")
+    return str(alone.round_report()["dropped"])
 
 
 def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: EncodedUpdate) -> str:
@@ -265,8 +263,8 @@ def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: Encode
     if privacy.mode == "none":
         return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {k}'s delta and "
                 "every other client's, then averages them.")
-    if privacy.mode in ("paillier", "paillier-naive"):
-        scheme = "packs and encrypts it" if privacy.mode == "paillier" else "encrypts every value separately"
+    if privacy.mode in ("paillier-trusted", "paillier-naive"):
+        scheme = "packs and encrypts it" if privacy.mode == "paillier-trusted" else "encrypts every value separately"
         return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, folds in its FedAvg weight, "
                 f"quantizes it to {privacy.value_bits} bits, then {scheme} under the key holder's "
                 f"{facts['key_bits']}-bit Paillier public key ({sent} of ciphertext). {secure}")

@@ -42,11 +42,11 @@ from typing import Any
 
 from tqdm import tqdm
 
-from fedgrad.crypto.keys import security_bits
 from fedgrad.errors import ConfigError
+from fedgrad.modes.registry import MODE_NAMES, mode_class, privacy_mode
 from fedgrad.results import (METRIC_KEYS, create_run_dir, read_document, format_bytes, format_seconds, read_metrics,
                              read_summary, write_text_atomic)
-from fedgrad.scenario import SECURE_KEY_BITS, Scenario, load_scenario
+from fedgrad.scenario import Scenario, load_scenario
 
 RESULTS_JSON = "results.json"
 RESULTS_CSV = "results.csv"
@@ -56,9 +56,10 @@ VARIANT_DIR = "variants"
 PLOT_FILES = {"accuracy": "accuracy_per_round.png", "gap": "gap_vs_overhead.png", "bytes": "bytes_per_round.png"}
 
 #: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.
-DEFAULT_PRIVACY = "none,paillier-naive,paillier,dp:1,dp:4,dp:8"
+DEFAULT_PRIVACY = "none,paillier-naive,paillier-trusted,dp:1,dp:4,dp:8"
 BASELINE_MODE = "none"
-PAILLIER_MODES = ("paillier", "paillier-naive")
+#: Modes ``--privacy`` takes by name alone (``dp`` takes a target epsilon).
+NAMED_MODES = tuple(name for name in MODE_NAMES if name != "dp")
 DP_PLACEMENTS = ("central", "distributed")
 #: ``paillier-naive`` encrypts every value separately (about 10 ms each with a 2048-bit key, so minutes per
 #: client per round for the book model): by default it runs this many rounds, which is enough to measure
@@ -104,10 +105,10 @@ class PrivacySetting:
             if placement not in (None, *DP_PLACEMENTS):
                 raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
             return cls("dp", epsilon, placement)
-        if mode in (BASELINE_MODE, *PAILLIER_MODES) and not values:
+        if mode in NAMED_MODES and not values:
             return cls(mode)
         raise ConfigError(f"--privacy: unknown setting {text!r} "
-                          "(use none, paillier, paillier-naive, dp:EPSILON or dp:EPSILON:PLACEMENT)")
+                          f"(use {', '.join(NAMED_MODES)}, dp:EPSILON or dp:EPSILON:PLACEMENT)")
 
     @property
     def label(self) -> str:
@@ -190,7 +191,7 @@ def plan_variants(
             suffix = f"-c{n_clients}"
         baseline = f"{BASELINE_MODE}{suffix}"
         for setting in settings:
-            for bits in (key_bits or [None]) if setting.mode in PAILLIER_MODES else [None]:
+            for bits in (key_bits or [None]) if mode_class(setting.mode).encrypted else [None]:
                 overrides = [*common, *setting.overrides()]
                 name = setting.label + suffix
                 if bits is not None:
@@ -232,33 +233,9 @@ def _validated(path: Path, user_overrides: Sequence[str], overrides: Sequence[st
 
 
 def privacy_guarantee(scenario: Scenario) -> tuple[str, str]:
-    """``(short, full)`` description of what a run's privacy setting protects, and from whom.
-
-    ``short`` fits a table cell (what the coordinator sees); ``full`` is the sentence for the report. For DP
-    the numbers come from the same calibration the coordinator uses (``DPConfig``, ``dp-accounting``).
-    """
-    privacy, fed = scenario.privacy, scenario.federation
-    if privacy.mode == BASELINE_MODE:
-        return ("plaintext updates",
-                "none: the coordinator sees every client's update in plaintext; with a bag-of-words model "
-                "that reveals which words each client's emails contain")
-    if privacy.mode in PAILLIER_MODES:
-        strength = f"~{security_bits(privacy.key_bits)}-bit security"
-        if privacy.key_bits < SECURE_KEY_BITS:
-            strength = "INSECURE test key"
-        scheme = "packed Paillier" if privacy.mode == "paillier" else "one Paillier ciphertext per value"
-        return (f"ciphertexts; sum of >= {fed.min_clients}",
-                f"secure aggregation ({scheme}, {privacy.key_bits}-bit key, {strength}): the coordinator sees each "
-                f"client's update only as ciphertext and decrypts only the sum of at least {fed.min_clients} "
-                "clients' updates; no differential-privacy bound on what that sum or the model reveals")
-    from fedgrad.privacy import DPConfig  # dp-accounting (scipy) only when a DP variant is described
-
-    config = DPConfig(epsilon=privacy.epsilon, clip=privacy.dp_clip, clients=fed.clients,
-                      clients_per_round=fed.clients_per_round, rounds=fed.rounds, delta=privacy.delta or None,
-                      placement=privacy.dp_placement)
-    sees = "plaintext clipped updates" if config.placement == "central" else "noisy sum only"
-    return (f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; {sees}",
-            config.guarantee(config.mechanism()))
+    """``(short, full)``: what a run's privacy mode protects, and who must collude to read one update."""
+    guarantee = privacy_mode(scenario).guarantee()
+    return guarantee.short, guarantee.full
 
 
 # ---- running ---------------------------------------------------------------------------------------------------
@@ -435,7 +412,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
-        "key_bits": scenario.privacy.key_bits if variant.privacy.mode in PAILLIER_MODES else None,
+        "key_bits": scenario.privacy.key_bits if mode_class(variant.privacy.mode).encrypted else None,
         "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
         "status": outcome.status,
         "error": outcome.error,

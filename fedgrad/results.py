@@ -231,7 +231,7 @@ def _report_config(config: dict[str, Any], summary: dict[str, Any] | None) -> st
             ("rounds", f"{fed.get('rounds')}, {fed.get('clients_per_round')} clients per round "
                        f"(min {fed.get('min_clients')}), timeout {fed.get('round_timeout_s')} s"),
             ("strategy", f"{strategy}, server lr {fed.get('server_lr')}"),
-            ("privacy", _privacy_text(privacy)),
+            ("privacy", _privacy_text(privacy, summary)),
         ]
     lines = ["## Configuration", "", "| setting | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in rows]
@@ -239,16 +239,11 @@ def _report_config(config: dict[str, Any], summary: dict[str, Any] | None) -> st
     return "\n".join(lines)
 
 
-def _privacy_text(privacy: dict[str, Any]) -> str:
-    mode = privacy.get("mode", "none")
-    if mode in ("paillier", "paillier-naive"):
-        return (f"{mode}, {privacy.get('key_bits')}-bit key, clip {privacy.get('clip')}, "
-                f"{privacy.get('value_bits')} value bits")
-    if mode == "dp":
-        delta = privacy.get("delta") or "1/N^2"
-        return (f"dp ({privacy.get('dp_placement')}), epsilon {privacy.get('epsilon')}, delta {delta}, "
-                f"clip {privacy.get('dp_clip')}")
-    return str(mode)
+def _privacy_text(privacy: dict[str, Any], summary: dict[str, Any] | None) -> str:
+    """The mode's own one-line settings (``fedgrad.modes``, kept in the summary) and its guarantee."""
+    entry = (summary or {}).get("privacy") or {}
+    text = str(entry.get("settings") or privacy.get("mode", "none"))
+    return f"{text}; {entry['guarantee']}" if entry.get("guarantee") else text
 
 
 def _report_final(records: list[dict[str, Any]], summary: dict[str, Any] | None) -> str:

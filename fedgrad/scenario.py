@@ -27,6 +27,7 @@ from typing import Any
 from fedgrad.data import FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
 from fedgrad.errors import ConfigError
+from fedgrad.modes.registry import MODE_NAMES
 
 # Paillier moduli below 2048 bits fall short of current key-size recommendations (NIST SP 800-57);
 # smaller keys are allowed only with an explicit flag, to keep tests fast.
@@ -107,7 +108,7 @@ class FederationConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
-    mode: str = _spec("none", choices=("none", "paillier", "paillier-naive", "dp"))
+    mode: str = _spec("none", choices=MODE_NAMES, doc="fedgrad.modes.registry lists what each mode is")
     key_bits: int = _spec(SECURE_KEY_BITS, ge=MIN_INSECURE_KEY_BITS)
     insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS} (tests only)")
     clip: float = _spec(1.0, gt=0.0, doc="per-coordinate bound on an update before quantization")
@@ -121,7 +122,7 @@ class PrivacyConfig:
     def secure_aggregation(self) -> bool:
         """Whether updates travel encrypted: the Paillier modes, and DP with distributed noise (which needs
         secure aggregation so that the coordinator never sees an update carrying only one noise share)."""
-        return self.mode in ("paillier", "paillier-naive") or (self.mode == "dp" and self.dp_placement == "distributed")
+        return self.mode not in ("none", "dp") or self.dp_placement == "distributed"
 
 
 @dataclass(frozen=True)

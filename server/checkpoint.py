@@ -5,7 +5,7 @@ strategy state, sampling RNG, round and model-version counters, the initial metr
 the round records so far, to ``RUN_DIR/checkpoint/round-<NNNNNN>.npz``; the newest ``KEEP`` are kept.
 Resuming from one and running the remaining rounds gives the same final model, bit for bit, as a run
 that was never interrupted: sampling draws from the restored RNG, client seeds are a function of
-(seed, round, client), and the plain aggregate is an exact integer sum (``server.aggregation``).
+(seed, round, client), and the plain aggregate is an exact integer sum (``fedgrad.modes.plain``).
 
 Crash safety. A checkpoint is written to a temporary file, fsynced and renamed into place
 (:func:`fedgrad.security.files.write_atomic`), so a kill mid-write leaves the previous checkpoint as it

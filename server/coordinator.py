@@ -29,15 +29,16 @@ import numpy as np
 
 from fedgrad.errors import FedgradError
 from fedgrad.metrics import ByteCounter, PhaseTimer
+from fedgrad.modes.base import AccumulatorFactory
+from fedgrad.protocol import Rejected, RoundCohort, TaskConfig
+from fedgrad.protocol.records import UpdateAnnouncement
 from fedgrad.results import round_record
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.channel import PROTOCOL_VERSION
-from server.aggregation import AccumulatorFactory, RoundCohort
 from server.registry import ClientRecord, ClientRegistry, RunTokens, Signal
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
 from server.tasks import ModelPayload, Task, client_seed, model_task, signal_task
-from server.validation import Rejected
 
 log = logging.getLogger("fedgrad.server")
 
@@ -88,12 +89,13 @@ class Coordinator:
         client_ids: Sequence[str],
         new_accumulator: AccumulatorFactory,
         evaluate: Callable[[StateDict], dict[str, float]],
-        task_config: dict[str, Any],
+        task_config: TaskConfig,
         seed: int,
         on_round: Callable[[dict[str, Any]], None] = lambda record: None,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         tokens: RunTokens | None = None,
         summary_entries: Callable[[], dict[str, Any]] = dict,
+        close: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -106,6 +108,7 @@ class Coordinator:
         self._on_round = on_round
         self._shutdown_grace_s = shutdown_grace_s
         self._summary_entries = summary_entries
+        self._close_aggregation = close
         self._dispatch: Dispatch | None = None
         self._dispatch_done = Signal()
         self._last_task_id = 0
@@ -114,25 +117,27 @@ class Coordinator:
 
     # ---- called by the gRPC handlers -------------------------------------------------------------
 
-    def join(self, request: pb.JoinRequest) -> pb.JoinReply:
-        if request.protocol_version != PROTOCOL_VERSION:
-            return self._refuse(request, f"protocol version {request.protocol_version} is not supported "
-                                         f"(coordinator speaks {PROTOCOL_VERSION}); upgrade fedgrad")
+    def join(self, client_id: str, token: str, n_examples: int, protocol_version: int) -> str:
+        """Admit a client; the run's id, or :class:`Rejected` saying why not (logged)."""
         try:
-            record = self.registry.join(request)
+            if protocol_version != PROTOCOL_VERSION:
+                raise Rejected.invalid(f"protocol version {protocol_version} is not supported "
+                                       f"(coordinator speaks {PROTOCOL_VERSION}); upgrade fedgrad")
+            record = self.registry.join(client_id, token, n_examples)
         except Rejected as rejected:
-            return self._refuse(request, str(rejected))
+            log.warning("refused join of client %r: %s", client_id, rejected)
+            raise
         if self._shutdown is not None:
             record.mailbox.post(self._shutdown)
         log.info("client %s joined with %d examples (%d of %d joined)", record.client_id, record.n_examples,
                  len(self.registry.clients()), len(self.registry.expected_ids))
-        return pb.JoinReply(accepted=True, run_id=self.run_id, protocol_version=PROTOCOL_VERSION)
+        return self.run_id
 
-    def authenticate(self, credentials: pb.Credentials) -> ClientRecord:
-        """The joined client named by ``credentials``; :class:`Rejected` (UNAUTHENTICATED) otherwise."""
-        if credentials.run_id != self.run_id:
-            raise Rejected.unauthenticated(f"run {credentials.run_id!r} is not this coordinator's run; join again")
-        return self.registry.authenticate(credentials.client_id, credentials.token)
+    def authenticate(self, run_id: str, client_id: str, token: str) -> ClientRecord:
+        """The joined client ``client_id`` of run ``run_id``; :class:`Rejected` (UNAUTHENTICATED) otherwise."""
+        if run_id != self.run_id:
+            raise Rejected.unauthenticated(f"run {run_id!r} is not this coordinator's run; join again")
+        return self.registry.authenticate(client_id, token)
 
     async def next_task(self, client: ClientRecord, last_task_id: int, wait_s: float) -> Task:
         """The client's newest task after ``last_task_id``, as soon as there is one; WAIT after ``wait_s``."""
@@ -146,7 +151,7 @@ class Coordinator:
         elif self._dispatch is not None and self._dispatch.task_ids.get(client.client_id) == task.task_id:
             self._dispatch.delivered(client.client_id, nbytes)
 
-    def admit_update(self, client: ClientRecord, header: pb.UpdateHeader) -> TrainingRound:
+    def admit_update(self, client: ClientRecord, header: UpdateAnnouncement) -> TrainingRound:
         """Check an update's header before its payload is read; the round to hand the payload to."""
         round_ = self._dispatch
         if not isinstance(round_, TrainingRound):
@@ -157,22 +162,23 @@ class Coordinator:
         round_.admit_update(client.client_id, client.n_examples, header)
         return round_
 
-    def add_update(self, round_: TrainingRound, client: ClientRecord, header: pb.UpdateHeader,
+    def add_update(self, round_: TrainingRound, client: ClientRecord, header: UpdateAnnouncement,
                    payload: bytes | bytearray, nbytes: int, upload_s: float) -> str:
         report = Report(header.n_examples, dict(header.metrics), header.train_s, header.encrypt_s, upload_s)
-        round_.add_update(client.client_id, payload, report, nbytes)
+        round_.add_update(client.client_id, payload, report, nbytes, header.signature)
         return f"update accepted for round {round_.round_number} ({len(round_.reports)}/{len(round_.task_ids)})"
 
-    def add_evaluation(self, client: ClientRecord, report: pb.EvaluationReport) -> str:
+    def add_evaluation(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
+                       n_examples: int, reported: Mapping[str, float]) -> str:
         dispatch = self._dispatch
         if dispatch is None or isinstance(dispatch, TrainingRound):
             raise Rejected.stale("no evaluation is open")
-        metrics = _checked_metrics(report.metrics, required=("accuracy", "loss"))
-        if report.n_examples != client.n_examples:
-            raise Rejected.invalid(f"evaluation claims {report.n_examples} examples, the client declared "
+        metrics = _checked_metrics(reported, required=("accuracy", "loss"))
+        if n_examples != client.n_examples:
+            raise Rejected.invalid(f"evaluation claims {n_examples} examples, the client declared "
                                    f"{client.n_examples} at join")
-        dispatch.admit(client.client_id, report.task_id, report.round, report.model_version)
-        dispatch.accept_report(client.client_id, Report(report.n_examples, metrics))
+        dispatch.admit(client.client_id, task_id, round_number, model_version)
+        dispatch.accept_report(client.client_id, Report(n_examples, metrics))
         return f"evaluation accepted ({len(dispatch.reports)}/{len(dispatch.task_ids)})"
 
     # ---- the round loop ----------------------------------------------------------------------------
@@ -188,6 +194,7 @@ class Coordinator:
             client_evaluation = await self._evaluate_on_clients()
         finally:
             await self._shut_down()
+            self._close_aggregation()
         return {"initial": self.state.initial_metrics, "client_evaluation": client_evaluation,
                 **self._summary_entries()}
 
@@ -229,10 +236,11 @@ class Coordinator:
                               f"in {MAX_ROUND_ATTEMPTS} attempts; are enough clients running?")
 
         summed = await asyncio.to_thread(round_.accumulator.finalize, timer)  # decryption takes a while
-        with timer.phase("aggregate"):
-            delta = state.strategy.aggregate(summed)
-            state.global_model = state.strategy.apply(state.global_model, delta)
-        state.model_version += 1
+        if summed is not None:  # None: the mode dropped this round's aggregate (the record says why)
+            with timer.phase("aggregate"):
+                delta = state.strategy.aggregate(summed)
+                state.global_model = state.strategy.apply(state.global_model, delta)
+            state.model_version += 1
         state.completed_rounds = number
         with timer.phase("evaluate"):
             evaluation = await asyncio.to_thread(self._evaluate, state.global_model)
@@ -256,12 +264,10 @@ class Coordinator:
         tasks = {}
         for record in selected:
             instruction = instructions[record.client_id]
-            config = {**self._task_config,
-                      "train": {**self._task_config["train"], **instruction.train_options},
-                      "seed": client_seed(self._seed, number, record.client_id)}
+            config = self._task_config.for_client(client_seed(self._seed, number, record.client_id),
+                                                  instruction.train_options)
             tasks[record.client_id] = model_task(pb.TRAIN, self._next_task_id(), number, model, config,
-                                                 instruction.weight, accumulator.secure_aggregation,
-                                                 accumulator.differential_privacy)
+                                                 instruction.weight, accumulator.announcement)
         round_ = TrainingRound(number, model, {cid: task.task_id for cid, task in tasks.items()},
                                self._dispatch_done, instructions, accumulator)
         self._open(round_, tasks)
@@ -334,11 +340,6 @@ class Coordinator:
         self._dispatch = None
         for client_id, task_id in dispatch.task_ids.items():
             self.registry.get(client_id).mailbox.withdraw(task_id)
-
-    @staticmethod
-    def _refuse(request: pb.JoinRequest, reason: str) -> pb.JoinReply:
-        log.warning("refused join of client %r: %s", request.client_id, reason)
-        return pb.JoinReply(accepted=False, reason=reason, protocol_version=PROTOCOL_VERSION)
 
 
 def _checked_metrics(metrics: Mapping[str, float], required: Sequence[str] = ()) -> dict[str, float]:

@@ -7,7 +7,6 @@ same experiment: the dataset is built once by the coordinator's side and saved a
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +16,11 @@ import numpy as np
 
 from fedgrad.data import Shard
 from fedgrad.models import model_from_config
+from fedgrad.modes.registry import privacy_mode
+from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
 from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate
-from server.aggregation import build_aggregation
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.registry import RunTokens
 from server.strategies import StateDict, build_strategy
@@ -60,20 +60,20 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
     ``tokens``, clients must present the run token issued to them. Secure aggregation generates the run's
     Paillier key here; DP calibrates its noise and accounts for the rounds ``prepared`` already holds."""
     scenario = prepared.scenario
-    fed, train = scenario.federation, scenario.train
+    fed = scenario.federation
     model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
-    aggregation = build_aggregation(scenario, model.state_dict(), prepared.writer.records)
+    mode = privacy_mode(scenario)
+    aggregation = mode.aggregation(model.state_dict(), prepared.writer.records)
 
     def evaluate_on_test(state: StateDict) -> dict[str, float]:
         model.load_state_dict(state)
         return evaluate(model, prepared.test)
 
-    task_config = {
-        "model": {"config": dataclasses.asdict(scenario.model), "vocab_size": prepared.vocab_size},
-        "train": {"epochs": train.epochs, "batch_size": train.batch_size, "lr": train.lr,
-                  "optimizer": train.optimizer, "momentum": train.momentum},
-        "device": train.device,
-    }
+    def privacy_summary() -> dict[str, Any]:
+        guarantee = mode.guarantee()
+        return {"privacy": {**aggregation.summary(), "settings": mode.settings(), "guarantee": guarantee.full,
+                            "guarantee_short": guarantee.short}}
+
     return Coordinator(
         settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,
                                min_clients=fed.min_clients, round_timeout_s=fed.round_timeout_s,
@@ -83,9 +83,10 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
         client_ids=client_ids(scenario),
         new_accumulator=aggregation.new_accumulator,
         evaluate=evaluate_on_test,
-        task_config=task_config,
+        task_config=TaskConfig.from_scenario(scenario, prepared.vocab_size),
         seed=scenario.seed,
         on_round=on_round,
         tokens=tokens,
-        summary_entries=lambda: {"privacy": aggregation.summary()},
+        summary_entries=privacy_summary,
+        close=aggregation.close,
     )

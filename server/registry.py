@@ -29,14 +29,12 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.security import TokenIssuer
 from fedgrad.security.files import PRIVATE_MODE, write_atomic
-from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.protocol import Rejected
 from server.tasks import Task
-from server.validation import Rejected
 
 log = logging.getLogger("fedgrad.server")
 
@@ -182,16 +180,15 @@ class ClientRegistry:
 
     # ---- admission ---------------------------------------------------------------------------------
 
-    def join(self, request: pb.JoinRequest) -> ClientRecord:
+    def join(self, client_id: str, token: str, n_examples: int) -> ClientRecord:
         """Register a client, or refresh it when it rejoins (a restarted process keeps its mailbox)."""
-        self._admit(request.client_id, request.token)
-        record = self._clients.get(request.client_id)
+        self._admit(client_id, token)
+        record = self._clients.get(client_id)
         if record is None:
-            record = ClientRecord(request.client_id, request.token, request.n_examples)
-            self._clients[request.client_id] = record
+            record = ClientRecord(client_id, token, n_examples)
+            self._clients[client_id] = record
         else:
-            record.token, record.n_examples, record.shut_down, record.lost = \
-                request.token, request.n_examples, False, False
+            record.token, record.n_examples, record.shut_down, record.lost = token, n_examples, False, False
         self.changed.fire()
         return record
 
@@ -213,7 +210,7 @@ class ClientRegistry:
         if self.tokens is None:
             return
         if self.tokens.is_revoked(client_id):
-            raise Rejected(grpc.StatusCode.PERMISSION_DENIED, f"client {client_id!r} was revoked for this run")
+            raise Rejected.revoked(f"client {client_id!r} was revoked for this run")
         if not token:
             raise Rejected.unauthenticated(f"client {client_id!r} presented no token; this run requires one "
                                            "(fedgrad client --token-file FILE)")

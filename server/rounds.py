@@ -21,12 +21,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from fedgrad.transport import fedgrad_pb2 as pb
-from server.aggregation import UpdateAccumulator
+from fedgrad.modes.base import UpdateAccumulator
+from fedgrad.protocol import Rejected
+from fedgrad.protocol.records import UpdateAnnouncement
 from server.registry import Signal
 from server.strategies import Instruction
 from server.tasks import ModelPayload
-from server.validation import Rejected, check_manifest
+from server.validation import check_manifest
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,17 @@ class TrainingRound(Dispatch):
         self.bytes_up = 0
         self._aggregate_s = 0.0
 
-    def admit_update(self, client_id: str, declared_examples: int, header: pb.UpdateHeader) -> None:
+    def admit_update(self, client_id: str, declared_examples: int, header: UpdateAnnouncement) -> None:
         self.admit(client_id, header.task_id, header.round, header.model_version)
         try:
             if header.encoding != self.accumulator.encoding:
-                raise Rejected.invalid(f"update encoding {_encoding_name(header.encoding)} is not accepted this "
-                                       f"round (expected {_encoding_name(self.accumulator.encoding)})")
+                got = header.encoding.name if header.encoding is not None else f"#{header.raw_encoding}"
+                raise Rejected.invalid(f"update encoding {got} is not accepted this "
+                                       f"round (expected {self.accumulator.encoding.name})")
             if header.n_examples != declared_examples:
                 raise Rejected.invalid(f"update claims {header.n_examples} examples, the client declared "
                                        f"{declared_examples} at join")
-            check_manifest(self.model.specs, header.tensors)
+            check_manifest(self.model.specs, header.manifest)
             if header.payload_bytes != self.accumulator.payload_bytes:
                 raise Rejected.invalid(f"update announces {header.payload_bytes} payload bytes, this round's "
                                        f"updates take {self.accumulator.payload_bytes}")
@@ -132,12 +134,13 @@ class TrainingRound(Dispatch):
             self.release(client_id)
             raise
 
-    def add_update(self, client_id: str, payload: bytes | bytearray, report: Report, nbytes: int) -> None:
+    def add_update(self, client_id: str, payload: bytes | bytearray, report: Report, nbytes: int,
+                   signature: bytes = b"") -> None:
         """Fold an admitted, fully received update (``nbytes`` on the wire) into the sum and record it."""
         self._require_open(client_id)
         started = time.perf_counter()
         try:
-            self.accumulator.add(client_id, self.instructions[client_id].weight, payload)
+            self.accumulator.add(client_id, self.instructions[client_id].weight, payload, signature)
         except BaseException:
             self.release(client_id)
             raise
@@ -169,11 +172,3 @@ class TrainingRound(Dispatch):
                 totals[name] = totals.get(name, 0.0) + weight * value
                 weights[name] = weights.get(name, 0.0) + weight
         return {name: totals[name] / weights[name] for name in sorted(totals) if weights[name] > 0}
-
-
-def _encoding_name(value: int) -> str:
-    """The enum name, or the raw number for a value this build does not know."""
-    try:
-        return pb.Encoding.Name(value)
-    except ValueError:
-        return f"#{value}"

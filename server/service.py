@@ -1,7 +1,7 @@
 """The gRPC face of the coordinator: decode requests, call ``Coordinator``, turn refusals into status codes.
 
-Handlers hold no state of their own. A refused call ends with the :class:`~server.validation.Rejected`
-status and message, logged: at INFO for stale or malformed answers (expected in a federation, not errors
+Handlers hold no state of their own; protobuf is converted to ``fedgrad.protocol`` records here. A refused
+call ends with the gRPC status of its :class:`~fedgrad.protocol.Refusal` kind and its message, logged: at INFO for stale or malformed answers (expected in a federation, not errors
 of the server), at WARNING for authentication failures (someone is knocking who does not belong).
 
 GetTask also tells the registry when a client's long poll starts and ends, and whether it ended because
@@ -17,12 +17,14 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from fedgrad.errors import FedgradError
+from fedgrad.protocol import Refusal, Rejected
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
-from fedgrad.transport.channel import ServerSecurity, listen, new_server
+from fedgrad.transport.channel import PROTOCOL_VERSION, ServerSecurity, listen, new_server
 from fedgrad.transport.codec import PayloadBuffer, WireError
+from fedgrad.transport.convert import update_announcement_from_pb
 from server.coordinator import Coordinator
-from server.validation import Rejected
+from server.registry import ClientRecord
 
 log = logging.getLogger("fedgrad.server")
 
@@ -32,11 +34,19 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         self.coordinator = coordinator
 
     async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
-        return self.coordinator.join(request)
+        try:
+            run_id = self.coordinator.join(request.client_id, request.token, request.n_examples,
+                                           request.protocol_version)
+        except Rejected as rejected:
+            return pb.JoinReply(accepted=False, reason=str(rejected), protocol_version=PROTOCOL_VERSION)
+        return pb.JoinReply(accepted=True, run_id=run_id, protocol_version=PROTOCOL_VERSION)
+
+    def _authenticate(self, credentials: pb.Credentials) -> ClientRecord:
+        return self.coordinator.authenticate(credentials.run_id, credentials.client_id, credentials.token)
 
     async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TaskChunk]:
         try:
-            client = self.coordinator.authenticate(request.credentials)
+            client = self._authenticate(request.credentials)
         except Rejected as rejected:
             await _abort(context, rejected, request.credentials.client_id)
         registry = self.coordinator.registry
@@ -45,7 +55,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         try:
             task = await self.coordinator.next_task(client, request.last_task_id, request.wait_s)
             try:  # the wait may have been long: a client revoked meanwhile gets no task
-                self.coordinator.authenticate(request.credentials)
+                self._authenticate(request.credentials)
             except Rejected as rejected:
                 await _abort(context, rejected, client.client_id)
             nbytes = 0
@@ -66,8 +76,8 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         try:
             if first is None or first.WhichOneof("part") != "header":
                 raise Rejected.invalid("an update stream must start with its header")
-            header = first.header
-            client = self.coordinator.authenticate(header.credentials)
+            client = self._authenticate(first.header.credentials)
+            header = update_announcement_from_pb(first.header)
             round_ = self.coordinator.admit_update(client, header)
             try:
                 payload, nbytes = await _receive_payload(stream, header.payload_bytes)
@@ -85,8 +95,9 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     async def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.aio.ServicerContext) -> pb.Ack:
         try:
-            client = self.coordinator.authenticate(request.credentials)
-            detail = self.coordinator.add_evaluation(client, request)
+            client = self._authenticate(request.credentials)
+            detail = self.coordinator.add_evaluation(client, request.task_id, request.round, request.model_version,
+                                                     request.n_examples, dict(request.metrics))
         except Rejected as rejected:
             await _abort(context, rejected, request.credentials.client_id)
         return pb.Ack(detail=detail)
@@ -175,13 +186,22 @@ def _checked_stream_unary(behavior: Callable) -> Callable:
     return stream_unary
 
 
-_AUTHENTICATION_CODES = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+#: The gRPC status a caller receives for each kind of refusal.
+STATUS_CODES: dict[Refusal, grpc.StatusCode] = {
+    Refusal.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    Refusal.STALE: grpc.StatusCode.FAILED_PRECONDITION,
+    Refusal.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Refusal.REVOKED: grpc.StatusCode.PERMISSION_DENIED,
+    Refusal.RESOURCE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+_AUTHENTICATION = {Refusal.UNAUTHENTICATED, Refusal.REVOKED}
 
 
 async def _abort(context: grpc.aio.ServicerContext, rejected: Rejected, client_id: str) -> None:
-    level = logging.WARNING if rejected.code in _AUTHENTICATION_CODES else logging.INFO
-    log.log(level, "refused a call from client %r (%s): %s", client_id, rejected.code.name, rejected)
-    await context.abort(rejected.code, str(rejected))
+    code = STATUS_CODES[rejected.kind]
+    level = logging.WARNING if rejected.kind in _AUTHENTICATION else logging.INFO
+    log.log(level, "refused a call from client %r (%s): %s", client_id, code.name, rejected)
+    await context.abort(code, str(rejected))
 
 
 async def start_server(coordinator: Coordinator, host: str, port: int,

@@ -5,7 +5,7 @@ A strategy follows Flower's split into three small steps, all on plain ``{name: 
 - ``configure(round, clients)``: per selected client, its aggregation weight and the extra local-training
   options the strategy needs (FedProx's ``prox_mu``);
 - ``aggregate(summed)``: the weighted sum of the round's deltas (built incrementally by an
-  :class:`~server.aggregation.UpdateAccumulator`) turned into one averaged delta;
+  :class:`~fedgrad.modes.base.UpdateAccumulator`) turned into one averaged delta;
 - ``apply(global_model, delta)``: the server-side optimiser step producing the next global model.
 
 Clients send deltas ``Δ_k = w_local - w_global``, so the averaged delta is the negative of a
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fedgrad.errors import ConfigError
+from fedgrad.protocol import WeightedSum
 
 StateDict = dict[str, np.ndarray]
 
@@ -41,15 +42,6 @@ class Instruction:
 
     weight: float
     train_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class WeightedSum:
-    """``Σ_k w_k·Δ_k`` per tensor (float64) and ``Σ_k w_k`` over one round's contributors."""
-
-    total: StateDict
-    weight: float
-    contributors: tuple[str, ...]
 
 
 class Strategy(ABC):

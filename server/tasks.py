@@ -4,25 +4,22 @@ A TRAIN or EVALUATE task is a small per-client header (weight, seed, settings) f
 chunks. The chunks are identical for every recipient of a model version, so they are encoded once
 (:class:`ModelPayload`) and the same message objects are streamed to each client.
 
-The header's ``config_json`` is everything a client needs besides its shard, so a client on another
-machine needs no scenario file::
-
-    {"model": {"name": "book", "vocab_size": 9000, "options": {...}},   # fedgrad.models.build_model
-     "train": {"epochs": 1, "batch_size": 500, "lr": 0.01, ...},        # fedgrad.training.train_local
-     "seed": 1234567}                                                   # TRAIN only: this client's seed
+The header's ``config_json`` is a :class:`fedgrad.protocol.TaskConfig`: everything a client needs besides its
+shard, so a client on another machine needs no scenario file. This module is where the coordinator's tasks
+become protobuf messages.
 """
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from fedgrad.protocol import Announcement, TaskConfig
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.codec import encode_tensors, split_payload
+from fedgrad.transport.convert import announcement_to_pb
 
 
 @dataclass(frozen=True)
@@ -63,13 +60,11 @@ class Task:
             yield from self.model.chunks
 
 
-def model_task(kind: int, task_id: int, round_number: int, model: ModelPayload, config: Mapping[str, Any],
-               weight: float = 0.0, secure_aggregation: pb.SecureAggregation | None = None,
-               differential_privacy: pb.DifferentialPrivacy | None = None) -> Task:
+def model_task(kind: int, task_id: int, round_number: int, model: ModelPayload, config: TaskConfig,
+               weight: float = 0.0, announcement: Announcement | None = None) -> Task:
     """A TRAIN or EVALUATE task carrying ``model`` (and, for TRAIN, how the update must be encoded)."""
     header = pb.TaskHeader(kind=kind, task_id=task_id, round=round_number, model_version=model.version,
-                           config_json=json.dumps(config, sort_keys=True), weight=weight,
-                           secure_aggregation=secure_aggregation, differential_privacy=differential_privacy,
+                           config_json=config.to_json(), weight=weight, privacy=announcement_to_pb(announcement),
                            tensors=model.specs, payload_bytes=model.payload_bytes)
     return Task(header, model)
 

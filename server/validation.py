@@ -1,50 +1,17 @@
-"""Refusals the coordinator sends back, and the manifest check every plain update must pass.
-
-A refused call is answered with a gRPC status code and a one-line message naming what was wrong, so
-a client (or the person reading its log) can tell a stale update from a corrupt one. Nothing about a
-refusal is fatal to the run: the offending call fails, the round goes on.
-"""
+"""The manifest check every update must pass before its payload is read: a refusal names what is wrong."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import grpc
-
+from fedgrad.protocol import Rejected
 from fedgrad.transport import fedgrad_pb2 as pb
-from fedgrad.transport.codec import WireError, manifest
+from fedgrad.transport.codec import Manifest, WireError, manifest
 
 
-class Rejected(Exception):
-    """A call the coordinator refuses; ``code`` is the gRPC status the caller receives."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-    @classmethod
-    def invalid(cls, message: str) -> Rejected:
-        """The request itself is malformed (bad manifest, NaN, truncated stream)."""
-        return cls(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-    @classmethod
-    def stale(cls, message: str) -> Rejected:
-        """A well-formed request that does not fit the coordinator's state (wrong round, not selected, late)."""
-        return cls(grpc.StatusCode.FAILED_PRECONDITION, message)
-
-    @classmethod
-    def unauthenticated(cls, message: str) -> Rejected:
-        """Unknown run, client or token: the client should join (again)."""
-        return cls(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    @classmethod
-    def resource(cls, message: str) -> Rejected:
-        return cls(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
-
-
-def check_manifest(expected: Sequence[pb.TensorSpec], received: Sequence[pb.TensorSpec]) -> None:
-    """Raise :class:`Rejected` unless ``received`` lists the same tensors (name, shape, dtype, order)."""
+def check_manifest(expected: Sequence[pb.TensorSpec], got: Manifest) -> None:
+    """Raise :class:`Rejected` unless ``got`` lists the same tensors (name, shape, dtype, order)."""
     try:
-        want, got = manifest(expected), manifest(received)
+        want = manifest(expected)
     except WireError as error:
         raise Rejected.invalid(str(error)) from None
     if want == got:

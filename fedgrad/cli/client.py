@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientError, ClientOptions, read_token_file
 from fedgrad.backend import parse_device

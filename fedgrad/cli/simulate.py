@@ -33,7 +33,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from fedgrad.cli.server import OpenedRun, RoundProgress, add_run_source, logs_above_progress, open_run, print_results
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.scenario import Scenario
@@ -115,9 +115,9 @@ def process_count(scenario: Scenario) -> int:
 
 
 def client_privacy(scenario: Scenario) -> ClientPrivacy:
-    """What simulated clients accept and how they seed DP noise: a simulation is a test bench, so a scenario
-    that allows short Paillier keys allows them on its clients too, and noise repeats with the seed."""
-    return ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits, noise_seed=scenario.seed)
+    """What simulated clients accept: a scenario that allows short Paillier keys (tests, demos) allows them on
+    its clients too. DP noise always comes from the OS: a seed the coordinator knows would let it remove it."""
+    return ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits)
 
 
 def run_security(run_dir: Path, *, mutual: bool, processes: int, host: str) -> tuple[ServerSecurity, Path]:

@@ -91,16 +91,3 @@ class DPConfig:
     def ledger(self) -> PrivacyLedger:
         """A fresh per-round account for this run."""
         return PrivacyLedger(self.sampling_rate, self.target_delta, self.accountant)
-
-    def guarantee(self, mechanism: GaussianMechanism) -> str:
-        """The privacy guarantee in words, for reports."""
-        sees = (
-            "the coordinator sees every clipped update in plaintext and adds the noise itself"
-            if self.placement == "central"
-            else "clients add noise shares before secure aggregation; the coordinator sees only the noisy sum"
-        )
-        return (
-            f"client-level (epsilon={self.epsilon:g}, delta={self.target_delta:.1e})-DP after {self.rounds} rounds "
-            f"[{self.accountant.upper()} accountant, noise multiplier {mechanism.noise_multiplier:.3f}, "
-            f"clip {self.clip:g}, sampling rate {self.sampling_rate:.3g}]; {sees}"
-        )

@@ -29,7 +29,7 @@ from fedgrad.security.certs import SERVER_NAME, cert_path, key_path
 from fedgrad.transport.codec import MAX_CHUNK_BYTES
 
 #: Bumped on any incompatible change to proto/fedgrad.proto; Join refuses a mismatch.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Largest single gRPC message either side sends or accepts: one chunk plus generous header room.
 MAX_MESSAGE_BYTES = 4 * MAX_CHUNK_BYTES

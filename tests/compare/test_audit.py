@@ -18,7 +18,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> dict:
     directory = tmp_path_factory.mktemp("audit")
     scenario = make_scenario(directory)
     with pytest.warns(InsecureKeyWarning):  # the tiny scenario's 512-bit test key is announced loudly
-        assert main(["audit", str(scenario), "--privacy", "none,paillier,dp:1,dp:1e6",
+        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,dp:1,dp:1e6",
                      "--canary-words", "6"]) == 0
     [audit_dir] = (directory / "runs").iterdir()
     return {"dir": audit_dir, "document": read_audit(audit_dir),
@@ -55,7 +55,7 @@ def test_plain_coordinator_recovers_the_canary(audited):
 
 
 def test_paillier_coordinator_sees_no_per_client_plaintext(audited):
-    mode = audited["modes"]["paillier"]
+    mode = audited["modes"]["paillier-trusted"]
     assert "1 distinct contributor(s)" in mode["facts"]["single_update_refused"]
     ciphertext = _view(mode, "client ciphertext")
     assert ciphertext["scope"] == "individual"
@@ -95,8 +95,8 @@ def test_report_rerenders_from_audit_json(audited, capsys):
 
 
 def test_bad_settings_fail_before_any_work(scenario, capsys):
-    assert main(["audit", str(scenario), "--privacy", "none,paillier", "--set", "federation.min_clients=1"]) == 2
-    assert "error: --privacy paillier: federation.min_clients" in capsys.readouterr().err
+    assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted", "--set", "federation.min_clients=1"]) == 2
+    assert "error: --privacy paillier-trusted: federation.min_clients" in capsys.readouterr().err
     assert not (scenario.parent / "runs").exists()
     with pytest.raises(ConfigError, match="--canary-copies"):
         plant(load_scenario(scenario), n_words=3, copies=1)

@@ -14,10 +14,10 @@ from fedgrad.scenario import load_scenario
 
 
 def test_privacy_list_parses_in_order_without_duplicates():
-    settings = parse_privacy_list(" none,dp:4, paillier-naive,paillier,dp:4.0,none")
+    settings = parse_privacy_list(" none,dp:4, paillier-naive,paillier-trusted,dp:4.0,none")
     assert settings == [PrivacySetting("none"), PrivacySetting("dp", 4.0), PrivacySetting("paillier-naive"),
-                        PrivacySetting("paillier")]
-    assert [s.label for s in settings] == ["none", "dp-eps4", "paillier-naive", "paillier"]
+                        PrivacySetting("paillier-trusted")]
+    assert [s.label for s in settings] == ["none", "dp-eps4", "paillier-naive", "paillier-trusted"]
     assert PrivacySetting("dp", 0.5).overrides() == ['privacy.mode="dp"', "privacy.epsilon=0.5"]
     distributed = PrivacySetting.parse("dp:2:distributed")
     assert distributed.label == "dp-eps2-distributed"
@@ -38,12 +38,12 @@ def test_bad_integer_lists_are_config_errors(text):
 
 
 def test_grid_always_has_the_baseline_and_applies_key_sizes_to_paillier_only(scenario):
-    variants = plan_variants(scenario, [], parse_privacy_list("paillier,dp:2"), key_bits=[512, 1024])
-    assert [v.name for v in variants] == ["none", "paillier-k512", "paillier-k1024", "dp-eps2"]
+    variants = plan_variants(scenario, [], parse_privacy_list("paillier-trusted,dp:2"), key_bits=[512, 1024])
+    assert [v.name for v in variants] == ["none", "paillier-trusted-k512", "paillier-trusted-k1024", "dp-eps2"]
     assert {v.baseline for v in variants} == {"none"}
     by_name = {v.name: v for v in variants}
-    assert by_name["paillier-k1024"].scenario.privacy.key_bits == 1024
-    assert by_name["paillier-k1024"].scenario.privacy.mode == "paillier"
+    assert by_name["paillier-trusted-k1024"].scenario.privacy.key_bits == 1024
+    assert by_name["paillier-trusted-k1024"].scenario.privacy.mode == "paillier-trusted"
     assert by_name["dp-eps2"].scenario.privacy.epsilon == 2.0
     assert by_name["none"].scenario.privacy.mode == "none"
 
@@ -72,13 +72,13 @@ def test_an_invalid_variant_fails_before_anything_runs(scenario):
 
 
 def test_guarantees_in_words(scenario):
-    none, paillier, dp = plan_variants(scenario, [], parse_privacy_list("paillier,dp:1"))
+    none, paillier, dp = plan_variants(scenario, [], parse_privacy_list("paillier-trusted,dp:1"))
     assert comparison.privacy_guarantee(none.scenario)[0] == "plaintext updates"
     short, full = comparison.privacy_guarantee(paillier.scenario)
     assert "sum of >= 2" in short and "INSECURE" in full and "512-bit" in full
     short, full = comparison.privacy_guarantee(dp.scenario)
     assert short.startswith("(ε=1, δ=1e-01)-DP")  # delta defaults to 1/N^2 with N = 3 clients
-    assert "epsilon=1" in full and "noise multiplier" in full
+    assert "ε=1," in full and "noise multiplier" in full
 
 
 def _fake_run(root: Path, scenario_path: Path, overrides: list[str], accuracies: list[float],

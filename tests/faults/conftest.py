@@ -304,7 +304,7 @@ class ManualClient:
                 return header, model
 
     def header(self, task, payload: bytes, **fields):
-        encoding = task.secure_aggregation.encoding if task.HasField("secure_aggregation") else pb.PLAIN
+        encoding = pb.PAILLIER if task.HasField("privacy") and task.privacy.public_key else pb.PLAIN
         values = dict(credentials=self.credentials, task_id=task.task_id, round=task.round,
                       model_version=task.model_version, n_examples=self.n_examples, metrics={"loss": 0.5},
                       encoding=encoding, tensors=task.tensors, payload_bytes=len(payload)) | fields

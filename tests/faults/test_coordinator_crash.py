@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions, read_token_file
 from fedgrad.cli.main import main
@@ -209,7 +209,7 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
     decrypted again), and the exact integer aggregation still ends with the uninterrupted run's model."""
     rounds = 4
     scenario = lab.scenario(rounds=rounds, min_clients=3, timeout_s=5.0, privacy={
-        "mode": "paillier", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0})
+        "mode": "paillier-trusted", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0})
     privacy = ClientPrivacy(allow_insecure_keys=True)
     options = ClientOptions(wait_s=1.0, rpc_timeout_s=20.0, connect_timeout_s=20.0, backoff_max_s=0.2)
 
@@ -248,4 +248,4 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
 async def public_key_of(lab, federation) -> bytes:
     """The Paillier public key the coordinator announces, as a TRAIN task carries it."""
     await lab.wait_for(lambda: isinstance(federation.coordinator._dispatch, TrainingRound), 30, "a training round")
-    return bytes(federation.coordinator._dispatch.accumulator.secure_aggregation.public_key)
+    return bytes(federation.coordinator._dispatch.accumulator.announcement.public_key)

@@ -66,11 +66,11 @@ def test_killed_client_drops_out_of_its_round_is_not_reselected_and_rejoins(lab,
 
 
 @pytest.mark.filterwarnings("ignore::fedgrad.crypto.InsecureKeyWarning")
-@pytest.mark.parametrize("mode", ["none", "paillier"])
+@pytest.mark.parametrize("mode", ["none", "paillier-trusted"])
 def test_round_left_with_too_few_clients_is_retried_and_never_aggregated_short(lab, tally, mode):
     """min_clients = 3 of 3: a kill leaves the attempt short; it is retried (the short attempt is never summed,
     under Paillier never decrypted) and completes once the client is back."""
-    privacy = {} if mode == "none" else {"mode": "paillier", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0}
+    privacy = {} if mode == "none" else {"mode": "paillier-trusted", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0}
     scenario = lab.scenario(rounds=3, min_clients=3, timeout_s=TIMEOUT_S, epochs=30, privacy=privacy)
 
     async def run():

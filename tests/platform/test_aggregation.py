@@ -1,14 +1,13 @@
 """The plain accumulator: correct weighted sums, bit-identical whatever the arrival order, all-or-nothing adds."""
 import itertools
 
-import grpc
 import numpy as np
 import pytest
 
 from fedgrad.metrics import PhaseTimer
 from fedgrad.transport.codec import encode_tensors
-from server.aggregation import MAX_ABS_BITS, PlainAccumulator
-from server.validation import Rejected
+from fedgrad.modes.plain import MAX_ABS_BITS, PlainAccumulator
+from fedgrad.protocol import Refusal, Rejected
 
 SHAPES = {"embedding.weight": (50, 4), "bias": (1,)}
 
@@ -64,7 +63,7 @@ def test_non_finite_update_is_rejected_and_leaves_the_sum_untouched(bad):
     poisoned["bias"][0] = bad
     with pytest.raises(Rejected, match="'bias' contains NaN or infinite") as caught:
         acc.add("1", 2.0, encode_tensors(poisoned)[1])
-    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert caught.value.kind == Refusal.INVALID
     summed = acc.finalize(PhaseTimer())
     assert summed.contributors == ("0",) and summed.weight == 2.0
     np.testing.assert_allclose(summed.total["embedding.weight"], 2.0 * good["embedding.weight"].astype(np.float64))

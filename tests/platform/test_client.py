@@ -12,7 +12,8 @@ from fedgrad.data import Shard
 from fedgrad.models import model_from_config
 from fedgrad.scenario import ModelConfig
 from fedgrad.training import evaluate
-from server.aggregation import PlainAccumulator
+from fedgrad.modes.plain import PlainAccumulator
+from fedgrad.protocol import TaskConfig, TrainSettings
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -43,9 +44,7 @@ def coordinator(rounds: int, test: Shard) -> tuple[Coordinator, list]:
                                join_grace_s=5.0),
         state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(0), strategy=FedAvg()),
         client_ids=["0", "1"], new_accumulator=PlainAccumulator, evaluate=evaluate_on_test,
-        task_config={"model": {"config": dataclasses.asdict(config), "vocab_size": VOCAB},
-                     "train": {"epochs": 2, "batch_size": 8, "lr": 0.5, "optimizer": "sgd", "momentum": 0.0},
-                     "device": "cpu"},
+        task_config=TaskConfig(config, VOCAB, TrainSettings(epochs=2, batch_size=8, lr=0.5, optimizer="sgd")),
         seed=0, on_round=records.append, shutdown_grace_s=2.0), records
 
 

@@ -17,7 +17,9 @@ from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, open_channel
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, encode_tensors, split_payload
-from server.aggregation import PlainAccumulator
+from fedgrad.modes.plain import PlainAccumulator
+from fedgrad.protocol import TaskConfig, TrainSettings
+from fedgrad.scenario import ModelConfig
 from server.coordinator import Coordinator, FederationState, RoundFailed, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -47,7 +49,8 @@ async def serving(model, *, clients=("0", "1"), per_round=1, min_clients=1, roun
                                round_timeout_s=timeout_s, join_grace_s=5.0),
         state=FederationState(global_model=dict(model), rng=np.random.default_rng(0), strategy=FedAvg()),
         client_ids=clients, new_accumulator=PlainAccumulator, evaluate=weight_sums,
-        task_config={"train": {}}, seed=0, on_round=records.append, shutdown_grace_s=0.2)
+        task_config=TaskConfig(ModelConfig(), 1, TrainSettings(epochs=1, batch_size=1, lr=0.1, optimizer="sgd")),
+        seed=0, on_round=records.append, shutdown_grace_s=0.2)
     server, port = await start_server(coordinator, "127.0.0.1", 0)
     channel = open_channel(f"127.0.0.1:{port}")
     run = asyncio.create_task(coordinator.run())

@@ -89,10 +89,3 @@ def test_bad_accounting_arguments_raise_config_error():
         calibrate_noise_multiplier(1.0, 0.0, Q, ROUNDS)
     with pytest.raises(ConfigError, match="clients"):
         default_delta(0)
-
-
-def test_guarantee_in_words_names_the_budget_and_who_sees_what():
-    config = DPConfig(epsilon=8.0, clip=1.0, clients=100, clients_per_round=10, rounds=10, placement="distributed")
-    text = config.guarantee(config.mechanism())
-    assert "epsilon=8" in text and "delta=1.0e-04" in text and "10 rounds" in text
-    assert "only the noisy sum" in text

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions
 from fedgrad.crypto import InsecureKeyWarning
@@ -65,7 +65,7 @@ def scenario_file(corpus, tmp_path, write_scenario) -> Path:
 
 @pytest.fixture
 def scenario(scenario_file) -> Callable[..., Scenario]:
-    """``scenario('privacy.mode="paillier"', ...)``: the fixture scenario with ``--set`` style overrides."""
+    """``scenario('privacy.mode="paillier-trusted"', ...)``: the fixture scenario with ``--set`` style overrides."""
     return lambda *overrides: load_scenario(scenario_file, list(overrides))
 
 

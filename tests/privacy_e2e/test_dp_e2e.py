@@ -13,8 +13,11 @@ ABOVE_EVERY_NORM = "privacy.dp_clip=2.0"  # the fixture's updates have L2 norms 
 def test_central_dp_with_huge_epsilon_matches_plain_training(scenario, run):
     plain = run(scenario())
     private = run(scenario('privacy.mode="dp"', HUGE_EPSILON, ABOVE_EVERY_NORM))
-    # Equal shards (IID), so DP's unweighted mean over clients_per_round is FedAvg's weighted mean.
-    assert [r["accuracy"] for r in private.records] == [r["accuracy"] for r in plain.records]
+    # Equal shards (IID), so DP's unweighted mean over clients_per_round is FedAvg's weighted mean. The noise is
+    # fresh OS randomness (never seeded from the scenario), so a test email on the decision boundary may flip.
+    one_email = 1 / 32  # the fixture corpus holds out 20% of 160 emails
+    np.testing.assert_allclose([r["accuracy"] for r in private.records], [r["accuracy"] for r in plain.records],
+                               atol=one_email + 1e-12)
     np.testing.assert_allclose(private.losses, plain.losses, rtol=2e-2)
     assert private.losses != plain.losses  # noise was added
 
@@ -47,7 +50,7 @@ def test_distributed_dp_runs_over_paillier_and_matches_plain_training(scenario, 
         assert record["local"] == {}
         assert record["privacy"]["noise_multiplier"] == pytest.approx(private.summary["privacy"]["noise_multiplier"])
     privacy = private.summary["privacy"]
-    assert privacy["placement"] == "distributed" and privacy["secure_aggregation"]["mode"] == "paillier"
+    assert privacy["placement"] == "distributed" and privacy["secure_aggregation"]["mode"] == "paillier-trusted"
     assert privacy["noise_share_std"] == pytest.approx(privacy["noise_multiplier"] * 2.0 / math.sqrt(3))
     # the quantization range covers clip + k noise standard deviations
     k = privacy["quantization_range_sigmas"]
@@ -59,24 +62,24 @@ def test_epsilon_is_spent_as_calibrated(scenario, run):
     privacy = private.summary["privacy"]
     assert privacy["noise_multiplier"] == calibrate_noise_multiplier(4.0, 1 / 9, 1.0, 2)
     assert 3.9 < privacy["epsilon_spent"] <= 4.0
-    assert "epsilon=4" in privacy["guarantee"]
+    assert "ε=4," in privacy["guarantee"]
 
 
 def test_a_resumed_run_charges_the_rounds_it_already_released(scenario):
-    from server.dp import build_dp_aggregation
+    from fedgrad.modes.dp import DPMode
 
     s = scenario('privacy.mode="dp"', "privacy.epsilon=4")
     model = {"w": np.zeros(4, np.float32)}
-    fresh = build_dp_aggregation(s, model)
+    fresh = DPMode(s).aggregation(model)
     z = fresh.mechanism.noise_multiplier
     for _ in range(2):
         fresh.ledger.record_round(z)
-    resumed = build_dp_aggregation(s, model, [{"privacy": {"noise_multiplier": z}}] * 2)
+    resumed = DPMode(s).aggregation(model, [{"privacy": {"noise_multiplier": z}}] * 2)
     assert resumed.ledger.rounds == 2 and resumed.ledger.epsilon == fresh.ledger.epsilon
 
 
 def test_quantization_range_is_the_smallest_that_meets_its_budget():
-    from server.dp import quantization_clip
+    from fedgrad.modes.dp import quantization_clip
 
     draws, budget = 10**6, 1e-9
     clip, k = quantization_clip(1.0, 0.2, draws=draws, budget=budget)

@@ -2,38 +2,43 @@
 import numpy as np
 import pytest
 
-from client.encoding import ClientPrivacy, EncodingRefused, encode_update, noise_stream
 from fedgrad.crypto import CryptoError, InsecureKeyWarning
 from fedgrad.metrics import PhaseTimer
-from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.modes.base import ClientPrivacy, EncodingRefused
+from fedgrad.modes.dp import noise_stream
+from fedgrad.modes.registry import encode_update, privacy_mode
+from fedgrad.protocol import Announcement, Encoding, Rejected, RoundCohort, TaskConfig, TrainSettings, TrainTask
+from fedgrad.scenario import ModelConfig
 from fedgrad.transport.codec import encode_tensors, tensor_specs
-from server.aggregation import RoundCohort, build_aggregation
-from server.validation import Rejected
 
 DELTA = {"w": np.array([[0.1, -0.2], [0.3, 0.0]], np.float32), "b": np.array([0.05], np.float32)}
 SPECS = tensor_specs(DELTA)
+CONFIG = TaskConfig(ModelConfig(), 10, TrainSettings(epochs=1, batch_size=8, lr=0.1, optimizer="sgd"))
+
+
+def task(weight: float, announcement: Announcement | None, round_number: int = 1) -> TrainTask:
+    return TrainTask(1, round_number, 0, weight, CONFIG, tuple(DELTA), announcement)
 
 
 @pytest.fixture
 def paillier(scenario):
     with pytest.warns(InsecureKeyWarning):
-        return build_aggregation(scenario('privacy.mode="paillier"'), DELTA)
+        return privacy_mode(scenario('privacy.mode="paillier-trusted"')).aggregation(DELTA)
 
 
 def test_a_noise_share_is_never_sent_in_plain():
-    task = pb.TaskHeader(round=1, weight=1.0, tensors=SPECS,
-                         differential_privacy=pb.DifferentialPrivacy(clip=1.0, noise_std=0.1))
+    announcement = Announcement("dp", {"clip": 1.0, "noise_std": 0.1})
     with pytest.raises(EncodingRefused, match="without secure aggregation"):
-        encode_update(task, "0", DELTA, ClientPrivacy(noise_seed=1))
+        encode_update(task(1.0, announcement), "0", DELTA, ClientPrivacy(noise_seed=1))
 
 
 def test_a_short_key_is_refused_unless_the_client_allows_it(paillier):
     accumulator = paillier.new_accumulator(SPECS, RoundCohort(1, {"0": 1.0, "1": 3.0}))
-    task = pb.TaskHeader(round=1, weight=1.0, tensors=SPECS, secure_aggregation=accumulator.secure_aggregation)
+    train = task(1.0, accumulator.announcement)
     with pytest.raises(CryptoError, match="refusing a 512-bit public key"):
-        encode_update(task, "0", DELTA, ClientPrivacy())
-    encoded = encode_update(task, "0", DELTA, ClientPrivacy(allow_insecure_keys=True))
-    assert encoded.encoding == pb.PAILLIER and len(encoded.payload) == accumulator.payload_bytes
+        encode_update(train, "0", DELTA, ClientPrivacy())
+    encoded = encode_update(train, "0", DELTA, ClientPrivacy(allow_insecure_keys=True))
+    assert encoded.encoding == Encoding.PAILLIER and len(encoded.payload) == accumulator.payload_bytes
 
 
 def test_weighted_encrypted_updates_decrypt_to_their_weighted_mean(paillier):
@@ -41,13 +46,12 @@ def test_weighted_encrypted_updates_decrypt_to_their_weighted_mean(paillier):
     contributors' Σ of those shares: a client that never answers does not skew the mean."""
     cohort = RoundCohort(4, {"0": 1.0, "1": 3.0, "2": 4.0})
     accumulator = paillier.new_accumulator(SPECS, cohort)
-    assert accumulator.secure_aggregation.cohort_weight == 8.0
+    assert accumulator.announcement.params["cohort_weight"] == 8.0
     second = {name: -2 * value for name, value in DELTA.items()}
     for client_id, delta in (("0", DELTA), ("1", second)):
-        task = pb.TaskHeader(round=4, weight=cohort.weights[client_id], tensors=SPECS,
-                             secure_aggregation=accumulator.secure_aggregation)
+        train = task(cohort.weights[client_id], accumulator.announcement, round_number=4)
         accumulator.add(client_id, cohort.weights[client_id],
-                        encode_update(task, client_id, delta, ClientPrivacy(allow_insecure_keys=True)).payload)
+                        encode_update(train, client_id, delta, ClientPrivacy(allow_insecure_keys=True)).payload)
     summed = accumulator.finalize(PhaseTimer())
     assert summed.contributors == ("0", "1") and summed.weight == pytest.approx(0.5)
     for name, value in DELTA.items():

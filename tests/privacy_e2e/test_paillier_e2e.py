@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-import server.aggregation
-from server.aggregation import PlainAccumulator
+import fedgrad.modes.plain
+from fedgrad.modes.plain import PlainAccumulator
 
 
 def learned(records):
@@ -19,8 +19,8 @@ def test_paillier_reaches_the_plain_accuracy_without_the_coordinator_seeing_a_pl
         raise AssertionError("the coordinator decoded a plain update in paillier mode")
 
     monkeypatch.setattr(PlainAccumulator, "add", forbidden)
-    monkeypatch.setattr(server.aggregation, "decode_tensors", forbidden)
-    secure = run(scenario('privacy.mode="paillier"'))
+    monkeypatch.setattr(fedgrad.modes.plain, "decode_tensors", forbidden)
+    secure = run(scenario('privacy.mode="paillier-trusted"'))
 
     # Exact aggregation up to 16-bit quantization: the same accuracy, and losses within quantization error.
     assert abs(secure.summary["final"]["accuracy"] - plain.summary["final"]["accuracy"]) < 1e-3
@@ -36,14 +36,14 @@ def test_paillier_reaches_the_plain_accuracy_without_the_coordinator_seeing_a_pl
     for before, after in zip(plain.records, secure.records):
         assert after["bytes"]["up"] > before["bytes"]["up"] > 0
     privacy = secure.summary["privacy"]
-    assert privacy["mode"] == "paillier" and privacy["key_bits"] == 512 and privacy["max_clients"] == 3
+    assert privacy["mode"] == "paillier-trusted" and privacy["key_bits"] == 512 and privacy["max_clients"] == 3
     assert privacy["update_bytes"] * 3 <= secure.records[0]["bytes"]["up"]
     assert plain.summary["privacy"]["mode"] == "none"
 
 
 def test_naive_paillier_aggregates_bit_identically_to_packed(scenario, run):
     """Both schemes quantize identically; only the ciphertext layout differs (and its size: one per value)."""
-    packed = run(scenario('privacy.mode="paillier"', "federation.rounds=2"))
+    packed = run(scenario('privacy.mode="paillier-trusted"', "federation.rounds=2"))
     naive = run(scenario('privacy.mode="paillier-naive"', "federation.rounds=2"))
     assert learned(naive.records) == learned(packed.records)
     assert naive.summary["privacy"]["ciphertexts_per_update"] == naive.summary["privacy"]["update_bytes"] // 128
@@ -52,10 +52,10 @@ def test_naive_paillier_aggregates_bit_identically_to_packed(scenario, run):
 
 @pytest.mark.parametrize("max_clients", [0, 8])
 def test_packing_bound_follows_the_cohort_or_the_scenario(scenario, max_clients):
-    from server.secure import secure_config
+    from fedgrad.modes.paillier_common import secure_config
 
-    s = scenario('privacy.mode="paillier"', f"federation.max_clients={max_clients}", "federation.clients=4")
-    cfg = secure_config(s, {"w": np.zeros((5, 2))}, mode="paillier", clip=1.0)
+    s = scenario('privacy.mode="paillier-trusted"', f"federation.max_clients={max_clients}", "federation.clients=4")
+    cfg = secure_config(s, {"w": np.zeros((5, 2))}, scheme="paillier", clip=1.0)
     assert cfg.n_params == 10 and cfg.max_clients == (max_clients or 3)
 
 
@@ -65,9 +65,9 @@ def test_fedgrad_simulate_runs_secure_aggregation_with_client_processes(scenario
 
     from fedgrad.cli.main import main
 
-    overrides = ['privacy.mode="paillier"', "privacy.key_bits=2048", "federation.rounds=2", "federation.processes=2"]
+    overrides = ['privacy.mode="paillier-trusted"', "privacy.key_bits=2048", "federation.rounds=2", "federation.processes=2"]
     assert main(["simulate", str(scenario_file), *(arg for o in overrides for arg in ("--set", o))]) == 0
     [run_dir] = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["privacy"]["mode"] == "paillier" and summary["privacy"]["key_bits"] == 2048
+    assert summary["privacy"]["mode"] == "paillier-trusted" and summary["privacy"]["key_bits"] == 2048
     assert summary["rounds"] == 2 and summary["time_s"]["decrypt"] > 0 and summary["time_s"]["encrypt"] > 0

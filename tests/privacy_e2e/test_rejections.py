@@ -81,9 +81,9 @@ def zeros_like(model):
 
 
 async def bad_ciphertexts(rogue: Rogue, task: pb.TaskHeader, model) -> None:
-    secure = task.secure_aggregation
-    cfg = SecureAggConfig.from_dict(json.loads(secure.config_json))
-    key = public_key_from_bytes(secure.public_key, insecure_key_bits=True)
+    announced = task.privacy
+    cfg = SecureAggConfig.from_dict(json.loads(announced.params_json)["secure"])
+    key = public_key_from_bytes(announced.public_key, insecure_key_bits=True)
     count, width, fingerprint = make_encoder(cfg, key).scheme.n_ciphertexts, ciphertext_width(key), cfg.fingerprint(key.n)
     valid = [1] * count  # 1 is a valid ciphertext (of 0 with randomness 1)
     await rogue.submit(task, encode_tensors(zeros_like(model))[1], pb.PLAIN)
@@ -92,13 +92,13 @@ async def bad_ciphertexts(rogue: Rogue, task: pb.TaskHeader, model) -> None:
                                           ([key.nsquare] + valid[1:], fingerprint, 1),
                                           (valid, b"\0" * 8, 1),
                                           (valid, fingerprint, 2)):
-        await rogue.submit(task, dump_payload(fp, contributors, ciphertexts, width), secure.encoding)
-    await rogue.submit(task, dump_payload(fingerprint, 1, valid, width)[:-1], secure.encoding)
+        await rogue.submit(task, dump_payload(fp, contributors, ciphertexts, width), pb.PAILLIER)
+    await rogue.submit(task, dump_payload(fingerprint, 1, valid, width)[:-1], pb.PAILLIER)
 
 
 def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenario, run):
     rogue = Rogue(bad_ciphertexts)
-    finished = run(scenario('privacy.mode="paillier"', "federation.rounds=1", "federation.round_timeout_s=2"),
+    finished = run(scenario('privacy.mode="paillier-trusted"', "federation.rounds=1", "federation.round_timeout_s=2"),
                    rogue=rogue)
     invalid = grpc.StatusCode.INVALID_ARGUMENT
     expected = ["encoding PLAIN is not accepted", "outside (0, n²)", "not a unit mod n", "outside (0, n²)",
@@ -113,8 +113,9 @@ def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenar
 
 
 async def oversized_then_clipped(rogue: Rogue, task: pb.TaskHeader, model) -> None:
-    clip = task.differential_privacy.clip
-    assert task.differential_privacy.noise_std == 0 and not task.HasField("secure_aggregation")
+    params = json.loads(task.privacy.params_json)
+    clip = params["clip"]
+    assert task.privacy.mode == "dp" and params["noise_std"] == 0 and not task.privacy.public_key
     update = zeros_like(model)
     name = next(iter(update))
     update[name].flat[0] = 2 * clip
@@ -131,11 +132,11 @@ def test_central_dp_refuses_updates_above_the_clip_bound(scenario, run):
                             "federation.rounds=1"), rogue=rogue)
     assert [code for code, _ in rogue.refusals] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
     assert "L2 norm 1, above the DP clip bound 0.5" in rogue.refusals[0][1]
-    assert "L2 norm nan" in rogue.refusals[1][1]
+    assert "contains NaN or infinite values" in rogue.refusals[1][1]
     assert finished.records[0]["clients_used"] == 3
 
 
-@pytest.mark.parametrize("mode", ["paillier", "dp"])
+@pytest.mark.parametrize("mode", ["paillier-trusted", "dp"])
 def test_secure_modes_need_two_contributors(scenario, mode):
     from fedgrad.errors import ConfigError
 

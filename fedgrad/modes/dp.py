@@ -1,0 +1,254 @@
+"""``privacy.mode = "dp"``: client-level DP-FedAvg, clipped unweighted sums released with Gaussian noise, and the
+privacy they spend.
+
+Every selected client clips its whole update to L2 norm C (``privacy.dp_clip``), so one client changes the
+sum of updates by at most C; the released sum carries Gaussian noise of standard deviation z·C, with the
+noise multiplier z calibrated by ``dp-accounting`` so that all ``federation.rounds`` rounds together spend
+``privacy.epsilon`` at δ (``privacy.delta``, 0 = 1/clients²). Every update counts once, whatever the
+client's example count (weights would make the sensitivity data-dependent), and the noisy sum is divided
+by the fixed ``clients_per_round`` rather than the number that answered (see ``fedgrad.privacy.mechanism``).
+The :class:`~fedgrad.privacy.PrivacyLedger` composes each released round with the noise it really carried;
+the cumulative ε is in every round record and in the summary.
+
+Noise comes from the operating system's entropy (``noise_rng(None)``), never from the scenario's seed: anyone
+who could regenerate the noise could subtract it. Only tests inject a seed, explicitly.
+
+``dp_placement = "central"``: clients send clipped updates in plain; the coordinator checks each norm
+(refusing one above C, up to float rounding), sums them exactly and adds the noise itself. The coordinator
+sees every clipped update, so it must be trusted.
+
+``dp_placement = "distributed"``: runs packed Paillier secure aggregation underneath (the ``paillier-trusted``
+key holder). Each client adds its own share N(0, (zC)²/m) of the noise, m = ``clients_per_round``, before
+encrypting, so the decrypted sum carries the full noise while the coordinator sees neither an update nor any
+one client's noise. When fewer than m clients contribute, the sum carries less noise than planned; the ledger
+records the noise actually present, ``z·sqrt(contributors/m)``, so the reported ε is the one spent. The
+coordinator cannot check norms inside ciphertexts: clipping, like the plaintext range, rests on the clients
+(proving it would take zero-knowledge proofs).
+
+Quantization range under distributed DP (:func:`quantization_clip`). Paillier encodes each coordinate in
+[-R, R] on a grid of R / (2^(value_bits-1) - 1). A clipped coordinate lies in [-C, C], the noise share has
+standard deviation σ, and R = C + k·σ with k the smallest multiple of 0.5 for which the probability that
+*any* noise draw of the run (parameters × clients_per_round × rounds) exceeds k·σ is at most
+b = 1% of δ / (1 + e^ε). Outside that event the encoding clips nothing, so the run is
+(ε, δ_Gauss + (1 + e^ε)·b)-DP; the Gaussian is calibrated for δ_Gauss = 99% of δ, and the total is δ.
+For spam_fedavg (13k parameters, 10 clients, 10 rounds, ε = 4) k ≈ 7.5, and at 16 bits the grid step stays
+four orders of magnitude below the noise on the sum. Like other continuous-noise implementations, the
+analysis ignores the rounding of each client's values to that grid; a rigorous treatment would use the
+distributed discrete Gaussian (Kairouz, Liu & Steinke, ICML 2021).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from fedgrad.metrics import PhaseTimer
+from fedgrad.modes.base import (Aggregation, ClientPrivacy, EncodingRefused, Guarantee, Manifest, PrivacyMode,
+                                UpdateAccumulator)
+from fedgrad.modes.paillier_common import encrypt_update, flatten
+from fedgrad.modes.paillier_trusted import TrustedPaillierMode
+from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
+from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, l2_norm, noise_rng
+from fedgrad.privacy.clipping import clip_update
+from fedgrad.privacy.mechanism import add_gaussian_noise
+from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+
+#: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
+NORM_TOLERANCE = 1e-5
+#: Share of δ that the quantization range may cost under distributed placement (module docstring).
+TRUNCATION_DELTA_SHARE = 0.01
+
+
+def quantization_clip(clip: float, share_std: float, *, draws: int, budget: float) -> tuple[float, float]:
+    """``(R, k)``: the per-coordinate range R = clip + k·share_std for a clipped, noised update, with k the
+    smallest multiple of 0.5 such that ``draws`` Gaussian draws exceed k standard deviations with
+    probability at most ``budget`` (union bound; see the module docstring)."""
+    k = 1.0
+    while draws * math.erfc(k / math.sqrt(2.0)) > budget:
+        k += 0.5
+    return clip + k * share_std, k
+
+
+class DPAggregation(Aggregation):
+    """One run's DP-FedAvg: the calibrated mechanism, the ledger, and the sum underneath (plain or Paillier)."""
+
+    def __init__(self, config: DPConfig, inner: Aggregation, *, delta: float, noise_seed: int | None = None,
+                 noise_range_sigmas: float | None = None) -> None:
+        self.config = config
+        self.mechanism: GaussianMechanism = config.mechanism()
+        self.ledger = config.ledger()
+        self.delta = delta
+        self._inner = inner
+        self._noise_seed = noise_seed
+        self._noise_range_sigmas = noise_range_sigmas
+        self.distributed = config.placement == "distributed"
+        share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
+        self.params = {"clip": config.clip, "noise_std": share_std}
+
+    def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> DPAccumulator:
+        return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
+
+    def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer) -> tuple[WeightedSum, dict]:
+        """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger)."""
+        contributors = len(summed.contributors)
+        if self.distributed:  # the clients' shares are in the sum already
+            total = summed.total
+            noise_multiplier = self.mechanism.effective_noise_multiplier(self.config.share_contributors, contributors)
+        else:
+            with timer.phase("aggregate"):
+                seed = self._noise_seed
+                total = self.mechanism.noise_sum(summed.total, noise_rng(seed, round_number) if seed is not None
+                                                 else noise_rng())
+            noise_multiplier = self.mechanism.noise_multiplier
+        epsilon = self.ledger.record_round(noise_multiplier)
+        released = WeightedSum(total=total, weight=float(self.config.clients_per_round),
+                               contributors=summed.contributors)
+        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier,
+                          "contributors": contributors}
+
+    def summary(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "mode": DPMode.name, "placement": self.config.placement, "epsilon_target": self.config.epsilon,
+            "epsilon_spent": self.ledger.epsilon, "delta": self.delta,
+            "noise_multiplier": self.mechanism.noise_multiplier, "clip": self.config.clip,
+            "accountant": self.config.accountant, "sampling_rate": self.config.sampling_rate,
+            "rounds_accounted": self.ledger.rounds,
+        }
+        if self.distributed:
+            entry["noise_share_std"] = self.params["noise_std"]
+            entry["quantization_range_sigmas"] = self._noise_range_sigmas
+            entry["secure_aggregation"] = self._inner.summary()
+        return entry
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class DPAccumulator(UpdateAccumulator):
+    """One round attempt of DP-FedAvg around the sum ``inner`` computes (see the module docstring)."""
+
+    def __init__(self, aggregation: DPAggregation, inner: UpdateAccumulator, specs: Manifest,
+                 round_number: int) -> None:
+        self._aggregation = aggregation
+        self._inner = inner
+        self._plain = PlainAccumulator(specs) if not aggregation.distributed else None
+        self._round = round_number
+        self._report: dict[str, Any] = {}
+        self.encoding = inner.encoding
+        self.payload_bytes = inner.payload_bytes
+        underneath = inner.announcement
+        self.announcement = Announcement(
+            DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params},
+            underneath.public_key if underneath else b"")
+
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"") -> None:
+        if self._plain is not None:
+            self._check_norm(self._plain.tensors(payload))
+        self._inner.add(client_id, 1.0, payload)  # every update counts once: the sum's sensitivity is the clip
+
+    def _check_norm(self, tensors: Mapping[str, np.ndarray]) -> None:
+        clip = self._aggregation.config.clip
+        norm = l2_norm(tensors)
+        if not norm <= clip * (1.0 + NORM_TOLERANCE):  # also refuses NaN
+            raise Rejected.invalid(f"update has L2 norm {norm:.6g}, above the DP clip bound {clip:g}; "
+                                   "clients must clip to privacy.dp_clip")
+
+    def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
+        summed = self._inner.finalize(timer)
+        if summed is None:
+            self._report = self._inner.round_report()
+            return None
+        released, privacy = self._aggregation.release(self._round, summed, timer)
+        self._report = {"privacy": privacy}
+        return released
+
+    def round_report(self) -> dict[str, Any]:
+        return self._report
+
+
+def noise_stream(client_id: str) -> int:
+    """A 64-bit stream index for ``client_id``: distinct clients draw independent noise from one seed."""
+    return int.from_bytes(hashlib.sha256(client_id.encode("utf-8")).digest()[:8], "big")
+
+
+class DPMode(PrivacyMode):
+    name = "dp"
+
+    def config(self) -> DPConfig:
+        privacy, fed = self.scenario.privacy, self.scenario.federation
+        delta = privacy.delta or default_delta(fed.clients)
+        distributed = privacy.dp_placement == "distributed"
+        return DPConfig(epsilon=privacy.epsilon, clip=privacy.dp_clip, clients=fed.clients,
+                        clients_per_round=fed.clients_per_round, rounds=fed.rounds,
+                        delta=delta * (1.0 - TRUNCATION_DELTA_SHARE) if distributed else delta,
+                        placement=privacy.dp_placement)
+
+    def guarantee(self) -> Guarantee:
+        config = self.config()
+        mechanism = config.mechanism()
+        dp = (f"client-level (ε={config.epsilon:g}, δ={config.target_delta:.1e})-DP after {config.rounds} rounds "
+              f"[{config.accountant.upper()} accountant, noise multiplier {mechanism.noise_multiplier:.3f}, "
+              f"clip {config.clip:g}, sampling rate {config.sampling_rate:.3g}]")
+        if config.placement == "central":
+            return Guarantee(
+                f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; plaintext clipped updates",
+                f"{dp} against everyone who sees the released models; the coordinator sees every clipped update "
+                "in plaintext and adds the noise itself, so it can read one client's update on its own")
+        return Guarantee(
+            f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noisy sum only",
+            f"{dp}; clients add noise shares before secure aggregation under the paillier-trusted key holder, "
+            "so the coordinator, which hosts that key holder, can read one client's update (carrying only that "
+            "client's noise share) on its own; everyone else sees only the noisy sum")
+
+    def settings(self) -> str:
+        privacy = self.scenario.privacy
+        delta = privacy.delta or "1/N^2"
+        return f"dp ({privacy.dp_placement}), epsilon {privacy.epsilon}, delta {delta}, clip {privacy.dp_clip}"
+
+    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[Mapping[str, Any]] = (),
+                    *, noise_seed: int | None = None) -> DPAggregation:
+        """DP-FedAvg, its ledger charged with ``past_rounds`` (records of rounds already released, when a run
+        resumes); distributed placement generates a Paillier key. ``noise_seed``: tests only."""
+        privacy, fed = self.scenario.privacy, self.scenario.federation
+        config = self.config()
+        delta = privacy.delta or default_delta(fed.clients)
+        if config.placement == "central":
+            aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed)
+        else:
+            share_std = config.mechanism().share_std(config.share_contributors)
+            n_params = sum(int(np.asarray(value).size) for value in model.values())
+            # b = share·δ / (1 + e^ε), written with e^-ε so that a huge ε underflows to 0 instead of overflowing
+            budget = (TRUNCATION_DELTA_SHARE * delta * math.exp(-privacy.epsilon)
+                      / (1.0 + math.exp(-privacy.epsilon)))
+            clip, sigmas = quantization_clip(privacy.dp_clip, share_std,
+                                             draws=n_params * fed.clients_per_round * fed.rounds, budget=budget)
+            inner = TrustedPaillierMode(self.scenario).aggregation(model, clip=clip, unit_weights=True)
+            aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
+        for record in past_rounds:
+            if "privacy" in record:
+                aggregation.ledger.record_round(record["privacy"]["noise_multiplier"])
+        return aggregation
+
+    @classmethod
+    def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
+               privacy: ClientPrivacy) -> EncodedUpdate:
+        announcement = task.announcement
+        assert announcement is not None, "a DP round announces its clip"
+        params = announcement.params
+        update, _ = clip_update(dict(delta), float(params["clip"]))
+        secure = "secure" in params
+        noise_std = float(params.get("noise_std", 0.0))
+        if noise_std > 0:
+            if not secure:
+                raise EncodingRefused(f"client {client_id}: the task asks for a DP noise share without secure "
+                                      "aggregation, which would expose an update carrying only part of the noise")
+            rng = noise_rng(privacy.noise_seed, task.round, noise_stream(client_id)) \
+                if privacy.noise_seed is not None else noise_rng()
+            update = add_gaussian_noise(update, noise_std, rng)
+        if not secure:
+            return encode_plain(update)
+        return EncodedUpdate(Encoding.PAILLIER, encrypt_update(announcement, client_id, flatten(task, update), 1.0,
+                                                               privacy))

@@ -1,0 +1,209 @@
+"""``privacy.mode = "paillier-trusted"`` (and ``"paillier-naive"``): Paillier secure aggregation with ONE key
+holder, hosted in the coordinator's process. Kept to compare against ``paillier`` (threshold decryption): it
+is the scheme the book describes, and what most "encrypted FedAvg" demos do.
+
+Who holds what. :func:`host_key_holder` generates the run's key pair and seals the private key inside a
+:class:`fedgrad.crypto.KeyHolder`, whose one door, ``decrypt_aggregate(round, contributors, payload)``, refuses
+anything but an aggregate of at least ``federation.min_clients`` distinct contributors, once per round. The
+accumulator has the public key only; each update is validated (header, fingerprint, width, count,
+0 < c < n², gcd(c, n) = 1) and multiplied into the running product as it arrives.
+
+What that is worth: the key holder lives in the coordinator's process, so whoever runs the coordinator can
+read every update (through the private key in memory, or through the door: the coordinator chooses round
+numbers, contributor sets and weights, mints client ids, and nothing checks what it says). ``paillier``
+removes each of those powers; ``tests/redteam`` shows which attacks succeed here and fail there.
+
+Weights. Under FedAvg each client folds its share of the cohort's weight, f_i = w_i / Σ_cohort w, into its
+update before encrypting; the task announces Σ_cohort w (which the coordinator chooses: the weight-skew
+attack). The decrypted sum is Σ_i f_i·x_i over the clients that answered; dividing by their Σ_i f_i gives
+their weighted mean. ``unit_weights`` (DP) makes every client encrypt with weight 1.
+
+A key holder that refuses an aggregate (only a client encrypting an out-of-range plaintext can cause it, see
+``fedgrad.crypto.packing``) drops that round's aggregate: the model stays as it was and the run goes on.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import phe
+
+from fedgrad.crypto import (Accumulator, AggregationError, CiphertextError, KeyHolder, KeyHolderRefusal,
+                            SecureAggConfig, SlotLayout, generate_keypair, public_key_to_bytes)
+from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
+from fedgrad.crypto.schemes import make_scheme
+from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
+from fedgrad.metrics import PhaseTimer
+from fedgrad.modes.base import (Aggregation, ClientPrivacy, EncodingRefused, Guarantee, Manifest, PrivacyMode,
+                                UpdateAccumulator)
+from fedgrad.modes.paillier_common import encrypt_update, flatten, secure_config, unflatten
+from fedgrad.protocol import (Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask,
+                              WeightedSum)
+
+log = logging.getLogger("fedgrad.server")
+
+#: The key holder's one call: (round, contributors, aggregate payload) -> Σ_i f_i·x_i as float64.
+DecryptAggregate = Callable[[int, Iterable[str], bytes], np.ndarray]
+
+#: The wire encoding of each crypto scheme.
+ENCODINGS: dict[str, Encoding] = {"paillier": Encoding.PAILLIER, "paillier-naive": Encoding.PAILLIER_NAIVE}
+
+
+def host_key_holder(cfg: SecureAggConfig, *, key_bits: int, insecure_key_bits: bool,
+                    min_clients: int) -> tuple[phe.PaillierPublicKey, KeyHolder]:
+    """Generate a key pair and give the private key to a new :class:`KeyHolder`."""
+    public_key, private_key = generate_keypair(key_bits, insecure_key_bits)
+    return public_key, KeyHolder(private_key, cfg, min_clients=min_clients)
+
+
+class PaillierAggregation(Aggregation):
+    """One run's secure aggregation: its configuration, public key and the key holder's door."""
+
+    def __init__(self, mode: str, cfg: SecureAggConfig, public_key: phe.PaillierPublicKey,
+                 decrypt: DecryptAggregate, *, unit_weights: bool = False, close: Callable[[], None] = lambda: None
+                 ) -> None:
+        self.mode = mode
+        self.cfg = cfg
+        self.public_key = public_key
+        self.unit_weights = unit_weights
+        self._decrypt = decrypt
+        self._close = close
+        self._public_key_bytes = public_key_to_bytes(public_key)
+        self.ciphertexts = make_scheme(cfg, public_key).n_ciphertexts
+        self.payload_bytes = HEADER_BYTES + self.ciphertexts * ciphertext_width(public_key)
+
+    def announcement(self, cohort_weight: float, extra: Mapping[str, Any] | None = None) -> Announcement:
+        """What a TRAIN task tells the client (``cohort_weight`` 0: every client encrypts with weight 1)."""
+        return Announcement(self.mode, {"secure": self.cfg.to_dict(), "cohort_weight": cohort_weight, **(extra or {})},
+                            self._public_key_bytes)
+
+    def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> PaillierAccumulator:
+        return PaillierAccumulator(specs, cohort, self, self._decrypt)
+
+    def summary(self) -> dict[str, Any]:
+        key_bits = int(self.public_key.n).bit_length()
+        entry = {"mode": self.mode, "key_bits": key_bits, "clip": self.cfg.clip,
+                 "value_bits": self.cfg.value_bits, "max_clients": self.cfg.max_clients,
+                 "ciphertexts_per_update": self.ciphertexts, "update_bytes": self.payload_bytes,
+                 "bytes_per_param": self.payload_bytes / self.cfg.n_params}
+        if self.cfg.mode == "paillier":
+            entry["slots_per_ciphertext"] = SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients,
+                                                              key_bits).slots
+        return entry
+
+    def close(self) -> None:
+        self._close()
+
+
+class PaillierAccumulator(UpdateAccumulator):
+    """One round attempt's homomorphic sum (see the module docstring); holds the public key only."""
+
+    def __init__(self, specs: Manifest, cohort: RoundCohort, aggregation: PaillierAggregation,
+                 decrypt: DecryptAggregate, announcement_extra: Mapping[str, Any] | None = None) -> None:
+        self._shapes = {spec.name: tuple(spec.shape) for spec in specs}
+        n_params = sum(math.prod(shape) for shape in self._shapes.values())
+        if n_params != aggregation.cfg.n_params:
+            raise ValueError(f"the model has {n_params} parameters, the secure-aggregation config "
+                             f"{aggregation.cfg.n_params}")
+        self._round = cohort.round_number
+        self._unit_weights = aggregation.unit_weights
+        self._cohort_weight = cohort.total_weight
+        self._decrypt = decrypt
+        self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
+        self._fractions: dict[str, float] = {}
+        self._report: dict[str, Any] = {}
+        self.encoding = ENCODINGS[aggregation.cfg.mode]
+        self.payload_bytes = aggregation.payload_bytes
+        self.announcement = aggregation.announcement(0.0 if self._unit_weights else self._cohort_weight,
+                                                     announcement_extra)
+
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"") -> None:
+        try:
+            self._sum.add(client_id, bytes(payload))
+        except CiphertextError as error:
+            log.warning("round %d: rejected client %s's ciphertexts: %s", self._round, client_id, error)
+            raise Rejected.invalid(f"invalid ciphertext payload: {error}") from None
+        except AggregationError as error:  # the aggregate holds max_clients updates already
+            raise Rejected.resource(str(error)) from None
+        self._fractions[client_id] = 1.0 if self._unit_weights else weight / self._cohort_weight
+
+    def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
+        with timer.phase("aggregate"):
+            aggregate = self._sum.payload()
+            contributors = self._sum.contributors
+        with timer.phase("decrypt"):
+            try:
+                flat = self._decrypt(self._round, contributors, aggregate)
+            except KeyHolderRefusal as refusal:
+                log.warning("round %d: the aggregate was not decrypted: %s; the model stays as it was",
+                            self._round, refusal)
+                self._report = {"dropped": f"aggregate not decrypted: {refusal}"}
+                return None
+        return WeightedSum(total=unflatten(flat, self._shapes), weight=math.fsum(self._fractions.values()),
+                           contributors=tuple(sorted(contributors)))
+
+    def round_report(self) -> dict[str, Any]:
+        return self._report
+
+
+class TrustedPaillierMode(PrivacyMode):
+    """Packed Paillier, the key holder inside the coordinator (see the module docstring)."""
+
+    name = "paillier-trusted"
+    encrypted = True
+    #: The ``fedgrad.crypto`` scheme: packed plaintexts with DJN encryption.
+    scheme: ClassVar[str] = "paillier"
+
+    def _strength(self) -> str:
+        key_bits = self.scenario.privacy.key_bits
+        if key_bits < SECURE_KEY_BITS[0]:
+            return f"{key_bits}-bit key, INSECURE (tests only)"
+        return f"{key_bits}-bit key, ~{security_bits(key_bits)}-bit security"
+
+    def guarantee(self) -> Guarantee:
+        fed = self.scenario.federation
+        scheme = "packed Paillier" if self.scheme == "paillier" else "one Paillier ciphertext per value"
+        return Guarantee(
+            f"ciphertexts; sum of >= {fed.min_clients} (key holder in the coordinator)",
+            f"secure aggregation with a trusted key holder ({scheme}, {self._strength()}): clients send only "
+            f"ciphertexts, and the key holder decrypts only sums of at least {fed.min_clients} clients, once per "
+            "round; but the key holder runs inside the coordinator's process, so whoever hosts the coordinator "
+            "can read every client's update on its own (through the private key, or by choosing round numbers, "
+            "contributor sets, client ids and weights); no differential-privacy bound on what the sum reveals")
+
+    def settings(self) -> str:
+        privacy = self.scenario.privacy
+        return f"{self.name}, {privacy.key_bits}-bit key, clip {privacy.clip:g}, {privacy.value_bits} value bits"
+
+    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[Mapping[str, Any]] = (),
+                    *, clip: float | None = None, unit_weights: bool = False) -> PaillierAggregation:
+        """A fresh key pair and key holder; ``clip``/``unit_weights`` let DP run on top (``fedgrad.modes.dp``)."""
+        privacy = self.scenario.privacy
+        cfg = secure_config(self.scenario, model, scheme=self.scheme, clip=privacy.clip if clip is None else clip)
+        public_key, key_holder = host_key_holder(cfg, key_bits=privacy.key_bits,
+                                                 insecure_key_bits=privacy.insecure_key_bits,
+                                                 min_clients=self.scenario.federation.min_clients)
+        return PaillierAggregation(self.name, cfg, public_key, key_holder.decrypt_aggregate,
+                                   unit_weights=unit_weights, close=key_holder.close)
+
+    @classmethod
+    def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
+               privacy: ClientPrivacy) -> EncodedUpdate:
+        announcement = task.announcement
+        assert announcement is not None, "a secure round announces its key"
+        cohort_weight = float(announcement.params.get("cohort_weight", 0.0))
+        if cohort_weight <= 0:
+            raise EncodingRefused(f"client {client_id}: the task announces no cohort weight for secure aggregation")
+        weight = task.weight / cohort_weight
+        payload = encrypt_update(announcement, client_id, flatten(task, delta), weight, privacy)
+        return EncodedUpdate(ENCODINGS[cls.scheme], payload)
+
+
+class NaivePaillierMode(TrustedPaillierMode):
+    """The book's scheme: one phe ciphertext per value (minutes per round; for comparison only)."""
+
+    name = "paillier-naive"
+    scheme = "paillier-naive"

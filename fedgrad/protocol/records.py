@@ -1,0 +1,97 @@
+"""The records a round is made of: a client's TRAIN task, what a privacy mode announces with it, the encoded
+update that comes back, a round's cohort and the weighted sum the round releases."""
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedgrad.protocol.task_config import TaskConfig
+
+
+class Encoding(enum.IntEnum):
+    """How an update's payload is encoded (the numbers are the wire enum's, ``proto/fedgrad.proto``)."""
+
+    PLAIN = 1           # the delta's tensors, laid out as in the model's manifest
+    PAILLIER = 2        # packed Paillier ciphertexts (``fedgrad.crypto`` wire format)
+    PAILLIER_NAIVE = 3  # one Paillier ciphertext per value
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """What a privacy mode tells each selected client about encoding its update for one round.
+
+    ``mode`` names the mode (``fedgrad.modes``), which alone reads ``params``; ``public_key`` is the
+    encryption key for encrypted modes; ``cohort`` is the round's selected clients, fixed before any upload,
+    for modes whose clients sign what they contribute to.
+    """
+
+    mode: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    public_key: bytes = b""
+    cohort: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainTask:
+    """A TRAIN task as a client sees it."""
+
+    task_id: int
+    round: int
+    model_version: int
+    weight: float                      # the strategy's aggregation weight for this client
+    config: TaskConfig
+    tensor_names: tuple[str, ...]      # the model's tensors in payload order
+    announcement: Announcement | None  # None: send the delta in plain
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class UpdateAnnouncement:
+    """The header of an update, read before its payload: every check that needs no payload runs on this."""
+
+    task_id: int
+    round: int
+    model_version: int
+    n_examples: int
+    metrics: dict[str, float]
+    train_s: float
+    encrypt_s: float
+    encoding: Encoding | None                           # None: a number this build does not know
+    raw_encoding: int                                   # the number as sent, for error messages
+    manifest: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype) per tensor
+    payload_bytes: int
+    signature: bytes = b""
+
+
+@dataclass(frozen=True)
+class EncodedUpdate:
+    encoding: Encoding
+    payload: bytes
+    signature: bytes = b""  # modes whose decryptors verify contributions (``fedgrad.crypto.identity``)
+
+
+@dataclass(frozen=True)
+class RoundCohort:
+    """The clients selected for one attempt at a round, with the strategy's aggregation weight of each."""
+
+    round_number: int
+    weights: Mapping[str, float]
+
+    @property
+    def total_weight(self) -> float:
+        """Σ weight over the cohort (exactly rounded, so it does not depend on the selection order)."""
+        return math.fsum(self.weights.values())
+
+
+@dataclass(frozen=True)
+class WeightedSum:
+    """``Σ_k w_k·Δ_k`` per tensor (float64) and ``Σ_k w_k`` over one round's contributors."""
+
+    total: dict[str, np.ndarray]
+    weight: float
+    contributors: tuple[str, ...]
