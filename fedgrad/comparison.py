@@ -44,8 +44,9 @@ from tqdm import tqdm
 
 from fedgrad.crypto.keys import security_bits
 from fedgrad.errors import ConfigError
+from fedgrad.files import write_atomic
 from fedgrad.results import (METRIC_KEYS, create_run_dir, read_document, format_bytes, format_seconds, read_metrics,
-                             read_summary, write_text_atomic)
+                             read_summary)
 from fedgrad.scenario import SECURE_KEY_BITS, Scenario, load_scenario
 
 RESULTS_JSON = "results.json"
@@ -506,12 +507,12 @@ def _relative(path: Path | None, root: Path) -> str | None:
 def write_results(compare_dir: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
     """``results.json`` (meta and full rows) and ``results.csv`` (flat rows)."""
     document = {**meta, "variants": list(rows)}
-    write_text_atomic(compare_dir / RESULTS_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    write_atomic(compare_dir / RESULTS_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: "" if row.get(key) is None else row[key] for key in CSV_COLUMNS} for row in rows)
-    write_text_atomic(compare_dir / RESULTS_CSV, buffer.getvalue())
+    write_atomic(compare_dir / RESULTS_CSV, buffer.getvalue())
 
 
 def comparison_meta(scenario_path: Path, user_overrides: Sequence[str], base: Scenario,
@@ -557,7 +558,7 @@ def render_comparison(compare_dir: Path) -> Path:
     sections = [_report_header(document), _report_table(rows), _report_guarantees(rows), _report_notes(rows),
                 _report_plots(), _report_runs(rows)]
     path = compare_dir / REPORT_FILE
-    write_text_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
+    write_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
     return path
 
 

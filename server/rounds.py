@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from fedgrad.transport import fedgrad_pb2 as pb
 from server.aggregation import UpdateAccumulator
-from server.registry import Signal
+from server.mailbox import Signal
 from server.strategies import Instruction
 from server.tasks import ModelPayload
 from server.validation import Rejected, check_manifest
