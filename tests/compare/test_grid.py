@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fedgrad import comparison
-from fedgrad.comparison import Outcome, PrivacySetting, parse_int_list, parse_privacy_list, plan_variants
 from fedgrad.errors import ConfigError
+from fedgrad.experiments import compare as comparison
+from fedgrad.experiments.compare import Outcome, PrivacySetting, parse_int_list, parse_privacy_list, plan_variants
 from fedgrad.results import RunWriter, round_record
 from fedgrad.scenario import load_scenario
 

@@ -45,12 +45,12 @@ import numpy as np
 from tqdm import tqdm
 
 from client.encoding import EncodedUpdate, encode_update
-from fedgrad.cli.simulate import client_privacy
-from fedgrad.comparison import PrivacySetting
 from fedgrad.crypto import KeyHolderRefusal
 from fedgrad.crypto.wire import HEADER_BYTES
 from fedgrad.data import Shard, Vocabulary, unique_tokens
 from fedgrad.errors import ConfigError, DataError
+from fedgrad.experiments.compare.grid import PrivacySetting
+from fedgrad.experiments.run import client_privacy
 from fedgrad.files import write_atomic
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
