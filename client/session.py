@@ -21,15 +21,13 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
 
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
-from fedgrad.errors import ConfigError, DataError, FedgradError
-from fedgrad.security.files import is_private
+from fedgrad.errors import FedgradError
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION
@@ -56,24 +54,6 @@ class ClientOptions:
     # Kept below the smallest sensible round timeout: a restarted coordinator waits that long (its join
     # grace) for the clients it had, so every live client is back before the first resumed round samples.
     backoff_max_s: float = 2.0
-
-
-def read_token_file(path: Path, client_ids: list[str]) -> dict[str, str]:
-    """The tokens of ``client_ids`` from a token file (``{"run": ..., "tokens": {id: token}}``, mode 600)."""
-    try:
-        if not is_private(path):
-            raise ConfigError(f"{path} holds run tokens but other users can read it; chmod 600 it")
-        tokens = json.loads(path.read_text(encoding="utf-8"))["tokens"]
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"{path}: not a token file ({exc})") from None
-    if not isinstance(tokens, dict):
-        raise DataError(f"{path}: not a token file ('tokens' is not an object)")
-    missing = [client_id for client_id in client_ids if not isinstance(tokens.get(client_id), str)]
-    if missing:
-        raise ConfigError(f"{path} has no token for client(s) {', '.join(missing)}")
-    return {client_id: tokens[client_id] for client_id in client_ids}
 
 
 class Backoff:

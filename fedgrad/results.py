@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedgrad.errors import DataError
+from fedgrad.files import write_atomic
 from fedgrad.metrics import PHASES
 from fedgrad.scenario import Scenario
 
@@ -72,16 +73,30 @@ class RunWriter:
     """Creates a fresh run directory for ``scenario`` under ``root`` and writes its files.
 
     Usage: ``writer = RunWriter(scenario.output.dir, scenario)``, then ``writer.log_round(record)`` after
-    every round and ``writer.finish(summary)`` at the end.
+    every round and ``writer.finish(summary)`` at the end. :meth:`reopen` continues an existing run directory
+    (a resumed run).
     """
 
     def __init__(self, root: str | Path, scenario: Scenario) -> None:
+        self._open(create_run_dir(Path(root), scenario.name), scenario, [])
+        write_atomic(self.run_dir / CONFIG_FILE, scenario.to_toml())
+
+    @classmethod
+    def reopen(cls, run_dir: str | Path, scenario: Scenario, records: list[dict[str, Any]]) -> RunWriter:
+        """A writer continuing ``run_dir`` with exactly ``records`` logged: ``metrics.jsonl`` is rewritten
+        (atomically) to hold them, so a round logged after them is dropped and will be logged again."""
+        writer = cls.__new__(cls)
+        writer._open(Path(run_dir), scenario, records)
+        lines = "".join(json.dumps(record) + "\n" for record in records)
+        write_atomic(writer.run_dir / METRICS_FILE, lines)
+        return writer
+
+    def _open(self, run_dir: Path, scenario: Scenario, records: list[dict[str, Any]]) -> None:
         self.scenario = scenario
-        self.run_dir = create_run_dir(Path(root), scenario.name)
-        self._records: list[dict[str, Any]] = []
+        self.run_dir = run_dir
+        self._records: list[dict[str, Any]] = list(records)
         self._started_at = datetime.now().astimezone()
         self._started = time.perf_counter()
-        write_text_atomic(self.run_dir / CONFIG_FILE, scenario.to_toml())
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -117,7 +132,7 @@ class RunWriter:
             **(summary or {}),
         }
         written = _jsonable(written)
-        write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(written, indent=2, allow_nan=False) + "\n")
+        write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(written, indent=2, allow_nan=False) + "\n")
         render_report(self.run_dir)
         return written
 
@@ -187,7 +202,7 @@ def render_report(run_dir: str | Path) -> Path:
         _report_plots(run_dir),
     ]
     path = run_dir / REPORT_FILE
-    write_text_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
+    write_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
     return path
 
 
@@ -348,16 +363,6 @@ def create_run_dir(root: Path, name: str) -> Path:
         except FileExistsError:
             suffix += 1
             candidate = root / f"{base}-{suffix}"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and ``os.replace`` so readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _jsonable(value: Any) -> Any:

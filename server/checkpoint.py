@@ -8,7 +8,7 @@ that was never interrupted: sampling draws from the restored RNG, client seeds a
 (seed, round, client), and the plain aggregate is an exact integer sum (``fedgrad.modes.plain``).
 
 Crash safety. A checkpoint is written to a temporary file, fsynced and renamed into place
-(:func:`fedgrad.security.files.write_atomic`), so a kill mid-write leaves the previous checkpoint as it
+(:func:`fedgrad.files.write_atomic`), so a kill mid-write leaves the previous checkpoint as it
 was. Each file also carries a SHA-256 over its content; a file that fails to parse or to match its
 digest (a truncated copy, a bad disk) is reported by name and the previous one is used instead. Only
 when no checkpoint at all can be read does resuming stop, with an error: starting over silently
@@ -28,11 +28,9 @@ import io
 import json
 import logging
 import re
-import time
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +38,9 @@ import numpy as np
 
 from fedgrad.data import load_test, load_vocab
 from fedgrad.errors import ConfigError, DataError
-from fedgrad.results import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, RunWriter
-from fedgrad.scenario import Scenario, load_scenario
-from fedgrad.security.files import PRIVATE_MODE, PUBLIC_MODE, write_atomic
+from fedgrad.results import CONFIG_FILE, SUMMARY_FILE, RunWriter
+from fedgrad.scenario import load_scenario
+from fedgrad.files import PRIVATE_MODE, write_atomic
 from server.coordinator import FederationState
 from server.experiment import DATA_DIR, PreparedRun
 
@@ -163,20 +161,6 @@ class Checkpoints:
         return [path for _, path in sorted(found, reverse=True)]
 
 
-class _ReopenedRunWriter(RunWriter):
-    """A :class:`RunWriter` continuing an existing run directory with the rounds already recorded.
-
-    (``RunWriter`` only creates fresh directories; this sets the same attributes its constructor does.)
-    """
-
-    def __init__(self, run_dir: Path, scenario: Scenario, records: list[dict[str, Any]]) -> None:
-        self.scenario = scenario
-        self.run_dir = run_dir
-        self._records = list(records)
-        self._started_at = datetime.now().astimezone()
-        self._started = time.perf_counter()
-
-
 def reopen_run(run_dir: Path | str) -> tuple[PreparedRun, Checkpoint | None]:
     """An interrupted run, ready to continue: its scenario and data from ``run_dir`` and its latest checkpoint.
 
@@ -194,9 +178,7 @@ def reopen_run(run_dir: Path | str) -> tuple[PreparedRun, Checkpoint | None]:
     test, vocab_size = load_test(data_dir), len(load_vocab(data_dir))
     checkpoint = Checkpoints(run_dir).latest()
     records = checkpoint.records if checkpoint is not None else []
-    lines = "".join(json.dumps(record) + "\n" for record in records)
-    write_atomic(run_dir / METRICS_FILE, lines.encode("utf-8"), PUBLIC_MODE)
-    writer = _ReopenedRunWriter(run_dir, scenario, records)
+    writer = RunWriter.reopen(run_dir, scenario, records)
     return PreparedRun(scenario, writer, vocab_size, test), checkpoint
 
 

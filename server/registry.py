@@ -7,9 +7,7 @@ client (``fedgrad tokens revoke``) shuts it out at once, not at its next join. T
 re-read when it changes on disk, which is how a revocation made by another process reaches a running
 coordinator.
 
-Task delivery is push-style: the round loop posts a task into a client's mailbox and every GetTask
-call parked on that mailbox wakes at once. Nothing polls on a timer; a parked call only times out
-(answering WAIT) so that the client learns the coordinator is still alive.
+Task delivery is push-style, through each client's :class:`~server.mailbox.Mailbox`.
 
 Liveness. A healthy client always has a GetTask call parked, except while it works on a task. A client
 is *lost* when its parked call breaks (the process died, the network went away) or when it misses a
@@ -20,69 +18,19 @@ client, so sampling stays a pure function of the seed.
 """
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
-import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 from fedgrad.errors import ConfigError, FedgradError
-from fedgrad.security import TokenIssuer
-from fedgrad.security.files import PRIVATE_MODE, write_atomic
 from fedgrad.protocol import Rejected
-from server.tasks import Task
+from fedgrad.security import TokenIssuer, write_token_file
+from server.mailbox import Mailbox, Signal
 
 log = logging.getLogger("fedgrad.server")
-
-
-class Signal:
-    """Wakes every waiter when something changed; waiters re-check their own condition."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
-
-    async def wait_for(self, condition: Callable[[], bool], timeout: float | None = None) -> bool:
-        """Wait until ``condition()`` holds (True) or ``timeout`` seconds pass (False)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not condition():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._event.wait(), remaining)
-            except TimeoutError:
-                return condition()
-        return True
-
-
-class Mailbox:
-    """The newest task for one client. A newer task replaces an older one that was never fetched."""
-
-    def __init__(self) -> None:
-        self.task: Task | None = None
-        self._posted = Signal()
-
-    def post(self, task: Task) -> None:
-        self.task = task
-        self._posted.fire()
-
-    def withdraw(self, task_id: int) -> None:
-        """Drop task ``task_id`` if it is still waiting here (its round closed before it was fetched)."""
-        if self.task is not None and self.task.task_id == task_id:
-            self.task = None
-
-    async def newer_than(self, task_id: int, timeout: float) -> Task | None:
-        """The posted task if it is newer than ``task_id``, waiting up to ``timeout`` for one."""
-        arrived = await self._posted.wait_for(lambda: self.task is not None and self.task.task_id > task_id, timeout)
-        return self.task if arrived else None
 
 
 class RunTokens:
@@ -151,11 +99,6 @@ def open_run_tokens(run_dir: Path) -> RunTokens:
         raise ConfigError(f"{run_dir}: no {AUTH_DIR}/{ISSUER_FILE}; was the run started with fedgrad server "
                           "or simulate?")
     return RunTokens(TokenIssuer.load(path))
-
-
-def write_token_file(path: Path, run: str, tokens: dict[str, str]) -> None:
-    """The client-side token file: ``{"run": RUN, "tokens": {client id: token}}``, mode 600."""
-    write_atomic(Path(path), json.dumps({"run": run, "tokens": tokens}, indent=1).encode("utf-8"), PRIVATE_MODE)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from fedgrad.modes.base import UpdateAccumulator
 from fedgrad.protocol import Rejected
 from fedgrad.protocol.records import UpdateAnnouncement
-from server.registry import Signal
+from server.mailbox import Signal
 from server.strategies import Instruction
 from server.tasks import ModelPayload
 from server.validation import check_manifest

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fedgrad.cli.server import add_set_option
+from fedgrad.cli.common import add_set_option
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from fedgrad.audit import DEFAULT_PRIVACY
+    from fedgrad.experiments.audit import DEFAULT_PRIVACY
 
     parser = subparsers.add_parser("audit", help="measure how much of a planted email the coordinator can recover",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,9 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    from fedgrad.audit import best, read_audit, run_audit
-    from fedgrad.comparison import parse_privacy_list
     from fedgrad.errors import ConfigError
+    from fedgrad.experiments.audit import best, read_audit, run_audit
+    from fedgrad.experiments.compare.grid import parse_privacy_list
 
     if args.canary_words < 1:
         raise ConfigError(f"--canary-words: must be >= 1 (got {args.canary_words})")

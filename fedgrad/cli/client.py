@@ -30,10 +30,11 @@ from typing import TypeVar
 
 from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
-from client.session import ClientError, ClientOptions, read_token_file
+from client.session import ClientError, ClientOptions
 from fedgrad.backend import parse_device
 from fedgrad.data import load_shard
 from fedgrad.errors import ConfigError
+from fedgrad.security.tokens import read_token_file
 from fedgrad.transport.channel import ClientSecurity
 
 #: How often a client started by `simulate` checks that simulate is still there.

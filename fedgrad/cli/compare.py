@@ -17,9 +17,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from fedgrad import comparison
-from fedgrad.cli.server import add_set_option
+from fedgrad.cli.common import add_set_option
 from fedgrad.errors import ConfigError
+from fedgrad.experiments import compare
 from fedgrad.scenario import load_scenario
 
 
@@ -27,17 +27,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser = subparsers.add_parser("compare", help="run a scenario under several privacy settings and compare",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
-    parser.add_argument("--privacy", default=comparison.DEFAULT_PRIVACY, metavar="LIST",
+    parser.add_argument("--privacy", default=compare.DEFAULT_PRIVACY, metavar="LIST",
                         help="comma-separated settings: none, paillier, paillier-naive, "
                              "dp:EPSILON[:central|:distributed] (where the DP noise is added; the scenario's "
-                             f"privacy.dp_placement if not given). Default: {comparison.DEFAULT_PRIVACY}")
+                             f"privacy.dp_placement if not given). Default: {compare.DEFAULT_PRIVACY}")
     parser.add_argument("--clients", metavar="LIST",
                         help="comma-separated client counts, e.g. 3,10,100 (default: the scenario's)")
     parser.add_argument("--key-bits", metavar="LIST",
                         help="comma-separated Paillier key sizes for the paillier modes, e.g. 2048,3072")
     parser.add_argument("--rounds", type=int, metavar="N", help="rounds for every variant (default: the scenario's)")
-    parser.add_argument("--naive-rounds", type=int, default=comparison.NAIVE_ROUNDS, metavar="N",
-                        help=f"rounds for paillier-naive at most (default: {comparison.NAIVE_ROUNDS})")
+    parser.add_argument("--naive-rounds", type=int, default=compare.NAIVE_ROUNDS, metavar="N",
+                        help=f"rounds for paillier-naive at most (default: {compare.NAIVE_ROUNDS})")
     add_set_option(parser)
     parser.set_defaults(func=run)
     return parser
@@ -47,21 +47,21 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--rounds", args.rounds), ("--naive-rounds", args.naive_rounds)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1 (got {value})")
-    variants = comparison.plan_variants(
-        args.scenario, args.overrides, comparison.parse_privacy_list(args.privacy),
-        clients=comparison.parse_int_list(args.clients, "--clients") if args.clients else None,
-        key_bits=comparison.parse_int_list(args.key_bits, "--key-bits") if args.key_bits else None,
+    variants = compare.plan_variants(
+        args.scenario, args.overrides, compare.parse_privacy_list(args.privacy),
+        clients=compare.parse_int_list(args.clients, "--clients") if args.clients else None,
+        key_bits=compare.parse_int_list(args.key_bits, "--key-bits") if args.key_bits else None,
         rounds=args.rounds, naive_rounds=args.naive_rounds)
     base = load_scenario(args.scenario, args.overrides)
-    compare_dir = comparison.new_comparison_dir(base)
+    compare_dir = compare.new_comparison_dir(base)
     print(f"comparing {len(variants)} variants of {base.name}: {', '.join(v.name for v in variants)}\n"
           f"results: {compare_dir}", file=sys.stderr)
-    outcomes = comparison.run_variants(args.scenario, args.overrides, variants, compare_dir)
-    rows = comparison.collect(outcomes, compare_dir)
-    comparison.write_results(compare_dir, comparison.comparison_meta(args.scenario, args.overrides, base,
+    outcomes = compare.run_variants(args.scenario, args.overrides, variants, compare_dir)
+    rows = compare.collect(outcomes, compare_dir)
+    compare.write_results(compare_dir, compare.comparison_meta(args.scenario, args.overrides, base,
                                                                      _command_line(args)), rows)
-    report = comparison.render_comparison(compare_dir)
-    print("\n".join(comparison.summary_lines(rows)))
+    report = compare.render_comparison(compare_dir)
+    print("\n".join(compare.summary_lines(rows)))
     print(f"report: {report}")
     if any(outcome.status == "interrupted" for outcome in outcomes):
         print("fedgrad: interrupted; the table holds the variants that finished", file=sys.stderr)

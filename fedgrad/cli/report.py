@@ -35,21 +35,23 @@ def run(args: argparse.Namespace) -> int:
 
 def render(directory: Path) -> Path:
     """Re-render whatever kind of result ``directory`` holds; returns the report's path."""
-    from fedgrad import audit, comparison, results
+    from fedgrad import results
+    from fedgrad.experiments import audit, compare
 
-    if comparison.is_comparison_dir(directory):
-        return comparison.render_comparison(directory)
+    if compare.is_comparison_dir(directory):
+        return compare.render_comparison(directory)
     if audit.is_audit_dir(directory):
         return audit.render_audit_report(directory)
     if not (directory / results.CONFIG_FILE).is_file():
         raise DataError(f"{directory}: not a run, comparison or audit directory "
-                        f"(no {results.CONFIG_FILE}, {comparison.RESULTS_JSON} or {audit.AUDIT_JSON})")
+                        f"(no {results.CONFIG_FILE}, {compare.RESULTS_JSON} or {audit.AUDIT_JSON})")
     return render_run(directory)
 
 
 def render_run(run_dir: Path) -> Path:
     """A single run: its accuracy-per-round plot, then ``report.md`` (which links the plots it finds)."""
-    from fedgrad import plots, results
+    from fedgrad import results
+    from fedgrad.experiments import plots
 
     records = results.read_metrics(run_dir)
     if records:

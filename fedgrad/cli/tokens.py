@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from fedgrad.errors import ConfigError, DataError
-from fedgrad.security import TokenIssuer
-from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, ISSUER_FILE, write_token_file
+from fedgrad.security import TokenIssuer, write_token_file
+from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, ISSUER_FILE
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

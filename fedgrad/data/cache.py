@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from fedgrad.data.corpus import Email
+from fedgrad.files import PUBLIC_MODE, write_atomic
 
 CACHE_ENV = "FEDGRAD_CACHE"
 _FORMAT = "fedgrad-parsed-corpus"
@@ -26,19 +26,13 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
 
 
 def write_parsed_corpus(path: Path, emails: list[Email], source: str) -> None:
-    """Write atomically (temp file + rename) so an interrupted run never leaves a half cache behind."""
+    """Write atomically (temp file + rename) so an interrupted run never leaves a half cache behind.
+
+    Mode 644: a cache may be shared by several accounts."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(json.dumps({"format": _FORMAT, "source": source, "count": len(emails)}) + "\n")
-            for email in emails:
-                out.write(json.dumps({"label": email.label, "origin": email.origin, "text": email.text}) + "\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a cache may be shared by several accounts
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    lines = [json.dumps({"format": _FORMAT, "source": source, "count": len(emails)}) + "\n"]
+    lines += [json.dumps({"label": email.label, "origin": email.origin, "text": email.text}) + "\n" for email in emails]
+    write_atomic(path, "".join(lines), PUBLIC_MODE)
 
 
 def read_parsed_corpus(path: Path, source: str) -> list[Email] | None:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fedgrad.errors import ConfigError, DataError
-from fedgrad.security.files import PRIVATE_MODE, PUBLIC_MODE, write_atomic
+from fedgrad.files import PRIVATE_MODE, PUBLIC_MODE, write_atomic
 
 KeyType = Literal["ec", "rsa"]
 KEY_TYPES: tuple[str, ...] = ("ec", "rsa")

@@ -14,6 +14,10 @@ so response time does not tell an attacker which client names exist.
 With a ``path`` every change is persisted at once (atomic write, mode 600), so a coordinator restarted with
 ``--resume`` accepts exactly the clients it accepted before the crash. The file holds the secret: it is
 refused at load time if other users can read it, as ssh does with private keys.
+
+The *token file* is what clients need: ``{"run": RUN, "tokens": {client id: token}}``, mode 600, written by the
+coordinator side (:func:`write_token_file`) and read by clients (:func:`read_token_file`) so that tokens never
+appear on a command line.
 """
 from __future__ import annotations
 
@@ -25,12 +29,35 @@ import secrets
 from pathlib import Path
 
 from fedgrad.errors import ConfigError, DataError
-from fedgrad.security.files import PRIVATE_MODE, is_private, write_atomic
+from fedgrad.files import PRIVATE_MODE, is_private, write_atomic
 
 FILE_FORMAT = "fedgrad-client-tokens"
 SECRET_BYTES = 32
 _NONCE_BYTES = 16
 _DOMAIN = b"fedgrad-client-token-v1"
+
+
+def write_token_file(path: Path, run: str, tokens: dict[str, str]) -> None:
+    """The client-side token file: ``{"run": RUN, "tokens": {client id: token}}``, mode 600."""
+    write_atomic(Path(path), json.dumps({"run": run, "tokens": tokens}, indent=1).encode("utf-8"), PRIVATE_MODE)
+
+
+def read_token_file(path: Path, client_ids: list[str]) -> dict[str, str]:
+    """The tokens of ``client_ids`` from a token file (``{"run": ..., "tokens": {id: token}}``, mode 600)."""
+    try:
+        if not is_private(path):
+            raise ConfigError(f"{path} holds run tokens but other users can read it; chmod 600 it")
+        tokens = json.loads(path.read_text(encoding="utf-8"))["tokens"]
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a token file ({exc})") from None
+    if not isinstance(tokens, dict):
+        raise DataError(f"{path}: not a token file ('tokens' is not an object)")
+    missing = [client_id for client_id in client_ids if not isinstance(tokens.get(client_id), str)]
+    if missing:
+        raise ConfigError(f"{path} has no token for client(s) {', '.join(missing)}")
+    return {client_id: tokens[client_id] for client_id in client_ids}
 
 
 def _b64(data: bytes) -> str:

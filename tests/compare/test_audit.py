@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from fedgrad.audit import AUDIT_JSON, best, plant, read_audit
 from fedgrad.cli.main import main
 from fedgrad.crypto import InsecureKeyWarning
 from fedgrad.data import UNK
 from fedgrad.errors import ConfigError
+from fedgrad.experiments.audit import AUDIT_JSON, best, plant, read_audit
 from fedgrad.scenario import load_scenario
 
 

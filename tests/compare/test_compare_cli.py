@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fedgrad.cli.main import main
-from fedgrad.comparison import PLOT_FILES, parse_privacy_list, plan_variants, run_variants
+from fedgrad.experiments.compare import PLOT_FILES, parse_privacy_list, plan_variants, run_variants
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

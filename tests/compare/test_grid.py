@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 
-from fedgrad import comparison
-from fedgrad.comparison import Outcome, PrivacySetting, parse_int_list, parse_privacy_list, plan_variants
 from fedgrad.errors import ConfigError
+from fedgrad.experiments import compare as comparison
+from fedgrad.experiments.compare import Outcome, PrivacySetting, parse_int_list, parse_privacy_list, plan_variants
+from fedgrad.modes.registry import privacy_mode
 from fedgrad.results import RunWriter, round_record
 from fedgrad.scenario import load_scenario
 
@@ -73,10 +75,10 @@ def test_an_invalid_variant_fails_before_anything_runs(scenario):
 
 def test_guarantees_in_words(scenario):
     none, paillier, dp = plan_variants(scenario, [], parse_privacy_list("paillier-trusted,dp:1"))
-    assert comparison.privacy_guarantee(none.scenario)[0] == "plaintext updates"
-    short, full = comparison.privacy_guarantee(paillier.scenario)
+    assert privacy_mode(none.scenario).guarantee().short == "plaintext updates"
+    short, full = astuple(privacy_mode(paillier.scenario).guarantee())
     assert "sum of >= 2" in short and "INSECURE" in full and "512-bit" in full
-    short, full = comparison.privacy_guarantee(dp.scenario)
+    short, full = astuple(privacy_mode(dp.scenario).guarantee())
     assert short.startswith("(ε=1, δ=1e-01)-DP")  # delta defaults to 1/N^2 with N = 3 clients
     assert "ε=1," in full and "noise multiplier" in full
 

@@ -121,3 +121,18 @@ def test_centralized_report_omits_federation(tmp_path):
     writer.finish({"mode": "centralized"})
     report = (writer.run_dir / "report.md").read_text()
     assert "| mode | centralized |" in report and "| strategy |" not in report
+
+
+def test_reopen_continues_a_run_with_exactly_the_given_records(tmp_path):
+    first = RunWriter(tmp_path, scenario())
+    for index in (1, 2, 3):
+        first.log_round(record(index, 0.5 + index / 10))
+    kept = first.records[:2]  # round 3 was logged after the last checkpoint: it is run again
+
+    writer = RunWriter.reopen(first.run_dir, scenario(), kept)
+    assert writer.run_dir == first.run_dir and writer.records == kept
+    assert read_metrics(writer.run_dir) == kept
+    writer.log_round(record(3, 0.75))
+    summary = writer.finish()
+    assert [r["round"] for r in read_metrics(writer.run_dir)] == [1, 2, 3]
+    assert summary["rounds"] == 3 and summary["final"]["accuracy"] == pytest.approx(0.75)

@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
-from argparse import Namespace
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -26,7 +25,7 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from fedgrad.cli.server import open_run
+from fedgrad.experiments.run import open_run
 from fedgrad.security import create_pki
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
@@ -231,7 +230,7 @@ class Lab:
                          port: int = 0) -> AsyncIterator[Federation]:
         """The coordinator of ``scenario`` (or of the run ``resume`` names) serving TLS (``mutual``: mTLS),
         checkpointing each round."""
-        opened = open_run(Namespace(scenario=None if resume else scenario, resume=resume, overrides=[]))
+        opened = open_run(None if resume else scenario, resume=resume)
         coordinator = opened.coordinator(SimpleNamespace(on_round=opened.prepared.writer.log_round))
         server, port = await start_server(coordinator, "127.0.0.1", port,
                                           ServerSecurity.from_dir(self.pki, mutual=mutual))

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from client.pool import run_clients
-from client.session import ClientError, ClientOptions, read_token_file
+from client.session import ClientError, ClientOptions
 from fedgrad.cli.main import main
 from fedgrad.data import load_shard, load_vocab
 from fedgrad.data.federated import shard_file_name
+from fedgrad.security.tokens import read_token_file
 
 pytestmark = pytest.mark.faults
 

@@ -18,10 +18,11 @@ import fedgrad.modes.dp
 from fedgrad.modes.base import ClientPrivacy
 from fedgrad.privacy import noise_rng
 from client.pool import run_clients
-from client.session import ClientOptions, read_token_file
+from client.session import ClientOptions
 from fedgrad.crypto import InsecureKeyWarning, SecureAggConfig, make_encoder, public_key_from_bytes
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width, dump_payload
 from fedgrad.data import load_shard
+from fedgrad.security.tokens import read_token_file
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, open_channel

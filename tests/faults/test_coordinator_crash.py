@@ -16,11 +16,12 @@ import pytest
 
 from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
-from client.session import ClientOptions, read_token_file
+from client.session import ClientOptions
 from fedgrad.cli.main import main
 from fedgrad.data import load_shard, load_test, load_vocab
 from fedgrad.models import model_from_config
 from fedgrad.scenario import load_scenario
+from fedgrad.security.tokens import read_token_file
 from fedgrad.training import evaluate
 from server.checkpoint import CheckpointError, Checkpoints
 from server.rounds import TrainingRound

@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
-from client.session import read_token_file
 from fedgrad.data import load_shard
+from fedgrad.security.tokens import read_token_file
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.channel import open_channel
 from fedgrad.transport.codec import encode_tensors

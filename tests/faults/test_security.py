@@ -10,11 +10,12 @@ import grpc
 import pytest
 
 from client.pool import run_clients
-from client.session import ClientError, ClientOptions, read_token_file
+from client.session import ClientError, ClientOptions
 from fedgrad.cli.main import main
 from fedgrad.data import load_shard
 from fedgrad.errors import ConfigError
 from fedgrad.security import create_pki
+from fedgrad.security.tokens import read_token_file
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, ClientSecurity, open_channel

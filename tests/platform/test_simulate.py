@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from fedgrad.cli.main import main
-from fedgrad.cli.simulate import ClientFleet
 from fedgrad.errors import FedgradError
+from fedgrad.launchers import ClientFleet
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import stat
 import pytest
 
 from fedgrad.errors import ConfigError, DataError
-from fedgrad.security import TokenIssuer
+from fedgrad.security import TokenIssuer, read_token_file, write_token_file
 
 SECRET = bytes(range(32))
 
@@ -101,3 +101,20 @@ def test_weak_secret_or_empty_names_are_refused():
         TokenIssuer(SECRET, "run-1").issue("")
     with pytest.raises(ConfigError, match="no path"):
         TokenIssuer(SECRET, "run-1").save()
+
+
+def test_token_file_written_for_clients_is_read_back_by_them(tmp_path):
+    path = tmp_path / "client-tokens.json"
+    write_token_file(path, "run-1", {"0": "a.b", "1": "c.d"})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text()) == {"run": "run-1", "tokens": {"0": "a.b", "1": "c.d"}}
+    assert read_token_file(path, ["1"]) == {"1": "c.d"}
+    with pytest.raises(ConfigError, match="no token for client"):
+        read_token_file(path, ["0", "2"])
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_token_file(path, ["0"])
+    path.write_text("not json")
+    path.chmod(0o600)
+    with pytest.raises(DataError, match="not a token file"):
+        read_token_file(path, ["0"])

@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 
 from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
-from client.session import ClientOptions, read_token_file
+from client.session import ClientOptions
 from fedgrad.data import Shard, load_shard
 from fedgrad.errors import ConfigError, FedgradError
+from fedgrad.security.tokens import read_token_file
 from fedgrad.transport.channel import ClientSecurity
 
 T = TypeVar("T")

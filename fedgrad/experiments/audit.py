@@ -44,16 +44,18 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fedgrad.comparison import PrivacySetting
 from fedgrad.crypto.wire import HEADER_BYTES
 from fedgrad.data import Shard, Vocabulary, unique_tokens
 from fedgrad.errors import ConfigError, DataError
+from fedgrad.experiments.compare.grid import PrivacySetting
+from fedgrad.experiments.run import client_privacy
+from fedgrad.files import write_atomic
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
 from fedgrad.modes.base import Aggregation, ClientPrivacy
 from fedgrad.modes.registry import encode_update, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
-from fedgrad.results import create_run_dir, format_bytes, read_document, write_text_atomic
+from fedgrad.results import create_run_dir, format_bytes, read_document
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.training import train_local
@@ -377,7 +379,7 @@ def run_audit(scenario_path: Path, overrides: Sequence[str], settings: Sequence[
                   "optimizer": scenario.train.optimizer},
         "modes": modes,
     }
-    write_text_atomic(audit_dir / AUDIT_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    write_atomic(audit_dir / AUDIT_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
     render_audit_report(audit_dir)
     return audit_dir
 
@@ -429,7 +431,7 @@ def render_audit_report(audit_dir: Path) -> Path:
         *(_mode_section(mode) for mode in document["modes"]),
     ]
     path = audit_dir / REPORT_FILE
-    write_text_atomic(path, "\n\n".join(sections) + "\n")
+    write_atomic(path, "\n\n".join(sections) + "\n")
     return path
 
 

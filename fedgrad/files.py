@@ -1,9 +1,10 @@
-"""Atomic file writes with the right permissions from the first byte.
+"""Atomic file writes with the right permissions from the first byte: the one writer every part uses.
 
-Secrets (private keys, the token secret) must never exist on disk readable by others, not even for the moment
-between ``open`` and ``chmod``; and a coordinator killed mid-write must not leave a half-written secret behind
-that makes the next start fail. So the data goes to a temporary file created with its final mode, is flushed
-to disk, and is renamed over the destination (``os.replace`` is atomic on POSIX).
+Run files (``config.toml``, ``summary.json``, reports), the parsed-corpus cache, checkpoints and secrets
+(private keys, the token secret) all go through :func:`write_atomic`. Readers never see a half-written file,
+and a process killed mid-write leaves the previous version in place. Secrets must never exist on disk readable
+by others, not even for the moment between ``open`` and ``chmod``: so the data goes to a temporary file created
+with its final mode, is flushed to disk, and is renamed over the destination (``os.replace`` is atomic on POSIX).
 """
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` to ``path`` atomically; the file has permission bits ``mode`` (umask not applied)."""
+def write_atomic(path: Path, data: bytes | str, mode: int = PUBLIC_MODE) -> None:
+    """Write ``data`` (``str`` is written as UTF-8) to ``path`` atomically; the file has permission bits ``mode``
+    (umask not applied)."""
+    path = Path(path)
+    if isinstance(data, str):
+        data = data.encode("utf-8")
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -1,0 +1,176 @@
+"""The comparison grid: which variants (privacy setting x client count x Paillier key size) ``fedgrad compare`` runs.
+
+Every variant is the user's scenario and ``--set`` values plus only the keys that define the variant, so all
+share corpus, split, partition, model initialisation and seed; each is validated before anything runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedgrad.errors import ConfigError
+from fedgrad.modes.registry import MODE_NAMES, mode_class
+from fedgrad.scenario import Scenario, load_scenario
+
+#: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.
+DEFAULT_PRIVACY = "none,paillier-naive,paillier-trusted,dp:1,dp:4,dp:8"
+BASELINE_MODE = "none"
+#: Modes ``--privacy`` takes by name alone (``dp`` takes a target epsilon).
+NAMED_MODES = tuple(name for name in MODE_NAMES if name != "dp")
+DP_PLACEMENTS = ("central", "distributed")
+#: ``paillier-naive`` encrypts every value separately (about 10 ms each with a 2048-bit key, so minutes per
+#: client per round for the book model): by default it runs this many rounds, which is enough to measure
+#: its cost per round; its accuracy is then compared with ``none`` after the same round.
+NAIVE_ROUNDS = 1
+#: Round deadline given to ``paillier-naive``: the scenario's (about a minute) would drop every update.
+NAIVE_ROUND_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class PrivacySetting:
+    """One entry of ``--privacy``: a ``privacy.mode``; for ``dp`` the target epsilon and optionally where the
+    noise is added (``dp:EPS`` keeps the scenario's ``privacy.dp_placement``, ``dp:EPS:distributed`` sets it)."""
+
+    mode: str
+    epsilon: float | None = None
+    placement: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PrivacySetting:
+        mode, *values = text.strip().split(":")
+        if mode == "dp" and len(values) in (1, 2):
+            try:
+                epsilon = float(values[0])
+            except ValueError:
+                raise ConfigError(f"--privacy: {text!r}: dp needs a target epsilon, e.g. dp:4") from None
+            if not (math.isfinite(epsilon) and epsilon > 0):
+                raise ConfigError(f"--privacy: {text!r}: epsilon must be a positive number")
+            placement = values[1] if len(values) == 2 else None
+            if placement not in (None, *DP_PLACEMENTS):
+                raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
+            return cls("dp", epsilon, placement)
+        if mode in NAMED_MODES and not values:
+            return cls(mode)
+        raise ConfigError(f"--privacy: unknown setting {text!r} "
+                          f"(use {', '.join(NAMED_MODES)}, dp:EPSILON or dp:EPSILON:PLACEMENT)")
+
+    @property
+    def label(self) -> str:
+        if self.epsilon is None:
+            return self.mode
+        return f"dp-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
+
+    def overrides(self) -> list[str]:
+        values = [f"privacy.mode={json.dumps(self.mode)}"]
+        if self.epsilon is not None:
+            values.append(f"privacy.epsilon={self.epsilon!r}")
+        if self.placement is not None:
+            values.append(f"privacy.dp_placement={json.dumps(self.placement)}")
+        return values
+
+
+def parse_privacy_list(text: str) -> list[PrivacySetting]:
+    """``"none,paillier,dp:1"`` as settings, in order, duplicates dropped."""
+    settings = [PrivacySetting.parse(item) for item in text.split(",") if item.strip()]
+    if not settings:
+        raise ConfigError("--privacy: name at least one setting")
+    return list(dict.fromkeys(settings))
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    """``"3,10,100"`` as positive integers, in order, duplicates dropped."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag}: expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag}: expected positive integers, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One run of the comparison: the scenario with ``overrides`` applied after the user's ``--set`` values."""
+
+    name: str
+    privacy: PrivacySetting
+    scenario: Scenario             # resolved and validated, as the child will run it
+    overrides: tuple[str, ...]
+    baseline: str                  # the ``none`` variant with the same number of clients
+    notes: tuple[str, ...] = ()    # what differs from the user's scenario beyond the privacy setting, and why
+
+    @property
+    def rounds(self) -> int:
+        return self.scenario.federation.rounds
+
+
+def plan_variants(
+    scenario_path: Path,
+    user_overrides: Sequence[str],
+    privacy: Sequence[PrivacySetting],
+    *,
+    clients: Sequence[int] | None = None,
+    key_bits: Sequence[int] | None = None,
+    rounds: int | None = None,
+    naive_rounds: int = NAIVE_ROUNDS,
+) -> list[Variant]:
+    """Every variant of the grid, each validated up front (a bad combination fails before anything runs).
+
+    ``none`` is always part of the grid: it is what every other variant is measured against. With
+    ``clients``, each count keeps the scenario's participation rate (``clients_per_round / clients``) so
+    that DP's sampling rate, and the share of data a round sees, stay the same. ``key_bits`` applies to the
+    Paillier modes only. Names get ``-c<clients>`` / ``-k<bits>`` suffixes when those flags are given.
+    """
+    base = load_scenario(scenario_path, list(user_overrides))
+    fed = base.federation
+    settings = list(dict.fromkeys([PrivacySetting(BASELINE_MODE), *privacy]))
+    variants = []
+    for n_clients in clients or [fed.clients]:
+        common = [f"federation.rounds={rounds}"] if rounds else []
+        suffix = ""
+        if clients:
+            per_round = max(1, round(n_clients * fed.clients_per_round / fed.clients))
+            common += [f"federation.clients={n_clients}", f"federation.clients_per_round={per_round}",
+                       f"federation.min_clients={min(fed.min_clients, per_round)}"]
+            suffix = f"-c{n_clients}"
+        baseline = f"{BASELINE_MODE}{suffix}"
+        for setting in settings:
+            for bits in (key_bits or [None]) if mode_class(setting.mode).encrypted else [None]:
+                overrides = [*common, *setting.overrides()]
+                name = setting.label + suffix
+                if bits is not None:
+                    overrides.append(f"privacy.key_bits={bits}")
+                    name += f"-k{bits}"
+                notes: list[str] = []
+                if setting.mode == "paillier-naive":
+                    overrides, notes = _reduce_naive(base, overrides, rounds or fed.rounds, naive_rounds)
+                variants.append(Variant(name, setting, _validated(scenario_path, user_overrides, overrides, name),
+                                        tuple(overrides), baseline, tuple(notes)))
+    return variants
+
+
+def _reduce_naive(base: Scenario, overrides: list[str], planned_rounds: int,
+                  naive_rounds: int) -> tuple[list[str], list[str]]:
+    """``paillier-naive`` on fewer rounds and with a long round deadline; the notes say so in the report."""
+    notes = []
+    overrides = list(overrides)
+    if naive_rounds < planned_rounds:
+        overrides.append(f"federation.rounds={naive_rounds}")
+        notes.append(f"run for {naive_rounds} round(s) instead of {planned_rounds}: one Paillier ciphertext per "
+                     "value costs minutes per client and round; time and bytes are per round and compare "
+                     f"directly, accuracy is compared with {BASELINE_MODE} after the same round")
+    if base.federation.round_timeout_s < NAIVE_ROUND_TIMEOUT_S:
+        overrides.append(f"federation.round_timeout_s={NAIVE_ROUND_TIMEOUT_S}")
+        notes.append(f"round deadline raised to {NAIVE_ROUND_TIMEOUT_S:g} s (the scenario's "
+                     f"{base.federation.round_timeout_s:g} s would drop every encrypted update)")
+    return overrides, notes
+
+
+def _validated(path: Path, user_overrides: Sequence[str], overrides: Sequence[str], name: str) -> Scenario:
+    try:
+        return load_scenario(path, [*user_overrides, *overrides])
+    except ConfigError as exc:
+        raise ConfigError(f"variant {name}: {exc}") from None

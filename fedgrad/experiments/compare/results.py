@@ -1,0 +1,162 @@
+"""What a comparison records: one row per variant, gaps and ratios to its baseline, ``results.json`` and
+``results.csv``."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fedgrad.modes.registry import mode_class, privacy_mode
+from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
+from fedgrad.files import write_atomic
+from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
+from fedgrad.scenario import Scenario
+
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+#: Per-round phases of the table; ``transfer`` is the model broadcast plus the slowest upload.
+PHASE_COLUMNS: dict[str, tuple[str, ...]] = {
+    "train": ("train",), "encrypt": ("encrypt",), "transfer": ("broadcast", "upload"),
+    "aggregate": ("aggregate",), "decrypt": ("decrypt",),
+}
+
+
+#: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
+CSV_COLUMNS: tuple[str, ...] = (
+    "variant", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error", "rounds", "rounds_planned",
+    *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
+    *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
+    "bytes_down_per_round", "epsilon_spent", "wall_time_s", "processes", "guarantee", "notes", "run_dir", "log",
+)
+
+
+def collect(outcomes: Sequence[Outcome], compare_dir: Path) -> list[dict[str, Any]]:
+    """One row per variant from its run directory, then the gaps and ratios to its ``none`` baseline."""
+    rows = [_row(outcome, compare_dir) for outcome in outcomes]
+    by_name = {row["variant"]: row for row in rows}
+    for row in rows:
+        _compare_with_baseline(row, by_name.get(row["baseline"]))
+    return rows
+
+
+def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
+    variant = outcome.variant
+    scenario = variant.scenario
+    records = read_metrics(outcome.run_dir) if outcome.run_dir else []
+    summary = (read_summary(outcome.run_dir) if outcome.run_dir else None) or {}
+    guarantee = privacy_mode(scenario).guarantee()
+    short, full = guarantee.short, guarantee.full
+    if variant.privacy.mode == "dp":  # the run's own ledger and calibration, when it got that far
+        full = (summary.get("privacy") or {}).get("guarantee", full)
+    final = records[-1] if records else {}
+    n = len(records)
+    used = sum(record.get("clients_used", 0) for record in records)
+    bytes_up = sum(record["bytes"]["up"] for record in records)
+    row: dict[str, Any] = {
+        "variant": variant.name,
+        "privacy": variant.privacy.mode,
+        "epsilon": variant.privacy.epsilon,
+        "clients": scenario.federation.clients,
+        "key_bits": scenario.privacy.key_bits if mode_class(variant.privacy.mode).encrypted else None,
+        "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
+        "status": outcome.status,
+        "error": outcome.error,
+        "rounds": n,
+        "rounds_planned": variant.rounds,
+        **{key: final.get(key) for key in METRIC_KEYS},
+        "baseline": variant.baseline,
+        "round_time_s": _mean(record["time_s"]["total"] for record in records),
+        **{f"{column}_s": _mean(sum(record["time_s"][phase] for phase in phases) for record in records)
+           for column, phases in PHASE_COLUMNS.items()},
+        "bytes_up_per_client": bytes_up / used if used else None,
+        "bytes_up_per_round": bytes_up / n if n else None,
+        "bytes_down_per_round": _mean(record["bytes"]["down"] for record in records),
+        "epsilon_spent": _epsilon_spent(summary, records),
+        "wall_time_s": outcome.seconds or None,
+        "processes": summary.get("processes"),
+        "guarantee": short,
+        "guarantee_full": full,
+        "notes": "; ".join(variant.notes) or None,
+        "run_dir": _relative(outcome.run_dir, compare_dir),
+        "log": f"{LOG_DIR}/{variant.name}.log" if outcome.status != "not run" else None,
+        "accuracy_per_round": [[record["round"], record["accuracy"]] for record in records],
+    }
+    return row
+
+
+def _epsilon_spent(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> float | None:
+    """Epsilon the run's privacy ledger reports as spent: from ``summary.json``, or the last round record of a
+    run that did not finish; None for runs without DP."""
+    for source in (summary, records[-1] if records else {}):
+        value = (source.get("privacy") or {}).get("epsilon_spent")
+        if isinstance(value, (int, float)):
+            return float(value)
+    return None
+
+
+def _compare_with_baseline(row: dict[str, Any], baseline: dict[str, Any] | None) -> None:
+    """Accuracy gap (points lost, at the same round) and cost ratios relative to the baseline run."""
+    row["accuracy_gap_pts"] = row["round_time_ratio"] = row["bytes_up_ratio"] = None
+    if baseline is None or not row["accuracy_per_round"]:
+        return
+    last_round = row["accuracy_per_round"][-1][0]
+    reference = dict((r, a) for r, a in baseline["accuracy_per_round"]).get(last_round)
+    if reference is not None:
+        row["accuracy_gap_pts"] = 100 * (reference - row["accuracy"])
+    row["round_time_ratio"] = _ratio(row["round_time_s"], baseline["round_time_s"])
+    row["bytes_up_ratio"] = _ratio(row["bytes_up_per_client"], baseline["bytes_up_per_client"])
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return sum(values) / len(values) if values else None
+
+
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return value / reference if value is not None and reference else None
+
+
+def _relative(path: Path | None, root: Path) -> str | None:
+    if path is None:
+        return None
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def write_results(compare_dir: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
+    """``results.json`` (meta and full rows) and ``results.csv`` (flat rows)."""
+    document = {**meta, "variants": list(rows)}
+    write_atomic(compare_dir / RESULTS_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if row.get(key) is None else row[key] for key in CSV_COLUMNS} for row in rows)
+    write_atomic(compare_dir / RESULTS_CSV, buffer.getvalue())
+
+
+def comparison_meta(scenario_path: Path, user_overrides: Sequence[str], base: Scenario,
+                    command: Sequence[str]) -> dict[str, Any]:
+    """What ``results.json`` says about the comparison as a whole; ``command`` is the ``fedgrad`` argv."""
+    return {
+        "kind": "fedgrad-comparison",
+        "scenario": base.name,
+        "scenario_path": str(scenario_path),
+        "overrides": list(user_overrides),
+        "seed": base.seed,
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": ["fedgrad", *command],
+    }
+
+
+def is_comparison_dir(path: Path) -> bool:
+    return (path / RESULTS_JSON).is_file()
+
+
+def read_results(compare_dir: Path) -> dict[str, Any]:
+    return read_document(compare_dir, RESULTS_JSON, "fedgrad-comparison", "fedgrad compare")

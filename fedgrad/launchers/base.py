@@ -1,0 +1,24 @@
+"""What every launcher offers: the :class:`Fleet` protocol a simulation drives its client workers through."""
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from fedgrad.modes.base import ClientPrivacy
+
+T = TypeVar("T")
+
+
+class Fleet(Protocol):
+    """Where a simulation's client workers run: local OS processes (:class:`ClientFleet`) or Ray tasks
+    (:class:`fedgrad.launchers.ray.RayFleet`)."""
+
+    async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int, token_file: Path | None,
+                    tls_dir: Path | None, privacy: ClientPrivacy) -> None: ...
+
+    async def supervise(self, run: Awaitable[T]) -> T: ...
+
+    async def wait_for_exit(self, timeout: float) -> None: ...
+
+    async def stop(self) -> None: ...
