@@ -8,15 +8,18 @@ import random
 import secrets
 
 import gmpy2
+import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fedgrad.crypto import CiphertextError, CryptoError
+from fedgrad.crypto import Accumulator, CiphertextError, CryptoError, SecureAggConfig, make_encoder
 from fedgrad.crypto.decryption import ParallelPartialDecryptor
 from fedgrad.crypto.djn import FastEncryptor
 from fedgrad.crypto.primes import safe_prime
+from fedgrad.crypto.schemes import make_scheme
 from fedgrad.crypto.threshold import (KeySet, KeyShare, combine, deal, delta, key_set, lagrange_coefficients,
                                       partial_decrypt, read_share, write_share)
+from fedgrad.crypto.wire import load_payload
 
 def decrypt_with(pub, shares, indices, ciphertexts, threshold, parties):
     partials = {i: partial_decrypt(shares[i - 1], ciphertexts) for i in indices}
@@ -71,6 +74,31 @@ def test_homomorphic_sums_decrypt(threshold_key, values, subset):
     for c in encryptor.encrypt(values):
         product = product * c % nsquare
     assert decrypt_with(pub, shares, subset[:3], [product], 3, 5) == [sum(values) % pub.n]
+
+
+def test_packed_aggregate_through_threshold_decryption_on_two_cores(threshold_key):
+    pub, shares = threshold_key
+    cfg = SecureAggConfig(mode="paillier", n_params=300, clip=1.0, max_clients=8, max_weight=50)
+    encoder, accumulator = make_encoder(cfg, pub), Accumulator(cfg, pub)
+    rng = np.random.default_rng(3)
+    updates, weights = rng.uniform(-1, 1, (4, cfg.n_params)), [3, 50, 7, 1]
+    for client, (update, weight) in enumerate(zip(updates, weights)):
+        accumulator.add(f"c{client}", encoder.encrypt(update, weight))
+    scheme = make_scheme(cfg, pub)
+    parsed = load_payload(accumulator.payload(), pub=pub, fingerprint=cfg.fingerprint(pub.n),
+                          count=scheme.n_ciphertexts)
+    partials = {}
+    for share in (shares[4], shares[1], shares[2]):
+        pool = ParallelPartialDecryptor(share, len(parsed.ciphertexts), cores=2, min_chunk=1)
+        try:
+            partials[share.index] = pool.decrypt(parsed.ciphertexts)
+        finally:
+            pool.close()
+        assert partials[share.index] == partial_decrypt(share, parsed.ciphertexts)
+    sums, total = scheme.decode(combine(pub, partials, 3, 5), 4)
+    assert total == sum(weights)
+    quantized = [encoder.quantized(update) for update in updates]
+    np.testing.assert_array_equal(sums, sum(w * q for w, q in zip(weights, quantized)))
 
 
 def test_pool_uses_workers_and_matches(threshold_key):
