@@ -67,7 +67,8 @@ def generate_keypair(bits: int = 2048, insecure_key_bits: bool = False
     _check_key_bits(bits, insecure_key_bits)
     if bits not in SECURE_KEY_BITS:
         _warn_insecure(bits)
-    return phe.generate_paillier_keypair(n_length=bits)
+    public_key, private_key = phe.generate_paillier_keypair(n_length=bits)
+    return public_key, private_key
 
 
 def public_key_to_bytes(pub: phe.PaillierPublicKey) -> bytes:
