@@ -269,3 +269,81 @@ def test_real_2048_bit_threshold_key(real_threshold_key):
     ciphertexts = FastEncryptor(pub).encrypt(plaintexts)
     for subset in ((1, 2), (1, 3), (2, 3), (1, 2, 3)):
         assert decrypt_with(pub, shares, subset, ciphertexts, 2, 3) == plaintexts
+
+
+# ---- zero-knowledge proofs of correct partial decryption ----
+
+from fedgrad.crypto.threshold import PartialProof, combine_verified, prove_partials, verify_partials  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def proved(threshold_key):
+    pub, shares = threshold_key
+    keys = key_set(shares)
+    plaintexts = [0, 1, 77, pub.n - 1]
+    ciphertexts = FastEncryptor(pub).encrypt(plaintexts)
+    responses = {}
+    for share in shares:
+        partials = partial_decrypt(share, ciphertexts)
+        responses[share.index] = (partials, prove_partials(share, ciphertexts, partials))
+    return pub, shares, keys, plaintexts, ciphertexts, responses
+
+
+def test_honest_proofs_verify_and_combine(proved):
+    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    for index, (partials, proof) in responses.items():
+        verify_partials(keys, index, ciphertexts, partials, proof)
+        assert PartialProof.from_bytes(proof.to_bytes()) == proof
+    assert combine_verified(keys, ciphertexts, responses) == (plaintexts, [])
+
+
+@pytest.mark.parametrize("tamper", ["times_1_plus_n", "random", "swap", "other_share_exponent"])
+def test_wrong_partials_fail_their_proof_even_when_reproved(proved, tamper):
+    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    nsquare = pub.n * pub.n
+    partials = list(responses[2][0])
+    if tamper == "times_1_plus_n":
+        partials[1] = partials[1] * (1 + pub.n) % nsquare
+    elif tamper == "random":
+        partials[2] = gmpy2.powmod(secrets.randbelow(pub.n - 2) + 2, 2, nsquare)
+    elif tamper == "swap":
+        partials[0], partials[3] = partials[3], partials[0]
+    else:
+        partials = partial_decrypt(shares[3], ciphertexts)  # share 4's partials claimed as share 2's
+    for proof in (responses[2][1], prove_partials(shares[1], ciphertexts, partials)):
+        with pytest.raises(CryptoError, match="fail their proof"):
+            verify_partials(keys, 2, ciphertexts, partials, proof)
+
+
+def test_proofs_are_bound_to_share_and_ciphertexts(proved):
+    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    partials, proof = responses[1]
+    with pytest.raises(CryptoError, match="not 2"):
+        verify_partials(keys, 2, ciphertexts, partials, proof)
+    with pytest.raises(CryptoError, match="fail their proof"):  # share 1's proof relabelled as share 2's
+        verify_partials(keys, 2, ciphertexts, partials, PartialProof(2, proof.challenge, proof.response))
+    with pytest.raises(CryptoError, match="fail their proof"):  # same partials, other ciphertexts
+        verify_partials(keys, 1, ciphertexts[::-1], partials[::-1], proof)
+    with pytest.raises(CryptoError, match="fail their proof"):
+        verify_partials(keys, 1, ciphertexts, partials, PartialProof(1, proof.challenge, proof.response + 1))
+    with pytest.raises(CryptoError, match="out of range"):
+        verify_partials(keys, 1, ciphertexts, partials, PartialProof(1, 1 << 256, proof.response))
+    with pytest.raises(CryptoError, match="one partial per ciphertext"):
+        verify_partials(keys, 1, ciphertexts, partials[:-1], proof)
+    for garbage in (b"", b"{}", b'{"index": 1, "e": "12", "z": "0x1"}'):
+        with pytest.raises(CryptoError, match="malformed"):
+            PartialProof.from_bytes(garbage)
+
+
+def test_combine_verified_drops_and_names_cheaters(proved):
+    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    nsquare = pub.n * pub.n
+    cheating = dict(responses)
+    for index in (1, 4):
+        partials = list(responses[index][0])
+        partials[0] = partials[0] * (1 + pub.n) % nsquare
+        cheating[index] = (partials, prove_partials(shares[index - 1], ciphertexts, partials))
+    assert combine_verified(keys, ciphertexts, cheating) == (plaintexts, [1, 4])
+    cheating[2] = (cheating[1][0], cheating[2][1])
+    with pytest.raises(CryptoError, match=r"only 2 decryptor.*\[1, 2, 4\].*needs 3"):
+        combine_verified(keys, ciphertexts, cheating)
