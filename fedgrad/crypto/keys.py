@@ -50,10 +50,15 @@ def _check_key_bits(bits: int, insecure_key_bits: bool) -> None:
         raise ConfigError(f"key_bits must be an even number >= {MIN_INSECURE_KEY_BITS}, got {bits}")
 
 
-def _warn_insecure(bits: int) -> None:
+def warn_insecure_key(bits: int) -> None:
+    """Announce a short key, as an `InsecureKeyWarning` and on the log."""
+    _warn_insecure(bits, stacklevel=4)
+
+
+def _warn_insecure(bits: int, stacklevel: int = 3) -> None:
     message = (f"INSECURE Paillier key: {bits} bits (minimum 2048). Anyone can factor it and read every "
                "client update; use it only for tests and demos.")
-    warnings.warn(message, InsecureKeyWarning, stacklevel=3)
+    warnings.warn(message, InsecureKeyWarning, stacklevel=stacklevel)
     log.warning(message)
 
 

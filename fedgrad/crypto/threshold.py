@@ -71,6 +71,7 @@ import gmpy2
 import phe
 
 from fedgrad.crypto.errors import CiphertextError, CryptoError
+from fedgrad.crypto.keys import SECURE_KEY_BITS, warn_insecure_key
 from fedgrad.crypto.primes import safe_prime
 from fedgrad.crypto.secretfile import read_secret_file, write_secret_file
 
@@ -97,8 +98,8 @@ def delta(parties: int) -> int:
 class KeySet:
     """Public threshold-key description, readable by anyone: n, k, t, and Shoup's verification keys.
 
-    `verification_keys[i - 1]` = v^{Δ s_i} mod n² for share i; they let a future zero-knowledge proof of correct
-    partial decryption be checked (see the module docstring) and let a share holder check its share (`check`).
+    `verification_keys[i - 1]` = v^{Δ s_i} mod n² for share i; `verify_partials` checks proofs of correct partial
+    decryption against them, and a share holder can check its share (`check`).
     """
 
     n: int
@@ -281,18 +282,24 @@ def key_set(shares: Sequence[KeyShare]) -> KeySet:
     return KeySet(n=n, parties=first.parties, threshold=first.threshold, verification_keys=keys)
 
 
-def deal(key_bits: int, parties: int, threshold: int, *,
-         rng: random.Random | None = None) -> tuple[phe.PaillierPublicKey, list[KeyShare]]:
+def deal(key_bits: int, parties: int, threshold: int, *, rng: random.Random | None = None,
+         insecure_key_bits: bool = False) -> tuple[phe.PaillierPublicKey, list[KeyShare]]:
     """Trusted dealer: a fresh `key_bits`-bit modulus from safe primes and its k = `parties` shares, any
     `threshold` of which decrypt. Returns (public key, shares for indices 1..k); `key_set(shares)` gives the
     public key-set file's contents.
 
     `rng` defaults to the OS CSPRNG (`secrets.SystemRandom`); pass a seeded `random.Random` in tests only.
-    The caller must not ask for short keys outside tests (`keys` holds the key-size policy).
+    Key-size policy as in `keys.generate_keypair`: 2048 or 3072 bits; shorter (even, ≥ 64) only with
+    `insecure_key_bits`, and then announced with an `InsecureKeyWarning` and on the log.
     """
     _check_counts(parties, threshold)
     if isinstance(key_bits, bool) or not isinstance(key_bits, int) or key_bits < MIN_KEY_BITS or key_bits % 2:
         raise CryptoError(f"key_bits must be an even integer >= {MIN_KEY_BITS}, got {key_bits!r}")
+    if key_bits not in SECURE_KEY_BITS:
+        if key_bits > SECURE_KEY_BITS[0] or not insecure_key_bits:
+            raise CryptoError(f"key_bits={key_bits} is not one of {SECURE_KEY_BITS}; shorter keys only with "
+                              "insecure_key_bits (tests and demos)")
+        warn_insecure_key(key_bits)
     rng = rng if rng is not None else secrets.SystemRandom()
     half = key_bits // 2
     p = safe_prime(half, rng)

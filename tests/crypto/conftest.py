@@ -21,7 +21,8 @@ def threshold_key():
     import random
 
     from fedgrad.crypto.threshold import deal
-    return deal(512, 5, 3, rng=random.Random(2024))
+    with pytest.warns(InsecureKeyWarning):
+        return deal(512, 5, 3, rng=random.Random(2024), insecure_key_bits=True)
 
 
 @pytest.fixture(scope="session")

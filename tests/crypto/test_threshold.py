@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from fedgrad.crypto import Accumulator, CiphertextError, CryptoError, SecureAggConfig, make_encoder
+from fedgrad.crypto import (Accumulator, CiphertextError, CryptoError, InsecureKeyWarning, SecureAggConfig,
+                            make_encoder)
 from fedgrad.crypto.decryption import ParallelPartialDecryptor
 from fedgrad.crypto.djn import FastEncryptor
 from fedgrad.crypto.primes import safe_prime
@@ -56,7 +57,9 @@ def test_any_threshold_subset_decrypts(threshold_key, data):
 
 @pytest.mark.parametrize("parties,threshold", [(1, 1), (3, 1), (3, 3), (4, 2), (6, 6)])
 def test_every_subset_for_edge_thresholds(parties, threshold):
-    pub, shares = deal(256, parties, threshold, rng=random.Random(parties * 10 + threshold))
+    with pytest.warns(InsecureKeyWarning):
+        pub, shares = deal(256, parties, threshold, rng=random.Random(parties * 10 + threshold),
+                           insecure_key_bits=True)
     plaintexts = [0, 1, pub.n - 1, secrets.randbelow(pub.n)]
     ciphertexts = FastEncryptor(pub).encrypt(plaintexts)
     for size in range(threshold, parties + 1):
@@ -185,7 +188,8 @@ def test_invalid_ciphertexts_and_partials_are_refused(threshold_key, bad):
 
 def test_partials_of_another_key_do_not_combine(threshold_key):
     pub, shares = threshold_key
-    other_pub, other_shares = deal(512, 5, 3, rng=random.Random(99))
+    with pytest.warns(InsecureKeyWarning):
+        other_pub, other_shares = deal(512, 5, 3, rng=random.Random(99), insecure_key_bits=True)
     ciphertexts = [pub.raw_encrypt(5)]
     partials = {s.index: partial_decrypt(s, ciphertexts) for s in shares[:2]}
     partials[3] = [c % (pub.n * pub.n) for c in partial_decrypt(other_shares[2], [other_pub.raw_encrypt(5)])]
@@ -257,9 +261,12 @@ def test_key_set_file(threshold_key, tmp_path):
 def test_deal_argument_checks():
     for parties, threshold in ((0, 1), (3, 0), (3, 4), (65, 2), (True, 1)):
         with pytest.raises(CryptoError):
-            deal(128, parties, threshold)
+            deal(128, parties, threshold, insecure_key_bits=True)
     with pytest.raises(CryptoError, match="key_bits"):
-        deal(127, 3, 2)
+        deal(127, 3, 2, insecure_key_bits=True)
+    for bits in (512, 1024, 4096):  # the key-size policy of `keys`: short keys only on explicit request
+        with pytest.raises(CryptoError, match="insecure_key_bits"):
+            deal(bits, 3, 2)
 
 
 def test_real_2048_bit_threshold_key(real_threshold_key):
