@@ -16,7 +16,8 @@ counts other processes' load; CPU time of a single-threaded loop is what it woul
 2. Threshold partial decryption (`threshold.partial_decrypt`, one decryptor, one core), per ciphertext and per
    parameter, next to a bare gmpy2.powmod with the same modulus n² and an exponent of the same bit length timed in
    the same run: the ratio is the overhead over that floor (target ≤ 1.2×). Also `combine` per ciphertext for t
-   partials, the key dealing time (two safe primes), and, with more than one core, a decryptor's
+   partials, proving and verifying the batched proof of correct partials (`prove_partials`), the key dealing
+   time (two safe primes), and, with more than one core, a decryptor's
    `ParallelPartialDecryptor` on all cores (wall time).
 3. Bytes per parameter on the wire (header included) for both weight encodings, and the packing layout table.
 
@@ -45,7 +46,7 @@ from tqdm import tqdm
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, SlotLayout, generate_keypair, make_encoder
 from fedgrad.crypto.decryption import ParallelPartialDecryptor, available_cores, plan_parts
 from fedgrad.crypto.djn import FastEncryptor, randomizer_base, randomizer_exponent_bits
-from fedgrad.crypto.threshold import combine, deal, partial_decrypt
+from fedgrad.crypto.threshold import combine, deal, key_set, partial_decrypt, prove_partials, verify_partials
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PHASES
 
@@ -216,11 +217,16 @@ def threshold_costs(count: int, repeats: int, slots: int, parties: int = 3, thre
         floor_s = min(floor_s, cpu_best(floor, 1))
     partials = {s.index: partial_decrypt(s, ciphertexts) for s in shares[:threshold]}
     combine_s = cpu_best(lambda: combine(pub, partials, threshold, parties), repeats)
+    keys, mine = key_set(shares), partials[share.index]
+    proof = prove_partials(share, ciphertexts, mine)
+    prove_s = cpu_best(lambda: prove_partials(share, ciphertexts, mine), max(1, repeats // 2))
+    verify_s = cpu_best(lambda: verify_partials(keys, share.index, ciphertexts, mine, proof), max(1, repeats // 2))
     out: dict[str, Any] = {
         "parties": parties, "threshold": threshold, "deal_s": deal_s, "exponent_bits": exponent_bits,
         "partial_us_per_ct": partial_s / count * 1e6, "floor_us_per_ct": floor_s / count * 1e6,
         "ratio": partial_s / floor_s, "partial_us_per_param": partial_s / count * 1e6 / slots,
-        "combine_us_per_ct": combine_s / count * 1e6, "cores": available_cores()}
+        "combine_us_per_ct": combine_s / count * 1e6, "prove_us_per_ct": prove_s / count * 1e6,
+        "verify_us_per_ct": verify_s / count * 1e6, "cores": available_cores()}
     if out["cores"] > 1 and count >= 2 * out["cores"]:
         pool = ParallelPartialDecryptor(share, count, min_chunk=1)
         try:
@@ -267,6 +273,9 @@ def report_factors(results: dict[str, Any]) -> None:
           f"{thr['exponent_bits']}-bit exponent, same run)")
     print(f"  ratio partial/floor {thr['ratio']:8.3f}×  (target ≤{PARTIAL_FLOOR_TARGET} {verdict})")
     print(f"  combine ({thr['threshold']} partials) {thr['combine_us_per_ct']:8.1f} µs/ciphertext")
+    print(f"  proof of correct partials (batched over {results['count']}): prove "
+          f"{thr['prove_us_per_ct'] / 1e3:.2f} ms/ciphertext ({thr['prove_us_per_ct'] / thr['partial_us_per_ct']:.0%} of "
+          f"the partials), verify one decryptor {thr['verify_us_per_ct'] / 1e3:.2f} ms/ciphertext")
     if "parallel_us_per_param" in thr:
         print(f"  all {thr['cores']} cores ({thr['parallel_workers']} workers, wall): "
               f"{thr['parallel_us_per_param']:.1f} µs/param")
@@ -377,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     key = generate_keypair(args.key_bits)
     pub = key[0]
     slots = SlotLayout.derive(16, 100, args.key_bits).slots
-    results: dict[str, Any] = {"key_bits": args.key_bits, "params": params, "repeats": repeats,
+    results: dict[str, Any] = {"key_bits": args.key_bits, "params": params, "repeats": repeats, "count": count,
                                "load_avg": os.getloadavg()[0]}
     with tqdm(total=3, desc="paillier benchmark", file=sys.stderr) as progress:
         results["encryption"] = encryption_factors(pub, count, repeats, slots)
