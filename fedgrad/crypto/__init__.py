@@ -5,7 +5,13 @@ Client:      enc = make_encoder(cfg, pub); payload = enc.encrypt(update, weight)
 Coordinator: acc = Accumulator(cfg, pub); acc.add(client_id, payload); acc.payload()
 Key holder:  KeyHolder(priv, cfg, min_clients=...).decrypt_aggregate(round, acc.contributors, acc.payload())
 
-See `packing` for the headroom bound, `djn` for fast encryption and its security assumption.
+See `packing` for the headroom bound (fractional or client-sent integer weights), `djn` for fast encryption and
+its security assumptions.
+
+Threshold decryption (no party holds the whole key): `threshold` (dealer, key shares and key-set files,
+partial decryption, combining, batched proofs of correct partial decryption), with
+`decryption.ParallelPartialDecryptor` to use every core of a decryptor; `identity` for the clients' Ed25519
+contribution signatures and the operator's enrollment file (imported on use: it loads `cryptography`).
 """
 from fedgrad.crypto.accumulator import Accumulator
 from fedgrad.crypto.config import MODES, SecureAggConfig

@@ -12,6 +12,8 @@ from fedgrad.errors import ConfigError
 MODES = ("paillier", "paillier-naive")
 MAX_VALUE_BITS = 32
 MAX_CLIENTS_LIMIT = 1 << 20  # keeps every slot sum below 2**53 (exact in int64 and float64)
+MAX_WEIGHT_LIMIT = 1 << 30
+MAX_SLOT_BITS = 62  # integer weights: every slot sum must stay exact in int64 (see `packing`)
 
 
 def _require_int(name: str, value: Any, low: int, high: int) -> None:
@@ -28,6 +30,14 @@ class SecureAggConfig:
     clip:        per-coordinate bound C; updates are clipped to [-C, C] before quantization.
     value_bits:  b, bits of one quantized signed value (resolution C / (2**(b-1) - 1)).
     max_clients: most contributions one aggregate may hold; sizes the packing headroom (see `packing`).
+    max_weight:  0 (default): the client folds a fractional FedAvg weight w_i ∈ (0, 1] into its values before
+                 quantizing (the coordinator announces w_i; the trusted-key-holder mode keeps this encoding).
+                 W ≥ 1: the client encrypts n_i·q_i and its integer example count n_i, capped at W, in the same
+                 packed plaintexts; decryption yields (Σ n_i q_i, Σ n_i) exactly and the division happens after
+                 it, so no party has to trust weights the coordinator announced. Costs ⌈log₂ W⌉ bits per slot.
+    short_randomizer: False (default): DJN randomizer exponents of ⌈|n|/2⌉ bits, the length DJN 2010 analyse.
+                 True: 2λ-bit exponents (224 bits for 2048-bit keys), ~4.5× faster encryption, under the extra
+                 short-exponent indistinguishability assumption stated in `djn`. Opt in explicitly.
     """
 
     mode: str
@@ -35,6 +45,8 @@ class SecureAggConfig:
     clip: float
     value_bits: int = 16
     max_clients: int
+    max_weight: int = 0
+    short_randomizer: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -46,6 +58,19 @@ class SecureAggConfig:
         object.__setattr__(self, "clip", float(self.clip))
         _require_int("value_bits", self.value_bits, 2, MAX_VALUE_BITS)
         _require_int("max_clients", self.max_clients, 1, MAX_CLIENTS_LIMIT)
+        _require_int("max_weight", self.max_weight, 0, MAX_WEIGHT_LIMIT)
+        if not isinstance(self.short_randomizer, bool):
+            raise ConfigError(f"short_randomizer must be true or false, got {self.short_randomizer!r}")
+        if self.max_weight:
+            top = self.max_clients * self.max_weight * 2 * ((1 << (self.value_bits - 1)) - 1)
+            if top.bit_length() > MAX_SLOT_BITS:
+                raise ConfigError(f"max_clients × max_weight × 2^value_bits needs {top.bit_length()}-bit slots; "
+                                  f"at most {MAX_SLOT_BITS} are supported (lower max_weight or value_bits)")
+
+    @property
+    def integer_weights(self) -> bool:
+        """Whether clients send integer example counts in the plaintext (max_weight ≥ 1)."""
+        return self.max_weight > 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,4 +1,12 @@
-"""Decrypting an aggregate on every core: the key holder's own worker processes.
+"""Decrypting an aggregate on every core: the key holder's (or a threshold decryptor's) own worker processes.
+
+One home for the pool logic: :class:`ParallelWorkers` runs a module-level ``work(secret, chunk)`` function over
+contiguous chunks of a batch in ``spawn``ed worker processes that received ``secret`` once at start.
+:class:`ParallelDecryptor` is that with phe's CRT decryption and the trusted key holder's private key;
+:class:`ParallelPartialDecryptor` is that with :func:`fedgrad.crypto.threshold.partial_decrypt` and one
+decryptor's :class:`~fedgrad.crypto.threshold.KeyShare` (a partial decryption is a ~25-30 ms powmod mod n² at
+2048 bits, ~10× a CRT decryption, so its chunks may be much smaller: ``PARTIAL_MIN_CHUNK``). Everything below
+about the key holder's workers holds for a decryptor's workers and its share alike.
 
 Why processes. One 2048-bit Paillier decryption is two modular exponentiations (phe's ``raw_decrypt``, CRT on
 gmpy2), about 2.6 ms, and an aggregate holds one ciphertext per ~100 packed values, so a 12.9k-parameter model
@@ -35,18 +43,26 @@ import os
 import signal
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Generic, TypeVar
 
 import phe
+
+from fedgrad.crypto.threshold import KeyShare, partial_decrypt
 
 log = logging.getLogger("fedgrad.crypto")
 
 #: Fewest ciphertexts (~2.6 ms each at 2048 bits) worth a part of their own (see the module docstring).
 MIN_CHUNK = 32
+#: The same for partial decryptions (~25-30 ms each at 2048 bits): a few already repay the split.
+PARTIAL_MIN_CHUNK = 4
 
-_worker_key: phe.PaillierPrivateKey | None = None  # set once in each worker process by _start_worker
+Secret = TypeVar("Secret")
+
+_worker_secret: Any = None  # set once in each worker process by _start_worker
+_worker_work: Callable[[Any, Sequence[int]], list[int]] | None = None
 
 
 def available_cores() -> int:
@@ -54,9 +70,9 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def plan_parts(batch: int, cores: int) -> int:
-    """How many parts to cut a ``batch`` of ciphertexts into: one per core, each of at least ``MIN_CHUNK``."""
-    return max(1, min(cores, batch // MIN_CHUNK))
+def plan_parts(batch: int, cores: int, min_chunk: int = MIN_CHUNK) -> int:
+    """How many parts to cut a ``batch`` of ciphertexts into: one per core, each of at least ``min_chunk``."""
+    return max(1, min(cores, batch // min_chunk))
 
 
 def split(items: Sequence[int], parts: int) -> list[Sequence[int]]:
@@ -68,62 +84,91 @@ def split(items: Sequence[int], parts: int) -> list[Sequence[int]]:
 
 def decrypt_chunk(priv: phe.PaillierPrivateKey, ciphertexts: Sequence[int]) -> list[int]:
     """phe's raw (CRT) decryption of each ciphertext, in this process."""
-    return [priv.raw_decrypt(int(c)) for c in ciphertexts]
+    return [int(priv.raw_decrypt(int(c))) for c in ciphertexts]
 
 
-class ParallelDecryptor:
-    """Raw decryption of batches of ``batch`` ciphertexts, spread over ``parts`` worker processes.
+class ParallelWorkers(Generic[Secret]):
+    """``work(secret, chunk)`` over batches of ``batch`` items, spread over ``parts`` worker processes.
 
-    The workers are started on the first :meth:`decrypt` and kept for the next ones (see the module docstring).
+    ``work`` must be a module-level function (it is pickled by name). The workers are started on the first
+    :meth:`run` and kept for the next ones (see the module docstring).
     """
 
-    def __init__(self, priv: phe.PaillierPrivateKey, batch: int, *, cores: int | None = None) -> None:
-        self._priv = priv
-        self.parts = plan_parts(batch, available_cores() if cores is None else cores)
+    def __init__(self, secret: Secret, work: Callable[[Secret, Sequence[int]], list[int]], batch: int, *,
+                 cores: int | None = None, min_chunk: int = MIN_CHUNK) -> None:
+        self._secret = secret
+        self._work = work
+        self.parts = plan_parts(batch, available_cores() if cores is None else cores, min_chunk)
         self._pool: ProcessPoolExecutor | None = None
-        self._shutdown_pool: weakref.finalize | None = None
+        self._shutdown_pool: weakref.finalize[Any, Any] | None = None
 
-    def decrypt(self, ciphertexts: Sequence[int]) -> list[int]:
-        """The plaintexts of ``ciphertexts``, in order."""
-        chunks = split(ciphertexts, min(self.parts, max(1, len(ciphertexts))))
+    def run(self, items: Sequence[int]) -> list[int]:
+        """``work`` applied to ``items``, results in order."""
+        chunks = split(items, min(self.parts, max(1, len(items))))
         if len(chunks) == 1:
-            return decrypt_chunk(self._priv, chunks[0])
+            return self._work(self._secret, chunks[0])
         pool = self._pool or self._start_pool()
         try:
-            return [plaintext for part in pool.map(_decrypt_in_worker, chunks) for plaintext in part]
+            return [result for part in pool.map(_run_in_worker, chunks) for result in part]
         except BrokenProcessPool:  # a worker was killed (e.g. out of memory): carry on without workers
-            log.warning("a decryption worker died; decrypting in the key holder's process from now on")
+            log.warning("a decryption worker died; decrypting in the owner's process from now on")
             self.close()
             self.parts = 1
-            return decrypt_chunk(self._priv, ciphertexts)
+            return self._work(self._secret, items)
 
     def close(self) -> None:
-        """Stop the workers (idempotent); a later :meth:`decrypt` starts new ones."""
+        """Stop the workers (idempotent); a later :meth:`run` starts new ones."""
         if self._shutdown_pool is not None:
             self._shutdown_pool()
         self._pool = self._shutdown_pool = None
 
     def _start_pool(self) -> ProcessPoolExecutor:
-        self._pool = ProcessPoolExecutor(self.parts, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_start_worker, initargs=(self._priv,))
+        pool = ProcessPoolExecutor(self.parts, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_start_worker, initargs=(self._secret, self._work))
         # The pool's method, not one of self's, so that the finalizer does not keep self alive; it runs at exit too.
-        self._shutdown_pool = weakref.finalize(self, self._pool.shutdown, cancel_futures=True)
-        return self._pool
+        self._shutdown_pool = weakref.finalize(self, pool.shutdown, cancel_futures=True)
+        self._pool = pool
+        return pool
 
 
-def _start_worker(priv: phe.PaillierPrivateKey) -> None:
+class ParallelDecryptor(ParallelWorkers[phe.PaillierPrivateKey]):
+    """Raw (CRT) decryption with the trusted key holder's private key, on every core."""
+
+    def __init__(self, priv: phe.PaillierPrivateKey, batch: int, *, cores: int | None = None) -> None:
+        super().__init__(priv, decrypt_chunk, batch, cores=cores)
+
+    def decrypt(self, ciphertexts: Sequence[int]) -> list[int]:
+        """The plaintexts of ``ciphertexts``, in order."""
+        return self.run(ciphertexts)
+
+
+class ParallelPartialDecryptor(ParallelWorkers[KeyShare]):
+    """A threshold decryptor's partial decryptions c^{2Δ s_i} mod n² with its key share, on every core."""
+
+    def __init__(self, share: KeyShare, batch: int, *, cores: int | None = None,
+                 min_chunk: int = PARTIAL_MIN_CHUNK) -> None:
+        super().__init__(share, partial_decrypt, batch, cores=cores, min_chunk=min_chunk)
+
+    def decrypt(self, ciphertexts: Sequence[int]) -> list[int]:
+        """The partial decryptions of ``ciphertexts``, in order (each validated as in ``partial_decrypt``)."""
+        return self.run(ciphertexts)
+
+
+def _start_worker(secret: Any, work: Callable[[Any, Sequence[int]], list[int]]) -> None:
     """Runs once in each worker: keep the key in memory, leave Ctrl-C to the parent, die with the parent."""
-    global _worker_key
-    _worker_key = priv
+    global _worker_secret, _worker_work
+    _worker_secret, _worker_work = secret, work
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, name="exit-with-parent", daemon=True).start()
 
 
 def _exit_with_parent() -> None:
-    multiprocessing.parent_process().join()  # returns once the parent is gone, however it ended
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        parent.join()  # returns once the parent is gone, however it ended
     os._exit(1)
 
 
-def _decrypt_in_worker(ciphertexts: list[int]) -> list[int]:
-    assert _worker_key is not None, "worker not initialised with the key"
-    return decrypt_chunk(_worker_key, ciphertexts)
+def _run_in_worker(chunk: Sequence[int]) -> list[int]:
+    assert _worker_work is not None, "worker not initialised with its key"
+    return _worker_work(_worker_secret, chunk)

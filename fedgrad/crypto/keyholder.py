@@ -55,6 +55,12 @@ class KeyHolder:
 
     def decrypt_aggregate(self, round: int, contributors: Iterable[str], payload: bytes) -> np.ndarray:
         """Σ_i weight_i · quantized(clip(update_i)), dequantized to float64; the caller divides by Σ weight_i."""
+        return self.decrypt_weighted_aggregate(round, contributors, payload)[0]
+
+    def decrypt_weighted_aggregate(self, round: int, contributors: Iterable[str],
+                                   payload: bytes) -> tuple[np.ndarray, int | None]:
+        """As `decrypt_aggregate`, plus Σ_i n_i decrypted from the clients' weight slot under integer weights
+        (`SecureAggConfig.max_weight` ≥ 1; None under fractional weights). Counts as the round's one decryption."""
         if isinstance(round, bool) or not isinstance(round, int):
             raise TypeError(f"round must be an int, got {round!r}")
         if isinstance(contributors, str):
@@ -84,11 +90,11 @@ class KeyHolder:
         self._digests_done.add(parsed.digest)
         plaintexts = self._decryptor.decrypt(parsed.ciphertexts)
         try:
-            sums = self._scheme.integer_sums(plaintexts, len(ids))
+            sums, total_weight = self._scheme.decode(plaintexts, len(ids))
         except PlaintextRangeError as exc:
             raise KeyHolderRefusal(f"round {round}: decrypted aggregate is not a sum of {len(ids)} valid "
                                    f"updates: {exc}") from exc
-        return dequantize(self._cfg, sums)
+        return dequantize(self._cfg, sums), total_weight
 
     def close(self) -> None:
         """Stop the decryption workers (idempotent; they also stop when this object is collected or at exit)."""

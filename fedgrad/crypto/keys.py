@@ -50,10 +50,15 @@ def _check_key_bits(bits: int, insecure_key_bits: bool) -> None:
         raise ConfigError(f"key_bits must be an even number >= {MIN_INSECURE_KEY_BITS}, got {bits}")
 
 
-def _warn_insecure(bits: int) -> None:
+def warn_insecure_key(bits: int) -> None:
+    """Announce a short key, as an `InsecureKeyWarning` and on the log."""
+    _warn_insecure(bits, stacklevel=4)
+
+
+def _warn_insecure(bits: int, stacklevel: int = 3) -> None:
     message = (f"INSECURE Paillier key: {bits} bits (minimum 2048). Anyone can factor it and read every "
                "client update; use it only for tests and demos.")
-    warnings.warn(message, InsecureKeyWarning, stacklevel=3)
+    warnings.warn(message, InsecureKeyWarning, stacklevel=stacklevel)
     log.warning(message)
 
 
@@ -67,7 +72,8 @@ def generate_keypair(bits: int = 2048, insecure_key_bits: bool = False
     _check_key_bits(bits, insecure_key_bits)
     if bits not in SECURE_KEY_BITS:
         _warn_insecure(bits)
-    return phe.generate_paillier_keypair(n_length=bits)
+    public_key, private_key = phe.generate_paillier_keypair(n_length=bits)
+    return public_key, private_key
 
 
 def public_key_to_bytes(pub: phe.PaillierPublicKey) -> bytes:

@@ -5,6 +5,10 @@ Because the weight w lies in (0, 1], |w · clip(x)| ≤ C and therefore |q| ≤ 
 the range a slot must hold (see `packing` for why that makes the headroom bound independent of the weights).
 The aggregate Σ_i q_i is exact; dividing by S once, after decryption, gives Σ_i w_i x_i up to
 quantization error ≤ N / (2S).
+
+Integer weights (`SecureAggConfig.max_weight` = W ≥ 1): the client quantizes its unweighted update,
+q = rint(clip(x, -C, C) · S), and sends n_i = min(example count, W) next to it (`capped_weight`); the packing
+encrypts n_i·q and n_i (see `packing`), and `weighted_mean` divides Σ n_i q_i by S · Σ n_i after decryption.
 """
 from __future__ import annotations
 
@@ -44,6 +48,20 @@ def quantize(cfg: SecureAggConfig, update: np.ndarray, weight: float) -> np.ndar
     return q
 
 
+def capped_weight(cfg: SecureAggConfig, weight: object) -> int:
+    """A client's integer weight n_i: its example count (an integer ≥ 1), capped at `cfg.max_weight`."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, np.integer)) or weight < 1:
+        raise EncodingError(f"client weight must be an integer example count >= 1, got {weight!r}")
+    return min(int(weight), cfg.max_weight)
+
+
 def dequantize(cfg: SecureAggConfig, integer_sum: np.ndarray) -> np.ndarray:
     """Σ_i q_i → Σ_i w_i x_i as float64 (exact integers below 2**53, one division each)."""
     return integer_sum.astype(np.float64) / scale(cfg)
+
+
+def weighted_mean(cfg: SecureAggConfig, integer_sum: np.ndarray, total_weight: int) -> np.ndarray:
+    """Σ_i n_i q_i / (S · Σ_i n_i): the FedAvg mean of an integer-weighted aggregate, as float64."""
+    if total_weight < 1:
+        raise EncodingError(f"total weight must be positive, got {total_weight}")
+    return integer_sum.astype(np.float64) / (scale(cfg) * total_weight)

@@ -9,7 +9,10 @@ BASE = dict(mode="paillier", n_params=1000, clip=0.5, value_bits=16, max_clients
 def test_dict_round_trip():
     cfg = SecureAggConfig(**BASE)
     assert SecureAggConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.to_dict() == BASE
+    assert cfg.to_dict() == {**BASE, "max_weight": 0, "short_randomizer": False}
+    weighted = SecureAggConfig(**BASE, max_weight=1000, short_randomizer=True)
+    assert SecureAggConfig.from_dict(weighted.to_dict()) == weighted and weighted.integer_weights
+    assert not cfg.integer_weights
 
 
 def test_frozen():
@@ -20,7 +23,8 @@ def test_frozen():
 @pytest.mark.parametrize("key,value", [
     ("mode", "rsa"), ("n_params", 0), ("n_params", 1.5), ("clip", 0.0), ("clip", float("inf")),
     ("clip", float("nan")), ("clip", True), ("value_bits", 1), ("value_bits", 33), ("max_clients", 0),
-    ("max_clients", (1 << 20) + 1), ("max_clients", True),
+    ("max_clients", (1 << 20) + 1), ("max_clients", True), ("max_weight", -1), ("max_weight", 1.5),
+    ("max_weight", True), ("max_weight", (1 << 30) + 1), ("short_randomizer", 1), ("short_randomizer", "yes"),
 ])
 def test_bad_values_are_config_errors(key, value):
     with pytest.raises(ConfigError, match=key):
@@ -38,6 +42,12 @@ def test_fingerprint_binds_every_field_and_the_key():
     cfg = SecureAggConfig(**BASE)
     prints = {cfg.fingerprint(97), cfg.fingerprint(101)}
     for key, value in [("mode", "paillier-naive"), ("n_params", 1001), ("clip", 0.25), ("value_bits", 12),
-                       ("max_clients", 99)]:
+                       ("max_clients", 99), ("max_weight", 10), ("short_randomizer", True)]:
         prints.add(SecureAggConfig(**{**BASE, key: value}).fingerprint(97))
-    assert len(prints) == 7 and all(len(p) == 8 for p in prints)
+    assert len(prints) == 9 and all(len(p) == 8 for p in prints)
+
+
+def test_integer_weights_must_keep_slot_sums_in_int64():
+    SecureAggConfig(**{**BASE, "value_bits": 16, "max_clients": 1 << 20, "max_weight": 1 << 26})  # 62-bit slots
+    with pytest.raises(ConfigError, match="62"):
+        SecureAggConfig(**{**BASE, "value_bits": 16, "max_clients": 1 << 20, "max_weight": 1 << 27})

@@ -7,8 +7,15 @@ from hypothesis import given, settings, strategies as st
 from fedgrad.crypto.djn import FastEncryptor, randomizer_base, randomizer_exponent_bits
 
 
-def test_exponent_is_twice_the_security_level():
-    assert (randomizer_exponent_bits(2048), randomizer_exponent_bits(3072)) == (224, 256)
+def test_default_exponent_is_half_the_modulus_and_short_is_opt_in():
+    assert (randomizer_exponent_bits(2048), randomizer_exponent_bits(3072)) == (1024, 1536)
+    assert randomizer_exponent_bits(512) == 256 and randomizer_exponent_bits(510) == 256  # whole bytes, ≥ ⌈|n|/2⌉
+    assert (randomizer_exponent_bits(2048, short=True), randomizer_exponent_bits(3072, short=True)) == (224, 256)
+
+
+@pytest.mark.parametrize("short,bits", [(False, 1024), (True, 224)])
+def test_encryptor_uses_the_configured_exponent(real_key, short, bits):
+    assert FastEncryptor(real_key[0], short_randomizer=short).exponent_bytes * 8 == bits
 
 
 def test_randomizer_base_is_h_to_the_n(small_key):
@@ -21,10 +28,10 @@ def test_randomizer_base_is_h_to_the_n(small_key):
 
 
 @settings(max_examples=200, deadline=None)
-@given(data=st.data())
-def test_ciphertext_matches_the_formula_and_decrypts(small_key, data):
+@given(data=st.data(), short=st.booleans())
+def test_ciphertext_matches_the_formula_and_decrypts(small_key, data, short):
     pub, priv = small_key
-    encryptor = FastEncryptor(pub)
+    encryptor = FastEncryptor(pub, short_randomizer=short)
     m = data.draw(st.integers(0, pub.n - 1))
     randomness = data.draw(st.binary(min_size=encryptor.exponent_bytes, max_size=encryptor.exponent_bytes))
     (c,) = encryptor.encrypt_with_randomness([m], randomness)

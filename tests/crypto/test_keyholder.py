@@ -27,7 +27,8 @@ def test_refusals_are_user_facing_errors():
 
 
 def test_has_no_decrypt_one_update_call(holder):
-    assert [name for name in dir(holder) if not name.startswith("_")] == ["close", "decrypt_aggregate"]
+    assert [name for name in dir(holder) if not name.startswith("_")] == ["close", "decrypt_aggregate",
+                                                                         "decrypt_weighted_aggregate"]
 
 
 def test_single_client_is_refused(small_key, holder):
@@ -120,3 +121,27 @@ def test_policy_misconfiguration(small_key):
     for min_clients in (1, 0, 5, True):
         with pytest.raises(ConfigError, match="min_clients"):
             KeyHolder(small_key[1], CFG, min_clients=min_clients)
+
+
+def test_integer_weights_come_from_the_clients(small_key):
+    """max_weight ≥ 1: clients send n_i (capped at W) in the plaintext; the key holder returns Σ n_i x_i and Σ n_i."""
+    import numpy as np
+
+    from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, make_encoder
+    from fedgrad.crypto.quantize import weighted_mean
+
+    pub, priv = small_key
+    for mode in ("paillier", "paillier-naive"):
+        cfg = SecureAggConfig(mode=mode, n_params=7, clip=1.0, max_clients=4, max_weight=100)
+        encoder, accumulator = make_encoder(cfg, pub), Accumulator(cfg, pub)
+        updates = np.random.default_rng(5).uniform(-1, 1, (3, 7))
+        counts = [5, 250, 40]  # 250 is capped at W = 100
+        for client, (update, count) in enumerate(zip(updates, counts)):
+            accumulator.add(f"c{client}", encoder.encrypt(update, count))
+        total_sum, total_weight = KeyHolder(priv, cfg, min_clients=2, cores=1).decrypt_weighted_aggregate(
+            0, accumulator.contributors, accumulator.payload())
+        assert total_weight == 145
+        expected = sum(w * encoder.quantized(u) for w, u in zip((5, 100, 40), updates))
+        np.testing.assert_allclose(total_sum, expected / (32767 / cfg.clip), rtol=0, atol=1e-9)
+        mean = weighted_mean(cfg, expected, total_weight)
+        np.testing.assert_allclose(mean, np.average(updates, axis=0, weights=[5, 100, 40]), atol=3 / 32767)
