@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from fedgrad import backend
 from fedgrad.errors import FedgradError
@@ -27,7 +28,7 @@ class Parameter(Tensor):
 
     __slots__ = ()
 
-    def __init__(self, data: Any, dtype: Any = None, device: str | None = None):
+    def __init__(self, data: Any, dtype: npt.DTypeLike | None = None, device: str | None = None) -> None:
         super().__init__(data, requires_grad=True, dtype=dtype, device=device)
 
 
@@ -99,7 +100,7 @@ class Module:
             yield param
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
         """Host numpy copies of every parameter, by dotted name (copies even on CPU, so later
         training steps never change a state dict already handed out)."""
         return {name: np.array(backend.to_host(p.data), copy=True) for name, p in self.named_parameters()}
