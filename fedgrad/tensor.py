@@ -27,7 +27,7 @@ import heapq
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -300,7 +300,7 @@ class Tensor:
         """Same data, cut from the graph."""
         return _make(self.data, False, None)
 
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self, requires_grad: bool = True) -> Self:
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating tensors can require gradients, not {self.data.dtype}")
         self.requires_grad = requires_grad

@@ -9,7 +9,7 @@ the federation ships, checkpoints and averages.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import numpy.typing as npt
@@ -127,15 +127,15 @@ class Module:
             param.data[...] = backend.to_device(value, param.device).astype(param.data.dtype, copy=False)
 
     # ------------------------------------------------------------------ modes and devices
-    def train(self, mode: bool = True) -> Module:
+    def train(self, mode: bool = True) -> Self:
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self) -> Module:
+    def eval(self) -> Self:
         return self.train(False)
 
-    def to(self, device: str) -> Module:
+    def to(self, device: str) -> Self:
         """Move every parameter (and its gradient) to ``device`` in place; returns ``self``."""
         target = backend.parse_device(device)
         for param in self.parameters():
