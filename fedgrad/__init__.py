@@ -1,4 +1,5 @@
 """fedgrad: a small autograd engine (numpy/cupy) and a federated-learning platform built on it."""
+from fedgrad import nn, optim
 from fedgrad.backend import DeviceError
 from fedgrad.ops import cat, matmul, stack, where
 from fedgrad.tensor import (
@@ -17,7 +18,6 @@ from fedgrad.tensor import (
     tensor,
     zeros,
 )
-from fedgrad import nn, optim  # noqa: E402  (nn builds on the names above)
 
 __all__ = [
     "DeviceError",

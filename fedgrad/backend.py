@@ -9,6 +9,12 @@ seen), so CPU-only installs never pay for it or need it. Asking for ``cuda`` wit
 without a GPU raises :class:`DeviceError` (a :class:`~fedgrad.errors.FedgradError`) with a
 one-line message instead of an ImportError deep in a stack.
 
+cupy and cupyx ship no type information, so this module is also the typed seam to them: they are
+imported with :func:`importlib.import_module` (typed :class:`~types.ModuleType`) and never named
+in an ``import`` statement anywhere else; what the engine needs from them is wrapped here in
+typed functions (:func:`scatter_add`, :func:`scatter_add_rows`, :func:`to_device`, ...). An
+array of either module is an :data:`Array`.
+
 Host memory: glibc hands every freed block of 128 KiB or more straight back to the kernel, so
 each training step's large temporaries (gathered embeddings, id arrays, gradient buffers) are
 page-faulted in again on the next step. In a VM a fault costs microseconds, which tripled the
@@ -20,17 +26,23 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
 import os
 import sys
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
 
 from fedgrad.errors import FedgradError
 
 CPU = "cpu"
 CUDA = "cuda"
+
+Array: TypeAlias = Any
+"""An array of the engine's array module: ``numpy.ndarray`` on the CPU, ``cupy.ndarray`` on a GPU.
+``Any`` because cupy has no stubs; the engine only uses the API the two modules share."""
 
 _cupy: ModuleType | None = None
 
@@ -63,14 +75,14 @@ def _load_cupy() -> ModuleType:
     if _cupy is not None:
         return _cupy
     try:
-        import cupy
+        cupy = importlib.import_module("cupy")
     except ImportError:
         raise DeviceError(
             "device 'cuda' needs cupy, which is not installed (pip install 'fedgrad[cuda]')"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # cupy raises CUDARuntimeError / driver errors without a GPU
+    except Exception as exc:  # noqa: BLE001  (cupy raises CUDARuntimeError / driver errors without a GPU)
         raise DeviceError(f"device 'cuda' asked for but no usable GPU was found ({exc})") from None
     if count < 1:
         raise DeviceError("device 'cuda' asked for but no GPU was found")
@@ -97,12 +109,12 @@ def get_xp(device: str | None) -> ModuleType:
     return _cupy
 
 
-def is_device_array(array: Any) -> bool:
+def is_device_array(array: object) -> bool:
     """True for a cupy ndarray, without importing cupy when it was never loaded."""
     return type(array).__module__.startswith("cupy")
 
 
-def array_module(array: Any) -> ModuleType:
+def array_module(array: object) -> ModuleType:
     """The module an array belongs to: numpy for numpy arrays and scalars, cupy for cupy arrays."""
     if type(array) is np.ndarray:
         return np
@@ -111,14 +123,14 @@ def array_module(array: Any) -> ModuleType:
     return np
 
 
-def device_of(array: Any) -> str:
+def device_of(array: Array) -> str:
     """Canonical device name of an array."""
     if is_device_array(array):
         return f"cuda:{array.device.id}"
     return CPU
 
 
-def to_device(array: Any, device: str | None) -> Any:
+def to_device(array: Any, device: str | None) -> Array:
     """``array`` on ``device``; returned as is when it is already there (no copy)."""
     name = parse_device(device)
     if name == CPU:
@@ -132,14 +144,24 @@ def to_device(array: Any, device: str | None) -> Any:
         return cupy.asarray(array)
 
 
-def to_host(array: Any) -> np.ndarray:
+def to_host(array: Any) -> npt.NDArray[Any]:
     """A numpy array with the same values (the array itself when it already is one)."""
     if is_device_array(array):
-        return array.get()
+        host: npt.NDArray[Any] = array.get()
+        return host
     return np.asarray(array)
 
 
-def scatter_add_rows(ids: Any, rows: Any, num_rows: int, dtype: Any) -> Any:
+def scatter_add(out: Array, index: Any, values: Array) -> None:
+    """``out[index] += values`` in place, with repeated indices accumulated (``np.add.at``;
+    ``cupyx.scatter_add`` on the GPU)."""
+    if is_device_array(out):
+        importlib.import_module("cupyx").scatter_add(out, index, values)
+    else:
+        np.add.at(out, index, values)
+
+
+def scatter_add_rows(ids: Array, rows: Array, num_rows: int, dtype: npt.DTypeLike) -> Array:
     """``out[ids[k]] += rows[k]`` for a ``(num_rows, D)`` output, duplicates summed.
 
     This is the backward of every row gather (embeddings, ``index_select``). ``np.add.at`` is
@@ -152,10 +174,8 @@ def scatter_add_rows(ids: Any, rows: Any, num_rows: int, dtype: Any) -> Any:
     width = rows.shape[-1]
     rows = rows.reshape(ids.shape[0], width)
     if is_device_array(rows):
-        import cupyx
-
         out = _load_cupy().zeros((num_rows, width), dtype=dtype)
-        cupyx.scatter_add(out, ids, rows)
+        scatter_add(out, ids, rows)
         return out
     ids = ids.astype(np.intp, copy=False)  # bincount converts other integer types slowly
     if width == 1:

@@ -20,12 +20,13 @@ from typing import Any
 import numpy as np
 
 from fedgrad import backend
+from fedgrad.backend import Array
 from fedgrad.tensor import Function, SliceGrad, Tensor, lift
 
 xp_of = backend.array_module
 
 
-def unbroadcast(grad: Any, shape: tuple[int, ...]) -> Any:
+def unbroadcast(grad: Array, shape: tuple[int, ...]) -> Array:
     """Sum ``grad`` over the axes numpy broadcasting added or stretched to reach ``shape``."""
     if grad.shape == shape:
         return grad
@@ -52,12 +53,12 @@ def _kept_shape(shape: tuple[int, ...], axes: tuple[int, ...]) -> tuple[int, ...
 class Add(Function):
     __slots__ = ()
 
-    def forward(self, a: Any, b: Any) -> Any:
+    def forward(self, a: Array, b: Array) -> Array:
         return a + b
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         return (
             unbroadcast(grad, a.data.shape) if need_a else None,
             unbroadcast(grad, b.data.shape) if need_b else None,
@@ -67,12 +68,12 @@ class Add(Function):
 class Sub(Function):
     __slots__ = ()
 
-    def forward(self, a: Any, b: Any) -> Any:
+    def forward(self, a: Array, b: Array) -> Array:
         return a - b
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         return (
             unbroadcast(grad, a.data.shape) if need_a else None,
             unbroadcast(-grad, b.data.shape) if need_b else None,
@@ -82,12 +83,12 @@ class Sub(Function):
 class Mul(Function):
     __slots__ = ()
 
-    def forward(self, a: Any, b: Any) -> Any:
+    def forward(self, a: Array, b: Array) -> Array:
         return a * b
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         return (
             unbroadcast(grad * b.data, a.data.shape) if need_a else None,
             unbroadcast(grad * a.data, b.data.shape) if need_b else None,
@@ -97,13 +98,13 @@ class Mul(Function):
 class Div(Function):
     __slots__ = ("out",)
 
-    def forward(self, a: Any, b: Any) -> Any:
+    def forward(self, a: Array, b: Array) -> Array:
         self.out = a / b
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         grad_a = grad / b.data
         return (
             unbroadcast(grad_a, a.data.shape) if need_a else None,
@@ -114,13 +115,13 @@ class Div(Function):
 class Pow(Function):
     __slots__ = ("out",)
 
-    def forward(self, a: Any, b: Any) -> Any:
+    def forward(self, a: Array, b: Array) -> Array:
         self.out = a**b
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         grad_a = grad_b = None
         if need_a:
             grad_a = unbroadcast(grad * b.data * a.data ** (b.data - 1), a.data.shape)
@@ -132,10 +133,10 @@ class Pow(Function):
 class Neg(Function):
     __slots__ = ()
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         return -x
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (-grad,)
 
 
@@ -144,12 +145,12 @@ class MatMul(Function):
 
     __slots__ = ()
 
-    def forward(self, a: Any, b: Any) -> Any:
+    def forward(self, a: Array, b: Array) -> Array:
         return a @ b
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs[0].data, self.inputs[1].data
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         if a.ndim == 1 and b.ndim == 1:
             return (grad * b if need_a else None, grad * a if need_b else None)
         a2, b2, g2 = a, b, grad
@@ -173,21 +174,21 @@ class MatMul(Function):
 class Reshape(Function):
     __slots__ = ()
 
-    def forward(self, x: Any, shape: tuple[int, ...]) -> Any:
+    def forward(self, x: Array, shape: tuple[int, ...]) -> Array:
         return x.reshape(shape)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad.reshape(self.inputs[0].data.shape),)
 
 
 class Permute(Function):
     __slots__ = ("axes",)
 
-    def forward(self, x: Any, axes: tuple[int, ...]) -> Any:
+    def forward(self, x: Array, axes: tuple[int, ...]) -> Array:
         self.axes = axes
         return x.transpose(axes)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad.transpose(np.argsort(self.axes)),)
 
 
@@ -200,11 +201,11 @@ class GetItem(Function):
 
     __slots__ = ("index",)
 
-    def forward(self, x: Any, index: Any) -> Any:
+    def forward(self, x: Array, index: Any) -> Array:
         self.index = index
         return x[index]
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array | SliceGrad]:
         x = self.inputs[0].data
         index = self.index
         xp = xp_of(grad)
@@ -215,12 +216,7 @@ class GetItem(Function):
             rows = grad.reshape(ids.size, -1)
             return (backend.scatter_add_rows(ids, rows, x.shape[0], x.dtype).reshape(x.shape),)
         out = xp.zeros(x.shape, dtype=x.dtype)
-        if backend.is_device_array(out):
-            import cupyx
-
-            cupyx.scatter_add(out, index, grad)
-        else:
-            np.add.at(out, index, grad)
+        backend.scatter_add(out, index, grad)
         return (out,)
 
 
@@ -252,7 +248,7 @@ class IndexSelect(Function):
 
     __slots__ = ("indices", "axis", "padding_idx")
 
-    def forward(self, x: Any, indices: Any, axis: int = 0, padding_idx: int | None = None) -> Any:
+    def forward(self, x: Array, indices: Array, axis: int = 0, padding_idx: int | None = None) -> Array:
         if indices.dtype.kind not in "iu":
             raise TypeError(f"indices must be integers, not {indices.dtype}")
         self.indices = indices = indices.astype(xp_of(x).intp, copy=False)
@@ -260,7 +256,7 @@ class IndexSelect(Function):
         self.padding_idx = padding_idx
         return xp_of(x).take(x, indices, axis=self.axis)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         x = self.inputs[0].data
         xp = xp_of(grad)
         axis, k = self.axis, self.indices.ndim
@@ -271,7 +267,7 @@ class IndexSelect(Function):
         out = backend.scatter_add_rows(self.indices, rows, x.shape[axis], x.dtype)
         if self.padding_idx is not None:
             out[self.padding_idx] = 0
-        out = out.reshape((x.shape[axis],) + rest)
+        out = out.reshape((x.shape[axis], *rest))
         if axis:
             out = xp.moveaxis(out, 0, axis)
         return (out,)
@@ -280,38 +276,38 @@ class IndexSelect(Function):
 class Cat(Function):
     __slots__ = ("axis", "offsets")
 
-    def forward(self, *arrays: Any, axis: int = 0) -> Any:
+    def forward(self, *arrays: Array, axis: int = 0) -> Array:
         self.axis = axis
         self.offsets = np.cumsum([a.shape[axis] for a in arrays])[:-1]
         return xp_of(arrays[0]).concatenate(arrays, axis=axis)
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Array) -> tuple[Array | None, ...]:
         parts = xp_of(grad).split(grad, self.offsets, axis=self.axis)
-        return tuple(p if need else None for p, need in zip(parts, self.needs_grad))  # type: ignore[arg-type]
+        return tuple(p if need else None for p, need in zip(parts, self.needs_grad, strict=True))
 
 
 class Stack(Function):
     __slots__ = ("axis",)
 
-    def forward(self, *arrays: Any, axis: int = 0) -> Any:
+    def forward(self, *arrays: Array, axis: int = 0) -> Array:
         self.axis = axis
         return xp_of(arrays[0]).stack(arrays, axis=axis)
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Array) -> tuple[Array | None, ...]:
         moved = xp_of(grad).moveaxis(grad, self.axis, 0)
-        return tuple(moved[i] if need else None for i, need in enumerate(self.needs_grad))  # type: ignore[arg-type]
+        return tuple(moved[i] if need else None for i, need in enumerate(self.needs_grad))
 
 
 class Where(Function):
     __slots__ = ("condition",)
 
-    def forward(self, a: Any, b: Any, condition: Any) -> Any:
+    def forward(self, a: Array, b: Array, condition: Array) -> Array:
         self.condition = condition
         return xp_of(a).where(condition, a, b)
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         a, b = self.inputs
-        need_a, need_b = self.needs_grad  # type: ignore[misc]
+        need_a, need_b = self.needs_grad
         xp = xp_of(grad)
         return (
             unbroadcast(xp.where(self.condition, grad, 0), a.data.shape) if need_a else None,
@@ -322,21 +318,21 @@ class Where(Function):
 class Cast(Function):
     __slots__ = ()
 
-    def forward(self, x: Any, dtype: np.dtype) -> Any:
+    def forward(self, x: Array, dtype: np.dtype[Any]) -> Array:
         return x.astype(dtype)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad.astype(self.inputs[0].data.dtype),)
 
 
 class ToDevice(Function):
     __slots__ = ("source",)
 
-    def forward(self, x: Any, device: str) -> Any:
+    def forward(self, x: Array, device: str) -> Array:
         self.source = backend.device_of(x)
         return backend.to_device(x, device)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (backend.to_device(grad, self.source),)
 
 
@@ -344,11 +340,11 @@ class ToDevice(Function):
 class Sum(Function):
     __slots__ = ("kept",)
 
-    def forward(self, x: Any, axis: Any, keepdims: bool) -> Any:
+    def forward(self, x: Array, axis: int | Sequence[int] | None, keepdims: bool) -> Array:
         self.kept = _kept_shape(x.shape, _axes(axis, x.ndim))
         return x.sum(axis=axis, keepdims=keepdims)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         shape = self.inputs[0].data.shape
         return (xp_of(grad).broadcast_to(grad.reshape(self.kept), shape),)
 
@@ -356,13 +352,13 @@ class Sum(Function):
 class Mean(Function):
     __slots__ = ("kept", "count")
 
-    def forward(self, x: Any, axis: Any, keepdims: bool) -> Any:
+    def forward(self, x: Array, axis: int | Sequence[int] | None, keepdims: bool) -> Array:
         axes = _axes(axis, x.ndim)
         self.kept = _kept_shape(x.shape, axes)
         self.count = int(np.prod([x.shape[a] for a in axes]))
         return x.mean(axis=axis, keepdims=keepdims)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         shape = self.inputs[0].data.shape
         return (xp_of(grad).broadcast_to(grad.reshape(self.kept) / self.count, shape),)
 
@@ -372,14 +368,14 @@ class Max(Function):
 
     __slots__ = ("kept_max", "axes")
 
-    def forward(self, x: Any, axis: Any, keepdims: bool) -> Any:
+    def forward(self, x: Array, axis: int | Sequence[int] | None, keepdims: bool) -> Array:
         self.kept_max = x.max(axis=axis, keepdims=True)
         self.axes = _axes(axis, x.ndim)
         if keepdims:
             return self.kept_max
         return self.kept_max.reshape([n for i, n in enumerate(x.shape) if i not in self.axes])
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         x = self.inputs[0].data
         mask = x == self.kept_max
         share = grad.reshape(self.kept_max.shape) / mask.sum(axis=self.axes, keepdims=True)
@@ -390,42 +386,42 @@ class Max(Function):
 class Exp(Function):
     __slots__ = ("out",)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.out = xp_of(x).exp(x)
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad * self.out,)
 
 
 class Log(Function):
     __slots__ = ()
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         return xp_of(x).log(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad / self.inputs[0].data,)
 
 
 class Sqrt(Function):
     __slots__ = ("out",)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.out = xp_of(x).sqrt(x)
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad / (2 * self.out),)
 
 
 class Abs(Function):
     __slots__ = ()
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         return xp_of(x).abs(x)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         x = self.inputs[0].data
         return (grad * xp_of(x).sign(x),)
 
@@ -433,11 +429,11 @@ class Abs(Function):
 class Clip(Function):
     __slots__ = ("low", "high")
 
-    def forward(self, x: Any, low: float | None, high: float | None) -> Any:
+    def forward(self, x: Array, low: float | None, high: float | None) -> Array:
         self.low, self.high = low, high
         return xp_of(x).clip(x, low, high)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         x = self.inputs[0].data
         inside = xp_of(x).ones(x.shape, dtype=bool)
         if self.low is not None:
@@ -447,7 +443,7 @@ class Clip(Function):
         return (grad * inside,)
 
 
-def stable_sigmoid(x: Any) -> Any:
+def stable_sigmoid(x: Array) -> Array:
     """1 / (1 + e^-x) without overflow and with full relative precision for very negative x."""
     xp = xp_of(x)
     e = xp.exp(-xp.abs(x))
@@ -458,11 +454,11 @@ def stable_sigmoid(x: Any) -> Any:
 class Sigmoid(Function):
     __slots__ = ("out",)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.out = stable_sigmoid(x)
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         out = self.out
         return (grad * out * (1 - out),)
 
@@ -470,11 +466,11 @@ class Sigmoid(Function):
 class Tanh(Function):
     __slots__ = ("out",)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         self.out = xp_of(x).tanh(x)
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         out = self.out
         return (grad * (1 - out * out),)
 
@@ -482,29 +478,29 @@ class Tanh(Function):
 class Relu(Function):
     __slots__ = ()
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, x: Array) -> Array:
         return xp_of(x).maximum(x, 0)
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         return (grad * (self.inputs[0].data > 0),)
 
 
 class Softmax(Function):
     __slots__ = ("axis", "out")
 
-    def forward(self, x: Any, axis: int) -> Any:
+    def forward(self, x: Array, axis: int) -> Array:
         xp = xp_of(x)
         e = xp.exp(x - x.max(axis=axis, keepdims=True))
         self.axis = axis
         self.out = e / e.sum(axis=axis, keepdims=True)
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         out = self.out
         return (out * (grad - (grad * out).sum(axis=self.axis, keepdims=True)),)
 
 
-def log_softmax_array(x: Any, axis: int) -> Any:
+def log_softmax_array(x: Array, axis: int) -> Array:
     """``x - logsumexp(x)`` computed after subtracting the max, so it never overflows."""
     xp = xp_of(x)
     shifted = x - x.max(axis=axis, keepdims=True)
@@ -514,12 +510,12 @@ def log_softmax_array(x: Any, axis: int) -> Any:
 class LogSoftmax(Function):
     __slots__ = ("axis", "out")
 
-    def forward(self, x: Any, axis: int) -> Any:
+    def forward(self, x: Array, axis: int) -> Array:
         self.axis = axis
         self.out = log_softmax_array(x, axis)
         return self.out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         xp = xp_of(grad)
         return (grad - xp.exp(self.out) * grad.sum(axis=self.axis, keepdims=True),)
 
@@ -530,7 +526,7 @@ class Linear(Function):
 
     __slots__ = ()
 
-    def forward(self, x: Any, w: Any, b: Any = None) -> Any:
+    def forward(self, x: Array, w: Array, b: Array | None = None) -> Array:
         # For a batch, (w @ x.T).T is the same product with the long (out_features) side first,
         # which OpenBLAS runs up to 1.6x faster than x @ w.T; the result is a transposed view.
         out = (w @ x.T).T if x.ndim == 2 else x @ w.T
@@ -538,10 +534,9 @@ class Linear(Function):
             out += b
         return out
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Array) -> tuple[Array | None, ...]:
         x, w = self.inputs[0].data, self.inputs[1].data
         needs = self.needs_grad
-        assert needs is not None
         grad_x = grad @ w if needs[0] else None
         grad_w = grad_b = None
         if needs[1] or (len(needs) > 2 and needs[2]):
@@ -569,7 +564,14 @@ class EmbeddingBag(Function):
 
     __slots__ = ("ids", "flat", "counts", "mode", "padding_idx", "divisor")
 
-    def forward(self, weight: Any, ids: Any, mode: str, padding_idx: int | None) -> Any:
+    ids: Array | None  # the [B, L] id matrix, when every token was pooled
+    flat: Array | None  # or the real tokens' ids, bag after bag, when padding was dropped
+    counts: Array
+    mode: str
+    padding_idx: int | None
+    divisor: Array
+
+    def forward(self, weight: Array, ids: Array, mode: str, padding_idx: int | None) -> Array:
         if ids.ndim != 2:
             raise ValueError(f"embedding_bag expects ids of shape [B, L], got {ids.shape}")
         if mode not in EMBEDDING_BAG_MODES:
@@ -598,7 +600,7 @@ class EmbeddingBag(Function):
             out[nonempty] = np.add.reduceat(values, starts[nonempty], axis=0)
         return out
 
-    def _pool_all_tokens(self, weight: Any, ids: Any, padding_idx: int | None) -> Any:
+    def _pool_all_tokens(self, weight: Array, ids: Array, padding_idx: int | None) -> Array:
         xp = xp_of(weight)
         self.ids, self.flat = ids, None
         out = weight.take(ids, axis=0).sum(axis=1)
@@ -609,7 +611,7 @@ class EmbeddingBag(Function):
             self.counts = self.counts - n_pad
         return out
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         weight = self.inputs[0].data
         xp = xp_of(grad)
         if self.mode == "mean":
@@ -619,8 +621,10 @@ class EmbeddingBag(Function):
         if self.flat is not None:
             rows = xp.repeat(grad, self.counts, axis=0)
             return (backend.scatter_add_rows(self.flat, rows, weight.shape[0], weight.dtype),)
-        rows = xp.repeat(grad, self.ids.shape[1], axis=0)
-        out = backend.scatter_add_rows(self.ids, rows, weight.shape[0], weight.dtype)
+        ids = self.ids
+        assert ids is not None  # forward sets one of flat and ids
+        rows = xp.repeat(grad, ids.shape[1], axis=0)
+        out = backend.scatter_add_rows(ids, rows, weight.shape[0], weight.dtype)
         if self.padding_idx is not None:
             out[self.padding_idx] = 0
         return (out,)
@@ -632,13 +636,13 @@ class MSELoss(Function):
 
     __slots__ = ("diff",)
 
-    def forward(self, x: Any, y: Any) -> Any:
+    def forward(self, x: Array, y: Array) -> Array:
         self.diff = x - y
         return (self.diff * self.diff).mean()
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         x, y = self.inputs
-        need_x, need_y = self.needs_grad  # type: ignore[misc]
+        need_x, need_y = self.needs_grad
         scaled = self.diff * (grad * (2.0 / self.diff.size))
         return (
             unbroadcast(scaled, x.data.shape) if need_x else None,
@@ -651,14 +655,14 @@ class BCEWithLogitsLoss(Function):
 
     __slots__ = ()
 
-    def forward(self, x: Any, y: Any) -> Any:
+    def forward(self, x: Array, y: Array) -> Array:
         xp = xp_of(x)
         loss = xp.maximum(x, 0) - x * y + xp.log1p(xp.exp(-xp.abs(x)))
         return loss.mean()
 
-    def backward(self, grad: Any) -> tuple[Any, Any]:
+    def backward(self, grad: Array) -> tuple[Array | None, Array | None]:
         x, y = self.inputs[0].data, self.inputs[1].data
-        need_x, need_y = self.needs_grad  # type: ignore[misc]
+        need_x, need_y = self.needs_grad
         scale = grad / _broadcast_size(x.shape, y.shape)
         return (
             unbroadcast((stable_sigmoid(x) - y) * scale, x.shape) if need_x else None,
@@ -679,7 +683,7 @@ class CrossEntropyLoss(Function):
 
     __slots__ = ("targets", "rows", "probs")
 
-    def forward(self, x: Any, targets: Any) -> Any:
+    def forward(self, x: Array, targets: Array) -> Array:
         if x.ndim != 2 or targets.shape != x.shape[:1]:
             raise ValueError(f"cross_entropy expects logits [N, C] and targets [N], got {x.shape} and {targets.shape}")
         if targets.dtype.kind not in "iu":
@@ -691,11 +695,11 @@ class CrossEntropyLoss(Function):
         shifted = x - x.max(axis=1, keepdims=True)
         exp = xp.exp(shifted)
         total = exp.sum(axis=1, keepdims=True)
-        if self.needs_grad is not None:
+        if self.needs_grad:
             self.probs = exp / total
         return (xp.log(total[:, 0]) - shifted[rows, targets]).mean()
 
-    def backward(self, grad: Any) -> tuple[Any]:
+    def backward(self, grad: Array) -> tuple[Array]:
         out = self.probs.copy()
         out[self.rows, self.targets] -= 1
         out *= grad / out.shape[0]

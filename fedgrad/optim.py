@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from fedgrad import backend
+from fedgrad.backend import Array
 from fedgrad.tensor import Tensor
 
 
@@ -35,11 +36,11 @@ class Optimizer:
     def step(self) -> None:
         raise NotImplementedError
 
-    def _gradients(self) -> Iterator[tuple[Tensor, dict[str, Any], Any]]:
+    def _gradients(self) -> Iterator[tuple[Tensor, dict[str, Any], Array]]:
         """``(param, state, grad)`` for each parameter that received a gradient, with the L2 term
         ``weight_decay * param`` already added to ``grad`` (as PyTorch's SGD and Adam both do)."""
         weight_decay = self.defaults["weight_decay"]
-        for param, slot in zip(self.params, self.state):
+        for param, slot in zip(self.params, self.state, strict=True):
             if param.grad is None:
                 continue
             grad = param.grad.data
@@ -62,8 +63,11 @@ class Optimizer:
             raise ValueError(f"state for {len(state['state'])} parameters, optimizer has {len(self.params)}")
         self.defaults.update(state["defaults"])
         self.state = [
-            {name: backend.to_device(v, p.device).astype(p.dtype) if isinstance(v, np.ndarray) else v for name, v in slot.items()}
-            for p, slot in zip(self.params, state["state"])
+            {
+                name: backend.to_device(v, p.device).astype(p.dtype) if isinstance(v, np.ndarray) else v
+                for name, v in slot.items()
+            }
+            for p, slot in zip(self.params, state["state"], strict=True)
         ]
 
 

@@ -21,16 +21,19 @@ gradients summed in place into buffers this module owns.
 """
 from __future__ import annotations
 
+import builtins
 import functools
 import heapq
 import itertools
 import threading
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, Self, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from fedgrad import backend
+from fedgrad.backend import Array
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -41,6 +44,9 @@ bool_ = np.dtype(np.bool_)
 DEFAULT_FLOAT = float32
 
 _new = object.__new__
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class _GradMode(threading.local):
@@ -69,9 +75,9 @@ class no_grad:
     def __exit__(self, *exc: object) -> None:
         _grad_mode.enabled = self._previous
 
-    def __call__(self, func):  # type: ignore[no-untyped-def]
+    def __call__(self, func: Callable[_P, _R]) -> Callable[_P, _R]:
         @functools.wraps(func)
-        def wrapper(*args, **kwargs):  # type: ignore[no-untyped-def]
+        def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
             with no_grad():
                 return func(*args, **kwargs)
 
@@ -82,7 +88,7 @@ class Function:
     """One differentiable op: ``forward`` on raw arrays, ``backward`` from the output gradient.
 
     Subclasses keep whatever ``backward`` needs in their own ``__slots__`` during ``forward``.
-    ``self.needs_grad`` (a tuple of bools, one per tensor input, or ``None`` when no graph is
+    ``self.needs_grad`` (a tuple of bools, one per tensor input, or ``()`` when no graph is
     recorded) is set before ``forward`` runs so forwards can skip saving what no one will use,
     and backwards can skip gradients for inputs that do not require one. ``backward`` returns
     one array (or ``None``) per tensor input, in order, shaped like that input; it must never
@@ -96,7 +102,7 @@ class Function:
     __slots__ = ("inputs", "needs_grad", "seq")
 
     inputs: tuple[Tensor, ...]
-    needs_grad: tuple[bool, ...] | None
+    needs_grad: tuple[bool, ...]
     seq: int
 
     @classmethod
@@ -104,6 +110,7 @@ class Function:
         fn = cls()
         count = len(inputs)
         track = False
+        needs: tuple[bool, ...]
         if _grad_mode.enabled:
             if count == 1:
                 track = inputs[0].requires_grad
@@ -120,7 +127,7 @@ class Function:
             fn.inputs = inputs
             fn.seq = next(_sequence)
         else:
-            fn.needs_grad = None
+            fn.needs_grad = ()
         if count == 1:
             data = fn.forward(inputs[0].data, **params)
         elif count == 2:
@@ -136,10 +143,10 @@ class Function:
         out._ctx = fn if track else None
         return out
 
-    def forward(self, *arrays: Any, **params: Any) -> Any:
+    def forward(self, *arrays: Array, **params: Any) -> Array:
         raise NotImplementedError
 
-    def backward(self, grad: Any) -> tuple[Any, ...]:
+    def backward(self, grad: Array) -> tuple[Array | SliceGrad | None, ...]:
         raise NotImplementedError
 
 
@@ -156,21 +163,21 @@ class SliceGrad:
 
     __slots__ = ("index", "values")
 
-    def __init__(self, index: Any, values: Any):
+    def __init__(self, index: Any, values: Array) -> None:
         self.index = index
         self.values = values
 
 
-class _FreedGraph:
-    """Marks a node whose graph was released by an earlier ``backward``."""
+class _FreedGraph(Function):
+    """Marks a node whose graph was released by an earlier ``backward`` (never applied or run)."""
 
     __slots__ = ()
 
 
-_FREED: Any = _FreedGraph()
+_FREED: Function = _FreedGraph()
 
 
-def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
+def _as_array(data: Any, dtype: npt.DTypeLike | None, device: str | None) -> Array:
     """Array for a new tensor. Floats default to float32; numpy arrays of the right dtype on
     the right device are used without a copy (like ``torch.from_numpy``)."""
     if isinstance(data, Tensor):
@@ -191,7 +198,7 @@ def _as_array(data: Any, dtype: Any, device: str | None) -> Any:
     return array
 
 
-def _make(data: Any, requires_grad: bool, ctx: Function | None) -> Tensor:
+def _make(data: Array, requires_grad: bool, ctx: Function | None) -> Tensor:
     """Fast internal constructor: no conversion, no checks."""
     if type(data) is not np.ndarray and isinstance(data, np.generic):
         data = np.asarray(data)  # numpy reductions of 0-d arrays return scalars
@@ -214,12 +221,14 @@ class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "_ctx", "__weakref__")
     __array_ufunc__ = None  # make `ndarray op Tensor` defer to Tensor's reflected operators
 
-    data: Any
+    data: Array
     grad: Tensor | None
     requires_grad: bool
-    _ctx: Any
+    _ctx: Function | None
 
-    def __init__(self, data: Any, requires_grad: bool = False, dtype: Any = None, device: str | None = None):
+    def __init__(
+        self, data: Any, requires_grad: bool = False, dtype: npt.DTypeLike | None = None, device: str | None = None
+    ) -> None:
         self.data = _as_array(data, dtype, device)
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating tensors can require gradients, not {self.data.dtype}")
@@ -230,15 +239,18 @@ class Tensor:
     # ------------------------------------------------------------------ properties
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        shape: tuple[int, ...] = self.data.shape
+        return shape
 
     @property
-    def dtype(self) -> np.dtype:
-        return self.data.dtype
+    def dtype(self) -> np.dtype[Any]:
+        dtype: np.dtype[Any] = self.data.dtype
+        return dtype
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        ndim: int = self.data.ndim
+        return ndim
 
     @property
     def device(self) -> str:
@@ -273,12 +285,13 @@ class Tensor:
         return f"tensor({body}{extras})"
 
     # ------------------------------------------------------------------ conversion
-    def numpy(self) -> np.ndarray:
+    def numpy(self) -> npt.NDArray[Any]:
         """Host numpy array with the values (shares memory on CPU, like torch)."""
         return backend.to_host(self.data)
 
-    def item(self) -> float | int | bool:
-        return self.data.item()
+    def item(self) -> builtins.float | int | bool:
+        value: builtins.float | int | bool = self.data.item()
+        return value
 
     def tolist(self) -> Any:
         return backend.to_host(self.data).tolist()
@@ -287,7 +300,7 @@ class Tensor:
         """Same data, cut from the graph."""
         return _make(self.data, False, None)
 
-    def requires_grad_(self, requires_grad: bool = True) -> Tensor:
+    def requires_grad_(self, requires_grad: bool = True) -> Self:
         if requires_grad and self.data.dtype.kind != "f":
             raise TypeError(f"only floating tensors can require gradients, not {self.data.dtype}")
         self.requires_grad = requires_grad
@@ -300,7 +313,7 @@ class Tensor:
             return self
         return _ops.ToDevice.apply(self, device=target)
 
-    def astype(self, dtype: Any) -> Tensor:
+    def astype(self, dtype: npt.DTypeLike) -> Tensor:
         """Differentiable dtype cast (itself when the dtype already matches)."""
         if np.dtype(dtype) == self.data.dtype:
             return self
@@ -392,7 +405,7 @@ class Tensor:
 
     # ------------------------------------------------------------------ methods
     def matmul(self, other: Any) -> Tensor:
-        return self @ other
+        return _ops.MatMul.apply(self, lift(other, self))
 
     def sum(self, axis: int | Sequence[int] | None = None, keepdims: bool = False) -> Tensor:
         return _ops.Sum.apply(self, axis=axis, keepdims=keepdims)
@@ -420,7 +433,7 @@ class Tensor:
     def abs(self) -> Tensor:
         return _ops.Abs.apply(self)
 
-    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:
+    def clip(self, min: builtins.float | None = None, max: builtins.float | None = None) -> Tensor:
         """Values limited to ``[min, max]``; gradient flows where ``min <= x <= max``."""
         return _ops.Clip.apply(self, low=min, high=max)
 
@@ -440,9 +453,7 @@ class Tensor:
         return _ops.LogSoftmax.apply(self, axis=axis)
 
     def reshape(self, *shape: int | Sequence[int]) -> Tensor:
-        if len(shape) == 1 and not isinstance(shape[0], int):
-            shape = tuple(shape[0])  # type: ignore[arg-type]
-        return _ops.Reshape.apply(self, shape=shape)
+        return _ops.Reshape.apply(self, shape=_shape(shape))
 
     view = reshape
 
@@ -506,13 +517,13 @@ def _unwrap_index(index: Any) -> Any:
     return _raw(index)
 
 
-def _run_backward(root: Tensor, root_grad: Any, retain_graph: bool) -> None:
+def _run_backward(root: Tensor, root_grad: Array, retain_graph: bool) -> None:
     """Propagate ``root_grad`` to every leaf reachable from ``root``.
 
     Nodes are popped from a heap by decreasing ``seq`` (a topological order), so each node's
     gradient is complete before its backward runs, and only nodes that actually received a
     gradient are ever visited. Leaves are collected and finalised at the end."""
-    grads: dict[int, Any] = {id(root): root_grad}
+    grads: dict[int, Array] = {id(root): root_grad}
     owned: set[int] = set()  # ids of gradient buffers allocated here and held by nobody else
     leaves: list[Tensor] = []
     heap: list[tuple[int, Tensor]] = []
@@ -523,7 +534,8 @@ def _run_backward(root: Tensor, root_grad: Any, retain_graph: bool) -> None:
         grad = grads.pop(id(node))
         owned.discard(id(grad))
         ctx = node._ctx
-        for parent, parent_grad in zip(ctx.inputs, ctx.backward(grad)):
+        assert ctx is not None  # only nodes with a graph are queued
+        for parent, parent_grad in zip(ctx.inputs, ctx.backward(grad), strict=True):
             if parent_grad is None:
                 continue
             key = id(parent)
@@ -577,13 +589,13 @@ def _raise_freed() -> None:
     )
 
 
-def _dense(parent: Tensor, grad: SliceGrad) -> Any:
+def _dense(parent: Tensor, grad: SliceGrad) -> Array:
     buffer = backend.array_module(parent.data).zeros(parent.data.shape, dtype=parent.data.dtype)
     buffer[grad.index] += grad.values
     return buffer
 
 
-def _accumulate_leaf(leaf: Tensor, grad: Any, is_owned: bool, handed_out: set[int]) -> None:
+def _accumulate_leaf(leaf: Tensor, grad: Array, is_owned: bool, handed_out: set[int]) -> None:
     """Add ``grad`` into ``leaf.grad``. A gradient this pass did not allocate may be shared (the
     same array returned for two inputs, a view, the caller's ``grad``), so it is copied unless
     it is a fresh, writable array no other leaf has received."""
@@ -617,7 +629,9 @@ def generator() -> np.random.Generator:
     return _rng
 
 
-def tensor(data: Any, requires_grad: bool = False, dtype: Any = None, device: str | None = None) -> Tensor:
+def tensor(
+    data: Any, requires_grad: bool = False, dtype: npt.DTypeLike | None = None, device: str | None = None
+) -> Tensor:
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
@@ -627,22 +641,34 @@ def _shape(shape: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(shape)
 
 
-def zeros(*shape: int | Sequence[int], dtype: Any = float32, device: str | None = None, requires_grad: bool = False) -> Tensor:
+def zeros(
+    *shape: int | Sequence[int], dtype: npt.DTypeLike = float32, device: str | None = None, requires_grad: bool = False
+) -> Tensor:
     data = backend.get_xp(device).zeros(_shape(shape), dtype=dtype)
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-def ones(*shape: int | Sequence[int], dtype: Any = float32, device: str | None = None, requires_grad: bool = False) -> Tensor:
+def ones(
+    *shape: int | Sequence[int], dtype: npt.DTypeLike = float32, device: str | None = None, requires_grad: bool = False
+) -> Tensor:
     data = backend.get_xp(device).ones(_shape(shape), dtype=dtype)
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
 
 
-def randn(*shape: int | Sequence[int], dtype: Any = float32, device: str | None = None, requires_grad: bool = False) -> Tensor:
+def randn(
+    *shape: int | Sequence[int], dtype: npt.DTypeLike = float32, device: str | None = None, requires_grad: bool = False
+) -> Tensor:
     data = _rng.standard_normal(_shape(shape)).astype(dtype)
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
-def arange(start: float, stop: float | None = None, step: float = 1, dtype: Any = None, device: str | None = None) -> Tensor:
+def arange(
+    start: float,
+    stop: float | None = None,
+    step: float = 1,
+    dtype: npt.DTypeLike | None = None,
+    device: str | None = None,
+) -> Tensor:
     if stop is None:
         start, stop = 0, start
     data = np.arange(start, stop, step, dtype=dtype)

@@ -1,6 +1,6 @@
 """`fedgrad audit`: can the coordinator read a client's email? Measured per privacy mode.
 
-    fedgrad audit SCENARIO.toml [--privacy none,paillier,dp:1,dp:8] [--canary-words 6]
+    fedgrad audit SCENARIO.toml [--privacy none,paillier-trusted,dp:1,dp:8] [--canary-words 6]
                   [--canary-client K] [--canary-copies N] [--set section.key=value ...]
 
 Plants a canary email ("my computer password is" + pseudo-words found nowhere in the corpus) in one client's

@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from client.encoding import ClientPrivacy
+from fedgrad.modes.base import ClientPrivacy
 from fedgrad.errors import FedgradError
 
 log = logging.getLogger("fedgrad.simulate")

@@ -6,12 +6,12 @@ from fedgrad.nn.module import Module, ModuleList, Parameter, Sequential, StateDi
 from fedgrad.nn.recurrent import LSTM, LSTMCell, RNNCell
 
 __all__ = [
+    "LSTM",
     "BCEWithLogitsLoss",
     "CrossEntropyLoss",
     "Dropout",
     "Embedding",
     "EmbeddingBag",
-    "LSTM",
     "LSTMCell",
     "Linear",
     "MSELoss",

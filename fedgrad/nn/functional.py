@@ -6,10 +6,11 @@ from typing import Any
 import numpy as np
 
 from fedgrad import backend, ops
+from fedgrad.backend import Array
 from fedgrad.tensor import Tensor, generator, lift
 
 
-def _ids(ids: Any) -> Any:
+def _ids(ids: Any) -> Array:
     """Raw integer array from a tensor, array or nested list of token ids."""
     array = ids.data if isinstance(ids, Tensor) else ids
     if not hasattr(array, "dtype"):

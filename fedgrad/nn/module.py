@@ -9,9 +9,10 @@ the federation ships, checkpoints and averages.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
+import numpy.typing as npt
 
 from fedgrad import backend
 from fedgrad.errors import FedgradError
@@ -27,7 +28,7 @@ class Parameter(Tensor):
 
     __slots__ = ()
 
-    def __init__(self, data: Any, dtype: Any = None, device: str | None = None):
+    def __init__(self, data: Any, dtype: npt.DTypeLike | None = None, device: str | None = None) -> None:
         super().__init__(data, requires_grad=True, dtype=dtype, device=device)
 
 
@@ -99,7 +100,7 @@ class Module:
             yield param
 
     # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, npt.NDArray[Any]]:
         """Host numpy copies of every parameter, by dotted name (copies even on CPU, so later
         training steps never change a state dict already handed out)."""
         return {name: np.array(backend.to_host(p.data), copy=True) for name, p in self.named_parameters()}
@@ -126,15 +127,15 @@ class Module:
             param.data[...] = backend.to_device(value, param.device).astype(param.data.dtype, copy=False)
 
     # ------------------------------------------------------------------ modes and devices
-    def train(self, mode: bool = True) -> Module:
+    def train(self, mode: bool = True) -> Self:
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
-    def eval(self) -> Module:
+    def eval(self) -> Self:
         return self.train(False)
 
-    def to(self, device: str) -> Module:
+    def to(self, device: str) -> Self:
         """Move every parameter (and its gradient) to ``device`` in place; returns ``self``."""
         target = backend.parse_device(device)
         for param in self.parameters():

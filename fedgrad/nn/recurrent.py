@@ -83,7 +83,9 @@ class LSTM(Module):
     for every step (same layout) and ``(h_n, c_n)``, each ``[num_layers, B, H]``. Layer ``k``'s
     cell is ``cells.k`` in ``state_dict``."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True, batch_first: bool = False
+    ):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
