@@ -165,7 +165,7 @@ class VirtualClient:
         return header, model
 
     async def _train(self, credentials: pb.Credentials, header: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
-        task = train_task_from_pb(header, credentials.run_id)
+        task = train_task_from_pb(header, credentials.run_id, len(self.shard))
         self._check_vocabulary(task.config)
         loop = asyncio.get_running_loop()
         update = await loop.run_in_executor(self._executor, self._trainer.train_update, self.client_id, self.shard,

@@ -117,6 +117,12 @@ class PrivacyConfig:
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
+    decryptors: int = _spec(3, ge=1, le=32, doc="paillier: k decryptor processes, each holding one key share")
+    threshold: int = _spec(2, ge=1, le=32, doc="paillier: t of the k decryptors needed to decrypt an aggregate")
+    max_weight: int = _spec(4096, ge=1, le=1 << 20,
+                            doc="paillier: cap on a client's example count, its FedAvg weight, sent encrypted")
+    short_randomizer: bool = _spec(False, doc="DJN randomizer exponent of 2λ bits instead of ⌈|n|/2⌉ "
+                                              "(faster; an extra assumption the report states)")
 
     @property
     def secure_aggregation(self) -> bool:
@@ -319,6 +325,9 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
+    if privacy.threshold > privacy.decryptors:
+        raise ConfigError(f"privacy.threshold: at most privacy.decryptors={privacy.decryptors} "
+                          f"(got {privacy.threshold})")
     if privacy.secure_aggregation and fed.min_clients < 2:
         raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {privacy.mode!r}) needs >= 2, "
                           f"so that no single client's update is ever decrypted (got {fed.min_clients})")

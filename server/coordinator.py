@@ -220,7 +220,7 @@ class Coordinator:
         for attempt in range(1, MAX_ROUND_ATTEMPTS + 1):
             await self.registry.changed.wait_for(  # lost clients may come back; don't open a round doomed to fail
                 lambda: len(self.registry.available()) >= settings.min_clients, settings.round_timeout_s)
-            round_ = self._open_training_round(number, model)
+            round_ = self._open_training_round(number, model, attempt)
             await self._dispatch_done.wait_for(lambda: round_.complete, settings.round_timeout_s)
             self._close(round_)
             self.registry.missed_deadline(cid for cid in round_.task_ids if cid not in round_.reports)
@@ -253,7 +253,7 @@ class Coordinator:
             **round_.accumulator.round_report(),
         )
 
-    def _open_training_round(self, number: int, model: ModelPayload) -> TrainingRound:
+    def _open_training_round(self, number: int, model: ModelPayload, attempt: int) -> TrainingRound:
         candidates = self.registry.available()
         k = min(self.settings.clients_per_round, len(candidates))
         picked = sorted(self.state.rng.choice(len(candidates), size=k, replace=False))
@@ -261,7 +261,8 @@ class Coordinator:
         instructions = self.state.strategy.configure(
             number, [ClientInfo(record.client_id, record.n_examples) for record in selected])
         accumulator = self._new_accumulator(
-            model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()}))
+            model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()},
+                                     run_id=self.run_id, attempt=attempt))
         tasks = {}
         for record in selected:
             instruction = instructions[record.client_id]

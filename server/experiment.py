@@ -55,14 +55,14 @@ def client_ids(scenario: Scenario) -> list[str]:
 
 
 def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None],
-                      tokens: RunTokens | None = None) -> Coordinator:
+                      tokens: RunTokens | None = None, decryptors: object = None) -> Coordinator:
     """The coordinator for ``prepared``, its global model initialised from the scenario's seed; with
     ``tokens``, clients must present the run token issued to them. Secure aggregation generates the run's
     Paillier key here; DP calibrates its noise and accounts for the rounds ``prepared`` already holds."""
     scenario = prepared.scenario
     fed = scenario.federation
     model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
-    mode = privacy_mode(scenario)
+    mode = privacy_mode(scenario, decryptors)
     aggregation = mode.aggregation(model.state_dict(), prepared.writer.records)
 
     def evaluate_on_test(state: StateDict) -> dict[str, float]:

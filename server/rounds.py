@@ -140,7 +140,8 @@ class TrainingRound(Dispatch):
         self._require_open(client_id)
         started = time.perf_counter()
         try:
-            self.accumulator.add(client_id, self.instructions[client_id].weight, payload, signature)
+            self.accumulator.add(client_id, self.instructions[client_id].weight, payload, signature,
+                                 report.n_examples)
         except BaseException:
             self.release(client_id)
             raise

@@ -66,6 +66,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="accept Paillier keys below 2048 bits from the coordinator (tests and demos only)")
     parser.add_argument("--noise-seed", type=int, metavar="N",
                         help="seed the DP noise shares (repeatable simulations; default: fresh OS entropy)")
+    parser.add_argument("--identity-dir", type=Path, metavar="DIR",
+                        help="the hosted clients' signing identities, DIR/K.key (fedgrad identity); needed by "
+                             "privacy.mode = \"paillier\"")
+    parser.add_argument("--enrollment", type=Path, metavar="FILE",
+                        help="the operator's enrollment of all clients' public keys (fedgrad enroll)")
     parser.add_argument("--verbose", action="store_true", help="log every join, task and acknowledgement")
     parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)  # used by simulate
     parser.set_defaults(func=run)
@@ -88,7 +93,15 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s")
     options = ClientOptions(connect_timeout_s=args.connect_timeout)
-    privacy = ClientPrivacy(allow_insecure_keys=args.insecure_key_bits, noise_seed=args.noise_seed)
+    if args.identity_dir is not None:
+        missing = [cid for cid in ids if not (args.identity_dir / f"{cid}.key").is_file()]
+        if missing:
+            raise ConfigError(f"--identity-dir {args.identity_dir}: no identity for client(s) {', '.join(missing)} "
+                              "(make them with fedgrad identity)")
+    if args.enrollment is not None and not args.enrollment.is_file():
+        raise ConfigError(f"--enrollment {args.enrollment}: no such file")
+    privacy = ClientPrivacy(allow_insecure_keys=args.insecure_key_bits, noise_seed=args.noise_seed,
+                            identity_dir=args.identity_dir, enrollment=args.enrollment)
     clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security,
                           privacy=privacy)
     asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)

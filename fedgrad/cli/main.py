@@ -12,7 +12,7 @@ import sys
 
 from fedgrad.errors import FedgradError
 
-COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit",
+COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit", "identity",
                              "tokens")
 
 

@@ -51,6 +51,12 @@ class Accumulator:
                 total[i] = total[i] * c % nsquare
         self._contributors.add(client_id)
 
+    def ciphertexts(self) -> list[int]:
+        """The running product, one integer per ciphertext."""
+        if self._sum is None:
+            raise AggregationError("no contributions to aggregate")
+        return [int(c) for c in self._sum]
+
     def payload(self) -> bytes:
         """The aggregate, in the same wire format, tagged with its number of contributors."""
         if self._sum is None:

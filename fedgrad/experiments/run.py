@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import socket
@@ -25,6 +26,8 @@ from tqdm import tqdm
 
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.launchers import ClientFleet, Fleet
+from fedgrad.launchers.parties import start_local_parties
+from fedgrad.modes.registry import mode_class
 from fedgrad.modes.base import ClientPrivacy
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.security import create_pki
@@ -55,15 +58,16 @@ class OpenedRun:
     def token_file(self) -> Path:
         return self.prepared.writer.run_dir / AUTH_DIR / CLIENT_TOKENS_FILE
 
-    def coordinator(self, progress: RoundProgress) -> Coordinator:
-        """The coordinator, restored from the checkpoint if any, writing a checkpoint after every round."""
+    def coordinator(self, progress: RoundProgress, decryptors: object = None) -> Coordinator:
+        """The coordinator, restored from the checkpoint if any, writing a checkpoint after every round
+        (``decryptors``: the handle on the decryptor processes, for ``privacy.mode = "paillier"``)."""
         checkpoints = Checkpoints(self.prepared.writer.run_dir)
 
         def on_round(record: dict[str, Any]) -> None:
             progress.on_round(record)
             checkpoints.save(coordinator.state, self.prepared.writer.records)
 
-        coordinator = build_coordinator(self.prepared, on_round, self.tokens)
+        coordinator = build_coordinator(self.prepared, on_round, self.tokens, decryptors)
         if self.checkpoint is not None:
             self.checkpoint.restore(coordinator.state)
         return coordinator
@@ -172,26 +176,39 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     run_dir = prepared.writer.run_dir
     security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
                                                                    host=host)
-    with RoundProgress(prepared) as progress:
-        if opened.checkpoint is not None:
-            progress.write(f"resuming {run_dir} after round {opened.checkpoint.completed_rounds}")
-        coordinator = opened.coordinator(progress)
-        server, port = await start_server(coordinator, host, 0, security)
-        ids = client_ids(prepared.scenario)
-        try:
-            fleet = fleet or ClientFleet(run_dir / "logs")
-            await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
-                              client_privacy(prepared.scenario))
-            extras = await fleet.supervise(coordinator.run())
-            await fleet.wait_for_exit(EXIT_GRACE_S)
-        except asyncio.CancelledError:
-            if terminated.is_set():
-                raise FedgradError("terminated by SIGTERM; client processes stopped") from None
-            raise
-        finally:
-            await fleet.stop()
-            await server.stop(grace=1.0)
-            loop.remove_signal_handler(signal.SIGTERM)
+    ids = client_ids(prepared.scenario)
+    privacy = client_privacy(prepared.scenario)
+    parties, decryptors = None, None
+    try:
+        if mode_class(prepared.scenario.privacy.mode).needs_decryptors:
+            from fedgrad.crypto.threshold import KeySet
+            from fedgrad.decryptor.pool import DecryptorPool
+
+            parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs")
+            decryptors = DecryptorPool(parties.addresses, KeySet.load(parties.key_set))
+            privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment)
+        with RoundProgress(prepared) as progress:
+            if opened.checkpoint is not None:
+                progress.write(f"resuming {run_dir} after round {opened.checkpoint.completed_rounds}")
+            coordinator = opened.coordinator(progress, decryptors)
+            server, port = await start_server(coordinator, host, 0, security)
+            try:
+                fleet = fleet or ClientFleet(run_dir / "logs")
+                await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
+                                  privacy)
+                extras = await fleet.supervise(coordinator.run())
+                await fleet.wait_for_exit(EXIT_GRACE_S)
+            except asyncio.CancelledError:
+                if terminated.is_set():
+                    raise FedgradError("terminated by SIGTERM; client processes stopped") from None
+                raise
+            finally:
+                await fleet.stop()
+                await server.stop(grace=1.0)
+    finally:
+        if parties is not None:
+            await parties.stop()
+        loop.remove_signal_handler(signal.SIGTERM)
     return prepared.writer.finish({**extras, "processes": processes})
 
 

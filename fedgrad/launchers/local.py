@@ -42,6 +42,10 @@ class ClientFleet:
             options.append("--insecure-key-bits")
         if privacy.noise_seed is not None:
             options += ["--noise-seed", str(privacy.noise_seed)]
+        if privacy.identity_dir is not None:
+            options += ["--identity-dir", str(privacy.identity_dir)]
+        if privacy.enrollment is not None:
+            options += ["--enrollment", str(privacy.enrollment)]
         if token_file is not None:
             options += ["--token-file", str(token_file.resolve())]
         if tls_dir is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,6 +37,8 @@ class ClientPrivacy:
 
     allow_insecure_keys: bool = False  # accept Paillier keys below 2048 bits (tests and demos only)
     noise_seed: int | None = None      # seed of DP noise shares; None (always, outside tests): OS entropy
+    identity_dir: Path | None = None   # this client's Ed25519 identities, <client id>.key (``paillier``)
+    enrollment: Path | None = None     # the operator's enrollment of every client's public key (``paillier``)
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,10 @@ class UpdateAccumulator(ABC):
     announcement: Announcement | None = None
 
     @abstractmethod
-    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"") -> None:
-        """Fold in one client's payload with aggregation weight ``weight``."""
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
+            examples: int = 0) -> None:
+        """Fold in one client's payload with aggregation weight ``weight`` (``signature`` and ``examples``, the
+        client's declared example count, for modes whose decryptors verify what clients signed)."""
 
     @abstractmethod
     def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
@@ -101,6 +106,8 @@ class PrivacyMode(ABC):
     name: ClassVar[str]
     #: Whether updates travel encrypted (clients then withhold their local metrics, which describe their data).
     encrypted: ClassVar[bool] = False
+    #: Whether the mode needs decryptor processes (``fedgrad.decryptor``), passed in as ``decryptors``.
+    needs_decryptors: ClassVar[bool] = False
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario

@@ -144,7 +144,8 @@ class DPAccumulator(UpdateAccumulator):
             DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params},
             underneath.public_key if underneath else b"")
 
-    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"") -> None:
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
+            examples: int = 0) -> None:
         if self._plain is not None:
             self._check_norm(self._plain.tensors(payload))
         self._inner.add(client_id, 1.0, payload)  # every update counts once: the sum's sensitivity is the clip

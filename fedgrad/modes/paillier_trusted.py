@@ -120,7 +120,8 @@ class PaillierAccumulator(UpdateAccumulator):
         self.announcement = aggregation.announcement(0.0 if self._unit_weights else self._cohort_weight,
                                                      announcement_extra)
 
-    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"") -> None:
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
+            examples: int = 0) -> None:
         try:
             self._sum.add(client_id, bytes(payload))
         except CiphertextError as error:

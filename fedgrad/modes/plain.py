@@ -57,7 +57,8 @@ class PlainAccumulator(UpdateAccumulator):
                 raise Rejected.invalid(f"tensor {name!r} contains NaN or infinite values")
         return tensors
 
-    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"") -> None:
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
+            examples: int = 0) -> None:
         if len(self._weights) >= MAX_CONTRIBUTIONS:
             raise Rejected.resource(f"a round can aggregate at most {MAX_CONTRIBUTIONS} updates")
         parts = {}

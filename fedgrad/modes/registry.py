@@ -21,6 +21,7 @@ MODES: dict[str, str] = {
     "paillier-trusted": "fedgrad.modes.paillier_trusted:TrustedPaillierMode",
     "paillier-naive": "fedgrad.modes.paillier_trusted:NaivePaillierMode",
     "dp": "fedgrad.modes.dp:DPMode",
+    "paillier": "fedgrad.modes.paillier:PaillierMode",
 }
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
 
@@ -35,9 +36,11 @@ def mode_class(name: str) -> type[PrivacyMode]:
     return cls
 
 
-def privacy_mode(scenario: Scenario) -> PrivacyMode:
-    """The privacy mode ``scenario.privacy.mode`` names, set up for ``scenario``."""
-    return mode_class(scenario.privacy.mode)(scenario)
+def privacy_mode(scenario: Scenario, decryptors: object = None) -> PrivacyMode:
+    """The privacy mode ``scenario.privacy.mode`` names, set up for ``scenario`` (with ``decryptors``, the
+    coordinator's handle on them, for modes that need them)."""
+    cls = mode_class(scenario.privacy.mode)
+    return cls(scenario, decryptors=decryptors) if cls.needs_decryptors else cls(scenario)  # type: ignore[call-arg]
 
 
 def encode_update(task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],

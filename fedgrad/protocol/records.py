@@ -48,6 +48,7 @@ class TrainTask:
     tensor_names: tuple[str, ...]      # the model's tensors in payload order
     announcement: Announcement | None  # None: send the delta in plain
     run_id: str = ""
+    local_examples: int = 0            # the client's own example count (its weight under ``paillier``)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class RoundCohort:
 
     round_number: int
     weights: Mapping[str, float]
+    run_id: str = ""
+    attempt: int = 1
 
     @property
     def total_weight(self) -> float:

@@ -30,13 +30,14 @@ def announcement_from_pb(message: pb.PrivacyAnnouncement) -> Announcement:
     return Announcement(message.mode, params, bytes(message.public_key), tuple(message.cohort))
 
 
-def train_task_from_pb(header: pb.TaskHeader, run_id: str = "") -> TrainTask:
-    """The TRAIN task a header describes (:class:`WireError` or ``ConfigError`` when it does not parse)."""
+def train_task_from_pb(header: pb.TaskHeader, run_id: str = "", local_examples: int = 0) -> TrainTask:
+    """The TRAIN task a header describes (:class:`WireError` or ``ConfigError`` when it does not parse), for a
+    client of run ``run_id`` holding ``local_examples`` examples."""
     return TrainTask(task_id=header.task_id, round=header.round, model_version=header.model_version,
                      weight=header.weight, config=TaskConfig.from_json(header.config_json),
                      tensor_names=tuple(spec.name for spec in header.tensors),
                      announcement=announcement_from_pb(header.privacy) if header.HasField("privacy") else None,
-                     run_id=run_id)
+                     run_id=run_id, local_examples=local_examples)
 
 
 def encoding_from_pb(value: int) -> Encoding | None:

@@ -65,7 +65,7 @@ def test_name_from_file_wins_only_when_absent(tmp_path):
         ("[train]\nepochs = true", r"^train\.epochs: expected an integer \(got boolean True\)"),
         ("[privacy]\ninsecure_key_bits = 1", r"^privacy\.insecure_key_bits: expected true or false"),
         ('[model]\nname = "cnn"', r"^model\.name: must be one of book, logreg, mlp \(got 'cnn'\)"),
-        ('[privacy]\nmode = "homomorphic"', r"^privacy\.mode: must be one of none, paillier-trusted, paillier-naive, dp"),
+        ('[privacy]\nmode = "homomorphic"', r"^privacy\.mode: must be one of none, paillier-trusted, paillier-naive, dp, paillier"),
         ('[train]\ndevice = "gpu"', r"^train\.device: must be"),
         ("[data]\ntest_fraction = 1.0", r"^data\.test_fraction: must be < 1 \(got 1\.0\)"),
         ("[train]\nlr = 0", r"^train\.lr: must be > 0"),

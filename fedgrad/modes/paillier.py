@@ -1,0 +1,259 @@
+"""``privacy.mode = "paillier"``: secure aggregation that holds against the coordinator.
+
+Who holds what (``docs/threat-model.md`` walks through each attack):
+
+- **Nobody holds the whole key.** A dealer step (``fedgrad keygen``, its own process) makes a t-of-k threshold
+  Paillier key (``fedgrad.crypto.threshold``, Damgård–Jurik 2001 §4), writes one share per decryptor and exits,
+  forgetting the factorization. The coordinator has the public key set only; it combines t partial decryptions
+  of the round's aggregate, each with a proof of correctness.
+- **Decryptors verify, they do not trust** (``fedgrad.decryptor``). Clients own Ed25519 identities, enrolled by
+  the operator (in ``simulate``, the launcher), not by the coordinator. A round's cohort is announced to every
+  selected client before any upload; each client signs (run, round, cohort, SHA-256 of its ciphertexts, its
+  weight). The coordinator forwards every signed update to the decryptors as it arrives; each decryptor checks
+  the signature and the cohort, multiplies the ciphertexts itself, requires at least its own ``min_clients``
+  distinct enrolled signers and answers at most once per (run, round), remembered across its restarts.
+- **Weights come from the clients.** A client encrypts n_i·q_i and n_i (its example count, capped at
+  ``privacy.max_weight``) in the same packed plaintext, so the coordinator cannot skew the average; the
+  division by Σ n_i happens after decryption.
+
+Who must collude to read one client's update: t decryptors (who then hold the key), or the coordinator together
+with all other contributors of a round (min_clients − 1 clients, who can subtract their own updates from the
+sum, as with any secure aggregation). The coordinator alone gets only sums of at least min_clients enrolled
+clients, one per round. Not covered: a coordinator that keeps the model (nearly) unchanged across rounds and
+differences sums over overlapping cohorts; DP noise (``dp`` with distributed placement) is the defence there.
+
+An aggregate that fails validation after decryption (a client encrypted an out-of-range plaintext) is dropped
+for that round: the model stays, the run goes on, and the round's record says why. Decryptors never release a
+second aggregate for the same round.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from fedgrad.crypto import (Accumulator, AggregationError, CiphertextError, PlaintextRangeError, SecureAggConfig,
+                            SlotLayout, public_key_from_bytes, public_key_to_bytes)
+from fedgrad.crypto.identity import ClientIdentity, Enrollment, cohort_digest, sign_contribution
+from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
+from fedgrad.crypto.quantize import dequantize
+from fedgrad.crypto.schemes import make_encoder, make_scheme
+from fedgrad.crypto.threshold import KeySet
+from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
+from fedgrad.errors import ConfigError, FedgradError
+from fedgrad.metrics import PhaseTimer
+from fedgrad.modes.base import (Aggregation, ClientPrivacy, EncodingRefused, Guarantee, Manifest, PrivacyMode,
+                                UpdateAccumulator)
+from fedgrad.modes.paillier_common import flatten, unflatten
+from fedgrad.protocol import (Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask,
+                              WeightedSum)
+from fedgrad.scenario import Scenario
+
+log = logging.getLogger("fedgrad.server")
+
+
+class Decryptors(Protocol):
+    """The coordinator's handle on the k decryptors (``fedgrad.decryptor.pool.DecryptorPool``)."""
+
+    key_set: KeySet
+
+    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str]) -> None: ...
+
+    def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
+                   signature: bytes) -> None: ...
+
+    def release(self, run_id: str, round: int, attempt: int, contributors: Sequence[str],
+                ciphertexts: Sequence[int]) -> list[int]: ...
+
+    def close(self) -> None: ...
+
+
+class ThresholdAggregation(Aggregation):
+    """One run's threshold secure aggregation: the packing, the public key set and the decryptors."""
+
+    def __init__(self, cfg: SecureAggConfig, decryptors: Decryptors) -> None:
+        self.cfg = cfg
+        self.decryptors = decryptors
+        self.public_key = decryptors.key_set.public_key
+        self.ciphertexts = make_scheme(cfg, self.public_key).n_ciphertexts
+        self.payload_bytes = HEADER_BYTES + self.ciphertexts * ciphertext_width(self.public_key)
+        self._public_key_bytes = public_key_to_bytes(self.public_key)
+
+    def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> ThresholdAccumulator:
+        return ThresholdAccumulator(specs, cohort, self)
+
+    def announcement(self, cohort: Sequence[str]) -> Announcement:
+        return Announcement(PaillierMode.name, {"secure": self.cfg.to_dict()}, self._public_key_bytes, tuple(cohort))
+
+    def summary(self) -> dict[str, Any]:
+        key_set = self.decryptors.key_set
+        key_bits = int(self.public_key.n).bit_length()
+        return {"mode": PaillierMode.name, "key_bits": key_bits, "decryptors": key_set.parties,
+                "threshold": key_set.threshold, "clip": self.cfg.clip, "value_bits": self.cfg.value_bits,
+                "max_clients": self.cfg.max_clients, "max_weight": self.cfg.max_weight,
+                "short_randomizer": self.cfg.short_randomizer, "ciphertexts_per_update": self.ciphertexts,
+                "update_bytes": self.payload_bytes, "bytes_per_param": self.payload_bytes / self.cfg.n_params,
+                "slots_per_ciphertext": SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits,
+                                                          self.cfg.max_weight).slots}
+
+    def close(self) -> None:
+        self.decryptors.close()
+
+
+class ThresholdAccumulator(UpdateAccumulator):
+    """One round attempt: validates each signed update, forwards it to the decryptors, keeps the product."""
+
+    encoding = Encoding.PAILLIER
+
+    def __init__(self, specs: Manifest, cohort: RoundCohort, aggregation: ThresholdAggregation) -> None:
+        self._shapes = {spec.name: tuple(spec.shape) for spec in specs}
+        n_params = sum(math.prod(shape) for shape in self._shapes.values())
+        if n_params != aggregation.cfg.n_params:
+            raise ValueError(f"the model has {n_params} parameters, the secure-aggregation config "
+                             f"{aggregation.cfg.n_params}")
+        self._aggregation = aggregation
+        self._session = (cohort.run_id, cohort.round_number, cohort.attempt)
+        self._members = tuple(sorted(cohort.weights))
+        self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
+        self._report: dict[str, Any] = {}
+        self.payload_bytes = aggregation.payload_bytes
+        self.announcement = aggregation.announcement(self._members)
+        aggregation.decryptors.open(*self._session, self._members)
+
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
+            examples: int = 0) -> None:
+        if not signature:
+            raise Rejected.invalid("this round's updates must be signed by the client")
+        payload = bytes(payload)
+        try:
+            self._sum.add(client_id, payload)
+        except CiphertextError as error:
+            raise Rejected.invalid(f"invalid ciphertext payload: {error}") from None
+        except AggregationError as error:
+            raise Rejected.resource(str(error)) from None
+        capped = min(max(examples, 1), self._aggregation.cfg.max_weight)  # what the client signed (``encode``)
+        self._aggregation.decryptors.contribute(*self._session, client_id, capped, payload, signature)
+
+    def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
+        cfg = self._aggregation.cfg
+        with timer.phase("aggregate"):
+            contributors = sorted(self._sum.contributors)
+            ciphertexts = self._sum.ciphertexts()
+        with timer.phase("decrypt"):
+            try:
+                plaintexts = self._aggregation.decryptors.release(*self._session, contributors, ciphertexts)
+                sums, total_weight = make_scheme(cfg, self._aggregation.public_key).decode(plaintexts,
+                                                                                         len(contributors))
+            except (FedgradError, PlaintextRangeError) as error:
+                log.warning("round %d: the aggregate was not released: %s; the model stays as it was",
+                            self._session[1], error)
+                self._report = {"dropped": f"aggregate not released: {error}"}
+                return None
+        assert total_weight is not None, "integer weights decode their sum"
+        return WeightedSum(total=unflatten(dequantize(cfg, sums), self._shapes), weight=float(total_weight),
+                           contributors=tuple(contributors))
+
+    def round_report(self) -> dict[str, Any]:
+        return self._report
+
+
+@functools.lru_cache(maxsize=4096)
+def _identity(path: Path) -> ClientIdentity:
+    return ClientIdentity.load(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _enrollment(path: Path) -> Enrollment:
+    return Enrollment.load(path)
+
+
+def secure_config(scenario: Scenario, model: Mapping[str, np.ndarray]) -> SecureAggConfig:
+    """The run's packing: integer client weights up to ``privacy.max_weight`` next to the values."""
+    privacy, fed = scenario.privacy, scenario.federation
+    return SecureAggConfig(mode="paillier", n_params=sum(int(np.asarray(v).size) for v in model.values()),
+                           clip=privacy.clip, value_bits=privacy.value_bits, max_clients=fed.effective_max_clients,
+                           max_weight=privacy.max_weight, short_randomizer=privacy.short_randomizer)
+
+
+class PaillierMode(PrivacyMode):
+    """Threshold Paillier with verifying decryptors and client-held identities (see the module docstring)."""
+
+    name = "paillier"
+    encrypted = True
+    needs_decryptors = True
+
+    def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
+        super().__init__(scenario)
+        self._decryptors = decryptors
+
+    def guarantee(self) -> Guarantee:
+        privacy, fed = self.scenario.privacy, self.scenario.federation
+        key_bits = privacy.key_bits
+        strength = (f"{key_bits}-bit key, INSECURE (tests only)" if key_bits < SECURE_KEY_BITS[0]
+                    else f"{key_bits}-bit key, ~{security_bits(key_bits)}-bit security")
+        randomizer = (", short DJN randomizer (assumes short-exponent discrete logs are hard)"
+                      if privacy.short_randomizer else "")
+        t, k, m = privacy.threshold, privacy.decryptors, fed.min_clients
+        return Guarantee(
+            f"ciphertexts; {t}-of-{k} decryptors; sums of >= {m} signed clients",
+            f"threshold secure aggregation ({strength}{randomizer}): no single party holds the key; {t} of {k} "
+            f"decryptors must collude to read one client's update, or the coordinator together with the other "
+            f"{m - 1} contributor(s) of a round; the coordinator alone obtains only sums of at least {m} enrolled, "
+            "signed clients, one per round, weighted by the clients' own encrypted example counts; no "
+            "differential-privacy bound on what the sum or the model reveals")
+
+    def settings(self) -> str:
+        privacy = self.scenario.privacy
+        return (f"{self.name}, {privacy.threshold}-of-{privacy.decryptors} decryptors, {privacy.key_bits}-bit key, "
+                f"clip {privacy.clip:g}, {privacy.value_bits} value bits, weights up to {privacy.max_weight}"
+                + (", short randomizer" if privacy.short_randomizer else ""))
+
+    def aggregation(self, model: Mapping[str, np.ndarray],
+                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> ThresholdAggregation:
+        if self._decryptors is None:
+            raise ConfigError("privacy.mode = \"paillier\" needs running decryptors (fedgrad simulate starts them; "
+                              "fedgrad server takes --decryptors and --key-set)")
+        key_set = self._decryptors.key_set
+        privacy = self.scenario.privacy
+        if (key_set.parties, key_set.threshold) != (privacy.decryptors, privacy.threshold):
+            raise ConfigError(f"the key set is {key_set.threshold}-of-{key_set.parties}, the scenario asks for "
+                              f"privacy.threshold={privacy.threshold} of privacy.decryptors={privacy.decryptors}")
+        return ThresholdAggregation(secure_config(self.scenario, model), self._decryptors)
+
+    @classmethod
+    def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
+               privacy: ClientPrivacy) -> EncodedUpdate:
+        announcement = task.announcement
+        assert announcement is not None, "a secure round announces its key"
+        if privacy.identity_dir is None or privacy.enrollment is None:
+            raise EncodingRefused(f"client {client_id}: privacy.mode = \"paillier\" needs this client's identity "
+                                  "and the operator's enrollment (fedgrad client --identity-dir, --enrollment)")
+        enrollment = _enrollment(privacy.enrollment)
+        cohort = announcement.cohort
+        if client_id not in cohort or len(set(cohort)) != len(cohort):
+            raise EncodingRefused(f"client {client_id}: the announced cohort does not list this client once")
+        try:
+            members = {member: enrollment.public_key(member) for member in cohort}
+        except (KeyError, FedgradError):
+            raise EncodingRefused(f"client {client_id}: the announced cohort names clients the operator did not "
+                                  "enroll") from None
+        try:
+            cfg = SecureAggConfig.from_dict(dict(announcement.params["secure"]))
+        except (KeyError, TypeError):
+            raise EncodingRefused(f"client {client_id}: the task announces no secure-aggregation config") from None
+        if not cfg.integer_weights:
+            raise EncodingRefused(f"client {client_id}: paillier rounds carry the client's own weight "
+                                  "(max_weight >= 1)")
+        public_key = public_key_from_bytes(announcement.public_key, insecure_key_bits=privacy.allow_insecure_keys)
+        weight = min(max(task.local_examples, 1), cfg.max_weight)
+        payload = make_encoder(cfg, public_key).encrypt(flatten(task, delta), weight)
+        identity = _identity(privacy.identity_dir / f"{client_id}.key")
+        signature = sign_contribution(identity, task.run_id, task.round, cohort_digest(members),
+                                      hashlib.sha256(payload).digest(), weight)
+        return EncodedUpdate(Encoding.PAILLIER, payload, signature)
