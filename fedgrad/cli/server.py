@@ -55,6 +55,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="mutual TLS: clients must present a certificate signed by DIR/ca.pem")
     parser.add_argument("--insecure", action="store_true",
                         help="allow a plaintext channel on a non-loopback address (trusted networks only)")
+    parser.add_argument("--decryptors", type=_addresses, metavar="HOST:PORT,...",
+                        help="privacy.mode = \"paillier\": the k decryptors (fedgrad decryptor), in share order")
+    parser.add_argument("--key-set", type=Path, metavar="FILE",
+                        help="privacy.mode = \"paillier\": the public key set the dealer wrote (fedgrad keygen)")
+    parser.add_argument("--decryptor-tls-dir", type=Path, metavar="DIR",
+                        help="dial the decryptors over TLS, trusting DIR/ca.pem")
     parser.set_defaults(func=run)
     return parser
 
@@ -66,11 +72,30 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--host {args.host}: refusing to serve other machines over plaintext; pass --tls-dir DIR "
                           "(see fedgrad certs) or, on a trusted network, --insecure")
     security = ServerSecurity.from_dir(args.tls_dir, mutual=args.mtls) if args.tls_dir else None
+    if (args.decryptors is None) != (args.key_set is None):
+        raise ConfigError("--decryptors and --key-set go together (privacy.mode = \"paillier\")")
     opened = open_run(args.scenario, resume=args.resume, overrides=args.overrides)
+    decryptors = None
+    if args.decryptors is not None:
+        from fedgrad.crypto.threshold import KeySet
+        from fedgrad.decryptor.pool import DecryptorPool
+        from fedgrad.transport.channel import ClientSecurity
+
+        tls = ClientSecurity.from_dir(args.decryptor_tls_dir) if args.decryptor_tls_dir else None
+        decryptors = DecryptorPool(args.decryptors, KeySet.load(args.key_set), security=tls)
     with logs_above_progress(logging.INFO):
-        summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir))
+        summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors))
     print_results(opened.prepared, summary)
     return 0
+
+
+def _addresses(text: str) -> list[str]:
+    addresses = [item.strip() for item in text.split(",") if item.strip()]
+    for address in addresses:
+        host, sep, port = address.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise argparse.ArgumentTypeError(f"expected HOST:PORT,HOST:PORT,..., got {address!r}")
+    return addresses
 
 
 def _is_loopback(host: str) -> bool:
