@@ -61,7 +61,7 @@ def product_of(setup, payloads):
 
 
 def test_honest_round_decrypts_to_the_sum(setup, pair):
-    payloads = {}
+    payloads: dict[str, bytes] = {}
     for decryptor in pair:
         decryptor.open(RUN, 1, 0, COHORT)
         for client in COHORT:
