@@ -77,7 +77,7 @@ from fedgrad.crypto.secretfile import read_secret_file, write_secret_file
 
 MAX_PARTIES = 64  # Δ = 64! adds ~296 bits to every partial-decryption exponent; beyond that is no longer cheap
 MIN_KEY_BITS = 64  # tests only; real keys are 2048 or 3072 bits (see `keys`)
-_SHARE_FORMAT = "fedgrad/threshold-key-share/v1"
+SHARE_FORMAT = "fedgrad/threshold-key-share/v1"
 _KEYSET_FORMAT = "fedgrad/threshold-key-set/v1"
 _VERIFICATION_DOMAIN = b"fedgrad/threshold-verification-base/v1\0"
 
@@ -204,13 +204,13 @@ class KeyShare:
         return gmpy2.mpz(2 * delta(self.parties) * self.secret)
 
     def to_bytes(self) -> bytes:
-        return (json.dumps({"format": _SHARE_FORMAT, "index": self.index, "parties": self.parties,
+        return (json.dumps({"format": SHARE_FORMAT, "index": self.index, "parties": self.parties,
                             "threshold": self.threshold, "n": hex(self.n), "secret": hex(self.secret)})
                 + "\n").encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KeyShare:
-        doc = _load_document(data, _SHARE_FORMAT, "key share")
+        doc = _load_document(data, SHARE_FORMAT, "key share")
         try:
             return cls(index=_plain_int(doc["index"]), parties=_plain_int(doc["parties"]),
                        threshold=_plain_int(doc["threshold"]), n=_hex_int(doc["n"]), secret=_hex_int(doc["secret"]))

@@ -13,6 +13,7 @@ import pytest
 from client.identity import PUBLIC_SUFFIX, enroll, ensure_identities
 from client.pool import run_clients
 from fedgrad.crypto import InsecureKeyWarning
+from fedgrad.crypto.threshold import SHARE_FORMAT
 from fedgrad.crypto.threshold import deal, key_set
 from fedgrad.data import load_shard
 from fedgrad.decryptor.core import Decryptor
@@ -122,5 +123,5 @@ def test_fedgrad_simulate_runs_the_decryptors_as_their_own_processes(scenario_fi
     assert summary["privacy"]["mode"] == "paillier" and summary["rounds"] == 2
     for path in run_dir.rglob("*"):
         if path.is_file():
-            assert b'"secret"' not in path.read_bytes(), f"{path} holds key share material"
+            assert SHARE_FORMAT.encode() not in path.read_bytes(), f"{path} holds a key share"
     assert not [line for line in (run_dir / "logs").glob("decryptor-*.log") if "Traceback" in line.read_text()]
