@@ -59,6 +59,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="privacy.mode = \"paillier\": the k decryptors (fedgrad decryptor), in share order")
     parser.add_argument("--key-set", type=Path, metavar="FILE",
                         help="privacy.mode = \"paillier\": the public key set the dealer wrote (fedgrad keygen)")
+    parser.add_argument("--enrollment", type=Path, metavar="FILE",
+                        help="privacy.mode = \"paillier\": the operator's enrollment, to refuse badly signed updates "
+                             "before they reach the decryptors")
     parser.add_argument("--decryptor-tls-dir", type=Path, metavar="DIR",
                         help="dial the decryptors over TLS, trusting DIR/ca.pem")
     parser.set_defaults(func=run)
@@ -82,7 +85,10 @@ def run(args: argparse.Namespace) -> int:
         from fedgrad.transport.channel import ClientSecurity
 
         tls = ClientSecurity.from_dir(args.decryptor_tls_dir) if args.decryptor_tls_dir else None
-        decryptors = DecryptorPool(args.decryptors, KeySet.load(args.key_set), security=tls)
+        from fedgrad.crypto.identity import Enrollment
+
+        decryptors = DecryptorPool(args.decryptors, KeySet.load(args.key_set), security=tls,
+                                   enrollment=Enrollment.load(args.enrollment) if args.enrollment else None)
     with logs_above_progress(logging.INFO):
         summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors))
     print_results(opened.prepared, summary)

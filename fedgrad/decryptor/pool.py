@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 
 from fedgrad.crypto.errors import CryptoError
+from fedgrad.crypto.identity import Enrollment
 from fedgrad.crypto.threshold import KeySet, PartialProof, combine_verified
 from fedgrad.decryptor.core import DecryptorRefusal
 from fedgrad.errors import FedgradError
@@ -68,11 +69,14 @@ class DecryptorPool:
     """k decryptors at `addresses` (share order) for one run; see the module docstring."""
 
     def __init__(self, addresses: Sequence[str], key_set: KeySet, *, security: ClientSecurity | None = None,
-                 timeout_s: float = 60.0) -> None:
+                 timeout_s: float = 60.0, enrollment: Enrollment | None = None) -> None:
+        """``enrollment``: the operator's (public) enrollment, which lets the coordinator refuse an update whose
+        signature the decryptors would refuse before it spoils the round's product."""
         if len(addresses) != key_set.parties:
             raise FedgradError(f"{len(addresses)} decryptor address(es) for a {key_set.threshold}-of-"
                                f"{key_set.parties} key: give one per share, in share order")
         self.key_set = key_set
+        self.enrollment = enrollment
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, int, int], _Session] = {}
@@ -217,34 +221,45 @@ class DecryptorPool:
             raise ReleaseFailed(f"run {run_id!r} round {round}: only {len(live)} decryptor(s) alive, "
                                 f"{threshold} needed ({self._dead_summary()})")
         request = pb.ReleaseRequest(run_id=run_id, round=round, attempt=attempt, contributors=list(contributors))
-        futures = {remote.index: self._release_executor.submit(self._release_call, remote, request)
-                   for remote in live}
-        responses: dict[int, tuple[list[int], PartialProof]] = {}
-        problems: list[str] = []
-        for remote in live:
-            try:
-                responses[remote.index] = futures[remote.index].result()
-            except grpc.RpcError as error:
-                refusal = self._failed(remote, f"release of round {round}", error)
-                problems.append(str(refusal) if refusal else f"decryptor {remote.index} died ({remote.failure})")
-            except CryptoError as exc:
-                log.warning("decryptor %d sent a malformed release: %s", remote.index, exc)
-                problems.append(f"decryptor {remote.index}: {exc}")
         with self._lock:
             self._sessions.pop(key, None)
             refused_contributions = [f"decryptor {i} refused {what}" for i, what, _ in session.refusals]
-        if len(responses) < threshold:
-            detail = "; ".join(problems + refused_contributions[:3])
-            raise ReleaseFailed(f"run {run_id!r} round {round}: {len(responses)} of {len(live)} live decryptor(s) "
-                                f"released partial decryptions, {threshold} needed: {detail}")
-        try:
-            plaintexts, bad = combine_verified(self.key_set, list(ciphertexts), responses)
-        except CryptoError as exc:
-            raise ReleaseFailed(f"run {run_id!r} round {round}: {exc}") from None
-        for index in bad:
-            log.warning("decryptor %d returned partial decryptions that fail their proof (round %d); not used",
-                        index, round)
-        return plaintexts
+        # Ask t decryptors, not all k: each partial decryption is the round's dominant cost. The first ones asked
+        # rotate with the round so that the work spreads over the decryptors; more are asked only when some fail
+        # or send partials whose proofs do not verify.
+        start = round % len(live)
+        pending = live[start:] + live[:start]
+        responses: dict[int, tuple[list[int], PartialProof]] = {}
+        problems: list[str] = []
+        while pending:
+            wave, pending = pending[:max(1, threshold - len(responses))], pending[max(1, threshold - len(responses)):]
+            futures = {remote.index: self._release_executor.submit(self._release_call, remote, request)
+                       for remote in wave}
+            for remote in wave:
+                try:
+                    responses[remote.index] = futures[remote.index].result()
+                except grpc.RpcError as error:
+                    refusal = self._failed(remote, f"release of round {round}", error)
+                    problems.append(str(refusal) if refusal else f"decryptor {remote.index} died ({remote.failure})")
+                except CryptoError as exc:
+                    log.warning("decryptor %d sent a malformed release: %s", remote.index, exc)
+                    problems.append(f"decryptor {remote.index}: {exc}")
+            if len(responses) < threshold:
+                continue
+            try:
+                plaintexts, bad = combine_verified(self.key_set, list(ciphertexts), responses)
+            except CryptoError as exc:
+                problems.append(str(exc))
+                for index in list(responses):  # keep asking: the proofs of some did not verify
+                    problems.append(f"decryptor {index}'s partials were not usable")
+                continue
+            for index in bad:
+                log.warning("decryptor %d returned partial decryptions that fail their proof (round %d); not used",
+                            index, round)
+            return plaintexts
+        detail = "; ".join(problems + refused_contributions[:3])
+        raise ReleaseFailed(f"run {run_id!r} round {round}: {len(responses)} of {len(live)} live decryptor(s) "
+                            f"released partial decryptions, {threshold} verified needed: {detail}")
 
     def _dead_summary(self) -> str:
         with self._lock:

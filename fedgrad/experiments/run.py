@@ -181,11 +181,13 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     parties, decryptors = None, None
     try:
         if mode_class(prepared.scenario.privacy.mode).needs_decryptors:
+            from fedgrad.crypto.identity import Enrollment
             from fedgrad.crypto.threshold import KeySet
             from fedgrad.decryptor.pool import DecryptorPool
 
             parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs")
-            decryptors = DecryptorPool(parties.addresses, KeySet.load(parties.key_set))
+            decryptors = DecryptorPool(parties.addresses, KeySet.load(parties.key_set),
+                                       enrollment=Enrollment.load(parties.enrollment))
             privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment)
         with RoundProgress(prepared) as progress:
             if opened.checkpoint is not None:

@@ -40,7 +40,8 @@ import numpy as np
 
 from fedgrad.crypto import (Accumulator, AggregationError, CiphertextError, PlaintextRangeError, SecureAggConfig,
                             SlotLayout, public_key_from_bytes, public_key_to_bytes)
-from fedgrad.crypto.identity import ClientIdentity, Enrollment, cohort_digest, sign_contribution
+from fedgrad.crypto.identity import (ClientIdentity, Enrollment, SignatureError, cohort_digest, sign_contribution,
+                                     verify_contribution)
 from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
 from fedgrad.crypto.quantize import dequantize
 from fedgrad.crypto.schemes import make_encoder, make_scheme
@@ -62,6 +63,7 @@ class Decryptors(Protocol):
     """The coordinator's handle on the k decryptors (``fedgrad.decryptor.pool.DecryptorPool``)."""
 
     key_set: KeySet
+    enrollment: Enrollment | None  # the operator's public enrollment, to refuse bad signatures up front
 
     def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str]) -> None: ...
 
@@ -120,6 +122,10 @@ class ThresholdAccumulator(UpdateAccumulator):
         self._aggregation = aggregation
         self._session = (cohort.run_id, cohort.round_number, cohort.attempt)
         self._members = tuple(sorted(cohort.weights))
+        enrollment = aggregation.decryptors.enrollment
+        self._cohort_digest = (enrollment.cohort(self._members)
+                               if enrollment is not None and all(m in enrollment.clients for m in self._members)
+                               else None)
         self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
         self._report: dict[str, Any] = {}
         self.payload_bytes = aggregation.payload_bytes
@@ -131,13 +137,22 @@ class ThresholdAccumulator(UpdateAccumulator):
         if not signature:
             raise Rejected.invalid("this round's updates must be signed by the client")
         payload = bytes(payload)
+        capped = min(max(examples, 1), self._aggregation.cfg.max_weight)  # what the client signed (``encode``)
+        enrollment = self._aggregation.decryptors.enrollment
+        if enrollment is not None:  # refuse what the decryptors would refuse, before it enters the product
+            if self._cohort_digest is None or client_id not in enrollment.clients:
+                raise Rejected.unauthenticated(f"client {client_id!r} is not enrolled")
+            try:
+                verify_contribution(enrollment.public_key(client_id), signature, self._session[0],
+                                    self._session[1], self._cohort_digest, hashlib.sha256(payload).digest(), capped)
+            except SignatureError as error:
+                raise Rejected.unauthenticated(f"the update's signature does not verify: {error}") from None
         try:
             self._sum.add(client_id, payload)
         except CiphertextError as error:
             raise Rejected.invalid(f"invalid ciphertext payload: {error}") from None
         except AggregationError as error:
             raise Rejected.resource(str(error)) from None
-        capped = min(max(examples, 1), self._aggregation.cfg.max_weight)  # what the client signed (``encode``)
         self._aggregation.decryptors.contribute(*self._session, client_id, capped, payload, signature)
 
     def finalize(self, timer: PhaseTimer) -> WeightedSum | None:

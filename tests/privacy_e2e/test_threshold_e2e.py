@@ -47,7 +47,7 @@ async def federate_threshold(scenario, directory: Path, shares, *, stop_after_ro
         decryptor = Decryptor(share, keys, enrollment, min_clients=2, state_dir=directory / f"state-{share.index}",
                               cores=1)
         servers.append(await start_decryptor_server(decryptor, "127.0.0.1", 0, None))
-    pool = DecryptorPool([f"127.0.0.1:{port}" for _, port in servers], keys, timeout_s=30.0)
+    pool = DecryptorPool([f"127.0.0.1:{port}" for _, port in servers], keys, timeout_s=30.0, enrollment=enrollment)
     stopping: list[asyncio.Task[None]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyWarning)
