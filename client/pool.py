@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from client.session import ClientError, ClientOptions, VirtualClient
-from fedgrad.modes.base import ClientPrivacy
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
+from fedgrad.modes.base import ClientPrivacy
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError

@@ -38,9 +38,9 @@ import numpy as np
 
 from fedgrad.data import load_test, load_vocab
 from fedgrad.errors import ConfigError, DataError
+from fedgrad.files import PRIVATE_MODE, write_atomic
 from fedgrad.results import CONFIG_FILE, SUMMARY_FILE, RunWriter
 from fedgrad.scenario import load_scenario
-from fedgrad.files import PRIVATE_MODE, write_atomic
 from server.coordinator import FederationState
 from server.experiment import DATA_DIR, PreparedRun
 

@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.protocol import Rejected
 from fedgrad.security import TokenIssuer, write_token_file

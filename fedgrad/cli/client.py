@@ -28,12 +28,12 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientError, ClientOptions
 from fedgrad.backend import parse_device
 from fedgrad.data import load_shard
 from fedgrad.errors import ConfigError
+from fedgrad.modes.base import ClientPrivacy
 from fedgrad.security.tokens import read_token_file
 from fedgrad.transport.channel import ClientSecurity
 

@@ -15,8 +15,15 @@ contribution signatures and the operator's enrollment file (imported on use: it 
 """
 from fedgrad.crypto.accumulator import Accumulator
 from fedgrad.crypto.config import MODES, SecureAggConfig
-from fedgrad.crypto.errors import (AggregationError, CiphertextError, CryptoError, EncodingError,
-                                   InsecureKeyWarning, KeyHolderRefusal, PlaintextRangeError)
+from fedgrad.crypto.errors import (
+                                   AggregationError,
+                                   CiphertextError,
+                                   CryptoError,
+                                   EncodingError,
+                                   InsecureKeyWarning,
+                                   KeyHolderRefusal,
+                                   PlaintextRangeError,
+)
 from fedgrad.crypto.keyholder import KeyHolder
 from fedgrad.crypto.keys import generate_keypair, public_key_from_bytes, public_key_to_bytes
 from fedgrad.crypto.packing import SlotLayout

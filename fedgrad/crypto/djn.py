@@ -36,7 +36,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import secrets
-from typing import Sequence
+from collections.abc import Sequence
 
 import gmpy2
 import phe

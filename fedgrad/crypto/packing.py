@@ -47,8 +47,8 @@ which catches garbage, not a carefully chosen in-range lie.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

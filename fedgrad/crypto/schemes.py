@@ -17,7 +17,7 @@ payload framing and validation are shared (`wire`).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import gmpy2
 import numpy as np

@@ -10,8 +10,8 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
-from fedgrad.modes.base import ClientPrivacy
 from fedgrad.errors import FedgradError
+from fedgrad.modes.base import ClientPrivacy
 
 log = logging.getLogger("fedgrad.simulate")
 

@@ -46,8 +46,15 @@ from typing import Any
 import numpy as np
 
 from fedgrad.metrics import PhaseTimer
-from fedgrad.modes.base import (Aggregation, ClientPrivacy, EncodingRefused, Guarantee, Manifest, PrivacyMode,
-                                UpdateAccumulator)
+from fedgrad.modes.base import (
+    Aggregation,
+    ClientPrivacy,
+    EncodingRefused,
+    Guarantee,
+    Manifest,
+    PrivacyMode,
+    UpdateAccumulator,
+)
 from fedgrad.modes.paillier_common import encrypt_update, flatten
 from fedgrad.modes.paillier_trusted import TrustedPaillierMode
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain

@@ -38,10 +38,24 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from fedgrad.crypto import (Accumulator, AggregationError, CiphertextError, PlaintextRangeError, SecureAggConfig,
-                            SlotLayout, public_key_from_bytes, public_key_to_bytes)
-from fedgrad.crypto.identity import (ClientIdentity, Enrollment, SignatureError, cohort_digest, sign_contribution,
-                                     verify_contribution)
+from fedgrad.crypto import (
+    Accumulator,
+    AggregationError,
+    CiphertextError,
+    PlaintextRangeError,
+    SecureAggConfig,
+    SlotLayout,
+    public_key_from_bytes,
+    public_key_to_bytes,
+)
+from fedgrad.crypto.identity import (
+    ClientIdentity,
+    Enrollment,
+    SignatureError,
+    cohort_digest,
+    sign_contribution,
+    verify_contribution,
+)
 from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
 from fedgrad.crypto.quantize import dequantize
 from fedgrad.crypto.schemes import make_encoder, make_scheme
@@ -49,11 +63,17 @@ from fedgrad.crypto.threshold import KeySet
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.metrics import PhaseTimer
-from fedgrad.modes.base import (Aggregation, ClientPrivacy, EncodingRefused, Guarantee, Manifest, PrivacyMode,
-                                UpdateAccumulator)
+from fedgrad.modes.base import (
+    Aggregation,
+    ClientPrivacy,
+    EncodingRefused,
+    Guarantee,
+    Manifest,
+    PrivacyMode,
+    UpdateAccumulator,
+)
 from fedgrad.modes.paillier_common import flatten, unflatten
-from fedgrad.protocol import (Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask,
-                              WeightedSum)
+from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
 from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")

@@ -31,17 +31,32 @@ from typing import Any, ClassVar
 import numpy as np
 import phe
 
-from fedgrad.crypto import (Accumulator, AggregationError, CiphertextError, KeyHolder, KeyHolderRefusal,
-                            SecureAggConfig, SlotLayout, generate_keypair, public_key_to_bytes)
+from fedgrad.crypto import (
+    Accumulator,
+    AggregationError,
+    CiphertextError,
+    KeyHolder,
+    KeyHolderRefusal,
+    SecureAggConfig,
+    SlotLayout,
+    generate_keypair,
+    public_key_to_bytes,
+)
 from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
 from fedgrad.crypto.schemes import make_scheme
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PhaseTimer
-from fedgrad.modes.base import (Aggregation, ClientPrivacy, EncodingRefused, Guarantee, Manifest, PrivacyMode,
-                                UpdateAccumulator)
+from fedgrad.modes.base import (
+    Aggregation,
+    ClientPrivacy,
+    EncodingRefused,
+    Guarantee,
+    Manifest,
+    PrivacyMode,
+    UpdateAccumulator,
+)
 from fedgrad.modes.paillier_common import encrypt_update, flatten, secure_config, unflatten
-from fedgrad.protocol import (Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask,
-                              WeightedSum)
+from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
 
 log = logging.getLogger("fedgrad.server")
 

@@ -22,8 +22,7 @@ from typing import Any
 import numpy as np
 
 from fedgrad.metrics import PhaseTimer
-from fedgrad.modes.base import (Aggregation, ClientPrivacy, Guarantee, Manifest, PrivacyMode,
-                                UpdateAccumulator)
+from fedgrad.modes.base import Aggregation, ClientPrivacy, Guarantee, Manifest, PrivacyMode, UpdateAccumulator
 from fedgrad.protocol import EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
 from fedgrad.transport.codec import decode_tensors, encode_tensors, payload_size
 

@@ -112,7 +112,7 @@ def _issue(
     san: x509.SubjectAlternativeName | None = None,
 ) -> x509.Certificate:
     """Sign a certificate for ``key``; ``issuer=None`` makes a self-signed CA, otherwise a leaf for ``usage``."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedgrad"),
                          x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     is_ca = issuer is None

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fedgrad.modes.registry import mode_class, privacy_mode
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
 from fedgrad.files import write_atomic
+from fedgrad.modes.registry import mode_class, privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
 from fedgrad.scenario import Scenario
 
