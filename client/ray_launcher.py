@@ -129,9 +129,9 @@ class RayFleet:
         try:
             ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            where = self._ray_address or "a new local cluster"
-            raise FedgradError(f"cannot connect to the Ray cluster at {where}: {error}") from None
+        except Exception as error:  # noqa: BLE001 - Ray raises many kinds (connection, auth, bad address)
+            where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
+            raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
         finally:
             if sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
