@@ -57,12 +57,16 @@ def reference(tmp_path_factory, write_scenario, enron_corpus, run_traces) -> Pat
 @pytest.fixture
 def ray_tmpdir(monkeypatch) -> Iterator[str]:
     """A private, short (Unix socket paths are limited to ~107 bytes) RAY_TMPDIR for this test's clusters."""
+    environment = dict(os.environ)  # ray.init sets variables of its own (RAY_AUTH_MODE): put it back after
     directory = tempfile.mkdtemp(prefix="fgray-", dir="/tmp")
     monkeypatch.setenv("RAY_TMPDIR", directory)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # CI has no network to report to
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # Ray gives a starting GCS 30 s to publish its port; on a loaded 2-core machine that has not been enough
     monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "180")
     yield directory
+    os.environ.clear()
+    os.environ.update(environment)
     if not os.environ.get("KEEP_RAY_TMPDIR"):
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -121,6 +125,9 @@ def test_ray_options_need_the_ray_launcher(tmp_path, write_scenario, enron_corpu
     scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
     assert main(["simulate", str(scenario), "--ray-cpus", "2"]) == 2
     assert "only used with --launcher ray" in capsys.readouterr().err
+    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-cpus", "0"]) == 2
+    assert "--ray-cpus must be a positive number of CPUs" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_local_ray_cluster_learns_what_local_processes_learn(tmp_path, ray_tmpdir, reference, write_scenario,
