@@ -58,6 +58,7 @@ def reference(tmp_path_factory, write_scenario, enron_corpus, run_traces) -> Pat
 def ray_tmpdir(monkeypatch) -> Iterator[str]:
     """A private, short (Unix socket paths are limited to ~107 bytes) RAY_TMPDIR for this test's clusters."""
     environment = dict(os.environ)  # ray.init sets variables of its own (RAY_AUTH_MODE): put it back after
+    sigterm = signal.getsignal(signal.SIGTERM)  # and, called here, its own SIGTERM handler
     directory = tempfile.mkdtemp(prefix="fgray-", dir="/tmp")
     monkeypatch.setenv("RAY_TMPDIR", directory)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # CI has no network to report to
@@ -67,6 +68,7 @@ def ray_tmpdir(monkeypatch) -> Iterator[str]:
     yield directory
     os.environ.clear()
     os.environ.update(environment)
+    signal.signal(signal.SIGTERM, sigterm)
     if not os.environ.get("KEEP_RAY_TMPDIR"):
         shutil.rmtree(directory, ignore_errors=True)
 
@@ -102,6 +104,25 @@ def wait_until_session_empty(session: int) -> list[str]:
     while (left := session_pids(session)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return process_names(left)
+
+
+def descendants_named(prefix: str) -> list[int]:
+    """Processes below this one (say, the workers of a cluster it started) whose name starts with ``prefix``."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found = []
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, os.getpid()):
+            ancestor = parents.get(ancestor)
+        if ancestor == os.getpid() and any(name.startswith(prefix) for name in process_names([pid])):
+            found.append(pid)
+    return found
 
 
 def start_simulate(scenario: Path, *args: str) -> subprocess.Popen:
@@ -232,3 +253,43 @@ def test_stopping_a_run_stops_its_ray_cluster(tmp_path, ray_tmpdir, signum, writ
     assert wait_until_session_empty(process.pid) == []
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     assert not (run_dir / "summary.json").exists()
+
+
+@pytest.fixture
+def one_node(ray_tmpdir) -> Iterator[Cluster]:
+    """A one-node cluster this process started, as `ray start --head` would."""
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None})
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_the_cluster(tmp_path, one_node,
+                                                                                          write_scenario,
+                                                                                          enron_corpus):
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
+                                   rounds=100000)
+    process = start_simulate(scenario, "--ray-address", one_node.address)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not list((tmp_path / "runs").glob("*/metrics.jsonl")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+            time.sleep(0.05)
+        assert len(descendants_named("ray::host_clien")) == 2  # the run's two client workers, on our cluster
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=EXIT_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 2 and "terminated by SIGTERM" in err.decode(), err.decode()
+    deadline = time.monotonic() + REAP_TIMEOUT_S
+    while descendants_named("ray::host_clien") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert descendants_named("ray::host_clien") == []  # its workers were cancelled
+    assert wait_until_session_empty(process.pid) == []  # it started no Ray processes of its own
+    ray.init(address=one_node.address, log_to_driver=False)  # and the cluster it did not start still works
+    assert ray.get(ray.remote(lambda: "still up").remote()) == "still up"
