@@ -2,7 +2,7 @@
 
     fedgrad simulate SCENARIO.toml [--set section.key=value ...] [--insecure | --mtls]
     fedgrad simulate --resume RUN_DIR
-    fedgrad simulate SCENARIO.toml --launcher ray [--ray-address ADDR] --host THIS_MACHINES_ADDRESS
+    fedgrad simulate SCENARIO.toml --launcher ray [--ray-address ADDR] [--ray-cpus N] [--host ADDRESS]
 
 Builds the scenario's data into a fresh run directory, starts the coordinator in this process on a
 free localhost port, and starts client OS processes (`fedgrad client`), each hosting a share of the
@@ -18,8 +18,10 @@ line); --insecure turns TLS off. The coordinator checkpoints after every round: 
 `fedgrad simulate --resume RUN_DIR` continues from the last completed round with new client processes
 and ends with the same model an uninterrupted run would have.
 
---launcher ray runs the client workers as tasks on an existing Ray cluster instead (Ray is not a
-fedgrad dependency; see fedgrad/launchers/ray.py); --host must then be an address the cluster can reach.
+--launcher ray runs the client workers as Ray tasks instead, --ray-cpus CPUs each (default 1), on the
+cluster at --ray-address or, without it, on a local Ray cluster started for the run and shut down at its
+end (Ray comes with the `ray` extra; see fedgrad/launchers/ray.py). With a cluster of several machines,
+--host must be an address of this machine that the cluster's nodes can reach.
 """
 from __future__ import annotations
 
@@ -42,8 +44,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     security.add_argument("--mtls", action="store_true", help="mutual TLS: client processes present certificates")
     parser.add_argument("--launcher", choices=("local", "ray"), default="local",
                         help="where client workers run: local OS processes (default) or tasks on a Ray cluster")
-    parser.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use with --launcher ray "
-                                                               "(default: Ray's own discovery)")
+    parser.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use with --launcher ray: 'auto' or "
+                                                               "HOST:PORT (default: a cluster Ray finds, else a "
+                                                               "local one started for the run)")
+    parser.add_argument("--ray-cpus", metavar="N", type=float, help="CPUs Ray reserves for each client worker with "
+                                                                    "--launcher ray (default: 1)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the coordinator listens on and clients dial (default: 127.0.0.1)")
     parser.set_defaults(func=run)
@@ -51,9 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.launcher != "ray" and args.ray_address:
-        raise ConfigError("--ray-address is only used with --launcher ray")
-    fleet = ray_fleet(args.ray_address) if args.launcher == "ray" else None  # no Ray: fail before any work
+    if args.launcher != "ray" and (args.ray_address or args.ray_cpus is not None):
+        raise ConfigError("--ray-address and --ray-cpus are only used with --launcher ray")
+    fleet = ray_fleet(args.ray_address, args.ray_cpus) if args.launcher == "ray" else None  # no Ray: fail first
     opened = open_run(args.scenario, resume=args.resume, overrides=args.overrides)
     with logs_above_progress(logging.WARNING):
         summary = asyncio.run(simulate(opened, insecure=args.insecure, mutual=args.mtls, host=args.host, fleet=fleet))

@@ -1,19 +1,35 @@
-"""Client workers on an existing Ray cluster, for simulations larger than one machine.
+"""Client workers on a Ray cluster, for simulations larger than one machine.
 
-``fedgrad simulate --launcher ray`` keeps the coordinator in its own process and, instead of starting
-local client processes, runs each group of virtual clients as one Ray task (one CPU each) on the
-cluster at ``--ray-address``. A worker is an ordinary client pool (:func:`client.pool.run_clients`): it
-joins over gRPC with its run tokens, over TLS, exactly like ``fedgrad client`` on another machine. The
-driver ships each worker its shards, tokens and the CA certificate as task arguments, so the cluster
-needs no shared file system.
+``fedgrad simulate --launcher ray`` keeps the coordinator (and gRPC) in its own process and, instead of
+starting local client processes, runs each group of virtual clients as one Ray task with a CPU budget
+(``--ray-cpus``, one CPU by default: a worker trains on one thread, see :mod:`client.pool`). A worker is
+an ordinary client pool (:func:`client.pool.run_clients`): it joins over gRPC with its run tokens, over
+TLS, exactly like ``fedgrad client`` on another machine. The driver ships each worker its shards, tokens
+and the CA certificate (and, for mutual TLS, its client certificate) as task arguments, so the cluster
+needs no shared file system; its nodes need fedgrad installed.
 
-Ray is not a dependency of fedgrad and is imported only here, only when this launcher is used; without
-it the launcher stops with a one-line error saying how to install it.
+Which cluster: without ``--ray-address``, ``ray.init()`` finds one the way Ray always does (``RAY_ADDRESS``,
+then a cluster started on this machine with ``ray start``) or else starts a local one sized for this
+machine; with it, the cluster there (``auto``, ``HOST:PORT``).
+
+Failures. Workers are spread over the cluster's nodes, and Ray reruns a worker whose process or node died
+(up to :data:`WORKER_RETRIES` times) on a node that is still there; its clients rejoin with the same
+tokens and the coordinator gives them back their mailboxes, so losing a node costs a round's wait, not
+the run. An error raised by the clients themselves (join refused, coordinator gone) is not retried.
+
+Stopping. At the end of a run, on an error, on Ctrl-C or on SIGTERM, :meth:`RayFleet.stop` cancels every
+worker still running and disconnects from the cluster; a cluster this launcher started is shut down with
+it (its raylet, GCS and workers), one it only connected to keeps running.
+
+Ray is an optional dependency (the ``ray`` extra: ``pip install -e '.[ray]'``), imported only here and only
+when this launcher is used; without it the launcher stops with a one-line error saying how to install it.
 """
 from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
+import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +46,21 @@ from fedgrad.transport.channel import ClientSecurity
 
 T = TypeVar("T")
 
+log = logging.getLogger("fedgrad.simulate")
+
+#: CPUs Ray reserves for one client worker unless ``--ray-cpus`` says otherwise.
+DEFAULT_WORKER_CPUS = 1.0
+#: Times Ray reruns a worker whose process or node died before the worker gives up.
+WORKER_RETRIES = 3
+
 
 def import_ray() -> ModuleType:
     """The ``ray`` module, or a :class:`ConfigError` that says how to get it."""
     try:
         return importlib.import_module("ray")
     except ImportError:
-        raise ConfigError("--launcher ray needs Ray, which fedgrad does not install: pip install 'ray[default]' "
-                          "(and start or point at a cluster with --ray-address)") from None
+        raise ConfigError("--launcher ray needs Ray, which fedgrad does not install by default: "
+                          "pip install -e '.[ray]' (or pip install 'ray==2.60.0')") from None
 
 
 @dataclass(frozen=True)
@@ -61,9 +84,13 @@ def host_clients(spec: WorkerSpec) -> None:
 class RayFleet:
     """Client workers as Ray tasks; the same start/supervise/wait_for_exit/stop cycle as local processes."""
 
-    def __init__(self, ray_address: str | None) -> None:
+    def __init__(self, ray_address: str | None, cpus_per_worker: float = DEFAULT_WORKER_CPUS) -> None:
+        if not cpus_per_worker > 0:
+            raise ConfigError(f"--ray-cpus must be a positive number of CPUs (got {cpus_per_worker})")
         self._ray = import_ray()
         self._ray_address = ray_address
+        self._cpus = cpus_per_worker
+        self._connected = False  # by this fleet, which must then disconnect (and stop a cluster it started)
         self._refs: list[Any] = []
         self._done: list[asyncio.Future[Any]] = []
 
@@ -73,18 +100,43 @@ class RayFleet:
         """Submit ``workers`` tasks hosting ``ids`` round-robin, connecting to the coordinator at ``address``
         with the tokens of ``token_file`` and, with ``tls_dir``, over TLS trusting its ``ca.pem``."""
         tokens = read_token_file(token_file, ids) if token_file is not None else {}
-        security = ClientSecurity.from_dir(tls_dir) if tls_dir is not None else None
         ray = self._ray
-        ray.init(address=self._ray_address, ignore_reinit_error=True, log_to_driver=False)
-        remote = ray.remote(num_cpus=1, max_retries=0)(host_clients)
+        self._connect()
+        total_cpus = ray.cluster_resources().get("CPU", 0.0)
+        if workers * self._cpus > total_cpus:
+            log.warning("%d client workers x %g CPUs exceed the cluster's %g CPUs; some workers wait for others "
+                        "to finish (lower federation.processes or --ray-cpus)", workers, self._cpus, total_cpus)
+        remote = ray.remote(num_cpus=self._cpus, max_retries=WORKER_RETRIES, scheduling_strategy="SPREAD")(
+            host_clients)
         for index in range(workers):
             hosted = ids[index::workers]
             shards = {client_id: load_shard(shard_dir, int(client_id)) for client_id in hosted}
+            security = ClientSecurity.for_clients(tls_dir, hosted) if tls_dir is not None else None
             spec = WorkerSpec(address, shards, {cid: tokens[cid] for cid in hosted if cid in tokens}, security,
                               ClientOptions(), privacy)
             ref = remote.remote(spec)
             self._refs.append(ref)
             self._done.append(asyncio.wrap_future(ref.future()))
+
+    def _connect(self) -> None:
+        """``ray.init``, unless this process is already connected (then the caller owns the connection).
+
+        ``ray.init`` sets a SIGTERM handler of its own (exit at once); the caller's is put back, so that
+        SIGTERM still unwinds the run through :meth:`stop`."""
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        sigterm = signal.getsignal(signal.SIGTERM)
+        try:
+            ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except Exception as error:  # noqa: BLE001 - Ray raises many kinds (connection, auth, bad address)
+            where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
+            raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
+        finally:
+            if sigterm is not None:
+                signal.signal(signal.SIGTERM, sigterm)
+        self._connected = True
 
     async def supervise(self, run: Awaitable[T]) -> T:
         """Await ``run``; fail fast if every worker ends (with its error) before it finishes."""
@@ -94,7 +146,7 @@ class RayFleet:
             await asyncio.wait({run_task, all_done}, return_when=asyncio.FIRST_COMPLETED)
             if not run_task.done():
                 errors = [future.exception() for future in self._done if future.exception() is not None]
-                detail = f": {errors[0]}" if errors else ""
+                detail = f": {_first_line(errors[0])}" if errors else ""
                 raise FedgradError(f"every Ray client worker ended before the run finished{detail}")
             return run_task.result()
         finally:
@@ -107,10 +159,22 @@ class RayFleet:
             await asyncio.wait(self._done, timeout=timeout)
 
     async def stop(self) -> None:
-        """Cancel every worker still running."""
+        """Cancel every worker still running, then disconnect from the cluster, shutting it down if
+        ``ray.init`` started it here."""
         for ref, done in zip(self._refs, self._done):
             if not done.done():
-                self._ray.cancel(ref, force=True)
-        for done in self._done:
-            if not done.done():
                 done.cancel()
+                try:
+                    self._ray.cancel(ref, force=True)
+                except Exception as error:  # noqa: BLE001 - the cluster may be gone already; stop the rest
+                    log.warning("could not cancel a Ray client worker: %s", error)
+        if self._connected:
+            self._connected = False
+            self._ray.shutdown()
+
+
+def _first_line(error: BaseException) -> str:
+    """The gist of a worker's error: the clients' own exception when Ray wrapped one."""
+    cause = getattr(error, "cause", None)
+    lines = str(cause if isinstance(cause, BaseException) else error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -1,62 +1,140 @@
-"""`simulate --launcher ray`: without Ray a one-line error before any work; with a cluster, client workers
-run as Ray tasks. The cluster here is a stand-in module that runs each task in a thread, which exercises
-everything fedgrad does with Ray (init, remote tasks, their futures, cancellation) without installing it."""
+"""`simulate --launcher ray` on real Ray (the `ray` extra): without Ray a one-line error before any work; on a
+local cluster the run learns exactly what the local-process launcher learns for the same seed; on a two-node
+cluster that loses a node mid-run the lost clients come back on the other node and the run ends as if nothing
+happened; SIGTERM and Ctrl-C stop the Ray work and the cluster the run started, leaving no process behind.
+
+Every cluster here keeps its files (and finds clusters) in a private RAY_TMPDIR, and every Ray port is an
+ephemeral one, so these tests neither see nor disturb another Ray on the machine. A run that starts its own
+cluster runs in a child process in a session of its own: Ray makes the process that starts a cluster a process
+group leader, which pytest should not become, and the session is how the test finds every process the run
+started (raylet, GCS, workers), whatever they renamed themselves to.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
 import sys
-import threading
-import types
-from concurrent.futures import Future
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fedgrad.cli.main import main
+from server.coordinator import Coordinator
+from server.registry import ClientRegistry
+
+import ray  # the ray extra (pip install -e '.[test,ray]'); not skipped without it: CI must run these on real Ray
+from ray.cluster_utils import Cluster
+
+ROUNDS = 3
+#: Safety nets only: every wait below ends on an event (a process exit, a file written) long before these.
+START_TIMEOUT_S = 180.0
+EXIT_TIMEOUT_S = 120.0
+REAP_TIMEOUT_S = 30.0
+
+
+def federation_scenario(write_scenario, enron_corpus, path: Path, runs: Path, *, rounds: int = ROUNDS) -> Path:
+    """4 clients in 2 workers, all 4 needed every round (a lost client must come back for a round to close)."""
+    return write_scenario(path, enron_corpus, runs, name="ray", seed=7, model={"name": "logreg"},
+                          train={"batch_size": 8},
+                          federation={"clients": 4, "clients_per_round": 4, "min_clients": 4, "rounds": rounds,
+                                      "processes": 2})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, write_scenario, enron_corpus, run_traces) -> Path:
+    """The run directory of the scenario run with local client processes."""
+    root = tmp_path_factory.mktemp("local")
+    scenario = federation_scenario(write_scenario, enron_corpus, root / "ray.toml", root / "runs")
+    assert main(["simulate", str(scenario), "--insecure"]) == 0
+    return run_traces.only_run_dir(root / "runs")
 
 
 @pytest.fixture
-def scenario(tmp_path, enron_corpus, write_scenario) -> Path:
-    """4 clients in 2 client processes (Ray workers), 2 rounds; runs go below ``tmp_path / "runs"``."""
-    return write_scenario(tmp_path / "ray.toml", enron_corpus, tmp_path / "runs", name="ray",
-                          model={"name": "logreg"}, train={"batch_size": 8},
-                          federation={"clients": 4, "clients_per_round": 4, "rounds": 2, "processes": 2})
+def ray_tmpdir(monkeypatch) -> Iterator[str]:
+    """A private, short (Unix socket paths are limited to ~107 bytes) RAY_TMPDIR for this test's clusters."""
+    environment = dict(os.environ)  # ray.init sets variables of its own (RAY_AUTH_MODE): put it back after
+    sigterm = signal.getsignal(signal.SIGTERM)  # and, called here, its own SIGTERM handler
+    directory = tempfile.mkdtemp(prefix="fgray-", dir="/tmp")
+    monkeypatch.setenv("RAY_TMPDIR", directory)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # CI has no network to report to
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Ray gives a starting GCS 30 s to publish its port; on a loaded 2-core machine that has not been enough
+    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "180")
+    yield directory
+    os.environ.clear()
+    os.environ.update(environment)
+    signal.signal(signal.SIGTERM, sigterm)
+    if not os.environ.get("KEEP_RAY_TMPDIR"):
+        shutil.rmtree(directory, ignore_errors=True)
 
 
-class FakeRay(types.ModuleType):
-    """The slice of Ray's API the launcher uses; each remote call runs in its own thread."""
-
-    def __init__(self) -> None:
-        super().__init__("ray")
-        self.initialised_with = None
-        self.tasks: list[Future] = []
-
-    def init(self, address=None, **options) -> None:
-        self.initialised_with = address
-
-    def remote(self, **resources):
-        assert resources == {"num_cpus": 1, "max_retries": 0}
-
-        def decorate(function):
-            def submit(*args):
-                future: Future = Future()
-
-                def body():
-                    try:
-                        future.set_result(function(*args))
-                    except BaseException as error:  # noqa: BLE001 - handed to the future, as Ray does
-                        future.set_exception(error)
-
-                threading.Thread(target=body, daemon=True).start()
-                self.tasks.append(future)
-                return types.SimpleNamespace(future=lambda: future)
-
-            return types.SimpleNamespace(remote=submit)
-
-        return decorate
-
-    def cancel(self, ref, force=False) -> None:
-        ref.future().cancel()
+def session_pids(session: int) -> list[int]:
+    """Processes in session ``session`` (field 6 of /proc/PID/stat)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[3]) == session:
+                pids.append(int(entry.name))
+    return pids
 
 
-def test_without_ray_the_launcher_is_a_clear_error_before_any_work(tmp_path, scenario, monkeypatch, capsys):
+def process_names(pids: list[int]) -> list[str]:
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except OSError:
+            continue
+    return names
+
+
+def wait_until_session_empty(session: int) -> list[str]:
+    """Wait until nothing is left in ``session`` (processes exit a moment after being killed); what is left, by
+    name."""
+    deadline = time.monotonic() + REAP_TIMEOUT_S
+    while (left := session_pids(session)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return process_names(left)
+
+
+def descendants_named(prefix: str) -> list[int]:
+    """Processes below this one (say, the workers of a cluster it started) whose name starts with ``prefix``."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found = []
+    for pid in parents:
+        ancestor = parents.get(pid)
+        while ancestor not in (None, 0, 1, os.getpid()):
+            ancestor = parents.get(ancestor)
+        if ancestor == os.getpid() and any(name.startswith(prefix) for name in process_names([pid])):
+            found.append(pid)
+    return found
+
+
+def start_simulate(scenario: Path, *args: str) -> subprocess.Popen:
+    """``fedgrad simulate SCENARIO --launcher ray ARGS`` in a session of its own."""
+    return subprocess.Popen([sys.executable, "-m", "fedgrad.cli.main", "simulate", str(scenario), "--launcher", "ray",
+                             *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+def test_without_ray_the_launcher_is_a_clear_error_before_any_work(tmp_path, write_scenario, enron_corpus,
+                                                                     monkeypatch, capsys):
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     assert main(["simulate", str(scenario), "--launcher", "ray"]) == 2
     err = capsys.readouterr().err
@@ -64,10 +142,154 @@ def test_without_ray_the_launcher_is_a_clear_error_before_any_work(tmp_path, sce
     assert not (tmp_path / "runs").exists()
 
 
-def test_client_workers_run_as_ray_tasks(scenario, monkeypatch, capsys):
-    fake = FakeRay()
-    monkeypatch.setitem(sys.modules, "ray", fake)
-    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", "ray://head:10001"]) == 0
-    assert fake.initialised_with == "ray://head:10001"
-    assert len(fake.tasks) == 2 and all(task.done() and task.exception() is None for task in fake.tasks)
-    assert "ray: final accuracy" in capsys.readouterr().out
+def test_ray_options_need_the_ray_launcher(tmp_path, write_scenario, enron_corpus, capsys):
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
+    assert main(["simulate", str(scenario), "--ray-cpus", "2"]) == 2
+    assert "only used with --launcher ray" in capsys.readouterr().err
+    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-cpus", "0"]) == 2
+    assert "--ray-cpus must be a positive number of CPUs" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_local_ray_cluster_learns_what_local_processes_learn(tmp_path, ray_tmpdir, reference, write_scenario,
+                                                               enron_corpus, run_traces):
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
+    process = start_simulate(scenario, "--insecure", "--ray-cpus", "1")
+    try:
+        _, err = process.communicate(timeout=START_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err.decode()
+    # the cluster it started ended with the run: no raylet, GCS or worker left in the run's session
+    assert wait_until_session_empty(process.pid) == []
+    run_dir = run_traces.only_run_dir(tmp_path / "runs")
+    records = run_traces.metrics(run_dir)
+    assert len(records) == ROUNDS and all(record["clients_used"] == 4 for record in records)
+    assert run_traces.learned(records) == run_traces.learned(run_traces.metrics(reference))
+    ours, theirs = run_traces.final_model(run_dir, ROUNDS), run_traces.final_model(reference, ROUNDS)
+    assert ours.keys() == theirs.keys() and all(np.array_equal(ours[name], theirs[name]) for name in ours)
+    assert json.loads((run_dir / "summary.json").read_text())["processes"] == 2
+
+
+@pytest.fixture
+def two_nodes(ray_tmpdir) -> Iterator[Cluster]:
+    """A head and a second node on this machine, 2 CPUs each (one client worker fits on either)."""
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None})
+    try:
+        cluster.add_node(num_cpus=2)
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+def test_a_run_survives_losing_a_node(tmp_path, two_nodes, reference, write_scenario, enron_corpus, run_traces,
+                                      monkeypatch):
+    """Right after round 1's record is written, the node that is not the head is removed with the client
+    worker Ray spread onto it. Ray reruns that worker on the head, its clients rejoin, round 2 waits for them
+    (min_clients = all), and the run ends with the very model an undisturbed run reaches."""
+    (lost_node,) = two_nodes.worker_nodes
+    joins: dict[str, int] = {}
+    removed_after_rounds: list[int] = []
+    original_join, original_train_round = ClientRegistry.join, Coordinator._train_round
+
+    def counting_join(registry, request):
+        joins[request.client_id] = joins.get(request.client_id, 0) + 1
+        return original_join(registry, request)
+
+    async def train_round(coordinator, number):
+        if number == 2:  # round 1 is recorded: metrics.jsonl has its line
+            removed_after_rounds.append(len(run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))))
+            # the fleet connected this process to the head, the node it must keep
+            assert ray.get_runtime_context().get_node_id() != lost_node.node_id
+            two_nodes.remove_node(lost_node)
+        return await original_train_round(coordinator, number)
+
+    monkeypatch.setattr(ClientRegistry, "join", counting_join)
+    monkeypatch.setattr(Coordinator, "_train_round", train_round)
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
+    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", two_nodes.address]) == 0
+    assert removed_after_rounds == [1]
+    # the clients of the worker on the lost node joined again, the others once
+    assert sorted(joins.values()) == [1, 1, 2, 2], joins
+    run_dir = run_traces.only_run_dir(tmp_path / "runs")
+    records = run_traces.metrics(run_dir)
+    assert [record["clients_used"] for record in records] == [4] * ROUNDS
+    assert run_traces.learned(records) == run_traces.learned(run_traces.metrics(reference))
+    ours, theirs = run_traces.final_model(run_dir, ROUNDS), run_traces.final_model(reference, ROUNDS)
+    assert all(np.array_equal(ours[name], theirs[name]) for name in theirs)
+    assert not ray.is_initialized()  # the fleet disconnected; the cluster it did not start is still up
+    assert len(two_nodes.list_all_nodes()) == 1 and two_nodes.head_node.remaining_processes_alive()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_a_run_stops_its_ray_cluster(tmp_path, ray_tmpdir, signum, write_scenario, enron_corpus,
+                                              run_traces):
+    """SIGTERM to the process (``kill``), or SIGINT to its process group (Ctrl-C in a terminal), once round 1
+    is recorded: the run stops early, and the cluster it started (raylet, GCS, the workers) goes with it."""
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
+                                   rounds=100000)
+    process = start_simulate(scenario)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not list((tmp_path / "runs").glob("*/metrics.jsonl")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+            time.sleep(0.05)
+        names = process_names(session_pids(process.pid))
+        assert "raylet" in names and "gcs_server" in names, names
+        if signum == signal.SIGINT:
+            os.killpg(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=EXIT_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == (130 if signum == signal.SIGINT else 2), err.decode()
+    assert "Traceback" not in err.decode()
+    assert wait_until_session_empty(process.pid) == []
+    run_dir = run_traces.only_run_dir(tmp_path / "runs")
+    assert not (run_dir / "summary.json").exists()
+
+
+@pytest.fixture
+def one_node(ray_tmpdir) -> Iterator[Cluster]:
+    """A one-node cluster this process started, as `ray start --head` would."""
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
+                      head_node_args={"num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None})
+    try:
+        yield cluster
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.shutdown()
+
+
+def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_the_cluster(tmp_path, one_node,
+                                                                                          write_scenario,
+                                                                                          enron_corpus):
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
+                                   rounds=100000)
+    process = start_simulate(scenario, "--ray-address", one_node.address)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not list((tmp_path / "runs").glob("*/metrics.jsonl")):
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+            time.sleep(0.05)
+        assert len(descendants_named("ray::host_clien")) == 2  # the run's two client workers, on our cluster
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=EXIT_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 2 and "terminated by SIGTERM" in err.decode(), err.decode()
+    deadline = time.monotonic() + REAP_TIMEOUT_S
+    while descendants_named("ray::host_clien") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert descendants_named("ray::host_clien") == []  # its workers were cancelled
+    assert wait_until_session_empty(process.pid) == []  # it started no Ray processes of its own
+    ray.init(address=one_node.address, log_to_driver=False)  # and the cluster it did not start still works
+    assert ray.get(ray.remote(lambda: "still up").remote()) == "still up"
