@@ -196,9 +196,9 @@ def test_a_run_survives_losing_a_node(tmp_path, two_nodes, reference, write_scen
     removed_after_rounds: list[int] = []
     original_join, original_train_round = ClientRegistry.join, Coordinator._train_round
 
-    def counting_join(registry, request):
-        joins[request.client_id] = joins.get(request.client_id, 0) + 1
-        return original_join(registry, request)
+    def counting_join(registry, client_id, token, n_examples):
+        joins[client_id] = joins.get(client_id, 0) + 1
+        return original_join(registry, client_id, token, n_examples)
 
     async def train_round(coordinator, number):
         if number == 2:  # round 1 is recorded: metrics.jsonl has its line
