@@ -37,6 +37,29 @@ class Payload:
     digest: bytes  # SHA-256 of the ciphertext bytes (header excluded)
 
 
+@dataclass(frozen=True)
+class PayloadHeader:
+    """A payload's header as announced (not yet validated against a key): see `read_header`."""
+
+    fingerprint: bytes
+    contributors: int
+    count: int
+    width: int
+
+
+def read_header(data: bytes | bytearray | memoryview) -> PayloadHeader:
+    """The header of a payload, so that a receiver that does not know the fingerprint or the ciphertext count up
+    front (a decryptor's first contribution of a session) can fix them before `load_payload` validates the rest;
+    raises `CiphertextError` on a short or foreign header."""
+    view = memoryview(data)
+    if len(view) < HEADER_BYTES:
+        raise CiphertextError(f"payload of {len(view)} bytes is shorter than its header")
+    magic, version, fingerprint, contributors, count, width = _HEADER.unpack_from(view)
+    if magic != _MAGIC or version != _VERSION:
+        raise CiphertextError(f"not a ciphertext payload (header {bytes(magic)!r} v{version})")
+    return PayloadHeader(bytes(fingerprint), contributors, count, width)
+
+
 def dump_payload(fingerprint: bytes, contributors: int, ciphertexts: Sequence[int], width: int) -> bytes:
     header = _HEADER.pack(_MAGIC, _VERSION, fingerprint, contributors, len(ciphertexts), width)
     return header + b"".join(int(c).to_bytes(width, "big") for c in ciphertexts)

@@ -106,6 +106,14 @@ def open_channel(address: str, security: ClientSecurity | None = None) -> grpc.a
     return grpc.aio.secure_channel(address, security.credentials(), options=_MESSAGE_LIMITS)
 
 
+def open_blocking_channel(address: str, security: ClientSecurity | None = None) -> grpc.Channel:
+    """A blocking (thread-friendly) channel to ``host:port`` with the same limits and security as
+    :func:`open_channel`; the decryptor pool calls it from worker threads."""
+    if security is None:
+        return grpc.insecure_channel(address, options=_MESSAGE_LIMITS)
+    return grpc.secure_channel(address, security.credentials(), options=_MESSAGE_LIMITS)
+
+
 def new_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
     """An asyncio gRPC server with the protocol's limits.
 
