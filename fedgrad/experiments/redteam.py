@@ -229,7 +229,8 @@ class Coordinator:
     #: FedAvg weights it would assign honestly (the example counts clients registered with).
     weights: Mapping[str, float] = field(default_factory=dict)
     accumulators: list[UpdateAccumulator] = field(default_factory=list)
-    _rounds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: The round numbers it will use (it chooses them; start past any round the run already used).
+    rounds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
     def tensor_names(self) -> tuple[str, ...]:
@@ -237,7 +238,7 @@ class Coordinator:
 
     def fresh_round(self) -> int:
         """A round number never used before in this run: the coordinator chooses them."""
-        return next(self._rounds)
+        return next(self.rounds)
 
     def cohort_weights(self, members: Iterable[str]) -> dict[str, float]:
         return {member: float(self.weights.get(member, 1.0)) for member in members}
@@ -420,6 +421,41 @@ def _decrypt_with(material: KeyMaterial, public: _Public, ciphertexts: Sequence[
     return None
 
 
+def _inner(aggregation: object) -> PaillierAggregation | ThresholdAggregation | None:
+    """The Paillier aggregation inside ``aggregation`` (itself, or the one a DP aggregation wraps)."""
+    for candidate in (aggregation, getattr(aggregation, "_inner", None)):
+        if isinstance(candidate, (PaillierAggregation, ThresholdAggregation)):
+            return candidate
+    return None
+
+
+def decrypt_uploads(aggregation: Aggregation, payloads: Mapping[str, bytes], *, files: Iterable[Path] = ()
+                    ) -> tuple[dict[str, np.ndarray] | None, KeyMaterial]:
+    """Every client's upload decrypted with key material the coordinator finds in its own objects and files (as
+    the client encoded it: the folded-in fraction or DP noise share included), or None when it finds none."""
+    inner = _inner(aggregation)
+    if inner is None:
+        raise TypeError(f"{type(aggregation).__name__} holds no Paillier aggregation")
+    public = _Public.of(inner)
+    key_set = inner.decryptors.key_set if isinstance(inner, ThresholdAggregation) else None
+    material = search_key_material([aggregation], int(public.pub.n), files=files)
+    scheme = make_scheme(public.cfg, public.pub)
+    decrypted: dict[str, np.ndarray] = {}
+    for client_id, payload in payloads.items():
+        plaintexts = _decrypt_with(material, public, public.parse(payload), key_set)
+        if plaintexts is None:
+            return None, material
+        sums, total = scheme.decode(plaintexts, 1)
+        decrypted[client_id] = dequantize(public.cfg, sums) / (total or 1)
+    return decrypted, material
+
+
+def short_reason(outcome: AttackOutcome, width: int = 220) -> str:
+    """One line on why ``outcome`` went as it did: its detail when it succeeded, else its first refusal."""
+    text = outcome.detail if outcome.succeeded or not outcome.refusal else outcome.refusal.split("; ")[0]
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 # ---- helpers shared by the attacks -------------------------------------------------------------------------------
 
 
@@ -466,7 +502,8 @@ def _session_refusals(decryptors: Any, run_id: str, round: int, attempt: int) ->
         return []
     by_reason: dict[str, list[int]] = {}
     for index, what, refusal in refusals(run_id, round, attempt):
-        by_reason.setdefault(f"refused {what}: {refusal.kind.name}: {refusal}", []).append(index)
+        subject = what if what in ("open", "release") else f"the contribution of client {what!r}"
+        by_reason.setdefault(f"refused {subject}: {refusal.kind.name}: {refusal}", []).append(index)
     return [f"decryptor(s) {', '.join(map(str, indices))} {reason}" for reason, indices in by_reason.items()]
 
 
