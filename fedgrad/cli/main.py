@@ -12,8 +12,8 @@ import sys
 
 from fedgrad.errors import FedgradError
 
-COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit", "identity",
-                             "tokens")
+COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit",
+                             "identity", "tokens", "keygen", "decryptor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -61,7 +61,7 @@ def product_of(setup, payloads):
 
 
 def test_honest_round_decrypts_to_the_sum(setup, pair):
-    payloads = {}
+    payloads: dict[str, bytes] = {}
     for decryptor in pair:
         decryptor.open(RUN, 1, 0, COHORT)
         for client in COHORT:
@@ -246,3 +246,20 @@ def test_share_must_match_the_key_set(setup, tmp_path):
     wrong = KeyShare(index=1, parties=share.parties, threshold=share.threshold, n=share.n, secret=share.secret + 1)
     with pytest.raises(CryptoError, match="does not match"):
         Decryptor(wrong, setup.keys, setup.enrollment, min_clients=2, state_dir=tmp_path)
+
+
+def test_concurrent_releases_of_one_round_release_once(setup, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+    first = setup.decryptor(1, tmp_path / "shared")
+    second = setup.decryptor(1, tmp_path / "shared")  # e.g. a stale second process on the same state dir
+    for attempt, decryptor in enumerate((first, second)):
+        decryptor.open(RUN, 1, attempt, COHORT)
+        for client in COHORT:
+            contribute(setup, decryptor, client, attempt=attempt)
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(d.release, RUN, 1, attempt, list(COHORT)) for attempt, d in enumerate((first, second))]
+    outcomes = [future.exception() for future in futures]
+    assert sum(outcome is None for outcome in outcomes) == 1
+    (refusal,) = [outcome for outcome in outcomes if outcome is not None]
+    assert isinstance(refusal, DecryptorRefusal) and refusal.kind is Refusal.STALE
+    assert len(records(first)) == 1

@@ -76,7 +76,7 @@ def test_pool_survives_k_minus_t_deaths_and_fails_beyond(setup, cluster, loop_th
     with DecryptorPool(addresses, setup.keys, timeout_s=20) as pool:
         for round_ in (1, 2):
             pool.open(RUN, round_, 0, COHORT)
-        payloads = {1: {}, 2: {}}
+        payloads: dict[int, dict[str, bytes]] = {1: {}, 2: {}}
         for i, client in enumerate(COHORT):
             if i == 1:  # decryptor 3 dies mid-round
                 loop_thread.run(servers[2].stop(0))
@@ -107,7 +107,7 @@ def test_service_refuses_malformed_and_oversized_streams(setup, cluster):
                                        signature=bytes(64), payload_bytes=1 << 40)
         with pytest.raises(grpc.RpcError) as info:
             stub.Contribute(iter([pb.ContributionChunk(header=header)]), timeout=10)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "announces" in info.value.details()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "announces" in (info.value.details() or "")
         payload, signature = signed(setup, "alice")
         header = pb.ContributionHeader(run_id=RUN, round=1, attempt=0, client_id="alice", weight=1,
                                        signature=signature, payload_bytes=len(payload) + 5)
@@ -115,7 +115,7 @@ def test_service_refuses_malformed_and_oversized_streams(setup, cluster):
             stub.Contribute(iter([pb.ContributionChunk(header=header), pb.ContributionChunk(data=payload)]),
                             timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        undecodable = channel.unary_unary("/fedgrad.Decryptor/Release")
+        undecodable: grpc.UnaryUnaryMultiCallable = channel.unary_unary("/fedgrad.Decryptor/Release")
         with pytest.raises(grpc.RpcError) as info:
             undecodable(b"\xff\xff\xff", timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT

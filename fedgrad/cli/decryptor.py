@@ -1,0 +1,133 @@
+"""`fedgrad decryptor`: serve one threshold key share to the coordinator, verifying every request before decrypting.
+
+    fedgrad decryptor --share FILE --key-set FILE --enrollment FILE --state-dir DIR
+                      [--host 127.0.0.1] [--port 50061] [--port-file FILE] [--min-clients 2] [--cores N]
+                      [--run-id RUN] [--tls-dir DIR [--mtls]] [--insecure]
+
+The share is read from FILE (written by `fedgrad keygen`; refused unless mode 600 and owned by this user), never
+from the command line. The decryptor accepts the coordinator's Open / Contribute / Release calls and releases a
+partial decryption only of the product of ciphertexts it verified itself: each signed by an enrolled client
+(--enrollment, the operator's file) for this run, round and cohort, at least --min-clients of them (this
+decryptor's own setting, not the coordinator's), and at most once per (run, round), remembered in --state-dir
+across restarts (see fedgrad/decryptor/core.py for what each check defeats). --run-id pins it to one run.
+
+It prints one line when listening and writes the bound port to --port-file (atomically) so that a launcher can
+find it with --port 0. SIGTERM or Ctrl-C stop it cleanly. Without --tls-dir the channel is plaintext, refused on
+any address but loopback unless --insecure says so; with it the decryptor presents DIR/server.pem.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fedgrad.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fedgrad.decryptor.core import Decryptor
+    from fedgrad.transport.channel import ServerSecurity
+
+DEFAULT_PORT = 50061
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("decryptor", help="serve one threshold key share (verifies before it decrypts)",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--share", type=Path, required=True, metavar="FILE",
+                        help="this decryptor's key share (mode 600)")
+    parser.add_argument("--key-set", type=Path, required=True, metavar="FILE", help="the public keyset.json")
+    parser.add_argument("--enrollment", type=Path, required=True, metavar="FILE",
+                        help="the operator's enrollment file: client id -> Ed25519 public key")
+    parser.add_argument("--state-dir", type=Path, required=True, metavar="DIR",
+                        help="where releases are recorded (survives restarts; one per decryptor)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
+    parser.add_argument("--port-file", type=Path, metavar="FILE", help="write the bound port here (atomically)")
+    parser.add_argument("--min-clients", type=int, default=2, metavar="N",
+                        help="fewest distinct enrolled signers in a released aggregate (default: 2)")
+    parser.add_argument("--cores", type=int, metavar="N", help="cores for partial decryption (default: all)")
+    parser.add_argument("--run-id", metavar="RUN", help="accept this run id only")
+    parser.add_argument("--tls-dir", type=Path, metavar="DIR",
+                        help="serve TLS with DIR/server.pem and DIR/server.key (made by fedgrad certs DIR)")
+    parser.add_argument("--mtls", action="store_true",
+                        help="mutual TLS: callers must present a certificate signed by DIR/ca.pem")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a plaintext channel on a non-loopback address (trusted networks only)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from fedgrad.crypto.identity import Enrollment
+    from fedgrad.crypto.threshold import KeySet, read_share
+    from fedgrad.decryptor.core import Decryptor
+    from fedgrad.transport.channel import ServerSecurity
+
+    if args.mtls and args.tls_dir is None:
+        raise ConfigError("--mtls needs --tls-dir DIR (the federation's certificates)")
+    if args.tls_dir is None and not args.insecure and not _is_loopback(args.host):
+        raise ConfigError(f"--host {args.host}: refusing to serve other machines over plaintext; pass --tls-dir DIR "
+                          "(see fedgrad certs) or, on a trusted network, --insecure")
+    if args.cores is not None and args.cores < 1:
+        raise ConfigError(f"--cores must be at least 1, got {args.cores}")
+    share = read_share(args.share)
+    keys = KeySet.load(args.key_set)
+    enrollment = Enrollment.load(args.enrollment)
+    security = ServerSecurity.from_dir(args.tls_dir, mutual=args.mtls) if args.tls_dir else None
+    args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    decryptor = Decryptor(share, keys, enrollment, min_clients=args.min_clients, state_dir=args.state_dir,
+                          cores=args.cores, run_id=args.run_id)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("fedgrad")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        asyncio.run(_serve(decryptor, args, security))
+    finally:
+        decryptor.close()
+        logger.removeHandler(handler)
+    return 0
+
+
+async def _serve(decryptor: Decryptor, args: argparse.Namespace, security: ServerSecurity | None) -> None:
+    from fedgrad.decryptor.service import start_decryptor_server
+    from fedgrad.files import write_atomic
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server, port = await start_decryptor_server(decryptor, args.host, args.port, security)
+    try:
+        if args.port_file is not None:
+            write_atomic(args.port_file, f"{port}\n")
+        keys = decryptor.key_set
+        print(f"decryptor {decryptor.index} of {keys.parties} (threshold {keys.threshold}) listening on "
+              f"{args.host}:{port} ({'TLS' if security else 'plaintext'}), min_clients={decryptor.min_clients}, "
+              f"state in {args.state_dir}", flush=True)
+        await stop.wait()
+        print(f"decryptor {decryptor.index}: stopping", flush=True)
+    finally:
+        await server.stop(1.0)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0-65535, got {text!r}")
+    return int(text)
