@@ -1007,6 +1007,50 @@ ATTACKS: dict[str, Callable[[Coordinator, Victim], AttackOutcome]] = {
 }
 
 
+# ---- what remains: collusions and differencing that no protocol check can stop -------------------------------
+
+
+def residual_collusion(coordinator: Coordinator, victim: Victim, colluders: Mapping[str, np.ndarray]) -> AttackOutcome:
+    """``paillier``: the coordinator with min_clients − 1 colluding clients (``colluders``: their own flat updates,
+    which they hand over) runs an honest round of exactly them and the victim, and subtracts their updates from the
+    released sum. Expected to succeed: any aggregate of min_clients reveals the rest to the others in it."""
+    name = "coordinator + min_clients - 1 colluding clients"
+    held, _ = _threshold(coordinator)
+    weights = coordinator.cohort_weights([victim.client_id, *colluders])
+    accumulator, uploads = coordinator.collect(coordinator.fresh_round(), weights)
+    released = accumulator.finalize(PhaseTimer())
+    if released is None:
+        return _threshold_outcome(name, coordinator, victim, [str(accumulator.round_report())], "dropped")
+    cfg = held.cfg
+    known = sum(uploads[c].examples * quantize(cfg, update, 1.0).astype(np.float64) for c, update in colluders.items())
+    own = released.weight - sum(uploads[c].examples for c in colluders)
+    candidate = (coordinator.flat(released) - dequantize(cfg, np.asarray(known))) / own
+    error = victim.error(candidate)
+    return AttackOutcome(name, THRESHOLD, error < SUCCESS_STEPS, None, error,
+                         f"an honest release of {{{victim.client_id}, {', '.join(colluders)}}} minus what the "
+                         "colluders know of their own updates")
+
+
+def residual_differencing(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
+    """``paillier``: the coordinator keeps the model unchanged, releases the whole cohort in round r and the cohort
+    without the victim in round r + 1 (each an honest round), and differences the sums. Expected to succeed when
+    the clients' updates repeat across rounds (the harness's clients return the same delta for the same model):
+    only DP noise on each sum defends against it."""
+    name = "differencing across rounds (model kept unchanged)"
+    everyone = coordinator.cohort_weights(coordinator.clients)
+    sums: list[tuple[np.ndarray, float]] = []
+    for members in (everyone, {c: w for c, w in everyone.items() if c != victim.client_id}):
+        accumulator, _ = coordinator.collect(coordinator.fresh_round(), members)
+        released = accumulator.finalize(PhaseTimer())
+        if released is None:
+            return _threshold_outcome(name, coordinator, victim, [str(accumulator.round_report())], "dropped")
+        sums.append((coordinator.flat(released), released.weight))
+    (first, t1), (second, t2) = sums
+    error = victim.error((first - second) / (t1 - t2))
+    return AttackOutcome(name, THRESHOLD, error < SUCCESS_STEPS, None, error,
+                         "two honest releases one round apart, the victim in the first cohort only")
+
+
 def run_attacks(coordinator: Coordinator, victim: Victim, names: Iterable[str] | None = None) -> list[AttackOutcome]:
     """Every attack (or those named) against one coordinator, each on rounds of its own."""
     return [ATTACKS[name](coordinator, victim) for name in (ATTACKS if names is None else names)]

@@ -21,6 +21,8 @@ from fedgrad.experiments.redteam import (
     AttackOutcome,
     Coordinator,
     LocalDecryptors,
+    residual_collusion,
+    residual_differencing,
     search_key_material,
 )
 from fedgrad.metrics import PhaseTimer
@@ -139,3 +141,22 @@ def test_attacks_through_the_real_grpc_pool(make_coordinator, victim):
     found = search_key_material([aggregation, *coordinator.accumulators], int(aggregation.public_key.n),
                                 files=coordinator.files, remote=())
     assert not found.found and found.objects_searched > 10 and found.files_searched == 2
+
+
+def test_what_remains_under_paillier_collusion_with_the_other_contributors(make_coordinator, victim):
+    """Not a defect: an aggregate of min_clients = 2 tells each member the other's update. Measured so that the
+    threat model's collusion sentence stays true."""
+    coordinator = make_coordinator(THRESHOLD)
+    target = victim(coordinator)
+    colluder = next(handle for client, handle in coordinator.clients.items() if client != target.client_id)
+    flat = np.concatenate([np.asarray(v).reshape(-1) for v in colluder.delta.values()])
+    outcome = residual_collusion(coordinator, target, {colluder.client_id: flat})
+    assert outcome.succeeded and outcome.recovered_error is not None and outcome.recovered_error < SUCCESS_STEPS
+
+
+def test_what_remains_under_paillier_differencing_across_rounds(make_coordinator, victim):
+    """Not stopped by any check: two honest rounds with and without the victim, the model kept unchanged, and
+    clients whose updates repeat. DP noise on each sum is the defence (``dp`` with distributed placement)."""
+    coordinator = make_coordinator(THRESHOLD)
+    outcome = residual_differencing(coordinator, victim(coordinator))
+    assert outcome.succeeded and outcome.recovered_error is not None and outcome.recovered_error < SUCCESS_STEPS
