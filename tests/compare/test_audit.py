@@ -19,7 +19,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> dict:
     directory = tmp_path_factory.mktemp("audit")
     scenario = make_scenario(directory)
     with pytest.warns(InsecureKeyWarning):  # the tiny scenario's 512-bit test key is announced loudly
-        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,paillier,dp:1,dp:1e6",
+        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,paillier,dp:1,dp:1e6,dp:1:distributed",
                      "--canary-words", "6"]) == 0
     [audit_dir] = (directory / "runs").iterdir()
     return {"dir": audit_dir, "document": read_audit(audit_dir),
@@ -100,6 +100,17 @@ def test_dp_noise_defeats_the_attack_that_reads_a_plain_update(audited):
     # central placement: the coordinator itself still sees the clipped update in plaintext, and the report says so
     assert _result(_view(strong, "client update"), "rows only this client changed")["recovered"] == 6
     assert "not from the coordinator" in strong["description"]
+
+
+def test_distributed_dp_coordinator_decrypts_each_noisy_update_with_its_own_key(audited):
+    """Distributed DP encrypts under a key holder in the coordinator's process: the coordinator decrypts every
+    upload, and only each client's noise share stands between it and the update."""
+    mode = audited["modes"]["dp-eps1-distributed"]
+    assert "1 Paillier private key(s)" in mode["facts"]["key_material"]
+    decrypted = _view(mode, "client update, decrypted by the coordinator")
+    assert decrypted["scope"] == "individual"
+    assert {result["attack"] for result in decrypted["attacks"]} == {"changed rows", "top 6"}  # noisy: no "only"
+    assert "redteam" not in mode["facts"]
 
 
 def test_report_rerenders_from_audit_json(audited, capsys):
