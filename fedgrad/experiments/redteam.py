@@ -48,7 +48,16 @@ from fedgrad.crypto import CryptoError, PlaintextRangeError, SecureAggConfig
 from fedgrad.crypto.identity import ClientIdentity, cohort_digest, sign_contribution
 from fedgrad.crypto.quantize import dequantize, max_quantized, quantize, scale
 from fedgrad.crypto.schemes import make_encoder, make_scheme
-from fedgrad.crypto.threshold import KeySet, KeyShare, PartialProof, combine, combine_verified, partial_decrypt
+from fedgrad.crypto.threshold import (
+    KeySet,
+    KeyShare,
+    PartialProof,
+    combine,
+    combine_verified,
+    delta,
+    partial_decrypt,
+    verification_base,
+)
 from fedgrad.crypto.wire import ciphertext_width, dump_payload, load_payload
 from fedgrad.decryptor.core import Decryptor, DecryptorRefusal, payload_digest
 from fedgrad.decryptor.pool import ReleaseFailed
@@ -328,16 +337,22 @@ class KeyMaterial:
     shares: list[KeyShare] = field(default_factory=list)
     factors: set[int] = field(default_factory=set)
     files: list[str] = field(default_factory=list)     # files holding a secret marker or a factor of n
+    strings: int = 0                                   # in-memory texts holding a secret marker
     objects_searched: int = 0
     files_searched: int = 0
 
+    def add_share(self, share: KeyShare) -> None:
+        if all((known.n, known.index) != (share.n, share.index) for known in self.shares):
+            self.shares.append(share)
+
     @property
     def found(self) -> bool:
-        return bool(self.private_keys or self.shares or self.factors or self.files)
+        return bool(self.private_keys or self.shares or self.factors or self.files or self.strings)
 
     def describe(self) -> str:
         parts = [f"{len(self.private_keys)} Paillier private key(s)", f"{len(self.shares)} key share(s)",
-                 f"{len(self.factors)} factor(s) of n", f"{len(self.files)} file(s) with secrets"]
+                 f"{len(self.factors)} factor(s) of n", f"{self.strings} secret text(s) in memory",
+                 f"{len(self.files)} file(s) with secrets"]
         return (f"searched {self.objects_searched} objects reachable from the coordinator's aggregation and "
                 f"{self.files_searched} files: " + ", ".join(parts))
 
@@ -361,30 +376,54 @@ def _cell_full(cell: types.CellType) -> bool:
     return True
 
 
-def search_key_material(roots: Sequence[object], n: int, *, files: Iterable[Path] = (),
+def search_key_material(roots: Sequence[object], n: int, *, files: Iterable[Path] = (), key_set: KeySet | None = None,
                         remote: tuple[type, ...] = (Decryptor,), limit: int = 500_000) -> KeyMaterial:
     """Walk every object reachable from ``roots`` (``gc.get_referents``, see ``_referents``) and read every file
-    under ``files``, looking for a Paillier private key, threshold key shares, or an integer factor of ``n``.
-    Objects of a ``remote`` type stand for other processes (in-process decryptors) and are not entered."""
+    under ``files``, looking for a Paillier private key, threshold key shares (as ``KeyShare`` objects, or, given
+    ``key_set``, as bare integers matching a verification key), an integer factor of ``n``, or text holding a
+    secret (a key-share document, a PEM private key). Integers inside large containers (ciphertext vectors) are
+    tested for factors only. Objects of a ``remote`` type stand for other processes (in-process decryptors) and
+    are not entered."""
     found = KeyMaterial()
     seen: set[int] = set()
-    stack: list[object] = list(roots)
+    nsquare = n * n
+    base = gmpy2.mpz(verification_base(n)) if key_set is not None else None
+    shares_by_key = {v: i for i, v in enumerate(key_set.verification_keys, start=1)} if key_set is not None else {}
+    stack: list[tuple[object, bool]] = [(root, False) for root in roots]
     while stack and found.objects_searched < limit:
-        obj = stack.pop()
-        if id(obj) in seen or isinstance(obj, _SKIP_TYPES) or isinstance(obj, remote):
+        obj, bulk = stack.pop()
+        if id(obj) in seen or isinstance(obj, remote):
             continue
         seen.add(id(obj))
+        if isinstance(obj, (str, bytes, bytearray)):
+            data = obj.encode(errors="ignore") if isinstance(obj, str) else bytes(obj)
+            if any(marker in data for marker in _SECRET_MARKERS):
+                found.strings += 1
+                try:
+                    found.add_share(KeyShare.from_bytes(data))
+                except CryptoError:
+                    pass
+            continue
+        if isinstance(obj, _SKIP_TYPES):
+            continue
         found.objects_searched += 1
         if isinstance(obj, phe.PaillierPrivateKey):
             found.private_keys.append(obj)
         elif isinstance(obj, KeyShare):
-            found.shares.append(obj)
+            found.add_share(obj)
         if isinstance(obj, (int, _MPZ)) and not isinstance(obj, bool):
             value = int(obj)
             if 1 < value < n and n % value == 0:
                 found.factors.add(value)
+            elif base is not None and key_set is not None and not bulk and 64 < value.bit_length() \
+                    and value < nsquare:
+                index = shares_by_key.get(int(gmpy2.powmod(base, delta(key_set.parties) * value, nsquare)))
+                if index is not None:
+                    found.add_share(KeyShare(index, key_set.parties, key_set.threshold, n, value))
             continue
-        stack.extend(_referents(obj))
+        children = _referents(obj)
+        large = isinstance(obj, (list, tuple, set, frozenset, dict)) and len(obj) > 64
+        stack.extend((child, large) for child in children)
     for root in files:
         paths = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
         for path in paths:
@@ -438,7 +477,7 @@ def decrypt_uploads(aggregation: Aggregation, payloads: Mapping[str, bytes], *, 
         raise TypeError(f"{type(aggregation).__name__} holds no Paillier aggregation")
     public = _Public.of(inner)
     key_set = inner.decryptors.key_set if isinstance(inner, ThresholdAggregation) else None
-    material = search_key_material([aggregation], int(public.pub.n), files=files)
+    material = search_key_material([aggregation], int(public.pub.n), files=files, key_set=key_set)
     scheme = make_scheme(public.cfg, public.pub)
     decrypted: dict[str, np.ndarray] = {}
     for client_id, payload in payloads.items():
@@ -755,14 +794,15 @@ def attack_key_material(coordinator: Coordinator, victim: Victim) -> AttackOutco
     public = _Public.of(aggregation)
     key_set = aggregation.decryptors.key_set if isinstance(aggregation, ThresholdAggregation) else None
     material = search_key_material([aggregation, *coordinator.accumulators], int(public.pub.n),
-                                   files=coordinator.files)
+                                   files=coordinator.files, key_set=key_set)
     plaintexts = _decrypt_with(material, public, public.parse(uploads[victim.client_id].encoded.payload), key_set)
     candidate = None
     fraction = _fractions(coordinator, weights)[victim.client_id] if coordinator.mode == TRUSTED else 1.0
     if plaintexts is not None:
         sums, total = make_scheme(public.cfg, public.pub).decode(plaintexts, 1)
         candidate = dequantize(public.cfg, sums) / ((total or 1) * fraction)
-    refusal = None if plaintexts is not None else f"no key material: {material.describe()}"
+    refusal = None if plaintexts is not None else (
+        f"{'no usable' if material.found else 'no'} key material: {material.describe()}")
     detail = material.describe() + ("; decrypted the victim's upload with it" if plaintexts is not None else "")
     if coordinator.mode == TRUSTED:
         return _trusted_outcome(name, victim, candidate, fraction, refusal, detail)

@@ -160,3 +160,16 @@ def test_what_remains_under_paillier_differencing_across_rounds(make_coordinator
     coordinator = make_coordinator(THRESHOLD)
     outcome = residual_differencing(coordinator, victim(coordinator))
     assert outcome.succeeded and outcome.recovered_error is not None and outcome.recovered_error < SUCCESS_STEPS
+
+
+@pytest.mark.parametrize("leak", ["KeyShare objects", "bare share integers", "share files' text"])
+def test_key_material_search_finds_shares_a_leaky_coordinator_keeps(make_coordinator, victim, leak):
+    """The search can fail: a paillier coordinator that kept t key shares (as objects, bare integers or the share
+    files' text) reads the victim's upload with them."""
+    coordinator = make_coordinator(THRESHOLD)
+    shares = [party.share for party in coordinator.aggregation.decryptors.parties[:2]]
+    coordinator.aggregation.leaked = {"KeyShare objects": shares,
+                                      "bare share integers": [share.secret for share in shares],
+                                      "share files' text": [share.to_bytes().decode() for share in shares]}[leak]
+    outcome = ATTACKS["key-material"](coordinator, victim(coordinator))
+    assert outcome.succeeded and outcome.refusal is None and "2 key share(s)" in outcome.detail
