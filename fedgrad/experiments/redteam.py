@@ -574,7 +574,14 @@ def _threshold_outcome(name: str, coordinator: Coordinator, victim: Victim, refu
     error = min((victim.error(c) for c in candidates), default=None)
     succeeded = error is not None and error < SUCCESS_STEPS
     refusal = "; ".join(dict.fromkeys(refusals)) or None
-    return AttackOutcome(name, THRESHOLD, succeeded, refusal, error, detail)
+    decryptors = getattr(coordinator.aggregation, "decryptors", None)
+    obtained = [*(decryptors.obtained if isinstance(decryptors, LocalDecryptors) else []), *extra]
+    sets = sorted({", ".join(item.contributors) for item in obtained})
+    released = (f"released to the coordinator: {len(obtained)} sum(s) of {{{'}, {'.join(sets)}}}" if obtained
+                else "released to the coordinator: nothing")
+    verdict = ("; the best estimate of the victim's update from them is "
+               f"{error:.3g} quantization steps away" if error is not None else "")
+    return AttackOutcome(name, THRESHOLD, succeeded, refusal, error, f"{detail} ({released}{verdict})")
 
 
 def _release(decryptors: Any, run_id: str, round: int, attempt: int, contributors: Sequence[str],
