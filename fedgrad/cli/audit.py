@@ -1,12 +1,15 @@
 """`fedgrad audit`: can the coordinator read a client's email? Measured per privacy mode.
 
-    fedgrad audit SCENARIO.toml [--privacy none,paillier-trusted,dp:1,dp:8] [--canary-words 6]
+    fedgrad audit SCENARIO.toml [--privacy none,paillier-trusted,paillier,dp:1,dp:8] [--canary-words 6]
                   [--canary-client K] [--canary-copies N] [--set section.key=value ...]
 
 Plants a canary email ("my computer password is" + pseudo-words found nowhere in the corpus) in one client's
 shard, often enough for its words to enter the vocabulary; trains round 1 with the platform's client code;
-builds what the coordinator observes in each mode (plain deltas; Paillier ciphertexts and the decrypted
-aggregate; clipped and noised DP updates) and lets an attacker recover words from it. Reports, per mode and
+builds what the coordinator observes in each mode (plain deltas; under Paillier, what it decrypts with the key
+material it finds in its own process, and the decrypted aggregate; clipped and noised DP updates) and lets an
+attacker recover words from it. Under paillier-trusted and paillier the active coordinator of
+fedgrad.experiments.redteam also plays every attack on the canary client's update (report: the modes side by
+side). Reports, per mode and
 observation, the canary words recovered, their share, and the share guessing would hit. Writes
 OUTPUT_DIR/audit-<timestamp>/ with audit.json and report.md.
 """
@@ -25,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
     parser.add_argument("--privacy", default=DEFAULT_PRIVACY, metavar="LIST",
-                        help="comma-separated settings: none, paillier, paillier-naive, "
+                        help="comma-separated settings: none, paillier-trusted, paillier, paillier-naive, "
                              f"dp:EPSILON[:central|:distributed] (default: {DEFAULT_PRIVACY})")
     parser.add_argument("--canary-words", type=int, default=6, metavar="N",
                         help="secret pseudo-words in the canary email (default: 6)")
@@ -63,5 +66,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"{mode['setting']:>14}  {view['name']:<34} {result['attack']:<30} "
                   f"recovered {result['recovered']}/{result['total']} naming {result['guesses']:>6} words: "
                   f"rate {100 * result['rate']:5.1f}%, chance {100 * result['chance_rate']:6.2f}%")
+    for mode in document["modes"]:
+        outcomes = mode["facts"].get("redteam") or []
+        if outcomes:
+            recovered = [outcome["name"] for outcome in outcomes if outcome["succeeded"]]
+            print(f"{mode['setting']:>14}  red team: {len(recovered)} of {len(outcomes)} attacks recovered the "
+                  f"canary client's update" + (f" ({', '.join(recovered)})" if recovered else ", every one refused"))
     print(f"report: {audit_dir / 'report.md'}")
     return 0

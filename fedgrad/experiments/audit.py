@@ -14,9 +14,14 @@ measurement, one privacy mode at a time:
    ``fedgrad.training.train_local`` from the scenario's initial global model with the seed the coordinator
    would give it (``server.tasks.client_seed``).
 3. **Observe** what the coordinator holds in each mode by running the platform's own pieces in this process:
-   each client's payload from its privacy mode's ``encode`` (plain deltas; Paillier ciphertexts; clipped,
-   possibly noised and encrypted DP updates) and the coordinator's round accumulator from the mode's
-   ``aggregation`` (key holder, noise and ledger included), which releases the sum (``fedgrad.modes``).
+   each client's payload from its privacy mode's ``encode`` (plain deltas; Paillier ciphertexts, signed under
+   ``paillier``; clipped, possibly noised and encrypted DP updates) and the coordinator's round accumulator from
+   the mode's ``aggregation`` (key holder, decryptors over a freshly dealt key, noise and ledger included), which
+   releases the sum (``fedgrad.modes``). Under encryption the individual observation is what the coordinator can
+   decrypt with the key material it finds among its own objects (``fedgrad.experiments.redteam``): every update
+   under ``paillier-trusted`` (the key holder lives in its process), nothing under ``paillier``. Under those two
+   modes the red team's active coordinator also plays every attack on the canary client's update, and the report
+   puts the outcomes side by side.
 4. **Attack** every observation with ``recover_words`` and score it with ``audit_score``: canary words
    recovered, their share, and the share that naming as many words at random would hit (chance).
 
@@ -32,10 +37,13 @@ rendered from it alone, so ``fedgrad report`` can redraw it.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,20 +52,32 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fedgrad.crypto.wire import HEADER_BYTES
 from fedgrad.data import Shard, Vocabulary, unique_tokens
 from fedgrad.errors import ConfigError, DataError
 from fedgrad.experiments.compare.grid import PrivacySetting
-from fedgrad.experiments.run import client_privacy
+from fedgrad.experiments.redteam import (
+    AttackOutcome,
+    Coordinator,
+    HonestClient,
+    Victim,
+    decrypt_uploads,
+    enroll_clients,
+    local_decryptors,
+    run_attacks,
+    short_reason,
+)
 from fedgrad.files import write_atomic
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
 from fedgrad.modes.base import Aggregation, ClientPrivacy
+from fedgrad.modes.paillier import ThresholdAggregation
+from fedgrad.modes.paillier_common import unflatten
+from fedgrad.modes.paillier_trusted import PaillierAggregation
 from fedgrad.modes.registry import encode_update, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
+from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document
 from fedgrad.scenario import Scenario, load_scenario
-from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.training import train_local
 from fedgrad.transport.codec import decode_tensors
 from server.strategies import ClientInfo, build_strategy
@@ -65,11 +85,13 @@ from server.tasks import ModelPayload, client_seed
 
 AUDIT_JSON = "audit.json"
 REPORT_FILE = "report.md"
-DEFAULT_PRIVACY = "none,paillier-trusted,dp:1,dp:8"
+DEFAULT_PRIVACY = "none,paillier-trusted,paillier,dp:1,dp:8"
 #: Every spam model keeps one embedding row per vocabulary word under this name: the rows the attack reads.
 EMBEDDING_KEY = "embedding.weight"
 #: The audit trains round 1, from the initial global model: the book's demonstration.
 ROUND = 1
+#: The run id the audited round is signed for (``paillier`` clients sign it).
+RUN_ID = "audit"
 #: Under noise, a row counts as changed when it moved by more than this many noise standard deviations
 #: (a false alarm on any one row has probability 0.27% for one value per row).
 NOISE_THRESHOLD = 3.0
@@ -192,54 +214,122 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> Mod
 
     Clients encode their deltas with their privacy mode's ``encode`` for the task the coordinator would
     send; the coordinator side is the mode's ``aggregation`` (its key holder, noise and ledger
-    included) folding the payloads into one round accumulator and releasing the sum. Nothing travels over
-    gRPC: the bytes are the same, and the audit needs only what the coordinator ends up holding.
+    included; under ``paillier`` real decryptors over a freshly dealt key, in this process) folding the payloads
+    into one round accumulator and releasing the sum. Nothing travels over gRPC: the bytes are the same, and the
+    audit needs only what the coordinator ends up holding. Under encryption the coordinator's individual view is
+    what it can decrypt with the key material it finds in its own objects (``fedgrad.experiments.redteam``), and
+    under ``paillier-trusted`` and ``paillier`` the red team's attacks run against it too.
     """
+    with ExitStack() as stack:
+        return _observe(scenario, data, updates, stack)
+
+
+def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack) -> ModeObservation:
     k, names = data.client, list(updates.global_model)
+    privacy_settings, fed = scenario.privacy, scenario.federation
     model = ModelPayload.encode(0, updates.global_model)
-    strategy = build_strategy(scenario.federation.strategy, server_lr=scenario.federation.server_lr,
-                              prox_mu=scenario.federation.prox_mu)
+    strategy = build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu)
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
-    cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()})
-    mode = privacy_mode(scenario)
+    cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()}, RUN_ID)
+    decryptors, identities, enrollment = None, None, None
+    if privacy_settings.mode == "paillier":
+        # the operator's enrollment and the clients' own identities, and a dealer's fresh key for k decryptors
+        parties = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedgrad-audit-parties-")))
+        identities, enrollment = enroll_clients(parties / "clients", [str(i) for i in updates.cohort])
+        decryptors = local_decryptors(parties, key_bits=privacy_settings.key_bits,
+                                      parties=privacy_settings.decryptors, threshold=privacy_settings.threshold,
+                                      enrollment=enrollment, min_clients=fed.min_clients,
+                                      insecure_key_bits=privacy_settings.insecure_key_bits)
+    mode = privacy_mode(scenario, decryptors)
     aggregation = mode.aggregation(updates.global_model)
+    stack.callback(aggregation.close)
     accumulator = aggregation.new_accumulator(model.specs, cohort)
-    privacy = ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits)
+    privacy = ClientPrivacy(allow_insecure_keys=privacy_settings.insecure_key_bits, identity_dir=identities,
+                            enrollment=enrollment)
     config = TaskConfig.from_scenario(scenario, len(data.vocab))
     payloads = {}
     for task_id, i in enumerate(updates.cohort, start=1):
         cid = str(i)
-        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, tuple(names), accumulator.announcement)
+        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, tuple(names), accumulator.announcement,
+                         RUN_ID, len(data.shards[i]))
         payloads[i] = encode_update(task, cid, updates.deltas[i], privacy)
-        accumulator.add(cid, instructions[cid].weight, payloads[i].payload)
+        accumulator.add(cid, instructions[cid].weight, payloads[i].payload, payloads[i].signature,
+                        len(data.shards[i]))
     released = accumulator.finalize(PhaseTimer())
     assert released is not None, "an honest round's aggregate is released"
     facts = {**aggregation.summary(), "guarantee": mode.guarantee().full}
     plain = payloads[k].encoding == Encoding.PLAIN
+    individual: View | None
     if plain:
         received = {i: decode_tensors(model.specs, encoded.payload) for i, encoded in payloads.items()}
         individual = View("client update", "individual", f"client {k}'s update as sent, in plaintext",
                           _rows(received[k]), _touched_by_others(received, k))
     else:
-        facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
-                                                  instructions[str(k)].weight)
-        individual = View("client ciphertext", "individual",
-                          f"client {k}'s payload: {len(payloads[k].payload)} bytes of ciphertext",
-                          _ciphertext_rows(payloads[k].payload[HEADER_BYTES:], updates.global_model, names))
-    dp = scenario.privacy.mode == "dp"
+        if privacy_settings.mode != "paillier":  # the key holder's own door, asked for one update
+            facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
+                                                      instructions[str(k)].weight)
+        individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts)
+        if privacy_settings.mode in ("paillier-trusted", "paillier"):
+            facts["redteam"] = _red_team(privacy_settings.mode, aggregation, model, config, data, updates,
+                                         instructions, privacy)
+            if individual is None:
+                facts["single_update_refused"] = "; ".join(
+                    f"{outcome['name']}: {outcome['refusal'].split('; ')[0]}" for outcome in facts["redteam"]
+                    if outcome["refusal"] and not outcome["succeeded"])
+    dp = privacy_settings.mode == "dp"
     noise_std = facts["noise_multiplier"] * facts["clip"] if dp else 0.0  # on the sum
-    views = [individual, View("aggregate", "aggregate",
-                              f"the released average of {len(released.contributors)} clients' updates",
-                              _rows(strategy.aggregate(released)), noise_std=noise_std / released.weight)]
+    views = [View("aggregate", "aggregate", f"the released average of {len(released.contributors)} clients' updates",
+                  _rows(strategy.aggregate(released)), noise_std=noise_std / released.weight)]
+    if individual is not None:
+        views.insert(0, individual)
     if dp:
         # DP's adversary knows every other client's clipped update and subtracts it from the released sum.
-        others = {i: clip_update(updates.deltas[i], scenario.privacy.dp_clip)[0] for i in updates.cohort if i != k}
+        others = {i: clip_update(updates.deltas[i], privacy_settings.dp_clip)[0] for i in updates.cohort if i != k}
         isolated = {name: released.total[name] - sum(update[name].astype(np.float64) for update in others.values())
                     for name in released.total}
         views.append(View("aggregate minus all other clients", "aggregate",
                           f"the noisy sum minus the {len(others)} other clients' clipped updates", _rows(isolated),
                           _touched_by_others({**others, k: isolated}, k), noise_std))
     return ModeObservation(_describe(scenario, facts, k, payloads[k]), views, facts)
+
+
+def _decrypted_view(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
+                    payloads: Mapping[int, EncodedUpdate], k: int, facts: dict[str, Any]) -> View | None:
+    """Client ``k``'s update as the coordinator decrypts it with key material found in its own objects (the
+    red team's key-material attack); None, and the search recorded in ``facts``, when it finds none."""
+    decrypted, material = decrypt_uploads(aggregation, {str(i): p.payload for i, p in payloads.items()})
+    facts["key_material"] = material.describe()
+    if decrypted is None:
+        return None
+    shapes = {spec.name: tuple(spec.shape) for spec in model.specs}
+    trusted_weights = facts.get("mode") in ("paillier-trusted", "paillier-naive")
+    total = cohort.total_weight
+    recovered = {i: unflatten(decrypted[str(i)] / (cohort.weights[str(i)] / total if trusted_weights else 1.0),
+                              shapes) for i in payloads}
+    share_std = float(facts.get("noise_share_std", 0.0))
+    return View("client update, decrypted by the coordinator", "individual",
+                f"client {k}'s update, decrypted with the private key found in the coordinator's own objects "
+                f"({material.describe()})", _rows(recovered[k]),
+                None if share_std else _touched_by_others(recovered, k), share_std)
+
+
+def _red_team(mode: str, aggregation: Aggregation, model: ModelPayload, config: TaskConfig, data: PlantedData,
+              updates: RoundUpdates, instructions: Mapping[str, Any], privacy: ClientPrivacy
+              ) -> list[dict[str, Any]]:
+    """Every red-team attack on the canary client's update, played by this mode's coordinator on rounds after the
+    audited one (``fedgrad.experiments.redteam``)."""
+    names = list(updates.global_model)
+    clients = {str(i): HonestClient(str(i), updates.deltas[i], len(data.shards[i]), privacy) for i in updates.cohort}
+    if len(clients) < 3:
+        return []
+    coordinator = Coordinator(mode, aggregation, model.specs, config, clients, run_id=f"{RUN_ID}-redteam",
+                              weights={cid: instruction.weight for cid, instruction in instructions.items()},
+                              rounds=itertools.count(ROUND + 1))
+    inner = aggregation
+    assert isinstance(inner, (PaillierAggregation, ThresholdAggregation))
+    victim = Victim(str(data.client), np.concatenate([updates.deltas[data.client][n].reshape(-1) for n in names]),
+                    inner.cfg)
+    return [outcome.to_dict() for outcome in run_attacks(coordinator, victim)]
 
 
 def _refusal(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort, client_id: str, payload: bytes,
@@ -257,14 +347,24 @@ def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: Encode
     privacy, fed = scenario.privacy, scenario.federation
     sent = f"client {k} sends {format_bytes(len(encoded.payload))}"
     secure = ("The coordinator multiplies the ciphertexts, which adds the plaintexts without reading them; the key "
-              f"holder decrypts only that product, and only with at least {fed.min_clients} contributors. "
-              "Per-client attacks read the ciphertext as if it were the update (each parameter gets its share of "
-              "the payload bytes, in order): under Paillier's semantic security (the decisional composite "
-              "residuosity assumption) no reading of a ciphertext does better than chance. The aggregate is a "
-              "different, weaker target: it shows which words somebody in the cohort used, not who used them.")
+              f"holder decrypts only that product, and only with at least {fed.min_clients} contributors. But the "
+              "key holder runs in the coordinator's process: the individual view is what the coordinator decrypts "
+              "with the private key it finds among its own objects, and the red-team table lists the attacks "
+              "through the key holder's own door. The aggregate is a different, weaker target: it shows which "
+              "words somebody in the cohort used, not who used them.")
     if privacy.mode == "none":
         return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {k}'s delta and "
                 "every other client's, then averages them.")
+    if privacy.mode == "paillier":
+        return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, quantizes it to "
+                f"{privacy.value_bits} bits and encrypts n_i·q_i next to its own example count n_i under a "
+                f"{facts['key_bits']}-bit threshold Paillier key ({facts['threshold']}-of-{facts['decryptors']} "
+                f"decryptors, dealt outside the coordinator), then signs (run, round, cohort, ciphertext digest, "
+                f"weight) with its enrolled Ed25519 key ({sent} of ciphertext). The coordinator multiplies the "
+                "ciphertexts and forwards each signed upload to the decryptors, which verify every signature, "
+                "multiply the ciphertexts themselves and release one sum of at least "
+                f"{fed.min_clients} enrolled clients per round. The coordinator holds no key share: it has no "
+                "individual view, and the red-team table lists every attack it tried for one.")
     if privacy.mode in ("paillier-trusted", "paillier-naive"):
         scheme = "packs and encrypts it" if privacy.mode == "paillier-trusted" else "encrypts every value separately"
         return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, folds in its FedAvg weight, "
@@ -292,24 +392,6 @@ def _rows(update: Mapping[str, np.ndarray]) -> np.ndarray:
 
 def _touched_by_others(updates: Mapping[int, Mapping[str, np.ndarray]], client: int) -> np.ndarray:
     return np.any([np.any(_rows(update) != 0, axis=1) for i, update in updates.items() if i != client], axis=0)
-
-
-def _ciphertext_rows(body: bytes, like: StateDict, names: Sequence[str]) -> np.ndarray:
-    """Client k's ciphertext laid over the parameters as if it were the update: parameter ``j`` of the flat
-    update (tensors in manifest order, as clients flatten them) gets the ``j``-th equal run of payload bytes,
-    the best alignment available without the key, read as unsigned numbers; the embedding's rows are then cut
-    out as for a plain update."""
-    n_params = sum(like[name].size for name in names)
-    width = max(len(body) // n_params, 1)
-    values = np.zeros(n_params * width)
-    chunk = np.frombuffer(body, dtype=np.uint8)[: values.size]
-    values[: chunk.size] = chunk
-    offset = 0
-    for name in names:
-        if name == EMBEDDING_KEY:
-            return values[offset * width:(offset + like[name].size) * width].reshape(like[name].shape[0], -1)
-        offset += like[name].size
-    raise KeyError(EMBEDDING_KEY)
 
 
 # ---- the attacks ---------------------------------------------------------------------------------------------------
@@ -415,19 +497,20 @@ def render_audit_report(audit_dir: Path) -> Path:
         "\n".join([
             f"# Leakage audit `{document['scenario']}`",
             "",
-            f"Created {document['created']} by `{' '.join(document['command'])}`; model `{document['model']}`, "
-            f"vocabulary of {document['vocab_size']} words, seed {document['seed']}.",
+            (f"Created {document['created']} by `{' '.join(document['command'])}`; model `{document['model']}`, "
+            f"vocabulary of {document['vocab_size']} words, seed {document['seed']}."),
             "",
-            f"The canary email *\"{canary['text']}\"* was planted {canary['copies']} times in client "
+            (f"The canary email *\"{canary['text']}\"* was planted {canary['copies']} times in client "
             f"{canary['client']}'s shard ({canary['shard_size']} emails with it), enough for its words to enter "
             f"the vocabulary. Clients {', '.join(map(str, document['cohort']))} trained round {ROUND} "
             f"({document['train']['epochs']} local epoch(s), {document['train']['optimizer']} lr "
             f"{document['train']['lr']}) from the initial global model. Only the {len(canary['words'])} "
             "pseudo-words are audited (the prefix words are common). **Rate** is the share of canary words an "
             "attack recovered; **chance** is the share that naming as many vocabulary words at random would "
-            "hit; **advantage** = rate − chance is what the observation gave the attacker.",
+            "hit; **advantage** = rate − chance is what the observation gave the attacker."),
         ]),
         _summary_table(document),
+        *_redteam_section(document),
         *(_mode_section(mode) for mode in document["modes"]),
     ]
     path = audit_dir / REPORT_FILE
@@ -445,12 +528,45 @@ def _summary_table(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _redteam_section(document: dict[str, Any]) -> list[str]:
+    """The active coordinator's attacks on the canary client's update, the modes side by side."""
+    modes = [mode for mode in document["modes"] if mode["facts"].get("redteam")]
+    if not modes:
+        return []
+    attacks = list(dict.fromkeys(outcome["name"] for mode in modes for outcome in mode["facts"]["redteam"]))
+    lines = ["## Active coordinator (red team)", "",
+             ("The coordinator plays every attack of `fedgrad.experiments.redteam` against the canary client's "
+             "update with what it holds in each mode (its aggregation and decrypt path, its files, the cohorts, "
+             "round numbers, weights and client ids it chooses, the uploads clients sent it). **recovered**: it "
+             "obtained the update within half a quantization step in every coordinate; **refused**: what turned "
+             "it down. `docs/threat-model.md` explains each attack and what remains."), "",
+             "| attack | " + " | ".join(f"`{mode['setting']}`" for mode in modes) + " |",
+             "|---|" + "---|" * len(modes)]
+    for attack_name in attacks:
+        cells = []
+        for mode in modes:
+            [outcome] = [o for o in mode["facts"]["redteam"] if o["name"] == attack_name] or [None]
+            if outcome is None:
+                cells.append("not run")
+                continue
+            reason = short_reason(AttackOutcome(**outcome), 200).replace("|", "\\|")
+            verdict = (f"**recovered** ({outcome['recovered_error']:.2g} steps): {reason}" if outcome["succeeded"]
+                       else f"refused: {reason}")
+            cells.append(verdict)
+        lines.append(f"| {attack_name} | " + " | ".join(cells) + " |")
+    return ["\n".join(lines)]
+
+
 def _mode_section(mode: dict[str, Any]) -> str:
     lines = [f"## `{mode['setting']}`", "", mode["description"], ""]
     refusal = mode["facts"].get("single_update_refused")
-    if refusal:
+    if refusal and mode["mode"] == "paillier":
+        lines += [f"Every attack on the canary client's update alone was refused: *{refusal}*.", ""]
+    elif refusal:
         lines += [f"Asked to decrypt the canary client's update on its own, the key holder refused: *{refusal}*.",
                   ""]
+    if mode["facts"].get("key_material"):
+        lines += [f"Key material in the coordinator's own objects: {mode['facts']['key_material']}.", ""]
     if mode["facts"].get("guarantee"):
         lines += [f"Guarantee: {mode['facts']['guarantee']}.", ""]
     lines += ["| observation | what the attacker holds | attack | guesses | recovered | rate | chance | advantage |",

@@ -1,4 +1,5 @@
-"""`fedgrad audit`: the plain coordinator reads the canary, the Paillier coordinator sees only ciphertext."""
+"""`fedgrad audit`: the plain and the paillier-trusted coordinators read the canary (the latter with the key it
+finds in its own process); the paillier coordinator gets no individual view and every red-team attack is refused."""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def audited(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> dict:
     directory = tmp_path_factory.mktemp("audit")
     scenario = make_scenario(directory)
     with pytest.warns(InsecureKeyWarning):  # the tiny scenario's 512-bit test key is announced loudly
-        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,dp:1,dp:1e6",
+        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,paillier,dp:1,dp:1e6,dp:1:distributed",
                      "--canary-words", "6"]) == 0
     [audit_dir] = (directory / "runs").iterdir()
     return {"dir": audit_dir, "document": read_audit(audit_dir),
@@ -54,19 +55,35 @@ def test_plain_coordinator_recovers_the_canary(audited):
     assert best(client_update) == exclusive
 
 
-def test_paillier_coordinator_sees_no_per_client_plaintext(audited):
+def test_trusted_coordinator_decrypts_the_canary_with_the_key_in_its_own_process(audited):
     mode = audited["modes"]["paillier-trusted"]
+    # the key holder's door refuses an aggregate of one ...
     assert "1 distinct contributor(s)" in mode["facts"]["single_update_refused"]
-    ciphertext = _view(mode, "client ciphertext")
-    assert ciphertext["scope"] == "individual"
-    assert {result["attack"] for result in ciphertext["attacks"]} == {"changed rows", "top 6"}
-    every_row = _result(ciphertext, "changed rows")
-    assert every_row["chance_rate"] == 1.0 and every_row["advantage"] == 0.0  # it flags every word: no information
-    # Six random guesses among more than 500 words hit two canary words with probability below 0.2%.
-    assert _result(ciphertext, "top 6")["recovered"] <= 1
+    # ... but the private key sits in the coordinator's objects, and decrypts every upload
+    assert "1 Paillier private key(s)" in mode["facts"]["key_material"]
+    decrypted = _view(mode, "client update, decrypted by the coordinator")
+    assert decrypted["scope"] == "individual"
+    exclusive = _result(decrypted, "rows only this client changed")
+    assert exclusive["recovered"] == exclusive["total"] == 6 and exclusive["chance_rate"] < 0.2
+    # and so does the red team, through the key holder's own door
+    outcomes = {outcome["name"]: outcome for outcome in mode["facts"]["redteam"]}
+    assert len(outcomes) == 9
+    assert {name for name, outcome in outcomes.items() if not outcome["succeeded"]} == {"ask twice for one round"}
+    assert all(outcome["recovered_error"] < 0.5 for outcome in outcomes.values() if outcome["succeeded"])
+
+
+def test_paillier_coordinator_gets_no_individual_view_and_every_attack_is_refused(audited):
+    mode = audited["modes"]["paillier"]
+    assert [view["scope"] for view in mode["views"]] == ["aggregate"]
+    assert "0 Paillier private key(s), 0 key share(s), 0 factor(s) of n" in mode["facts"]["key_material"]
+    outcomes = mode["facts"]["redteam"]
+    assert len(outcomes) == 9
+    for outcome in outcomes:
+        assert not outcome["succeeded"] and outcome["refusal"], outcome["name"]
+        assert outcome["recovered_error"] is None or outcome["recovered_error"] > 50, outcome["name"]
+    assert "signature does not verify" in mode["facts"]["single_update_refused"]
     # The aggregate is a different target: which words anyone used. It singles out nobody's words.
-    aggregate = best(_view(mode, "aggregate"))
-    assert aggregate["chance_rate"] > 0.9
+    assert best(_view(mode, "aggregate"))["chance_rate"] > 0.9
 
 
 def test_dp_noise_defeats_the_attack_that_reads_a_plain_update(audited):
@@ -85,12 +102,25 @@ def test_dp_noise_defeats_the_attack_that_reads_a_plain_update(audited):
     assert "not from the coordinator" in strong["description"]
 
 
+def test_distributed_dp_coordinator_decrypts_each_noisy_update_with_its_own_key(audited):
+    """Distributed DP encrypts under a key holder in the coordinator's process: the coordinator decrypts every
+    upload, and only each client's noise share stands between it and the update."""
+    mode = audited["modes"]["dp-eps1-distributed"]
+    assert "1 Paillier private key(s)" in mode["facts"]["key_material"]
+    decrypted = _view(mode, "client update, decrypted by the coordinator")
+    assert decrypted["scope"] == "individual"
+    assert {result["attack"] for result in decrypted["attacks"]} == {"changed rows", "top 6"}  # noisy: no "only"
+    assert "redteam" not in mode["facts"]
+
+
 def test_report_rerenders_from_audit_json(audited, capsys):
     audit_dir = audited["dir"]
     (audit_dir / "report.md").unlink()
     assert main(["report", str(audit_dir)]) == 0
     report = (audit_dir / "report.md").read_text()
     assert "rows only this client changed" in report and "key holder refused" in report
+    assert "## Active coordinator (red team)" in report and "| `paillier-trusted` | `paillier` |" in report
+    assert "**recovered**" in report and "refused: " in report
     assert json.loads((audit_dir / AUDIT_JSON).read_text())["kind"] == "fedgrad-audit"
 
 
