@@ -325,9 +325,10 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
-    if privacy.threshold > privacy.decryptors:
-        raise ConfigError(f"privacy.threshold: at most privacy.decryptors={privacy.decryptors} "
-                          f"(got {privacy.threshold})")
+    if not privacy.decryptors < 2 * privacy.threshold <= 2 * privacy.decryptors:
+        raise ConfigError(f"privacy.threshold: more than half of privacy.decryptors={privacy.decryptors} and at most "
+                          f"all of them (got {privacy.threshold}); with fewer, two disjoint sets of decryptors could "
+                          "each release a different sum of one round")
     if privacy.secure_aggregation and fed.min_clients < 2:
         raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {privacy.mode!r}) needs >= 2, "
                           f"so that no single client's update is ever decrypted (got {fed.min_clients})")

@@ -43,11 +43,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     from fedgrad.crypto.threshold import deal, key_set, write_share
+    from fedgrad.decryptor.core import require_majority
 
     out: Path = args.out
     keyset_path = out / "keyset.json"
     if keyset_path.exists() or any(out.glob("decryptor-*/share.json")):
         raise ConfigError(f"{out} already holds a threshold key; choose another --out (shares are never overwritten)")
+    require_majority(args.parties, args.threshold)
     _, shares = deal(args.key_bits, args.parties, args.threshold, insecure_key_bits=args.insecure_key_bits)
     keys = key_set(shares)
     out.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,7 @@ from fedgrad.crypto.errors import CryptoError
 from fedgrad.crypto.identity import Enrollment, SignatureError, cohort_digest, verify_contribution
 from fedgrad.crypto.threshold import KeySet, KeyShare, PartialProof, prove_partials
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width, load_payload, read_header
-from fedgrad.errors import FedgradError
+from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.protocol.refusal import Refusal
 
 log = logging.getLogger("fedgrad.decryptor")
@@ -110,6 +110,17 @@ class _Session:
         return f"run {self.run_id!r} round {self.round} attempt {self.attempt}"
 
 
+def require_majority(parties: int, threshold: int) -> None:
+    """Refuse a t-of-k key with 2t <= k. Each decryptor releases once per (run, round) on its own, so with
+    k >= 2t the coordinator could ask t decryptors for {A, B, C} and t others for {B, C} in the same round and
+    subtract (``tests/redteam``: split attempts). With t > k/2 any two sets of t decryptors share one, who
+    answers only once."""
+    if 2 * threshold <= parties:
+        raise ConfigError(f"a {threshold}-of-{parties} key lets two disjoint sets of {threshold} decryptors each "
+                          f"release a different sum of one round; the threshold must exceed half the decryptors "
+                          f"(at least {parties // 2 + 1} of {parties})")
+
+
 class Decryptor:
     """One decryptor: its key share, the operator's enrollment and `min_clients`, and its durable release log.
 
@@ -120,6 +131,7 @@ class Decryptor:
                  state_dir: Path, cores: int | None = None, run_id: str | None = None,
                  max_sessions: int = MAX_OPEN_SESSIONS) -> None:
         key_set.check(share)
+        require_majority(key_set.parties, key_set.threshold)
         if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
             raise FedgradError(f"min_clients must be a positive integer, got {min_clients!r}")
         if min_clients > len(enrollment.clients):

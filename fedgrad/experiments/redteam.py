@@ -168,6 +168,7 @@ class LocalDecryptors:
 
     def __init__(self, parties: Sequence[Decryptor], key_set: KeySet) -> None:
         self.key_set = key_set
+        self.enrollment = None  # an attacking coordinator skips its own signature checks: the decryptors' count
         self.parties = list(parties)
         self.obtained: list[Obtained] = []
         self._refusals: dict[tuple[str, int, int], list[tuple[int, str, DecryptorRefusal]]] = {}
