@@ -168,9 +168,16 @@ def test_unusable_checkpoints_and_finished_runs_are_clear_errors(lab, tally, ref
 @pytest.mark.parametrize("seed", [7, 11, 2024])
 def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally, seed):
     """Chaos, seeded: clients and the coordinator die at random points and come back; the run completes,
-    every round is recorded once, and the recorded metrics are those of the final model."""
-    rounds, timeout_s = 8, 3.0  # the join grace (= timeout) outlasts the clients' reconnection backoff (2 s)
-    scenario = lab.scenario(rounds=rounds, min_clients=2, timeout_s=timeout_s, epochs=20)
+    every round is recorded once, and the recorded metrics are those of the final model.
+
+    Every round needs all three clients (min_clients = 3), so the run cannot end while a restarted client is
+    still starting: each client process ends the run with exit 0, told SHUTDOWN by the coordinator, whatever
+    the timing. (With min_clients = 2 a client restarted near the end could find the run over, or join as the
+    coordinator exits, and which of those happened was up to the scheduler.) A round whose client died waits
+    for it: the restarted process takes the task from its mailbox, or the attempt is retried; the round
+    timeout gives a restart on a loaded machine up to three times 10 s."""
+    rounds, timeout_s = 8, 10.0
+    scenario = lab.scenario(rounds=rounds, min_clients=3, timeout_s=timeout_s, epochs=20)
     rng = np.random.default_rng(seed)
     port = lab.free_port()
     server = start_server(lab, "server-0", port, str(scenario))
@@ -203,18 +210,11 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
         for cid, process in clients.items():
             code = process.wait(timeout=CLIENT_PATIENCE_S + 30)
             log = lab.processes.log(log_names[cid])
-            # One right outcome, decided by what the client's log shows it saw: a client that joined the run is
-            # told to exit by the coordinator (0); only one restarted after the run had ended never joins, and it
-            # must give up after its patience with the one clear error (2).
-            if "joined run" in log:
-                assert code == 0, (cid, code, log[-500:])
-            else:
-                assert code == 2 and "coordinator unreachable" in log, (cid, code, log[-500:])
+            assert code == 0 and "the run is over" in log, (cid, code, log[-500:])
         assert outcome.survived, outcome.detail
         records = lab.traces.metrics(run_dir)
         assert [r["round"] for r in records] == list(range(1, rounds + 1))
-        assert all(r["clients_used"] >= 2 and r["clients_used"] + r["clients_dropped"] == r["clients_selected"]
-                   for r in records)
+        assert all(r["clients_used"] == 3 for r in records)
         # The recorded metrics are those of the model the run ended with.
         scenario_ = load_scenario(run_dir / "config.toml")
         model = model_from_config(scenario_.model, len(load_vocab(run_dir / "data")), seed=0)
