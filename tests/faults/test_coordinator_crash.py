@@ -32,8 +32,9 @@ from server.rounds import TrainingRound
 pytestmark = pytest.mark.faults
 
 ROUNDS = 6
-#: How long a client process of the chaos test keeps trying to reach a coordinator that is gone.
-CLIENT_PATIENCE_S = 8.0
+#: How long a client process of the chaos test keeps trying to reach a coordinator that is gone: a safety net
+#: only (every client is told SHUTDOWN), generous enough for a coordinator restart on a loaded machine.
+CLIENT_PATIENCE_S = 30.0
 # The join grace (= round timeout) must outlast the clients' reconnection backoff (at most 2 s), so that a
 # resumed round samples from every client, as the uninterrupted run did.
 TIMEOUT_S = 4.0
@@ -208,7 +209,7 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
         for fault in faults:
             fault.measured(outcome)
         for cid, process in clients.items():
-            code = process.wait(timeout=CLIENT_PATIENCE_S + 30)
+            code = process.wait(timeout=60)
             log = lab.processes.log(log_names[cid])
             assert code == 0 and "the run is over" in log, (cid, code, log[-500:])
         assert outcome.survived, outcome.detail
