@@ -77,9 +77,10 @@ def compare_all(steps: list[Callable[[], object]], numbers: list[int], repeats: 
         for step in steps:
             step()
     best = [float("inf")] * len(steps)
-    for _ in range(repeats):
-        for i, (step, number) in enumerate(zip(steps, numbers)):
-            best[i] = min(best[i], best_time(step, number, 1))
+    for r in range(repeats):
+        for k in range(len(steps)):  # the order rotates each round: no side always runs after the same one
+            i = (r + k) % len(steps)
+            best[i] = min(best[i], best_time(steps[i], numbers[i], 1))
     return best
 
 
