@@ -1,7 +1,7 @@
 """Coordinator memory per client and per update, for plain and Paillier aggregation.
 
     python benchmarks/scale.py [--scenario scenarios/spam_many.toml] [--clients 250,500,1000] [--per-round 50]
-                               [--rounds 10] [--modes none,paillier] [--processes 4] [--json FILE]
+                               [--rounds 20] [--modes none,paillier] [--processes 4] [--json FILE]
 
 For each privacy mode (``--modes``, by the name ``privacy.mode`` takes) and each federation size
 (``--clients``, all with ``--per-round`` clients sampled per round), the scenario runs as a real federation on
@@ -17,9 +17,10 @@ ratio that the interpreter's fixed footprint pushes toward 1:
 
 * per client: the slope, over the sizes, of the RSS after round 1 above idle against the number of clients
   (least squares; what each joined client costs the coordinator: registry record, token, open streams);
-* per update: the slope, within each run, of the RSS after rounds 2..R against the number of updates
-  folded in so far, per 100 updates (an unbounded coordinator, one that kept updates, grows here; a bounded
-  one shows ~0), and the peak above the RSS after round 1;
+* per update: the slope, within each run, of the RSS after each round against the number of updates folded
+  in so far, per 100 updates: over rounds 2..R (warm-up included: the allocator's pools filling, clients
+  sampled for the first time) and over the second half of the rounds (steady state: a coordinator that kept
+  updates, or leaked per update, grows here; a bounded one shows ~0); and the peak above the RSS after round 1;
 * for scale, what one round's updates would take if held side by side.
 """
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Measurement:
     mean_round_s: float
     wall_s: float
     growth_per_100_updates_kib: float = field(default=0.0)  # slope of RSS over rounds 2..R
+    steady_growth_per_100_updates_kib: float = field(default=0.0)  # ... over the second half of the rounds
 
     @property
     def above_idle_after_round_1_mib(self) -> float:
@@ -76,7 +78,7 @@ def main() -> int:
     parser.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "spam_many.toml")
     parser.add_argument("--clients", default="250,500,1000", help="federation sizes (default: 250,500,1000)")
     parser.add_argument("--per-round", type=int, default=50, help="clients sampled per round (default: 50)")
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per federation (default: 10)")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per federation (default: 20)")
     parser.add_argument("--modes", default="none,paillier", help="privacy modes by name (default: none,paillier)")
     parser.add_argument("--paillier-clients", default=None,
                         help="sizes for modes other than none (default: the largest of --clients only)")
@@ -157,6 +159,9 @@ def measure(scenario_path: Path, mode: str, clients: int, per_round: int, rounds
     cumulative = [sum(used[:k + 1]) for k in range(len(used))]
     if len(after_round) >= 3:
         measurement.growth_per_100_updates_kib = 100 * 1024 * _slope(cumulative[1:len(after_round)], after_round[1:])
+        half = len(after_round) // 2
+        measurement.steady_growth_per_100_updates_kib = 100 * 1024 * _slope(cumulative[half:len(after_round)],
+                                                                             after_round[half:])
     return measurement
 
 
@@ -166,6 +171,7 @@ def summarize(results: list[Measurement]) -> dict[str, object]:
         runs = [r for r in results if r.mode == mode]
         entry: dict[str, object] = {
             "growth_per_100_updates_kib": [round(r.growth_per_100_updates_kib, 1) for r in runs],
+            "steady_growth_per_100_updates_kib": [round(r.steady_growth_per_100_updates_kib, 1) for r in runs],
             "peak_above_round_1_mib": [round(r.peak_rss_mib - r.rss_after_each_round_mib[0], 2) for r in runs],
         }
         if len({r.clients for r in runs}) >= 2:
@@ -224,10 +230,11 @@ class RssSampler(threading.Thread):
 
 def report(results: list[Measurement], summary: dict[str, object]) -> None:
     header = ("mode", "clients", "per round", "idle RSS", "RSS after round 1", "above idle", "per 100 updates",
-              "peak above round 1", "if updates held", "round time")
+              "same, 2nd half", "peak above round 1", "if updates held", "round time")
     rows = [(r.mode, f"{r.clients:,}", str(r.clients_per_round), f"{r.idle_rss_mib:.1f} MiB",
              f"{r.rss_after_each_round_mib[0]:.1f} MiB", f"{r.above_idle_after_round_1_mib:+.1f} MiB",
-             f"{r.growth_per_100_updates_kib:+.0f} KiB", f"{r.peak_rss_mib - r.rss_after_each_round_mib[0]:+.1f} MiB",
+             f"{r.growth_per_100_updates_kib:+.0f} KiB", f"{r.steady_growth_per_100_updates_kib:+.0f} KiB",
+             f"{r.peak_rss_mib - r.rss_after_each_round_mib[0]:+.1f} MiB",
              f"{r.held_updates_mib:.1f} MiB", f"{r.mean_round_s:.2f} s") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
@@ -237,7 +244,8 @@ def report(results: list[Measurement], summary: dict[str, object]) -> None:
         per_client = entry.get("per_client_kib")
         print(f"\n{mode}: " + (f"{per_client:.1f} KiB per joined client (slope over sizes); " if per_client is not None
                                  else "") +
-              f"growth per 100 updates after round 1: {entry['growth_per_100_updates_kib']} KiB")
+              f"growth per 100 updates after round 1: {entry['growth_per_100_updates_kib']} KiB, "
+              f"over the second half: {entry['steady_growth_per_100_updates_kib']} KiB")
 
 
 def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
