@@ -252,7 +252,7 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
             clients = asyncio.create_task(run_clients(fed.address, shards, options=options, privacy=privacy,
                                                       tokens=read_token_file(fed.token_file, ids),
                                                       security=lab.client_security()))
-            keys.append(await public_key_of(lab, fed))
+            keys.append(await public_key_of(lab, fed, clients))
             if kill_after is None:
                 await asyncio.wait_for(fed.run, 60)
                 await asyncio.wait_for(clients, 20)
@@ -261,9 +261,9 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
         # Leaving the block stops the coordinator mid-run; a new one resumes from the checkpoint.
         with tally.fault("coordinator stopped mid-run under secure aggregation") as fault:
             async with lab.federation(scenario, resume=fed.run_dir, port=port) as resumed:
-                keys.append(await public_key_of(lab, resumed))
-                await asyncio.wait_for(resumed.run, 60)
-                await asyncio.wait_for(clients, 20)
+                keys.append(await public_key_of(lab, resumed, clients))
+                await asyncio.wait_for(resumed.run, 120)
+                await asyncio.wait_for(clients, 30)
             fault.measured(lab.measure_run(fed.run_dir, rounds, lab.traces.final_model(clean_dir, rounds),
                                                summary=False))
         return fed.run_dir, keys
@@ -278,7 +278,18 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
         np.testing.assert_array_equal(resumed[name], clean[name])
 
 
-async def public_key_of(lab, federation) -> bytes:
-    """The Paillier public key the coordinator announces, as a TRAIN task carries it."""
-    await lab.wait_for(lambda: isinstance(federation.coordinator._dispatch, TrainingRound), 30, "a training round")
+async def public_key_of(lab, federation, clients: asyncio.Task) -> bytes:
+    """The Paillier public key the coordinator announces, as a TRAIN task carries it.
+
+    The event is the first training round opening, which needs all three clients back. The safety net is
+    generous: a client whose call was cut when the old coordinator stopped may only notice at that call's
+    deadline (the clients' rpc_timeout_s, 20 s) on a loaded machine. A client that gave up fails at once.
+    """
+    def opened() -> bool:
+        if clients.done():
+            clients.result()  # raises the client's error, if it ended with one
+            raise AssertionError("the clients ended before a training round opened")
+        return isinstance(federation.coordinator._dispatch, TrainingRound)
+
+    await lab.wait_for(opened, 90, "a training round")
     return bytes(federation.coordinator._dispatch.accumulator.secure_aggregation.public_key)
