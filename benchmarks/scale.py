@@ -1,18 +1,27 @@
-"""Coordinator memory and round time at cross-device scale, side by side with a federation ten times smaller.
+"""Coordinator memory per client and per update, for plain and Paillier aggregation.
 
-    python benchmarks/scale.py [--scenario scenarios/spam_many.toml] [--rounds 10] [--processes 4] [--json FILE]
+    python benchmarks/scale.py [--scenario scenarios/spam_many.toml] [--clients 250,500,1000] [--per-round 50]
+                               [--rounds 20] [--modes none,paillier] [--processes 4] [--json FILE]
 
-Runs the scenario (1,000 virtual clients, 100 sampled per round) and the same scenario with a tenth of the
-clients and a tenth per round, each as a real federation on this machine: the coordinator is its own
-process (``fedgrad server --resume`` on a run directory prepared here, so that the memory measured is the
-coordinator's and not the corpus parser's), the clients are ``--processes`` ``fedgrad client`` processes
-hosting the virtual clients, with TLS and run tokens as ``simulate`` uses them.
+For each privacy mode (``--modes``, by the name ``privacy.mode`` takes) and each federation size
+(``--clients``, all with ``--per-round`` clients sampled per round), the scenario runs as a real federation on
+this machine: the coordinator is its own process (``fedgrad server --resume`` on a run directory prepared
+here, so that the memory measured is the coordinator's and not the corpus parser's), the clients are
+``--processes`` ``fedgrad client`` processes hosting the virtual clients, with TLS and run tokens as
+``simulate`` uses them.
 
-The coordinator's resident memory is sampled every 20 ms from /proc (VmRSS, and VmHWM, the kernel's
-high-water mark). Printed per size: peak RSS, RSS when the first round ended, growth after that, the
-memory the round's updates would take if the coordinator held them side by side (which it does not:
-each is folded into the running sum as it arrives), and the mean round time with its busiest phase; then
-the 1,000 / 100 ratios. Bounded memory shows as a ratio near 1 and no growth after the first round.
+The coordinator's resident memory (VmRSS, from /proc every 20 ms) is read at three kinds of moments: when it
+is up and waiting for its first client (``idle``: the interpreter, the model, the test set, the key pair),
+as each round's record appears, and at its peak (VmHWM). What is reported is growth, never a whole-process
+ratio that the interpreter's fixed footprint pushes toward 1:
+
+* per client: the slope, over the sizes, of the RSS after round 1 above idle against the number of clients
+  (least squares; what each joined client costs the coordinator: registry record, token, open streams);
+* per update: the slope, within each run, of the RSS after each round against the number of updates folded
+  in so far, per 100 updates: over rounds 2..R (warm-up included: the allocator's pools filling, clients
+  sampled for the first time) and over the second half of the rounds (steady state: a coordinator that kept
+  updates, or leaked per update, grows here; a bounded one shows ~0); and the peak above the RSS after round 1;
+* for scale, what one round's updates would take if held side by side.
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
@@ -36,54 +45,72 @@ from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, issue_run_tokens  # no
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.02
+#: Scenario overrides that turn each privacy mode on, by the name ``privacy.mode`` takes. A mode not listed
+#: here runs with ``privacy.mode`` set and the scenario's other privacy settings.
+MODES: dict[str, list[str]] = {
+    "none": ['privacy.mode="none"'],
+    "paillier": ['privacy.mode="paillier"', "privacy.key_bits=2048", "privacy.clip=1.0", "privacy.value_bits=16"],
+}
 
 
 @dataclass
 class Measurement:
+    mode: str
     clients: int
     clients_per_round: int
     rounds: int
-    peak_rss_mib: float
-    rss_after_first_round_mib: float
-    growth_after_first_round_mib: float
-    held_updates_mib: float          # what one round's updates would take if held side by side
-    mean_round_s: float
-    slowest_phase: str
-    wall_s: float
+    idle_rss_mib: float               # up, waiting for the first client
     rss_after_each_round_mib: list[float]
+    peak_rss_mib: float
+    held_updates_mib: float           # one round's updates, if held side by side (the coordinator does not)
+    mean_round_s: float
+    wall_s: float
+    growth_per_100_updates_kib: float = field(default=0.0)  # slope of RSS over rounds 2..R
+    steady_growth_per_100_updates_kib: float = field(default=0.0)  # ... over the second half of the rounds
+
+    @property
+    def above_idle_after_round_1_mib(self) -> float:
+        return self.rss_after_each_round_mib[0] - self.idle_rss_mib
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "spam_many.toml")
-    parser.add_argument("--rounds", type=int, default=10, help="rounds per federation (default: 10)")
+    parser.add_argument("--clients", default="250,500,1000", help="federation sizes (default: 250,500,1000)")
+    parser.add_argument("--per-round", type=int, default=50, help="clients sampled per round (default: 50)")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds per federation (default: 20)")
+    parser.add_argument("--modes", default="none,paillier", help="privacy modes by name (default: none,paillier)")
+    parser.add_argument("--paillier-clients", default=None,
+                        help="sizes for modes other than none (default: the largest of --clients only)")
     parser.add_argument("--processes", type=int, default=4, help="client processes (default: 4)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "scale-benchmark.json",
                         help="where to write the measurements (default: runs/scale-benchmark.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "scale-benchmark",
                         help="run directories go here (default: runs/scale-benchmark)")
     args = parser.parse_args()
-    base = load_scenario(args.scenario)
-    fed = base.federation
-    sizes = [(fed.clients, fed.clients_per_round, fed.min_clients),
-             (max(fed.clients // 10, 2), max(fed.clients_per_round // 10, 2), max(fed.min_clients // 10, 2))]
-    results = [measure(args.scenario, clients, per_round, min_clients, args.rounds, args.processes, args.work_dir)
-               for clients, per_round, min_clients in sizes]
-    report(results)
+    sizes = [int(c) for c in args.clients.split(",")]
+    other_sizes = [int(c) for c in args.paillier_clients.split(",")] if args.paillier_clients else [max(sizes)]
+    results: list[Measurement] = []
+    for mode in args.modes.split(","):
+        for clients in (sizes if mode == "none" else other_sizes):
+            results.append(measure(args.scenario, mode, clients, min(args.per_round, clients), args.rounds,
+                                   args.processes, args.work_dir))
+    summary = summarize(results)
+    report(results, summary)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    big, small = results
-    args.json.write_text(json.dumps({"measurements": [asdict(r) for r in results],
-                                     "ratios": _ratios(big, small)}, indent=2) + "\n", encoding="utf-8")
+    args.json.write_text(json.dumps({"measurements": [asdict(r) for r in results], "summary": summary},
+                                    indent=2) + "\n", encoding="utf-8")
     print(f"\nwritten to {args.json}")
     return 0
 
 
-def measure(scenario_path: Path, clients: int, per_round: int, min_clients: int, rounds: int, processes: int,
+def measure(scenario_path: Path, mode: str, clients: int, per_round: int, rounds: int, processes: int,
             work_dir: Path) -> Measurement:
-    overrides = [f"federation.clients={clients}", f"federation.clients_per_round={per_round}",
-                 f"federation.min_clients={min_clients}", f"federation.rounds={rounds}",
-                 f"federation.processes={min(processes, clients)}", f"output.dir={work_dir}"]
-    print(f"preparing {clients} clients ({per_round} per round) ...", file=sys.stderr)
+    overrides = [*MODES.get(mode, [f'privacy.mode="{mode}"']), f"federation.clients={clients}",
+                 f"federation.clients_per_round={per_round}", f"federation.min_clients={max(per_round // 2, 1)}",
+                 f"federation.rounds={rounds}", f"federation.processes={min(processes, clients)}",
+                 f"output.dir={work_dir}"]
+    print(f"preparing {mode}: {clients} clients ({per_round} per round) ...", file=sys.stderr)
     prepared = prepare_run(load_scenario(scenario_path, overrides))
     run_dir = prepared.writer.run_dir
     ids = client_ids(prepared.scenario)
@@ -93,19 +120,26 @@ def measure(scenario_path: Path, clients: int, per_round: int, min_clients: int,
     logs = run_dir / "logs"
     logs.mkdir(exist_ok=True)
     started = time.perf_counter()
-    coordinator = _start(logs / "coordinator.log", "server", "--resume", str(run_dir), "--port", str(port),
+    coordinator_log = logs / "coordinator.log"
+    coordinator = _start(coordinator_log, "server", "--resume", str(run_dir), "--port", str(port),
                          "--tls-dir", str(run_dir / "tls"))
     sampler = RssSampler(coordinator.pid, run_dir)
     sampler.start()
-    workers = [_start(logs / f"clients-{i}.log", "client", "--server", f"127.0.0.1:{port}",
-                      "--shard-dir", str(run_dir / "data"), "--client-id", *ids[i::processes],
-                      "--token-file", str(run_dir / AUTH_DIR / CLIENT_TOKENS_FILE), "--tls-dir", str(run_dir / "tls"))
-               for i in range(min(processes, clients))]
+    workers = []
     try:
-        if coordinator.wait(timeout=1800) != 0:
-            raise SystemExit(f"the coordinator failed; see {logs / 'coordinator.log'}")
+        # The event "up and waiting for its first client", from the coordinator's own log.
+        _wait_for_line(coordinator_log, "waiting for clients", coordinator, timeout_s=600)
+        time.sleep(3 * SAMPLE_S)
+        idle_kib = sampler.current_kib
+        workers = [_start(logs / f"clients-{i}.log", "client", "--server", f"127.0.0.1:{port}",
+                          "--shard-dir", str(run_dir / "data"), "--client-id", *ids[i::processes],
+                          "--token-file", str(run_dir / AUTH_DIR / CLIENT_TOKENS_FILE),
+                          "--tls-dir", str(run_dir / "tls"))
+                   for i in range(min(processes, clients))]
+        if coordinator.wait(timeout=3600) != 0:
+            raise SystemExit(f"the coordinator failed; see {coordinator_log}")
         for worker in workers:
-            worker.wait(timeout=60)
+            worker.wait(timeout=120)
     finally:
         for process in (coordinator, *workers):
             if process.poll() is None:
@@ -114,19 +148,49 @@ def measure(scenario_path: Path, clients: int, per_round: int, min_clients: int,
     wall_s = time.perf_counter() - started
     records = read_metrics(run_dir)
     update_bytes = records[0]["bytes"]["up"] / max(records[0]["clients_used"], 1)
-    phases = {phase: sum(r["time_s"][phase] for r in records) for phase in records[0]["time_s"] if phase != "total"}
-    return Measurement(
-        clients=clients, clients_per_round=per_round, rounds=len(records),
-        peak_rss_mib=sampler.peak_kib / 1024, rss_after_first_round_mib=sampler.at_first_round_kib / 1024,
-        growth_after_first_round_mib=(sampler.peak_kib - sampler.at_first_round_kib) / 1024,
-        held_updates_mib=per_round * update_bytes / 2**20,
-        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records),
-        slowest_phase=max(phases, key=phases.get), wall_s=wall_s,
-        rss_after_each_round_mib=[round(kib / 1024, 1) for kib in sampler.after_round_kib])
+    after_round = [kib / 1024 for kib in sampler.after_round_kib]
+    used = [r["clients_used"] for r in records]
+    measurement = Measurement(
+        mode=mode, clients=clients, clients_per_round=per_round, rounds=len(records),
+        idle_rss_mib=idle_kib / 1024, rss_after_each_round_mib=[round(v, 2) for v in after_round],
+        peak_rss_mib=sampler.peak_kib / 1024, held_updates_mib=per_round * update_bytes / 2**20,
+        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records), wall_s=wall_s)
+    # RSS after rounds 2..R against the updates folded in by then: KiB per 100 updates.
+    cumulative = [sum(used[:k + 1]) for k in range(len(used))]
+    if len(after_round) >= 3:
+        measurement.growth_per_100_updates_kib = 100 * 1024 * _slope(cumulative[1:len(after_round)], after_round[1:])
+        half = len(after_round) // 2
+        measurement.steady_growth_per_100_updates_kib = 100 * 1024 * _slope(cumulative[half:len(after_round)],
+                                                                             after_round[half:])
+    return measurement
+
+
+def summarize(results: list[Measurement]) -> dict[str, object]:
+    summary: dict[str, object] = {}
+    for mode in dict.fromkeys(r.mode for r in results):
+        runs = [r for r in results if r.mode == mode]
+        entry: dict[str, object] = {
+            "growth_per_100_updates_kib": [round(r.growth_per_100_updates_kib, 1) for r in runs],
+            "steady_growth_per_100_updates_kib": [round(r.steady_growth_per_100_updates_kib, 1) for r in runs],
+            "peak_above_round_1_mib": [round(r.peak_rss_mib - r.rss_after_each_round_mib[0], 2) for r in runs],
+        }
+        if len({r.clients for r in runs}) >= 2:
+            entry["per_client_kib"] = round(1024 * _slope([r.clients for r in runs],
+                                                          [r.above_idle_after_round_1_mib for r in runs]), 2)
+        summary[mode] = entry
+    return summary
+
+
+def _slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys against xs."""
+    n = len(xs)
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    var = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 0.0
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's VmRSS/VmHWM until stopped; notes the RSS when the run's first round is recorded."""
+    """Samples a process's VmRSS/VmHWM until stopped; notes the RSS as each round's record appears."""
 
     def __init__(self, pid: int, run_dir: Path) -> None:
         super().__init__(daemon=True)
@@ -134,7 +198,8 @@ class RssSampler(threading.Thread):
         self._metrics = run_dir / "metrics.jsonl"
         self._stopped = threading.Event()
         self.peak_kib = 0
-        self.after_round_kib: list[int] = []  # RSS sampled as each round's record appeared
+        self.current_kib = 0
+        self.after_round_kib: list[int] = []
 
     def run(self) -> None:
         while not self._stopped.is_set():
@@ -145,9 +210,10 @@ class RssSampler(threading.Thread):
             if "VmRSS" not in fields:  # exited, not yet reaped
                 return
             rss, hwm = (int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM"))
+            self.current_kib = rss
             self.peak_kib = max(self.peak_kib, hwm)
             rounds = self._rounds_recorded()
-            if rounds > len(self.after_round_kib):
+            while rounds > len(self.after_round_kib):
                 self.after_round_kib.append(rss)
             time.sleep(SAMPLE_S)
 
@@ -157,34 +223,40 @@ class RssSampler(threading.Thread):
         except OSError:
             return 0
 
-    @property
-    def at_first_round_kib(self) -> int:
-        return self.after_round_kib[0] if self.after_round_kib else 0
-
     def stop(self) -> None:
         self._stopped.set()
         self.join()
 
 
-def report(results: list[Measurement]) -> None:
-    header = ("clients", "per round", "peak RSS", "RSS after round 1", "growth since", "if updates held",
-              "round time", "busiest phase")
-    rows = [(f"{r.clients:,}", str(r.clients_per_round), f"{r.peak_rss_mib:.0f} MiB",
-             f"{r.rss_after_first_round_mib:.0f} MiB", f"{r.growth_after_first_round_mib:+.1f} MiB",
-             f"{r.held_updates_mib:.1f} MiB", f"{r.mean_round_s:.3f} s", r.slowest_phase) for r in results]
+def report(results: list[Measurement], summary: dict[str, object]) -> None:
+    header = ("mode", "clients", "per round", "idle RSS", "RSS after round 1", "above idle", "per 100 updates",
+              "same, 2nd half", "peak above round 1", "if updates held", "round time")
+    rows = [(r.mode, f"{r.clients:,}", str(r.clients_per_round), f"{r.idle_rss_mib:.1f} MiB",
+             f"{r.rss_after_each_round_mib[0]:.1f} MiB", f"{r.above_idle_after_round_1_mib:+.1f} MiB",
+             f"{r.growth_per_100_updates_kib:+.0f} KiB", f"{r.steady_growth_per_100_updates_kib:+.0f} KiB",
+             f"{r.peak_rss_mib - r.rss_after_each_round_mib[0]:+.1f} MiB",
+             f"{r.held_updates_mib:.1f} MiB", f"{r.mean_round_s:.2f} s") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
-    big, small = results
-    ratios = _ratios(big, small)
-    print(f"\n{big.clients:,} vs {small.clients:,} clients: peak coordinator RSS x{ratios['peak_rss']:.2f}, "
-          f"round time x{ratios['round_time']:.2f} (for x{big.clients_per_round / small.clients_per_round:.0f} "
-          "updates per round)")
+    for mode, entry in summary.items():
+        per_client = entry.get("per_client_kib")
+        print(f"\n{mode}: " + (f"{per_client:.1f} KiB per joined client (slope over sizes); " if per_client is not None
+                                 else "") +
+              f"growth per 100 updates after round 1: {entry['growth_per_100_updates_kib']} KiB, "
+              f"over the second half: {entry['steady_growth_per_100_updates_kib']} KiB")
 
 
-def _ratios(big: Measurement, small: Measurement) -> dict[str, float]:
-    return {"peak_rss": big.peak_rss_mib / small.peak_rss_mib, "round_time": big.mean_round_s / small.mean_round_s}
+def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"the coordinator exited early; see {log}")
+        if log.exists() and text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"the coordinator did not log {text!r} within {timeout_s:g} s; see {log}")
 
 
 def _start(log: Path, *args: str) -> subprocess.Popen:

@@ -41,6 +41,12 @@ _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, 
 _REFUSED = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
 
 
+def _connection_broke(error: grpc.aio.AioRpcError) -> bool:
+    """INTERNAL raised by gRPC's own core, not by the coordinator: the connection died mid-call (seen when the
+    coordinator process is SIGKILLed while a call is in flight). As unreachable as UNAVAILABLE."""
+    return error.code() == grpc.StatusCode.INTERNAL and (error.details() or "").startswith("Internal error from Core")
+
+
 class ClientError(FedgradError):
     """A client cannot take part: refused at join, coordinator gone, or a task it cannot do."""
 
@@ -119,7 +125,7 @@ class VirtualClient:
                     credentials, last_task_id = await self._join(), 0
                 elif error.code() in _REFUSED:
                     log.warning("client %s: answer refused: %s", self.client_id, error.details())
-                elif error.code() in _UNREACHABLE:
+                elif error.code() in _UNREACHABLE or _connection_broke(error):
                     await self._backoff.wait(error.details() or error.code().name)
                 else:
                     raise ClientError(f"client {self.client_id}: {error.code().name}: {error.details()}") from None

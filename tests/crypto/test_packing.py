@@ -1,17 +1,28 @@
-"""The packing bound, checked on plain integers (no encryption), so thousands of cases run in seconds."""
+"""The packing bound, checked on plain integers (no encryption), so thousands of cases run in seconds.
+
+The layout is checked by what any correct layout must satisfy, not by its current numbers: the worst-case sum
+of ``max_clients`` updates fits its slot (and a slot one bit narrower would not hold it), the slots fit below
+the modulus (``slots · width ≤ |n| − 1``) and one more slot would not.
+"""
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from fedgrad.crypto import PlaintextRangeError, SecureAggConfig, SlotLayout
 from fedgrad.crypto.quantize import max_quantized, quantize
 from fedgrad.errors import ConfigError
 
 
-@pytest.mark.parametrize("max_clients,slot_bits,slots", [(1, 16, 127), (100, 23, 89), (256, 24, 85), (257, 25, 81)])
-def test_default_layouts_for_a_2048_bit_key(max_clients, slot_bits, slots):
-    layout = SlotLayout.derive(16, max_clients, 2048)
-    assert (layout.slot_bits, layout.slots) == (slot_bits, slots)
+@pytest.mark.parametrize("max_clients", [1, 2, 100, 256, 257, 1000])
+@pytest.mark.parametrize("value_bits", [8, 16, 24])
+def test_layouts_for_a_2048_bit_key_hold_the_worst_case_and_waste_no_slot(value_bits, max_clients):
+    layout = SlotLayout.derive(value_bits, max_clients, 2048)
+    worst = max_clients * 2 * max_quantized(value_bits)  # every client at +Q, offset by Q: 2Q each
+    assert worst < 2 ** layout.slot_bits                      # the worst-case sum never carries
+    assert worst >= 2 ** (layout.slot_bits - 1)               # ... and needs every bit of the slot
+    assert layout.slots * layout.slot_bits <= 2048 - 1       # every packed sum stays below n
+    assert (layout.slots + 1) * layout.slot_bits > 2048 - 1  # ... and one more slot would not fit
 
 
 @pytest.mark.parametrize("max_clients", [2, 10, 100, 256])

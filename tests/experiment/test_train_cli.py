@@ -72,18 +72,67 @@ def test_bad_override_is_one_line_exit_2(scenario_file, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == "fedgrad: error: train.lr: must be > 0 (got 0.0)"
 
 
-def test_cuda_device_trains_or_fails_with_one_line(scenario_file, tmp_path, capsys):
+def _gpu_available() -> bool:
     try:
         backend.get_xp("cuda")
     except DeviceError:
-        gpu = False
-    else:
-        gpu = True
+        return False
+    return True
+
+
+GPU = _gpu_available()
+
+
+@pytest.mark.skipif(GPU, reason="this machine has cupy and a GPU: test_cuda_training_equals_numpy_training runs")
+def test_cuda_without_a_gpu_is_one_clear_error(scenario_file, tmp_path, capsys):
+    """Without cupy the one error names the missing package and how to install it; with cupy but no GPU, it says
+    no GPU was found. Either way: exit 2, one line, no run directory left behind."""
+    import importlib.util
+
+    out = tmp_path / "runs"
     code = main(["train", "--centralized", str(scenario_file), "--epochs", "1", "--set", 'train.device="cuda"',
-                 "--set", f'output.dir="{(tmp_path / "runs").as_posix()}"'])
-    if gpu:
-        assert code == 0
+                 "--set", f'output.dir="{out.as_posix()}"'])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    [error] = [line for line in err.splitlines() if line.startswith("fedgrad:")]  # besides the progress bar
+    if importlib.util.find_spec("cupy") is None:
+        assert error == "fedgrad: error: device 'cuda' needs cupy, which is not installed (pip install 'fedgrad[cuda]')"
     else:
-        assert code == 2
-        err = capsys.readouterr().err.strip().splitlines()[-1]
-        assert err.startswith("fedgrad: error: device 'cuda'")
+        assert error.startswith("fedgrad: error: device 'cuda' asked for but no")
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.skipif(not GPU, reason="needs cupy and a GPU (the no-GPU error is tested above)")
+def test_cuda_training_equals_numpy_training(scenario_file, tmp_path):
+    """The same seeded centralized run on the GPU and on the CPU: per-epoch loss equal within float32
+    tolerance, accuracy equal up to one borderline test example; and one step's gradients equal too."""
+    def records(device):
+        code, run_dir = run_train(scenario_file, tmp_path / device, "--epochs", "3",
+                                  "--set", f'train.device="{device}"')
+        assert code == 0
+        return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()], run_dir
+
+    (cpu, cpu_dir), (gpu, _) = records("cpu"), records("cuda")
+    test_examples = json.loads((cpu_dir / "summary.json").read_text())["test_examples"]
+    assert len(cpu) == len(gpu) == 3
+    np.testing.assert_allclose([r["loss"] for r in gpu], [r["loss"] for r in cpu], rtol=1e-4, atol=1e-6)
+    for a, b in zip(gpu, cpu):
+        assert abs(a["accuracy"] - b["accuracy"]) <= 1 / test_examples + 1e-12
+
+    import fedgrad as fg
+    from fedgrad import nn
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((64, 32)).astype(np.float32), rng.integers(0, 4, 64)
+    grads = {}
+    for device in ("cpu", "cuda"):
+        model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
+        init = np.random.default_rng(1)
+        for param in model.parameters():
+            param.data[...] = (init.standard_normal(param.data.shape) * 0.1).astype(np.float32)
+        model.to(device)
+        loss = nn.CrossEntropyLoss()(model(fg.tensor(x).to(device)), fg.tensor(y).to(device))
+        loss.backward()
+        grads[device] = [p.grad.numpy() for p in model.parameters()]
+    for on_gpu, on_cpu in zip(grads["cuda"], grads["cpu"]):
+        np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-5, atol=1e-6)

@@ -1,10 +1,19 @@
 """The fault-injection suite's shared pieces: its scenario, real processes, in-process federations, and the tally.
 
 Every test here injects faults (killed processes) or sends bad input, and records each one in the
-session's :class:`Tally`: faults injected and survived, bad inputs tried and rejected, data lost. At the
-end of the session the tally is printed and written to ``runs/fault-tally.json``, the figures the
-closing note reports. A fault counts as survived, and a bad input as rejected, only when the test's
-checks after it passed (the ``with`` block ended without an exception).
+session's :class:`Tally`. The tally counts *measured outcomes*, not passing tests:
+
+* a fault is *survived* only when the test measured, from what the run left behind, that the run finished
+  (every round recorded once, ``summary.json`` written), that its final model equals the reference run's
+  (where the test has one), and that no round record or checkpoint was lost or corrupted
+  (:func:`measure_run`); a fault whose outcome was never measured counts as not survived;
+* a bad input is *rejected* only when the test observed the refusal (the status code or exit code and the
+  message it got) and reported it with :meth:`BadInput.refused`.
+
+The measurements are recorded before the test asserts on them, so a failing run shows in the tally as a
+fault not survived or data lost, with what was measured, instead of vanishing with the test. At the end of the
+session the tally is printed and written to ``fault-tally.json`` in pytest's temporary directory (or to
+``$FEDGRAD_FAULT_TALLY``), never into the repository.
 """
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,60 +43,183 @@ from fedgrad.transport.codec import PayloadBuffer, decode_tensors, split_payload
 from server.service import start_server
 
 REPO = Path(__file__).resolve().parents[2]
-TALLY_PATH = REPO / "runs" / "fault-tally.json"
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`measure_run` read from a run directory after a fault."""
+
+    finished: bool                 # every round 1..R recorded exactly once and summary.json says R rounds
+    model_matches: bool | None     # final model bit-identical to the reference (None: the test has none)
+    rounds_lost: int               # rounds of 1..R with no record
+    files_corrupt: int             # checkpoints that fail their digest, unparseable metrics or summary lines
+    detail: str = ""
+
+    @property
+    def survived(self) -> bool:
+        return self.finished and self.model_matches is not False and not self.rounds_lost and not self.files_corrupt
+
+
+def measure_run(run_dir: Path, rounds: int, reference_model: Mapping[str, object] | None = None,
+                damaged: Sequence[Path] = (), *, summary: bool = True) -> RunOutcome:
+    """Measure a run's outcome from its files alone: records, summary, checkpoints and final model.
+
+    ``damaged`` names files the test corrupted on purpose (they are not the run's fault if still there);
+    ``summary=False`` for an in-process federation (:meth:`Lab.federation`), which writes no ``summary.json``.
+    """
+    import numpy as np
+    from server.checkpoint import CheckpointError, Checkpoints, load_checkpoint
+
+    problems: list[str] = []
+    corrupt = 0
+    rounds_seen: list[int] = []
+    metrics = run_dir / "metrics.jsonl"
+    for line in (metrics.read_text(encoding="utf-8").splitlines() if metrics.exists() else []):
+        try:
+            rounds_seen.append(int(json.loads(line)["round"]))
+        except (ValueError, KeyError, TypeError):
+            corrupt += 1
+            problems.append(f"bad metrics line {line[:60]!r}")
+    summary_rounds = None
+    if (run_dir / "summary.json").exists():
+        try:
+            summary_rounds = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))["rounds"]
+        except (ValueError, KeyError, TypeError):
+            corrupt += 1
+            problems.append("summary.json unreadable")
+    damaged = {Path(d).resolve() for d in damaged}
+    for path in Checkpoints(run_dir).files() if (run_dir / "checkpoint").exists() else []:
+        if path.resolve() in damaged:
+            continue
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            corrupt += 1
+            problems.append(str(exc))
+    lost = len(set(range(1, rounds + 1)) - set(rounds_seen))
+    finished = rounds_seen == list(range(1, rounds + 1)) and (summary_rounds == rounds or not summary)
+    if not finished:
+        problems.append(f"rounds recorded {rounds_seen}, summary says {summary_rounds}")
+    model_matches = None
+    if reference_model is not None:
+        final = run_dir / "checkpoint" / f"round-{rounds:06d}.npz"
+        try:
+            with np.load(final) as archive:
+                model = {n: archive[n] for n in archive.files if n.startswith("global_model/")}
+            model_matches = model.keys() == reference_model.keys() and all(
+                np.array_equal(model[n], reference_model[n]) for n in model)
+        except (OSError, ValueError) as exc:
+            model_matches = False
+            problems.append(f"final model unreadable: {exc}")
+        if not model_matches:
+            problems.append("final model differs from the reference")
+    return RunOutcome(finished, model_matches, lost, corrupt, "; ".join(problems))
+
+
+class Fault:
+    """One injected fault; its outcome is what the test measured (:meth:`measured`), nothing else."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.outcome: RunOutcome | None = None
+
+    def measured(self, outcome: RunOutcome) -> RunOutcome:
+        self.outcome = outcome
+        return outcome
+
+
+class BadInput:
+    """One bad input; it counts as rejected only once the test reports the refusal it observed."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.evidence: str | None = None
+
+    def refused(self, evidence: object) -> None:
+        """Record the observed refusal (a status code and message, an exit code and error line)."""
+        self.evidence = str(evidence)
+
 
 @dataclass
 class Tally:
-    """Faults and bad inputs of the whole session (see the module docstring)."""
+    """Faults and bad inputs of the whole session, by measured outcome (see the module docstring)."""
 
-    faults_injected: int = 0
-    faults_survived: int = 0
-    bad_inputs_tried: int = 0
-    bad_inputs_rejected: int = 0
-    data_lost: int = 0
-    kinds: dict[str, int] = field(default_factory=dict)
+    faults: list[Fault] = field(default_factory=list)
+    bad_inputs: list[BadInput] = field(default_factory=list)
+    extra_lost: int = 0
+    path: Path | None = None
 
     @contextmanager
-    def fault(self, what: str) -> Iterator[None]:
-        self.faults_injected += 1
-        self.kinds[what] = self.kinds.get(what, 0) + 1
-        yield
-        self.faults_survived += 1
+    def fault(self, what: str) -> Iterator[Fault]:
+        record = Fault(what)
+        self.faults.append(record)
+        yield record
 
     @contextmanager
-    def bad_input(self, what: str) -> Iterator[None]:
-        self.bad_inputs_tried += 1
-        self.kinds[what] = self.kinds.get(what, 0) + 1
-        yield
-        self.bad_inputs_rejected += 1
+    def bad_input(self, what: str) -> Iterator[BadInput]:
+        record = BadInput(what)
+        self.bad_inputs.append(record)
+        yield record
 
     def lost(self, count: int) -> None:
-        """Rounds, updates or records that should exist and do not (tests assert it is 0, and count it)."""
-        self.data_lost += count
+        """Updates or records that should exist and do not, measured by a test outside a run outcome."""
+        self.extra_lost += count
+
+    @property
+    def faults_injected(self) -> int:
+        return len(self.faults)
+
+    @property
+    def faults_survived(self) -> int:
+        return sum(1 for f in self.faults if f.outcome is not None and f.outcome.survived)
+
+    @property
+    def bad_inputs_tried(self) -> int:
+        return len(self.bad_inputs)
+
+    @property
+    def bad_inputs_rejected(self) -> int:
+        return sum(1 for b in self.bad_inputs if b.evidence is not None)
+
+    @property
+    def data_lost(self) -> int:
+        return self.extra_lost + sum(f.outcome.rounds_lost + f.outcome.files_corrupt
+                                     for f in self.faults if f.outcome is not None)
 
     def as_dict(self) -> dict[str, object]:
+        kinds: dict[str, int] = {}
+        for record in (*self.faults, *self.bad_inputs):
+            kinds[record.kind] = kinds.get(record.kind, 0) + 1
         return {"faults_injected": self.faults_injected, "faults_survived": self.faults_survived,
+                "faults_unmeasured": sum(1 for f in self.faults if f.outcome is None),
                 "bad_inputs_tried": self.bad_inputs_tried, "bad_inputs_rejected": self.bad_inputs_rejected,
-                "data_lost": self.data_lost, "by_kind": dict(sorted(self.kinds.items()))}
+                "data_lost": self.data_lost, "by_kind": dict(sorted(kinds.items())),
+                "faults_not_survived": [{"kind": f.kind, "detail": f.outcome.detail if f.outcome else "not measured"}
+                                        for f in self.faults if f.outcome is None or not f.outcome.survived],
+                "bad_inputs_not_rejected": [b.kind for b in self.bad_inputs if b.evidence is None]}
 
 
 TALLY = Tally()
 
 
 @pytest.fixture(scope="session")
-def tally() -> Tally:
+def tally(tmp_path_factory) -> Tally:
+    if TALLY.path is None:
+        override = os.environ.get("FEDGRAD_FAULT_TALLY")
+        TALLY.path = Path(override) if override else tmp_path_factory.getbasetemp() / "fault-tally.json"
     return TALLY
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if not (TALLY.faults_injected or TALLY.bad_inputs_tried):
+    if not (TALLY.faults or TALLY.bad_inputs) or TALLY.path is None:
         return
-    TALLY_PATH.parent.mkdir(exist_ok=True)
-    TALLY_PATH.write_text(json.dumps(TALLY.as_dict(), indent=2) + "\n", encoding="utf-8")
+    TALLY.path.parent.mkdir(parents=True, exist_ok=True)
+    TALLY.path.write_text(json.dumps(TALLY.as_dict(), indent=2) + "\n", encoding="utf-8")
     t = TALLY
     terminalreporter.write_line(
-        f"fault tally: {t.faults_injected} faults injected, {t.faults_survived} survived; {t.bad_inputs_tried} bad "
-        f"inputs tried, {t.bad_inputs_rejected} rejected; data lost: {t.data_lost} ({TALLY_PATH})")
+        f"fault tally (measured): {t.faults_injected} faults injected, {t.faults_survived} survived; "
+        f"{t.bad_inputs_tried} bad inputs tried, {t.bad_inputs_rejected} seen rejected; data lost or corrupt: "
+        f"{t.data_lost} ({TALLY.path})")
 
 
 @pytest.fixture(scope="session")
@@ -209,6 +341,7 @@ class Lab:
     wait_until = staticmethod(wait_until)
     wait_for = staticmethod(wait_for)
     free_port = staticmethod(free_port)
+    measure_run = staticmethod(measure_run)
 
     @property
     def runs(self) -> Path:
@@ -322,11 +455,14 @@ class ManualClient:
 
     async def refused(self, what: str, messages, code, fragment: str, stub=None) -> str:
         """Send ``messages`` as one update stream, which must be refused with ``code`` and ``fragment``."""
-        with self.tally.bad_input(what):
+        with self.tally.bad_input(what) as bad:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await self.send(messages, stub)
-            assert caught.value.code() == code, (what, caught.value.code(), caught.value.details())
-            assert fragment.lower() in caught.value.details().lower(), (what, caught.value.details())
+            got, details = caught.value.code(), caught.value.details()
+            if got == code and fragment.lower() in details.lower():
+                bad.refused(f"{got.name}: {details}")
+            assert got == code, (what, got, details)
+            assert fragment.lower() in details.lower(), (what, details)
         return caught.value.details()
 
     async def update(self, what: str, task, payload: bytes, code, fragment: str, **fields) -> str:

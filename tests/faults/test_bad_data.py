@@ -37,10 +37,15 @@ def one_line_error(capsys) -> str:
 def test_bad_scenarios_are_one_line_errors_and_leave_no_run_behind(lab, tally, capsys, what, scenario_text, message):
     path = lab.tmp / "bad.toml"
     path.write_text(f'name = "bad"\n[output]\ndir = "{lab.runs}"\n' + scenario_text, encoding="utf-8")
-    with tally.bad_input(f"scenario: {what}"):
-        assert main(["simulate", str(path)]) == 2
-        assert message in one_line_error(capsys)
-        assert not lab.runs.exists() or not any(lab.runs.iterdir())
+    with tally.bad_input(f"scenario: {what}") as bad:
+        code = main(["simulate", str(path)])
+        error = one_line_error(capsys)
+        left_behind = lab.runs.exists() and any(lab.runs.iterdir())
+        if code == 2 and message in error and not left_behind:
+            bad.refused(f"exit {code}: {error}")
+        assert code == 2
+        assert message in error
+        assert not left_behind
 
 
 def write_hostile_corpus(root, clean_corpus) -> None:
@@ -65,15 +70,19 @@ def test_corpus_with_broken_encodings_empty_emails_and_attachments_trains(lab, t
     write_hostile_corpus(corpus, lab.corpus)
     scenario = lab.scenario(rounds=2)
     scenario.write_text(scenario.read_text().replace(str(lab.corpus), str(corpus)))
-    with tally.bad_input("corpus: broken encodings, empty emails, binary attachments"):
+    # Not refused but absorbed: it counts as handled when the run finished and the binary bytes stayed out.
+    with tally.bad_input("corpus: broken encodings, empty emails, binary attachments") as bad:
         assert main(["data", "info", str(corpus), "--json"]) == 0
         counts = json.loads(capsys.readouterr().out)
         assert counts["emails"] == 126 and counts["empty"] >= 1
         assert main(["simulate", str(scenario), "--insecure"]) == 0
         run_dir = lab.traces.only_run_dir(lab.runs)
         words = set(load_vocab(run_dir / "data").to_dict()["words"])
+        outcome = lab.measure_run(run_dir, 2)
+        if outcome.survived and "agenda" in words and not any(PNG[:12].lower() in word for word in words):
+            bad.refused("parsed: run finished, attachment bytes not in the vocabulary")
         assert "agenda" in words and not any(PNG[:12].lower() in word for word in words)
-        assert len(lab.traces.metrics(run_dir)) == 2
+        assert outcome.survived, outcome.detail
 
 
 def test_data_split_rebuilds_the_servers_shards_and_a_stale_split_is_refused(lab, tally, capsys):
@@ -99,12 +108,13 @@ def test_data_split_rebuilds_the_servers_shards_and_a_stale_split_is_refused(lab
                 np.testing.assert_array_equal(ours.labels, theirs.labels)
             tokens = read_token_file(fed.token_file, ["0", "1", "2"])
             options = ClientOptions(wait_s=1.0, connect_timeout_s=10.0, backoff_max_s=0.2)
-            with tally.bad_input("shard from a stale split"):
+            with tally.bad_input("shard from a stale split") as bad:
                 stale_shards = {cid: load_shard(stale, int(cid)) for cid in tokens}
                 assert max(int(s.ids.max()) for s in stale_shards.values()) >= len(load_vocab(fed.run_dir / "data"))
-                with pytest.raises(ClientError, match="was it split from the same scenario"):
+                with pytest.raises(ClientError, match="was it split from the same scenario") as caught:
                     await asyncio.wait_for(run_clients(fed.address, stale_shards, options=options, tokens=tokens,
                                                        security=lab.client_security()), 30)
+                bad.refused(caught.value)
             good = {cid: load_shard(split, int(cid)) for cid in tokens}
             await asyncio.wait_for(run_clients(fed.address, good, options=options, tokens=tokens,
                                                security=lab.client_security()), 60)
@@ -113,7 +123,11 @@ def test_data_split_rebuilds_the_servers_shards_and_a_stale_split_is_refused(lab
 
     assert len(asyncio.run(run())) == 3
     capsys.readouterr()
-    with tally.bad_input("corrupt shard file"):
+    with tally.bad_input("corrupt shard file") as bad:
         (split / shard_file_name(1)).write_bytes(b"PK\x03\x04 this is not a shard")
-        assert main(["client", "--server", "127.0.0.1:1", "--shard-dir", str(split), "--client-id", "1"]) == 2
-        assert "corrupt shard file" in one_line_error(capsys)
+        code = main(["client", "--server", "127.0.0.1:1", "--shard-dir", str(split), "--client-id", "1"])
+        error = one_line_error(capsys)
+        if code == 2 and "corrupt shard file" in error:
+            bad.refused(f"exit {code}: {error}")
+        assert code == 2
+        assert "corrupt shard file" in error

@@ -124,12 +124,15 @@ async def transport_battery(hostile, address: str, security, task: pb.TaskHeader
                                  garbage, timeout=10))),
                              ("SubmitUpdate", lambda: channel.stream_unary("/fedgrad.Coordinator/SubmitUpdate")(
                                  _iterate([garbage]), timeout=10))):
-            with hostile.tally.bad_input(f"garbage bytes to {method}"):
+            with hostile.tally.bad_input(f"garbage bytes to {method}") as bad:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call()
-                assert caught.value.code() == INVALID, caught.value.details()
-                assert f"malformed {method} message" in caught.value.details()
-                assert "Wire format was corrupt" in caught.value.details()
+                code, details = caught.value.code(), caught.value.details()
+                if code == INVALID and f"malformed {method} message" in details and "Wire format was corrupt" in details:
+                    bad.refused(f"{code.name}: {details}")
+                assert code == INVALID, details
+                assert f"malformed {method} message" in details
+                assert "Wire format was corrupt" in details
     # A channel without fedgrad's send limit, to get a message over the coordinator's receive limit out.
     async with _unlimited_channel(address, security) as channel:
         stub = pb_grpc.CoordinatorStub(channel)
@@ -175,9 +178,11 @@ async def impersonation_battery(hostile, task: pb.TaskHeader, payload: bytes) ->
     unknown = pb.Credentials(run_id=hostile.credentials.run_id, client_id="99", token=hostile.token)
     await hostile.update("unknown client id", task, payload, unauthenticated, "unknown client id '99'",
                          credentials=unknown)
-    with hostile.tally.bad_input("join as an unknown client"):
+    with hostile.tally.bad_input("join as an unknown client") as bad:
         reply = await hostile.stub.Join(pb.JoinRequest(client_id="99", token=hostile.token,
                                                        protocol_version=PROTOCOL_VERSION), timeout=10)
+        if not reply.accepted and "unknown client id '99'" in reply.reason:
+            bad.refused(f"join refused: {reply.reason}")
         assert not reply.accepted and "unknown client id '99'" in reply.reason
 
 
@@ -216,9 +221,10 @@ def test_every_bad_update_is_refused_and_the_run_ends_as_if_none_was_sent(lab, t
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InsecureKeyWarning)
         clean_records, clean_model = asyncio.run(federation_run(lab, scenario))
-        before = tally.bad_inputs_tried
+        before_tried, before_rejected = tally.bad_inputs_tried, tally.bad_inputs_rejected
         attacked_records, attacked_model = asyncio.run(federation_run(lab, scenario, hostile_battery=battery))
-    assert tally.bad_inputs_tried - before >= 14
+    assert tally.bad_inputs_tried - before_tried >= 14
+    assert tally.bad_inputs_rejected - before_rejected == tally.bad_inputs_tried - before_tried
     missing = sum(clean["clients_used"] - attacked["clients_used"]
                   for clean, attacked in zip(clean_records, attacked_records, strict=True))
     tally.lost(missing)

@@ -59,10 +59,11 @@ def test_only_the_newest_are_kept_and_damage_falls_back_with_a_warning(tmp_path,
     for what, damage in (("truncated checkpoint", lambda data: data[: len(data) // 3]),
                          ("checkpoint with one weight bit flipped", _flip_a_weight_bit),
                          ("empty checkpoint", lambda data: b"")):
-        with tally.bad_input(what):
+        with tally.bad_input(what) as bad:
             files[0].write_bytes(damage(files[0].read_bytes()))
-            with pytest.raises(CheckpointError, match="round-000004.npz"):
+            with pytest.raises(CheckpointError, match="round-000004.npz") as caught:
                 load_checkpoint(files[0])
+            bad.refused(caught.value)
             assert checkpoints.latest().completed_rounds == 3
             assert "round-000004.npz" in caplog.text and "resuming from round-000003.npz" in caplog.text
             state.completed_rounds = 4

@@ -47,10 +47,11 @@ def test_channel_admits_only_peers_the_federation_ca_vouches_for(lab, tally, tmp
                                    ("client with no certificate under mutual TLS", ClientSecurity.from_dir(lab.pki)),
                                    ("client certificate from another CA",
                                     ClientSecurity(trusted.root_certificates, *_identity(stranger)))):
-                with tally.bad_input(what):
+                with tally.bad_input(what) as bad:
                     with pytest.raises(grpc.aio.AioRpcError) as caught:
                         await join(fed.address, security, "0", token)
                     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, caught.value.details()
+                    bad.refused(f"UNAVAILABLE: {caught.value.details()}")
 
     asyncio.run(run())
 
@@ -71,23 +72,28 @@ def test_tokens_are_checked_at_join_and_revocation_stops_a_running_client(lab, t
                     ("join with a forged token", "0", tokens["0"][:-2] + "xx", "not valid for this run"),
                     ("join with another client's token", "0", tokens["1"], "not valid for this run"),
                     ("join as an unknown client", "7", tokens["0"], "unknown client id '7'")):
-                with tally.bad_input(what):
+                with tally.bad_input(what) as bad:
                     reply = await join(fed.address, security, client_id, token)
                     assert not reply.accepted and reason in reply.reason, reply.reason
+                    bad.refused(f"join refused: {reply.reason}")
             shards = {cid: load_shard(fed.run_dir / "data", int(cid)) for cid in tokens}
             honest = asyncio.create_task(run_clients(fed.address, {c: shards[c] for c in "01"}, options=FAST,
                                                      tokens=tokens, security=security))
             doomed = asyncio.create_task(run_clients(fed.address, {"2": shards["2"]}, options=FAST, tokens=tokens,
                                                      security=security))
             await lab.wait_for(lambda: len(fed.records()) >= 2, 30, "two rounds with client 2")
-            with tally.bad_input("calls from a client revoked mid-run"):
-                # Another process revokes client 2, as an operator would, while the run goes on.
+            with tally.bad_input("calls from a client revoked mid-run") as bad:
+                # Another process revokes client 2, as an operator would, while the run goes on. The running
+                # client's next call is refused as revoked (PERMISSION_DENIED) and it stops: it is never sent
+                # back to join (which a token check racing the revocation used to do).
                 assert await asyncio.to_thread(main, ["tokens", "revoke", str(fed.run_dir), "2"]) == 0
-                with pytest.raises(ClientError, match=r"client 2: (join refused: )?client '2' was revoked for this run"):
+                with pytest.raises(ClientError) as caught:
                     await asyncio.wait_for(doomed, 10)
+                assert str(caught.value) == "client 2: client '2' was revoked for this run"
                 revoked_at = len(fed.records())
                 reply = await join(fed.address, security, "2", tokens["2"])
-                assert not reply.accepted and "revoked" in reply.reason
+                assert not reply.accepted and reply.reason == "client '2' was revoked for this run", reply.reason
+                bad.refused(f"{caught.value}; rejoin refused: {reply.reason}")
             await asyncio.wait_for(fed.run, 60)
             await asyncio.wait_for(honest, 10)
             return fed.records(), revoked_at
@@ -129,10 +135,11 @@ def test_operator_mistakes_are_one_line_errors(lab, tally, capsys, tmp_path):
             ("missing shard", ["client", "--server", "127.0.0.1:1", "--shard-dir", str(tmp_path), "--client-id",
                                "0"], "missing"),
             ("unknown client in a revocation", ["tokens", "revoke", str(tmp_path), "3"], "cannot read")):
-        with tally.bad_input(what):
+        with tally.bad_input(what) as bad:
             assert main(argv) == 2, what
             err = capsys.readouterr().err
             assert message in err and "Traceback" not in err and err.count("\n") == 1, (what, err)
+            bad.refused(f"exit 2: {err.strip()}")
     with pytest.raises(ConfigError, match="no certificate client-9"):
         ClientSecurity.from_dir(lab.pki, "client-9")
 

@@ -30,7 +30,8 @@ def toy_shard(seed: int, n: int = 24) -> Shard:
     return Shard(ids.astype(np.int32), labels)
 
 
-def coordinator(rounds: int, test: Shard) -> tuple[Coordinator, list]:
+def coordinator(rounds: int, test: Shard, round_logged: asyncio.Event | None = None) -> tuple[Coordinator, list]:
+    """A coordinator of the two toy clients; its records, and ``round_logged`` set as each is logged."""
     config = ModelConfig(name="logreg")
     model = model_from_config(config, VOCAB, seed=0)
 
@@ -39,13 +40,19 @@ def coordinator(rounds: int, test: Shard) -> tuple[Coordinator, list]:
         return evaluate(model, test)
 
     records = []
+
+    def log_round(record):
+        records.append(record)
+        if round_logged is not None:
+            round_logged.set()
+
     return Coordinator(
         settings=RoundSettings(rounds=rounds, clients_per_round=2, min_clients=2, round_timeout_s=20.0,
                                join_grace_s=5.0),
         state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(0), strategy=FedAvg()),
         client_ids=["0", "1"], new_accumulator=PlainAccumulator, evaluate=evaluate_on_test,
         task_config=TaskConfig(config, VOCAB, TrainSettings(epochs=2, batch_size=8, lr=0.5, optimizer="sgd")),
-        seed=0, on_round=records.append, shutdown_grace_s=2.0), records
+        seed=0, on_round=log_round, shutdown_grace_s=2.0), records
 
 
 def free_port() -> int:
@@ -80,25 +87,27 @@ def test_clients_wait_for_a_late_coordinator_train_and_exit_on_shutdown():
 
 def test_clients_rejoin_a_restarted_coordinator():
     async def scenario():
-        port = free_port()
-        first, first_records = coordinator(rounds=10**6, test=toy_shard(3))
-        server, _ = await start_server(first, "127.0.0.1", port)
+        first_round = asyncio.Event()
+        first, first_records = coordinator(rounds=10**6, test=toy_shard(3), round_logged=first_round)
+        server, port = await start_server(first, "127.0.0.1", 0)
         first_run = asyncio.create_task(first.run())
         clients = asyncio.create_task(run_clients(f"127.0.0.1:{port}", SHARDS, options=FAST_RETRY))
-        while not first_records:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(first_round.wait(), 60)  # the event: a round of the first run completed
         await server.stop(None)  # the coordinator dies mid-run
         first_run.cancel()
-        await asyncio.sleep(0.3)
+        # No pause to "let the clients notice": whatever they were doing (polling, training, submitting), each
+        # gets UNAVAILABLE now or UNAUTHENTICATED from the new run, and both must lead it back in.
 
         second, records = coordinator(rounds=2, test=toy_shard(3))
         server, _ = await start_server(second, "127.0.0.1", port)
         try:
-            await asyncio.wait_for(second.run(), 30)
-            await asyncio.wait_for(clients, 10)
+            await asyncio.wait_for(second.run(), 60)
+            await asyncio.wait_for(clients, 30)
         finally:
             await server.stop(None)
-        assert second.run_id != first.run_id
+            first_run.cancel()
+            await asyncio.gather(first_run, return_exceptions=True)
+        assert first_records and second.run_id != first.run_id
         assert [r["clients_used"] for r in records] == [2, 2]
 
     asyncio.run(scenario())
