@@ -22,7 +22,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def compared(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> Path:
     scenario = make_scenario(tmp_path_factory.mktemp("compare"))
     # `none` joins as the baseline; the tiny scenario's 512-bit test key keeps Paillier fast
-    assert main(["compare", str(scenario), "--privacy", "paillier-trusted,dp:8"]) == 0
+    assert main(["compare", str(scenario), "--privacy", "paillier-trusted,paillier,dp:8"]) == 0
     [compare_dir] = (scenario.parent / "runs").glob("compare-*")
     return compare_dir
 
@@ -30,9 +30,12 @@ def compared(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> Path:
 def test_compare_writes_the_table_the_results_and_three_plots(compared):
     with open(compared / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [row["variant"] for row in rows] == ["none", "paillier-trusted", "dp-eps8"]
+    assert [row["variant"] for row in rows] == ["none", "paillier-trusted", "paillier", "dp-eps8"]
     assert all(row["status"] == "ok" and row["rounds"] == "2" for row in rows)
-    none, paillier, dp = rows
+    none, paillier, threshold, dp = rows
+    assert threshold["accuracy"] == none["accuracy"] and float(threshold["decrypt_s"]) > 0.0
+    assert "2-of-3 decryptors" in threshold["guarantee"]
+    assert "key holder in the coordinator" in paillier["guarantee"]
     assert float(none["round_time_ratio"]) == 1.0 and float(none["accuracy_gap_pts"]) == 0.0
     assert float(paillier["bytes_up_ratio"]) > 1.0 and float(paillier["encrypt_s"]) > 0.0
     assert float(paillier["decrypt_s"]) > 0.0 and float(none["decrypt_s"]) == 0.0
@@ -42,8 +45,10 @@ def test_compare_writes_the_table_the_results_and_three_plots(compared):
 
     document = json.loads((compared / "results.json").read_text())
     assert document["kind"] == "fedgrad-comparison"
-    assert [len(row["accuracy_per_round"]) for row in document["variants"]] == [2, 2, 2]
-    assert "ε=8," in document["variants"][2]["guarantee_full"]
+    assert [len(row["accuracy_per_round"]) for row in document["variants"]] == [2, 2, 2, 2]
+    assert "ε=8," in document["variants"][3]["guarantee_full"]
+    assert "can read every client's update on its own" in document["variants"][1]["guarantee_full"]
+    assert "2 of 3 decryptors must collude" in document["variants"][2]["guarantee_full"]
 
     report = (compared / "report.md").read_text()
     assert "| variant | status | rounds | accuracy | precision | recall | F1 | gap (pts) | time/round" in report
@@ -58,7 +63,8 @@ def test_variants_share_data_split_and_seed_and_differ_only_in_privacy(compared)
     for name in ("vocab.json", "test.npz", "shard-0.npz", "shard-2.npz"):
         assert len({(run_dir / "data" / name).read_bytes() for run_dir in run_dirs}) == 1
     configs = [(run_dir / "config.toml").read_text() for run_dir in run_dirs]
-    assert [f"mode = {mode}" in config for mode, config in zip(('"none"', '"paillier-trusted"', '"dp"'), configs)] == [True] * 3
+    modes = ('"none"', '"paillier-trusted"', '"paillier"', '"dp"')
+    assert [f"mode = {mode}" in config for mode, config in zip(modes, configs, strict=True)] == [True] * 4
     assert all("seed = 1" in config for config in configs)
 
 
