@@ -105,6 +105,7 @@ class _Session:
     contributed: set[str] = field(default_factory=set)
     pending: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    verify_s: float = 0.0  # time spent verifying and folding in contributions
 
     def describe(self) -> str:
         return f"run {self.run_id!r} round {self.round} attempt {self.attempt}"
@@ -154,6 +155,8 @@ class Decryptor:
         self._opened: set[SessionKey] = set()
         self._releasing: set[tuple[str, int]] = set()
         self._workers: object | None = None  # a ParallelPartialDecryptor, made on first release
+        #: (run, round) -> seconds spent verifying, partially decrypting and proving, for the release's reply
+        self.timings: dict[tuple[str, int], dict[str, float]] = {}
         self._workers_batch = 0
 
     @property
@@ -276,6 +279,7 @@ class Decryptor:
         with session.lock:
             self._check_contributor(session, client_id)
             session.pending.add(client_id)
+        started = time.perf_counter()
         try:
             ciphertexts = self._verified_ciphertexts(session, client_id, weight, payload, signature)
             with session.lock:
@@ -285,6 +289,7 @@ class Decryptor:
                     nsquare = self._nsquare
                     session.product = [a * b % nsquare for a, b in zip(session.product, ciphertexts, strict=True)]
                 session.contributed.add(client_id)
+                session.verify_s += time.perf_counter() - started
         finally:
             with session.lock:
                 session.pending.discard(client_id)
@@ -353,8 +358,12 @@ class Decryptor:
                 for key in [key for key in self._sessions if key[:2] == round_key]:
                     del self._sessions[key]  # no further use: the round is released (or lost to a race)
         ciphertexts = [int(c) for c in product]
+        started = time.perf_counter()
         partials = self._partial_decrypt(ciphertexts)
+        proved = time.perf_counter()
         proof = prove_partials(self.share, ciphertexts, partials)
+        self.timings[round_key] = {"verify_s": session.verify_s, "partial_s": proved - started,
+                                   "prove_s": time.perf_counter() - proved}
         log.info("released %s: %d contributors, %d ciphertexts", session.describe(), len(claimed), len(ciphertexts))
         return partials, proof
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -77,6 +79,10 @@ class DecryptorPool:
                                f"{key_set.parties} key: give one per share, in share order")
         self.key_set = key_set
         self.enrollment = enrollment
+        self._timings: defaultdict[tuple[str, int, int], list[dict[str, float]]] = defaultdict(list)
+        #: (run, round, attempt) -> where the release's time went: the slowest decryptor's verify, partial and
+        #: prove seconds, and the coordinator's combine (proof checks included); filled by ``release``
+        self.release_stats: dict[tuple[str, int, int], dict[str, float]] = {}
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, int, int], _Session] = {}
@@ -162,6 +168,9 @@ class DecryptorPool:
 
     def _release_call(self, remote: _Remote, request: pb.ReleaseRequest) -> tuple[list[int], PartialProof]:
         reply = remote.stub.Release(request, timeout=self.timeout_s)
+        with self._lock:
+            self._timings[(request.run_id, request.round, request.attempt)].append(
+                {"verify_s": reply.verify_s, "partial_s": reply.partial_s, "prove_s": reply.prove_s})
         if reply.index != remote.index:
             raise CryptoError(f"decryptor at {remote.address} answered as share {reply.index}, "
                               f"expected share {remote.index}")
@@ -247,7 +256,9 @@ class DecryptorPool:
             if len(responses) < threshold:
                 continue
             try:
+                combine_started = time.perf_counter()
                 plaintexts, bad = combine_verified(self.key_set, list(ciphertexts), responses)
+                combine_s = time.perf_counter() - combine_started
             except CryptoError as exc:
                 problems.append(str(exc))
                 for index in list(responses):  # keep asking: the proofs of some did not verify
@@ -256,6 +267,13 @@ class DecryptorPool:
             for index in bad:
                 log.warning("decryptor %d returned partial decryptions that fail their proof (round %d); not used",
                             index, round)
+            with self._lock:
+                replies = self._timings.pop(key, [])
+            self.release_stats[key] = {
+                "decryptors_asked": float(len(responses)),
+                **{name: max((reply[name] for reply in replies), default=0.0)
+                   for name in ("verify_s", "partial_s", "prove_s")},
+                "combine_s": combine_s}
             return plaintexts
         detail = "; ".join(problems + refused_contributions[:3])
         raise ReleaseFailed(f"run {run_id!r} round {round}: {len(responses)} of {len(live)} live decryptor(s) "

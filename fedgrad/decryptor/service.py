@@ -84,9 +84,10 @@ class DecryptorService(pb_grpc.DecryptorServicer):
             log.error("release of run %r round %d failed: %s", request.run_id, request.round, exc)
             await context.abort(grpc.StatusCode.INTERNAL, f"decryptor {self.decryptor.index}: {exc}")
         width = ciphertext_width(self.decryptor.key_set.public_key)
+        timings = self.decryptor.timings.pop((request.run_id, request.round), {})
         return pb.PartialDecryptions(index=self.decryptor.index,
                                      partials=[int(c).to_bytes(width, "big") for c in partials],
-                                     proof=proof.to_bytes())
+                                     proof=proof.to_bytes(), **timings)
 
 
 async def _abort(context: grpc.aio.ServicerContext, refusal: DecryptorRefusal, method: str) -> None:

@@ -191,6 +191,9 @@ class ThresholdAccumulator(UpdateAccumulator):
                 self._report = {"dropped": f"aggregate not released: {error}"}
                 return None
         assert total_weight is not None, "integer weights decode their sum"
+        stats = getattr(self._aggregation.decryptors, "release_stats", {}).pop(self._session, None)
+        if stats is not None:
+            self._report = {"decryptors": stats}
         return WeightedSum(total=unflatten(dequantize(cfg, sums), self._shapes), weight=float(total_weight),
                            contributors=tuple(contributors))
 

@@ -87,6 +87,9 @@ def test_threshold_paillier_matches_plain_training(scenario, run, dealt, tmp_pat
     for record in secure["records"]:
         assert record["clients_used"] == 3 and "dropped" not in record
         assert record["local"] == {} and record["time_s"]["decrypt"] > 0
+        stats = record["decryptors"]  # where the release's time went: t decryptors asked, each one's phases
+        assert stats["decryptors_asked"] == 2 and stats["partial_s"] > 0 and stats["prove_s"] > 0
+        assert 0 < stats["partial_s"] + stats["combine_s"] < record["time_s"]["decrypt"]
     privacy = secure["summary"]["privacy"]
     assert (privacy["mode"], privacy["decryptors"], privacy["threshold"]) == ("paillier", 3, 2)
     assert "2 of 3 decryptors must collude" in privacy["guarantee"]
