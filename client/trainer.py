@@ -24,7 +24,7 @@ import numpy as np
 from fedgrad.data import Shard
 from fedgrad.models import SpamModel, model_from_config
 from fedgrad.modes.base import ClientPrivacy
-from fedgrad.modes.registry import encode_update
+from fedgrad.modes.resolve import encode_update
 from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask
 from fedgrad.training import evaluate, train_local
 

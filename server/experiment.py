@@ -16,7 +16,7 @@ import numpy as np
 
 from fedgrad.data import Shard
 from fedgrad.models import model_from_config
-from fedgrad.modes.registry import privacy_mode
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
 from fedgrad.scenario import Scenario

@@ -73,7 +73,7 @@ from fedgrad.modes.base import Aggregation, ClientPrivacy
 from fedgrad.modes.paillier import ThresholdAggregation
 from fedgrad.modes.paillier_common import unflatten
 from fedgrad.modes.paillier_trusted import PaillierAggregation
-from fedgrad.modes.registry import encode_update, privacy_mode
+from fedgrad.modes.resolve import encode_update, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document

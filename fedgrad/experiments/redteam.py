@@ -66,7 +66,7 @@ from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.base import Aggregation, ClientPrivacy, Manifest, UpdateAccumulator
 from fedgrad.modes.paillier import ThresholdAggregation
 from fedgrad.modes.paillier_trusted import PaillierAggregation
-from fedgrad.modes.registry import encode_update
+from fedgrad.modes.resolve import encode_update
 from fedgrad.protocol import EncodedUpdate, Rejected, RoundCohort, TaskConfig, TrainTask, WeightedSum
 
 TRUSTED = "paillier-trusted"

@@ -28,7 +28,7 @@ from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.launchers import ClientFleet, Fleet
 from fedgrad.launchers.parties import start_local_parties
 from fedgrad.modes.base import ClientPrivacy
-from fedgrad.modes.registry import mode_class
+from fedgrad.modes.resolve import mode_class
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.security import create_pki
 from fedgrad.transport.channel import ServerSecurity

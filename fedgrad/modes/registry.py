@@ -1,19 +1,7 @@
-"""The privacy modes by name: one line each. Modules are imported only when their mode is used, so a run
-does not load what its mode does not need (``dp-accounting`` alone brings in scipy)."""
+"""The privacy modes by name: one line each, and nothing else, so that the scenario schema can list them without
+importing any mode. ``fedgrad.modes.resolve`` turns a name into its mode; modules are imported only when their
+mode is used (``dp-accounting`` alone brings in scipy)."""
 from __future__ import annotations
-
-import importlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
-import numpy as np
-
-from fedgrad.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fedgrad.modes.base import ClientPrivacy, PrivacyMode
-    from fedgrad.protocol import EncodedUpdate, TrainTask
-    from fedgrad.scenario import Scenario
 
 #: ``privacy.mode`` -> "module:class" of its :class:`~fedgrad.modes.base.PrivacyMode`.
 MODES: dict[str, str] = {
@@ -24,27 +12,3 @@ MODES: dict[str, str] = {
     "paillier": "fedgrad.modes.paillier:PaillierMode",
 }
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
-
-
-def mode_class(name: str) -> type[PrivacyMode]:
-    """The class of privacy mode ``name``; :class:`ConfigError` for a name no mode has."""
-    try:
-        module, _, attribute = MODES[name].partition(":")
-    except KeyError:
-        raise ConfigError(f"unknown privacy mode {name!r} (one of {', '.join(MODE_NAMES)})") from None
-    cls: type[PrivacyMode] = getattr(importlib.import_module(module), attribute)
-    return cls
-
-
-def privacy_mode(scenario: Scenario, decryptors: object = None) -> PrivacyMode:
-    """The privacy mode ``scenario.privacy.mode`` names, set up for ``scenario`` (with ``decryptors``, the
-    coordinator's handle on them, for modes that need them)."""
-    cls = mode_class(scenario.privacy.mode)
-    return cls(scenario, decryptors=decryptors) if cls.needs_decryptors else cls(scenario)  # type: ignore[call-arg]
-
-
-def encode_update(task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
-                  privacy: ClientPrivacy) -> EncodedUpdate:
-    """The client's side of the round's mode: ``delta`` encoded as ``task.announcement`` asks (plain without one)."""
-    name = task.announcement.mode if task.announcement is not None else "none"
-    return mode_class(name).encode(task, client_id, delta, privacy)

@@ -10,7 +10,7 @@ import pytest
 from fedgrad.errors import ConfigError
 from fedgrad.experiments import compare as comparison
 from fedgrad.experiments.compare import Outcome, PrivacySetting, parse_int_list, parse_privacy_list, plan_variants
-from fedgrad.modes.registry import privacy_mode
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import RunWriter, round_record
 from fedgrad.scenario import load_scenario
 

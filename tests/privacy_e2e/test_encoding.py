@@ -6,7 +6,7 @@ from fedgrad.crypto import CryptoError, InsecureKeyWarning
 from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.base import ClientPrivacy, EncodingRefused
 from fedgrad.modes.dp import noise_stream
-from fedgrad.modes.registry import encode_update, privacy_mode
+from fedgrad.modes.resolve import encode_update, privacy_mode
 from fedgrad.protocol import Announcement, Encoding, Rejected, RoundCohort, TaskConfig, TrainSettings, TrainTask
 from fedgrad.scenario import ModelConfig
 from fedgrad.transport.codec import encode_tensors, tensor_specs

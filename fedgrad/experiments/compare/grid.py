@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgrad.errors import ConfigError
-from fedgrad.modes.registry import MODE_NAMES, mode_class
+from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.modes.resolve import mode_class
 from fedgrad.scenario import Scenario, load_scenario
 
 #: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.

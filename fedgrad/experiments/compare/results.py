@@ -12,7 +12,7 @@ from typing import Any
 
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
 from fedgrad.files import write_atomic
-from fedgrad.modes.registry import mode_class, privacy_mode
+from fedgrad.modes.resolve import mode_class, privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
 from fedgrad.scenario import Scenario
 

@@ -1,0 +1,38 @@
+"""A privacy mode from its name (``fedgrad.modes.registry``), on either side: the coordinator's mode for a
+scenario, and the client's encoder for a task's announcement."""
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+
+import numpy as np
+
+from fedgrad.errors import ConfigError
+from fedgrad.modes.base import ClientPrivacy, PrivacyMode
+from fedgrad.modes.registry import MODE_NAMES, MODES
+from fedgrad.protocol import EncodedUpdate, TrainTask
+from fedgrad.scenario import Scenario
+
+
+def mode_class(name: str) -> type[PrivacyMode]:
+    """The class of privacy mode ``name``; :class:`ConfigError` for a name no mode has."""
+    try:
+        module, _, attribute = MODES[name].partition(":")
+    except KeyError:
+        raise ConfigError(f"unknown privacy mode {name!r} (one of {', '.join(MODE_NAMES)})") from None
+    cls: type[PrivacyMode] = getattr(importlib.import_module(module), attribute)
+    return cls
+
+
+def privacy_mode(scenario: Scenario, decryptors: object = None) -> PrivacyMode:
+    """The privacy mode ``scenario.privacy.mode`` names, set up for ``scenario`` (with ``decryptors``, the
+    coordinator's handle on them, for modes that need them)."""
+    cls = mode_class(scenario.privacy.mode)
+    return cls(scenario, decryptors=decryptors) if cls.needs_decryptors else cls(scenario)  # type: ignore[call-arg]
+
+
+def encode_update(task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
+                  privacy: ClientPrivacy) -> EncodedUpdate:
+    """The client's side of the round's mode: ``delta`` encoded as ``task.announcement`` asks (plain without one)."""
+    name = task.announcement.mode if task.announcement is not None else "none"
+    return mode_class(name).encode(task, client_id, delta, privacy)
