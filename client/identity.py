@@ -6,12 +6,12 @@ coordinator never sees a private key and never enrolls anyone: decryptors trust 
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from fedgrad.crypto.identity import ClientIdentity, Enrollment
 from fedgrad.errors import ConfigError
+from fedgrad.files import write_atomic
 
 PRIVATE_SUFFIX = ".key"
 PUBLIC_SUFFIX = ".pub"
@@ -27,10 +27,7 @@ def ensure_identities(directory: Path, client_ids: Iterable[str]) -> dict[str, b
         if not path.exists():
             identity.save(path)
         public[client_id] = identity.public_key_bytes
-        published = directory / f"{client_id}{PUBLIC_SUFFIX}"
-        tmp = published.with_suffix(".pub.tmp")
-        tmp.write_text(identity.public_key_bytes.hex() + "\n", encoding="ascii")
-        os.replace(tmp, published)
+        write_atomic(directory / f"{client_id}{PUBLIC_SUFFIX}", identity.public_key_bytes.hex() + "\n")
     return public
 
 

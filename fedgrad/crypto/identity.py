@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from fedgrad.crypto.errors import CryptoError
 from fedgrad.crypto.secretfile import read_secret_file, write_secret_file
+from fedgrad.files import write_atomic
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
@@ -232,15 +233,8 @@ class Enrollment:
         return cls(clients)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically (temporary file + rename), mode 0644: public keys only."""
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(self.to_json())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write atomically, mode 0644: public keys only."""
+        write_atomic(Path(path), self.to_json(), 0o644)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Enrollment:

@@ -74,6 +74,7 @@ from fedgrad.crypto.errors import CiphertextError, CryptoError
 from fedgrad.crypto.keys import SECURE_KEY_BITS, warn_insecure_key
 from fedgrad.crypto.primes import safe_prime
 from fedgrad.crypto.secretfile import read_secret_file, write_secret_file
+from fedgrad.files import write_atomic
 
 MAX_PARTIES = 64  # Δ = 64! adds ~296 bits to every partial-decryption exponent; beyond that is no longer cheap
 MIN_KEY_BITS = 64  # tests only; real keys are 2048 or 3072 bits (see `keys`)
@@ -154,15 +155,8 @@ class KeySet:
             raise CryptoError(f"malformed key set: missing {exc.args[0]!r}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the key set (public: mode 0644), atomically via a temporary file and a rename."""
-        target = Path(path)
-        tmp = target.with_name(f".{target.name}.{secrets.token_hex(8)}.tmp")
-        try:
-            tmp.write_text(self.to_json())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        """Write the key set (public: mode 0644) atomically."""
+        write_atomic(Path(path), self.to_json(), 0o644)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> KeySet:
