@@ -37,11 +37,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from fedgrad.results import read_metrics  # noqa: E402
-from fedgrad.scenario import load_scenario  # noqa: E402
-from fedgrad.security import create_pki  # noqa: E402
-from server.experiment import client_ids, prepare_run  # noqa: E402
-from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, issue_run_tokens  # noqa: E402
+from fedgrad.results import read_metrics
+from fedgrad.scenario import load_scenario
+from fedgrad.security import create_pki
+from server.experiment import client_ids, prepare_run
+from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, issue_run_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.02
@@ -186,7 +186,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     n = len(xs)
     mean_x, mean_y = sum(xs) / n, sum(ys) / n
     var = sum((x - mean_x) ** 2 for x in xs)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
 class RssSampler(threading.Thread):
@@ -237,9 +237,9 @@ def report(results: list[Measurement], summary: dict[str, object]) -> None:
              f"{r.peak_rss_mib - r.rss_after_each_round_mib[0]:+.1f} MiB",
              f"{r.held_updates_mib:.1f} MiB", f"{r.mean_round_s:.2f} s") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     for mode, entry in summary.items():
         per_client = entry.get("per_client_kib")
         print(f"\n{mode}: " + (f"{per_client:.1f} KiB per joined client (slope over sizes); " if per_client is not None

@@ -14,7 +14,6 @@ Failures are sorted by what they mean:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -28,10 +27,10 @@ import numpy as np
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.errors import FedgradError
+from fedgrad.protocol import TaskConfig
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION
-from fedgrad.protocol import TaskConfig
 from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, payload_size, split_payload
 from fedgrad.transport.convert import train_task_from_pb
 
@@ -60,6 +59,9 @@ class ClientOptions:
     # Kept below the smallest sensible round timeout: a restarted coordinator waits that long (its join
     # grace) for the clients it had, so every live client is back before the first resumed round samples.
     backoff_max_s: float = 2.0
+
+
+DEFAULT_CLIENT_OPTIONS = ClientOptions()  # the defaults; shared safely because ClientOptions is frozen
 
 
 class Backoff:

@@ -52,6 +52,11 @@ MAX_LONG_POLL_S = 30.0
 SHUTDOWN_GRACE_S = 5.0
 
 
+def _completed(dispatch: Dispatch) -> Callable[[], bool]:
+    """The condition "``dispatch`` is complete", bound to this dispatch rather than to a loop variable."""
+    return lambda: dispatch.complete
+
+
 class RoundFailed(FedgradError):
     """A round could not gather ``min_clients`` updates in ``MAX_ROUND_ATTEMPTS`` attempts."""
 
@@ -221,7 +226,7 @@ class Coordinator:
             await self.registry.changed.wait_for(  # lost clients may come back; don't open a round doomed to fail
                 lambda: len(self.registry.available()) >= settings.min_clients, settings.round_timeout_s)
             round_ = self._open_training_round(number, model, attempt)
-            await self._dispatch_done.wait_for(lambda: round_.complete, settings.round_timeout_s)
+            await self._dispatch_done.wait_for(_completed(round_), settings.round_timeout_s)
             self._close(round_)
             self.registry.missed_deadline(cid for cid in round_.task_ids if cid not in round_.reports)
             for phase, seconds in round_.phase_times().items():
@@ -293,7 +298,7 @@ class Coordinator:
             dispatch = Dispatch(self.state.completed_rounds, model,
                                 {cid: task.task_id for cid, task in tasks.items()}, self._dispatch_done)
             self._open(dispatch, tasks)
-            await self._dispatch_done.wait_for(lambda: dispatch.complete, self.settings.round_timeout_s)
+            await self._dispatch_done.wait_for(_completed(dispatch), self.settings.round_timeout_s)
             self._close(dispatch)
             self.registry.missed_deadline(cid for cid in dispatch.task_ids if cid not in dispatch.reports)
             answered.update(dispatch.reports)

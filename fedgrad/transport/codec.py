@@ -42,7 +42,8 @@ def tensor_specs(tensors: Mapping[str, np.ndarray]) -> list[pb.TensorSpec]:
     for name, array in tensors.items():
         wire = _WIRE_DTYPES.get(np.dtype(array.dtype).newbyteorder("<").str)
         if wire is None:
-            raise WireError(f"tensor {name!r}: dtype {array.dtype} cannot be sent (use float32, float64, int32 or int64)")
+            raise WireError(f"tensor {name!r}: dtype {array.dtype} cannot be sent "
+                            "(use float32, float64, int32 or int64)")
         specs.append(pb.TensorSpec(name=name, shape=array.shape, dtype=wire))
     return specs
 
@@ -61,7 +62,8 @@ def encode_tensors(tensors: Mapping[str, np.ndarray]) -> tuple[list[pb.TensorSpe
     """``(manifest, payload)`` for ``tensors``."""
     specs = tensor_specs(tensors)
     payload = b"".join(
-        np.ascontiguousarray(array, dtype=_DTYPES[spec.dtype]).tobytes() for spec, array in zip(specs, tensors.values())
+        np.ascontiguousarray(array, dtype=_DTYPES[spec.dtype]).tobytes()
+        for spec, array in zip(specs, tensors.values(), strict=True)
     )
     return specs, payload
 

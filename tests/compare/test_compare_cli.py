@@ -58,7 +58,8 @@ def test_variants_share_data_split_and_seed_and_differ_only_in_privacy(compared)
     for name in ("vocab.json", "test.npz", "shard-0.npz", "shard-2.npz"):
         assert len({(run_dir / "data" / name).read_bytes() for run_dir in run_dirs}) == 1
     configs = [(run_dir / "config.toml").read_text() for run_dir in run_dirs]
-    assert [f"mode = {mode}" in config for mode, config in zip(('"none"', '"paillier-trusted"', '"dp"'), configs)] == [True] * 3
+    assert [f"mode = {mode}" in config
+            for mode, config in zip(('"none"', '"paillier-trusted"', '"dp"'), configs, strict=True)] == [True] * 3
     assert all("seed = 1" in config for config in configs)
 
 

@@ -32,7 +32,7 @@ def test_bad_values_are_config_errors(key, value):
 
 
 def test_from_dict_rejects_unknown_and_missing_keys():
-    with pytest.raises(ConfigError, match="unknown.*bogus"):
+    with pytest.raises(ConfigError, match=r"unknown.*bogus"):
         SecureAggConfig.from_dict({**BASE, "bogus": 1})
     with pytest.raises(ConfigError, match="incomplete"):
         SecureAggConfig.from_dict({k: v for k, v in BASE.items() if k != "max_clients"})

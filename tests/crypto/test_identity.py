@@ -4,11 +4,19 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedgrad.crypto import CryptoError
-from fedgrad.crypto.identity import (ClientIdentity, Enrollment, SignatureError, cohort_digest,
-                                     contribution_digest, sign_contribution, verify_contribution)
+from fedgrad.crypto.identity import (
+    ClientIdentity,
+    Enrollment,
+    SignatureError,
+    cohort_digest,
+    contribution_digest,
+    sign_contribution,
+    verify_contribution,
+)
 
 ALICE, BOB, CAROL = ClientIdentity.generate(), ClientIdentity.generate(), ClientIdentity.generate()
 ENROLLED = {"alice": ALICE.public_key_bytes, "bob": BOB.public_key_bytes, "carol": CAROL.public_key_bytes}

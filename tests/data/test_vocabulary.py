@@ -8,7 +8,8 @@ from fedgrad.errors import ConfigError, DataError
 
 
 def test_tokenize_lowercases_words_and_digits_only():
-    assert tokenize("FREE!!! Win $1,000 now_now -- Ça va? 東京") == ["free", "win", "1", "000", "now", "now", "ça", "va", "東京"]
+    assert tokenize("FREE!!! Win $1,000 now_now -- Ça va? 東京") == [
+        "free", "win", "1", "000", "now", "now", "ça", "va", "東京"]
     assert tokenize("") == []
     assert tokenize("a" * MAX_TOKEN_LEN + " " + "b" * (MAX_TOKEN_LEN + 1) + " end") == ["a" * MAX_TOKEN_LEN, "end"]
 
@@ -70,6 +71,6 @@ def test_encode_padded_matches_row_by_row_encoding():
     bags = [list(rng.choice(words, size=rng.integers(0, 30))) for _ in range(200)]
     vocab = Vocabulary.build(bags, min_count=3)
     ids = encode_padded(bags, vocab, max_len=20)
-    for row, bag in zip(ids, bags):
+    for row, bag in zip(ids, bags, strict=True):
         expected = vocab.encode(bag[:20])
         assert row.tolist() == expected + [PAD] * (20 - len(expected))

@@ -20,7 +20,7 @@ def close(ours, theirs) -> None:
     np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
 
 
-def pair(array: np.ndarray) -> tuple[fg.Tensor, "torch.Tensor"]:
+def pair(array: np.ndarray) -> tuple[fg.Tensor, torch.Tensor]:
     """The same float64 values as a fedgrad and a torch leaf that both require grad."""
     return (
         fg.tensor(array, requires_grad=True, dtype=fg.float64),
@@ -34,13 +34,13 @@ def to_float64(module: nn.Module) -> nn.Module:
     return module
 
 
-def backward_both(ours: fg.Tensor, theirs: "torch.Tensor") -> None:
+def backward_both(ours: fg.Tensor, theirs: torch.Tensor) -> None:
     upstream = R.standard_normal(ours.shape)
     ours.backward(fg.tensor(upstream, dtype=fg.float64))
     theirs.backward(torch.tensor(upstream))
 
 
-def check_outputs(out: fg.Tensor, tout: "torch.Tensor", *inputs: tuple[fg.Tensor, "torch.Tensor"]) -> None:
+def check_outputs(out: fg.Tensor, tout: torch.Tensor, *inputs: tuple[fg.Tensor, torch.Tensor]) -> None:
     """The two outputs agree, and so do the gradients that one random upstream gradient, sent back through
     both, gives each (fedgrad, torch) input pair."""
     close(out, tout)
@@ -49,7 +49,7 @@ def check_outputs(out: fg.Tensor, tout: "torch.Tensor", *inputs: tuple[fg.Tensor
         close(ours.grad, theirs.grad)
 
 
-def check_loss(loss: fg.Tensor, tloss: "torch.Tensor", *inputs: tuple[fg.Tensor, "torch.Tensor"]) -> None:
+def check_loss(loss: fg.Tensor, tloss: torch.Tensor, *inputs: tuple[fg.Tensor, torch.Tensor]) -> None:
     """The two losses agree, and so do the gradients they backpropagate to each (fedgrad, torch) input pair."""
     close(loss, tloss)
     loss.backward()
@@ -59,13 +59,14 @@ def check_loss(loss: fg.Tensor, tloss: "torch.Tensor", *inputs: tuple[fg.Tensor,
 
 
 def test_linear_and_mlp():
-    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3), torch.nn.Tanh()).double()
+    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3),
+                                 torch.nn.Tanh()).double()
     model = to_float64(nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3), nn.Tanh()))
     model.load_state_dict({k: v.numpy() for k, v in tmodel.state_dict().items()})
     x, tx = pair(R.standard_normal((4, 5)))
     out, tout = model(x), tmodel(tx)
     check_outputs(out, tout, (x, tx))
-    for (name, p), (tname, tp) in zip(model.named_parameters(), tmodel.named_parameters()):
+    for (name, p), (tname, tp) in zip(model.named_parameters(), tmodel.named_parameters(), strict=True):
         assert name == tname
         close(p.grad, tp.grad)
 
@@ -115,7 +116,7 @@ def test_rnn_cell(nonlinearity):
     check_fused_grads(cell, tcell)
 
 
-def fused_state(tcell: "torch.nn.Module", prefix: str = "", suffix: str = "") -> dict[str, np.ndarray]:
+def fused_state(tcell: torch.nn.Module, prefix: str = "", suffix: str = "") -> dict[str, np.ndarray]:
     """PyTorch's (weight_ih, weight_hh, bias_ih, bias_hh) as fedgrad's fused (weight, bias)."""
     get = lambda name: getattr(tcell, name + suffix).detach().numpy()  # noqa: E731
     return {
@@ -124,7 +125,7 @@ def fused_state(tcell: "torch.nn.Module", prefix: str = "", suffix: str = "") ->
     }
 
 
-def check_fused_grads(cell: nn.Module, tcell: "torch.nn.Module", prefix: str = "", suffix: str = "") -> None:
+def check_fused_grads(cell: nn.Module, tcell: torch.nn.Module, prefix: str = "", suffix: str = "") -> None:
     params = dict(cell.named_parameters())
     grad = lambda name: getattr(tcell, name + suffix).grad.numpy()  # noqa: E731
     close(params[prefix + "weight"].grad, np.concatenate([grad("weight_ih"), grad("weight_hh")], axis=1))

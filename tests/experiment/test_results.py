@@ -39,7 +39,8 @@ def test_round_record_layout():
     assert rec["bytes"] == {"down": 3000, "up": 2048}
     assert "n" not in rec
     with pytest.raises(KeyError):
-        round_record(1, rec, clients_selected=1, clients_used=1, clients_dropped=0, time_s={"sleep": 1.0}, bytes_moved={})
+        round_record(1, rec, clients_selected=1, clients_used=1, clients_dropped=0, time_s={"sleep": 1.0},
+                     bytes_moved={})
 
 
 def test_run_dir_files(tmp_path):
@@ -86,7 +87,8 @@ def test_report_contents(tmp_path):
     assert "| privacy | none |" in report
     rounds = [line for line in report.splitlines() if re.match(r"\| [0-9] \|", line)]
     assert len(rounds) == 3
-    assert rounds[2].startswith("| 3 | 95.00% | 90.00% | 80.00% | 84.70% | 0.1000 | 2 / 3 | 300.0 ms | 2.9 KiB | 2.0 KiB |")
+    assert rounds[2].startswith(
+        "| 3 | 95.00% | 90.00% | 80.00% | 84.70% | 0.1000 | 2 / 3 | 300.0 ms | 2.9 KiB | 2.0 KiB |")
     assert "| train | 600.0 ms | 200.0 ms |" in report
     assert "| up (clients to coordinator) | 6.0 KiB | 2.0 KiB |" in report
     final = report.split("## Final metrics")[1].split("##")[0]

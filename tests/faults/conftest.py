@@ -68,6 +68,7 @@ def measure_run(run_dir: Path, rounds: int, reference_model: Mapping[str, object
     ``summary=False`` for an in-process federation (:meth:`Lab.federation`), which writes no ``summary.json``.
     """
     import numpy as np
+
     from server.checkpoint import CheckpointError, Checkpoints, load_checkpoint
 
     problems: list[str] = []

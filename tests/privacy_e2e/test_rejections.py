@@ -84,12 +84,13 @@ async def bad_ciphertexts(rogue: Rogue, task: pb.TaskHeader, model) -> None:
     announced = task.privacy
     cfg = SecureAggConfig.from_dict(json.loads(announced.params_json)["secure"])
     key = public_key_from_bytes(announced.public_key, insecure_key_bits=True)
-    count, width, fingerprint = make_encoder(cfg, key).scheme.n_ciphertexts, ciphertext_width(key), cfg.fingerprint(key.n)
+    count, width = make_encoder(cfg, key).scheme.n_ciphertexts, ciphertext_width(key)
+    fingerprint = cfg.fingerprint(key.n)
     valid = [1] * count  # 1 is a valid ciphertext (of 0 with randomness 1)
     await rogue.submit(task, encode_tensors(zeros_like(model))[1], pb.PLAIN)
     for ciphertexts, fp, contributors in (([0] * count, fingerprint, 1),
-                                          ([key.n] + valid[1:], fingerprint, 1),
-                                          ([key.nsquare] + valid[1:], fingerprint, 1),
+                                          ([key.n, *valid[1:]], fingerprint, 1),
+                                          ([key.nsquare, *valid[1:]], fingerprint, 1),
                                           (valid, b"\0" * 8, 1),
                                           (valid, fingerprint, 2)):
         await rogue.submit(task, dump_payload(fp, contributors, ciphertexts, width), pb.PAILLIER)
@@ -104,7 +105,7 @@ def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenar
     expected = ["encoding PLAIN is not accepted", "outside (0, n²)", "not a unit mod n", "outside (0, n²)",
                 "made for another key", "sent an aggregate of 2 updates", "payload bytes"]
     assert len(rogue.refusals) == len(expected)
-    for (code, detail), fragment in zip(rogue.refusals, expected):
+    for (code, detail), fragment in zip(rogue.refusals, expected, strict=True):
         assert code == invalid and fragment in detail, detail
     [record] = finished.records
     assert (record["clients_used"], record["clients_dropped"]) == (2, 1)
@@ -144,5 +145,5 @@ def test_secure_modes_need_two_contributors(scenario, mode):
     if mode == "dp":
         scenario(*overrides)  # central DP decrypts nothing: one contributor is allowed
         overrides.append('privacy.dp_placement="distributed"')
-    with pytest.raises(ConfigError, match="federation.min_clients: secure aggregation"):
+    with pytest.raises(ConfigError, match=r"federation.min_clients: secure aggregation"):
         scenario(*overrides)
