@@ -47,6 +47,7 @@ from tqdm import tqdm
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, SlotLayout, generate_keypair, make_encoder
 from fedgrad.crypto.decryption import ParallelPartialDecryptor, available_cores, plan_parts
 from fedgrad.crypto.djn import FastEncryptor, randomizer_base, randomizer_exponent_bits
+from fedgrad.crypto.schemes import PackedScheme
 from fedgrad.crypto.threshold import combine, deal, key_set, partial_decrypt, prove_partials, verify_partials
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PHASES
@@ -118,7 +119,7 @@ def measure_scheme(mode: str, n_params: int, model_params: int, n_clients: int, 
     }
 
 
-def leave_one_out(cfg: SecureAggConfig, pub, payloads: list[bytes], number: int) -> tuple[list[str], bytes]:
+def leave_one_out(cfg: SecureAggConfig, pub, payloads: list[bytes], number: int) -> tuple[frozenset[str], bytes]:
     """The aggregate of all payloads but one, which `number` picks: a fresh sum of the same decryption cost."""
     accumulator = Accumulator(cfg, pub)
     for i, payload in enumerate(payloads):
@@ -195,6 +196,7 @@ def encoder_per_param(pub, n_params: int, max_weight: int, repeats: int, max_cli
     encoder.encrypt(update, weight)  # table build
     seconds = cpu_best(lambda: encoder.encrypt(update, weight), repeats)
     payload = encoder.encrypt(update, weight)
+    assert isinstance(encoder.scheme, PackedScheme)  # mode "paillier"
     return {"max_weight": max_weight, "slots": encoder.scheme.layout.slots,
             "slot_bits": encoder.scheme.layout.slot_bits, "encrypt_us": seconds / n_params * 1e6,
             "bytes": len(payload) / n_params}

@@ -35,6 +35,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from fedgrad.results import read_metrics
@@ -165,11 +166,11 @@ def measure(scenario_path: Path, mode: str, clients: int, per_round: int, rounds
     return measurement
 
 
-def summarize(results: list[Measurement]) -> dict[str, object]:
-    summary: dict[str, object] = {}
+def summarize(results: list[Measurement]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(r.mode for r in results):
         runs = [r for r in results if r.mode == mode]
-        entry: dict[str, object] = {
+        entry: dict[str, Any] = {
             "growth_per_100_updates_kib": [round(r.growth_per_100_updates_kib, 1) for r in runs],
             "steady_growth_per_100_updates_kib": [round(r.steady_growth_per_100_updates_kib, 1) for r in runs],
             "peak_above_round_1_mib": [round(r.peak_rss_mib - r.rss_after_each_round_mib[0], 2) for r in runs],
@@ -228,7 +229,7 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def report(results: list[Measurement], summary: dict[str, object]) -> None:
+def report(results: list[Measurement], summary: dict[str, dict[str, Any]]) -> None:
     header = ("mode", "clients", "per round", "idle RSS", "RSS after round 1", "above idle", "per 100 updates",
               "same, 2nd half", "peak above round 1", "if updates held", "round time")
     rows = [(r.mode, f"{r.clients:,}", str(r.clients_per_round), f"{r.idle_rss_mib:.1f} MiB",

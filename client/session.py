@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import numpy as np
@@ -113,8 +114,10 @@ class VirtualClient:
                     continue
                 last_task_id = header.task_id
                 if header.kind == pb.TRAIN:
+                    assert model is not None  # _fetch_task decodes the model of every TRAIN and EVALUATE task
                     await self._train(credentials, header, model)
                 elif header.kind == pb.EVALUATE:
+                    assert model is not None
                     await self._evaluate(credentials, header, model)
                 else:
                     raise ClientError(f"client {self.client_id}: unknown task kind {header.kind}")
@@ -166,9 +169,11 @@ class VirtualClient:
                                     f"{payload_size(header.tensors)}")
                 buffer = PayloadBuffer(header.payload_bytes)
             else:
+                assert buffer is not None  # made with the header
                 buffer.append(message.data)
         if header is None:
             raise WireError("empty task stream")
+        assert buffer is not None
         model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
         return header, model
 
@@ -182,7 +187,8 @@ class VirtualClient:
         update_header = pb.UpdateHeader(
             credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,
             n_examples=len(self.shard), metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
-            encoding=int(update.encoded.encoding), tensors=header.tensors, payload_bytes=len(payload),
+            encoding=cast(pb.Encoding, int(update.encoded.encoding)),  # the wire enum has the same numbers
+            tensors=header.tensors, payload_bytes=len(payload),
             signature=update.encoded.signature)
 
         async def stream() -> AsyncIterator[pb.UpdateChunk]:

@@ -339,14 +339,20 @@ class Coordinator:
     def _open(self, dispatch: Dispatch, tasks: dict[str, Task]) -> None:
         self._dispatch = dispatch
         for client_id, task in tasks.items():
-            self.registry.get(client_id).mailbox.post(task)
+            self._record(client_id).mailbox.post(task)
 
     def _close(self, dispatch: Dispatch) -> None:
         """No more answers; tasks nobody fetched are withdrawn so a late client does not start them."""
         dispatch.close()
         self._dispatch = None
         for client_id, task_id in dispatch.task_ids.items():
-            self.registry.get(client_id).mailbox.withdraw(task_id)
+            self._record(client_id).mailbox.withdraw(task_id)
+
+    def _record(self, client_id: str) -> ClientRecord:
+        """A client that was given a task: it joined, and the registry never forgets a joined client."""
+        record = self.registry.get(client_id)
+        assert record is not None, f"client {client_id!r} was given a task without having joined"
+        return record
 
 
 def _checked_metrics(metrics: Mapping[str, float], required: Sequence[str] = ()) -> dict[str, float]:

@@ -59,7 +59,7 @@ class RunTokens:
 
     def _refresh(self) -> None:
         stamp = self._file_stamp()
-        if stamp == self._stamp or stamp is None:  # unchanged, or briefly absent: keep what we have
+        if stamp == self._stamp or stamp is None or self.path is None:  # unchanged, or briefly absent: keep it
             return
         try:
             self._issuer = TokenIssuer.load(self.path)

@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
-from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 DPI = 120
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -41,7 +41,9 @@ def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: 
                   linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)],
                   markersize=4.5, markerfacecolor="none")
     axes.set(xlabel="round", ylabel="test accuracy (%)", title=title)
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    locator = axes.xaxis.get_major_locator()
+    assert isinstance(locator, MaxNLocator)  # a new axes' AutoLocator
+    locator.set_params(integer=True)
     axes.grid(alpha=0.3)
     if len(series) > 1:
         axes.legend(fontsize="small")

@@ -145,7 +145,7 @@ class RayFleet:
         try:
             await asyncio.wait({run_task, all_done}, return_when=asyncio.FIRST_COMPLETED)
             if not run_task.done():
-                errors = [future.exception() for future in self._done if future.exception() is not None]
+                errors = [error for future in self._done if (error := future.exception()) is not None]
                 detail = f": {_first_line(errors[0])}" if errors else ""
                 raise FedgradError(f"every Ray client worker ended before the run finished{detail}")
             return run_task.result()

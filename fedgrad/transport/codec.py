@@ -20,13 +20,13 @@ from fedgrad.transport import fedgrad_pb2 as pb
 MAX_CHUNK_BYTES = 1 << 20
 
 #: Wire dtype <-> numpy dtype; explicit little-endian so hosts of either byte order agree.
-_DTYPES: dict[int, np.dtype] = {
+_DTYPES: dict[pb.DType, np.dtype] = {
     pb.FLOAT32: np.dtype("<f4"),
     pb.FLOAT64: np.dtype("<f8"),
     pb.INT32: np.dtype("<i4"),
     pb.INT64: np.dtype("<i8"),
 }
-_WIRE_DTYPES: dict[str, int] = {dtype.str: code for code, dtype in _DTYPES.items()}
+_WIRE_DTYPES: dict[str, pb.DType] = {dtype.str: code for code, dtype in _DTYPES.items()}
 
 #: A manifest in comparable form: ((name, shape, numpy dtype name), ...).
 Manifest = tuple[tuple[str, tuple[int, ...], str], ...]
