@@ -94,11 +94,18 @@ def test_the_encryptor_draws_a_full_length_exponent_per_ciphertext(real_key, mon
     at least ℓ ≥ 2λ per ciphertext."""
     import secrets
 
-    drawn = []
+    drawn: list[int] = []
+
+    def counting(real, bits):
+        """``real``, also recording how many random bits each call draws."""
+        def draw(arg):
+            drawn.append(bits(arg))
+            return real(arg)
+        return draw
+
     for name, bits in (("token_bytes", lambda k: 8 * k), ("randbits", lambda k: k),
                        ("randbelow", lambda n: int(n).bit_length())):
-        real = getattr(secrets, name)
-        monkeypatch.setattr(secrets, name, lambda arg, real=real, bits=bits: drawn.append(bits(arg)) or real(arg))
+        monkeypatch.setattr(secrets, name, counting(getattr(secrets, name), bits))
     FastEncryptor(real_key[0]).encrypt([1, 2, 3])
     assert sum(drawn) >= 3 * 2 * security_bits(int(real_key[0].n).bit_length())
 

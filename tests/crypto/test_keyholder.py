@@ -142,6 +142,7 @@ def test_integer_weights_come_from_the_clients(small_key):
             0, accumulator.contributors, accumulator.payload())
         assert total_weight == 145
         expected = sum(w * encoder.quantized(u) for w, u in zip((5, 100, 40), updates, strict=True))
+        assert isinstance(expected, np.ndarray)
         np.testing.assert_allclose(total_sum, expected / (32767 / cfg.clip), rtol=0, atol=1e-9)
         mean = weighted_mean(cfg, expected, total_weight)
         np.testing.assert_allclose(mean, np.average(updates, axis=0, weights=[5, 100, 40]), atol=3 / 32767)

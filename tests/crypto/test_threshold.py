@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import random
 import secrets
+from typing import Any
 
 import gmpy2
 import numpy as np
@@ -155,6 +156,7 @@ def test_duplicate_and_out_of_range_indices_are_refused(threshold_key):
     p1, p2 = partial_decrypt(shares[0], ciphertexts), partial_decrypt(shares[1], ciphertexts)
     with pytest.raises(CryptoError, match="two partial decryptions for share index 1"):
         combine(pub, [(1, p1), (2, p2), (1, p1)], 3, 5)
+    bad: Any  # ill-typed indices too, on purpose
     for bad in (0, 6, -1, True, "1"):
         with pytest.raises(CryptoError, match="not a share index"):
             combine(pub, [(1, p1), (2, p2), (bad, p1)], 3, 5)

@@ -1,4 +1,6 @@
 """Tokenizer, vocabulary and the padded id matrices."""
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,7 @@ def test_encode_decode_and_specials():
 def test_dict_round_trip_and_validation():
     vocab = Vocabulary.build([["x", "y", "y"]])
     assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+    bad: Any
     for bad in ({}, {"format": "fedgrad-vocabulary", "specials": ["<unk>", "<pad>"], "words": []},
                 {**vocab.to_dict(), "words": ["x", 3]}, {**vocab.to_dict(), "words": ["x", "x"]},
                 {**vocab.to_dict(), "words": ["<pad>"]}, []):

@@ -18,7 +18,7 @@ def scenario(name: str = "demo") -> Scenario:
     return Scenario.from_dict({"name": name, "federation": {"clients": 3, "clients_per_round": 3}})
 
 
-def record(round_index: int, accuracy: float) -> dict:
+def record(round_index: int, accuracy: float | np.floating) -> dict:
     evaluation = {"accuracy": accuracy, "precision": 0.9, "recall": 0.8, "f1": 0.847, "loss": 0.1, "n": 100}
     return round_record(
         round_index,

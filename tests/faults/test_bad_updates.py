@@ -119,15 +119,17 @@ async def transport_battery(hostile, address: str, security, task: pb.TaskHeader
     """Garbage bytes, a message over the size limit, and a chunk over the chunk limit."""
     garbage = b"\xff\xfe\x00 not a protobuf \x0a\xff"
     async with open_channel(address, security) as channel:
-        for method, call in (("Join", lambda: channel.unary_unary("/fedgrad.Coordinator/Join")(garbage, timeout=10)),
-                             ("GetTask", lambda: _drain(channel.unary_stream("/fedgrad.Coordinator/GetTask")(
-                                 garbage, timeout=10))),
+        join: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/fedgrad.Coordinator/Join")
+        get_task: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            "/fedgrad.Coordinator/GetTask")
+        for method, call in (("Join", lambda: join(garbage, timeout=10)),
+                             ("GetTask", lambda: _drain(get_task(garbage, timeout=10))),
                              ("SubmitUpdate", lambda: channel.stream_unary("/fedgrad.Coordinator/SubmitUpdate")(
                                  _iterate([garbage]), timeout=10))):
             with hostile.tally.bad_input(f"garbage bytes to {method}") as bad:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call()
-                code, details = caught.value.code(), caught.value.details()
+                code, details = caught.value.code(), caught.value.details() or ""
                 if (code == INVALID and f"malformed {method} message" in details
                         and "Wire format was corrupt" in details):
                     bad.refused(f"{code.name}: {details}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import numpy as np
@@ -114,7 +115,7 @@ async def refused(call, code, match):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() == code, caught.value.details()
-    assert match in caught.value.details(), caught.value.details()
+    assert match in (caught.value.details() or ""), caught.value.details()
 
 
 async def take_tasks(stub, creds_by_id, wait_s=0.5):
@@ -190,7 +191,7 @@ def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
             await refused(submit(stub, mine, task, good, encoding=pb.PAILLIER), invalid, "encoding PAILLIER")
             await refused(submit(stub, mine, task, good, encoding=42), invalid, "encoding #42")
             odd_dtype = encode_tensors(good)[0]
-            odd_dtype[1].dtype = 99
+            odd_dtype[1].dtype = cast(pb.DType, 99)  # no such dtype
             await refused(submit(stub, mine, task, good, tensors=odd_dtype), invalid, "'b': unknown dtype code 99")
             await refused(submit(stub, mine, task, good, n_examples=99), invalid, "claims 99 examples")
             await refused(submit(stub, mine, task, good, metrics={"loss": float("nan")}), invalid,

@@ -8,9 +8,9 @@ from server.strategies import ClientInfo, FedAdam, FedAvg, FedProx, WeightedSum,
 CLIENTS = [ClientInfo("0", 30), ClientInfo("1", 10)]
 
 
-def weighted_sum(deltas: dict[str, tuple[float, np.ndarray]]) -> WeightedSum:
+def weighted_sum(deltas: dict[str, tuple[float, dict[str, np.ndarray]]]) -> WeightedSum:
     names = next(iter(deltas.values()))[1].keys()
-    total = {name: sum(w * d[name].astype(np.float64) for w, d in deltas.values()) for name in names}
+    total = {name: np.asarray(sum(w * d[name].astype(np.float64) for w, d in deltas.values())) for name in names}
     return WeightedSum(total=total, weight=sum(w for w, _ in deltas.values()), contributors=tuple(sorted(deltas)))
 
 

@@ -56,7 +56,8 @@ class Rogue:
                 buffer.append(message.data)
         return header, (decode_tensors(header.tensors, buffer.payload()) if header.payload_bytes else None)
 
-    async def submit(self, task: pb.TaskHeader, payload: bytes, encoding: int, *, succeed: bool = False) -> None:
+    async def submit(self, task: pb.TaskHeader, payload: bytes, encoding: pb.Encoding, *,
+                     succeed: bool = False) -> None:
         """Send ``payload``; record the refusal (or, with ``succeed``, insist on acceptance)."""
         header = pb.UpdateHeader(credentials=self.credentials, task_id=task.task_id, round=task.round,
                                  model_version=task.model_version, n_examples=ROGUE_EXAMPLES, encoding=encoding,
@@ -71,7 +72,7 @@ class Rogue:
             await self.stub.SubmitUpdate(stream(), timeout=10)
         except grpc.aio.AioRpcError as error:
             assert not succeed, error.details()
-            self.refusals.append((error.code(), error.details()))
+            self.refusals.append((error.code(), error.details() or ""))
         else:
             assert succeed, "the coordinator accepted a bad update"
 
