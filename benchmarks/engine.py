@@ -64,7 +64,8 @@ def best_time(step: Callable[[], object], number: int, repeats: int) -> float:
     return best
 
 
-def compare(first: Callable[[], object], second: Callable[[], object], number: int, repeats: int) -> tuple[float, float]:
+def compare(first: Callable[[], object], second: Callable[[], object], number: int,
+            repeats: int) -> tuple[float, float]:
     """Best time of each, measured in alternating rounds after a warm-up."""
     a, b = compare_all([first, second], [number, number], repeats)
     return a, b
@@ -195,8 +196,10 @@ def bench_spam(torch, repeats: int) -> tuple[Row, Row]:
     # One session for all three sides: the same warm-up, the same rounds, interleaved; each its best.
     a, b, d = compare_all([ours, numpy_step, torch_step], [10, 10, 3], repeats)
     return (
-        Row("spam Embedding(50k,1) 500x500 step", a, "numpy by hand, no PAD", b, a / b, "x numpy time", "<= 1.2", a / b <= 1.2),
-        Row("spam Embedding(50k,1) 500x500 step", a, "torch dense Embedding", d, d / a, "x faster", ">= 10", d / a >= 10),
+        Row("spam Embedding(50k,1) 500x500 step", a, "numpy by hand, no PAD", b, a / b, "x numpy time", "<= 1.2",
+            a / b <= 1.2),
+        Row("spam Embedding(50k,1) 500x500 step", a, "torch dense Embedding", d, d / a, "x faster", ">= 10",
+            d / a >= 10),
     )
 
 
@@ -251,19 +254,20 @@ def bench_chain(torch, repeats: int) -> Row:
             y = torch.tanh(y * tw + tb) - tb
         y.sum().backward()
 
-    a, b = compare(ours, theirs, 5, repeats)
-    per_op = a / CHAIN_OPS * 1e6
-    return Row("1,000 tiny ops fwd+bwd", a, "torch", b, per_op, "us per op", "<= 5", per_op <= 5.0)
+    ours_s, theirs_s = compare(ours, theirs, 5, repeats)
+    per_op = ours_s / CHAIN_OPS * 1e6
+    return Row("1,000 tiny ops fwd+bwd", ours_s, "torch", theirs_s, per_op, "us per op", "<= 5", per_op <= 5.0)
 
 
 def run_all(torch, repeats: int) -> list[Row]:
-    return [bench_mlp(torch, repeats), *bench_spam(torch, repeats), bench_lstm(torch, repeats), bench_chain(torch, repeats)]
+    return [bench_mlp(torch, repeats), *bench_spam(torch, repeats), bench_lstm(torch, repeats),
+            bench_chain(torch, repeats)]
 
 
 def format_table(rows: list[Row], threads: int, repeats: int, torch_version: str) -> str:
     lines = [
-        f"fedgrad engine benchmark: float32, {threads} thread(s) for numpy BLAS and torch "
-        f"(torch {torch_version}, numpy {np.__version__}), best of {repeats} interleaved rounds"
+        (f"fedgrad engine benchmark: float32, {threads} thread(s) for numpy BLAS and torch "
+        f"(torch {torch_version}, numpy {np.__version__}), best of {repeats} interleaved rounds")
     ]
     header = f"{'benchmark':36} {'fedgrad':>10} {'reference':>22} {'ref time':>10}   {'result':>22} {'target':>7}"
     lines += [header, "-" * len(header)]

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ from tqdm import tqdm
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, SlotLayout, generate_keypair, make_encoder
 from fedgrad.crypto.decryption import ParallelPartialDecryptor, available_cores, plan_parts
 from fedgrad.crypto.djn import FastEncryptor, randomizer_base, randomizer_exponent_bits
+from fedgrad.crypto.schemes import PackedScheme
 from fedgrad.crypto.threshold import combine, deal, key_set, partial_decrypt, prove_partials, verify_partials
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PHASES
@@ -84,19 +86,24 @@ def measure_scheme(mode: str, n_params: int, model_params: int, n_clients: int, 
     encrypt_s, payloads = [], []
     for weight in weights:
         update = rng.normal(0.0, 0.3, n_params)
-        seconds, payload = timed(lambda: encoder.encrypt(update, float(weight)))
+        seconds, payload = timed(partial(encoder.encrypt, update, float(weight)))
         encrypt_s.append(seconds)
         payloads.append(payload)
         progress.update()
     assert len(payloads[0]) == wire_bytes(mode, n_params, pub)
     accumulator = Accumulator(cfg, pub)
-    add_s = [timed(lambda: accumulator.add(f"client-{i}", payload))[0] for i, payload in enumerate(payloads)]
+    add_s = [timed(partial(accumulator.add, f"client-{i}", payload))[0] for i, payload in enumerate(payloads)]
     aggregate = accumulator.payload()
     decrypt_s = min(timed(lambda: KeyHolder(priv, cfg, min_clients=2, cores=1).decrypt_aggregate(
         0, accumulator.contributors, aggregate))[0] for _ in range(DECRYPT_REPEATS))
     with KeyHolder(priv, cfg, min_clients=2) as holder:  # all cores; its first decryption starts the workers
         start_s, _ = timed(lambda: holder.decrypt_aggregate(0, accumulator.contributors, aggregate))
-        parallel_s = min(timed(lambda: holder.decrypt_aggregate(number, *leave_one_out(cfg, pub, payloads, number)))[0]
+
+        def leave_one_out_decryption(number: int) -> Callable[[], Any]:
+            """Decrypting the aggregate without client ``number`` (the leave-one-out is part of the timing)."""
+            return lambda: holder.decrypt_aggregate(number, *leave_one_out(cfg, pub, payloads, number))
+
+        parallel_s = min(timed(leave_one_out_decryption(number))[0]
                          for number in range(1, min(DECRYPT_REPEATS, n_clients) + 1))
     progress.update()
     return {
@@ -113,7 +120,7 @@ def measure_scheme(mode: str, n_params: int, model_params: int, n_clients: int, 
     }
 
 
-def leave_one_out(cfg: SecureAggConfig, pub, payloads: list[bytes], number: int) -> tuple[list[str], bytes]:
+def leave_one_out(cfg: SecureAggConfig, pub, payloads: list[bytes], number: int) -> tuple[frozenset[str], bytes]:
     """The aggregate of all payloads but one, which `number` picks: a fresh sum of the same decryption cost."""
     accumulator = Accumulator(cfg, pub)
     for i, payload in enumerate(payloads):
@@ -156,15 +163,15 @@ def encryption_factors(pub, count: int, repeats: int, slots: int) -> dict[str, A
     default.encrypt([1]), short.encrypt([1])  # build the tables outside the timing
 
     def textbook() -> None:
-        for m, r in zip(plaintexts, rs):
+        for m, r in zip(plaintexts, rs, strict=True):
             gmpy2.powmod(g, m, nsquare) * gmpy2.powmod(r, n, nsquare) % nsquare
 
     def g_n_plus_1() -> None:
-        for m, r in zip(plaintexts, rs):
+        for m, r in zip(plaintexts, rs, strict=True):
             (m * n + 1) * gmpy2.powmod(r, n, nsquare) % nsquare
 
     def djn_powmod() -> None:
-        for m, r in zip(plaintexts, djn_rs):
+        for m, r in zip(plaintexts, djn_rs, strict=True):
             (m * n + 1) * gmpy2.powmod(h_s, r, nsquare) % nsquare
 
     rows = [("textbook g^m·r^n, generic g", textbook), ("g = n + 1", g_n_plus_1),
@@ -190,6 +197,7 @@ def encoder_per_param(pub, n_params: int, max_weight: int, repeats: int, max_cli
     encoder.encrypt(update, weight)  # table build
     seconds = cpu_best(lambda: encoder.encrypt(update, weight), repeats)
     payload = encoder.encrypt(update, weight)
+    assert isinstance(encoder.scheme, PackedScheme)  # mode "paillier"
     return {"max_weight": max_weight, "slots": encoder.scheme.layout.slots,
             "slot_bits": encoder.scheme.layout.slot_bits, "encrypt_us": seconds / n_params * 1e6,
             "bytes": len(payload) / n_params}
@@ -208,7 +216,7 @@ def threshold_costs(count: int, repeats: int, slots: int, parties: int = 3, thre
                  for _ in range(count)]
 
     def floor() -> None:
-        for c, e in zip(ciphertexts, exponents):
+        for c, e in zip(ciphertexts, exponents, strict=True):
             gmpy2.powmod(c, e, nsquare)
 
     # interleave the two so that both see the same machine state
@@ -275,7 +283,8 @@ def report_factors(results: dict[str, Any]) -> None:
     print(f"  ratio partial/floor {thr['ratio']:8.3f}×  (target ≤{PARTIAL_FLOOR_TARGET} {verdict})")
     print(f"  combine ({thr['threshold']} partials) {thr['combine_us_per_ct']:8.1f} µs/ciphertext")
     print(f"  proof of correct partials (batched over {results['count']}): prove "
-          f"{thr['prove_us_per_ct'] / 1e3:.2f} ms/ciphertext ({thr['prove_us_per_ct'] / thr['partial_us_per_ct']:.0%} of "
+          f"{thr['prove_us_per_ct'] / 1e3:.2f} ms/ciphertext "
+          f"({thr['prove_us_per_ct'] / thr['partial_us_per_ct']:.0%} of "
           f"the partials), verify one decryptor {thr['verify_us_per_ct'] / 1e3:.2f} ms/ciphertext")
     if "parallel_us_per_param" in thr:
         print(f"  all {thr['cores']} cores ({thr['parallel_workers']} workers, wall): "
@@ -367,8 +376,8 @@ def report_end_to_end(e2e: dict[str, Any]) -> None:
     stats = runs["paillier"]["decryptors"]
     if stats:
         print(f"\npaillier decryption, slowest of the {stats['decryptors_asked']:.0f} decryptors asked: verify "
-              f"{stats['verify_s']:.3f} s, partial decryptions {stats['partial_s']:.3f} s, proofs {stats['prove_s']:.3f} s;"
-              f" combine with proof checks on the coordinator {stats['combine_s']:.3f} s")
+              f"{stats['verify_s']:.3f} s, partial decryptions {stats['partial_s']:.3f} s, "
+              f"proofs {stats['prove_s']:.3f} s; combine with proof checks on the coordinator {stats['combine_s']:.3f} s")
     print(f"compute floor t × {runs['paillier']['ciphertexts']} ciphertexts × powmod ÷ {available_cores()} cores = "
           f"{e2e['floor_s']:.3f} s; decrypt phase {runs['paillier']['time_s']['decrypt']:.3f} s = "
           f"{e2e['decrypt_over_floor']:.2f}× the floor (target ≤ 1.3×)")

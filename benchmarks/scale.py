@@ -35,13 +35,14 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from fedgrad.results import read_metrics  # noqa: E402
-from fedgrad.scenario import load_scenario  # noqa: E402
-from fedgrad.security import create_pki  # noqa: E402
-from server.experiment import client_ids, prepare_run  # noqa: E402
-from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, issue_run_tokens  # noqa: E402
+from fedgrad.results import read_metrics
+from fedgrad.scenario import load_scenario
+from fedgrad.security import create_pki
+from server.experiment import client_ids, prepare_run
+from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, issue_run_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.02
@@ -165,11 +166,11 @@ def measure(scenario_path: Path, mode: str, clients: int, per_round: int, rounds
     return measurement
 
 
-def summarize(results: list[Measurement]) -> dict[str, object]:
-    summary: dict[str, object] = {}
+def summarize(results: list[Measurement]) -> dict[str, dict[str, Any]]:
+    summary: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(r.mode for r in results):
         runs = [r for r in results if r.mode == mode]
-        entry: dict[str, object] = {
+        entry: dict[str, Any] = {
             "growth_per_100_updates_kib": [round(r.growth_per_100_updates_kib, 1) for r in runs],
             "steady_growth_per_100_updates_kib": [round(r.steady_growth_per_100_updates_kib, 1) for r in runs],
             "peak_above_round_1_mib": [round(r.peak_rss_mib - r.rss_after_each_round_mib[0], 2) for r in runs],
@@ -186,7 +187,7 @@ def _slope(xs: list[float], ys: list[float]) -> float:
     n = len(xs)
     mean_x, mean_y = sum(xs) / n, sum(ys) / n
     var = sum((x - mean_x) ** 2 for x in xs)
-    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var if var else 0.0
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
 class RssSampler(threading.Thread):
@@ -228,7 +229,7 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def report(results: list[Measurement], summary: dict[str, object]) -> None:
+def report(results: list[Measurement], summary: dict[str, dict[str, Any]]) -> None:
     header = ("mode", "clients", "per round", "idle RSS", "RSS after round 1", "above idle", "per 100 updates",
               "same, 2nd half", "peak above round 1", "if updates held", "round time")
     rows = [(r.mode, f"{r.clients:,}", str(r.clients_per_round), f"{r.idle_rss_mib:.1f} MiB",
@@ -237,9 +238,9 @@ def report(results: list[Measurement], summary: dict[str, object]) -> None:
              f"{r.peak_rss_mib - r.rss_after_each_round_mib[0]:+.1f} MiB",
              f"{r.held_updates_mib:.1f} MiB", f"{r.mean_round_s:.2f} s") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    print("  ".join(h.rjust(w) for h, w in zip(header, widths)))
+    print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
-        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths)))
+        print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     for mode, entry in summary.items():
         per_client = entry.get("per_client_kib")
         print(f"\n{mode}: " + (f"{per_client:.1f} KiB per joined client (slope over sizes); " if per_client is not None

@@ -12,18 +12,18 @@ import asyncio
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from client.session import ClientError, ClientOptions, VirtualClient
+from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, VirtualClient
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
-from fedgrad.modes.base import ClientPrivacy
+from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
 
 
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
-                      options: ClientOptions = ClientOptions(), tokens: Mapping[str, str] | None = None,
-                      security: ClientSecurity | None = None, privacy: ClientPrivacy = ClientPrivacy()) -> None:
+                      options: ClientOptions = DEFAULT_CLIENT_OPTIONS, tokens: Mapping[str, str] | None = None,
+                      security: ClientSecurity | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
     """Host the clients ``shards`` names (client id -> its shard) until the coordinator shuts the run down.
 
     ``tokens`` maps each client id to the run token it presents; ``security`` is the channel's TLS

@@ -14,13 +14,13 @@ Failures are sorted by what they mean:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import numpy as np
@@ -28,10 +28,10 @@ import numpy as np
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.errors import FedgradError
+from fedgrad.protocol import TaskConfig
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION
-from fedgrad.protocol import TaskConfig
 from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, payload_size, split_payload
 from fedgrad.transport.convert import train_task_from_pb
 
@@ -60,6 +60,9 @@ class ClientOptions:
     # Kept below the smallest sensible round timeout: a restarted coordinator waits that long (its join
     # grace) for the clients it had, so every live client is back before the first resumed round samples.
     backoff_max_s: float = 2.0
+
+
+DEFAULT_CLIENT_OPTIONS = ClientOptions()  # the defaults; shared safely because ClientOptions is frozen
 
 
 class Backoff:
@@ -111,8 +114,10 @@ class VirtualClient:
                     continue
                 last_task_id = header.task_id
                 if header.kind == pb.TRAIN:
+                    assert model is not None  # _fetch_task decodes the model of every TRAIN and EVALUATE task
                     await self._train(credentials, header, model)
                 elif header.kind == pb.EVALUATE:
+                    assert model is not None
                     await self._evaluate(credentials, header, model)
                 else:
                     raise ClientError(f"client {self.client_id}: unknown task kind {header.kind}")
@@ -164,9 +169,11 @@ class VirtualClient:
                                     f"{payload_size(header.tensors)}")
                 buffer = PayloadBuffer(header.payload_bytes)
             else:
+                assert buffer is not None  # made with the header
                 buffer.append(message.data)
         if header is None:
             raise WireError("empty task stream")
+        assert buffer is not None
         model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
         return header, model
 
@@ -180,7 +187,8 @@ class VirtualClient:
         update_header = pb.UpdateHeader(
             credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,
             n_examples=len(self.shard), metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
-            encoding=int(update.encoded.encoding), tensors=header.tensors, payload_bytes=len(payload),
+            encoding=cast(pb.Encoding, int(update.encoded.encoding)),  # the wire enum has the same numbers
+            tensors=header.tensors, payload_bytes=len(payload),
             signature=update.encoded.signature)
 
         async def stream() -> AsyncIterator[pb.UpdateChunk]:

@@ -7,8 +7,8 @@ trainer a single worker thread); each call fully overwrites the weights, so clie
 other's state, and training depends only on the global model, the shard and the task's seed.
 
 :meth:`LocalTrainer.train_update` also encodes the update as the task asks (clipping, DP noise share,
-Paillier encryption: the round's privacy mode, ``fedgrad.modes``) on that worker thread, and times the two steps apart. Under
-secure aggregation it withholds the local training metrics: a client's loss is a function of its data, and
+Paillier encryption: the round's privacy mode, ``fedgrad.modes``) on that worker thread, and times the two steps
+apart. Under secure aggregation it withholds the local training metrics: a client's loss is a function of its data, and
 the point is that the coordinator learns nothing about one client beyond what the aggregate shows.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from fedgrad.data import Shard
 from fedgrad.models import SpamModel, model_from_config
-from fedgrad.modes.base import ClientPrivacy
+from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.modes.resolve import encode_update
 from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask
 from fedgrad.training import evaluate, train_local
@@ -53,7 +53,7 @@ class LocalTrainer:
     ``privacy`` holds what the client decides for itself when it encodes (key size, noise seed).
     """
 
-    def __init__(self, device: str | None = None, privacy: ClientPrivacy = ClientPrivacy()) -> None:
+    def __init__(self, device: str | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
         self._device = device
         self._privacy = privacy
         self._models: dict[tuple[str, str], SpamModel] = {}

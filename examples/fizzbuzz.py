@@ -21,8 +21,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-import fedgrad as fg  # noqa: E402
-from fedgrad import nn  # noqa: E402
+import fedgrad as fg
+from fedgrad import nn
 
 BITS = 10
 LABELS = ("{}", "fizz", "buzz", "fizzbuzz")
@@ -42,7 +42,8 @@ def say(number: int, label: int) -> str:
 
 
 def train(
-    epochs: int = 800, batch_size: int = 64, hidden: int = 100, lr: float = 0.01, weight_decay: float = 1e-4, seed: int = 0
+    epochs: int = 800, batch_size: int = 64, hidden: int = 100, lr: float = 0.01, weight_decay: float = 1e-4,
+    seed: int = 0
 ) -> dict:
     """Train on 101..1023 and return the accuracy on 1..100 (and the model's answers)."""
     fg.manual_seed(seed)
@@ -64,7 +65,7 @@ def train(
         predicted = model(fg.tensor(encode(test_numbers))).argmax(axis=1).numpy()
     return {
         "test_accuracy": float((predicted == fizzbuzz_class(test_numbers)).mean()),
-        "answers": [say(int(n), int(p)) for n, p in zip(test_numbers, predicted)],
+        "answers": [say(int(n), int(p)) for n, p in zip(test_numbers, predicted, strict=True)],
     }
 
 

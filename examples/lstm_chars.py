@@ -16,8 +16,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-import fedgrad as fg  # noqa: E402
-from fedgrad import nn  # noqa: E402
+import fedgrad as fg
+from fedgrad import nn
 
 ALICE = (
     "Alice was beginning to get very tired of sitting by her sister on the bank, and of having "
@@ -47,7 +47,8 @@ SEQ_LEN = 32
 LOG_EVERY = 50
 
 
-def train(text: str = ALICE, steps: int = 300, seq_len: int = SEQ_LEN, batch: int = 16, embed: int = 16, hidden: int = 128,
+def train(text: str = ALICE, steps: int = 300, seq_len: int = SEQ_LEN, batch: int = 16, embed: int = 16,
+          hidden: int = 128,
           lr: float = 0.01, seed: int = 0, log_every: int = LOG_EVERY) -> dict:
     """Adam on random windows; returns the losses logged every ``log_every`` steps and a sample."""
     fg.manual_seed(seed)

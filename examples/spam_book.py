@@ -19,10 +19,10 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-import fedgrad as fg  # noqa: E402
-from fedgrad import nn  # noqa: E402
-from fedgrad.data import PAD, UNK, Vocabulary, encode_padded, load_corpus, train_test_split, unique_tokens  # noqa: E402
-from fedgrad.errors import FedgradError  # noqa: E402
+import fedgrad as fg
+from fedgrad import nn
+from fedgrad.data import PAD, UNK, Vocabulary, encode_padded, load_corpus, train_test_split, unique_tokens
+from fedgrad.errors import FedgradError
 
 
 class BookSpamModel(nn.Module):
@@ -50,7 +50,8 @@ def encode(texts: list[str], vocab: Vocabulary, max_len: int) -> np.ndarray:
     return ids
 
 
-def train(corpus: str | None = None, epochs: int = 3, batch_size: int = 500, lr: float = 0.01, max_len: int = 500, seed: int = 0):
+def train(corpus: str | None = None, epochs: int = 3, batch_size: int = 500, lr: float = 0.01, max_len: int = 500,
+          seed: int = 0):
     """Train on 80% of the corpus; yields ``{"epoch", "train_loss", "test_accuracy"}`` per epoch."""
     emails = load_corpus(corpus)
     labels = np.array([email.label for email in emails], dtype=np.float32)
@@ -75,7 +76,8 @@ def train(corpus: str | None = None, epochs: int = 3, batch_size: int = 500, lr:
             total += loss.item()
         with fg.no_grad():
             predicted = model(x_test).numpy() > 0.5
-        yield {"epoch": epoch, "train_loss": total / len(order), "test_accuracy": float((predicted == (y_test > 0.5)).mean())}
+        yield {"epoch": epoch, "train_loss": total / len(order),
+               "test_accuracy": float((predicted == (y_test > 0.5)).mean())}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,6 +16,7 @@ seed gives the same starting weights on every client, process and device.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -118,7 +119,8 @@ class EmbeddingMLP(SpamModel):
         return self.out(self.relu(self.embedding(ids))).reshape(-1)
 
 
-_MODELS: dict[str, type[SpamModel]] = {"book": BookModel, "logreg": LogisticRegression, "mlp": EmbeddingMLP}
+#: Each model class, called as ``cls(vocab_size, **options)`` (the base ``SpamModel`` takes no arguments).
+_MODELS: dict[str, Callable[..., SpamModel]] = {"book": BookModel, "logreg": LogisticRegression, "mlp": EmbeddingMLP}
 MODEL_NAMES: tuple[str, ...] = tuple(_MODELS)
 
 

@@ -229,8 +229,8 @@ def _report_config(config: dict[str, Any], summary: dict[str, Any] | None) -> st
         ("mode", mode),
         ("seed", config.get("seed")),
         ("corpus", f"`{data.get('corpus')}`, test fraction {data.get('test_fraction')}"),
-        ("tokens", f"min count {data.get('min_count')}, max length {data.get('max_len')}, "
-                   f"max vocabulary {data.get('max_vocab') or 'unlimited'}"),
+        ("tokens", (f"min count {data.get('min_count')}, max length {data.get('max_len')}, "
+                   f"max vocabulary {data.get('max_vocab') or 'unlimited'}")),
         ("model", model.get("name", "?") + (f" (hidden {model.get('hidden')})" if model.get("name") == "mlp" else "")),
         ("training", f"{training}, device {train.get('device')}"),
     ]
@@ -243,8 +243,8 @@ def _report_config(config: dict[str, Any], summary: dict[str, Any] | None) -> st
             strategy += f" (mu {fed.get('prox_mu')})"
         rows += [
             ("partition", f"{partition}, {fed.get('clients')} clients"),
-            ("rounds", f"{fed.get('rounds')}, {fed.get('clients_per_round')} clients per round "
-                       f"(min {fed.get('min_clients')}), timeout {fed.get('round_timeout_s')} s"),
+            ("rounds", (f"{fed.get('rounds')}, {fed.get('clients_per_round')} clients per round "
+                       f"(min {fed.get('min_clients')}), timeout {fed.get('round_timeout_s')} s")),
             ("strategy", f"{strategy}, server lr {fed.get('server_lr')}"),
             ("privacy", _privacy_text(privacy, summary)),
         ]
@@ -279,8 +279,8 @@ def _report_rounds(records: list[dict[str, Any]]) -> str:
     lines = [
         "## Rounds",
         "",
-        "| round | accuracy | precision | recall | F1 | loss | clients used / selected | time | bytes down "
-        "| bytes up |",
+        ("| round | accuracy | precision | recall | F1 | loss | clients used / selected | time | bytes down "
+        "| bytes up |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for record in records:

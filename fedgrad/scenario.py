@@ -268,7 +268,7 @@ def _build_section(section: str, section_cls: type, table: dict[str, Any]) -> An
 def _field_types(section_cls: type) -> dict[str, type]:
     # Annotations are strings under `from __future__ import annotations`; the schema only uses these.
     builtin = {"str": str, "int": int, "float": float, "bool": bool}
-    return {f.name: builtin[f.type] for f in dataclasses.fields(section_cls)}
+    return {f.name: builtin[str(f.type)] for f in dataclasses.fields(section_cls)}
 
 
 _FIELD_TYPES = {section_cls: _field_types(section_cls) for section_cls in _SECTIONS.values()}

@@ -102,7 +102,8 @@ class Checkpoints:
 
     def save(self, state: FederationState, records: list[dict[str, Any]]) -> Path:
         """Write ``state`` and ``records`` atomically as the checkpoint of ``state.completed_rounds``."""
-        meta_fields, arrays = {}, {}
+        meta_fields: dict[str, Any] = {}
+        arrays: dict[str, np.ndarray] = {}
         for field in dataclasses.fields(state):
             value = getattr(state, field.name)
             if isinstance(value, np.random.Generator):
@@ -122,7 +123,8 @@ class Checkpoints:
                 "fields": meta_fields, "records": records}
         meta["digest"] = _digest(meta, arrays)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays, **{_META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)})
+        contents = {**arrays, _META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
+        np.savez(buffer, allow_pickle=False, **contents)  # numeric arrays only (load refuses pickles too)
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = self.directory / f"round-{state.completed_rounds:06d}.npz"
         write_atomic(path, buffer.getvalue(), PRIVATE_MODE)  # the model is the federation's; keep it private

@@ -52,6 +52,11 @@ MAX_LONG_POLL_S = 30.0
 SHUTDOWN_GRACE_S = 5.0
 
 
+def _completed(dispatch: Dispatch) -> Callable[[], bool]:
+    """The condition "``dispatch`` is complete", bound to this dispatch rather than to a loop variable."""
+    return lambda: dispatch.complete
+
+
 class RoundFailed(FedgradError):
     """A round could not gather ``min_clients`` updates in ``MAX_ROUND_ATTEMPTS`` attempts."""
 
@@ -221,7 +226,7 @@ class Coordinator:
             await self.registry.changed.wait_for(  # lost clients may come back; don't open a round doomed to fail
                 lambda: len(self.registry.available()) >= settings.min_clients, settings.round_timeout_s)
             round_ = self._open_training_round(number, model, attempt)
-            await self._dispatch_done.wait_for(lambda: round_.complete, settings.round_timeout_s)
+            await self._dispatch_done.wait_for(_completed(round_), settings.round_timeout_s)
             self._close(round_)
             self.registry.missed_deadline(cid for cid in round_.task_ids if cid not in round_.reports)
             for phase, seconds in round_.phase_times().items():
@@ -293,7 +298,7 @@ class Coordinator:
             dispatch = Dispatch(self.state.completed_rounds, model,
                                 {cid: task.task_id for cid, task in tasks.items()}, self._dispatch_done)
             self._open(dispatch, tasks)
-            await self._dispatch_done.wait_for(lambda: dispatch.complete, self.settings.round_timeout_s)
+            await self._dispatch_done.wait_for(_completed(dispatch), self.settings.round_timeout_s)
             self._close(dispatch)
             self.registry.missed_deadline(cid for cid in dispatch.task_ids if cid not in dispatch.reports)
             answered.update(dispatch.reports)
@@ -334,14 +339,20 @@ class Coordinator:
     def _open(self, dispatch: Dispatch, tasks: dict[str, Task]) -> None:
         self._dispatch = dispatch
         for client_id, task in tasks.items():
-            self.registry.get(client_id).mailbox.post(task)
+            self._record(client_id).mailbox.post(task)
 
     def _close(self, dispatch: Dispatch) -> None:
         """No more answers; tasks nobody fetched are withdrawn so a late client does not start them."""
         dispatch.close()
         self._dispatch = None
         for client_id, task_id in dispatch.task_ids.items():
-            self.registry.get(client_id).mailbox.withdraw(task_id)
+            self._record(client_id).mailbox.withdraw(task_id)
+
+    def _record(self, client_id: str) -> ClientRecord:
+        """A client that was given a task: it joined, and the registry never forgets a joined client."""
+        record = self.registry.get(client_id)
+        assert record is not None, f"client {client_id!r} was given a task without having joined"
+        return record
 
 
 def _checked_metrics(metrics: Mapping[str, float], required: Sequence[str] = ()) -> dict[str, float]:

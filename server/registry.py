@@ -59,7 +59,7 @@ class RunTokens:
 
     def _refresh(self) -> None:
         stamp = self._file_stamp()
-        if stamp == self._stamp or stamp is None:  # unchanged, or briefly absent: keep what we have
+        if stamp == self._stamp or stamp is None or self.path is None:  # unchanged, or briefly absent: keep it
             return
         try:
             self._issuer = TokenIssuer.load(self.path)
@@ -158,7 +158,7 @@ class ClientRegistry:
                                            "(fedgrad client --token-file FILE)")
         if not self.tokens.verify(client_id, token):
             if self.tokens.is_revoked(client_id):  # revoked (by another process) between the two checks
-                raise Rejected(grpc.StatusCode.PERMISSION_DENIED, f"client {client_id!r} was revoked for this run")
+                raise Rejected.revoked(f"client {client_id!r} was revoked for this run")
             raise Rejected.unauthenticated(f"client {client_id!r}: the token is not valid for this run")
 
     # ---- membership --------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The gRPC face of the coordinator: decode requests, call ``Coordinator``, turn refusals into status codes.
 
 Handlers hold no state of their own; protobuf is converted to ``fedgrad.protocol`` records here. A refused
-call ends with the gRPC status of its :class:`~fedgrad.protocol.Refusal` kind and its message, logged: at INFO for stale or malformed answers (expected in a federation, not errors
-of the server), at WARNING for authentication failures (someone is knocking who does not belong).
+call ends with the gRPC status of its :class:`~fedgrad.protocol.Refusal` kind and its message, logged: at INFO
+for stale or malformed answers (expected in a federation, not errors of the server), at WARNING for authentication
+failures (someone is knocking who does not belong).
 
 GetTask also tells the registry when a client's long poll starts and ends, and whether it ended because
 the client went away before its task was delivered: that is how a killed client is noticed.

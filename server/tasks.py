@@ -60,7 +60,7 @@ class Task:
             yield from self.model.chunks
 
 
-def model_task(kind: int, task_id: int, round_number: int, model: ModelPayload, config: TaskConfig,
+def model_task(kind: pb.TaskKind, task_id: int, round_number: int, model: ModelPayload, config: TaskConfig,
                weight: float = 0.0, announcement: Announcement | None = None) -> Task:
     """A TRAIN or EVALUATE task carrying ``model`` (and, for TRAIN, how the update must be encoded)."""
     header = pb.TaskHeader(kind=kind, task_id=task_id, round=round_number, model_version=model.version,
@@ -69,7 +69,7 @@ def model_task(kind: int, task_id: int, round_number: int, model: ModelPayload, 
     return Task(header, model)
 
 
-def signal_task(kind: int, task_id: int) -> Task:
+def signal_task(kind: pb.TaskKind, task_id: int) -> Task:
     """A WAIT or SHUTDOWN task: a header alone."""
     return Task(pb.TaskHeader(kind=kind, task_id=task_id))
 

@@ -28,7 +28,7 @@ def check_manifest(expected: Sequence[pb.TensorSpec], got: Manifest) -> None:
         raise Rejected.invalid(f"update lists tensor(s) {', '.join(map(repr, repeated))} more than once")
     if want_names != got_names:
         raise Rejected.invalid("update lists the model's tensors in a different order")
-    for (name, shape, dtype), (_, got_shape, got_dtype) in zip(want, got):
+    for (name, shape, dtype), (_, got_shape, got_dtype) in zip(want, got, strict=True):
         if shape != got_shape:
             raise Rejected.invalid(f"tensor {name!r} has shape {list(got_shape)}, the model's is {list(shape)}")
         if dtype != got_dtype:

@@ -64,9 +64,9 @@ def print_results(prepared: PreparedRun, summary: dict[str, Any]) -> None:
             _size(record["bytes"]["down"]),
         ))
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    print("  ".join(column.rjust(width) for column, width in zip(columns, widths)))
+    print("  ".join(column.rjust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
     final, initial = summary["final"], summary["initial"]
     rounds = max(summary["rounds"], 1)
     print(f"\n{prepared.scenario.name}: final accuracy {100 * final['accuracy']:.2f}% (initial "

@@ -109,9 +109,9 @@ def print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         for record in shown
     ]
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
-    print("  ".join(column.rjust(width) for column, width in zip(columns, widths)))
+    print("  ".join(column.rjust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
-        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths)))
+        print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
     final = summary["final"]
     print(f"\n{summary['scenario']} (centralized, {summary['epochs']} epochs on {summary['train_examples']} emails): "
           f"test accuracy {100 * final['accuracy']:.2f}%, F1 {final['f1']:.4f} "

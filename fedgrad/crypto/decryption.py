@@ -37,6 +37,7 @@ its second round); smaller aggregates (toy models, tests) are decrypted in proce
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
 import os
@@ -79,7 +80,7 @@ def split(items: Sequence[int], parts: int) -> list[Sequence[int]]:
     """``items`` in ``parts`` contiguous chunks whose lengths differ by at most one."""
     size, extra = divmod(len(items), parts)
     bounds = [i * size + min(i, extra) for i in range(parts + 1)]
-    return [items[start:stop] for start, stop in zip(bounds, bounds[1:])]
+    return [items[start:stop] for start, stop in itertools.pairwise(bounds)]
 
 
 def decrypt_chunk(priv: phe.PaillierPrivateKey, ciphertexts: Sequence[int]) -> list[int]:

@@ -108,7 +108,7 @@ class FastEncryptor:
             if not 0 <= m < n:
                 raise ValueError("plaintext out of range [0, n)")
             c = m * n + 1  # (1 + n)^m mod n², already below n²
-            for row, digit in zip(table, randomness[j * width:(j + 1) * width]):
+            for row, digit in zip(table, randomness[j * width:(j + 1) * width], strict=True):
                 if digit:
                     c = c * row[digit] % nsquare
             out.append(c)

@@ -47,8 +47,9 @@ shifts M. Three layers, from cheapest:
   probability ≤ 2^−128 per request, or by breaking the proof's soundness (as DJ01). Errors of order 2 are not
   caught, and need not be: the squaring in c_i^{2λ_i} removes them. Cost per request: 2·count short (128-bit)
   powmods (~6% of the partial decryptions) plus a few long ones; measured at 2048 bits on 20 ciphertexts,
-  proving adds ~25% to the partial decryptions and verifying one decryptor ~20%, less for larger requests. `combine_verified` drops
-  partials whose proof fails and combines any t that pass, so up to k − t cheaters are tolerated and named.
+  proving adds ~25% to the partial decryptions and verifying one decryptor ~20%, less for larger requests.
+  `combine_verified` drops partials whose proof fails and combines any t that pass, so up to k − t cheaters are
+  tolerated and named.
 Security level: the scheme is IND-CPA under DCR like Paillier, and a coalition of fewer than t decryptors learns
 nothing about d beyond its public constraints (Shamir's threshold property over Z_{nm}, as in DJ01 Theorem 2).
 Threshold t = 1 is allowed for tests, but then every single decryptor can decrypt alone.
@@ -186,7 +187,8 @@ class KeyShare:
             raise CryptoError("malformed key share: secret out of range")
 
     def __repr__(self) -> str:  # never print the secret
-        return f"KeyShare(index={self.index}, parties={self.parties}, threshold={self.threshold}, n=<{self.n.bit_length()} bits>)"
+        return (f"KeyShare(index={self.index}, parties={self.parties}, threshold={self.threshold}, "
+                f"n=<{self.n.bit_length()} bits>)")
 
     @property
     def public_key(self) -> phe.PaillierPublicKey:
@@ -449,10 +451,11 @@ def _int_bytes(value: int) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
-def _transcript(n: int, index: int, ciphertexts: Sequence[int], partials: Sequence[int], verification_key: int) -> bytes:
+def _transcript(n: int, index: int, ciphertexts: Sequence[int], partials: Sequence[int],
+                verification_key: int) -> bytes:
     digest = hashlib.sha256(_PROOF_DOMAIN)
     digest.update(_int_bytes(n) + _int_bytes(index) + _int_bytes(verification_key) + _int_bytes(len(ciphertexts)))
-    for c, c_i in zip(ciphertexts, partials):
+    for c, c_i in zip(ciphertexts, partials, strict=True):
         digest.update(_int_bytes(c) + _int_bytes(c_i))
     return digest.digest()
 
@@ -463,7 +466,7 @@ def _batch(transcript: bytes, ciphertexts: Sequence[gmpy2.mpz], partials: Sequen
     stream = hashlib.shake_256(b"rho" + transcript).digest(len(ciphertexts) * _RHO_BITS // 8)
     width = _RHO_BITS // 8
     big_c, big_ci = gmpy2.mpz(1), gmpy2.mpz(1)
-    for j, (c, c_i) in enumerate(zip(ciphertexts, partials)):
+    for j, (c, c_i) in enumerate(zip(ciphertexts, partials, strict=True)):
         rho = int.from_bytes(stream[j * width:(j + 1) * width], "big") | 1
         big_c = big_c * gmpy2.powmod(c, rho, nsquare) % nsquare
         big_ci = big_ci * gmpy2.powmod(c_i, rho, nsquare) % nsquare

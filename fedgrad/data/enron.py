@@ -39,7 +39,9 @@ def enron_text(raw: bytes) -> str:
 
 
 def _emails(source: Path, files: Iterable[tuple[PurePath, bytes]]) -> list[Email]:
-    emails = [Email(enron_text(raw), _label(name), name.as_posix()) for name, raw in files]
+    # the callers pass labelled files only
+    emails = [Email(enron_text(raw), label, name.as_posix()) for name, raw in files
+              if (label := _label(name)) is not None]
     if not emails:
         raise DataError(f"no emails in {source}: expected .txt files in ham/ and spam/ folders (Enron-spam layout)")
     return emails

@@ -94,7 +94,8 @@ def build_federated_dataset(
     labels = np.fromiter((email.label for email in emails), dtype=np.float32, count=len(emails))
     train_idx, test_idx = train_test_split(labels, test_fraction=test_fraction, seed=seed)
     parts = split_among_clients(labels[train_idx], n_clients, scheme=partition, seed=seed, alpha=alpha)
-    bags = [unique_tokens(email.text) for email in tqdm(emails, desc="tokenizing", unit="email", file=sys.stderr, leave=False)]
+    bags = [unique_tokens(email.text)
+            for email in tqdm(emails, desc="tokenizing", unit="email", file=sys.stderr, leave=False)]
     vocab = Vocabulary.build((bags[i] for i in train_idx), min_count=min_count, max_size=max_vocab or None)
     ids = encode_padded(bags, vocab, max_len)
     return FederatedDataset(
@@ -124,7 +125,8 @@ def load_vocab(directory: str | Path) -> Vocabulary:
 
 
 def _save_shard(path: Path, shard: Shard) -> None:
-    np.savez_compressed(path, ids=np.ascontiguousarray(shard.ids, dtype=np.int32), labels=np.asarray(shard.labels, dtype=np.float32))
+    np.savez_compressed(path, ids=np.ascontiguousarray(shard.ids, dtype=np.int32),
+                        labels=np.asarray(shard.labels, dtype=np.float32))
 
 
 def _load_shard(path: Path) -> Shard:

@@ -37,6 +37,8 @@ def iter_archive_files(path: Path) -> Iterator[tuple[PurePosixPath, bytes]]:
                 if name.is_absolute() or ".." in name.parts:
                     raise DataError(f"unsafe path {member.name!r} in archive {path}; refusing to read it")
                 if member.isfile():
-                    yield name, tar.extractfile(member).read()
+                    contents = tar.extractfile(member)
+                    assert contents is not None  # a regular file always has contents to extract
+                    yield name, contents.read()
         except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
             raise DataError(f"archive {path} is damaged or truncated ({type(exc).__name__}: {exc})") from None

@@ -100,7 +100,8 @@ def load_csv(path: Path, *, text_column: str = "text", label_column: str = "labe
             for row in reader:
                 label, text = parse_label(row[label_column]), row[text_column]
                 if label is None or text is None:
-                    raise DataError(f"{path}:{reader.line_num}: bad label {row[label_column]!r} or missing text (labels: spam/ham/1/0)")
+                    raise DataError(f"{path}:{reader.line_num}: bad label {row[label_column]!r} or missing text "
+                                    "(labels: spam/ham/1/0)")
                 emails.append(Email(text, label, f"{path.name}:{reader.line_num}"))
         except csv.Error as exc:
             raise DataError(f"{path}:{reader.line_num}: {exc}") from None

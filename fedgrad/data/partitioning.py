@@ -24,7 +24,8 @@ from fedgrad.errors import ConfigError
 SCHEMES = ("iid", "quantity", "dirichlet", "book")
 
 
-def partition(labels: np.ndarray | list[int], n_clients: int, scheme: str = "iid", seed: int = 0, alpha: float = 0.5) -> list[np.ndarray]:
+def partition(labels: np.ndarray | list[int], n_clients: int, scheme: str = "iid", seed: int = 0,
+              alpha: float = 0.5) -> list[np.ndarray]:
     """Disjoint int64 index arrays into `labels`, one per client, that together cover every index."""
     labels = np.asarray(labels)
     if scheme not in SCHEMES:

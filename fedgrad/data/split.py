@@ -6,7 +6,8 @@ import numpy as np
 from fedgrad.errors import ConfigError
 
 
-def train_test_split(labels: np.ndarray | list[int], test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def train_test_split(labels: np.ndarray | list[int], test_fraction: float = 0.2,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, test_idx), both sorted int64 positions into `labels`.
 
     Each class sends ``round(test_fraction * class_size)`` of its examples, chosen by a seeded

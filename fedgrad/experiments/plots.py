@@ -16,9 +16,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 DPI = 120
 LINE_STYLES = ("-", "--", ":", "-.")
@@ -36,12 +36,14 @@ def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: 
     for index, (label, points) in enumerate(series.items()):
         if not points:
             continue
-        rounds, accuracies = zip(*points)
+        rounds, accuracies = zip(*points, strict=True)
         axes.plot(rounds, [100 * accuracy for accuracy in accuracies], label=label,
                   linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)],
                   markersize=4.5, markerfacecolor="none")
     axes.set(xlabel="round", ylabel="test accuracy (%)", title=title)
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    locator = axes.xaxis.get_major_locator()
+    assert isinstance(locator, MaxNLocator)  # a new axes' AutoLocator
+    locator.set_params(integer=True)
     axes.grid(alpha=0.3)
     if len(series) > 1:
         axes.legend(fontsize="small")
@@ -73,7 +75,7 @@ def bytes_per_round(bars: Sequence[tuple[str, float, float]], path: Path) -> Pat
     on a log scale (ciphertexts can be orders of magnitude larger than plain floats)."""
     figure, axes = plt.subplots(figsize=(7.5, 0.9 + 0.55 * max(len(bars), 1)))
     height = 0.38
-    for index, (label, up, down) in enumerate(bars):
+    for index, (_label, up, down) in enumerate(bars):
         axes.barh(index - height / 2, up, height, color="tab:orange", label="up" if index == 0 else None)
         axes.barh(index + height / 2, down, height, color="tab:blue", label="down" if index == 0 else None)
     axes.set_yticks(range(len(bars)), [label for label, _, _ in bars])

@@ -45,7 +45,7 @@ import numpy as np
 import phe
 
 from fedgrad.crypto import CryptoError, PlaintextRangeError, SecureAggConfig
-from fedgrad.crypto.identity import ClientIdentity, cohort_digest, sign_contribution
+from fedgrad.crypto.identity import ClientIdentity, Enrollment, cohort_digest, sign_contribution
 from fedgrad.crypto.quantize import dequantize, max_quantized, quantize, scale
 from fedgrad.crypto.schemes import make_encoder, make_scheme
 from fedgrad.crypto.threshold import (
@@ -168,7 +168,8 @@ class LocalDecryptors:
 
     def __init__(self, parties: Sequence[Decryptor], key_set: KeySet) -> None:
         self.key_set = key_set
-        self.enrollment = None  # an attacking coordinator skips its own signature checks: the decryptors' count
+        # an attacking coordinator skips its own signature checks: the decryptors' count
+        self.enrollment: Enrollment | None = None
         self.parties = list(parties)
         self.obtained: list[Obtained] = []
         self._refusals: dict[tuple[str, int, int], list[tuple[int, str, DecryptorRefusal]]] = {}

@@ -84,6 +84,7 @@ def open_run(scenario: Path | None = None, *, resume: Path | None = None,
             raise ConfigError("--set cannot change a resumed run (its scenario is RUN_DIR/config.toml)")
         prepared, checkpoint = reopen_run(resume)
         return OpenedRun(prepared, open_run_tokens(prepared.writer.run_dir), checkpoint)
+    assert scenario is not None  # exactly one of the two was given
     prepared = prepare_run(load_scenario(scenario, list(overrides)))
     return OpenedRun(prepared, issue_run_tokens(prepared.writer.run_dir, client_ids(prepared.scenario)), None)
 
@@ -165,6 +166,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     """Run ``opened`` with local client processes (or ``fleet``); returns the summary as written."""
     prepared = opened.prepared
     main, loop = asyncio.current_task(), asyncio.get_running_loop()
+    assert main is not None  # a coroutine always runs in a task
     terminated = asyncio.Event()
 
     def on_sigterm() -> None:  # treated like Ctrl-C: unwind, stopping the children on the way out
@@ -205,7 +207,8 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
                     raise FedgradError("terminated by SIGTERM; client processes stopped") from None
                 raise
             finally:
-                await fleet.stop()
+                if fleet is not None:  # None only when making the default fleet failed
+                    await fleet.stop()
                 await server.stop(grace=1.0)
     finally:
         if parties is not None:

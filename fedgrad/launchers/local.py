@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from fedgrad.errors import FedgradError
-from fedgrad.modes.base import ClientPrivacy
+from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 
 log = logging.getLogger("fedgrad.simulate")
 
@@ -34,7 +34,7 @@ class ClientFleet:
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], processes: int,
                     token_file: Path | None = None, tls_dir: Path | None = None,
-                    privacy: ClientPrivacy = ClientPrivacy()) -> None:
+                    privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
         """Start ``processes`` client processes hosting ``ids`` round-robin; with ``token_file`` they present
         their run tokens, with ``tls_dir`` they dial TLS (presenting a certificate if it holds theirs)."""
         options = ["--exit-with-parent", "--connect-timeout", str(CLIENT_CONNECT_TIMEOUT_S)]

@@ -36,11 +36,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions
 from fedgrad.data import Shard, load_shard
 from fedgrad.errors import ConfigError, FedgradError
+from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.security.tokens import read_token_file
 from fedgrad.transport.channel import ClientSecurity
 
@@ -96,7 +96,7 @@ class RayFleet:
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int,
                     token_file: Path | None = None, tls_dir: Path | None = None,
-                    privacy: ClientPrivacy = ClientPrivacy()) -> None:
+                    privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
         """Submit ``workers`` tasks hosting ``ids`` round-robin, connecting to the coordinator at ``address``
         with the tokens of ``token_file`` and, with ``tls_dir``, over TLS trusting its ``ca.pem``."""
         tokens = read_token_file(token_file, ids) if token_file is not None else {}
@@ -145,7 +145,7 @@ class RayFleet:
         try:
             await asyncio.wait({run_task, all_done}, return_when=asyncio.FIRST_COMPLETED)
             if not run_task.done():
-                errors = [future.exception() for future in self._done if future.exception() is not None]
+                errors = [error for future in self._done if (error := future.exception()) is not None]
                 detail = f": {_first_line(errors[0])}" if errors else ""
                 raise FedgradError(f"every Ray client worker ended before the run finished{detail}")
             return run_task.result()
@@ -161,7 +161,7 @@ class RayFleet:
     async def stop(self) -> None:
         """Cancel every worker still running, then disconnect from the cluster, shutting it down if
         ``ray.init`` started it here."""
-        for ref, done in zip(self._refs, self._done):
+        for ref, done in zip(self._refs, self._done, strict=True):
             if not done.done():
                 done.cancel()
                 try:

@@ -41,6 +41,9 @@ class ClientPrivacy:
     enrollment: Path | None = None     # the operator's enrollment of every client's public key (``paillier``)
 
 
+DEFAULT_CLIENT_PRIVACY = ClientPrivacy()  # the defaults; shared safely because ClientPrivacy is frozen
+
+
 @dataclass(frozen=True)
 class Guarantee:
     """What a mode protects, in words: ``short`` fits a table cell; ``full`` is one paragraph saying what the
@@ -95,7 +98,7 @@ class Aggregation(ABC):
     def summary(self) -> dict[str, Any]:
         """The ``privacy`` entry of the run's summary: the mode's numbers (key size, ε spent, ...)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027  (a deliberate no-op default: only some modes hold resources)
         """Release what the aggregation holds (worker processes, connections); idempotent."""
 
 

@@ -40,14 +40,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, overload
 
 import numpy as np
 
 UpdateT = TypeVar("UpdateT", np.ndarray, Mapping[str, np.ndarray])
 
 
-def add_gaussian_noise(update: UpdateT, std: float, rng: np.random.Generator) -> UpdateT:
+@overload
+def add_gaussian_noise(update: np.ndarray, std: float, rng: np.random.Generator) -> np.ndarray: ...
+@overload
+def add_gaussian_noise(update: Mapping[str, np.ndarray], std: float,
+                       rng: np.random.Generator) -> dict[str, np.ndarray]: ...
+def add_gaussian_noise(update: np.ndarray | Mapping[str, np.ndarray], std: float,
+                       rng: np.random.Generator) -> np.ndarray | dict[str, np.ndarray]:
     """Copy of ``update`` (an array or a name -> array mapping) plus i.i.d. ``N(0, std^2)`` noise.
 
     Noise is drawn in float64 and cast to each array's dtype. Mapping entries are drawn in sorted-name order,

@@ -119,7 +119,7 @@ def _issue(
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject if is_ca else issuer.subject)
+        .issuer_name(subject if issuer is None else issuer.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _CLOCK_SKEW)
@@ -163,7 +163,9 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, PrivateKey]:
         raise DataError(f"cannot load the CA from {directory}: {exc}") from None
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise DataError(f"{ca_key_file}: unsupported key type {type(key).__name__}")
-    if cert.public_key().public_numbers() != key.public_key().public_numbers():
+    cert_key = cert.public_key()
+    if (not isinstance(cert_key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey))
+            or cert_key.public_numbers() != key.public_key().public_numbers()):
         raise DataError(f"{ca_key_file} is not the key of {ca_file}")
     try:
         is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca

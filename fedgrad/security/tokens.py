@@ -151,7 +151,7 @@ class TokenIssuer:
             return False
         nonce = self._nonces.get(client_id)
         admitted = nonce is not None and client_id not in self._revoked
-        expected = self._token(client_id, nonce if admitted else self._decoy_nonce)
+        expected = self._token(client_id, nonce if nonce is not None and admitted else self._decoy_nonce)
         matches = hmac.compare_digest(expected.encode("ascii"), token.encode("utf-8", "replace"))
         return matches and admitted
 

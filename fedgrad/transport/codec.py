@@ -20,13 +20,13 @@ from fedgrad.transport import fedgrad_pb2 as pb
 MAX_CHUNK_BYTES = 1 << 20
 
 #: Wire dtype <-> numpy dtype; explicit little-endian so hosts of either byte order agree.
-_DTYPES: dict[int, np.dtype] = {
+_DTYPES: dict[pb.DType, np.dtype] = {
     pb.FLOAT32: np.dtype("<f4"),
     pb.FLOAT64: np.dtype("<f8"),
     pb.INT32: np.dtype("<i4"),
     pb.INT64: np.dtype("<i8"),
 }
-_WIRE_DTYPES: dict[str, int] = {dtype.str: code for code, dtype in _DTYPES.items()}
+_WIRE_DTYPES: dict[str, pb.DType] = {dtype.str: code for code, dtype in _DTYPES.items()}
 
 #: A manifest in comparable form: ((name, shape, numpy dtype name), ...).
 Manifest = tuple[tuple[str, tuple[int, ...], str], ...]
@@ -42,7 +42,8 @@ def tensor_specs(tensors: Mapping[str, np.ndarray]) -> list[pb.TensorSpec]:
     for name, array in tensors.items():
         wire = _WIRE_DTYPES.get(np.dtype(array.dtype).newbyteorder("<").str)
         if wire is None:
-            raise WireError(f"tensor {name!r}: dtype {array.dtype} cannot be sent (use float32, float64, int32 or int64)")
+            raise WireError(f"tensor {name!r}: dtype {array.dtype} cannot be sent "
+                            "(use float32, float64, int32 or int64)")
         specs.append(pb.TensorSpec(name=name, shape=array.shape, dtype=wire))
     return specs
 
@@ -61,7 +62,8 @@ def encode_tensors(tensors: Mapping[str, np.ndarray]) -> tuple[list[pb.TensorSpe
     """``(manifest, payload)`` for ``tensors``."""
     specs = tensor_specs(tensors)
     payload = b"".join(
-        np.ascontiguousarray(array, dtype=_DTYPES[spec.dtype]).tobytes() for spec, array in zip(specs, tensors.values())
+        np.ascontiguousarray(array, dtype=_DTYPES[spec.dtype]).tobytes()
+        for spec, array in zip(specs, tensors.values(), strict=True)
     )
     return specs, payload
 

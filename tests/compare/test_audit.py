@@ -125,7 +125,8 @@ def test_report_rerenders_from_audit_json(audited, capsys):
 
 
 def test_bad_settings_fail_before_any_work(scenario, capsys):
-    assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted", "--set", "federation.min_clients=1"]) == 2
+    assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted",
+                 "--set", "federation.min_clients=1"]) == 2
     assert "error: --privacy paillier-trusted: federation.min_clients" in capsys.readouterr().err
     assert not (scenario.parent / "runs").exists()
     with pytest.raises(ConfigError, match="--canary-copies"):

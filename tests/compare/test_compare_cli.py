@@ -96,6 +96,7 @@ def test_a_failing_variant_is_reported_and_does_not_stop_the_others(scenario, tm
     none, dp = plan_variants(scenario, [], parse_privacy_list("dp:8"))
     broken = dataclasses.replace(none, name="broken", overrides=(*none.overrides, 'data.corpus="/no/such/corpus"'))
     failed, succeeded = run_variants(scenario, [], [broken, dp], tmp_path / "cmp")
+    assert failed.error is not None and succeeded.run_dir is not None
     assert failed.status == "failed" and "fedgrad: error" in failed.error and "/no/such/corpus" in failed.error
     assert succeeded.status == "ok" and (succeeded.run_dir / "summary.json").exists()
 

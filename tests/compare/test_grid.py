@@ -69,7 +69,7 @@ def test_naive_paillier_is_reduced_and_says_so(scenario):
 
 
 def test_an_invalid_variant_fails_before_anything_runs(scenario):
-    with pytest.raises(ConfigError, match="variant none-c5: federation.clients: the book partition"):
+    with pytest.raises(ConfigError, match=r"variant none-c5: federation.clients: the book partition"):
         plan_variants(scenario, ['data.partition="book"'], parse_privacy_list("none"), clients=[3, 5])
 
 

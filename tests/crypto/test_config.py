@@ -1,9 +1,11 @@
+from typing import Any
+
 import pytest
 
 from fedgrad.crypto import SecureAggConfig
 from fedgrad.errors import ConfigError
 
-BASE = dict(mode="paillier", n_params=1000, clip=0.5, value_bits=16, max_clients=100)
+BASE: dict[str, Any] = dict(mode="paillier", n_params=1000, clip=0.5, value_bits=16, max_clients=100)
 
 
 def test_dict_round_trip():
@@ -17,7 +19,7 @@ def test_dict_round_trip():
 
 def test_frozen():
     with pytest.raises(AttributeError):
-        SecureAggConfig(**BASE).clip = 2.0
+        SecureAggConfig(**BASE).clip = 2.0  # type: ignore[misc]  # assigning to a frozen field, on purpose
 
 
 @pytest.mark.parametrize("key,value", [
@@ -32,7 +34,7 @@ def test_bad_values_are_config_errors(key, value):
 
 
 def test_from_dict_rejects_unknown_and_missing_keys():
-    with pytest.raises(ConfigError, match="unknown.*bogus"):
+    with pytest.raises(ConfigError, match=r"unknown.*bogus"):
         SecureAggConfig.from_dict({**BASE, "bogus": 1})
     with pytest.raises(ConfigError, match="incomplete"):
         SecureAggConfig.from_dict({k: v for k, v in BASE.items() if k != "max_clients"})

@@ -62,7 +62,7 @@ def test_workers_decrypt_exactly_and_stop_on_close(small_key):
     decryptor = ParallelDecryptor(priv, BATCH, cores=2)
     assert decryptor.parts == 2
     assert decryptor.decrypt(cts) == plaintexts
-    workers = [p.pid for p in set(multiprocessing.active_children()) - before]
+    workers = [pid for p in set(multiprocessing.active_children()) - before if (pid := p.pid) is not None]
     assert len(workers) == 2
     assert decryptor.decrypt(cts[:3]) == plaintexts[:3]  # a short batch still splits and stays in order
     decryptor.close()
@@ -85,7 +85,7 @@ def test_killed_workers_fall_back_to_the_key_holders_process(small_key):
     before = set(multiprocessing.active_children())
     decryptor = ParallelDecryptor(priv, BATCH, cores=2)
     decryptor.decrypt(cts)
-    workers = [p.pid for p in set(multiprocessing.active_children()) - before]
+    workers = [pid for p in set(multiprocessing.active_children()) - before if (pid := p.pid) is not None]
     for pid in workers:  # e.g. the out-of-memory killer
         os.kill(pid, signal.SIGKILL)
     assert wait_until_gone(workers) == []
@@ -107,7 +107,7 @@ def test_key_holder_decrypts_the_same_aggregate_on_all_cores(small_key):
     before = set(multiprocessing.active_children())
     with KeyHolder(priv, cfg, min_clients=2, cores=2) as all_cores:
         summed = all_cores.decrypt_aggregate(1, *args)
-        workers = [p.pid for p in set(multiprocessing.active_children()) - before]
+        workers = [pid for p in set(multiprocessing.active_children()) - before if (pid := p.pid) is not None]
         assert len(workers) == 2
     assert wait_until_gone(workers) == []
     np.testing.assert_array_equal(summed, KeyHolder(priv, cfg, min_clients=2, cores=1).decrypt_aggregate(1, *args))

@@ -38,7 +38,7 @@ def test_randomizer_base_is_h_to_the_n(small_key):
 @settings(max_examples=200, deadline=None)
 @given(data=st.data(), short=st.booleans())
 def test_ciphertext_matches_the_formula_and_decrypts(small_key, data, short):
-    pub, priv = small_key
+    pub, _priv = small_key
     encryptor = FastEncryptor(pub, short_randomizer=short)
     m = data.draw(st.integers(0, pub.n - 1))
     randomness = data.draw(st.binary(min_size=encryptor.exponent_bytes, max_size=encryptor.exponent_bytes))
@@ -81,7 +81,7 @@ def test_real_key_encryptions_decrypt_and_are_randomized(real_key):
     plaintexts = [0, 1, pub.n - 1, 123456789 % pub.n]
     first, second = FastEncryptor(pub).encrypt(plaintexts), FastEncryptor(pub).encrypt(plaintexts)
     assert [priv.raw_decrypt(int(c)) for c in first] == plaintexts
-    assert all(a != b for a, b in zip(first, second))
+    assert all(a != b for a, b in zip(first, second, strict=True))
 
 
 @pytest.mark.parametrize("key_bits", SECURE_KEY_BITS)
@@ -94,11 +94,18 @@ def test_the_encryptor_draws_a_full_length_exponent_per_ciphertext(real_key, mon
     at least ℓ ≥ 2λ per ciphertext."""
     import secrets
 
-    drawn = []
+    drawn: list[int] = []
+
+    def counting(real, bits):
+        """``real``, also recording how many random bits each call draws."""
+        def draw(arg):
+            drawn.append(bits(arg))
+            return real(arg)
+        return draw
+
     for name, bits in (("token_bytes", lambda k: 8 * k), ("randbits", lambda k: k),
                        ("randbelow", lambda n: int(n).bit_length())):
-        real = getattr(secrets, name)
-        monkeypatch.setattr(secrets, name, lambda arg, real=real, bits=bits: drawn.append(bits(arg)) or real(arg))
+        monkeypatch.setattr(secrets, name, counting(getattr(secrets, name), bits))
     FastEncryptor(real_key[0]).encrypt([1, 2, 3])
     assert sum(drawn) >= 3 * 2 * security_bits(int(real_key[0].n).bit_length())
 

@@ -136,12 +136,13 @@ def test_integer_weights_come_from_the_clients(small_key):
         encoder, accumulator = make_encoder(cfg, pub), Accumulator(cfg, pub)
         updates = np.random.default_rng(5).uniform(-1, 1, (3, 7))
         counts = [5, 250, 40]  # 250 is capped at W = 100
-        for client, (update, count) in enumerate(zip(updates, counts)):
+        for client, (update, count) in enumerate(zip(updates, counts, strict=True)):
             accumulator.add(f"c{client}", encoder.encrypt(update, count))
         total_sum, total_weight = KeyHolder(priv, cfg, min_clients=2, cores=1).decrypt_weighted_aggregate(
             0, accumulator.contributors, accumulator.payload())
         assert total_weight == 145
-        expected = sum(w * encoder.quantized(u) for w, u in zip((5, 100, 40), updates))
+        expected = sum(w * encoder.quantized(u) for w, u in zip((5, 100, 40), updates, strict=True))
+        assert isinstance(expected, np.ndarray)
         np.testing.assert_allclose(total_sum, expected / (32767 / cfg.clip), rtol=0, atol=1e-9)
         mean = weighted_mean(cfg, expected, total_weight)
         np.testing.assert_allclose(mean, np.average(updates, axis=0, weights=[5, 100, 40]), atol=3 / 32767)

@@ -64,7 +64,7 @@ def client_updates(rng, kind, n_clients, n_params, clip):
 
 def pack_sum_unpack(layout, qs, n_params):
     """What the protocol computes: per plaintext, the (homomorphic) sum over clients, then decode."""
-    totals = [sum(column) for column in zip(*(layout.pack(q) for q in qs))]
+    totals = [sum(column) for column in zip(*(layout.pack(q) for q in qs), strict=True)]
     assert all(t < 2 ** (layout.key_bits - 1) for t in totals)  # below n: decryption returns it unreduced
     return layout.unpack_sums(totals, n_params, len(qs))
 
@@ -82,7 +82,7 @@ def test_packed_sum_is_exact(value_bits, max_clients, n_frac, key_bits, n_params
     layout = SlotLayout.derive(value_bits, max_clients, key_bits)
     weights = np.ones(n_clients) if unit_weights else rng.uniform(1e-3, 1.0, size=n_clients)
     updates = client_updates(rng, kind, n_clients, n_params, clip)
-    qs = [quantize(cfg, u, w) for u, w in zip(updates, weights)]
+    qs = [quantize(cfg, u, w) for u, w in zip(updates, weights, strict=True)]
     np.testing.assert_array_equal(pack_sum_unpack(layout, qs, n_params), np.sum(qs, axis=0))
 
 
@@ -121,7 +121,8 @@ def test_pack_refuses_values_outside_the_quantized_range():
 # ---- integer weights carried in the plaintext (SecureAggConfig.max_weight = W ≥ 1) ----
 
 def weighted_sum_unpack(layout, qs, weights, n_params):
-    totals = [sum(column) for column in zip(*(layout.pack_weighted(q, w) for q, w in zip(qs, weights)))]
+    totals = [sum(column)
+              for column in zip(*(layout.pack_weighted(q, w) for q, w in zip(qs, weights, strict=True)), strict=True)]
     assert all(t < 2 ** layout.plaintext_bits <= 2 ** (layout.key_bits - 1) for t in totals)  # no overflow, < n
     return layout.unpack_weighted(totals, n_params, len(qs))
 
@@ -160,7 +161,8 @@ def test_worst_case_weighted_sums_are_exact(value_bits, max_clients, max_weight,
     weights = [max_weight] * n_clients if heavy else [int(w) for w in rng.integers(1, max_weight + 1, n_clients)]
     sums, total = weighted_sum_unpack(layout, qs, weights, n_params)
     assert total == sum(weights)
-    np.testing.assert_array_equal(sums, sum(w * q.astype(object) for w, q in zip(weights, qs)).astype(np.int64))
+    np.testing.assert_array_equal(
+        sums, sum(w * q.astype(object) for w, q in zip(weights, qs, strict=True)).astype(np.int64))
 
 
 def test_all_clients_at_the_extremes_with_max_weight_fill_the_slots():

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedgrad.crypto import EncodingError, SecureAggConfig
 from fedgrad.crypto.quantize import dequantize, max_quantized, quantize, scale

@@ -1,7 +1,8 @@
 """End to end through the public API: encoders → Accumulator → KeyHolder, exact to the bit."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, make_encoder
 from fedgrad.crypto.quantize import quantize, scale
@@ -10,14 +11,14 @@ from fedgrad.crypto.quantize import quantize, scale
 def aggregate(cfg, key, updates, weights, min_clients=2):
     pub, priv = key
     encoder, accumulator = make_encoder(cfg, pub), Accumulator(cfg, pub)
-    for i, (update, weight) in enumerate(zip(updates, weights)):
+    for i, (update, weight) in enumerate(zip(updates, weights, strict=True)):
         accumulator.add(f"client-{i}", encoder.encrypt(update, weight))
     holder = KeyHolder(priv, cfg, min_clients=min_clients)
     return holder.decrypt_aggregate(round=0, contributors=accumulator.contributors, payload=accumulator.payload())
 
 
 def exact_sum(cfg, updates, weights):
-    return np.sum([quantize(cfg, u, w) for u, w in zip(updates, weights)], axis=0) / scale(cfg)
+    return np.sum([quantize(cfg, u, w) for u, w in zip(updates, weights, strict=True)], axis=0) / scale(cfg)
 
 
 @settings(max_examples=250, deadline=None)

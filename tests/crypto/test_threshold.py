@@ -6,21 +6,33 @@ import multiprocessing
 import os
 import random
 import secrets
+from typing import Any
 
 import gmpy2
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fedgrad.crypto import (Accumulator, CiphertextError, CryptoError, InsecureKeyWarning, SecureAggConfig,
-                            make_encoder)
+from fedgrad.crypto import Accumulator, CiphertextError, CryptoError, InsecureKeyWarning, SecureAggConfig, make_encoder
 from fedgrad.crypto.decryption import ParallelPartialDecryptor
 from fedgrad.crypto.djn import FastEncryptor
 from fedgrad.crypto.primes import safe_prime
 from fedgrad.crypto.schemes import make_scheme
-from fedgrad.crypto.threshold import (KeySet, KeyShare, combine, deal, delta, key_set, lagrange_coefficients,
-                                      partial_decrypt, read_share, write_share)
+from fedgrad.crypto.threshold import (
+    KeySet,
+    KeyShare,
+    combine,
+    deal,
+    delta,
+    key_set,
+    lagrange_coefficients,
+    partial_decrypt,
+    read_share,
+    write_share,
+)
 from fedgrad.crypto.wire import load_payload
+
 
 def decrypt_with(pub, shares, indices, ciphertexts, threshold, parties):
     partials = {i: partial_decrypt(shares[i - 1], ciphertexts) for i in indices}
@@ -85,7 +97,7 @@ def test_packed_aggregate_through_threshold_decryption_on_two_cores(threshold_ke
     encoder, accumulator = make_encoder(cfg, pub), Accumulator(cfg, pub)
     rng = np.random.default_rng(3)
     updates, weights = rng.uniform(-1, 1, (4, cfg.n_params)), [3, 50, 7, 1]
-    for client, (update, weight) in enumerate(zip(updates, weights)):
+    for client, (update, weight) in enumerate(zip(updates, weights, strict=True)):
         accumulator.add(f"c{client}", encoder.encrypt(update, weight))
     scheme = make_scheme(cfg, pub)
     parsed = load_payload(accumulator.payload(), pub=pub, fingerprint=cfg.fingerprint(pub.n),
@@ -101,7 +113,7 @@ def test_packed_aggregate_through_threshold_decryption_on_two_cores(threshold_ke
     sums, total = scheme.decode(combine(pub, partials, 3, 5), 4)
     assert total == sum(weights)
     quantized = [encoder.quantized(update) for update in updates]
-    np.testing.assert_array_equal(sums, sum(w * q for w, q in zip(weights, quantized)))
+    np.testing.assert_array_equal(sums, sum(w * q for w, q in zip(weights, quantized, strict=True)))
 
 
 def test_pool_uses_workers_and_matches(threshold_key):
@@ -124,7 +136,8 @@ def test_lagrange_coefficients_are_integers_interpolating_delta_at_zero():
                 lambdas = lagrange_coefficients(subset, parties)
                 # Σ λ_i · f(i) = Δ · f(0) for every polynomial of degree < |subset|: check on the monomials
                 for degree in range(size):
-                    assert sum(lam * i ** degree for i, lam in lambdas.items()) == (delta(parties) if degree == 0 else 0)
+                    assert (sum(lam * i ** degree for i, lam in lambdas.items())
+                            == (delta(parties) if degree == 0 else 0))
 
 
 def test_fewer_than_threshold_partials_are_refused(threshold_key):
@@ -143,6 +156,7 @@ def test_duplicate_and_out_of_range_indices_are_refused(threshold_key):
     p1, p2 = partial_decrypt(shares[0], ciphertexts), partial_decrypt(shares[1], ciphertexts)
     with pytest.raises(CryptoError, match="two partial decryptions for share index 1"):
         combine(pub, [(1, p1), (2, p2), (1, p1)], 3, 5)
+    bad: Any  # ill-typed indices too, on purpose
     for bad in (0, 6, -1, True, "1"):
         with pytest.raises(CryptoError, match="not a share index"):
             combine(pub, [(1, p1), (2, p2), (bad, p1)], 3, 5)
@@ -206,7 +220,8 @@ def test_share_bytes_round_trip_and_malformed(threshold_key):
                    {"n": "0x10"}, {"index": "1"}):
         with pytest.raises(CryptoError):
             KeyShare.from_bytes(json.dumps({**doc, **mutate}).encode())
-    for garbage in (b"", b"\xff\xfe", b"[]", b"{}", json.dumps({k: v for k, v in doc.items() if k != "secret"}).encode()):
+    for garbage in (b"", b"\xff\xfe", b"[]", b"{}",
+                    json.dumps({k: v for k, v in doc.items() if k != "secret"}).encode()):
         with pytest.raises(CryptoError):
             KeyShare.from_bytes(garbage)
 
@@ -297,7 +312,7 @@ def proved(threshold_key):
 
 
 def test_honest_proofs_verify_and_combine(proved):
-    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    _pub, _shares, keys, plaintexts, ciphertexts, responses = proved
     for index, (partials, proof) in responses.items():
         verify_partials(keys, index, ciphertexts, partials, proof)
         assert PartialProof.from_bytes(proof.to_bytes()) == proof
@@ -306,7 +321,7 @@ def test_honest_proofs_verify_and_combine(proved):
 
 @pytest.mark.parametrize("tamper", ["times_1_plus_n", "random", "swap", "other_share_exponent"])
 def test_wrong_partials_fail_their_proof_even_when_reproved(proved, tamper):
-    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    pub, shares, keys, _plaintexts, ciphertexts, responses = proved
     nsquare = pub.n * pub.n
     partials = list(responses[2][0])
     if tamper == "times_1_plus_n":
@@ -323,7 +338,7 @@ def test_wrong_partials_fail_their_proof_even_when_reproved(proved, tamper):
 
 
 def test_proofs_are_bound_to_share_and_ciphertexts(proved):
-    pub, shares, keys, plaintexts, ciphertexts, responses = proved
+    _pub, _shares, keys, _plaintexts, ciphertexts, responses = proved
     partials, proof = responses[1]
     with pytest.raises(CryptoError, match="not 2"):
         verify_partials(keys, 2, ciphertexts, partials, proof)

@@ -15,13 +15,15 @@ from fedgrad.data import (
 )
 from fedgrad.errors import ConfigError, DataError
 
-SETTINGS = dict(n_clients=4, partition="dirichlet", alpha=0.5, test_fraction=0.25, seed=0, min_count=1, max_len=6, max_vocab=0)
+SETTINGS = dict(n_clients=4, partition="dirichlet", alpha=0.5, test_fraction=0.25, seed=0, min_count=1, max_len=6,
+                max_vocab=0)
 
 
 @pytest.fixture
 def corpus(tmp_path):
     rng = np.random.default_rng(0)
-    spam_words, ham_words = ["free", "money", "win", "offer", "cheap"], ["meeting", "report", "lunch", "project", "notes"]
+    spam_words = ["free", "money", "win", "offer", "cheap"]
+    ham_words = ["meeting", "report", "lunch", "project", "notes"]
     lines = []
     for i in range(80):
         label, words = ("spam", spam_words) if i % 3 == 0 else ("ham", ham_words)
@@ -73,7 +75,7 @@ def test_same_settings_same_dataset_and_seed_matters(corpus):
     first, second, other = _build(corpus), _build(corpus), _build(corpus, seed=1)
     assert first.vocab == second.vocab
     assert all(np.array_equal(a.ids, b.ids) and np.array_equal(a.labels, b.labels)
-               for a, b in zip([first.test, *first.shards], [second.test, *second.shards]))
+               for a, b in zip([first.test, *first.shards], [second.test, *second.shards], strict=True))
     assert not np.array_equal(first.test.ids, other.test.ids)
 
 
@@ -92,24 +94,24 @@ def test_save_and_load_round_trip(corpus, tmp_path):
 
 def test_missing_and_corrupt_files_are_data_errors(corpus, tmp_path):
     directory = _build(corpus).save(tmp_path / "data")
-    with pytest.raises(DataError, match="missing .*shard-4.npz"):
+    with pytest.raises(DataError, match=r"missing .*shard-4.npz"):
         load_shard(directory, 4)
     (directory / "shard-1.npz").write_bytes(b"PK\x03\x04 truncated zip")
-    with pytest.raises(DataError, match="corrupt shard file .*shard-1.npz"):
+    with pytest.raises(DataError, match=r"corrupt shard file .*shard-1.npz"):
         load_shard(directory, 1)
     np.savez(directory / "shard-2.npz", ids=np.zeros((3, 2), np.int64), labels=np.zeros(3, np.float32))
     with pytest.raises(DataError, match="expected int32 ids"):
         load_shard(directory, 2)
     np.savez(directory / "test.npz", labels=np.zeros(3, np.float32))
-    with pytest.raises(DataError, match="corrupt shard file .*test.npz"):
+    with pytest.raises(DataError, match=r"corrupt shard file .*test.npz"):
         load_test(directory)
     (directory / "vocab.json").write_text("{not json")
     with pytest.raises(DataError, match="corrupt vocabulary file"):
         load_vocab(directory)
     (directory / "vocab.json").write_text('{"format": "something else"}')
-    with pytest.raises(DataError, match="corrupt vocabulary file .*not a fedgrad vocabulary"):
+    with pytest.raises(DataError, match=r"corrupt vocabulary file .*not a fedgrad vocabulary"):
         load_vocab(directory)
-    with pytest.raises(DataError, match="missing .*vocab.json"):
+    with pytest.raises(DataError, match=r"missing .*vocab.json"):
         load_vocab(tmp_path / "elsewhere")
 
 

@@ -17,7 +17,7 @@ def _write(path: Path, content: bytes | str) -> Path:
 
 def _enron_tree(root: Path) -> Path:
     _write(root / "enron1/ham/0001.1999-12-10.farmer.ham.txt", "Subject: meeting today\nsee you at noon\n")
-    _write(root / "enron1/spam/0002.2004-08-01.GP.spam.txt", "Subject: cheap meds\r\nbuy now\r\n".encode())
+    _write(root / "enron1/spam/0002.2004-08-01.GP.spam.txt", b"Subject: cheap meds\r\nbuy now\r\n")
     _write(root / "enron2/spam/0003.spam.txt", "Subject: prix réduit\nvente\n".encode("latin-1"))
     _write(root / "enron2/ham/0004.ham.txt", b"From: a@b.c\nSubject: raw message\n\nraw body\n")
     _write(root / "enron2/Summary.txt", "not an email: not under ham/ or spam/")
@@ -60,10 +60,10 @@ def test_archive_with_path_traversal_is_rejected(tmp_path):
 
 
 def test_corrupt_archive_and_empty_layout_are_data_errors(tmp_path):
-    with pytest.raises(DataError, match="broken.tar.gz is not a tar archive"):
+    with pytest.raises(DataError, match=r"broken.tar.gz is not a tar archive"):
         load_corpus(_write(tmp_path / "broken.tar.gz", b"\x1f\x8b not really gzip"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no emails in .*ham/ and spam/"):
+    with pytest.raises(DataError, match=r"no emails in .*ham/ and spam/"):
         load_corpus(tmp_path / "empty")
 
 
@@ -74,7 +74,7 @@ def test_book_spam_and_ham_files(tmp_path):
     assert [(e.text, e.label) for e in emails] == [
         ("win money now ", 1), ("free offer", 1), ("lunch at noon", 0), ("", 0), ("café tomorrow", 0)]
     assert emails[3].origin == "ham.txt:2"
-    with pytest.raises(DataError, match="pass the directory holding spam.txt and ham.txt"):
+    with pytest.raises(DataError, match=r"pass the directory holding spam.txt and ham.txt"):
         load_corpus(tmp_path / "book/spam.txt")
 
 

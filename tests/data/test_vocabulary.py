@@ -1,4 +1,6 @@
 """Tokenizer, vocabulary and the padded id matrices."""
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -8,7 +10,8 @@ from fedgrad.errors import ConfigError, DataError
 
 
 def test_tokenize_lowercases_words_and_digits_only():
-    assert tokenize("FREE!!! Win $1,000 now_now -- Ça va? 東京") == ["free", "win", "1", "000", "now", "now", "ça", "va", "東京"]
+    assert tokenize("FREE!!! Win $1,000 now_now -- Ça va? 東京") == [
+        "free", "win", "1", "000", "now", "now", "ça", "va", "東京"]
     assert tokenize("") == []
     assert tokenize("a" * MAX_TOKEN_LEN + " " + "b" * (MAX_TOKEN_LEN + 1) + " end") == ["a" * MAX_TOKEN_LEN, "end"]
 
@@ -46,6 +49,7 @@ def test_encode_decode_and_specials():
 def test_dict_round_trip_and_validation():
     vocab = Vocabulary.build([["x", "y", "y"]])
     assert Vocabulary.from_dict(vocab.to_dict()) == vocab
+    bad: Any
     for bad in ({}, {"format": "fedgrad-vocabulary", "specials": ["<unk>", "<pad>"], "words": []},
                 {**vocab.to_dict(), "words": ["x", 3]}, {**vocab.to_dict(), "words": ["x", "x"]},
                 {**vocab.to_dict(), "words": ["<pad>"]}, []):
@@ -70,6 +74,6 @@ def test_encode_padded_matches_row_by_row_encoding():
     bags = [list(rng.choice(words, size=rng.integers(0, 30))) for _ in range(200)]
     vocab = Vocabulary.build(bags, min_count=3)
     ids = encode_padded(bags, vocab, max_len=20)
-    for row, bag in zip(ids, bags):
+    for row, bag in zip(ids, bags, strict=True):
         expected = vocab.encode(bag[:20])
         assert row.tolist() == expected + [PAD] * (20 - len(expected))

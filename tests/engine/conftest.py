@@ -34,7 +34,7 @@ def numerical_gradcheck(
             result = fn(*[fg.Tensor(v, dtype=fg.float64) for v in values])
         return float(np.sum(result.numpy() * projection))
 
-    for k, (tensor, array) in enumerate(zip(tensors, arrays)):
+    for k, (tensor, array) in enumerate(zip(tensors, arrays, strict=True)):
         assert tensor.grad is not None, f"input {k} received no gradient"
         assert tensor.grad.shape == array.shape
         numeric = np.zeros_like(array)

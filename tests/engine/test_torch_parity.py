@@ -2,6 +2,8 @@
 layer, loss and optimizer agree within 1e-5 relative in float64."""
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,8 @@ from fedgrad import nn
 torch = pytest.importorskip("torch", reason="torch (test extra, pinned torch==2.13.0) is not installed")
 
 RTOL, ATOL = 1e-5, 1e-8
+#: torch is imported at run time (importorskip), so torch objects are typed Any here.
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 R = np.random.default_rng(11)
 
 
@@ -20,7 +24,7 @@ def close(ours, theirs) -> None:
     np.testing.assert_allclose(ours, theirs, rtol=RTOL, atol=ATOL)
 
 
-def pair(array: np.ndarray) -> tuple[fg.Tensor, "torch.Tensor"]:
+def pair(array: np.ndarray) -> tuple[fg.Tensor, Any]:
     """The same float64 values as a fedgrad and a torch leaf that both require grad."""
     return (
         fg.tensor(array, requires_grad=True, dtype=fg.float64),
@@ -28,19 +32,19 @@ def pair(array: np.ndarray) -> tuple[fg.Tensor, "torch.Tensor"]:
     )
 
 
-def to_float64(module: nn.Module) -> nn.Module:
+def to_float64(module: ModuleT) -> ModuleT:
     for p in module.parameters():
         p.data = p.data.astype(np.float64)
     return module
 
 
-def backward_both(ours: fg.Tensor, theirs: "torch.Tensor") -> None:
+def backward_both(ours: fg.Tensor, theirs: Any) -> None:
     upstream = R.standard_normal(ours.shape)
     ours.backward(fg.tensor(upstream, dtype=fg.float64))
     theirs.backward(torch.tensor(upstream))
 
 
-def check_outputs(out: fg.Tensor, tout: "torch.Tensor", *inputs: tuple[fg.Tensor, "torch.Tensor"]) -> None:
+def check_outputs(out: fg.Tensor, tout: Any, *inputs: tuple[fg.Tensor, Any]) -> None:
     """The two outputs agree, and so do the gradients that one random upstream gradient, sent back through
     both, gives each (fedgrad, torch) input pair."""
     close(out, tout)
@@ -49,7 +53,7 @@ def check_outputs(out: fg.Tensor, tout: "torch.Tensor", *inputs: tuple[fg.Tensor
         close(ours.grad, theirs.grad)
 
 
-def check_loss(loss: fg.Tensor, tloss: "torch.Tensor", *inputs: tuple[fg.Tensor, "torch.Tensor"]) -> None:
+def check_loss(loss: fg.Tensor, tloss: Any, *inputs: tuple[fg.Tensor, Any]) -> None:
     """The two losses agree, and so do the gradients they backpropagate to each (fedgrad, torch) input pair."""
     close(loss, tloss)
     loss.backward()
@@ -59,13 +63,14 @@ def check_loss(loss: fg.Tensor, tloss: "torch.Tensor", *inputs: tuple[fg.Tensor,
 
 
 def test_linear_and_mlp():
-    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3), torch.nn.Tanh()).double()
+    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.ReLU(), torch.nn.Linear(7, 3),
+                                 torch.nn.Tanh()).double()
     model = to_float64(nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3), nn.Tanh()))
     model.load_state_dict({k: v.numpy() for k, v in tmodel.state_dict().items()})
     x, tx = pair(R.standard_normal((4, 5)))
     out, tout = model(x), tmodel(tx)
     check_outputs(out, tout, (x, tx))
-    for (name, p), (tname, tp) in zip(model.named_parameters(), tmodel.named_parameters()):
+    for (name, p), (tname, tp) in zip(model.named_parameters(), tmodel.named_parameters(), strict=True):
         assert name == tname
         close(p.grad, tp.grad)
 
@@ -109,13 +114,14 @@ def test_rnn_cell(nonlinearity):
     for t in range(5):
         h = cell(xs[t], h)
         th = tcell(txs[t], th)
+    assert h is not None
     close(h, th)
     backward_both(h, th)
     close(xs.grad, txs.grad)
     check_fused_grads(cell, tcell)
 
 
-def fused_state(tcell: "torch.nn.Module", prefix: str = "", suffix: str = "") -> dict[str, np.ndarray]:
+def fused_state(tcell: Any, prefix: str = "", suffix: str = "") -> dict[str, np.ndarray]:
     """PyTorch's (weight_ih, weight_hh, bias_ih, bias_hh) as fedgrad's fused (weight, bias)."""
     get = lambda name: getattr(tcell, name + suffix).detach().numpy()  # noqa: E731
     return {
@@ -124,7 +130,7 @@ def fused_state(tcell: "torch.nn.Module", prefix: str = "", suffix: str = "") ->
     }
 
 
-def check_fused_grads(cell: nn.Module, tcell: "torch.nn.Module", prefix: str = "", suffix: str = "") -> None:
+def check_fused_grads(cell: nn.Module, tcell: Any, prefix: str = "", suffix: str = "") -> None:
     params = dict(cell.named_parameters())
     grad = lambda name: getattr(tcell, name + suffix).grad.numpy()  # noqa: E731
     close(params[prefix + "weight"].grad, np.concatenate([grad("weight_ih"), grad("weight_hh")], axis=1))

@@ -20,5 +20,5 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary(tmp_path):
     path = tmp_path / "data.txt"
     write_atomic(path, "kept")
     with pytest.raises(TypeError):
-        write_atomic(path, 42)  # not bytes or text
+        write_atomic(path, 42)  # type: ignore[arg-type]  # not bytes or text, on purpose
     assert path.read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == ["data.txt"]

@@ -87,7 +87,7 @@ def test_mlp_uses_hidden_from_config():
 
 
 def test_bad_model_requests():
-    with pytest.raises(ConfigError, match="model.name"):
+    with pytest.raises(ConfigError, match=r"model.name"):
         build_model("cnn", 10)
     with pytest.raises(ConfigError, match="vocabulary has 1 entries"):
         build_model("book", 1)

@@ -18,7 +18,7 @@ def scenario(name: str = "demo") -> Scenario:
     return Scenario.from_dict({"name": name, "federation": {"clients": 3, "clients_per_round": 3}})
 
 
-def record(round_index: int, accuracy: float) -> dict:
+def record(round_index: int, accuracy: float | np.floating) -> dict:
     evaluation = {"accuracy": accuracy, "precision": 0.9, "recall": 0.8, "f1": 0.847, "loss": 0.1, "n": 100}
     return round_record(
         round_index,
@@ -39,7 +39,8 @@ def test_round_record_layout():
     assert rec["bytes"] == {"down": 3000, "up": 2048}
     assert "n" not in rec
     with pytest.raises(KeyError):
-        round_record(1, rec, clients_selected=1, clients_used=1, clients_dropped=0, time_s={"sleep": 1.0}, bytes_moved={})
+        round_record(1, rec, clients_selected=1, clients_used=1, clients_dropped=0, time_s={"sleep": 1.0},
+                     bytes_moved={})
 
 
 def test_run_dir_files(tmp_path):
@@ -86,7 +87,8 @@ def test_report_contents(tmp_path):
     assert "| privacy | none |" in report
     rounds = [line for line in report.splitlines() if re.match(r"\| [0-9] \|", line)]
     assert len(rounds) == 3
-    assert rounds[2].startswith("| 3 | 95.00% | 90.00% | 80.00% | 84.70% | 0.1000 | 2 / 3 | 300.0 ms | 2.9 KiB | 2.0 KiB |")
+    assert rounds[2].startswith(
+        "| 3 | 95.00% | 90.00% | 80.00% | 84.70% | 0.1000 | 2 / 3 | 300.0 ms | 2.9 KiB | 2.0 KiB |")
     assert "| train | 600.0 ms | 200.0 ms |" in report
     assert "| up (clients to coordinator) | 6.0 KiB | 2.0 KiB |" in report
     final = report.split("## Final metrics")[1].split("##")[0]

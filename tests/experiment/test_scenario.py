@@ -29,7 +29,8 @@ def error_of(path: Path, overrides: list[str] | None = None) -> str:
 def test_empty_file_gives_documented_defaults(tmp_path):
     s = load_scenario(write(tmp_path, ""))
     assert s.name == "exp" and s.seed == 0
-    assert (s.data.corpus, s.data.test_fraction, s.data.partition, s.data.alpha) == ("spamassassin", 0.2, "dirichlet", 0.5)
+    assert (s.data.corpus, s.data.test_fraction, s.data.partition, s.data.alpha) == (
+        "spamassassin", 0.2, "dirichlet", 0.5)
     assert (s.data.min_count, s.data.max_len, s.data.max_vocab) == (2, 500, 0)
     assert (s.model.name, s.model.hidden) == ("book", 32)
     assert (s.train.epochs, s.train.batch_size, s.train.lr, s.train.optimizer) == (1, 500, 0.01, "sgd")
@@ -65,7 +66,8 @@ def test_name_from_file_wins_only_when_absent(tmp_path):
         ("[train]\nepochs = true", r"^train\.epochs: expected an integer \(got boolean True\)"),
         ("[privacy]\ninsecure_key_bits = 1", r"^privacy\.insecure_key_bits: expected true or false"),
         ('[model]\nname = "cnn"', r"^model\.name: must be one of book, logreg, mlp \(got 'cnn'\)"),
-        ('[privacy]\nmode = "homomorphic"', r"^privacy\.mode: must be one of none, paillier-trusted, paillier-naive, dp, paillier"),
+        ('[privacy]\nmode = "homomorphic"',
+         r"^privacy\.mode: must be one of none, paillier-trusted, paillier-naive, dp, paillier"),
         ('[train]\ndevice = "gpu"', r"^train\.device: must be"),
         ("[data]\ntest_fraction = 1.0", r"^data\.test_fraction: must be < 1 \(got 1\.0\)"),
         ("[train]\nlr = 0", r"^train\.lr: must be > 0"),
@@ -145,7 +147,8 @@ def test_unreadable_and_malformed_files(tmp_path):
 
 def test_to_toml_round_trips(tmp_path):
     original = load_scenario(
-        write(tmp_path, 'name = "rt"\nseed = 3\n[data]\ncorpus = "C:\\\\mails\\\\\\"q\\" é"\n[privacy]\nmode = "dp"\ndelta = 1e-7')
+        write(tmp_path, 'name = "rt"\nseed = 3\n[data]\ncorpus = "C:\\\\mails\\\\\\"q\\" é"\n'
+                        '[privacy]\nmode = "dp"\ndelta = 1e-7')
     )
     assert original.data.corpus == 'C:\\mails\\"q" é'
     again = load_scenario(write(tmp_path, original.to_toml(), name="other.toml"))
@@ -156,7 +159,7 @@ def test_to_toml_round_trips(tmp_path):
 def test_to_dict_has_every_section():
     s = Scenario.from_dict({}, default_name="d")
     assert list(s.to_dict()) == ["name", "seed", "data", "model", "train", "federation", "privacy", "output"]
-    with pytest.raises(ConfigError, match="^name: missing"):
+    with pytest.raises(ConfigError, match=r"^name: missing"):
         Scenario.from_dict({})
 
 

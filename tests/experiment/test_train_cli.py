@@ -116,7 +116,7 @@ def test_cuda_training_equals_numpy_training(scenario_file, tmp_path):
     test_examples = json.loads((cpu_dir / "summary.json").read_text())["test_examples"]
     assert len(cpu) == len(gpu) == 3
     np.testing.assert_allclose([r["loss"] for r in gpu], [r["loss"] for r in cpu], rtol=1e-4, atol=1e-6)
-    for a, b in zip(gpu, cpu):
+    for a, b in zip(gpu, cpu, strict=True):
         assert abs(a["accuracy"] - b["accuracy"]) <= 1 / test_examples + 1e-12
 
     import fedgrad as fg
@@ -134,5 +134,5 @@ def test_cuda_training_equals_numpy_training(scenario_file, tmp_path):
         loss = nn.CrossEntropyLoss()(model(fg.tensor(x).to(device)), fg.tensor(y).to(device))
         loss.backward()
         grads[device] = [p.grad.numpy() for p in model.parameters()]
-    for on_gpu, on_cpu in zip(grads["cuda"], grads["cpu"]):
+    for on_gpu, on_cpu in zip(grads["cuda"], grads["cpu"], strict=True):
         np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-5, atol=1e-6)

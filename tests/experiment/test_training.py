@@ -1,6 +1,8 @@
 """Local training and evaluation on a synthetic separable dataset."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from fedgrad.metrics import ConfusionMatrix
 from fedgrad.models import build_model
 from fedgrad.training import evaluate, train_local
 
-SETTINGS = {
+SETTINGS: dict[str, dict[str, Any]] = {
     "book": dict(batch_size=50, lr=0.05, optimizer="sgd", momentum=0.0),
     "logreg": dict(batch_size=50, lr=0.5, optimizer="sgd", momentum=0.9),
     "mlp": dict(batch_size=50, lr=0.05, optimizer="adam", momentum=0.0),

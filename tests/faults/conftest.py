@@ -30,16 +30,19 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, cast
 
 import grpc
+import numpy as np
 import pytest
 
-from fedgrad.experiments.run import open_run
+from fedgrad.experiments.run import OpenedRun, RoundProgress, open_run
 from fedgrad.security import create_pki
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, ClientSecurity, ServerSecurity
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, split_payload
+from server.coordinator import Coordinator
 from server.service import start_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,7 +63,7 @@ class RunOutcome:
         return self.finished and self.model_matches is not False and not self.rounds_lost and not self.files_corrupt
 
 
-def measure_run(run_dir: Path, rounds: int, reference_model: Mapping[str, object] | None = None,
+def measure_run(run_dir: Path, rounds: int, reference_model: Mapping[str, np.ndarray] | None = None,
                 damaged: Sequence[Path] = (), *, summary: bool = True) -> RunOutcome:
     """Measure a run's outcome from its files alone: records, summary, checkpoints and final model.
 
@@ -68,6 +71,7 @@ def measure_run(run_dir: Path, rounds: int, reference_model: Mapping[str, object
     ``summary=False`` for an in-process federation (:meth:`Lab.federation`), which writes no ``summary.json``.
     """
     import numpy as np
+
     from server.checkpoint import CheckpointError, Checkpoints, load_checkpoint
 
     problems: list[str] = []
@@ -87,9 +91,9 @@ def measure_run(run_dir: Path, rounds: int, reference_model: Mapping[str, object
         except (ValueError, KeyError, TypeError):
             corrupt += 1
             problems.append("summary.json unreadable")
-    damaged = {Path(d).resolve() for d in damaged}
+    damaged_paths = {Path(d).resolve() for d in damaged}
     for path in Checkpoints(run_dir).files() if (run_dir / "checkpoint").exists() else []:
-        if path.resolve() in damaged:
+        if path.resolve() in damaged_paths:
             continue
         try:
             load_checkpoint(path)
@@ -188,7 +192,8 @@ class Tally:
 
     def as_dict(self) -> dict[str, object]:
         kinds: dict[str, int] = {}
-        for record in (*self.faults, *self.bad_inputs):
+        records: list[Fault | BadInput] = [*self.faults, *self.bad_inputs]
+        for record in records:
             kinds[record.kind] = kinds.get(record.kind, 0) + 1
         return {"faults_injected": self.faults_injected, "faults_survived": self.faults_survived,
                 "faults_unmeasured": sum(1 for f in self.faults if f.outcome is None),
@@ -303,10 +308,10 @@ async def wait_for(condition, timeout: float, what: str, poll_s: float = 0.005) 
 class Federation:
     """An in-process coordinator serving a run over TLS on localhost, with its run directory."""
 
-    coordinator: object
-    opened: object
+    coordinator: Coordinator
+    opened: OpenedRun
     port: int
-    run: object  # the asyncio task of coordinator.run()
+    run: asyncio.Task[Any]  # the asyncio task of coordinator.run()
 
     @property
     def run_dir(self) -> Path:
@@ -364,7 +369,9 @@ class Lab:
         """The coordinator of ``scenario`` (or of the run ``resume`` names) serving TLS (``mutual``: mTLS),
         checkpointing each round."""
         opened = open_run(None if resume else scenario, resume=resume)
-        coordinator = opened.coordinator(SimpleNamespace(on_round=opened.prepared.writer.log_round))
+        # a stand-in for the RoundProgress of `fedgrad run`, with the one method the coordinator calls
+        progress = cast(RoundProgress, SimpleNamespace(on_round=opened.prepared.writer.log_round))
+        coordinator = opened.coordinator(progress)
         server, port = await start_server(coordinator, "127.0.0.1", port,
                                           ServerSecurity.from_dir(self.pki, mutual=mutual))
         run = asyncio.create_task(coordinator.run())
@@ -458,12 +465,12 @@ class ManualClient:
         with self.tally.bad_input(what) as bad:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await self.send(messages, stub)
-            got, details = caught.value.code(), caught.value.details()
+            got, details = caught.value.code(), caught.value.details() or ""
             if got == code and fragment.lower() in details.lower():
                 bad.refused(f"{got.name}: {details}")
             assert got == code, (what, got, details)
             assert fragment.lower() in details.lower(), (what, details)
-        return caught.value.details()
+        return details
 
     async def update(self, what: str, task, payload: bytes, code, fragment: str, **fields) -> str:
         return await self.refused(what, self.messages(task, payload, **fields), code, fragment)

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 import fedgrad.modes.dp
-from fedgrad.modes.base import ClientPrivacy
-from fedgrad.privacy import noise_rng
 from client.pool import run_clients
 from client.session import ClientOptions
 from fedgrad.crypto import InsecureKeyWarning, SecureAggConfig, make_encoder, public_key_from_bytes
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width, dump_payload
 from fedgrad.data import load_shard
+from fedgrad.modes.base import ClientPrivacy
+from fedgrad.privacy import noise_rng
 from fedgrad.security.tokens import read_token_file
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
@@ -45,7 +45,7 @@ async def plain_battery(hostile, task: pb.TaskHeader, model: dict) -> None:
     """Everything wrong a plain (or DP) update can be, one at a time."""
     good = {name: np.zeros_like(value) for name, value in model.items()}
     first = next(iter(good))
-    specs, payload = encode_tensors(good)
+    _specs, payload = encode_tensors(good)
 
     async def tensors(what, tensors, fragment):
         wrong_specs, wrong_payload = encode_tensors(tensors)
@@ -92,10 +92,10 @@ async def paillier_battery(hostile, task: pb.TaskHeader, model: dict) -> None:
     fingerprint = cfg.fingerprint(key.n)
     ones = [1] * count  # 1 is a valid ciphertext (of 0, randomness 1)
     for what, payload, fragment in (
-            ("ciphertext 0", dump_payload(fingerprint, 1, [0] + ones[1:], width), "outside (0, n²)"),
-            ("ciphertext n² (out of range)", dump_payload(fingerprint, 1, [key.nsquare] + ones[1:], width),
+            ("ciphertext 0", dump_payload(fingerprint, 1, [0, *ones[1:]], width), "outside (0, n²)"),
+            ("ciphertext n² (out of range)", dump_payload(fingerprint, 1, [key.nsquare, *ones[1:]], width),
              "outside (0, n²)"),
-            ("ciphertext sharing a factor with n", dump_payload(fingerprint, 1, [key.n] + ones[1:], width),
+            ("ciphertext sharing a factor with n", dump_payload(fingerprint, 1, [key.n, *ones[1:]], width),
              "not a unit mod n"),
             ("ciphertexts for another key", dump_payload(b"\0" * 8, 1, ones, width), "another key"),
             ("a client claiming to be an aggregate", dump_payload(fingerprint, 2, ones, width), "aggregate of 2"),
@@ -119,16 +119,19 @@ async def transport_battery(hostile, address: str, security, task: pb.TaskHeader
     """Garbage bytes, a message over the size limit, and a chunk over the chunk limit."""
     garbage = b"\xff\xfe\x00 not a protobuf \x0a\xff"
     async with open_channel(address, security) as channel:
-        for method, call in (("Join", lambda: channel.unary_unary("/fedgrad.Coordinator/Join")(garbage, timeout=10)),
-                             ("GetTask", lambda: _drain(channel.unary_stream("/fedgrad.Coordinator/GetTask")(
-                                 garbage, timeout=10))),
+        join: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/fedgrad.Coordinator/Join")
+        get_task: grpc.aio.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(
+            "/fedgrad.Coordinator/GetTask")
+        for method, call in (("Join", lambda: join(garbage, timeout=10)),
+                             ("GetTask", lambda: _drain(get_task(garbage, timeout=10))),
                              ("SubmitUpdate", lambda: channel.stream_unary("/fedgrad.Coordinator/SubmitUpdate")(
                                  _iterate([garbage]), timeout=10))):
             with hostile.tally.bad_input(f"garbage bytes to {method}") as bad:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call()
-                code, details = caught.value.code(), caught.value.details()
-                if code == INVALID and f"malformed {method} message" in details and "Wire format was corrupt" in details:
+                code, details = caught.value.code(), caught.value.details() or ""
+                if (code == INVALID and f"malformed {method} message" in details
+                        and "Wire format was corrupt" in details):
                     bad.refused(f"{code.name}: {details}")
                 assert code == INVALID, details
                 assert f"malformed {method} message" in details

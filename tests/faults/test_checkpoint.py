@@ -61,7 +61,7 @@ def test_only_the_newest_are_kept_and_damage_falls_back_with_a_warning(tmp_path,
                          ("empty checkpoint", lambda data: b"")):
         with tally.bad_input(what) as bad:
             files[0].write_bytes(damage(files[0].read_bytes()))
-            with pytest.raises(CheckpointError, match="round-000004.npz") as caught:
+            with pytest.raises(CheckpointError, match=r"round-000004.npz") as caught:
                 load_checkpoint(files[0])
             bad.refused(caught.value)
             assert checkpoints.latest().completed_rounds == 3
@@ -84,5 +84,5 @@ def test_a_state_field_that_cannot_be_saved_fails_the_first_save(tmp_path):
 
     state = trained_state()
     extended = WithSocket(**{f: getattr(state, f) for f in state.__dataclass_fields__}, connection=object())
-    with pytest.raises(TypeError, match="FederationState.connection .* cannot be checkpointed"):
+    with pytest.raises(TypeError, match=r"FederationState.connection .* cannot be checkpointed"):
         Checkpoints(tmp_path).save(extended, [])

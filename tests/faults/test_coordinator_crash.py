@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions
 from fedgrad.cli.main import main
 from fedgrad.data import load_shard, load_test, load_vocab
 from fedgrad.models import model_from_config
+from fedgrad.modes.base import ClientPrivacy
 from fedgrad.scenario import load_scenario
 from fedgrad.security.tokens import read_token_file
 from fedgrad.training import evaluate
@@ -96,11 +96,11 @@ def test_coordinator_killed_at_random_points_resumes_to_the_same_model(lab, tall
     clients = lab.client_process("clients", f"127.0.0.1:{port}", run_dir, ["0", "1", "2"])
     faults, damaged = [], []
     with ExitStack() as survived:
-        for attempt, (k, moment) in enumerate(zip(kill_after, moments), start=1):
+        for attempt, (k, moment) in enumerate(zip(kill_after, moments, strict=True), start=1):
             if moment == "logged":
-                lab.wait_until(lambda: len(lab.traces.metrics(run_dir)) >= k, 60, f"round {k}'s record")
+                lab.wait_until(lambda k=k: len(lab.traces.metrics(run_dir)) >= k, 60, f"round {k}'s record")
             else:
-                lab.wait_until(lambda: (run_dir / "checkpoint" / f"round-{k:06d}.npz").exists(), 60,
+                lab.wait_until(lambda k=k: (run_dir / "checkpoint" / f"round-{k:06d}.npz").exists(), 60,
                                f"round {k}'s checkpoint")
             faults.append(survived.enter_context(tally.fault(f"coordinator SIGKILL after round {moment}")))
             lab.processes.kill(server)
@@ -196,7 +196,8 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
     faults = []
     with ExitStack() as survived:
         for number, (after_round, victim) in enumerate(events, start=1):
-            lab.wait_until(lambda: len(lab.traces.metrics(run_dir)) >= after_round, 90, f"round {after_round}")
+            lab.wait_until(lambda after_round=after_round: len(lab.traces.metrics(run_dir)) >= after_round, 90,
+                           f"round {after_round}")
             faults.append(survived.enter_context(tally.fault(
                 f"{'coordinator' if victim == 'coordinator' else 'client'} SIGKILL after a round's record")))
             if victim == "coordinator":

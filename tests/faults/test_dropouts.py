@@ -88,7 +88,8 @@ def test_killed_client_drops_out_of_its_round_is_not_reselected_and_rejoins(lab,
     assert dropped["time_s"]["total"] >= timeout_s * 0.9
     # The next round did not select it, so it had no one to wait for: it closed when its two answered.
     after = by_round[killed_in + 1]
-    assert (after["clients_selected"], after["clients_used"], after["clients_dropped"], after["attempts"]) == (2, 2, 0, 1)
+    assert (after["clients_selected"], after["clients_used"], after["clients_dropped"],
+            after["attempts"]) == (2, 2, 0, 1)
     # Back after the restart: every round opened after it returned has all three again.
     reopened = records[killed_in + 1:]
     assert reopened, f"client 2 was killed in round {killed_in}: no round left to see it selected again"
@@ -103,7 +104,8 @@ def test_killed_client_drops_out_of_its_round_is_not_reselected_and_rejoins(lab,
 def test_round_left_with_too_few_clients_is_retried_and_never_aggregated_short(lab, tally, mode):
     """min_clients = 3 of 3: a kill leaves the attempt short; it is retried (the short attempt is never summed,
     under Paillier never decrypted) and completes once the client is back."""
-    privacy = {} if mode == "none" else {"mode": "paillier-trusted", "key_bits": 512, "insecure_key_bits": True, "clip": 5.0}
+    privacy = {} if mode == "none" else {"mode": "paillier-trusted", "key_bits": 512, "insecure_key_bits": True,
+                                         "clip": 5.0}
     scenario = lab.scenario(rounds=3, min_clients=3, timeout_s=TIMEOUT_S, epochs=30, privacy=privacy)
 
     async def run():

@@ -23,7 +23,7 @@ async def train_tasks(clients: dict, count: int) -> dict:
     while len(got) < count:
         waiting = [cid for cid in clients if cid not in got]
         for cid, (task, model) in zip(waiting, await asyncio.gather(*(clients[cid].next_task(wait_s=0.3)
-                                                                      for cid in waiting))):
+                                                                      for cid in waiting)), strict=True):
             if task.kind == pb.TRAIN:
                 got[cid] = (task, model)
     return got

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray  # the ray extra (pip install -e '.[test,ray]'); not skipped without it: CI must run these on real Ray
+from ray.cluster_utils import Cluster
 
 from fedgrad.cli.main import main
 from server.coordinator import Coordinator
 from server.registry import ClientRegistry
-
-import ray  # the ray extra (pip install -e '.[test,ray]'); not skipped without it: CI must run these on real Ray
-from ray.cluster_utils import Cluster
 
 ROUNDS = 3
 #: Safety nets only: every wait below ends on an event (a process exit, a file written) long before these.

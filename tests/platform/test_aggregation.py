@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from fedgrad.metrics import PhaseTimer
-from fedgrad.transport.codec import encode_tensors
 from fedgrad.modes.plain import MAX_ABS_BITS, PlainAccumulator
 from fedgrad.protocol import Refusal, Rejected
+from fedgrad.transport.codec import encode_tensors
 
 SHAPES = {"embedding.weight": (50, 4), "bias": (1,)}
 
@@ -28,12 +28,12 @@ def test_weighted_sum_matches_float64_reference():
     updates = [random_update(rng) for _ in range(4)]
     weights = [12.0, 1.0, 300.0, 7.5]
     acc = accumulator_for(updates)
-    for k, (update, weight) in enumerate(zip(updates, weights)):
+    for k, (update, weight) in enumerate(zip(updates, weights, strict=True)):
         acc.add(str(k), weight, encode_tensors(update)[1])
     summed = acc.finalize(PhaseTimer())
     assert summed.weight == sum(weights) and summed.contributors == ("0", "1", "2", "3")
     for name in SHAPES:
-        reference = sum(w * u[name].astype(np.float64) for w, u in zip(weights, updates))
+        reference = sum(w * u[name].astype(np.float64) for w, u in zip(weights, updates, strict=True))
         np.testing.assert_allclose(summed.total[name], reference, rtol=1e-12, atol=1e-13)
 
 

@@ -10,10 +10,10 @@ from client.pool import run_clients
 from client.session import ClientError, ClientOptions
 from fedgrad.data import Shard
 from fedgrad.models import model_from_config
-from fedgrad.scenario import ModelConfig
-from fedgrad.training import evaluate
 from fedgrad.modes.plain import PlainAccumulator
 from fedgrad.protocol import TaskConfig, TrainSettings
+from fedgrad.scenario import ModelConfig
+from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -129,7 +129,7 @@ def test_client_gives_up_on_refused_join():
 def test_client_gives_up_when_the_coordinator_never_comes():
     async def scenario():
         options = dataclasses.replace(FAST_RETRY, connect_timeout_s=0.5)
-        with pytest.raises(ClientError, match="coordinator unreachable for over 0.5 s"):
+        with pytest.raises(ClientError, match=r"coordinator unreachable for over 0.5 s"):
             await run_clients(f"127.0.0.1:{free_port()}", {"0": toy_shard(1)}, options=options)
 
     asyncio.run(scenario())

@@ -1,4 +1,6 @@
 """Tensor codec and chunking: exact round trips, and refusal of payloads that do not match their manifest."""
+from typing import cast
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ from fedgrad.transport.codec import (
 
 def test_round_trip_preserves_names_order_shapes_dtypes_and_values():
     rng = np.random.default_rng(0)
-    tensors = {
+    tensors: dict[str, np.ndarray] = {
         "embedding.weight": rng.standard_normal((7, 3)).astype(np.float32),
         "bias": np.array([1.5], dtype=np.float32),
         "scalar": np.array(2.0, dtype=np.float64),
@@ -84,7 +86,7 @@ def test_decode_refuses_payloads_that_do_not_match_the_manifest():
     with pytest.raises(WireError, match="appears twice"):
         decode_tensors(twice, payload * 2)
     with pytest.raises(WireError, match="unknown dtype"):
-        decode_tensors([pb.TensorSpec(name="a", shape=[3], dtype=99)], payload)
+        decode_tensors([pb.TensorSpec(name="a", shape=[3], dtype=cast(pb.DType, 99))], payload)
     with pytest.raises(WireError, match="negative dimension"):
         payload_size([pb.TensorSpec(name="a", shape=[-1, 3], dtype=pb.FLOAT32)])
 

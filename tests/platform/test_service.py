@@ -8,18 +8,19 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import grpc
 import numpy as np
 import pytest
 
+from fedgrad.modes.plain import PlainAccumulator
+from fedgrad.protocol import TaskConfig, TrainSettings
+from fedgrad.scenario import ModelConfig
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, open_channel
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, encode_tensors, split_payload
-from fedgrad.modes.plain import PlainAccumulator
-from fedgrad.protocol import TaskConfig, TrainSettings
-from fedgrad.scenario import ModelConfig
 from server.coordinator import Coordinator, FederationState, RoundFailed, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -114,13 +115,13 @@ async def refused(call, code, match):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() == code, caught.value.details()
-    assert match in caught.value.details(), caught.value.details()
+    assert match in (caught.value.details() or ""), caught.value.details()
 
 
 async def take_tasks(stub, creds_by_id, wait_s=0.5):
     """GetTask for several clients at once: {client_id: (header, model)}."""
     answers = await asyncio.gather(*(get_task(stub, creds, wait_s=wait_s) for creds in creds_by_id.values()))
-    return dict(zip(creds_by_id, answers))
+    return dict(zip(creds_by_id, answers, strict=True))
 
 
 async def finish_evaluation(fed, creds_by_id, last_task_ids, examples=None):
@@ -130,7 +131,8 @@ async def finish_evaluation(fed, creds_by_id, last_task_ids, examples=None):
         assert task.kind == pb.EVALUATE and model is not None
         await fed.stub.SubmitEvaluation(pb.EvaluationReport(
             credentials=creds, task_id=task.task_id, round=task.round, model_version=task.model_version,
-            n_examples=(examples or {}).get(client_id, 10), metrics={"accuracy": 0.75 if client_id == "0" else 0.25, "loss": 1.0}), timeout=5)
+            n_examples=(examples or {}).get(client_id, 10),
+            metrics={"accuracy": 0.75 if client_id == "0" else 0.25, "loss": 1.0}), timeout=5)
         last_task_ids[client_id] = task.task_id
     for client_id, creds in creds_by_id.items():
         task, _ = await get_task(fed.stub, creds, last_task_ids[client_id])
@@ -189,7 +191,7 @@ def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
             await refused(submit(stub, mine, task, good, encoding=pb.PAILLIER), invalid, "encoding PAILLIER")
             await refused(submit(stub, mine, task, good, encoding=42), invalid, "encoding #42")
             odd_dtype = encode_tensors(good)[0]
-            odd_dtype[1].dtype = 99
+            odd_dtype[1].dtype = cast(pb.DType, 99)  # no such dtype
             await refused(submit(stub, mine, task, good, tensors=odd_dtype), invalid, "'b': unknown dtype code 99")
             await refused(submit(stub, mine, task, good, n_examples=99), invalid, "claims 99 examples")
             await refused(submit(stub, mine, task, good, metrics={"loss": float("nan")}), invalid,
@@ -277,14 +279,14 @@ def test_round_with_too_few_updates_is_retried_then_fails():
             creds = {cid: await credentials(fed.stub, cid) for cid in ("0", "1")}
             delta = {name: np.ones_like(value) for name, value in SMALL_MODEL.items()}
             last = {"0": 0, "1": 0}
-            for attempt in (1, 2):  # only client 0 answers: each attempt falls short of min_clients
+            for _attempt in (1, 2):  # only client 0 answers: each attempt falls short of min_clients
                 task, _ = await get_task(fed.stub, creds["0"], last["0"])
                 assert task.kind == pb.TRAIN and task.round == 1
                 last["0"] = task.task_id
                 await submit(fed.stub, creds["0"], task, delta)
             # third attempt: client 1 polls again (so it is no longer lost), both answer, attempts == 3
             answers = await asyncio.gather(*(get_task(fed.stub, creds[cid], last[cid]) for cid in ("0", "1")))
-            tasks = dict(zip(("0", "1"), answers))
+            tasks = dict(zip(("0", "1"), answers, strict=True))
             for cid, (task, _) in tasks.items():
                 await submit(fed.stub, creds[cid], task, delta)
             await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()})
@@ -294,7 +296,7 @@ def test_round_with_too_few_updates_is_retried_then_fails():
         async with serving(SMALL_MODEL, per_round=2, min_clients=2, timeout_s=0.1) as fed:
             for cid in ("0", "1"):
                 await credentials(fed.stub, cid)
-            with pytest.raises(RoundFailed, match="round 1: fewer than federation.min_clients=2"):
+            with pytest.raises(RoundFailed, match=r"round 1: fewer than federation.min_clients=2"):
                 await asyncio.wait_for(fed.run, 10)
 
     asyncio.run(scenario())

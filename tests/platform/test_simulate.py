@@ -57,7 +57,7 @@ def test_fleet_reports_when_every_client_process_fails(tmp_path):
         fleet = ClientFleet(tmp_path / "logs")
         await fleet.start("127.0.0.1:1", tmp_path / "no-shards-here", ["0", "1"], 2)
         try:
-            with pytest.raises(FedgradError, match="every client process exited.*missing .*shard-"):
+            with pytest.raises(FedgradError, match=r"every client process exited.*missing .*shard-"):
                 await fleet.supervise(asyncio.sleep(60))
         finally:
             await fleet.stop()

@@ -8,9 +8,9 @@ from server.strategies import ClientInfo, FedAdam, FedAvg, FedProx, WeightedSum,
 CLIENTS = [ClientInfo("0", 30), ClientInfo("1", 10)]
 
 
-def weighted_sum(deltas: dict[str, tuple[float, np.ndarray]]) -> WeightedSum:
+def weighted_sum(deltas: dict[str, tuple[float, dict[str, np.ndarray]]]) -> WeightedSum:
     names = next(iter(deltas.values()))[1].keys()
-    total = {name: sum(w * d[name].astype(np.float64) for w, d in deltas.values()) for name in names}
+    total = {name: np.asarray(sum(w * d[name].astype(np.float64) for w, d in deltas.values())) for name in names}
     return WeightedSum(total=total, weight=sum(w for w, _ in deltas.values()), contributors=tuple(sorted(deltas)))
 
 
@@ -57,7 +57,8 @@ def test_fedadam_follows_the_adaptive_federated_optimization_update():
     m, v = (1 - b1) * d1, (1 - b2) * d1**2
     np.testing.assert_allclose(w1, w + eta * m / (np.sqrt(v) + tau), rtol=1e-6)
     # the first step is about eta * sign(delta) wherever the delta is not tiny
-    np.testing.assert_allclose(w1[:2] - w[:2], [eta * 0.1 * 0.2 / (0.1 * 0.2 + tau), -eta * 0.1 * 0.4 / (0.1 * 0.4 + tau)],
+    np.testing.assert_allclose(w1[:2] - w[:2],
+                               [eta * 0.1 * 0.2 / (0.1 * 0.2 + tau), -eta * 0.1 * 0.4 / (0.1 * 0.4 + tau)],
                                rtol=1e-5)
     w2 = strategy.apply({"w": w1}, {"w": d2})["w"]
     m, v = b1 * m + (1 - b1) * d2, b2 * v + (1 - b2) * d2**2
@@ -87,5 +88,5 @@ def test_build_strategy_by_name():
     assert isinstance(prox, FedProx) and prox.prox_mu == 0.01
     adam = build_strategy("fedadam", server_lr=0.03)
     assert isinstance(adam, FedAdam) and adam.server_lr == 0.03
-    with pytest.raises(ConfigError, match="federation.strategy"):
+    with pytest.raises(ConfigError, match=r"federation.strategy"):
         build_strategy("fedsgd", server_lr=1.0)

@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -43,7 +44,7 @@ def test_ledger_reports_epsilon_per_round_and_ends_at_the_whole_run():
     assert ledger.epsilon == 0.0
     per_round = [ledger.record_round(z) for _ in range(ROUNDS)]
     assert ledger.rounds == ROUNDS and ledger.history == per_round
-    assert all(a < b for a, b in zip(per_round, per_round[1:]))
+    assert all(a < b for a, b in itertools.pairwise(per_round))
     assert per_round[2] == pytest.approx(epsilon_spent(z, Q, 3, DELTA), rel=1e-9)
     assert ledger.epsilon == pytest.approx(epsilon_spent(z, Q, ROUNDS, DELTA), rel=1e-9)
     assert ledger.epsilon <= 4.0

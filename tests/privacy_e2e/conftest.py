@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedgrad.modes.base import ClientPrivacy
 from client.pool import run_clients
 from client.session import ClientOptions
 from fedgrad.crypto import InsecureKeyWarning
 from fedgrad.data import load_shard
+from fedgrad.modes.base import ClientPrivacy
 from fedgrad.scenario import Scenario, load_scenario
 from server.experiment import build_coordinator, client_ids, prepare_run
 from server.service import start_server

@@ -33,7 +33,7 @@ def test_paillier_reaches_the_plain_accuracy_without_the_coordinator_seeing_a_pl
         assert record["clients_used"] == 3
         assert record["time_s"]["encrypt"] > 0 and record["time_s"]["decrypt"] > 0
         assert record["local"] == {}  # clients withhold their training metrics under secure aggregation
-    for before, after in zip(plain.records, secure.records):
+    for before, after in zip(plain.records, secure.records, strict=True):
         assert after["bytes"]["up"] > before["bytes"]["up"] > 0
     privacy = secure.summary["privacy"]
     assert privacy["mode"] == "paillier-trusted" and privacy["key_bits"] == 512 and privacy["max_clients"] == 3
@@ -65,7 +65,8 @@ def test_fedgrad_simulate_runs_secure_aggregation_with_client_processes(scenario
 
     from fedgrad.cli.main import main
 
-    overrides = ['privacy.mode="paillier-trusted"', "privacy.key_bits=2048", "federation.rounds=2", "federation.processes=2"]
+    overrides = ['privacy.mode="paillier-trusted"', "privacy.key_bits=2048", "federation.rounds=2",
+                 "federation.processes=2"]
     assert main(["simulate", str(scenario_file), *(arg for o in overrides for arg in ("--set", o))]) == 0
     [run_dir] = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())

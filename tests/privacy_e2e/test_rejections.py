@@ -56,7 +56,8 @@ class Rogue:
                 buffer.append(message.data)
         return header, (decode_tensors(header.tensors, buffer.payload()) if header.payload_bytes else None)
 
-    async def submit(self, task: pb.TaskHeader, payload: bytes, encoding: int, *, succeed: bool = False) -> None:
+    async def submit(self, task: pb.TaskHeader, payload: bytes, encoding: pb.Encoding, *,
+                     succeed: bool = False) -> None:
         """Send ``payload``; record the refusal (or, with ``succeed``, insist on acceptance)."""
         header = pb.UpdateHeader(credentials=self.credentials, task_id=task.task_id, round=task.round,
                                  model_version=task.model_version, n_examples=ROGUE_EXAMPLES, encoding=encoding,
@@ -71,7 +72,7 @@ class Rogue:
             await self.stub.SubmitUpdate(stream(), timeout=10)
         except grpc.aio.AioRpcError as error:
             assert not succeed, error.details()
-            self.refusals.append((error.code(), error.details()))
+            self.refusals.append((error.code(), error.details() or ""))
         else:
             assert succeed, "the coordinator accepted a bad update"
 
@@ -84,12 +85,13 @@ async def bad_ciphertexts(rogue: Rogue, task: pb.TaskHeader, model) -> None:
     announced = task.privacy
     cfg = SecureAggConfig.from_dict(json.loads(announced.params_json)["secure"])
     key = public_key_from_bytes(announced.public_key, insecure_key_bits=True)
-    count, width, fingerprint = make_encoder(cfg, key).scheme.n_ciphertexts, ciphertext_width(key), cfg.fingerprint(key.n)
+    count, width = make_encoder(cfg, key).scheme.n_ciphertexts, ciphertext_width(key)
+    fingerprint = cfg.fingerprint(key.n)
     valid = [1] * count  # 1 is a valid ciphertext (of 0 with randomness 1)
     await rogue.submit(task, encode_tensors(zeros_like(model))[1], pb.PLAIN)
     for ciphertexts, fp, contributors in (([0] * count, fingerprint, 1),
-                                          ([key.n] + valid[1:], fingerprint, 1),
-                                          ([key.nsquare] + valid[1:], fingerprint, 1),
+                                          ([key.n, *valid[1:]], fingerprint, 1),
+                                          ([key.nsquare, *valid[1:]], fingerprint, 1),
                                           (valid, b"\0" * 8, 1),
                                           (valid, fingerprint, 2)):
         await rogue.submit(task, dump_payload(fp, contributors, ciphertexts, width), pb.PAILLIER)
@@ -104,7 +106,7 @@ def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenar
     expected = ["encoding PLAIN is not accepted", "outside (0, n²)", "not a unit mod n", "outside (0, n²)",
                 "made for another key", "sent an aggregate of 2 updates", "payload bytes"]
     assert len(rogue.refusals) == len(expected)
-    for (code, detail), fragment in zip(rogue.refusals, expected):
+    for (code, detail), fragment in zip(rogue.refusals, expected, strict=True):
         assert code == invalid and fragment in detail, detail
     [record] = finished.records
     assert (record["clients_used"], record["clients_dropped"]) == (2, 1)
@@ -144,5 +146,5 @@ def test_secure_modes_need_two_contributors(scenario, mode):
     if mode == "dp":
         scenario(*overrides)  # central DP decrypts nothing: one contributor is allowed
         overrides.append('privacy.dp_placement="distributed"')
-    with pytest.raises(ConfigError, match="federation.min_clients: secure aggregation"):
+    with pytest.raises(ConfigError, match=r"federation.min_clients: secure aggregation"):
         scenario(*overrides)

@@ -13,8 +13,7 @@ import pytest
 from client.identity import PUBLIC_SUFFIX, enroll, ensure_identities
 from client.pool import run_clients
 from fedgrad.crypto import InsecureKeyWarning
-from fedgrad.crypto.threshold import SHARE_FORMAT
-from fedgrad.crypto.threshold import deal, key_set
+from fedgrad.crypto.threshold import SHARE_FORMAT, deal, key_set
 from fedgrad.data import load_shard
 from fedgrad.decryptor.core import Decryptor
 from fedgrad.decryptor.pool import DecryptorPool

@@ -35,7 +35,7 @@ def test_pki_files_chain_and_permissions(tmp_path, key_type, key_class):
         cert.verify_directly_issued_by(ca)
         assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [usage]
-        assert cert.not_valid_after_utc - dt.datetime.now(dt.timezone.utc) < dt.timedelta(days=30, minutes=1)
+        assert cert.not_valid_after_utc - dt.datetime.now(dt.UTC) < dt.timedelta(days=30, minutes=1)
         key = serialization.load_pem_private_key((directory / f"{name}.key").read_bytes(), password=None)
         assert isinstance(key, key_class)
         assert key.public_key().public_numbers() == cert.public_key().public_numbers()

@@ -88,7 +88,7 @@ def test_malformed_token_file_is_a_data_error(tmp_path, content):
     path = tmp_path / "tokens.json"
     path.write_text(content)
     path.chmod(0o600)
-    with pytest.raises(DataError, match="tokens.json"):
+    with pytest.raises(DataError, match=r"tokens.json"):
         TokenIssuer.load(path)
 
 

@@ -139,7 +139,8 @@ def plan_variants(
             suffix = f"-c{n_clients}"
         baseline = f"{BASELINE_MODE}{suffix}"
         for setting in settings:
-            for bits in (key_bits or [None]) if mode_class(setting.mode).encrypted else [None]:
+            bit_choices: Sequence[int | None] = (key_bits or [None]) if mode_class(setting.mode).encrypted else [None]
+            for bits in bit_choices:
                 overrides = [*common, *setting.overrides()]
                 name = setting.label + suffix
                 if bits is not None:

@@ -42,10 +42,10 @@ def _report_header(document: dict[str, Any]) -> str:
     return "\n".join([
         f"# Comparison `{document['scenario']}`: accuracy versus the cost of privacy",
         "",
-        f"Scenario `{document['scenario_path']}` (seed {document['seed']}; `--set` overrides: {overrides}), "
-        f"created {document['created']} by `{' '.join(document['command'])}`.",
+        (f"Scenario `{document['scenario_path']}` (seed {document['seed']}; `--set` overrides: {overrides}), "
+        f"created {document['created']} by `{' '.join(document['command'])}`."),
         "",
-        "Each variant is a full `fedgrad simulate` run (coordinator, client processes, gRPC) on the same data, "
+        ("Each variant is a full `fedgrad simulate` run (coordinator, client processes, gRPC) on the same data, "
         "split, partition and seed, run one after another on this machine so that their timings compare. "
         f"**Gap** is `{BASELINE_MODE}`'s test accuracy minus the variant's after the same round, in percentage "
         f"points (positive: accuracy lost to privacy). **×** columns are ratios to `{BASELINE_MODE}` with the "
@@ -53,7 +53,7 @@ def _report_header(document: dict[str, Any]) -> str:
         "round's critical path (the slowest client); **transfer** is the model broadcast plus the slowest upload. "
         "Clients that share a client process (see *Runs*) work one after another, so a slow encryption also "
         "lengthens the others' broadcast, the wait for their turn. **up/client** is bytes uploaded per "
-        "participating client per round.",
+        "participating client per round."),
     ])
 
 
@@ -132,7 +132,7 @@ def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     ) for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width)
-                      in enumerate(zip(line, widths))) for line in table]
+                      in enumerate(zip(line, widths, strict=True))) for line in table]
 
 
 def _percent(value: float | None) -> str:

@@ -27,7 +27,8 @@ PHASE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
-    "variant", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error", "rounds", "rounds_planned",
+    "variant", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error", "rounds",
+    "rounds_planned",
     *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
     "bytes_down_per_round", "epsilon_spent", "wall_time_s", "processes", "guarantee", "notes", "run_dir", "log",
@@ -104,7 +105,7 @@ def _compare_with_baseline(row: dict[str, Any], baseline: dict[str, Any] | None)
     if baseline is None or not row["accuracy_per_round"]:
         return
     last_round = row["accuracy_per_round"][-1][0]
-    reference = dict((r, a) for r, a in baseline["accuracy_per_round"]).get(last_round)
+    reference = dict(baseline["accuracy_per_round"]).get(last_round)
     if reference is not None:
         row["accuracy_gap_pts"] = 100 * (reference - row["accuracy"])
     row["round_time_ratio"] = _ratio(row["round_time_s"], baseline["round_time_s"])
