@@ -377,7 +377,8 @@ def report_end_to_end(e2e: dict[str, Any]) -> None:
     if stats:
         print(f"\npaillier decryption, slowest of the {stats['decryptors_asked']:.0f} decryptors asked: verify "
               f"{stats['verify_s']:.3f} s, partial decryptions {stats['partial_s']:.3f} s, "
-              f"proofs {stats['prove_s']:.3f} s; combine with proof checks on the coordinator {stats['combine_s']:.3f} s")
+              f"proofs {stats['prove_s']:.3f} s; combine with proof checks on the coordinator "
+              f"{stats['combine_s']:.3f} s")
     print(f"compute floor t × {runs['paillier']['ciphertexts']} ciphertexts × powmod ÷ {available_cores()} cores = "
           f"{e2e['floor_s']:.3f} s; decrypt phase {runs['paillier']['time_s']['decrypt']:.3f} s = "
           f"{e2e['decrypt_over_floor']:.2f}× the floor (target ≤ 1.3×)")
