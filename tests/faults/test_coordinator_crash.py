@@ -291,5 +291,13 @@ async def public_key_of(lab, federation, clients: asyncio.Task) -> bytes:
             raise AssertionError("the clients ended before a training round opened")
         return isinstance(federation.coordinator._dispatch, TrainingRound)
 
-    await lab.wait_for(opened, 90, "a training round")
+    try:
+        await lab.wait_for(opened, 90, "a training round")
+    except AssertionError as timed_out:  # say where every task of this loop is stuck, for the record
+        import io
+        stacks = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=8, file=stacks)
+        joined = sorted(r.client_id for r in federation.coordinator.registry.clients())
+        raise AssertionError(f"{timed_out}; joined: {joined}\n{stacks.getvalue()}") from None
     return bytes(federation.coordinator._dispatch.accumulator.secure_aggregation.public_key)
