@@ -294,10 +294,9 @@ async def public_key_of(lab, federation, clients: asyncio.Task) -> bytes:
     try:
         await lab.wait_for(opened, 90, "a training round")
     except AssertionError as timed_out:  # say where every task of this loop is stuck, for the record
-        import io
-        stacks = io.StringIO()
-        for task in asyncio.all_tasks():
-            task.print_stack(limit=8, file=stacks)
+        stacks = [f"{task.get_name()}: " + " < ".join(f"{frame.f_code.co_name}:{frame.f_lineno}"
+                                                     for frame in task.get_stack(limit=8))
+                  for task in asyncio.all_tasks()]
         joined = sorted(r.client_id for r in federation.coordinator.registry.clients())
-        raise AssertionError(f"{timed_out}; joined: {joined}\n{stacks.getvalue()}") from None
+        raise AssertionError(f"{timed_out}; joined: {joined}\n" + "\n".join(stacks)) from None
     return bytes(federation.coordinator._dispatch.accumulator.secure_aggregation.public_key)
