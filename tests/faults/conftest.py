@@ -378,8 +378,11 @@ class Lab:
         try:
             yield Federation(coordinator, opened, port, run)
         finally:
-            run.cancel()
+            # The server goes first, like a dead process: a coordinator cancelled while still serving would
+            # tell whichever client is polling at that instant that the run is over (its shutdown), and a test
+            # that resumes the run would wait for that client forever.
             await server.stop(None)
+            run.cancel()
 
     def manual_client(self, channel, client_id: str, token: str, n_examples: int) -> ManualClient:
         return ManualClient(channel, client_id, token, n_examples, self.tally)

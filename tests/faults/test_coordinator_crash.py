@@ -293,5 +293,12 @@ async def public_key_of(lab, federation, clients: asyncio.Task) -> bytes:
             raise AssertionError("the clients ended before a training round opened")
         return isinstance(federation.coordinator._dispatch, TrainingRound)
 
-    await lab.wait_for(opened, 90, "a training round")
+    try:
+        await lab.wait_for(opened, 90, "a training round")
+    except AssertionError as timed_out:  # say where every task of this loop is stuck, for the record
+        stacks = [f"{task.get_name()}: " + " < ".join(f"{frame.f_code.co_name}:{frame.f_lineno}"
+                                                     for frame in task.get_stack(limit=8))
+                  for task in asyncio.all_tasks()]
+        joined = sorted(r.client_id for r in federation.coordinator.registry.clients())
+        raise AssertionError(f"{timed_out}; joined: {joined}\n" + "\n".join(stacks)) from None
     return bytes(federation.coordinator._dispatch.accumulator.announcement.public_key)
