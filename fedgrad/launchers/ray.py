@@ -139,19 +139,23 @@ class RayFleet:
         self._connected = True
 
     async def supervise(self, run: Awaitable[T]) -> T:
-        """Await ``run``; fail fast if every worker ends (with its error) before it finishes."""
+        """Await ``run``; fail fast if a worker fails (Ray gave up on it) or every worker ends before it finishes:
+        the run would otherwise wait for their clients forever."""
         run_task = asyncio.ensure_future(run)
-        all_done = asyncio.ensure_future(asyncio.wait(self._done))
+        pending: set[asyncio.Future[Any]] = set(self._done)
         try:
-            await asyncio.wait({run_task, all_done}, return_when=asyncio.FIRST_COMPLETED)
-            if not run_task.done():
-                errors = [error for future in self._done if (error := future.exception()) is not None]
-                detail = f": {_first_line(errors[0])}" if errors else ""
-                raise FedgradError(f"every Ray client worker ended before the run finished{detail}")
+            while not run_task.done():
+                done, _ = await asyncio.wait({run_task, *pending}, return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+                errors = [error for future in done if future is not run_task and not future.cancelled()
+                          and (error := future.exception()) is not None]
+                if errors:
+                    raise FedgradError(f"a Ray client worker failed: {_first_line(errors[0])}")
+                if not pending and not run_task.done():
+                    raise FedgradError("every Ray client worker ended before the run finished")
             return run_task.result()
         finally:
             run_task.cancel()
-            all_done.cancel()
 
     async def wait_for_exit(self, timeout: float) -> None:
         """Give the workers ``timeout`` seconds to end after SHUTDOWN (``stop`` cancels the rest)."""
