@@ -19,7 +19,10 @@ PUBLIC_SUFFIX = ".pub"
 
 def ensure_identities(directory: Path, client_ids: Iterable[str]) -> dict[str, bytes]:
     """Load each client's identity from ``directory``, making the ones that are missing; their public keys."""
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as error:
+        raise ConfigError(f"{directory}: cannot hold client identities ({error.strerror})") from None
     public: dict[str, bytes] = {}
     for client_id in client_ids:
         path = directory / f"{client_id}{PRIVATE_SUFFIX}"
