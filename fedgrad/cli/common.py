@@ -3,6 +3,7 @@ the printed table of rounds."""
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 from collections.abc import Iterator
@@ -12,7 +13,9 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fedgrad.errors import ConfigError
 from fedgrad.results import METRIC_KEYS
+from fedgrad.transport.channel import ServerSecurity
 from server.experiment import PreparedRun
 
 
@@ -82,3 +85,43 @@ def _size(nbytes: float) -> str:
     if nbytes < 1024**2:
         return f"{nbytes / 1024:.1f} KiB"
     return f"{nbytes / 1024**2:.1f} MiB"
+
+
+def add_listen_options(parser: argparse.ArgumentParser, *, default_port: int, callers: str) -> None:
+    """``--host``, ``--port``, ``--tls-dir``, ``--mtls`` and ``--insecure`` for a command that serves gRPC;
+    ``callers`` names who connects (for the help text)."""
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1; 0.0.0.0 accepts other machines)")
+    parser.add_argument("--port", type=port_number, default=default_port,
+                        help=f"port to listen on, 0 for any free one (default: {default_port})")
+    parser.add_argument("--tls-dir", type=Path, metavar="DIR",
+                        help="serve TLS with DIR/server.pem and DIR/server.key (made by fedgrad certs DIR)")
+    parser.add_argument("--mtls", action="store_true",
+                        help=f"mutual TLS: {callers} must present a certificate signed by DIR/ca.pem")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a plaintext channel on a non-loopback address (trusted networks only)")
+
+
+def listen_security(args: argparse.Namespace) -> ServerSecurity | None:
+    """The TLS that :func:`add_listen_options` asked for; plaintext only on loopback unless ``--insecure``."""
+    if args.mtls and args.tls_dir is None:
+        raise ConfigError("--mtls needs --tls-dir DIR (the federation's certificates)")
+    if args.tls_dir is None and not args.insecure and not is_loopback(args.host):
+        raise ConfigError(f"--host {args.host}: refusing to serve other machines over plaintext; pass --tls-dir DIR "
+                          "(see fedgrad certs) or, on a trusted network, --insecure")
+    return ServerSecurity.from_dir(args.tls_dir, mutual=args.mtls) if args.tls_dir else None
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 0-65535, got {text!r}")
+    return int(text)

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from fedgrad.cli.common import add_listen_options, listen_security
 from fedgrad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -45,20 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="the operator's enrollment file: client id -> Ed25519 public key")
     parser.add_argument("--state-dir", type=Path, required=True, metavar="DIR",
                         help="where releases are recorded (survives restarts; one per decryptor)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
+    add_listen_options(parser, default_port=DEFAULT_PORT, callers="callers")
     parser.add_argument("--port-file", type=Path, metavar="FILE", help="write the bound port here (atomically)")
     parser.add_argument("--min-clients", type=int, default=2, metavar="N",
                         help="fewest distinct enrolled signers in a released aggregate (default: 2)")
     parser.add_argument("--cores", type=int, metavar="N", help="cores for partial decryption (default: all)")
     parser.add_argument("--run-id", metavar="RUN", help="accept this run id only")
-    parser.add_argument("--tls-dir", type=Path, metavar="DIR",
-                        help="serve TLS with DIR/server.pem and DIR/server.key (made by fedgrad certs DIR)")
-    parser.add_argument("--mtls", action="store_true",
-                        help="mutual TLS: callers must present a certificate signed by DIR/ca.pem")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow a plaintext channel on a non-loopback address (trusted networks only)")
     parser.set_defaults(func=run)
     return parser
 
@@ -67,19 +59,13 @@ def run(args: argparse.Namespace) -> int:
     from fedgrad.crypto.identity import Enrollment
     from fedgrad.crypto.threshold import KeySet, read_share
     from fedgrad.decryptor.core import Decryptor
-    from fedgrad.transport.channel import ServerSecurity
 
-    if args.mtls and args.tls_dir is None:
-        raise ConfigError("--mtls needs --tls-dir DIR (the federation's certificates)")
-    if args.tls_dir is None and not args.insecure and not _is_loopback(args.host):
-        raise ConfigError(f"--host {args.host}: refusing to serve other machines over plaintext; pass --tls-dir DIR "
-                          "(see fedgrad certs) or, on a trusted network, --insecure")
+    security = listen_security(args)
     if args.cores is not None and args.cores < 1:
         raise ConfigError(f"--cores must be at least 1, got {args.cores}")
     share = read_share(args.share)
     keys = KeySet.load(args.key_set)
     enrollment = Enrollment.load(args.enrollment)
-    security = ServerSecurity.from_dir(args.tls_dir, mutual=args.mtls) if args.tls_dir else None
     args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     decryptor = Decryptor(share, keys, enrollment, min_clients=args.min_clients, state_dir=args.state_dir,
                           cores=args.cores, run_id=args.run_id)
@@ -116,18 +102,3 @@ async def _serve(decryptor: Decryptor, args: argparse.Namespace, security: Serve
         print(f"decryptor {decryptor.index}: stopping", flush=True)
     finally:
         await server.stop(1.0)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 0-65535, got {text!r}")
-    return int(text)

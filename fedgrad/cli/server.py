@@ -28,33 +28,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ipaddress
 import logging
 from pathlib import Path
 
-from fedgrad.cli.common import add_run_source, logs_above_progress, print_results
+from fedgrad.cli.common import add_listen_options, add_run_source, listen_security, logs_above_progress, print_results
 from fedgrad.errors import ConfigError
 from fedgrad.experiments.run import open_run, serve
-from fedgrad.transport.channel import ServerSecurity
 
 DEFAULT_PORT = 50051
-LOOPBACK_NAMES = ("localhost",)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("server", help="run the coordinator of a federation (clients connect to it)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_source(parser)
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default: 127.0.0.1; 0.0.0.0 accepts other machines)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
-                        help=f"port to listen on, 0 for any free one (default: {DEFAULT_PORT})")
-    parser.add_argument("--tls-dir", type=Path, metavar="DIR",
-                        help="serve TLS with DIR/server.pem and DIR/server.key (made by fedgrad certs DIR)")
-    parser.add_argument("--mtls", action="store_true",
-                        help="mutual TLS: clients must present a certificate signed by DIR/ca.pem")
-    parser.add_argument("--insecure", action="store_true",
-                        help="allow a plaintext channel on a non-loopback address (trusted networks only)")
+    add_listen_options(parser, default_port=DEFAULT_PORT, callers="clients")
     parser.add_argument("--decryptors", type=_addresses, metavar="HOST:PORT,...",
                         help="privacy.mode = \"paillier\": the k decryptors (fedgrad decryptor), in share order")
     parser.add_argument("--key-set", type=Path, metavar="FILE",
@@ -69,12 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.mtls and args.tls_dir is None:
-        raise ConfigError("--mtls needs --tls-dir DIR (the federation's certificates)")
-    if args.tls_dir is None and not args.insecure and not _is_loopback(args.host):
-        raise ConfigError(f"--host {args.host}: refusing to serve other machines over plaintext; pass --tls-dir DIR "
-                          "(see fedgrad certs) or, on a trusted network, --insecure")
-    security = ServerSecurity.from_dir(args.tls_dir, mutual=args.mtls) if args.tls_dir else None
+    security = listen_security(args)
     if (args.decryptors is None) != (args.key_set is None):
         raise ConfigError("--decryptors and --key-set go together (privacy.mode = \"paillier\")")
     opened = open_run(args.scenario, resume=args.resume, overrides=args.overrides)
@@ -102,18 +85,3 @@ def _addresses(text: str) -> list[str]:
         if not sep or not host or not port.isdigit():
             raise argparse.ArgumentTypeError(f"expected HOST:PORT,HOST:PORT,..., got {address!r}")
     return addresses
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _port(text: str) -> int:
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 0-65535, got {text!r}")
-    return int(text)
