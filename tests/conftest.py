@@ -6,10 +6,13 @@ them as fixtures: ``enron_corpus``, ``write_enron_corpus``, ``write_scenario`` a
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -143,3 +146,26 @@ def _write_scenario() -> Callable[..., Path]:
 def run_traces() -> type[RunTraces]:
     """:class:`RunTraces`."""
     return RunTraces
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread, for grpc.aio servers that blocking clients call into."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    loop = LoopThread()
+    yield loop
+    loop.close()

@@ -4,14 +4,11 @@ Test modules cannot import a conftest (``--import-mode=importlib``), so the help
 """
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
 import warnings
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -58,26 +55,3 @@ def setup() -> Setup:
     identities = {client: ClientIdentity.generate() for client in CLIENTS}
     enrollment = Enrollment({client: identity.public_key_bytes for client, identity in identities.items()})
     return Setup(shares, key_set(shares), identities, enrollment)
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread, for grpc.aio servers that blocking clients call into."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@pytest.fixture
-def loop_thread() -> Iterator[LoopThread]:
-    loop = LoopThread()
-    yield loop
-    loop.close()

@@ -6,10 +6,8 @@ Small insecure keys (512 bits) keep the suite fast; the attacks do not depend on
 """
 from __future__ import annotations
 
-import asyncio
-import threading
 import warnings
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,29 +53,12 @@ def _flat(delta: dict[str, np.ndarray]) -> np.ndarray:
 MakeCoordinator = Callable[..., Coordinator]
 
 
-class LoopThread:
-    """An asyncio loop in a daemon thread, for grpc.aio decryptor servers that the blocking pool calls into."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="redteam-loop", daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 20.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
 @pytest.fixture
-def make_coordinator(tmp_path: Path) -> Iterator[MakeCoordinator]:
+def make_coordinator(tmp_path: Path, loop_thread: Any) -> Iterator[MakeCoordinator]:
     """``make_coordinator(mode, parties=3, threshold=2, grpc=False)``: the coordinator of a fresh run under
     ``mode``; with ``grpc`` its decryptors are gRPC servers on localhost and it holds a real ``DecryptorPool``."""
     made: list[Coordinator] = []
     servers: list[Any] = []
-    loop: list[LoopThread] = []
     deltas = _deltas()
     model = {name: np.zeros(shape) for name, shape in SHAPES.items()}
     specs = ModelPayload.encode(0, model).specs
@@ -110,11 +91,9 @@ def make_coordinator(tmp_path: Path) -> Iterator[MakeCoordinator]:
                                       max_weight=64)
                 aggregation = ThresholdAggregation(cfg, decryptors)
                 if grpc:
-                    if not loop:
-                        loop.append(LoopThread())
                     addresses = []
                     for party in decryptors.parties:
-                        server, port = loop[0].run(start_decryptor_server(party, "127.0.0.1", 0))
+                        server, port = loop_thread.run(start_decryptor_server(party, "127.0.0.1", 0))
                         servers.append(server)
                         addresses.append(f"127.0.0.1:{port}")
                     pool = DecryptorPool(addresses, decryptors.key_set)  # its contribute's Future goes unused
@@ -133,9 +112,7 @@ def make_coordinator(tmp_path: Path) -> Iterator[MakeCoordinator]:
     for coordinator in made:
         coordinator.aggregation.close()
     for server in servers:
-        loop[0].run(server.stop(0))
-    for thread in loop:
-        thread.close()
+        loop_thread.run(server.stop(0))
 
 
 @pytest.fixture
