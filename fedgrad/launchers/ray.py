@@ -52,6 +52,8 @@ log = logging.getLogger("fedgrad.simulate")
 DEFAULT_WORKER_CPUS = 1.0
 #: Times Ray reruns a worker whose process or node died before the worker gives up.
 WORKER_RETRIES = 3
+#: Starts of a local Ray node before giving up (Ray's own wait for its raylet is a fixed 30 s).
+START_ATTEMPTS = 2
 
 
 def import_ray() -> ModuleType:
@@ -128,11 +130,21 @@ class RayFleet:
             return
         sigterm = signal.getsignal(signal.SIGTERM)
         try:
-            ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
-        except Exception as error:  # noqa: BLE001 - Ray raises many kinds (connection, auth, bad address)
-            where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
-            raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
+                             logging_level=logging.WARNING)
+                    break
+                except Exception as error:  # noqa: BLE001 - Ray raises many kinds (connection, auth, bad address)
+                    # Ray gives a starting raylet a fixed 30 s to register; on a loaded machine a second start
+                    # usually makes it. Anything else is not retried.
+                    if attempt < START_ATTEMPTS and "timed out during startup" in str(error):
+                        log.warning("the local Ray node did not start in time (attempt %d); starting it again",
+                                    attempt)
+                        ray.shutdown()
+                        continue
+                    where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
+                    raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
         finally:
             if sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
