@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -72,7 +71,7 @@ from fedgrad.modes.base import (
     PrivacyMode,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import flatten, unflatten
+from fedgrad.modes.paillier_common import flatten, manifest_shapes, unflatten
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
 from fedgrad.scenario import Scenario
 
@@ -134,11 +133,7 @@ class ThresholdAccumulator(UpdateAccumulator):
     encoding = Encoding.PAILLIER
 
     def __init__(self, specs: Manifest, cohort: RoundCohort, aggregation: ThresholdAggregation) -> None:
-        self._shapes = {spec.name: tuple(spec.shape) for spec in specs}
-        n_params = sum(math.prod(shape) for shape in self._shapes.values())
-        if n_params != aggregation.cfg.n_params:
-            raise ValueError(f"the model has {n_params} parameters, the secure-aggregation config "
-                             f"{aggregation.cfg.n_params}")
+        self._shapes = manifest_shapes(specs, aggregation.cfg)
         self._aggregation = aggregation
         self._session = (cohort.run_id, cohort.round_number, cohort.attempt)
         self._members = tuple(sorted(cohort.weights))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fedgrad.crypto import SecureAggConfig, make_encoder, public_key_from_bytes
-from fedgrad.modes.base import ClientPrivacy, EncodingRefused
+from fedgrad.modes.base import ClientPrivacy, EncodingRefused, Manifest
 from fedgrad.protocol import Announcement, TrainTask
 from fedgrad.scenario import Scenario
 
@@ -26,6 +26,15 @@ def secure_config(scenario: Scenario, model: Mapping[str, np.ndarray], *, scheme
 def flatten(task: TrainTask, update: Mapping[str, np.ndarray]) -> np.ndarray:
     """``update`` as one float64 vector, tensors in the model's payload order."""
     return np.concatenate([np.asarray(update[name], dtype=np.float64).reshape(-1) for name in task.tensor_names])
+
+
+def manifest_shapes(specs: Manifest, cfg: SecureAggConfig) -> dict[str, tuple[int, ...]]:
+    """The model's tensor shapes in payload order, checked against the packing configuration's size."""
+    shapes = {spec.name: tuple(spec.shape) for spec in specs}
+    n_params = sum(math.prod(shape) for shape in shapes.values())
+    if n_params != cfg.n_params:
+        raise ValueError(f"the model has {n_params} parameters, the secure-aggregation config {cfg.n_params}")
+    return shapes
 
 
 def unflatten(flat: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> dict[str, np.ndarray]:

@@ -55,7 +55,7 @@ from fedgrad.modes.base import (
     PrivacyMode,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import encrypt_update, flatten, secure_config, unflatten
+from fedgrad.modes.paillier_common import encrypt_update, flatten, manifest_shapes, secure_config, unflatten
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
 
 log = logging.getLogger("fedgrad.server")
@@ -118,11 +118,7 @@ class PaillierAccumulator(UpdateAccumulator):
 
     def __init__(self, specs: Manifest, cohort: RoundCohort, aggregation: PaillierAggregation,
                  decrypt: DecryptAggregate, announcement_extra: Mapping[str, Any] | None = None) -> None:
-        self._shapes = {spec.name: tuple(spec.shape) for spec in specs}
-        n_params = sum(math.prod(shape) for shape in self._shapes.values())
-        if n_params != aggregation.cfg.n_params:
-            raise ValueError(f"the model has {n_params} parameters, the secure-aggregation config "
-                             f"{aggregation.cfg.n_params}")
+        self._shapes = manifest_shapes(specs, aggregation.cfg)
         self._round = cohort.round_number
         self._unit_weights = aggregation.unit_weights
         self._cohort_weight = cohort.total_weight
