@@ -9,7 +9,7 @@ loop while the next client already trains.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, VirtualClient
@@ -23,16 +23,18 @@ from fedgrad.transport.codec import WireError
 
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
                       options: ClientOptions = DEFAULT_CLIENT_OPTIONS, tokens: Mapping[str, str] | None = None,
-                      security: ClientSecurity | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
+                      security: ClientSecurity | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY,
+                      trusted_code: Collection[str] = ()) -> None:
     """Host the clients ``shards`` names (client id -> its shard) until the coordinator shuts the run down.
 
     ``tokens`` maps each client id to the run token it presents; ``security`` is the channel's TLS
-    (None: plaintext); ``privacy`` is what the clients decide for themselves when encoding (key size, noise seed).
+    (None: plaintext); ``privacy`` is what the clients decide for themselves when encoding (key size, noise seed);
+    ``trusted_code`` the user models they agree to run (see :class:`~client.trainer.LocalTrainer`).
 
     Raises :class:`ClientError` when a client cannot go on (join refused, coordinator gone); the
     other clients of the process stop with it.
     """
-    trainer = LocalTrainer(device, privacy)
+    trainer = LocalTrainer(device, privacy, trusted_code)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
         async with open_channel(address, security) as channel:
             stub = pb_grpc.CoordinatorStub(channel)

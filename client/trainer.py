@@ -16,17 +16,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedgrad.data import Shard
+from fedgrad.errors import ConfigError
 from fedgrad.models import SpamModel, model_from_config
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.modes.resolve import encode_update
 from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask
 from fedgrad.training import evaluate, train_local
+from fedgrad.usercode import is_reference
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,17 @@ class LocalTrainer:
     """Trains and evaluates the task's model on a given shard (see the module docstring).
 
     ``device`` overrides the device the task names (for a client on a machine with a GPU, say);
-    ``privacy`` holds what the client decides for itself when it encodes (key size, noise seed).
+    ``privacy`` holds what the client decides for itself when it encodes (key size, noise seed);
+    ``trusted_code`` lists the user models (``"package.module:factory"``) this client agrees to import and run
+    when a task names one: the coordinator chooses the model, so without this list it could make every
+    client run any importable callable.
     """
 
-    def __init__(self, device: str | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
+    def __init__(self, device: str | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY,
+                 trusted_code: Collection[str] = ()) -> None:
         self._device = device
         self._privacy = privacy
+        self._trusted_code = frozenset(trusted_code)
         self._models: dict[tuple[str, str], SpamModel] = {}
 
     def train(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> TrainResult:
@@ -89,6 +96,10 @@ class LocalTrainer:
         key = (json.dumps([dataclasses.asdict(config.model), config.vocab_size], sort_keys=True), device)
         model = self._models.get(key)
         if model is None:
+            name = config.model.name
+            if is_reference(name) and name not in self._trusted_code:
+                raise ConfigError(f"model.name: the coordinator asks this client to run user code {name!r}, which it "
+                                  f"does not trust (start it with --trust-code {name})")
             model = self._models[key] = model_from_config(config.model, config.vocab_size, seed=0).to(device)
         model.load_state_dict(global_model)
         return model

@@ -1,4 +1,11 @@
-"""fedgrad: a small autograd engine (numpy/cupy) and a federated-learning platform built on it."""
+"""fedgrad: a small autograd engine (numpy/cupy) and a federated-learning platform built on it.
+
+``import fedgrad`` loads the engine only. The platform's Python API (``fedgrad.run``) is imported on first use
+(:func:`__getattr__`), so the engine never pulls in gRPC, and ``fedgrad.api`` may import ``fedgrad`` freely.
+"""
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fedgrad import nn, optim
 from fedgrad.backend import DeviceError
 from fedgrad.ops import cat, matmul, stack, where
@@ -19,6 +26,21 @@ from fedgrad.tensor import (
     zeros,
 )
 
+if TYPE_CHECKING:
+    from fedgrad.api import run
+
+#: Attributes imported on first use, and the module each comes from. ``compare`` joins here (fedgrad.api).
+_LAZY = {"run": "fedgrad.api"}
+
+
+def __getattr__(name: str) -> Any:
+    """``fedgrad.run`` (and the other :data:`_LAZY` names) from their module, imported on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedgrad' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "DeviceError",
     "Tensor",
@@ -37,6 +59,7 @@ __all__ = [
     "ones",
     "optim",
     "randn",
+    "run",
     "stack",
     "tensor",
     "where",

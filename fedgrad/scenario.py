@@ -20,6 +20,7 @@ import math
 import operator
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from fedgrad.data import FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.usercode import REFERENCE, is_reference
 
 # Paillier moduli below 2048 bits fall short of current key-size recommendations (NIST SP 800-57);
 # smaller keys are allowed only with an explicit flag, to keep tests fast.
@@ -36,6 +38,12 @@ MIN_INSECURE_KEY_BITS = 128
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
+MODEL_NAMES = ("book", "logreg", "mlp", "lstm")
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedadam")
+
+
+def _builtin_or_reference(names: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join((*names, REFERENCE.pattern)))
 
 
 def _spec(
@@ -70,8 +78,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = _spec("book", choices=("book", "logreg", "mlp"))
-    hidden: int = _spec(32, ge=1, doc="mlp only")
+    """A built-in model, or a user's factory ``"package.module:factory"`` (docs/custom-models.md)."""
+
+    name: str = _spec("book", pattern=_builtin_or_reference(MODEL_NAMES),
+                      doc=f'one of {", ".join(MODEL_NAMES)} or "package.module:factory"')
+    hidden: int = _spec(32, ge=1, doc="mlp and lstm: embedding and hidden-state width")
+    max_len: int = _spec(64, ge=1, doc="lstm only: tokens of each email the LSTM reads")
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "a user factory's keyword arguments, e.g. options = { layers = 2 } (user models only)"})
 
 
 @dataclass(frozen=True)
@@ -92,7 +106,8 @@ class FederationConfig:
     clients_per_round: int = _spec(10, ge=1)
     rounds: int = _spec(10, ge=1)
     min_clients: int = _spec(2, ge=1, doc="fewest contributors a round (and a secure aggregate) may have")
-    strategy: str = _spec("fedavg", choices=("fedavg", "fedprox", "fedadam"))
+    strategy: str = _spec("fedavg", pattern=_builtin_or_reference(STRATEGY_NAMES),
+                          doc=f'one of {", ".join(STRATEGY_NAMES)} or "package.module:Class" (a Strategy subclass)')
     prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
     server_lr: float = _spec(1.0, gt=0.0)
     round_timeout_s: float = _spec(60.0, gt=0.0, doc="updates arriving later are dropped from the round")
@@ -144,7 +159,7 @@ _SECTIONS: dict[str, type] = {
     "privacy": PrivacyConfig,
     "output": OutputConfig,
 }
-_TOP_LEVEL_KEYS = ("name", "seed")
+_TOP_LEVEL_KEYS = ("name", "seed", "code_dir")
 
 
 @dataclass(frozen=True)
@@ -153,6 +168,9 @@ class Scenario:
 
     name: str
     seed: int = 0
+    #: Folder that user code (``model.name``/``federation.strategy`` references) is imported from;
+    #: ``load_scenario`` makes it the scenario file's folder when a reference needs one.
+    code_dir: str = ""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -173,15 +191,21 @@ class Scenario:
         if not _NAME_PATTERN.fullmatch(name):
             raise ConfigError(f"name: must be letters, digits, '_', '.', '-' (got {name!r})")
         seed = _check_value("seed", raw.get("seed", 0), int, {"ge": 0})
+        code_dir = _check_type("code_dir", raw.get("code_dir", ""), str)
         sections = {}
         for section, section_cls in _SECTIONS.items():
             table = raw.get(section, {})
             if not isinstance(table, dict):
                 raise ConfigError(f"{section}: must be a table [{section}] (got {_describe(table)})")
             sections[section] = _build_section(section, section_cls, table)
-        scenario = cls(name=name, seed=seed, **sections)
+        scenario = cls(name=name, seed=seed, code_dir=code_dir, **sections)
         _check_cross_fields(scenario)
         return scenario
+
+    @property
+    def user_references(self) -> list[str]:
+        """The user code this scenario names (model factory, strategy class), in that order."""
+        return [name for name in (self.model.name, self.federation.strategy) if is_reference(name)]
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (top-level keys, then one dict per section), JSON- and TOML-ready."""
@@ -223,7 +247,19 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     for override in overrides or ():
         _apply_override(raw, override)
-    return Scenario.from_dict(raw, default_name=path.stem)
+    scenario = Scenario.from_dict(raw, default_name=path.stem)
+    if scenario.code_dir or scenario.user_references:  # relative to the scenario file, written out absolute
+        folder = (path.parent / scenario.code_dir).resolve()
+        scenario = dataclasses.replace(scenario, code_dir=str(folder))
+    return scenario
+
+
+def override_scenario(scenario: Scenario, overrides: Sequence[str]) -> Scenario:
+    """``scenario`` with ``--set`` style ``overrides`` applied, validated again."""
+    raw = scenario.to_dict()
+    for override in overrides:
+        _apply_override(raw, override)
+    return Scenario.from_dict(raw)
 
 
 def _apply_override(raw: dict[str, Any], override: str) -> None:
@@ -243,6 +279,14 @@ def _apply_override(raw: dict[str, Any], override: str) -> None:
     if not isinstance(table, dict):
         raise ConfigError(f"{section}: must be a table [{section}] (got {_describe(table)})")
     table[name] = _parse_override_value(text)
+
+
+def format_override(key: str, value: Any) -> str:
+    """The ``--set`` text that sets ``key`` (``section.key``) to the Python ``value``."""
+    try:
+        return f"{key}={_toml_value(value)}"
+    except TypeError as error:
+        raise ConfigError(f"{key}: {error}") from None
 
 
 def _parse_override_value(text: str) -> Any:
@@ -267,7 +311,7 @@ def _build_section(section: str, section_cls: type, table: dict[str, Any]) -> An
 
 def _field_types(section_cls: type) -> dict[str, type]:
     # Annotations are strings under `from __future__ import annotations`; the schema only uses these.
-    builtin = {"str": str, "int": int, "float": float, "bool": bool}
+    builtin = {"str": str, "int": int, "float": float, "bool": bool, "dict[str, Any]": dict}
     return {f.name: builtin[str(f.type)] for f in dataclasses.fields(section_cls)}
 
 
@@ -280,7 +324,7 @@ def _check_type(key: str, value: Any, expected: type) -> Any:
         return float(value)
     if isinstance(value, expected) and not (expected is not bool and isinstance(value, bool)):
         return value
-    wanted = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}[expected]
+    wanted = {str: "a string", int: "an integer", float: "a number", bool: "true or false", dict: "a table"}[expected]
     raise ConfigError(f"{key}: expected {wanted} (got {_describe(value)})")
 
 
@@ -290,6 +334,8 @@ _BOUNDS = (("ge", operator.ge, ">="), ("gt", operator.gt, ">"), ("le", operator.
 def _check_value(key: str, value: Any, expected: type, rules: Any) -> Any:
     """``value`` checked against its type and the field's rules (see :func:`_spec`); returns it typed."""
     value = _check_type(key, value, expected)
+    if isinstance(value, dict):
+        return {name: _check_option(f"{key}.{name}", item) for name, item in value.items()}
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{key}: must be finite (got {value})")
     choices = rules.get("choices")
@@ -305,6 +351,13 @@ def _check_value(key: str, value: Any, expected: type, rules: Any) -> Any:
         if limit is not None and not holds(value, limit):
             raise ConfigError(f"{key}: must be {word} {_format_number(limit)} (got {value})")
     return value
+
+
+def _check_option(key: str, value: Any) -> Any:
+    """A user factory's option: a TOML string, number or boolean."""
+    if isinstance(value, (str, int, float, bool)):
+        return value
+    raise ConfigError(f"{key}: expected a string, number or boolean (got {_describe(value)})")
 
 
 def _check_cross_fields(s: Scenario) -> None:
@@ -336,6 +389,9 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError("federation.prox_mu: must be > 0 when federation.strategy = \"fedprox\"")
     if fed.strategy != "fedprox" and fed.prox_mu != 0.0:
         raise ConfigError(f"federation.prox_mu: only used with strategy = \"fedprox\" (strategy is {fed.strategy!r})")
+    if s.model.options and not is_reference(s.model.name):
+        raise ConfigError(f"model.options: only for a user factory model.name = \"package.module:factory\" "
+                          f"(model.name is {s.model.name!r})")
     if s.data.partition == "book" and fed.clients != 3:
         raise ConfigError(f"federation.clients: the book partition has exactly 3 clients (got {fed.clients})")
     if train.optimizer != "sgd" and train.momentum != 0.0:
@@ -367,4 +423,6 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         # A JSON string with non-ASCII escaped is a valid TOML basic string.
         return json.dumps(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(key)} = {_toml_value(item)}" for key, item in value.items()) + "}"
     raise TypeError(f"cannot write {type(value).__name__} as a TOML value")

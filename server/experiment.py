@@ -23,7 +23,7 @@ from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.registry import RunTokens
-from server.strategies import StateDict, build_strategy
+from server.strategies import StateDict, Strategy, build_strategy
 
 DATA_DIR = "data"
 
@@ -44,6 +44,9 @@ class PreparedRun:
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
     dataset = scenario.build_dataset()
+    if scenario.user_references:  # a broken user model or strategy fails here, before the run directory exists
+        model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed, code_dir=scenario.code_dir)
+        _strategy(scenario)
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data is good: no empty run dirs
     dataset.save(writer.run_dir / DATA_DIR)
     return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test)
@@ -61,7 +64,8 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
     Paillier key here; DP calibrates its noise and accounts for the rounds ``prepared`` already holds."""
     scenario = prepared.scenario
     fed = scenario.federation
-    model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
+    model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed,
+                              code_dir=scenario.code_dir)
     mode = privacy_mode(scenario, decryptors)
     aggregation = mode.aggregation(model.state_dict(), prepared.writer.records)
 
@@ -79,7 +83,7 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
                                min_clients=fed.min_clients, round_timeout_s=fed.round_timeout_s,
                                join_grace_s=fed.round_timeout_s),
         state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(scenario.seed),
-                              strategy=build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu)),
+                              strategy=_strategy(scenario)),
         client_ids=client_ids(scenario),
         new_accumulator=aggregation.new_accumulator,
         evaluate=evaluate_on_test,
@@ -90,3 +94,8 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
         summary_entries=privacy_summary,
         close=aggregation.close,
     )
+
+
+def _strategy(scenario: Scenario) -> Strategy:
+    fed = scenario.federation
+    return build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu, code_dir=scenario.code_dir)

@@ -16,7 +16,7 @@ Strategy state that must survive a coordinator restart (FedAdam's moments) is ex
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from fedgrad.errors import ConfigError
 from fedgrad.protocol import WeightedSum
+from fedgrad.usercode import describe_failure, is_reference, load_reference
 
 StateDict = dict[str, np.ndarray]
 
@@ -148,12 +149,33 @@ class FedAdam(Strategy):
         self._m, self._v = moments["m"], moments["v"]
 
 
-def build_strategy(name: str, *, server_lr: float, prox_mu: float = 0.0) -> Strategy:
-    """The strategy named by ``federation.strategy``."""
+def build_strategy(name: str, *, server_lr: float, prox_mu: float = 0.0, code_dir: str = "") -> Strategy:
+    """The strategy named by ``federation.strategy``: a built-in one, or a user's :class:`Strategy` subclass
+    ``"package.module:Class"`` imported from ``code_dir`` or ``PYTHONPATH`` and built as
+    ``Class(server_lr=server_lr)``."""
     if name == "fedavg":
         return FedAvg(server_lr)
     if name == "fedprox":
         return FedProx(prox_mu, server_lr)
     if name == "fedadam":
         return FedAdam(server_lr)
-    raise ConfigError(f"federation.strategy: unknown strategy {name!r} (known: fedavg, fedprox, fedadam)")
+    if is_reference(name):
+        return _user_strategy(name, server_lr=server_lr, code_dir=code_dir)
+    raise ConfigError(f"federation.strategy: unknown strategy {name!r} (known: fedavg, fedprox, fedadam, "
+                      "or \"package.module:Class\")")
+
+
+def _user_strategy(reference: str, *, server_lr: float, code_dir: str) -> Strategy:
+    cls = load_reference(reference, key="federation.strategy", code_dir=code_dir)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"federation.strategy: {reference!r} must be a subclass of server.strategies.Strategy "
+                          f"(got {cls!r})")
+    make: Callable[..., Strategy] = cls  # a subclass's own constructor, whatever the base's signature
+    try:
+        strategy = make(server_lr=server_lr)
+    except Exception as error:  # noqa: BLE001 - user code may raise anything
+        raise ConfigError(f"federation.strategy: {reference}(server_lr={server_lr}) failed: "
+                          f"{describe_failure(error)}") from None
+    if not isinstance(getattr(strategy, "name", None), str):
+        strategy.name = reference
+    return strategy

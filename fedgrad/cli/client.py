@@ -7,7 +7,8 @@ DIR holds the clients' shard files, shard-K.npz: `fedgrad server` writes them in
 `fedgrad data split SCENARIO.toml --out DIR` rebuilds the same files on another machine. FILE is the
 run's token file (RUN_DIR/auth/client-tokens.json, or a subset made with `fedgrad tokens export`); it
 must be private to its owner (chmod 600), as tokens never go on a command line. Everything else
-(model, training settings, seeds) comes from the coordinator.
+(model, training settings, seeds) comes from the coordinator. A user model ("package.module:factory")
+runs only if named with --trust-code and importable here (PYTHONPATH).
 
 TLS. --tls-dir DIR trusts the coordinator only if its certificate is signed by DIR/ca.pem (copy that
 file from the machine that ran `fedgrad certs`). For mutual TLS the process also presents
@@ -71,6 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "privacy.mode = \"paillier\"")
     parser.add_argument("--enrollment", type=Path, metavar="FILE",
                         help="the operator's enrollment of all clients' public keys (fedgrad enroll)")
+    parser.add_argument("--trust-code", action="append", default=[], metavar="PACKAGE.MODULE:FACTORY",
+                        help="run this user model when the coordinator's tasks name it (repeatable; imported from "
+                             "PYTHONPATH; it runs with this process's rights: see docs/custom-models.md)")
     parser.add_argument("--verbose", action="store_true", help="log every join, task and acknowledgement")
     parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)  # used by simulate
     parser.set_defaults(func=run)
@@ -103,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     privacy = ClientPrivacy(allow_insecure_keys=args.insecure_key_bits, noise_seed=args.noise_seed,
                             identity_dir=args.identity_dir, enrollment=args.enrollment)
     clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security,
-                          privacy=privacy)
+                          privacy=privacy, trusted_code=args.trust_code)
     asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)
     return 0
 

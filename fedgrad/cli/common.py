@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,6 @@ from tqdm import tqdm
 from fedgrad.errors import ConfigError
 from fedgrad.results import METRIC_KEYS
 from fedgrad.transport.channel import ServerSecurity
-from server.experiment import PreparedRun
 
 
 def add_run_source(parser: argparse.ArgumentParser) -> None:
@@ -53,11 +52,11 @@ def logs_above_progress(level: int) -> Iterator[None]:
         logger.setLevel(previous_level)
 
 
-def print_results(prepared: PreparedRun, summary: dict[str, Any]) -> None:
-    """The per-round table and the final line, on stdout."""
+def print_results(name: str, records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
+    """The per-round table of the run ``name`` and the final line, on stdout."""
     columns = ("round", *METRIC_KEYS, "clients", "time", "up", "down")
     rows = []
-    for record in prepared.writer.records:
+    for record in records:
         rows.append((
             str(record["round"]),
             *(f"{record[key]:.4f}" if key == "loss" else f"{100 * record[key]:.2f}%" for key in METRIC_KEYS),
@@ -72,7 +71,7 @@ def print_results(prepared: PreparedRun, summary: dict[str, Any]) -> None:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
     final, initial = summary["final"], summary["initial"]
     rounds = max(summary["rounds"], 1)
-    print(f"\n{prepared.scenario.name}: final accuracy {100 * final['accuracy']:.2f}% (initial "
+    print(f"\n{name}: final accuracy {100 * final['accuracy']:.2f}% (initial "
           f"{100 * initial['accuracy']:.2f}%), F1 {final['f1']:.4f}, mean round "
           f"{summary['time_s']['total'] / rounds:.3f}s, {_size(summary['bytes']['up'] / rounds)} up and "
           f"{_size(summary['bytes']['down'] / rounds)} down per round")

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                                    enrollment=Enrollment.load(args.enrollment) if args.enrollment else None)
     with logs_above_progress(logging.INFO):
         summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors))
-    print_results(opened.prepared, summary)
+    print_results(opened.prepared.scenario.name, opened.prepared.writer.records, summary)
     return 0
 
 

@@ -22,17 +22,17 @@ and ends with the same model an uninterrupted run would have.
 cluster at --ray-address or, without it, on a local Ray cluster started for the run and shut down at its
 end (Ray comes with the `ray` extra; see fedgrad/launchers/ray.py). With a cluster of several machines,
 --host must be an address of this machine that the cluster's nodes can reach.
+
+From Python, fedgrad.run(SCENARIO, section__key=value, ...) does the same and returns the run's records
+and summary (fedgrad/api.py).
 """
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
+from fedgrad.api import LAUNCHERS, simulate_run
 from fedgrad.cli.common import add_run_source, logs_above_progress, print_results
-from fedgrad.errors import ConfigError
-from fedgrad.experiments.run import open_run, simulate
-from fedgrad.launchers import ray_fleet
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     security = parser.add_mutually_exclusive_group()
     security.add_argument("--insecure", action="store_true", help="plaintext gRPC instead of TLS")
     security.add_argument("--mtls", action="store_true", help="mutual TLS: client processes present certificates")
-    parser.add_argument("--launcher", choices=("local", "ray"), default="local",
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
                         help="where client workers run: local OS processes (default) or tasks on a Ray cluster")
     parser.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to use with --launcher ray: 'auto' or "
                                                                "HOST:PORT (default: a cluster Ray finds, else a "
@@ -56,11 +56,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.launcher != "ray" and (args.ray_address or args.ray_cpus is not None):
-        raise ConfigError("--ray-address and --ray-cpus are only used with --launcher ray")
-    fleet = ray_fleet(args.ray_address, args.ray_cpus) if args.launcher == "ray" else None  # no Ray: fail first
-    opened = open_run(args.scenario, resume=args.resume, overrides=args.overrides)
     with logs_above_progress(logging.WARNING):
-        summary = asyncio.run(simulate(opened, insecure=args.insecure, mutual=args.mtls, host=args.host, fleet=fleet))
-    print_results(opened.prepared, summary)
+        result = simulate_run(args.scenario, resume=args.resume, overrides=args.overrides, launcher=args.launcher,
+                              ray_address=args.ray_address, ray_cpus=args.ray_cpus, insecure=args.insecure,
+                              mutual=args.mtls, host=args.host)
+    print_results(result.scenario.name, result.records, result.summary)
     return 0

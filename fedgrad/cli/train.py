@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     epochs = args.epochs or fed.rounds * train.epochs
     dataset = scenario.build_dataset()
     pooled, test = dataset.train, dataset.test
-    model = model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed).to(train.device)
+    model = model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed,
+                              code_dir=scenario.code_dir).to(train.device)
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data loaded: no empty run dirs
     initial = evaluate(model, test)
     with tqdm(total=epochs, desc=f"{scenario.name} (centralized)", unit="epoch", file=sys.stderr,

@@ -161,7 +161,8 @@ def choose_cohort(scenario: Scenario, data: PlantedData) -> list[int]:
 def train_round(scenario: Scenario, data: PlantedData, cohort: Sequence[int]) -> RoundUpdates:
     """Every cohort member trains locally from the initial global model, as in the platform's round 1."""
     train, fed = scenario.train, scenario.federation
-    model = model_from_config(scenario.model, len(data.vocab), seed=scenario.seed).to(train.device)
+    model = model_from_config(scenario.model, len(data.vocab), seed=scenario.seed,
+                              code_dir=scenario.code_dir).to(train.device)
     global_model = model.state_dict()
     if EMBEDDING_KEY not in global_model:
         raise ConfigError(f"model {scenario.model.name!r} has no {EMBEDDING_KEY!r}: nothing for the audit to read")
@@ -228,7 +229,8 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     k, names = data.client, list(updates.global_model)
     privacy_settings, fed = scenario.privacy, scenario.federation
     model = ModelPayload.encode(0, updates.global_model)
-    strategy = build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu)
+    strategy = build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu,
+                              code_dir=scenario.code_dir)
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()}, RUN_ID)
     decryptors, identities, enrollment = None, None, None

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,10 @@ from fedgrad.launchers import ClientFleet, Fleet
 from fedgrad.launchers.parties import start_local_parties
 from fedgrad.modes.base import ClientPrivacy
 from fedgrad.modes.resolve import mode_class
-from fedgrad.scenario import Scenario, load_scenario
+from fedgrad.scenario import Scenario, load_scenario, override_scenario
 from fedgrad.security import create_pki
 from fedgrad.transport.channel import ServerSecurity
+from fedgrad.usercode import ClientCode, is_reference
 from server.checkpoint import Checkpoint, Checkpoints, reopen_run
 from server.coordinator import Coordinator
 from server.experiment import PreparedRun, build_coordinator, client_ids, prepare_run
@@ -73,10 +75,10 @@ class OpenedRun:
         return coordinator
 
 
-def open_run(scenario: Path | None = None, *, resume: Path | None = None,
+def open_run(scenario: Path | Scenario | None = None, *, resume: Path | None = None,
              overrides: Sequence[str] = ()) -> OpenedRun:
-    """A fresh run of the scenario file ``scenario`` (with ``--set`` style ``overrides``), or the interrupted
-    run in ``resume`` continued from its last checkpoint; exactly one of the two."""
+    """A fresh run of ``scenario`` (a scenario file or object, with ``--set`` style ``overrides``), or the
+    interrupted run in ``resume`` continued from its last checkpoint; exactly one of the two."""
     if (scenario is None) == (resume is None):
         raise ConfigError("give a scenario file to start a run, or --resume RUN_DIR to continue one (not both)")
     if resume is not None:
@@ -85,7 +87,9 @@ def open_run(scenario: Path | None = None, *, resume: Path | None = None,
         prepared, checkpoint = reopen_run(resume)
         return OpenedRun(prepared, open_run_tokens(prepared.writer.run_dir), checkpoint)
     assert scenario is not None  # exactly one of the two was given
-    prepared = prepare_run(load_scenario(scenario, list(overrides)))
+    resolved = (override_scenario(scenario, overrides) if isinstance(scenario, Scenario)
+                else load_scenario(scenario, list(overrides)))
+    prepared = prepare_run(resolved)
     return OpenedRun(prepared, issue_run_tokens(prepared.writer.run_dir, client_ids(prepared.scenario)), None)
 
 
@@ -152,6 +156,13 @@ def client_privacy(scenario: Scenario) -> ClientPrivacy:
     return ClientPrivacy(allow_insecure_keys=scenario.privacy.insecure_key_bits)
 
 
+def client_code(scenario: Scenario) -> ClientCode:
+    """The user model simulated clients trust and where they import it from: the simulation's operator wrote
+    the scenario, so its clients run the scenario's own model (a strategy runs in the coordinator only)."""
+    model = scenario.model.name
+    return ClientCode(scenario.code_dir, (model,) if is_reference(model) else ())
+
+
 def run_security(run_dir: Path, *, mutual: bool, processes: int, host: str) -> tuple[ServerSecurity, Path]:
     """The run's own CA and server certificate (and, for mutual TLS, one client certificate per process),
     made once in ``RUN_DIR/tls`` and reused when the run is resumed."""
@@ -173,7 +184,9 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
         terminated.set()
         main.cancel()
 
-    loop.add_signal_handler(signal.SIGTERM, on_sigterm)
+    handles_sigterm = threading.current_thread() is threading.main_thread()  # not in a notebook's helper thread
+    if handles_sigterm:
+        loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     processes = process_count(prepared.scenario)
     run_dir = prepared.writer.run_dir
     security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
@@ -199,7 +212,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
             try:
                 fleet = fleet or ClientFleet(run_dir / "logs")
                 await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
-                                  privacy)
+                                  privacy, client_code(prepared.scenario))
                 extras = await fleet.supervise(coordinator.run())
                 await fleet.wait_for_exit(EXIT_GRACE_S)
             except asyncio.CancelledError:
@@ -213,7 +226,8 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     finally:
         if parties is not None:
             await parties.stop()
-        loop.remove_signal_handler(signal.SIGTERM)
+        if handles_sigterm:
+            loop.remove_signal_handler(signal.SIGTERM)
     return prepared.writer.finish({**extras, "processes": processes})
 
 

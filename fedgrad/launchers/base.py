@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from fedgrad.modes.base import ClientPrivacy
+from fedgrad.usercode import ClientCode
 
 T = TypeVar("T")
 
@@ -15,7 +16,7 @@ class Fleet(Protocol):
     (:class:`fedgrad.launchers.ray.RayFleet`)."""
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int, token_file: Path | None,
-                    tls_dir: Path | None, privacy: ClientPrivacy) -> None: ...
+                    tls_dir: Path | None, privacy: ClientPrivacy, code: ClientCode) -> None: ...
 
     async def supervise(self, run: Awaitable[T]) -> T: ...
 

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from fedgrad.errors import FedgradError
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
+from fedgrad.usercode import NO_CLIENT_CODE, ClientCode
 
 log = logging.getLogger("fedgrad.simulate")
 
@@ -34,9 +35,10 @@ class ClientFleet:
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], processes: int,
                     token_file: Path | None = None, tls_dir: Path | None = None,
-                    privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
+                    privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY, code: ClientCode = NO_CLIENT_CODE) -> None:
         """Start ``processes`` client processes hosting ``ids`` round-robin; with ``token_file`` they present
-        their run tokens, with ``tls_dir`` they dial TLS (presenting a certificate if it holds theirs)."""
+        their run tokens, with ``tls_dir`` they dial TLS (presenting a certificate if it holds theirs); they
+        trust ``code``'s user model and import it from its folder (put first on their ``PYTHONPATH``)."""
         options = ["--exit-with-parent", "--connect-timeout", str(CLIENT_CONNECT_TIMEOUT_S)]
         if privacy.allow_insecure_keys:
             options.append("--insecure-key-bits")
@@ -50,10 +52,14 @@ class ClientFleet:
             options += ["--token-file", str(token_file.resolve())]
         if tls_dir is not None:
             options += ["--tls-dir", str(tls_dir.resolve())]
+        for reference in code.trusted:
+            options += ["--trust-code", reference]
         self._log_dir.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(variable, "1")  # one core per process; several processes share the machine
+        if code.code_dir:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, (code.code_dir, env.get("PYTHONPATH"))))
         for index in range(processes):
             hosted = ids[index::processes]
             log_path = self._log_dir / f"client-process-{index}.log"

@@ -43,6 +43,7 @@ from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.security.tokens import read_token_file
 from fedgrad.transport.channel import ClientSecurity
+from fedgrad.usercode import NO_CLIENT_CODE, ClientCode, add_code_dir
 
 T = TypeVar("T")
 
@@ -75,12 +76,16 @@ class WorkerSpec:
     security: ClientSecurity | None
     options: ClientOptions
     privacy: ClientPrivacy
+    code: ClientCode
 
 
 def host_clients(spec: WorkerSpec) -> None:
-    """The body of a Ray task: a client pool for ``spec``'s clients, until the run ends."""
+    """The body of a Ray task: a client pool for ``spec``'s clients, until the run ends. A user model is
+    imported from ``spec.code.code_dir``, which must exist at that path on the worker's node (it does on a
+    local cluster), or else from the node's ``PYTHONPATH``."""
+    add_code_dir(spec.code.code_dir)
     asyncio.run(run_clients(spec.address, spec.shards, options=spec.options, tokens=spec.tokens,
-                            security=spec.security, privacy=spec.privacy))
+                            security=spec.security, privacy=spec.privacy, trusted_code=spec.code.trusted))
 
 
 class RayFleet:
@@ -98,9 +103,10 @@ class RayFleet:
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int,
                     token_file: Path | None = None, tls_dir: Path | None = None,
-                    privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY) -> None:
+                    privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY, code: ClientCode = NO_CLIENT_CODE) -> None:
         """Submit ``workers`` tasks hosting ``ids`` round-robin, connecting to the coordinator at ``address``
-        with the tokens of ``token_file`` and, with ``tls_dir``, over TLS trusting its ``ca.pem``."""
+        with the tokens of ``token_file`` and, with ``tls_dir``, over TLS trusting its ``ca.pem``; they trust
+        and import ``code``'s user model."""
         tokens = read_token_file(token_file, ids) if token_file is not None else {}
         ray = self._ray
         self._connect()
@@ -115,7 +121,7 @@ class RayFleet:
             shards = {client_id: load_shard(shard_dir, int(client_id)) for client_id in hosted}
             security = ClientSecurity.for_clients(tls_dir, hosted) if tls_dir is not None else None
             spec = WorkerSpec(address, shards, {cid: tokens[cid] for cid in hosted if cid in tokens}, security,
-                              ClientOptions(), privacy)
+                              ClientOptions(), privacy, code)
             ref = remote.remote(spec)
             self._refs.append(ref)
             self._done.append(asyncio.wrap_future(ref.future()))

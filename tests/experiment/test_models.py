@@ -1,15 +1,13 @@
 """The spam models: shapes, seeded initialisation, their losses, and unknown words."""
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
 import fedgrad as fg
 from fedgrad.errors import ConfigError
-from fedgrad.models import BAG_INIT, MODEL_NAMES, build_model, model_from_config
-from fedgrad.scenario import ModelConfig
+from fedgrad.models import _MODELS, BAG_INIT, MODEL_NAMES, build_model, model_from_config
+from fedgrad.scenario import ModelConfig, Scenario
 
 IDS = np.array([[2, 3, 4, 0, 0], [5, 6, 0, 0, 0], [7, 8, 9, 10, 11]], dtype=np.int32)
 LABELS = np.array([1.0, 0.0, 1.0], dtype=np.float32)
@@ -94,5 +92,22 @@ def test_bad_model_requests():
 
 
 def test_scenario_offers_exactly_these_models():
-    (name_field,) = [f for f in dataclasses.fields(ModelConfig) if f.name == "name"]
-    assert name_field.metadata["choices"] == MODEL_NAMES
+    assert tuple(_MODELS) == MODEL_NAMES
+    for name in MODEL_NAMES:
+        assert Scenario.from_dict({"name": "s", "model": {"name": name}}).model.name == name
+
+
+def test_lstm_uses_hidden_and_max_len_from_config():
+    model = model_from_config(ModelConfig(name="lstm", hidden=5, max_len=3), 30, seed=0)
+    state = model.state_dict()
+    assert state["embedding.weight"].shape == (30, 5)
+    assert state["lstm.cells.0.weight"].shape == (20, 10)
+    long = np.array([[2, 3, 4, 5, 6]], dtype=np.int32)
+    assert model(long).item() == pytest.approx(model(long[:, :3]).item())  # words past max_len are not read
+    assert model(long).item() != pytest.approx(model(long[:, :2]).item())
+
+
+def test_lstm_score_ignores_padding_and_batch_neighbours():
+    model = build_model("lstm", 20, seed=0, hidden=4, max_len=8)
+    alone = model(IDS[1:2, :2]).item()
+    assert model(IDS).numpy()[1] == pytest.approx(alone, abs=1e-6)  # padded to 5 beside longer emails

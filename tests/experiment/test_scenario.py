@@ -65,7 +65,8 @@ def test_name_from_file_wins_only_when_absent(tmp_path):
         ("[train]\nepochs = 1.5", r"^train\.epochs: expected an integer"),
         ("[train]\nepochs = true", r"^train\.epochs: expected an integer \(got boolean True\)"),
         ("[privacy]\ninsecure_key_bits = 1", r"^privacy\.insecure_key_bits: expected true or false"),
-        ('[model]\nname = "cnn"', r"^model\.name: must be one of book, logreg, mlp \(got 'cnn'\)"),
+        ('[model]\nname = "cnn"',
+         r'^model\.name: must be one of book, logreg, mlp, lstm or "package.module:factory" \(got .cnn.\)'),
         ('[privacy]\nmode = "homomorphic"',
          r"^privacy\.mode: must be one of none, paillier-trusted, paillier-naive, dp, paillier"),
         ('[train]\ndevice = "gpu"', r"^train\.device: must be"),
@@ -158,7 +159,8 @@ def test_to_toml_round_trips(tmp_path):
 
 def test_to_dict_has_every_section():
     s = Scenario.from_dict({}, default_name="d")
-    assert list(s.to_dict()) == ["name", "seed", "data", "model", "train", "federation", "privacy", "output"]
+    assert list(s.to_dict()) == ["name", "seed", "code_dir", "data", "model", "train", "federation", "privacy",
+                                 "output"]
     with pytest.raises(ConfigError, match=r"^name: missing"):
         Scenario.from_dict({})
 
