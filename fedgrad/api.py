@@ -2,7 +2,7 @@
 
     import fedgrad
 
-    result = fedgrad.run("scenarios/quick.toml", federation__rounds=3, **{"train.lr": 0.05})
+    result = fedgrad.run("scenarios/quick.toml", federation__rounds=3, train__lr=0.05)
     result.records[-1]["accuracy"], result.summary["final"], result.run_dir
 
 :func:`run` takes a scenario file or a :class:`~fedgrad.scenario.Scenario` and overrides in ``--set``'s terms
