@@ -2,13 +2,15 @@
 the few settings a suite cares about, and readers for what a run leaves behind.
 
 Test modules cannot import a conftest (pytest runs with ``--import-mode=importlib``), so the helpers reach
-them as fixtures: ``enron_corpus``, ``write_enron_corpus``, ``write_scenario`` and ``run_traces``.
+them as fixtures: ``enron_corpus``, ``write_enron_corpus``, ``write_scenario``, ``run_traces`` and
+``custom_scenario`` (the user model and strategy of ``examples/custom_model``, outside the repository).
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shutil
 import threading
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -146,6 +148,32 @@ def _write_scenario() -> Callable[..., Path]:
 def run_traces() -> type[RunTraces]:
     """:class:`RunTraces`."""
     return RunTraces
+
+
+#: The user model and strategy of examples/custom_model, as a scenario names them.
+CUSTOM_MODEL, CUSTOM_STRATEGY = "spam_nets:make_two_layer", "server_momentum:FedAvgMomentum"
+
+
+@pytest.fixture
+def custom_scenario(tmp_path: Path, enron_corpus: Path) -> Callable[..., Path]:
+    """``custom_scenario(**sections)``: the example's user model and strategy, copied to ``tmp_path / "lab"``
+    (outside the repository and off ``sys.path``) next to the scenario that names them: 3 clients, 2 rounds, runs
+    below ``tmp_path / "runs"``."""
+    code = tmp_path / "lab"
+    code.mkdir()
+    example = Path(__file__).resolve().parents[1] / "examples" / "custom_model"
+    for module in ("spam_nets.py", "server_momentum.py"):
+        shutil.copy(example / module, code / module)
+
+    def write(**sections: Mapping[str, object]) -> Path:
+        tables: dict[str, dict[str, object]] = {
+            "model": {"name": CUSTOM_MODEL}, "train": {"batch_size": 8, "lr": 0.05, "optimizer": "adam"},
+            "federation": {"rounds": 2, "round_timeout_s": 60, "strategy": CUSTOM_STRATEGY}}
+        for section, values in sections.items():
+            tables.setdefault(section, {}).update(values)
+        return write_scenario(code / "custom.toml", enron_corpus, tmp_path / "runs", name="custom", seed=1, **tables)
+
+    return write
 
 
 class LoopThread:

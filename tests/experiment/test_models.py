@@ -111,3 +111,35 @@ def test_lstm_score_ignores_padding_and_batch_neighbours():
     model = build_model("lstm", 20, seed=0, hidden=4, max_len=8)
     alone = model(IDS[1:2, :2]).item()
     assert model(IDS).numpy()[1] == pytest.approx(alone, abs=1e-6)  # padded to 5 beside longer emails
+
+
+def test_lstm_model_matches_torch_forward_and_gradients():
+    """The lstm model against the same computation in PyTorch: masked mean of LSTM outputs over the words
+    present, then a linear logit, trained with binary cross-entropy."""
+    torch = pytest.importorskip("torch")
+    model = build_model("lstm", 20, seed=1, hidden=4, max_len=4)
+    state = {name: torch.tensor(value, dtype=torch.float64) for name, value in model.state_dict().items()}
+    ids = np.array([[2, 3, 4, 5, 6], [7, 8, 0, 0, 0], [9, 0, 0, 0, 0]], dtype=np.int32)
+    labels = np.array([1.0, 0.0, 1.0], dtype=np.float32)
+    weights = {name: tensor.clone().requires_grad_(True) for name, tensor in state.items()}
+    kept = torch.tensor(ids[:, :4], dtype=torch.long)
+    steps = weights["embedding.weight"][kept]                                     # [B, T, H]
+    hidden = weights["lstm.cells.0.weight"].shape[0] // 4
+    h = c = torch.zeros(3, hidden, dtype=torch.float64)
+    outputs = []
+    for t in range(kept.shape[1]):
+        gates = torch.cat([steps[:, t], h], dim=1) @ weights["lstm.cells.0.weight"].T + weights["lstm.cells.0.bias"]
+        i, f, g, o = gates.split(hidden, dim=1)
+        c = f.sigmoid() * c + i.sigmoid() * g.tanh()
+        h = o.sigmoid() * c.tanh()
+        outputs.append(h)
+    mask = (kept != 0).double()[:, :, None]
+    pooled = (torch.stack(outputs, dim=1) * mask).sum(dim=1) / mask.sum(dim=1)
+    tscores = (pooled @ weights["out.weight"].T + weights["out.bias"]).reshape(-1)
+    torch.nn.functional.binary_cross_entropy_with_logits(tscores, torch.tensor(labels, dtype=torch.float64)).backward()
+
+    scores = model(ids)
+    model.loss_fn(scores, fg.Tensor(labels)).backward()
+    assert np.allclose(scores.numpy(), tscores.detach().numpy(), atol=1e-5)
+    for name, param in model.named_parameters():
+        assert np.allclose(param.grad.numpy(), weights[name].grad.numpy(), atol=1e-5), name

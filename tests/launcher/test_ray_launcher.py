@@ -292,3 +292,20 @@ def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_th
     assert wait_until_session_empty(process.pid) == []  # it started no Ray processes of its own
     ray.init(address=one_node.address, log_to_driver=False)  # and the cluster it did not start still works
     assert ray.get(ray.remote(lambda: "still up").remote()) == "still up"
+
+
+@pytest.mark.slow
+def test_ray_workers_run_a_user_model_and_strategy(tmp_path, ray_tmpdir, custom_scenario, run_traces):
+    """The model's module is in the scenario's folder only: each Ray worker imports it from there."""
+    process = start_simulate(custom_scenario(federation={"processes": 2}), "--insecure")
+    try:
+        _, err = process.communicate(timeout=START_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err.decode()
+    assert wait_until_session_empty(process.pid) == []
+    run_dir = run_traces.only_run_dir(tmp_path / "runs")
+    records = run_traces.metrics(run_dir)
+    assert [r["round"] for r in records] == [1, 2] and all(r["clients_used"] == 3 for r in records)
+    assert "global_model/body.0.weight" in run_traces.final_model(run_dir, 2)
