@@ -103,11 +103,13 @@ async def serve(opened: OpenedRun, host: str, port: int, security: ServerSecurit
         server, bound = await start_server(coordinator, host, port, security)
         try:
             tls = f" --tls-dir {tls_dir.resolve()}" if tls_dir else ""
+            code = client_code(prepared.scenario)
+            trust = "".join(f" --trust-code {reference}" for reference in code.trusted)  # with it on PYTHONPATH
             dial = socket.gethostname() if host in ("0.0.0.0", "::") else host  # what other machines dial
             progress.write(f"run directory: {prepared.writer.run_dir}\n"
                            f"listening on {host}:{bound} ({_describe(security)}); start each client K with\n"
                            f"  fedgrad client --server {dial}:{bound} --shard-dir {prepared.data_dir.resolve()} "
-                           f"--client-id K --token-file {opened.token_file.resolve()}{tls}")
+                           f"--client-id K --token-file {opened.token_file.resolve()}{tls}{trust}")
             if opened.checkpoint is not None:
                 progress.write(f"resuming after round {opened.checkpoint.completed_rounds} "
                                f"({opened.checkpoint.path.name})")
