@@ -59,3 +59,10 @@ def test_run_takes_a_scenario_object_inside_a_running_event_loop(tmp_path, custo
     result = asyncio.run(notebook_cell())
     assert result.scenario == load_scenario(custom_scenario(federation={"rounds": 1}))
     assert [record["round"] for record in result.records] == [1]
+
+
+def test_the_centralized_baseline_trains_the_user_model(tmp_path, custom_scenario, run_traces, capsys):
+    assert main(["train", "--centralized", str(custom_scenario()), "--epochs", "2"]) == 0
+    records = run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))
+    assert len(records) == 2 and records[-1]["accuracy"] >= 0.9  # the fixture corpus is easy to separate
+    assert "custom (centralized, 2 epochs" in capsys.readouterr().out
