@@ -131,6 +131,18 @@ def start_simulate(scenario: Path, *args: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
+def run_to_the_end(process: subprocess.Popen) -> None:
+    """Wait for a ``start_simulate`` run to succeed; the cluster it started must end with it (no raylet, GCS or
+    worker left in the run's session)."""
+    try:
+        _, err = process.communicate(timeout=START_TIMEOUT_S)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err.decode()
+    assert wait_until_session_empty(process.pid) == []
+
+
 def test_without_ray_the_launcher_is_a_clear_error_before_any_work(tmp_path, write_scenario, enron_corpus,
                                                                      monkeypatch, capsys):
     scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
@@ -154,14 +166,7 @@ def test_a_local_ray_cluster_learns_what_local_processes_learn(tmp_path, ray_tmp
                                                                enron_corpus, run_traces):
     scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
     process = start_simulate(scenario, "--insecure", "--ray-cpus", "1")
-    try:
-        _, err = process.communicate(timeout=START_TIMEOUT_S)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, err.decode()
-    # the cluster it started ended with the run: no raylet, GCS or worker left in the run's session
-    assert wait_until_session_empty(process.pid) == []
+    run_to_the_end(process)
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
     assert len(records) == ROUNDS and all(record["clients_used"] == 4 for record in records)
@@ -298,13 +303,7 @@ def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_th
 def test_ray_workers_run_a_user_model_and_strategy(tmp_path, ray_tmpdir, custom_scenario, run_traces):
     """The model's module is in the scenario's folder only: each Ray worker imports it from there."""
     process = start_simulate(custom_scenario(federation={"processes": 2}), "--insecure")
-    try:
-        _, err = process.communicate(timeout=START_TIMEOUT_S)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-    assert process.returncode == 0, err.decode()
-    assert wait_until_session_empty(process.pid) == []
+    run_to_the_end(process)
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
     assert [r["round"] for r in records] == [1, 2] and all(r["clients_used"] == 3 for r in records)
