@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from matplotlib.container import ErrorbarContainer
 
+from fedgrad.cli.main import main
 from fedgrad.errors import ConfigError
 from fedgrad.experiments import compare as comparison
 from fedgrad.experiments import plots
@@ -36,6 +37,14 @@ def test_seeds_are_a_count_from_the_scenarios_seed_or_a_list():
 def test_bad_seeds_are_config_errors(text):
     with pytest.raises(ConfigError, match="--seeds"):
         parse_seeds(text, 0)
+
+
+@pytest.mark.parametrize("flags", [["--seeds", "0"], ["--seeds", "1,x"], ["--privacy", "paillier+dp:x"]])
+def test_bad_compare_flags_are_one_line_errors(scenario, flags, capsys):
+    assert main(["compare", str(scenario), *flags]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("fedgrad: error: ") and error.count("\n") == 1
+    assert not (scenario.parent / "runs").exists()  # refused before anything ran
 
 
 def test_the_grid_runs_every_setting_on_every_seed_against_none_on_the_same_seed(scenario):
