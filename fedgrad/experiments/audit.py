@@ -209,7 +209,7 @@ class ModeObservation:
     facts: dict[str, Any]       # the aggregation's own summary (key, noise, guarantee) and what was refused
 
 
-def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, redteam: bool = True
+def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, aggregate_only: bool = False
             ) -> ModeObservation:
     """Round 1 through the platform's own encoding and aggregation for ``scenario.privacy``, in this process.
 
@@ -219,14 +219,15 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, red
     into one round accumulator and releasing the sum. Nothing travels over gRPC: the bytes are the same, and the
     audit needs only what the coordinator ends up holding. Under encryption the coordinator's individual view is
     what it can decrypt with the key material it finds in its own objects (``fedgrad.experiments.redteam``), and
-    under ``paillier-trusted`` and ``paillier`` the red team's attacks run against it too (unless ``redteam`` is
-    False: ``fedgrad compare`` reads only the released aggregate).
+    under ``paillier-trusted`` and ``paillier`` the red team's attacks run against it too. With ``aggregate_only``
+    (what ``fedgrad compare`` reads) the coordinator's individual view, its key search and the red team are left
+    out: only the released aggregate, and under DP the sum minus the other clients, are observed.
     """
     with ExitStack() as stack:
-        return _observe(scenario, data, updates, stack, redteam)
+        return _observe(scenario, data, updates, stack, aggregate_only)
 
 
-def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack, redteam: bool
+def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack, aggregate_only: bool
              ) -> ModeObservation:
     k, names = data.client, list(updates.global_model)
     privacy_settings, fed = scenario.privacy, scenario.federation
@@ -262,17 +263,17 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     assert released is not None, "an honest round's aggregate is released"
     facts = {**aggregation.summary(), "guarantee": mode.guarantee().full}
     plain = payloads[k].encoding == Encoding.PLAIN
-    individual: View | None
-    if plain:
+    individual: View | None = None
+    if plain and not aggregate_only:
         received = {i: decode_tensors(model.specs, encoded.payload) for i, encoded in payloads.items()}
         individual = View("client update", "individual", f"client {k}'s update as sent, in plaintext",
                           _rows(received[k]), _touched_by_others(received, k))
-    else:
+    elif not aggregate_only:
         if privacy_settings.mode != "paillier":  # the key holder's own door, asked for one update
             facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
                                                       instructions[str(k)].weight)
         individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts)
-        if redteam and privacy_settings.mode in ("paillier-trusted", "paillier"):
+        if privacy_settings.mode in ("paillier-trusted", "paillier"):
             facts["redteam"] = _red_team(privacy_settings.mode, aggregation, model, config, data, updates,
                                          instructions, privacy)
             if individual is None:
@@ -490,7 +491,7 @@ class PlantedRound:
         """The best attack on the aggregate that ``scenario``'s privacy mode releases for this round (its own
         aggregation: quantization, noise calibrated for the whole run): ``audit_score``'s fields, the attack's
         name, its guesses and the canary words it recovered."""
-        observation = observe(scenario, self.data, self.updates, redteam=False)
+        observation = observe(scenario, self.data, self.updates, aggregate_only=True)
         [view] = [view for view in observation.views if view.name == "aggregate"]
         return best({"attacks": attack(view, self.data.vocab, self.data.canary)})
 

@@ -42,7 +42,7 @@ def _draw_plots(compare_dir: Path, scenario: str, frontier: Sequence[dict[str, A
     if curves:
         references = {row["variant"]: _mean_std(row["accuracy"]) for row in measured if row["privacy"] != "dp"}
         plots.accuracy_vs_epsilon(curves, references, compare_dir / PLOT_FILES["epsilon"], baseline=BASELINE_MODE,
-                                  title=f"{scenario}: {_seeds_phrase(frontier)}")
+                                  title=f"{scenario}: final accuracy against ε, {_seeds_phrase(frontier)}")
         drawn.append("epsilon")
     plots.gap_vs_overhead([(row["variant"], row["round_time_ratio"]["mean"], _mean_std(row["accuracy_gap_pts"]))
                            for row in measured if row["round_time_ratio"] and row["accuracy_gap_pts"]],
@@ -106,7 +106,7 @@ def _report_header(document: dict[str, Any]) -> str:
 def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]]) -> str:
     seeds = ", ".join(map(str, document.get("seeds", [document["seed"]])))
     header = ("setting", "runs ok", "accuracy", "F1", "gap (pts)", "time/round", "×", "up/client", "ε spent",
-              "canary recovered", "chance", "coordinator sees / who must collude")
+              "canary recovered", "chance", "advantage (pts)", "coordinator sees / who must collude")
     lines = ["## Frontier", "",
              (f"Each setting ran on seed(s) {seeds}. Cells are the mean ± the sample standard deviation over the "
               "runs that finished (no ± for a single run); gaps and ratios are taken against `none` on the same "
@@ -114,7 +114,8 @@ def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]
               "of the leakage audit's planted canary words that the best attack reads off the variant's released "
               "round-1 aggregate (round 1 replayed in this process with the canary planted, released by the mode's "
               "own aggregation with its noise); **chance** is the share that naming as many vocabulary words at "
-              "random would hit."),
+              "random would hit; **advantage** = recovered − chance, in points, is what the aggregate gave the "
+              "attacker (about 0: nothing). `fedgrad audit` also measures what the coordinator reads off one update."),
              "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 3) + "---|"]
     for row in frontier:
         cells = [
@@ -123,7 +124,8 @@ def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]
             _spread(row["accuracy_gap_pts"], _signed), _spread(row["round_time_s"], format_seconds),
             _times(row["round_time_ratio"]["mean"] if row["round_time_ratio"] else None),
             _spread(row["bytes_up_per_client"], format_bytes), _spread(row["epsilon_spent"], _epsilon),
-            _spread(row["canary_rate"], _percent), _spread(row["canary_chance"], _percent), row["guarantee"],
+            _spread(row["canary_rate"], _percent), _spread(row["canary_chance"], _percent),
+            _spread(_points(row["canary_advantage"]), _signed), row["guarantee"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -193,13 +195,14 @@ def _report_runs(rows: Sequence[dict[str, Any]]) -> str:
 
 def summary_lines(frontier: Sequence[dict[str, Any]]) -> list[str]:
     """A compact frontier table for the terminal (means over the seeds)."""
-    header = ("setting", "runs ok", "accuracy", "gap", "time/round", "×", "up/client", "ε spent", "canary", "chance")
+    header = ("setting", "runs ok", "accuracy", "gap", "time/round", "×", "up/client", "ε spent", "canary", "chance",
+              "advantage")
     table = [header] + [(
         row["variant"], f"{row['finished']}/{row['runs']}", _spread(row["accuracy"], _percent),
         _spread(row["accuracy_gap_pts"], _signed), _mean(row["round_time_s"], format_seconds),
         _mean(row["round_time_ratio"], _times), _mean(row["bytes_up_per_client"], format_bytes),
         _mean(row["epsilon_spent"], _epsilon), _mean(row["canary_rate"], _percent),
-        _mean(row["canary_chance"], _percent),
+        _mean(row["canary_chance"], _percent), _mean(_points(row["canary_advantage"]), _signed),
     ) for row in frontier]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     return ["  ".join(cell.ljust(width) if i < 1 else cell.rjust(width) for i, (cell, width)
@@ -218,6 +221,13 @@ def _spread(stat: dict[str, Any] | None, show: Callable[[float], str]) -> str:
 
 def _mean(stat: dict[str, Any] | None, show: Callable[[float | None], str]) -> str:
     return show(stat["mean"] if stat else None)
+
+
+def _points(stat: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A statistic of fractions in percentage points (the canary's advantage)."""
+    if stat is None:
+        return None
+    return {key: value if key == "n" or value is None else 100 * value for key, value in stat.items()}
 
 
 def _epsilon(value: float | None) -> str:

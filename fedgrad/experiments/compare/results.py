@@ -26,7 +26,8 @@ PHASE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 #: The canary attack on the variant's released round-1 aggregate (``canary.measure_canaries``).
-CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_recovered", "canary_attack", "canary_error")
+CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_advantage", "canary_recovered", "canary_attack",
+                  "canary_error")
 
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
@@ -103,7 +104,8 @@ def _canary_columns(result: Mapping[str, Any] | None) -> dict[str, Any]:
     result = result or {}
     recovered = f"{result['recovered']}/{result['total']}" if "recovered" in result else None
     return {"canary_rate": result.get("rate"), "canary_chance": result.get("chance_rate"),
-            "canary_recovered": recovered, "canary_attack": result.get("attack"), "canary_error": result.get("error")}
+            "canary_advantage": result.get("advantage"), "canary_recovered": recovered,
+            "canary_attack": result.get("attack"), "canary_error": result.get("error")}
 
 
 def _epsilon_spent(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> float | None:
