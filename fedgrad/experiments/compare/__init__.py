@@ -1,11 +1,11 @@
 """What privacy costs: one scenario run under several privacy settings, collected into one table.
 
-``fedgrad compare`` plans a grid of *variants* (privacy mode x client count x Paillier key size), runs each
-as a real ``fedgrad simulate`` child process (coordinator, client processes, gRPC), and sets every result
-against the plain run (``none``) with the same number of clients. Three choices shape the numbers:
+``fedgrad compare`` plans a grid of *variants* (privacy mode x client count x Paillier key size x seed), runs
+each as a real ``fedgrad simulate`` child process (coordinator, client processes, gRPC), and sets every result
+against the plain run (``none``) with the same number of clients and seed. Three choices shape the numbers:
 
 - **Same experiment.** Every variant is the user's scenario and ``--set`` values plus only the keys that
-  define the variant, so all share corpus, split, partition, model initialisation and seed.
+  define the variant, so all runs on one seed share corpus, split, partition and model initialisation.
 - **Child processes.** A variant is exactly what ``fedgrad simulate`` with the same ``--set`` values gives,
   and one that crashes or is refused (a mode not supported yet) fails alone: its error is reported in the
   table and the others still run.
@@ -16,7 +16,7 @@ A comparison directory holds::
 
     compare-<timestamp>/
         results.json    everything, per-round series included: what ``fedgrad report`` re-renders from
-        results.csv     one flat row per variant
+        results.csv     one flat row per variant and seed
         report.md       the frontier and per-run tables, the guarantees in words, notes, and the plots below
         accuracy_vs_epsilon.png  gap_vs_overhead.png  accuracy_per_round.png  bytes_per_round.png
         logs/<variant>.log                         the child's stdout and stderr
