@@ -84,6 +84,7 @@ def accuracy_vs_epsilon(curves: Mapping[str, Sequence[tuple[float, Spread]]], re
                       marker=MARKERS[index % len(MARKERS)], linestyle=LINE_STYLES[index % len(LINE_STYLES)],
                       capsize=4, markersize=6, zorder=3)
     _log_x(axes, FuncFormatter(lambda value, _: f"{value:g}"), low, high)
+    axes.margins(y=0.12)  # room between the reference lines and the frame
     axes.set(xlabel="ε spent (log scale; smaller = more private)", ylabel="final test accuracy (%)", title=title)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize="small", loc="lower right")
