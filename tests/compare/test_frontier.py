@@ -182,6 +182,7 @@ def test_compare_runs_every_setting_on_two_seeds_and_writes_the_frontier(scenari
 
     document = json.loads((result.directory / "results.json").read_text())
     assert document["seeds"] == [1, 2] and document["command"][-4:] == ["--seeds", "1,2", "--rounds", "1"]
+    assert document["frontier"] == result.frontier
     configs = [(result.directory / row["run_dir"] / "config.toml").read_text() for row in result.rows]
     assert ["seed = 1" in config for config in configs] == [True, True, False, False]
     report = result.report.read_text()

@@ -1,8 +1,9 @@
 """The frontier: one row per privacy setting, its runs over several seeds summarised as mean and spread.
 
 The spread is the sample standard deviation over the seeds whose run finished (``n - 1`` in the denominator;
-none for a single run); ``results.json`` keeps the minimum and maximum next to it. Gaps and ratios are first taken
-per seed, against ``none`` on the same seed, then summarised, so the gap's spread is that of paired differences.
+none for a single run); the ``frontier`` of ``results.json`` keeps the minimum and maximum next to it. Gaps
+and ratios are first taken per seed, against ``none`` on the same seed, then summarised, so the gap's spread
+is that of paired differences.
 """
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import mode_class, privacy_mode
@@ -150,8 +151,9 @@ def _relative(path: Path | None, root: Path) -> str | None:
 
 
 def write_results(compare_dir: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """``results.json`` (meta and full rows) and ``results.csv`` (flat rows)."""
-    document = {**meta, "variants": list(rows)}
+    """``results.json`` (meta, full rows, and the frontier: one row per setting over its seeds) and
+    ``results.csv`` (flat rows)."""
+    document = {**meta, "variants": list(rows), "frontier": frontier_rows(rows)}
     write_atomic(compare_dir / RESULTS_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
