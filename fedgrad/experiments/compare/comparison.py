@@ -23,7 +23,7 @@ from fedgrad.experiments.compare.grid import (
     parse_seeds,
     plan_variants,
 )
-from fedgrad.experiments.compare.processes import Outcome, new_comparison_dir, run_variants
+from fedgrad.experiments.compare.processes import Outcome, new_comparison_dir, run_variants, sigterm_as_interrupt
 from fedgrad.experiments.compare.report import render_comparison
 from fedgrad.experiments.compare.results import collect, comparison_meta, write_results
 from fedgrad.scenario import load_scenario
@@ -113,8 +113,10 @@ def run_comparison(
 
 
 def _canaries(variants: Sequence[Variant]) -> dict[str, dict[str, Any]] | None:
+    """The canary results, or None when Ctrl-C (or SIGTERM) stops the replay: the runs are still written."""
     try:
-        return measure_canaries(variants, n_words=CANARY_WORDS)
+        with sigterm_as_interrupt():
+            return measure_canaries(variants, n_words=CANARY_WORDS)
     except KeyboardInterrupt:
         print("fedgrad: canary attack stopped; the table has no canary column", file=sys.stderr)
         return None
