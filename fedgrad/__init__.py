@@ -27,14 +27,14 @@ from fedgrad.tensor import (
 )
 
 if TYPE_CHECKING:
-    from fedgrad.api import run
+    from fedgrad.api import compare, run
 
-#: Attributes imported on first use, and the module each comes from. ``compare`` joins here (fedgrad.api).
-_LAZY = {"run": "fedgrad.api"}
+#: Attributes imported on first use (the platform, kept out of ``import fedgrad``), and the module of each.
+_LAZY = {"run": "fedgrad.api", "compare": "fedgrad.api"}
 
 
 def __getattr__(name: str) -> Any:
-    """``fedgrad.run`` (and the other :data:`_LAZY` names) from their module, imported on first use."""
+    """``fedgrad.run``, ``fedgrad.compare`` (the :data:`_LAZY` names) from their module, imported on first use."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fedgrad' has no attribute {name!r}")
@@ -47,6 +47,7 @@ __all__ = [
     "arange",
     "bool_",
     "cat",
+    "compare",
     "float32",
     "float64",
     "int32",

@@ -9,7 +9,9 @@
 (``section.key``, spelled ``section__key`` as a keyword), and returns a :class:`RunResult`: the per-round
 records and the summary, as written to the run directory (``metrics.jsonl``, ``summary.json``, ``report.md``,
 ``config.toml``). :func:`simulate_run` is the same with ``--set`` text; the ``simulate`` command is a thin
-layer over it. Errors in the scenario or overrides raise :class:`~fedgrad.errors.ConfigError`.
+layer over it. :func:`compare` runs a scenario under several privacy settings and seeds, as ``fedgrad compare``
+does, and returns the comparison (rows, frontier, directory, report). Errors in the scenario or overrides raise
+:class:`~fedgrad.errors.ConfigError`.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fedgrad.errors import ConfigError
+from fedgrad.experiments.compare import DEFAULT_PRIVACY, Comparison, run_comparison
 from fedgrad.experiments.run import open_run, simulate
 from fedgrad.launchers import Fleet, ray_fleet
 from fedgrad.scenario import Scenario, format_override
@@ -49,11 +52,30 @@ def run(scenario: str | Path | Scenario | None = None, *, resume: str | Path | N
     ``insecure`` (plaintext gRPC), ``mutual`` (mutual TLS) and ``host`` as the ``simulate`` flags. Works inside
     a running event loop too (a notebook): the run then happens on a helper thread.
     """
-    sets = [format_override(key.replace("__", "."), value) for key, value in overrides.items()]
     source = Path(scenario) if isinstance(scenario, str) else scenario
-    return simulate_run(source, resume=Path(resume) if resume is not None else None, overrides=sets,
+    return simulate_run(source, resume=Path(resume) if resume is not None else None, overrides=_sets(overrides),
                         launcher=launcher, ray_address=ray_address, ray_cpus=ray_cpus, insecure=insecure,
                         mutual=mutual, host=host)
+
+
+def compare(scenario: str | Path, *, privacy: str | Sequence[str] = DEFAULT_PRIVACY,
+            seeds: int | str | Sequence[int] | None = None, clients: Sequence[int] | None = None,
+            key_bits: Sequence[int] | None = None, rounds: int | None = None, canary: bool = True,
+            **overrides: Any) -> Comparison:
+    """Run the scenario file ``scenario`` under several privacy settings (``fedgrad compare``) and return the
+    :class:`~fedgrad.experiments.compare.Comparison`: ``.rows`` (one per run), ``.frontier`` (mean and spread
+    per setting over the seeds), ``.directory`` and ``.report``.
+
+    ``privacy`` as ``--privacy`` (``"none,paillier,dp:4,paillier+dp:4"`` or a list; default: compare's), ``seeds``
+    a count or the seeds themselves; keyword ``overrides`` set scenario keys as in :func:`run`.
+    """
+    return run_comparison(scenario, privacy=privacy, seeds=seeds, clients=clients, key_bits=key_bits, rounds=rounds,
+                          canary=canary, overrides=_sets(overrides))
+
+
+def _sets(overrides: dict[str, Any]) -> list[str]:
+    """Keyword overrides (``federation__rounds=3`` or ``"federation.rounds": 3``) as ``--set`` text."""
+    return [format_override(key.replace("__", "."), value) for key, value in overrides.items()]
 
 
 def simulate_run(scenario: Path | Scenario | None = None, *, resume: Path | None = None,

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("scenario", type=Path, help="scenario TOML file (see scenarios/)")
     parser.add_argument("--privacy", default=DEFAULT_PRIVACY, metavar="LIST",
                         help="comma-separated settings: none, paillier-trusted, paillier, paillier-naive, "
-                             f"dp:EPSILON[:central|:distributed] (default: {DEFAULT_PRIVACY})")
+                             f"dp:EPSILON[:central|:distributed], paillier+dp:EPSILON (default: {DEFAULT_PRIVACY})")
     parser.add_argument("--canary-words", type=int, default=6, metavar="N",
                         help="secret pseudo-words in the canary email (default: 6)")
     parser.add_argument("--canary-client", type=int, default=0, metavar="K",

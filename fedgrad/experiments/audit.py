@@ -210,7 +210,8 @@ class ModeObservation:
     facts: dict[str, Any]       # the aggregation's own summary (key, noise, guarantee) and what was refused
 
 
-def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> ModeObservation:
+def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, aggregate_only: bool = False
+            ) -> ModeObservation:
     """Round 1 through the platform's own encoding and aggregation for ``scenario.privacy``, in this process.
 
     Clients encode their deltas with their privacy mode's ``encode`` for the task the coordinator would
@@ -219,13 +220,16 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates) -> Mod
     into one round accumulator and releasing the sum. Nothing travels over gRPC: the bytes are the same, and the
     audit needs only what the coordinator ends up holding. Under encryption the coordinator's individual view is
     what it can decrypt with the key material it finds in its own objects (``fedgrad.experiments.redteam``), and
-    under ``paillier-trusted`` and ``paillier`` the red team's attacks run against it too.
+    under ``paillier-trusted`` and ``paillier`` the red team's attacks run against it too. With ``aggregate_only``
+    (what ``fedgrad compare`` reads) the coordinator's individual view, its key search and the red team are left
+    out: only the released aggregate, and under DP the sum minus the other clients, are observed.
     """
     with ExitStack() as stack:
-        return _observe(scenario, data, updates, stack)
+        return _observe(scenario, data, updates, stack, aggregate_only)
 
 
-def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack) -> ModeObservation:
+def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack, aggregate_only: bool
+             ) -> ModeObservation:
     k, names = data.client, list(updates.global_model)
     privacy_settings, fed = scenario.privacy, scenario.federation
     model = ModelPayload.encode(0, updates.global_model)
@@ -261,12 +265,12 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     assert released is not None, "an honest round's aggregate is released"
     facts = {**aggregation.summary(), "guarantee": mode.guarantee().full}
     plain = payloads[k].encoding == Encoding.PLAIN
-    individual: View | None
-    if plain:
+    individual: View | None = None
+    if plain and not aggregate_only:
         received = {i: decode_tensors(model.specs, encoded.payload) for i, encoded in payloads.items()}
         individual = View("client update", "individual", f"client {k}'s update as sent, in plaintext",
                           _rows(received[k]), _touched_by_others(received, k))
-    else:
+    elif not aggregate_only:
         if privacy_settings.mode != "paillier":  # the key holder's own door, asked for one update
             facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
                                                       instructions[str(k)].weight)
@@ -432,11 +436,8 @@ def run_audit(scenario_path: Path, overrides: Sequence[str], settings: Sequence[
     ``--set`` values on top of ``overrides``); write ``audit.json`` and ``report.md``; return their directory."""
     scenario = load_scenario(scenario_path, list(overrides))
     variants = {setting: _scenario_for(scenario_path, overrides, setting) for setting in settings}
-    data = plant(scenario, n_words=n_words, client=client, copies=copies)
-    cohort = choose_cohort(scenario, data)
-    if len(cohort) < 2:
-        raise ConfigError("federation.clients_per_round: the audit needs at least 2 clients with data in a round")
-    updates = train_round(scenario, data, cohort)
+    planted = planted_round(scenario, n_words=n_words, client=client, copies=copies)
+    data, updates, cohort = planted.data, planted.updates, planted.updates.cohort
     modes = []
     for setting, variant in tqdm(variants.items(), desc="observing and attacking", unit="mode", file=sys.stderr,
                                  leave=False):
@@ -478,6 +479,32 @@ def _scenario_for(path: Path, overrides: Sequence[str], setting: PrivacySetting)
 def best(view: dict[str, Any]) -> dict[str, Any]:
     """The view's most successful attack (highest advantage over chance): the audit reports the worst case."""
     return max(view["attacks"], key=lambda result: (result["advantage"], result["recovered"]))
+
+
+@dataclass(frozen=True)
+class PlantedRound:
+    """Round 1 of a scenario trained once with the canary planted, ready to be released under any privacy
+    setting of the same federation (same data, split, seed and cohort)."""
+
+    data: PlantedData
+    updates: RoundUpdates
+
+    def aggregate_leakage(self, scenario: Scenario) -> dict[str, Any]:
+        """The best attack on the aggregate that ``scenario``'s privacy mode releases for this round (its own
+        aggregation: quantization, noise calibrated for the whole run): ``audit_score``'s fields, the attack's
+        name, its guesses and the canary words it recovered."""
+        observation = observe(scenario, self.data, self.updates, aggregate_only=True)
+        [view] = [view for view in observation.views if view.name == "aggregate"]
+        return best({"attacks": attack(view, self.data.vocab, self.data.canary)})
+
+
+def planted_round(scenario: Scenario, *, n_words: int, client: int = 0, copies: int | None = None) -> PlantedRound:
+    """Plant the canary in ``scenario``'s federation and train round 1 (steps 1 and 2 of the module docstring)."""
+    data = plant(scenario, n_words=n_words, client=client, copies=copies)
+    cohort = choose_cohort(scenario, data)
+    if len(cohort) < 2:
+        raise ConfigError("federation.clients_per_round: the audit needs at least 2 clients with data in a round")
+    return PlantedRound(data, train_round(scenario, data, cohort))
 
 
 # ---- the report ------------------------------------------------------------------------------------------------------

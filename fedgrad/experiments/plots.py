@@ -25,8 +25,14 @@ LINE_STYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "x", "P")
 
 
-def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: Path, *, title: str) -> Path:
-    """One line per label: test accuracy (a fraction, drawn in %) after each round ``(round, accuracy)``.
+#: A measured value with its spread over seeds: ``(mean, std)``, std None for a single run.
+Spread = tuple[float, float | None]
+
+
+def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: Path, *, title: str,
+                       bands: Mapping[str, Sequence[tuple[int, float, float]]] | None = None) -> Path:
+    """One line per label: test accuracy (a fraction, drawn in %) after each round ``(round, accuracy)``; with
+    ``bands``, a shaded band ``(round, low, high)`` around a label's line (the spread over seeds).
 
     A series with a single round (a variant run on a reduced round count) is drawn as a marker. Line styles and
     markers vary along with the colours, so series that coincide (Paillier's sums equal the plain ones up to
@@ -37,9 +43,14 @@ def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: 
         if not points:
             continue
         rounds, accuracies = zip(*points, strict=True)
-        axes.plot(rounds, [100 * accuracy for accuracy in accuracies], label=label,
-                  linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)],
-                  markersize=4.5, markerfacecolor="none")
+        [line] = axes.plot(rounds, [100 * accuracy for accuracy in accuracies], label=label,
+                           linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)],
+                           markersize=4.5, markerfacecolor="none")
+        band = (bands or {}).get(label)
+        if band:
+            band_rounds, low, high = zip(*band, strict=True)
+            axes.fill_between(band_rounds, [100 * value for value in low], [100 * value for value in high],
+                              color=line.get_color(), alpha=0.12, linewidth=0)
     axes.set(xlabel="round", ylabel="test accuracy (%)", title=title)
     locator = axes.xaxis.get_major_locator()
     assert isinstance(locator, MaxNLocator)  # a new axes' AutoLocator
@@ -50,13 +61,43 @@ def accuracy_per_round(series: Mapping[str, Sequence[tuple[int, float]]], path: 
     return _save(figure, path)
 
 
-def gap_vs_overhead(points: Sequence[tuple[str, float, float]], path: Path, *, baseline: str) -> Path:
-    """One labelled point per ``(label, time_ratio, gap_points)``: what a privacy variant costs in time
-    (wall time per round over the baseline's, log scale: overheads span orders of magnitude) against
-    what it costs in accuracy (percentage points lost relative to the baseline)."""
+def accuracy_vs_epsilon(curves: Mapping[str, Sequence[tuple[float, Spread]]], references: Mapping[str, Spread],
+                        path: Path, *, baseline: str, title: str) -> Path:
+    """Final test accuracy (in %) against ε: one line with error bars (± the spread) per DP curve, points
+    ``(epsilon, (mean, std))`` (for instance central and distributed noise), and a horizontal line per setting
+    without ε (``references``, ``baseline`` solid and first, the others dashed) with its spread shaded. ε on a
+    log scale (privacy budgets are compared by factors); one legend."""
     figure, axes = plt.subplots(figsize=(7.5, 4.5))
-    for label, ratio, gap in points:
-        axes.scatter([ratio], [gap], s=30)
+    epsilons = [epsilon for points in curves.values() for epsilon, _ in points] or [1.0]
+    low, high = min(epsilons) / 1.6, max(epsilons) * 1.6
+    ordered = sorted(references.items(), key=lambda item: item[0] != baseline)
+    for index, (label, (mean, std)) in enumerate(ordered):
+        color = "black" if label == baseline else f"C{7 + index % 3}"
+        axes.axhline(100 * mean, color=color, linewidth=1.2, linestyle="-" if label == baseline else "--",
+                     label=f"{label} (no ε)", zorder=1)
+        if std:
+            axes.axhspan(100 * (mean - std), 100 * (mean + std), color=color, alpha=0.08, linewidth=0, zorder=0)
+    for index, (label, points) in enumerate(curves.items()):
+        ordered_points = sorted(points)
+        axes.errorbar([epsilon for epsilon, _ in ordered_points], [100 * mean for _, (mean, _) in ordered_points],
+                      yerr=[100 * (std or 0.0) for _, (_, std) in ordered_points], label=label, color=f"C{index}",
+                      marker=MARKERS[index % len(MARKERS)], linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                      capsize=4, markersize=6, zorder=3)
+    _log_x(axes, FuncFormatter(lambda value, _: f"{value:g}"), low, high)
+    axes.margins(y=0.12)  # room between the reference lines and the frame
+    axes.set(xlabel="ε spent (log scale; smaller = more private)", ylabel="final test accuracy (%)", title=title)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small", loc="lower right")
+    return _save(figure, path)
+
+
+def gap_vs_overhead(points: Sequence[tuple[str, float, Spread]], path: Path, *, baseline: str) -> Path:
+    """One labelled point per ``(label, time_ratio, (gap_points, std))``: what a privacy variant costs in time
+    (wall time per round over the baseline's, log scale: overheads span orders of magnitude) against
+    what it costs in accuracy (percentage points lost relative to the baseline, ± its spread over seeds)."""
+    figure, axes = plt.subplots(figsize=(7.5, 4.5))
+    for label, ratio, (gap, std) in points:
+        axes.errorbar([ratio], [gap], yerr=[std or 0.0], fmt="o", markersize=5, capsize=3)
         axes.annotate(label, (ratio, gap), textcoords="offset points", xytext=(5, 4), fontsize="small")
     ratios = [ratio for _, ratio, _ in points] or [1.0]
     # always show the 1× line, with room for the labels right of the points

@@ -105,7 +105,7 @@ def test_dp_noise_defeats_the_attack_that_reads_a_plain_update(audited):
 def test_distributed_dp_coordinator_decrypts_each_noisy_update_with_its_own_key(audited):
     """Distributed DP encrypts under a key holder in the coordinator's process: the coordinator decrypts every
     upload, and only each client's noise share stands between it and the update."""
-    mode = audited["modes"]["dp-eps1-distributed"]
+    mode = audited["modes"]["paillier+dp-eps1"]  # dp:1:distributed, named as paillier+dp:1 is
     assert "1 Paillier private key(s)" in mode["facts"]["key_material"]
     decrypted = _view(mode, "client update, decrypted by the coordinator")
     assert decrypted["scope"] == "individual"

@@ -22,7 +22,7 @@ def test_privacy_list_parses_in_order_without_duplicates():
     assert [s.label for s in settings] == ["none", "dp-eps4", "paillier-naive", "paillier-trusted"]
     assert PrivacySetting("dp", 0.5).overrides() == ['privacy.mode="dp"', "privacy.epsilon=0.5"]
     distributed = PrivacySetting.parse("dp:2:distributed")
-    assert distributed.label == "dp-eps2-distributed"
+    assert distributed.label == "paillier+dp-eps2"
     assert distributed.overrides()[-1] == 'privacy.dp_placement="distributed"'
 
 
@@ -119,8 +119,10 @@ def test_gaps_and_ratios_are_relative_to_the_baseline_at_the_same_round(scenario
                                         "overrides": [], "seed": 1, "created": "now", "command": ["fedgrad"]},
                              list(rows.values()))
     csv_lines = (tmp_path / "results.csv").read_text().splitlines()
-    assert csv_lines[0].split(",")[:3] == ["variant", "privacy", "epsilon"] and len(csv_lines) == 4
+    assert csv_lines[0].split(",")[:4] == ["variant", "group", "seed", "privacy"] and len(csv_lines) == 4
     assert json.loads((tmp_path / "results.json").read_text())["variants"][1]["accuracy_per_round"] == [[1, 0.79]]
     report = comparison.render_comparison(tmp_path).read_text()
     assert "fedgrad: error: nope" in report and "instead of 2" in report
-    assert all((tmp_path / name).stat().st_size > 0 for name in comparison.PLOT_FILES.values())
+    drawn = [name for name in comparison.PLOT_FILES.values() if f"]({name})" in report]
+    assert drawn == ["gap_vs_overhead.png", "accuracy_per_round.png", "bytes_per_round.png"]  # no DP run finished
+    assert all((tmp_path / name).stat().st_size > 0 for name in drawn)

@@ -30,10 +30,16 @@ NAIVE_ROUNDS = 1
 NAIVE_ROUND_TIMEOUT_S = 3600.0
 
 
+#: ``--privacy`` spelling of distributed DP (noise shares summed under secure aggregation): ``paillier+dp:EPS``.
+SECURE_DP = "paillier+dp"
+
+
 @dataclass(frozen=True)
 class PrivacySetting:
     """One entry of ``--privacy``: a ``privacy.mode``; for ``dp`` the target epsilon and optionally where the
-    noise is added (``dp:EPS`` keeps the scenario's ``privacy.dp_placement``, ``dp:EPS:distributed`` sets it)."""
+    noise is added (``dp:EPS`` keeps the scenario's ``privacy.dp_placement``, ``dp:EPS:distributed`` sets it).
+    ``paillier+dp:EPS`` is ``dp:EPS:distributed``: clients add noise shares and the sum is taken under
+    encryption, so its name is ``paillier+dp-eps<EPS>``."""
 
     mode: str
     epsilon: float | None = None
@@ -42,26 +48,25 @@ class PrivacySetting:
     @classmethod
     def parse(cls, text: str) -> PrivacySetting:
         mode, *values = text.strip().split(":")
+        if mode == SECURE_DP and len(values) == 1:
+            return cls("dp", _epsilon(text, values[0]), "distributed")
         if mode == "dp" and len(values) in (1, 2):
-            try:
-                epsilon = float(values[0])
-            except ValueError:
-                raise ConfigError(f"--privacy: {text!r}: dp needs a target epsilon, e.g. dp:4") from None
-            if not (math.isfinite(epsilon) and epsilon > 0):
-                raise ConfigError(f"--privacy: {text!r}: epsilon must be a positive number")
+            epsilon = _epsilon(text, values[0])
             placement = values[1] if len(values) == 2 else None
             if placement not in (None, *DP_PLACEMENTS):
                 raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
             return cls("dp", epsilon, placement)
         if mode in NAMED_MODES and not values:
             return cls(mode)
-        raise ConfigError(f"--privacy: unknown setting {text!r} "
-                          f"(use {', '.join(NAMED_MODES)}, dp:EPSILON or dp:EPSILON:PLACEMENT)")
+        raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(NAMED_MODES)}, dp:EPSILON, "
+                          f"dp:EPSILON:PLACEMENT or {SECURE_DP}:EPSILON)")
 
     @property
     def label(self) -> str:
         if self.epsilon is None:
             return self.mode
+        if self.placement == "distributed":
+            return f"{SECURE_DP}-eps{self.epsilon:g}"
         return f"dp-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
 
     def overrides(self) -> list[str]:
@@ -71,6 +76,16 @@ class PrivacySetting:
         if self.placement is not None:
             values.append(f"privacy.dp_placement={json.dumps(self.placement)}")
         return values
+
+
+def _epsilon(text: str, value: str) -> float:
+    try:
+        epsilon = float(value)
+    except ValueError:
+        raise ConfigError(f"--privacy: {text!r}: dp needs a target epsilon, e.g. dp:4") from None
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise ConfigError(f"--privacy: {text!r}: epsilon must be a positive number")
+    return epsilon
 
 
 def parse_privacy_list(text: str) -> list[PrivacySetting]:
@@ -92,6 +107,21 @@ def parse_int_list(text: str, flag: str) -> list[int]:
     return list(dict.fromkeys(values))
 
 
+def parse_seeds(text: str, base: int) -> list[int]:
+    """``--seeds``: ``"3"`` is three seeds counted from ``base`` (the scenario's seed: base, base+1, base+2);
+    ``"0,7,42"`` (a comma-separated list) names the seeds themselves."""
+    if "," not in text:
+        [count] = parse_int_list(text, "--seeds")
+        return list(range(base, base + count))
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds: expected a count or comma-separated seeds, got {text!r}") from None
+    if not seeds or min(seeds) < 0:
+        raise ConfigError(f"--seeds: seeds are non-negative integers, got {text!r}")
+    return list(dict.fromkeys(seeds))
+
+
 @dataclass(frozen=True)
 class Variant:
     """One run of the comparison: the scenario with ``overrides`` applied after the user's ``--set`` values."""
@@ -100,8 +130,13 @@ class Variant:
     privacy: PrivacySetting
     scenario: Scenario             # resolved and validated, as the child will run it
     overrides: tuple[str, ...]
-    baseline: str                  # the ``none`` variant with the same number of clients
+    baseline: str                  # the ``none`` variant with the same number of clients and the same seed
     notes: tuple[str, ...] = ()    # what differs from the user's scenario beyond the privacy setting, and why
+    group: str = ""                # the name without the seed suffix: the runs a frontier row summarises
+
+    @property
+    def seed(self) -> int:
+        return self.scenario.seed
 
     @property
     def rounds(self) -> int:
@@ -117,6 +152,7 @@ def plan_variants(
     key_bits: Sequence[int] | None = None,
     rounds: int | None = None,
     naive_rounds: int = NAIVE_ROUNDS,
+    seeds: Sequence[int] | None = None,
 ) -> list[Variant]:
     """Every variant of the grid, each validated up front (a bad combination fails before anything runs).
 
@@ -124,33 +160,46 @@ def plan_variants(
     ``clients``, each count keeps the scenario's participation rate (``clients_per_round / clients``) so
     that DP's sampling rate, and the share of data a round sees, stay the same. ``key_bits`` applies to the
     Paillier modes only. Names get ``-c<clients>`` / ``-k<bits>`` suffixes when those flags are given.
+
+    With ``seeds``, every variant runs once per seed, which replaces the scenario's top-level ``seed``: the
+    train/test split, the partition among clients, the model's initialisation, the clients sampled each round
+    and each client's local shuffling (DP noise and Paillier randomness come from the OS either way). Names
+    get a ``-s<seed>`` suffix, seeds vary slowest, and each run is measured against ``none`` on its own seed.
     """
     base = load_scenario(scenario_path, list(user_overrides))
     fed = base.federation
     settings = list(dict.fromkeys([PrivacySetting(BASELINE_MODE), *privacy]))
     variants = []
-    for n_clients in clients or [fed.clients]:
-        common = [f"federation.rounds={rounds}"] if rounds else []
-        suffix = ""
-        if clients:
-            per_round = max(1, round(n_clients * fed.clients_per_round / fed.clients))
-            common += [f"federation.clients={n_clients}", f"federation.clients_per_round={per_round}",
-                       f"federation.min_clients={min(fed.min_clients, per_round)}"]
-            suffix = f"-c{n_clients}"
-        baseline = f"{BASELINE_MODE}{suffix}"
-        for setting in settings:
-            bit_choices: Sequence[int | None] = (key_bits or [None]) if mode_class(setting.mode).encrypted else [None]
-            for bits in bit_choices:
-                overrides = [*common, *setting.overrides()]
-                name = setting.label + suffix
-                if bits is not None:
-                    overrides.append(f"privacy.key_bits={bits}")
-                    name += f"-k{bits}"
-                notes: list[str] = []
-                if setting.mode == "paillier-naive":
-                    overrides, notes = _reduce_naive(base, overrides, rounds or fed.rounds, naive_rounds)
-                variants.append(Variant(name, setting, _validated(scenario_path, user_overrides, overrides, name),
-                                        tuple(overrides), baseline, tuple(notes)))
+    seed_choices: Sequence[int | None] = seeds or [None]
+    bit_choices: Sequence[int | None] = key_bits or [None]
+    for seed in seed_choices:
+        for n_clients in clients or [fed.clients]:
+            common = [f"federation.rounds={rounds}"] if rounds else []
+            suffix = ""
+            if clients:
+                per_round = max(1, round(n_clients * fed.clients_per_round / fed.clients))
+                common += [f"federation.clients={n_clients}", f"federation.clients_per_round={per_round}",
+                           f"federation.min_clients={min(fed.min_clients, per_round)}"]
+                suffix = f"-c{n_clients}"
+            seed_suffix = ""
+            if seed is not None:
+                common.append(f"seed={seed}")
+                seed_suffix = f"-s{seed}"
+            baseline = f"{BASELINE_MODE}{suffix}{seed_suffix}"
+            for setting in settings:
+                encrypted = mode_class(setting.mode).encrypted
+                for bits in bit_choices if encrypted else [None]:
+                    overrides = [*common, *setting.overrides()]
+                    group = setting.label + suffix
+                    if bits is not None:
+                        overrides.append(f"privacy.key_bits={bits}")
+                        group += f"-k{bits}"
+                    notes: list[str] = []
+                    if setting.mode == "paillier-naive":
+                        overrides, notes = _reduce_naive(base, overrides, rounds or fed.rounds, naive_rounds)
+                    name = group + seed_suffix
+                    variants.append(Variant(name, setting, _validated(scenario_path, user_overrides, overrides, name),
+                                            tuple(overrides), baseline, tuple(notes), group))
     return variants
 
 

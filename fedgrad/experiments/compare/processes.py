@@ -60,7 +60,7 @@ def run_variants(scenario_path: Path, user_overrides: Sequence[str], variants: S
     """
     outcomes: list[Outcome] = []
     with tqdm(total=sum(v.rounds for v in variants), unit="round", file=sys.stderr, dynamic_ncols=True) as bar, \
-            _sigterm_as_interrupt():
+            sigterm_as_interrupt():
         for index, variant in enumerate(variants):
             bar.set_description(f"{variant.name} ({index + 1}/{len(variants)})", refresh=False)
             bar.set_postfix_str("")
@@ -149,7 +149,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C while children run, so they are stopped rather than orphaned."""
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

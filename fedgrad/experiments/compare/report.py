@@ -2,39 +2,85 @@
 from ``results.json`` alone so that ``fedgrad report`` can redraw them."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.grid import BASELINE_MODE
 from fedgrad.experiments.compare.results import PHASE_COLUMNS, read_results
 from fedgrad.files import write_atomic
 from fedgrad.results import format_bytes, format_seconds
 
 REPORT_FILE = "report.md"
-PLOT_FILES = {"accuracy": "accuracy_per_round.png", "gap": "gap_vs_overhead.png", "bytes": "bytes_per_round.png"}
+PLOT_FILES = {"epsilon": "accuracy_vs_epsilon.png", "gap": "gap_vs_overhead.png",
+              "accuracy": "accuracy_per_round.png", "bytes": "bytes_per_round.png"}
+PLOT_TITLES = {"epsilon": "Final test accuracy against ε", "gap": "Accuracy gap versus time overhead",
+               "accuracy": "Test accuracy per round", "bytes": "Bytes per round"}
 
 
 def render_comparison(compare_dir: Path) -> Path:
-    """(Re)draw the three plots and (re)write ``report.md`` from ``results.json``; returns the report's path."""
-    from fedgrad.experiments import plots  # matplotlib only when drawing
-
+    """(Re)draw the plots and (re)write ``report.md`` from ``results.json``; returns the report's path."""
     document = read_results(compare_dir)
     rows = document["variants"]
-    measured = [row for row in rows if row["accuracy_per_round"]]
-    plots.accuracy_per_round({row["variant"]: [tuple(point) for point in row["accuracy_per_round"]]
-                              for row in measured}, compare_dir / PLOT_FILES["accuracy"],
-                             title=f"{document['scenario']}: test accuracy per round")
-    plots.gap_vs_overhead([(row["variant"], row["round_time_ratio"], row["accuracy_gap_pts"]) for row in measured
-                           if row["round_time_ratio"] and row["accuracy_gap_pts"] is not None],
-                          compare_dir / PLOT_FILES["gap"], baseline=BASELINE_MODE)
-    plots.bytes_per_round([(row["variant"], row["bytes_up_per_round"], row["bytes_down_per_round"])
-                           for row in measured], compare_dir / PLOT_FILES["bytes"])
-    sections = [_report_header(document), _report_table(rows), _report_guarantees(rows), _report_notes(rows),
-                _report_plots(), _report_runs(rows)]
+    frontier = frontier_rows(rows)
+    drawn = _draw_plots(compare_dir, document["scenario"], frontier)
+    sections = [_report_header(document), _report_frontier(document, frontier), _report_table(rows),
+                _report_guarantees(rows), _report_notes(rows), _report_plots(drawn), _report_runs(rows)]
     path = compare_dir / REPORT_FILE
     write_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
     return path
+
+
+def _draw_plots(compare_dir: Path, scenario: str, frontier: Sequence[dict[str, Any]]) -> list[str]:
+    """Every plot the frontier has data for (accuracy against ε needs a DP setting); returns their keys."""
+    from fedgrad.experiments import plots  # matplotlib only when drawing
+
+    measured = [row for row in frontier if row["accuracy_per_round"]]
+    drawn = []
+    curves = _epsilon_curves(measured)
+    if curves:
+        references = {row["variant"]: _mean_std(row["accuracy"]) for row in measured if row["privacy"] != "dp"}
+        plots.accuracy_vs_epsilon(curves, references, compare_dir / PLOT_FILES["epsilon"], baseline=BASELINE_MODE,
+                                  title=f"{scenario}: final accuracy against ε, {_seeds_phrase(frontier)}")
+        drawn.append("epsilon")
+    plots.gap_vs_overhead([(row["variant"], row["round_time_ratio"]["mean"], _mean_std(row["accuracy_gap_pts"]))
+                           for row in measured if row["round_time_ratio"] and row["accuracy_gap_pts"]],
+                          compare_dir / PLOT_FILES["gap"], baseline=BASELINE_MODE)
+    plots.accuracy_per_round(
+        {row["variant"]: [(number, stat["mean"]) for number, stat in row["accuracy_per_round"]] for row in measured},
+        compare_dir / PLOT_FILES["accuracy"], title=f"{scenario}: test accuracy per round, {_seeds_phrase(frontier)}",
+        bands={row["variant"]: [(number, stat["mean"] - stat["std"], stat["mean"] + stat["std"])
+                                for number, stat in row["accuracy_per_round"] if stat["std"] is not None]
+               for row in measured})
+    plots.bytes_per_round([(row["variant"], row["bytes_up_per_round"]["mean"], row["bytes_down_per_round"]["mean"])
+                           for row in measured if row["bytes_up_per_round"] and row["bytes_down_per_round"]],
+                          compare_dir / PLOT_FILES["bytes"])
+    return [*drawn, "gap", "accuracy", "bytes"]
+
+
+def _epsilon_curves(frontier: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, tuple[float, float | None]]]]:
+    """DP settings as curves of (ε spent, accuracy): one per noise placement (and client count, when several)."""
+    several_counts = len({row["clients"] for row in frontier}) > 1
+    curves: dict[str, list[tuple[float, tuple[float, float | None]]]] = {}
+    for row in frontier:
+        if row["privacy"] != "dp" or not row["accuracy"]:
+            continue
+        label = "paillier+dp (distributed noise)" if row["dp_placement"] == "distributed" else "dp (central noise)"
+        if several_counts:
+            label += f", {row['clients']} clients"
+        epsilon = row["epsilon_spent"]["mean"] if row["epsilon_spent"] else row["epsilon"]
+        curves.setdefault(label, []).append((epsilon, _mean_std(row["accuracy"])))
+    return curves
+
+
+def _mean_std(stat: dict[str, Any]) -> tuple[float, float | None]:
+    return stat["mean"], stat["std"]
+
+
+def _seeds_phrase(frontier: Sequence[dict[str, Any]]) -> str:
+    runs = max((row["runs"] for row in frontier), default=1)
+    return "one seed" if runs == 1 else f"mean ± std over {runs} seeds"
 
 
 def _report_header(document: dict[str, Any]) -> str:
@@ -57,10 +103,38 @@ def _report_header(document: dict[str, Any]) -> str:
     ])
 
 
+def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]]) -> str:
+    seeds = ", ".join(map(str, document.get("seeds", [document["seed"]])))
+    header = ("setting", "runs ok", "accuracy", "F1", "gap (pts)", "time/round", "×", "up/client", "ε spent",
+              "canary recovered", "chance", "advantage (pts)", "coordinator sees / who must collude")
+    lines = ["## Frontier", "",
+             (f"Each setting ran on seed(s) {seeds}. Cells are the mean ± the sample standard deviation over the "
+              "runs that finished (no ± for a single run); gaps and ratios are taken against `none` on the same "
+              "seed first. **ε spent** is what each run's privacy ledger reports. **canary recovered** is the share "
+              "of the leakage audit's planted canary words that the best attack reads off the variant's released "
+              "round-1 aggregate (round 1 replayed in this process with the canary planted, released by the mode's "
+              "own aggregation with its noise); **chance** is the share that naming as many vocabulary words at "
+              "random would hit; **advantage** = recovered − chance, in points, is what the aggregate gave the "
+              "attacker (about 0: nothing). `fedgrad audit` also measures what the coordinator reads off one update."),
+             "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 3) + "---|"]
+    for row in frontier:
+        cells = [
+            f"`{row['variant']}`", f"{row['finished']}/{row['runs']}",
+            _spread(row["accuracy"], _percent), _spread(row["f1"], _percent),
+            _spread(row["accuracy_gap_pts"], _signed), _spread(row["round_time_s"], format_seconds),
+            _times(row["round_time_ratio"]["mean"] if row["round_time_ratio"] else None),
+            _spread(row["bytes_up_per_client"], format_bytes), _spread(row["epsilon_spent"], _epsilon),
+            _spread(row["canary_rate"], _percent), _spread(row["canary_chance"], _percent),
+            _spread(_points(row["canary_advantage"]), _signed), row["guarantee"],
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _report_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ("variant", "status", "rounds", "accuracy", "precision", "recall", "F1", "gap (pts)", "time/round",
               "×", *PHASE_COLUMNS, "up/client", "×", "coordinator sees")
-    lines = ["## Results", "", "| " + " | ".join(header) + " |",
+    lines = ["## Every run", "", "| " + " | ".join(header) + " |",
              "|---|---|---:|" + "---:|" * (len(header) - 4) + "---|"]
     for row in rows:
         cells = [
@@ -99,16 +173,13 @@ def _report_notes(rows: Sequence[dict[str, Any]]) -> str:
             reason = f": {row['error']}" if row["error"] else ""
             log = f" (log: `{row['log']}`)" if row["log"] else ""
             items.append(f"- `{row['variant']}` **{row['status']}**{reason}{log}.")
+        if row.get("canary_error"):
+            items.append(f"- `{row['variant']}`: canary {row['canary_error']}.")
     return "\n".join(["## Notes", "", *items]) if items else ""
 
 
-def _report_plots() -> str:
-    return "\n".join([
-        "## Plots", "",
-        f"![Test accuracy per round]({PLOT_FILES['accuracy']})", "",
-        f"![Accuracy gap versus time overhead]({PLOT_FILES['gap']})", "",
-        f"![Bytes per round]({PLOT_FILES['bytes']})",
-    ])
+def _report_plots(drawn: Sequence[str]) -> str:
+    return "\n\n".join(["## Plots", *(f"![{PLOT_TITLES[key]}]({PLOT_FILES[key]})" for key in drawn)])
 
 
 def _report_runs(rows: Sequence[dict[str, Any]]) -> str:
@@ -122,17 +193,45 @@ def _report_runs(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def summary_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """A compact table for the terminal."""
-    header = ("variant", "status", "accuracy", "gap", "time/round", "×", "up/client", "×")
+def summary_lines(frontier: Sequence[dict[str, Any]]) -> list[str]:
+    """A compact frontier table for the terminal (means over the seeds)."""
+    header = ("setting", "runs ok", "accuracy", "gap", "time/round", "×", "up/client", "ε spent", "canary", "chance",
+              "advantage")
     table = [header] + [(
-        row["variant"], row["status"], _percent(row["accuracy"]), _signed(row["accuracy_gap_pts"]),
-        format_seconds(row["round_time_s"]), _times(row["round_time_ratio"]),
-        format_bytes(row["bytes_up_per_client"]), _times(row["bytes_up_ratio"]),
-    ) for row in rows]
+        row["variant"], f"{row['finished']}/{row['runs']}", _spread(row["accuracy"], _percent),
+        _spread(row["accuracy_gap_pts"], _signed), _mean(row["round_time_s"], format_seconds),
+        _mean(row["round_time_ratio"], _times), _mean(row["bytes_up_per_client"], format_bytes),
+        _mean(row["epsilon_spent"], _epsilon), _mean(row["canary_rate"], _percent),
+        _mean(row["canary_chance"], _percent), _mean(_points(row["canary_advantage"]), _signed),
+    ) for row in frontier]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    return ["  ".join(cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width)
+    return ["  ".join(cell.ljust(width) if i < 1 else cell.rjust(width) for i, (cell, width)
                       in enumerate(zip(line, widths, strict=True))) for line in table]
+
+
+def _spread(stat: dict[str, Any] | None, show: Callable[[float], str]) -> str:
+    """``mean ± std`` of a frontier statistic, written with ``show`` (the std alone is written like a mean's
+    difference); ``–`` when nothing was measured."""
+    if stat is None:
+        return "–"
+    if stat["std"] is None:
+        return show(stat["mean"])
+    return f"{show(stat['mean'])} ± {show(stat['std']).lstrip('+')}"
+
+
+def _mean(stat: dict[str, Any] | None, show: Callable[[float | None], str]) -> str:
+    return show(stat["mean"] if stat else None)
+
+
+def _points(stat: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A statistic of fractions in percentage points (the canary's advantage)."""
+    if stat is None:
+        return None
+    return {key: value if key == "n" or value is None else 100 * value for key, value in stat.items()}
+
+
+def _epsilon(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
 
 
 def _percent(value: float | None) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import mode_class, privacy_mode
@@ -25,19 +26,28 @@ PHASE_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The canary attack on the variant's released round-1 aggregate (``canary.measure_canaries``).
+CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_advantage", "canary_recovered", "canary_attack",
+                  "canary_error")
+
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
-    "variant", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error", "rounds",
-    "rounds_planned",
+    "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error",
+    "rounds", "rounds_planned",
     *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
-    "bytes_down_per_round", "epsilon_spent", "wall_time_s", "processes", "guarantee", "notes", "run_dir", "log",
+    "bytes_down_per_round", "epsilon_spent", *CANARY_COLUMNS, "wall_time_s", "processes", "guarantee", "notes",
+    "run_dir", "log",
 )
 
 
-def collect(outcomes: Sequence[Outcome], compare_dir: Path) -> list[dict[str, Any]]:
-    """One row per variant from its run directory, then the gaps and ratios to its ``none`` baseline."""
-    rows = [_row(outcome, compare_dir) for outcome in outcomes]
+def collect(outcomes: Sequence[Outcome], compare_dir: Path,
+            canaries: Mapping[str, Mapping[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per variant from its run directory and its canary result (``canary.measure_canaries``, by
+    variant name; the canary columns stay empty without one), then the gaps and ratios to its ``none``
+    baseline."""
+    rows = [{**_row(outcome, compare_dir), **_canary_columns((canaries or {}).get(outcome.variant.name))}
+            for outcome in outcomes]
     by_name = {row["variant"]: row for row in rows}
     for row in rows:
         _compare_with_baseline(row, by_name.get(row["baseline"]))
@@ -59,6 +69,8 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     bytes_up = sum(record["bytes"]["up"] for record in records)
     row: dict[str, Any] = {
         "variant": variant.name,
+        "group": variant.group or variant.name,
+        "seed": scenario.seed,
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
@@ -87,6 +99,14 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "accuracy_per_round": [[record["round"], record["accuracy"]] for record in records],
     }
     return row
+
+
+def _canary_columns(result: Mapping[str, Any] | None) -> dict[str, Any]:
+    result = result or {}
+    recovered = f"{result['recovered']}/{result['total']}" if "recovered" in result else None
+    return {"canary_rate": result.get("rate"), "canary_chance": result.get("chance_rate"),
+            "canary_advantage": result.get("advantage"), "canary_recovered": recovered,
+            "canary_attack": result.get("attack"), "canary_error": result.get("error")}
 
 
 def _epsilon_spent(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> float | None:
@@ -131,8 +151,9 @@ def _relative(path: Path | None, root: Path) -> str | None:
 
 
 def write_results(compare_dir: Path, meta: dict[str, Any], rows: Sequence[dict[str, Any]]) -> None:
-    """``results.json`` (meta and full rows) and ``results.csv`` (flat rows)."""
-    document = {**meta, "variants": list(rows)}
+    """``results.json`` (meta, full rows, and the frontier: one row per setting over its seeds) and
+    ``results.csv`` (flat rows)."""
+    document = {**meta, "variants": list(rows), "frontier": frontier_rows(rows)}
     write_atomic(compare_dir / RESULTS_JSON, json.dumps(document, indent=2, allow_nan=False) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -142,14 +163,16 @@ def write_results(compare_dir: Path, meta: dict[str, Any], rows: Sequence[dict[s
 
 
 def comparison_meta(scenario_path: Path, user_overrides: Sequence[str], base: Scenario,
-                    command: Sequence[str]) -> dict[str, Any]:
-    """What ``results.json`` says about the comparison as a whole; ``command`` is the ``fedgrad`` argv."""
+                    command: Sequence[str], seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """What ``results.json`` says about the comparison as a whole; ``command`` is the ``fedgrad`` argv and
+    ``seeds`` the seeds every setting ran on (None: the scenario's own)."""
     return {
         "kind": "fedgrad-comparison",
         "scenario": base.name,
         "scenario_path": str(scenario_path),
         "overrides": list(user_overrides),
         "seed": base.seed,
+        "seeds": list(seeds) if seeds else [base.seed],
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "command": ["fedgrad", *command],
     }
