@@ -95,6 +95,9 @@ class FederationConfig:
     strategy: str = _spec("fedavg", choices=("fedavg", "fedprox", "fedadam"))
     prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
     server_lr: float = _spec(1.0, gt=0.0)
+    sampling: str = _spec("fixed", choices=("fixed", "poisson"),
+                          doc="fixed: exactly clients_per_round a round; poisson: each client with probability "
+                              "clients_per_round/clients (what DP accounting with add/remove adjacency assumes)")
     round_timeout_s: float = _spec(60.0, gt=0.0, doc="updates arriving later are dropped from the round")
     processes: int = _spec(0, ge=0, doc="client OS processes for simulate; 0 = auto")
     max_clients: int = _spec(0, ge=0, doc="packing bound for secure aggregation; 0 = auto (clients_per_round)")
@@ -102,8 +105,8 @@ class FederationConfig:
     @property
     def effective_max_clients(self) -> int:
         """Most updates that can ever be summed into one aggregate (the Paillier packing bound): a round
-        never selects more than ``clients_per_round``."""
-        return self.max_clients or self.clients_per_round
+        never selects more than ``clients_per_round`` (Poisson sampling: more, up to every client)."""
+        return self.max_clients or (self.clients if self.sampling == "poisson" else self.clients_per_round)
 
 
 @dataclass(frozen=True)

@@ -121,7 +121,8 @@ class DPAggregation(Aggregation):
             "mode": DPMode.name, "placement": self.config.placement, "epsilon_target": self.config.epsilon,
             "epsilon_spent": self.ledger.epsilon, "delta": self.delta,
             "noise_multiplier": self.mechanism.noise_multiplier, "clip": self.config.clip,
-            "accountant": self.config.accountant, "sampling_rate": self.config.sampling_rate,
+            "accountant": self.config.accountant, "sampling": self.config.sampling,
+            "sampling_rate": self.config.sampling_rate, "adjacency": self.config.sampling_model.adjacency,
             "rounds_accounted": self.ledger.rounds,
         }
         if self.distributed:
@@ -192,14 +193,15 @@ class DPMode(PrivacyMode):
         return DPConfig(epsilon=privacy.epsilon, clip=privacy.dp_clip, clients=fed.clients,
                         clients_per_round=fed.clients_per_round, rounds=fed.rounds,
                         delta=delta * (1.0 - TRUNCATION_DELTA_SHARE) if distributed else delta,
-                        placement=privacy.dp_placement)
+                        placement=privacy.dp_placement, sampling=fed.sampling)
 
     def guarantee(self) -> Guarantee:
         config = self.config()
         mechanism = config.mechanism()
         dp = (f"client-level (ε={config.epsilon:g}, δ={config.target_delta:.1e})-DP after {config.rounds} rounds "
               f"[{config.accountant.upper()} accountant, noise multiplier {mechanism.noise_multiplier:.3f}, "
-              f"clip {config.clip:g}, sampling rate {config.sampling_rate:.3g}]")
+              f"clip {config.clip:g}, {config.sampling} sampling at rate {config.sampling_rate:.3g}, adjacency: "
+              f"{config.sampling_model.adjacency}]")
         if config.placement == "central":
             return Guarantee(
                 f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; plaintext clipped updates",

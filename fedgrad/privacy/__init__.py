@@ -20,6 +20,10 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "ACCOUNTANTS": "accounting",
+    "FixedSizeSampling": "accounting",
+    "PoissonSampling": "accounting",
+    "SAMPLINGS": "accounting",
+    "sampling_model": "accounting",
     "PrivacyLedger": "accounting",
     "calibrate_noise_multiplier": "accounting",
     "default_delta": "accounting",
