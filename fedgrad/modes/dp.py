@@ -38,6 +38,7 @@ distributed discrete Gaussian (Kairouz, Liu & Steinke, ICML 2021).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -55,13 +56,13 @@ from fedgrad.modes.base import (
     PrivacyMode,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import encrypt_update, flatten
-from fedgrad.modes.paillier_trusted import TrustedPaillierMode
+from fedgrad.modes.paillier import Decryptors, PaillierMode
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
-from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, l2_norm, noise_rng
+from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, epsilon_spent, l2_norm, noise_rng
 from fedgrad.privacy.clipping import clip_update
 from fedgrad.privacy.mechanism import add_gaussian_noise
-from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.protocol import Announcement, EncodedUpdate, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.scenario import Scenario
 
 #: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
 NORM_TOLERANCE = 1e-5
@@ -150,13 +151,14 @@ class DPAccumulator(UpdateAccumulator):
         underneath = inner.announcement
         self.announcement = Announcement(
             DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params},
-            underneath.public_key if underneath else b"")
+            underneath.public_key if underneath else b"", underneath.cohort if underneath else ())
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
             examples: int = 0) -> None:
         if self._plain is not None:
             self._check_norm(self._plain.tensors(payload))
-        self._inner.add(client_id, 1.0, payload)  # every update counts once: the sum's sensitivity is the clip
+        # every update counts once (weight 1, one "example" under secure aggregation): sensitivity is the clip
+        self._inner.add(client_id, 1.0, payload, signature, 1)
 
     def _check_norm(self, tensors: Mapping[str, np.ndarray]) -> None:
         clip = self._aggregation.config.clip
@@ -186,6 +188,14 @@ def noise_stream(client_id: str) -> int:
 class DPMode(PrivacyMode):
     name = "dp"
 
+    def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
+        super().__init__(scenario)
+        self._decryptors = decryptors
+
+    @classmethod
+    def needs_decryptors(cls, scenario: Scenario) -> bool:
+        return scenario.privacy.dp_placement == "distributed"
+
     def config(self) -> DPConfig:
         privacy, fed = self.scenario.privacy, self.scenario.federation
         delta = privacy.delta or default_delta(fed.clients)
@@ -207,11 +217,25 @@ class DPMode(PrivacyMode):
                 f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; plaintext clipped updates",
                 f"{dp} against everyone who sees the released models; the coordinator sees every clipped update "
                 "in plaintext and adds the noise itself, so it can read one client's update on its own")
+        privacy, m = self.scenario.privacy, self.scenario.federation.min_clients
+        t, k = privacy.threshold, privacy.decryptors
         return Guarantee(
-            f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noisy sum only",
-            f"{dp}; clients add noise shares before secure aggregation under the paillier-trusted key holder, "
-            "so the coordinator, which hosts that key holder, can read one client's update (carrying only that "
-            "client's noise share) on its own; everyone else sees only the noisy sum")
+            f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noised sums only; {t}-of-{k} decryptors",
+            f"{dp}; each client adds its share of the noise (OS randomness) to its clipped update and encrypts it "
+            f"under {t}-of-{k} threshold Paillier, so the decryptors release only noised sums of at least {m} "
+            f"signed clients: reading one client's update needs {t} decryptors colluding, or the coordinator "
+            f"together with all other contributors of a round (at least {m - 1}), and even then it carries that "
+            f"client's noise share. A coordinator that drops contributors down to {m} leaves less noise in the "
+            f"sum; the ledger records the noise actually present, and against such a coordinator the run is "
+            f"(ε={self.worst_case_epsilon(config):.3g}, δ={config.target_delta:.1e})-DP (every round at {m} "
+            "contributors)")
+
+    def worst_case_epsilon(self, config: DPConfig) -> float:
+        """ε after every round if each released sum carried only ``min_clients`` noise shares (distributed)."""
+        z = config.mechanism().effective_noise_multiplier(config.share_contributors,
+                                                          min(self.scenario.federation.min_clients,
+                                                              config.share_contributors))
+        return epsilon_spent(z, config.sampling_model, config.rounds, config.target_delta, config.accountant)
 
     def settings(self) -> str:
         privacy = self.scenario.privacy
@@ -235,7 +259,9 @@ class DPMode(PrivacyMode):
                       / (1.0 + math.exp(-privacy.epsilon)))
             clip, sigmas = quantization_clip(privacy.dp_clip, share_std,
                                              draws=n_params * fed.clients_per_round * fed.rounds, budget=budget)
-            inner = TrustedPaillierMode(self.scenario).aggregation(model, clip=clip, unit_weights=True)
+            # threshold Paillier over values in [-R, R], every client's weight 1 (signed by the client)
+            secure = dataclasses.replace(self.scenario, privacy=dataclasses.replace(privacy, clip=clip, max_weight=1))
+            inner = PaillierMode(secure, decryptors=self._decryptors).aggregation(model)
             aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
         for record in past_rounds:
             if "privacy" in record:
@@ -260,5 +286,4 @@ class DPMode(PrivacyMode):
             update = add_gaussian_noise(update, noise_std, rng)
         if not secure:
             return encode_plain(update)
-        return EncodedUpdate(Encoding.PAILLIER, encrypt_update(announcement, client_id, flatten(task, update), 1.0,
-                                                               privacy))
+        return PaillierMode.encode(task, client_id, update, privacy)

@@ -39,22 +39,28 @@ def test_clipping_bounds_every_update(scenario, run):
     assert plain.losses[-1] < clipped.losses[-1] < clipped.summary["initial"]["loss"]
 
 
-def test_distributed_dp_runs_over_paillier_and_matches_plain_training(scenario, run):
+def test_distributed_dp_runs_over_threshold_paillier_and_matches_plain_training(scenario, run, run_threshold):
     plain = run(scenario())
-    private = run(scenario('privacy.mode="dp"', 'privacy.dp_placement="distributed"', HUGE_EPSILON,
-                           ABOVE_EVERY_NORM))
-    assert [r["accuracy"] for r in private.records] == [r["accuracy"] for r in plain.records]
-    np.testing.assert_allclose(private.losses, plain.losses, rtol=2e-2)
-    for record in private.records:
+    private = run_threshold(scenario('privacy.mode="dp"', 'privacy.dp_placement="distributed"', HUGE_EPSILON,
+                                     ABOVE_EVERY_NORM, "federation.round_timeout_s=20"))
+    records = private["records"]
+    # fresh OS noise in each client's share: a test email on the decision boundary may flip (as in the central test)
+    np.testing.assert_allclose([r["accuracy"] for r in records], [r["accuracy"] for r in plain.records],
+                               atol=1 / 32 + 1e-12)
+    np.testing.assert_allclose([r["loss"] for r in records], plain.losses, rtol=2e-2)
+    privacy = private["summary"]["privacy"]
+    for record in records:
         assert record["time_s"]["encrypt"] > 0 and record["time_s"]["decrypt"] > 0
-        assert record["local"] == {}
-        assert record["privacy"]["noise_multiplier"] == pytest.approx(private.summary["privacy"]["noise_multiplier"])
-    privacy = private.summary["privacy"]
-    assert privacy["placement"] == "distributed" and privacy["secure_aggregation"]["mode"] == "paillier-trusted"
+        assert record["local"] == {} and record["clients_used"] == 3
+        assert record["privacy"]["noise_multiplier"] == pytest.approx(privacy["noise_multiplier"])
+    secure = privacy["secure_aggregation"]
+    assert privacy["placement"] == "distributed" and secure["mode"] == "paillier"
+    assert (secure["decryptors"], secure["threshold"], secure["max_weight"]) == (3, 2, 1)  # every update counts once
     assert privacy["noise_share_std"] == pytest.approx(privacy["noise_multiplier"] * 2.0 / math.sqrt(3))
     # the quantization range covers clip + k noise standard deviations
     k = privacy["quantization_range_sigmas"]
-    assert privacy["secure_aggregation"]["clip"] == pytest.approx(2.0 + k * privacy["noise_share_std"])
+    assert secure["clip"] == pytest.approx(2.0 + k * privacy["noise_share_std"])
+    assert "2 decryptors colluding" in privacy["guarantee"] and "ε=1e+06" in privacy["guarantee"]
 
 
 def _exact_full_participation_epsilon(z: float, rounds: int, delta: float) -> float:
