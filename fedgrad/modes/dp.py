@@ -17,13 +17,22 @@ who could regenerate the noise could subtract it. Only tests inject a seed, expl
 (refusing one above C, up to float rounding), sums them exactly and adds the noise itself. The coordinator
 sees every clipped update, so it must be trusted.
 
-``dp_placement = "distributed"``: runs packed Paillier secure aggregation underneath (the ``paillier-trusted``
-key holder). Each client adds its own share N(0, (zC)²/m) of the noise, m = ``clients_per_round``, before
-encrypting, so the decrypted sum carries the full noise while the coordinator sees neither an update nor any
-one client's noise. When fewer than m clients contribute, the sum carries less noise than planned; the ledger
-records the noise actually present, ``z·sqrt(contributors/m)``, so the reported ε is the one spent. The
-coordinator cannot check norms inside ciphertexts: clipping, like the plaintext range, rests on the clients
-(proving it would take zero-knowledge proofs).
+``dp_placement = "distributed"``: runs threshold Paillier secure aggregation underneath (``fedgrad.modes.paillier``:
+a t-of-k key dealt to decryptor processes, clients signing their contributions with their own identities),
+with every client's weight fixed at 1. Each client clips its update, adds its own share N(0, (zC)²/m) of the
+noise, m = ``clients_per_round``, drawn from the operating system's entropy, and encrypts and signs the result.
+The decryptors release only sums of at least ``min_clients`` signed contributions, so the coordinator never
+obtains a sum without the contributors' noise: reading one client's update takes t decryptors colluding, or the
+coordinator together with all other contributors of the round (who can subtract their own noisy updates), and
+even then it carries that client's noise share.
+
+Dropped clients. When fewer than m clients contribute (timeouts, or a coordinator dropping uploads on purpose),
+the sum carries less noise than planned; the ledger records the noise actually present,
+``z·sqrt(contributors/m)``, so the reported ε is the one spent, and the guarantee states the worst case up front
+(every round cut to ``min_clients``: :meth:`DPMode.worst_case_epsilon`). Under Poisson sampling a round can also
+have more contributors than m, hence more noise, which the ledger records the same way. The coordinator cannot
+check norms inside ciphertexts: clipping, like the plaintext range, rests on the clients (proving it would take
+zero-knowledge proofs).
 
 Quantization range under distributed DP (:func:`quantization_clip`). Paillier encodes each coordinate in
 [-R, R] on a grid of R / (2^(value_bits-1) - 1). A clipped coordinate lies in [-C, C], the noise share has
@@ -33,8 +42,11 @@ b = 1% of δ / (1 + e^ε). Outside that event the encoding clips nothing, so the
 (ε, δ_Gauss + (1 + e^ε)·b)-DP; the Gaussian is calibrated for δ_Gauss = 99% of δ, and the total is δ.
 For spam_fedavg (13k parameters, 10 clients, 10 rounds, ε = 4) k ≈ 7.5, and at 16 bits the grid step stays
 four orders of magnitude below the noise on the sum. Like other continuous-noise implementations, the
-analysis ignores the rounding of each client's values to that grid; a rigorous treatment would use the
-distributed discrete Gaussian (Kairouz, Liu & Steinke, ICML 2021).
+analysis ignores the rounding of each client's values to that grid (each value moves by at most half a step,
+and the rounding of the protected client's own value by at most ``sqrt(parameters)·step/2`` in L2, which is
+not added to the sensitivity); a rigorous treatment would use the distributed discrete Gaussian (Kairouz, Liu &
+Steinke, ICML 2021). That, and the Gaussian sampled in floating point (``fedgrad.privacy.rng``), are the two
+places where the stated ε is the continuous mechanism's, not a proof about the bits on the wire.
 """
 from __future__ import annotations
 
