@@ -71,6 +71,7 @@ from fedgrad.modes.base import (
 from fedgrad.modes.paillier import Decryptors, PaillierMode
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
 from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, epsilon_spent, l2_norm, noise_rng
+from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_noise_multiplier
 from fedgrad.privacy.clipping import clip_update
 from fedgrad.privacy.mechanism import add_gaussian_noise
 from fedgrad.protocol import Announcement, EncodedUpdate, Rejected, RoundCohort, TrainTask, WeightedSum
@@ -96,38 +97,57 @@ class DPAggregation(Aggregation):
     """One run's DP-FedAvg: the calibrated mechanism, the ledger, and the sum underneath (plain or Paillier)."""
 
     def __init__(self, config: DPConfig, inner: Aggregation, *, delta: float, noise_seed: int | None = None,
-                 noise_range_sigmas: float | None = None) -> None:
+                 noise_range_sigmas: float | None = None, adaptive: AdaptiveClip | None = None) -> None:
         self.config = config
         self.mechanism: GaussianMechanism = config.mechanism()
         self.ledger = config.ledger()
         self.delta = delta
+        self.adaptive = adaptive
+        #: The update sum's noise multiplier: the accounted one, raised when adaptive clipping spends part of it.
+        self.update_multiplier = (update_noise_multiplier(self.mechanism.noise_multiplier, adaptive.count_std)
+                                  if adaptive is not None else self.mechanism.noise_multiplier)
         self._inner = inner
         self._noise_seed = noise_seed
         self._noise_range_sigmas = noise_range_sigmas
         self.distributed = config.placement == "distributed"
-        share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
-        self.params = {"clip": config.clip, "noise_std": share_std}
+        self._share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
+
+    @property
+    def clip(self) -> float:
+        """This round's clip: the scenario's, or where adaptive clipping has moved it."""
+        return self.adaptive.clip if self.adaptive is not None else self.config.clip
+
+    @property
+    def params(self) -> dict[str, float]:
+        """What the round's announcement tells clients: the clip and their noise share's standard deviation."""
+        return {"clip": self.clip, "noise_std": self._share_std}
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> DPAccumulator:
         return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
 
-    def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer) -> tuple[WeightedSum, dict]:
-        """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger)."""
+    def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer, *, clip: float,
+                unclipped: int) -> tuple[WeightedSum, dict]:
+        """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger);
+        ``clip`` is the round's, ``unclipped`` how many updates were shorter (adaptive clipping's bits)."""
         contributors = len(summed.contributors)
+        record: dict[str, Any] = {"contributors": contributors}
         if self.distributed:  # the clients' shares are in the sum already
             total = summed.total
             noise_multiplier = self.mechanism.effective_noise_multiplier(self.config.share_contributors, contributors)
         else:
             with timer.phase("aggregate"):
                 seed = self._noise_seed
-                total = self.mechanism.noise_sum(summed.total, noise_rng(seed, round_number) if seed is not None
-                                                 else noise_rng())
+                rng = noise_rng(seed, round_number) if seed is not None else noise_rng()
+                total = GaussianMechanism(self.update_multiplier, clip).noise_sum(summed.total, rng)
+                if self.adaptive is not None:
+                    noisy_count = unclipped - contributors / 2 + rng.normal(0.0, self.adaptive.count_std)
+                    record["clip"] = clip
+                    record["next_clip"] = self.adaptive.update(noisy_count, self.config.clients_per_round)
             noise_multiplier = self.mechanism.noise_multiplier
         epsilon = self.ledger.record_round(noise_multiplier)
         released = WeightedSum(total=total, weight=float(self.config.clients_per_round),
                                contributors=summed.contributors)
-        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier,
-                          "contributors": contributors}
+        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier, **record}
 
     def summary(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
@@ -138,8 +158,13 @@ class DPAggregation(Aggregation):
             "sampling_rate": self.config.sampling_rate, "adjacency": self.config.sampling_model.adjacency,
             "rounds_accounted": self.ledger.rounds,
         }
+        if self.adaptive is not None:
+            entry["adaptive_clip"] = {"final_clip": self.adaptive.clip, "quantile": self.adaptive.target_quantile,
+                                      "learning_rate": self.adaptive.learning_rate,
+                                      "count_noise_std": self.adaptive.count_std,
+                                      "update_noise_multiplier": self.update_multiplier}
         if self.distributed:
-            entry["noise_share_std"] = self.params["noise_std"]
+            entry["noise_share_std"] = self._share_std
             entry["quantization_range_sigmas"] = self._noise_range_sigmas
             entry["secure_aggregation"] = self._inner.summary()
         return entry
@@ -157,6 +182,8 @@ class DPAccumulator(UpdateAccumulator):
         self._inner = inner
         self._plain = PlainAccumulator(specs) if not aggregation.distributed else None
         self._round = round_number
+        self._clip = aggregation.clip
+        self._unclipped = 0
         self._report: dict[str, Any] = {}
         self.encoding = inner.encoding
         self.payload_bytes = inner.payload_bytes
@@ -168,23 +195,26 @@ class DPAccumulator(UpdateAccumulator):
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
             examples: int = 0) -> None:
         if self._plain is not None:
-            self._check_norm(self._plain.tensors(payload))
+            self._unclipped += self._check_norm(self._plain.tensors(payload))
         # every update counts once (weight 1, one "example" under secure aggregation): sensitivity is the clip
         self._inner.add(client_id, 1.0, payload, signature, 1)
 
-    def _check_norm(self, tensors: Mapping[str, np.ndarray]) -> None:
-        clip = self._aggregation.config.clip
+    def _check_norm(self, tensors: Mapping[str, np.ndarray]) -> bool:
+        """Refuse an update above the round's clip; whether it was shorter, i.e. not clipped by its client."""
+        clip = self._clip
         norm = l2_norm(tensors)
         if not norm <= clip * (1.0 + NORM_TOLERANCE):  # also refuses NaN
             raise Rejected.invalid(f"update has L2 norm {norm:.6g}, above the DP clip bound {clip:g}; "
-                                   "clients must clip to privacy.dp_clip")
+                                   "clients must clip to the round's announced clip")
+        return norm < clip * (1.0 - NORM_TOLERANCE)
 
     def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
         summed = self._inner.finalize(timer)
         if summed is None:
             self._report = self._inner.round_report()
             return None
-        released, privacy = self._aggregation.release(self._round, summed, timer)
+        released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
+                                                      unclipped=self._unclipped)
         self._report = {"privacy": privacy}
         return released
 
@@ -220,17 +250,20 @@ class DPMode(PrivacyMode):
     def guarantee(self) -> Guarantee:
         config = self.config()
         mechanism = config.mechanism()
+        privacy = self.scenario.privacy
+        clip_text = (f"clip adapted from {config.clip:g} towards the {privacy.dp_clip_quantile:g} quantile of the "
+                     "update norms, its noisy count paid for inside ε" if privacy.dp_adaptive_clip
+                     else f"clip {config.clip:g}")
         dp = (f"client-level (ε={config.epsilon:g}, δ={config.target_delta:.1e})-DP after {config.rounds} rounds "
               f"[{config.accountant.upper()} accountant, noise multiplier {mechanism.noise_multiplier:.3f}, "
-              f"clip {config.clip:g}, {config.sampling} sampling at rate {config.sampling_rate:.3g}, adjacency: "
+              f"{clip_text}, {config.sampling} sampling at rate {config.sampling_rate:.3g}, adjacency: "
               f"{config.sampling_model.adjacency}]")
         if config.placement == "central":
             return Guarantee(
                 f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; plaintext clipped updates",
                 f"{dp} against everyone who sees the released models; the coordinator sees every clipped update "
                 "in plaintext and adds the noise itself, so it can read one client's update on its own")
-        privacy, m = self.scenario.privacy, self.scenario.federation.min_clients
-        t, k = privacy.threshold, privacy.decryptors
+        m, t, k = self.scenario.federation.min_clients, privacy.threshold, privacy.decryptors
         return Guarantee(
             f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noised sums only; {t}-of-{k} decryptors",
             f"{dp}; each client adds its share of the noise (OS randomness) to its clipped update and encrypts it "
@@ -262,7 +295,11 @@ class DPMode(PrivacyMode):
         config = self.config()
         delta = privacy.delta or default_delta(fed.clients)
         if config.placement == "central":
-            aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed)
+            adaptive = (AdaptiveClip(privacy.dp_clip, privacy.dp_clip_quantile, privacy.dp_clip_lr,
+                                     privacy.dp_clip_count_std or fed.clients_per_round / COUNT_NOISE_DIVISOR)
+                        if privacy.dp_adaptive_clip else None)
+            aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed,
+                                        adaptive=adaptive)
         else:
             share_std = config.mechanism().share_std(config.share_contributors)
             n_params = sum(int(np.asarray(value).size) for value in model.values())
@@ -278,6 +315,8 @@ class DPMode(PrivacyMode):
         for record in past_rounds:
             if "privacy" in record:
                 aggregation.ledger.record_round(record["privacy"]["noise_multiplier"])
+                if aggregation.adaptive is not None and "next_clip" in record["privacy"]:
+                    aggregation.adaptive.clip = record["privacy"]["next_clip"]
         return aggregation
 
     @classmethod

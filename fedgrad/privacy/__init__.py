@@ -31,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "make_accountant": "accounting",
     "round_event": "accounting",
     "training_event": "accounting",
+    "AdaptiveClip": "adaptive",
+    "update_noise_multiplier": "adaptive",
     "Canary": "audit",
     "audit_score": "audit",
     "make_canary": "audit",
