@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -45,36 +44,45 @@ class Federation:
     decryptors: LocalDecryptors
     privacy: ClientPrivacy
     deltas: dict[str, dict[str, np.ndarray]]
+    run_id: str
+
+
+@pytest.fixture(scope="module")
+def parties(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalDecryptors, ClientPrivacy]:
+    """The clients' identities and the operator's enrollment, and a dealt 2-of-3 key in three decryptors."""
+    directory = tmp_path_factory.mktemp("parties")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyWarning)
+        identities, enrollment = enroll_clients(directory / "clients", CLIENTS)
+        decryptors = local_decryptors(directory, key_bits=512, parties=3, threshold=2, enrollment=enrollment,
+                                      min_clients=2, insecure_key_bits=True)
+    return decryptors, ClientPrivacy(allow_insecure_keys=True, identity_dir=identities, enrollment=enrollment)
 
 
 @pytest.fixture
-def federation(tmp_path: Path) -> Federation:
-    scenario = _scenario()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", InsecureKeyWarning)
-        identities, enrollment = enroll_clients(tmp_path / "clients", CLIENTS)
-        decryptors = local_decryptors(tmp_path, key_bits=512, parties=3, threshold=2, enrollment=enrollment,
-                                      min_clients=2, insecure_key_bits=True)
-        mode = DPMode(scenario, decryptors=decryptors)
-        aggregation = mode.aggregation(MODEL)
+def federation(parties: tuple[LocalDecryptors, ClientPrivacy], request: pytest.FixtureRequest) -> Federation:
+    """A fresh run (its own run id, so the decryptors' once-per-round rule starts afresh) on the shared parties."""
+    decryptors, privacy = parties
+    mode = DPMode(_scenario(), decryptors=decryptors)
+    aggregation = mode.aggregation(MODEL)
     rng = np.random.default_rng(3)
     deltas = {}
     for client in CLIENTS:  # each update has L2 norm exactly CLIP: nothing is scaled by clipping
         direction = rng.normal(size=N_PARAMS)
         deltas[client] = {"w": (CLIP * direction / np.linalg.norm(direction)).astype(np.float32)}
-    privacy = ClientPrivacy(allow_insecure_keys=True, identity_dir=identities, enrollment=enrollment)
-    return Federation(mode, aggregation, decryptors, privacy, deltas)
+    decryptors.obtained.clear()
+    return Federation(mode, aggregation, decryptors, privacy, deltas, request.node.name)
 
 
 def _round(federation: Federation, number: int, contributors: list[str]) -> tuple[dict[str, np.ndarray], dict]:
     """One round whose cohort is every client, of which the coordinator folds in only ``contributors``."""
     specs = ModelPayload.encode(0, MODEL).specs
-    cohort = RoundCohort(number, dict.fromkeys(CLIENTS, 1.0), run_id="run", attempt=1)
+    cohort = RoundCohort(number, dict.fromkeys(CLIENTS, 1.0), run_id=federation.run_id, attempt=1)
     accumulator = federation.aggregation.new_accumulator(specs, cohort)
     config = TaskConfig(model=ModelConfig(), vocab_size=N_PARAMS,
                         train=TrainSettings(epochs=1, batch_size=8, lr=0.1, optimizer="sgd"))
     for task_id, client in enumerate(CLIENTS, start=1):
-        task = TrainTask(task_id, number, 0, 1.0, config, ("w",), accumulator.announcement, "run", 1)
+        task = TrainTask(task_id, number, 0, 1.0, config, ("w",), accumulator.announcement, federation.run_id, 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InsecureKeyWarning)
             encoded = federation.mode.encode(task, client, federation.deltas[client], federation.privacy)
