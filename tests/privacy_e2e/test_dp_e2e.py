@@ -112,3 +112,14 @@ def test_quantization_range_is_the_smallest_that_meets_its_budget():
     assert clip == pytest.approx(1.0 + 0.2 * k)
     assert draws * math.erfc(k / math.sqrt(2)) <= budget < draws * math.erfc((k - 0.5) / math.sqrt(2))
     assert quantization_clip(1.0, 0.2, draws=draws, budget=0.0)[1] < 40  # a zero budget still terminates
+
+
+def test_poisson_sampling_draws_cohorts_of_varying_size_and_is_accounted_as_such(scenario, run):
+    private = run(scenario('privacy.mode="dp"', HUGE_EPSILON, ABOVE_EVERY_NORM, 'federation.sampling="poisson"',
+                           "federation.clients_per_round=2", "federation.min_clients=1", "federation.rounds=6"))
+    selected = [r["clients_selected"] for r in private.records]
+    assert len(set(selected)) > 1 and all(0 < n <= 3 for n in selected)  # Binomial(3, 2/3), not always 2
+    privacy = private.summary["privacy"]
+    assert (privacy["sampling"], privacy["adjacency"]) == ("poisson", "add/remove one client")
+    assert privacy["sampling_rate"] == pytest.approx(2 / 3)
+    assert all(r["privacy"]["contributors"] == r["clients_used"] for r in private.records)
