@@ -110,6 +110,9 @@ class FederationConfig:
                           doc=f'one of {", ".join(STRATEGY_NAMES)} or "package.module:Class" (a Strategy subclass)')
     prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
     server_lr: float = _spec(1.0, gt=0.0)
+    sampling: str = _spec("fixed", choices=("fixed", "poisson"),
+                          doc="fixed: exactly clients_per_round a round; poisson: each client with probability "
+                              "clients_per_round/clients (what DP accounting with add/remove adjacency assumes)")
     round_timeout_s: float = _spec(60.0, gt=0.0, doc="updates arriving later are dropped from the round")
     processes: int = _spec(0, ge=0, doc="client OS processes for simulate; 0 = auto")
     max_clients: int = _spec(0, ge=0, doc="packing bound for secure aggregation; 0 = auto (clients_per_round)")
@@ -117,8 +120,8 @@ class FederationConfig:
     @property
     def effective_max_clients(self) -> int:
         """Most updates that can ever be summed into one aggregate (the Paillier packing bound): a round
-        never selects more than ``clients_per_round``."""
-        return self.max_clients or self.clients_per_round
+        never selects more than ``clients_per_round`` (Poisson sampling: more, up to every client)."""
+        return self.max_clients or (self.clients if self.sampling == "poisson" else self.clients_per_round)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,12 @@ class PrivacyConfig:
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
+    dp_adaptive_clip: bool = _spec(False, doc="dp (central): move dp_clip towards a quantile of the update norms "
+                                              "(Andrew et al. 2021), its cost inside epsilon")
+    dp_clip_quantile: float = _spec(0.5, gt=0.0, lt=1.0, doc="dp adaptive clipping: target quantile of the norms")
+    dp_clip_lr: float = _spec(0.2, gt=0.0, doc="dp adaptive clipping: geometric learning rate of the clip")
+    dp_clip_count_std: float = _spec(0.0, ge=0.0, doc="dp adaptive clipping: noise on the count of unclipped "
+                                                      "updates; 0 = clients_per_round / 20")
     decryptors: int = _spec(3, ge=1, le=32, doc="paillier: k decryptor processes, each holding one key share")
     threshold: int = _spec(2, ge=1, le=32, doc="paillier: t of the k decryptors needed to decrypt an aggregate")
     max_weight: int = _spec(4096, ge=1, le=1 << 20,
@@ -378,6 +387,9 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
+    if privacy.dp_adaptive_clip and privacy.dp_placement == "distributed":
+        raise ConfigError("privacy.dp_adaptive_clip: only with dp_placement = \"central\" (under secure aggregation "
+                          "the clipping bits would have to travel encrypted, which fedgrad does not do yet)")
     if not privacy.decryptors < 2 * privacy.threshold <= 2 * privacy.decryptors:
         raise ConfigError(f"privacy.threshold: more than half of privacy.decryptors={privacy.decryptors} and at most "
                           f"all of them (got {privacy.threshold}); with fewer, two disjoint sets of decryptors could "

@@ -6,7 +6,8 @@ opens a dispatch, posts tasks into the selected clients' mailboxes, and waits on
 when the last answer arrives, or until ``round_timeout_s``. With one thread touching the state, a
 check and the bookkeeping that follows it cannot interleave with another handler.
 
-A round: sample ``clients_per_round`` of the joined clients with the seeded RNG, let the strategy
+A round: sample ``clients_per_round`` of the joined clients with the seeded RNG (or, with Poisson
+sampling, each joined client with probability ``clients_per_round / clients``), let the strategy
 configure them, send TRAIN tasks, accumulate updates as they arrive, close at the deadline (clients
 that did not answer are dropped from the round), retry the round with a fresh sample if fewer than
 ``min_clients`` answered, then average (strategy.aggregate), step (strategy.apply), evaluate on the
@@ -57,6 +58,14 @@ def _completed(dispatch: Dispatch) -> Callable[[], bool]:
     return lambda: dispatch.complete
 
 
+def sample_cohort(rng: np.random.Generator, candidates: int, size: int, poisson_rate: float | None) -> list[int]:
+    """Indices (ascending) of a round's cohort among ``candidates``: ``size`` of them uniformly without
+    replacement (all when fewer), or with ``poisson_rate`` each one independently with that probability."""
+    if poisson_rate is not None:
+        return [int(i) for i in np.flatnonzero(rng.random(candidates) < poisson_rate)]
+    return sorted(int(i) for i in rng.choice(candidates, size=min(size, candidates), replace=False))
+
+
 class RoundFailed(FedgradError):
     """A round could not gather ``min_clients`` updates in ``MAX_ROUND_ATTEMPTS`` attempts."""
 
@@ -70,6 +79,8 @@ class RoundSettings:
     min_clients: int
     round_timeout_s: float
     join_grace_s: float
+    #: Poisson sampling: the probability with which each client joins a round (None: fixed-size cohorts).
+    poisson_rate: float | None = None
 
 
 @dataclass
@@ -260,8 +271,8 @@ class Coordinator:
 
     def _open_training_round(self, number: int, model: ModelPayload, attempt: int) -> TrainingRound:
         candidates = self.registry.available()
-        k = min(self.settings.clients_per_round, len(candidates))
-        picked = sorted(self.state.rng.choice(len(candidates), size=k, replace=False))
+        picked = sample_cohort(self.state.rng, len(candidates), self.settings.clients_per_round,
+                               self.settings.poisson_rate)
         selected = [candidates[i] for i in picked]
         instructions = self.state.strategy.configure(
             number, [ClientInfo(record.client_id, record.n_examples) for record in selected])

@@ -81,7 +81,8 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
     return Coordinator(
         settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,
                                min_clients=fed.min_clients, round_timeout_s=fed.round_timeout_s,
-                               join_grace_s=fed.round_timeout_s),
+                               join_grace_s=fed.round_timeout_s,
+                               poisson_rate=fed.clients_per_round / fed.clients if fed.sampling == "poisson" else None),
         state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(scenario.seed),
                               strategy=_strategy(scenario)),
         client_ids=client_ids(scenario),

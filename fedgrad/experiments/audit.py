@@ -73,7 +73,7 @@ from fedgrad.modes.base import Aggregation, ClientPrivacy
 from fedgrad.modes.paillier import ThresholdAggregation
 from fedgrad.modes.paillier_common import unflatten
 from fedgrad.modes.paillier_trusted import PaillierAggregation
-from fedgrad.modes.resolve import encode_update, privacy_mode
+from fedgrad.modes.resolve import encode_update, mode_class, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document
@@ -238,7 +238,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()}, RUN_ID)
     decryptors, identities, enrollment = None, None, None
-    if privacy_settings.mode == "paillier":
+    if mode_class(privacy_settings.mode).needs_decryptors(scenario):  # paillier, and distributed DP on top of it
         # the operator's enrollment and the clients' own identities, and a dealer's fresh key for k decryptors
         parties = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedgrad-audit-parties-")))
         identities, enrollment = enroll_clients(parties / "clients", [str(i) for i in updates.cohort])
@@ -271,17 +271,17 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
         individual = View("client update", "individual", f"client {k}'s update as sent, in plaintext",
                           _rows(received[k]), _touched_by_others(received, k))
     elif not aggregate_only:
-        if privacy_settings.mode != "paillier":  # the key holder's own door, asked for one update
+        if decryptors is None:  # the key holder's own door, asked for one update
             facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
                                                       instructions[str(k)].weight)
         individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts)
         if privacy_settings.mode in ("paillier-trusted", "paillier"):
             facts["redteam"] = _red_team(privacy_settings.mode, aggregation, model, config, data, updates,
                                          instructions, privacy)
-            if individual is None:
-                facts["single_update_refused"] = "; ".join(
-                    f"{outcome['name']}: {outcome['refusal'].split('; ')[0]}" for outcome in facts["redteam"]
-                    if outcome["refusal"] and not outcome["succeeded"])
+        if individual is None and "redteam" in facts:
+            facts["single_update_refused"] = "; ".join(
+                f"{outcome['name']}: {outcome['refusal'].split('; ')[0]}" for outcome in facts["redteam"]
+                if outcome["refusal"] and not outcome["succeeded"])
     dp = privacy_settings.mode == "dp"
     noise_std = facts["noise_multiplier"] * facts["clip"] if dp else 0.0  # on the sum
     views = [View("aggregate", "aggregate", f"the released average of {len(released.contributors)} clients' updates",

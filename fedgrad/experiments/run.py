@@ -62,7 +62,8 @@ class OpenedRun:
 
     def coordinator(self, progress: RoundProgress, decryptors: object = None) -> Coordinator:
         """The coordinator, restored from the checkpoint if any, writing a checkpoint after every round
-        (``decryptors``: the handle on the decryptor processes, for ``privacy.mode = "paillier"``)."""
+        (``decryptors``: the handle on the decryptor processes, for ``privacy.mode = "paillier"`` and for
+        distributed DP)."""
         checkpoints = Checkpoints(self.prepared.writer.run_dir)
 
         def on_round(record: dict[str, Any]) -> None:
@@ -197,7 +198,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     privacy = client_privacy(prepared.scenario)
     parties, decryptors = None, None
     try:
-        if mode_class(prepared.scenario.privacy.mode).needs_decryptors:
+        if mode_class(prepared.scenario.privacy.mode).needs_decryptors(prepared.scenario):
             from fedgrad.crypto.identity import Enrollment
             from fedgrad.crypto.threshold import KeySet
             from fedgrad.decryptor.pool import DecryptorPool

@@ -109,11 +109,15 @@ class PrivacyMode(ABC):
     name: ClassVar[str]
     #: Whether updates travel encrypted (clients then withhold their local metrics, which describe their data).
     encrypted: ClassVar[bool] = False
-    #: Whether the mode needs decryptor processes (``fedgrad.decryptor``), passed in as ``decryptors``.
-    needs_decryptors: ClassVar[bool] = False
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
+
+    @classmethod
+    def needs_decryptors(cls, scenario: Scenario) -> bool:
+        """Whether this mode, set up for ``scenario``, needs decryptor processes (``fedgrad.decryptor``),
+        passed to its constructor as ``decryptors``."""
+        return False
 
     @abstractmethod
     def guarantee(self) -> Guarantee:

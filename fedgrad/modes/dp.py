@@ -17,13 +17,22 @@ who could regenerate the noise could subtract it. Only tests inject a seed, expl
 (refusing one above C, up to float rounding), sums them exactly and adds the noise itself. The coordinator
 sees every clipped update, so it must be trusted.
 
-``dp_placement = "distributed"``: runs packed Paillier secure aggregation underneath (the ``paillier-trusted``
-key holder). Each client adds its own share N(0, (zC)²/m) of the noise, m = ``clients_per_round``, before
-encrypting, so the decrypted sum carries the full noise while the coordinator sees neither an update nor any
-one client's noise. When fewer than m clients contribute, the sum carries less noise than planned; the ledger
-records the noise actually present, ``z·sqrt(contributors/m)``, so the reported ε is the one spent. The
-coordinator cannot check norms inside ciphertexts: clipping, like the plaintext range, rests on the clients
-(proving it would take zero-knowledge proofs).
+``dp_placement = "distributed"``: runs threshold Paillier secure aggregation underneath (``fedgrad.modes.paillier``:
+a t-of-k key dealt to decryptor processes, clients signing their contributions with their own identities),
+with every client's weight fixed at 1. Each client clips its update, adds its own share N(0, (zC)²/m) of the
+noise, m = ``clients_per_round``, drawn from the operating system's entropy, and encrypts and signs the result.
+The decryptors release only sums of at least ``min_clients`` signed contributions, so the coordinator never
+obtains a sum without the contributors' noise: reading one client's update takes t decryptors colluding, or the
+coordinator together with all other contributors of the round (who can subtract their own noisy updates), and
+even then it carries that client's noise share.
+
+Dropped clients. When fewer than m clients contribute (timeouts, or a coordinator dropping uploads on purpose),
+the sum carries less noise than planned; the ledger records the noise actually present,
+``z·sqrt(contributors/m)``, so the reported ε is the one spent, and the guarantee states the worst case up front
+(every round cut to ``min_clients``: :meth:`DPMode.worst_case_epsilon`). Under Poisson sampling a round can also
+have more contributors than m, hence more noise, which the ledger records the same way. The coordinator cannot
+check norms inside ciphertexts: clipping, like the plaintext range, rests on the clients (proving it would take
+zero-knowledge proofs).
 
 Quantization range under distributed DP (:func:`quantization_clip`). Paillier encodes each coordinate in
 [-R, R] on a grid of R / (2^(value_bits-1) - 1). A clipped coordinate lies in [-C, C], the noise share has
@@ -33,11 +42,15 @@ b = 1% of δ / (1 + e^ε). Outside that event the encoding clips nothing, so the
 (ε, δ_Gauss + (1 + e^ε)·b)-DP; the Gaussian is calibrated for δ_Gauss = 99% of δ, and the total is δ.
 For spam_fedavg (13k parameters, 10 clients, 10 rounds, ε = 4) k ≈ 7.5, and at 16 bits the grid step stays
 four orders of magnitude below the noise on the sum. Like other continuous-noise implementations, the
-analysis ignores the rounding of each client's values to that grid; a rigorous treatment would use the
-distributed discrete Gaussian (Kairouz, Liu & Steinke, ICML 2021).
+analysis ignores the rounding of each client's values to that grid (each value moves by at most half a step,
+and the rounding of the protected client's own value by at most ``sqrt(parameters)·step/2`` in L2, which is
+not added to the sensitivity); a rigorous treatment would use the distributed discrete Gaussian (Kairouz, Liu &
+Steinke, ICML 2021). That, and the Gaussian sampled in floating point (``fedgrad.privacy.rng``), are the two
+places where the stated ε is the continuous mechanism's, not a proof about the bits on the wire.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
@@ -55,13 +68,14 @@ from fedgrad.modes.base import (
     PrivacyMode,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import encrypt_update, flatten
-from fedgrad.modes.paillier_trusted import TrustedPaillierMode
+from fedgrad.modes.paillier import Decryptors, PaillierMode
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
-from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, l2_norm, noise_rng
+from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, epsilon_spent, l2_norm, noise_rng
+from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_noise_multiplier
 from fedgrad.privacy.clipping import clip_update
 from fedgrad.privacy.mechanism import add_gaussian_noise
-from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.protocol import Announcement, EncodedUpdate, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.scenario import Scenario
 
 #: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
 NORM_TOLERANCE = 1e-5
@@ -83,49 +97,74 @@ class DPAggregation(Aggregation):
     """One run's DP-FedAvg: the calibrated mechanism, the ledger, and the sum underneath (plain or Paillier)."""
 
     def __init__(self, config: DPConfig, inner: Aggregation, *, delta: float, noise_seed: int | None = None,
-                 noise_range_sigmas: float | None = None) -> None:
+                 noise_range_sigmas: float | None = None, adaptive: AdaptiveClip | None = None) -> None:
         self.config = config
         self.mechanism: GaussianMechanism = config.mechanism()
         self.ledger = config.ledger()
         self.delta = delta
+        self.adaptive = adaptive
+        #: The update sum's noise multiplier: the accounted one, raised when adaptive clipping spends part of it.
+        self.update_multiplier = (update_noise_multiplier(self.mechanism.noise_multiplier, adaptive.count_std)
+                                  if adaptive is not None else self.mechanism.noise_multiplier)
         self._inner = inner
         self._noise_seed = noise_seed
         self._noise_range_sigmas = noise_range_sigmas
         self.distributed = config.placement == "distributed"
-        share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
-        self.params = {"clip": config.clip, "noise_std": share_std}
+        self._share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
+
+    @property
+    def clip(self) -> float:
+        """This round's clip: the scenario's, or where adaptive clipping has moved it."""
+        return self.adaptive.clip if self.adaptive is not None else self.config.clip
+
+    @property
+    def params(self) -> dict[str, float]:
+        """What the round's announcement tells clients: the clip and their noise share's standard deviation."""
+        return {"clip": self.clip, "noise_std": self._share_std}
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> DPAccumulator:
         return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
 
-    def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer) -> tuple[WeightedSum, dict]:
-        """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger)."""
+    def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer, *, clip: float,
+                unclipped: int) -> tuple[WeightedSum, dict]:
+        """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger);
+        ``clip`` is the round's, ``unclipped`` how many updates were shorter (adaptive clipping's bits)."""
         contributors = len(summed.contributors)
+        record: dict[str, Any] = {"contributors": contributors}
         if self.distributed:  # the clients' shares are in the sum already
             total = summed.total
             noise_multiplier = self.mechanism.effective_noise_multiplier(self.config.share_contributors, contributors)
         else:
             with timer.phase("aggregate"):
                 seed = self._noise_seed
-                total = self.mechanism.noise_sum(summed.total, noise_rng(seed, round_number) if seed is not None
-                                                 else noise_rng())
+                rng = noise_rng(seed, round_number) if seed is not None else noise_rng()
+                total = GaussianMechanism(self.update_multiplier, clip).noise_sum(summed.total, rng)
+                if self.adaptive is not None:
+                    noisy_count = unclipped - contributors / 2 + rng.normal(0.0, self.adaptive.count_std)
+                    record["clip"] = clip
+                    record["next_clip"] = self.adaptive.update(noisy_count, self.config.clients_per_round)
             noise_multiplier = self.mechanism.noise_multiplier
         epsilon = self.ledger.record_round(noise_multiplier)
         released = WeightedSum(total=total, weight=float(self.config.clients_per_round),
                                contributors=summed.contributors)
-        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier,
-                          "contributors": contributors}
+        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier, **record}
 
     def summary(self) -> dict[str, Any]:
         entry: dict[str, Any] = {
             "mode": DPMode.name, "placement": self.config.placement, "epsilon_target": self.config.epsilon,
             "epsilon_spent": self.ledger.epsilon, "delta": self.delta,
             "noise_multiplier": self.mechanism.noise_multiplier, "clip": self.config.clip,
-            "accountant": self.config.accountant, "sampling_rate": self.config.sampling_rate,
+            "accountant": self.config.accountant, "sampling": self.config.sampling,
+            "sampling_rate": self.config.sampling_rate, "adjacency": self.config.sampling_model.adjacency,
             "rounds_accounted": self.ledger.rounds,
         }
+        if self.adaptive is not None:
+            entry["adaptive_clip"] = {"final_clip": self.adaptive.clip, "quantile": self.adaptive.target_quantile,
+                                      "learning_rate": self.adaptive.learning_rate,
+                                      "count_noise_std": self.adaptive.count_std,
+                                      "update_noise_multiplier": self.update_multiplier}
         if self.distributed:
-            entry["noise_share_std"] = self.params["noise_std"]
+            entry["noise_share_std"] = self._share_std
             entry["quantization_range_sigmas"] = self._noise_range_sigmas
             entry["secure_aggregation"] = self._inner.summary()
         return entry
@@ -143,33 +182,39 @@ class DPAccumulator(UpdateAccumulator):
         self._inner = inner
         self._plain = PlainAccumulator(specs) if not aggregation.distributed else None
         self._round = round_number
+        self._clip = aggregation.clip
+        self._unclipped = 0
         self._report: dict[str, Any] = {}
         self.encoding = inner.encoding
         self.payload_bytes = inner.payload_bytes
         underneath = inner.announcement
         self.announcement = Announcement(
             DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params},
-            underneath.public_key if underneath else b"")
+            underneath.public_key if underneath else b"", underneath.cohort if underneath else ())
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
             examples: int = 0) -> None:
         if self._plain is not None:
-            self._check_norm(self._plain.tensors(payload))
-        self._inner.add(client_id, 1.0, payload)  # every update counts once: the sum's sensitivity is the clip
+            self._unclipped += self._check_norm(self._plain.tensors(payload))
+        # every update counts once (weight 1, one "example" under secure aggregation): sensitivity is the clip
+        self._inner.add(client_id, 1.0, payload, signature, 1)
 
-    def _check_norm(self, tensors: Mapping[str, np.ndarray]) -> None:
-        clip = self._aggregation.config.clip
+    def _check_norm(self, tensors: Mapping[str, np.ndarray]) -> bool:
+        """Refuse an update above the round's clip; whether it was shorter, i.e. not clipped by its client."""
+        clip = self._clip
         norm = l2_norm(tensors)
         if not norm <= clip * (1.0 + NORM_TOLERANCE):  # also refuses NaN
             raise Rejected.invalid(f"update has L2 norm {norm:.6g}, above the DP clip bound {clip:g}; "
-                                   "clients must clip to privacy.dp_clip")
+                                   "clients must clip to the round's announced clip")
+        return norm < clip * (1.0 - NORM_TOLERANCE)
 
     def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
         summed = self._inner.finalize(timer)
         if summed is None:
             self._report = self._inner.round_report()
             return None
-        released, privacy = self._aggregation.release(self._round, summed, timer)
+        released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
+                                                      unclipped=self._unclipped)
         self._report = {"privacy": privacy}
         return released
 
@@ -185,6 +230,14 @@ def noise_stream(client_id: str) -> int:
 class DPMode(PrivacyMode):
     name = "dp"
 
+    def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
+        super().__init__(scenario)
+        self._decryptors = decryptors
+
+    @classmethod
+    def needs_decryptors(cls, scenario: Scenario) -> bool:
+        return scenario.privacy.dp_placement == "distributed"
+
     def config(self) -> DPConfig:
         privacy, fed = self.scenario.privacy, self.scenario.federation
         delta = privacy.delta or default_delta(fed.clients)
@@ -192,24 +245,42 @@ class DPMode(PrivacyMode):
         return DPConfig(epsilon=privacy.epsilon, clip=privacy.dp_clip, clients=fed.clients,
                         clients_per_round=fed.clients_per_round, rounds=fed.rounds,
                         delta=delta * (1.0 - TRUNCATION_DELTA_SHARE) if distributed else delta,
-                        placement=privacy.dp_placement)
+                        placement=privacy.dp_placement, sampling=fed.sampling)
 
     def guarantee(self) -> Guarantee:
         config = self.config()
         mechanism = config.mechanism()
+        privacy = self.scenario.privacy
+        clip_text = (f"clip adapted from {config.clip:g} towards the {privacy.dp_clip_quantile:g} quantile of the "
+                     "update norms, its noisy count paid for inside ε" if privacy.dp_adaptive_clip
+                     else f"clip {config.clip:g}")
         dp = (f"client-level (ε={config.epsilon:g}, δ={config.target_delta:.1e})-DP after {config.rounds} rounds "
               f"[{config.accountant.upper()} accountant, noise multiplier {mechanism.noise_multiplier:.3f}, "
-              f"clip {config.clip:g}, sampling rate {config.sampling_rate:.3g}]")
+              f"{clip_text}, {config.sampling} sampling at rate {config.sampling_rate:.3g}, adjacency: "
+              f"{config.sampling_model.adjacency}]")
         if config.placement == "central":
             return Guarantee(
                 f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; plaintext clipped updates",
                 f"{dp} against everyone who sees the released models; the coordinator sees every clipped update "
                 "in plaintext and adds the noise itself, so it can read one client's update on its own")
+        m, t, k = self.scenario.federation.min_clients, privacy.threshold, privacy.decryptors
         return Guarantee(
-            f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noisy sum only",
-            f"{dp}; clients add noise shares before secure aggregation under the paillier-trusted key holder, "
-            "so the coordinator, which hosts that key holder, can read one client's update (carrying only that "
-            "client's noise share) on its own; everyone else sees only the noisy sum")
+            f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noised sums only; {t}-of-{k} decryptors",
+            f"{dp}; each client adds its share of the noise (OS randomness) to its clipped update and encrypts it "
+            f"under {t}-of-{k} threshold Paillier, so the decryptors release only noised sums of at least {m} "
+            f"signed clients: reading one client's update needs {t} decryptors colluding, or the coordinator "
+            f"together with all other contributors of a round (at least {m - 1}), and even then it carries that "
+            f"client's noise share. A coordinator that drops contributors down to {m} leaves less noise in the "
+            f"sum; the ledger records the noise actually present, and against such a coordinator the run is "
+            f"(ε={self.worst_case_epsilon(config):.3g}, δ={config.target_delta:.1e})-DP (every round at {m} "
+            "contributors)")
+
+    def worst_case_epsilon(self, config: DPConfig) -> float:
+        """ε after every round if each released sum carried only ``min_clients`` noise shares (distributed)."""
+        z = config.mechanism().effective_noise_multiplier(config.share_contributors,
+                                                          min(self.scenario.federation.min_clients,
+                                                              config.share_contributors))
+        return epsilon_spent(z, config.sampling_model, config.rounds, config.target_delta, config.accountant)
 
     def settings(self) -> str:
         privacy = self.scenario.privacy
@@ -224,7 +295,11 @@ class DPMode(PrivacyMode):
         config = self.config()
         delta = privacy.delta or default_delta(fed.clients)
         if config.placement == "central":
-            aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed)
+            adaptive = (AdaptiveClip(privacy.dp_clip, privacy.dp_clip_quantile, privacy.dp_clip_lr,
+                                     privacy.dp_clip_count_std or fed.clients_per_round / COUNT_NOISE_DIVISOR)
+                        if privacy.dp_adaptive_clip else None)
+            aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed,
+                                        adaptive=adaptive)
         else:
             share_std = config.mechanism().share_std(config.share_contributors)
             n_params = sum(int(np.asarray(value).size) for value in model.values())
@@ -233,11 +308,15 @@ class DPMode(PrivacyMode):
                       / (1.0 + math.exp(-privacy.epsilon)))
             clip, sigmas = quantization_clip(privacy.dp_clip, share_std,
                                              draws=n_params * fed.clients_per_round * fed.rounds, budget=budget)
-            inner = TrustedPaillierMode(self.scenario).aggregation(model, clip=clip, unit_weights=True)
+            # threshold Paillier over values in [-R, R], every client's weight 1 (signed by the client)
+            secure = dataclasses.replace(self.scenario, privacy=dataclasses.replace(privacy, clip=clip, max_weight=1))
+            inner = PaillierMode(secure, decryptors=self._decryptors).aggregation(model)
             aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
         for record in past_rounds:
             if "privacy" in record:
                 aggregation.ledger.record_round(record["privacy"]["noise_multiplier"])
+                if aggregation.adaptive is not None and "next_clip" in record["privacy"]:
+                    aggregation.adaptive.clip = record["privacy"]["next_clip"]
         return aggregation
 
     @classmethod
@@ -258,5 +337,4 @@ class DPMode(PrivacyMode):
             update = add_gaussian_noise(update, noise_std, rng)
         if not secure:
             return encode_plain(update)
-        return EncodedUpdate(Encoding.PAILLIER, encrypt_update(announcement, client_id, flatten(task, update), 1.0,
-                                                               privacy))
+        return PaillierMode.encode(task, client_id, update, privacy)

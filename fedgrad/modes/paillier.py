@@ -219,11 +219,14 @@ class PaillierMode(PrivacyMode):
 
     name = "paillier"
     encrypted = True
-    needs_decryptors = True
 
     def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
         super().__init__(scenario)
         self._decryptors = decryptors
+
+    @classmethod
+    def needs_decryptors(cls, scenario: Scenario) -> bool:
+        return True
 
     def guarantee(self) -> Guarantee:
         privacy, fed = self.scenario.privacy, self.scenario.federation

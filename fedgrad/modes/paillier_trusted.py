@@ -16,7 +16,7 @@ removes each of those powers; ``tests/redteam`` shows which attacks succeed here
 Weights. Under FedAvg each client folds its share of the cohort's weight, f_i = w_i / Σ_cohort w, into its
 update before encrypting; the task announces Σ_cohort w (which the coordinator chooses: the weight-skew
 attack). The decrypted sum is Σ_i f_i·x_i over the clients that answered; dividing by their Σ_i f_i gives
-their weighted mean. ``unit_weights`` (DP) makes every client encrypt with weight 1.
+their weighted mean.
 
 A key holder that refuses an aggregate (only a client encrypting an out-of-range plaintext can cause it, see
 ``fedgrad.crypto.packing``) drops that round's aggregate: the model stays as it was and the run goes on.
@@ -78,12 +78,10 @@ class PaillierAggregation(Aggregation):
     """One run's secure aggregation: its configuration, public key and the key holder's door."""
 
     def __init__(self, mode: str, cfg: SecureAggConfig, public_key: phe.PaillierPublicKey,
-                 decrypt: DecryptAggregate, *, unit_weights: bool = False, close: Callable[[], None] = lambda: None
-                 ) -> None:
+                 decrypt: DecryptAggregate, *, close: Callable[[], None] = lambda: None) -> None:
         self.mode = mode
         self.cfg = cfg
         self.public_key = public_key
-        self.unit_weights = unit_weights
         self._decrypt = decrypt
         self._close = close
         self._public_key_bytes = public_key_to_bytes(public_key)
@@ -91,7 +89,7 @@ class PaillierAggregation(Aggregation):
         self.payload_bytes = HEADER_BYTES + self.ciphertexts * ciphertext_width(public_key)
 
     def announcement(self, cohort_weight: float, extra: Mapping[str, Any] | None = None) -> Announcement:
-        """What a TRAIN task tells the client (``cohort_weight`` 0: every client encrypts with weight 1)."""
+        """What a TRAIN task tells the client."""
         return Announcement(self.mode, {"secure": self.cfg.to_dict(), "cohort_weight": cohort_weight, **(extra or {})},
                             self._public_key_bytes)
 
@@ -120,7 +118,6 @@ class PaillierAccumulator(UpdateAccumulator):
                  decrypt: DecryptAggregate, announcement_extra: Mapping[str, Any] | None = None) -> None:
         self._shapes = manifest_shapes(specs, aggregation.cfg)
         self._round = cohort.round_number
-        self._unit_weights = aggregation.unit_weights
         self._cohort_weight = cohort.total_weight
         self._decrypt = decrypt
         self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
@@ -128,8 +125,7 @@ class PaillierAccumulator(UpdateAccumulator):
         self._report: dict[str, Any] = {}
         self.encoding = ENCODINGS[aggregation.cfg.mode]
         self.payload_bytes = aggregation.payload_bytes
-        self.announcement = aggregation.announcement(0.0 if self._unit_weights else self._cohort_weight,
-                                                     announcement_extra)
+        self.announcement = aggregation.announcement(self._cohort_weight, announcement_extra)
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
             examples: int = 0) -> None:
@@ -140,7 +136,7 @@ class PaillierAccumulator(UpdateAccumulator):
             raise Rejected.invalid(f"invalid ciphertext payload: {error}") from None
         except AggregationError as error:  # the aggregate holds max_clients updates already
             raise Rejected.resource(str(error)) from None
-        self._fractions[client_id] = 1.0 if self._unit_weights else weight / self._cohort_weight
+        self._fractions[client_id] = weight / self._cohort_weight
 
     def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
         with timer.phase("aggregate"):
@@ -190,16 +186,16 @@ class TrustedPaillierMode(PrivacyMode):
         privacy = self.scenario.privacy
         return f"{self.name}, {privacy.key_bits}-bit key, clip {privacy.clip:g}, {privacy.value_bits} value bits"
 
-    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[Mapping[str, Any]] = (),
-                    *, clip: float | None = None, unit_weights: bool = False) -> PaillierAggregation:
-        """A fresh key pair and key holder; ``clip``/``unit_weights`` let DP run on top (``fedgrad.modes.dp``)."""
+    def aggregation(self, model: Mapping[str, np.ndarray],
+                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> PaillierAggregation:
+        """A fresh key pair and the key holder in this process."""
         privacy = self.scenario.privacy
-        cfg = secure_config(self.scenario, model, scheme=self.scheme, clip=privacy.clip if clip is None else clip)
+        cfg = secure_config(self.scenario, model, scheme=self.scheme, clip=privacy.clip)
         public_key, key_holder = host_key_holder(cfg, key_bits=privacy.key_bits,
                                                  insecure_key_bits=privacy.insecure_key_bits,
                                                  min_clients=self.scenario.federation.min_clients)
         return PaillierAggregation(self.name, cfg, public_key, key_holder.decrypt_aggregate,
-                                   unit_weights=unit_weights, close=key_holder.close)
+                                   close=key_holder.close)
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],

@@ -28,7 +28,7 @@ def privacy_mode(scenario: Scenario, decryptors: object = None) -> PrivacyMode:
     """The privacy mode ``scenario.privacy.mode`` names, set up for ``scenario`` (with ``decryptors``, the
     coordinator's handle on them, for modes that need them)."""
     cls = mode_class(scenario.privacy.mode)
-    return cls(scenario, decryptors=decryptors) if cls.needs_decryptors else cls(scenario)  # type: ignore[call-arg]
+    return cls(scenario, decryptors=decryptors) if cls.needs_decryptors(scenario) else cls(scenario)  # type: ignore[call-arg]
 
 
 def encode_update(task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],

@@ -20,6 +20,10 @@ from typing import Any
 
 _EXPORTS: dict[str, str] = {
     "ACCOUNTANTS": "accounting",
+    "FixedSizeSampling": "accounting",
+    "PoissonSampling": "accounting",
+    "SAMPLINGS": "accounting",
+    "sampling_model": "accounting",
     "PrivacyLedger": "accounting",
     "calibrate_noise_multiplier": "accounting",
     "default_delta": "accounting",
@@ -27,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "make_accountant": "accounting",
     "round_event": "accounting",
     "training_event": "accounting",
+    "AdaptiveClip": "adaptive",
+    "update_noise_multiplier": "adaptive",
     "Canary": "audit",
     "audit_score": "audit",
     "make_canary": "audit",

@@ -11,10 +11,14 @@ from typing import Literal
 from fedgrad.errors import ConfigError
 from fedgrad.privacy.accounting import (
     ACCOUNTANTS,
+    SAMPLINGS,
     AccountantName,
+    FixedSizeSampling,
+    PoissonSampling,
     PrivacyLedger,
     calibrate_noise_multiplier,
     default_delta,
+    sampling_model,
 )
 from fedgrad.privacy.mechanism import GaussianMechanism
 
@@ -26,7 +30,9 @@ PLACEMENTS: tuple[str, ...] = ("central", "distributed")
 class DPConfig:
     """Target guarantee of a DP-FedAvg run and everything needed to calibrate its noise.
 
-    ``delta`` defaults to ``1 / clients**2``. ``min_contributors`` (distributed placement only) is how many
+    ``delta`` defaults to ``1 / clients**2``. ``sampling`` is how the coordinator draws each round's cohort
+    (``federation.sampling``: ``"poisson"`` or ``"fixed"``), which fixes the adjacency of the guarantee
+    (``fedgrad.privacy.accounting``). ``min_contributors`` (distributed placement only) is how many
     shares the noise is split into; it defaults to ``clients_per_round`` (see ``fedgrad.privacy.mechanism``
     for the dropout trade-off).
     """
@@ -40,6 +46,7 @@ class DPConfig:
     placement: Placement = "central"
     accountant: AccountantName = "rdp"
     min_contributors: int | None = None
+    sampling: str = "poisson"
 
     def __post_init__(self) -> None:
         if not self.epsilon > 0:
@@ -60,6 +67,8 @@ class DPConfig:
             raise ConfigError(f"unknown DP placement {self.placement!r}; choose one of {', '.join(PLACEMENTS)}")
         if self.accountant not in ACCOUNTANTS:
             raise ConfigError(f"unknown privacy accountant {self.accountant!r}; choose one of {', '.join(ACCOUNTANTS)}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"unknown sampling {self.sampling!r}; choose one of {', '.join(SAMPLINGS)}")
         if self.min_contributors is not None:
             if self.placement != "distributed":
                 raise ConfigError("min_contributors only applies to distributed DP placement")
@@ -77,6 +86,11 @@ class DPConfig:
         return self.clients_per_round / self.clients
 
     @property
+    def sampling_model(self) -> PoissonSampling | FixedSizeSampling:
+        """What the accountant is told about each round's cohort (and hence the adjacency)."""
+        return sampling_model(self.sampling, self.clients, self.clients_per_round)
+
+    @property
     def share_contributors(self) -> int:
         """Number of shares the noise is split into under distributed placement."""
         return self.clients_per_round if self.min_contributors is None else self.min_contributors
@@ -84,10 +98,10 @@ class DPConfig:
     def mechanism(self) -> GaussianMechanism:
         """Calibrate the smallest noise multiplier meeting ``(epsilon, target_delta)`` after all rounds."""
         z = calibrate_noise_multiplier(
-            self.epsilon, self.target_delta, self.sampling_rate, self.rounds, self.accountant
+            self.epsilon, self.target_delta, self.sampling_model, self.rounds, self.accountant
         )
         return GaussianMechanism(noise_multiplier=z, clip=self.clip)
 
     def ledger(self) -> PrivacyLedger:
         """A fresh per-round account for this run."""
-        return PrivacyLedger(self.sampling_rate, self.target_delta, self.accountant)
+        return PrivacyLedger(self.sampling_model, self.target_delta, self.accountant)

@@ -15,7 +15,8 @@ Where the noise of step 2 is added is the ``placement``:
 ``distributed``
     Each of ``m`` contributing clients adds ``N(0, (zC)^2 / m)`` to its own clipped update before secure
     aggregation. Independent Gaussians add up, so the decrypted aggregate carries the full variance
-    ``(zC)^2`` while the coordinator never sees an individual update (Paillier) or the noise of any one client.
+    ``(zC)^2`` while the coordinator never sees an individual update (threshold Paillier, ``fedgrad.modes.dp``)
+    or the noise of any one client.
 
 Caveat of distributed noise: the shares are sized for ``m`` contributors in advance, but clients drop out.
 If only ``m' < m`` shares reach the aggregate, its variance is ``(m'/m) (zC)^2``, less than planned. Two

@@ -102,15 +102,14 @@ def test_dp_noise_defeats_the_attack_that_reads_a_plain_update(audited):
     assert "not from the coordinator" in strong["description"]
 
 
-def test_distributed_dp_coordinator_decrypts_each_noisy_update_with_its_own_key(audited):
-    """Distributed DP encrypts under a key holder in the coordinator's process: the coordinator decrypts every
-    upload, and only each client's noise share stands between it and the update."""
+def test_distributed_dp_coordinator_finds_no_key_and_sees_only_the_noised_sum(audited):
+    """Distributed DP runs on threshold Paillier: the coordinator's objects hold no private key and no key share,
+    so it gets no view of any one client's update, only the released sum carrying every contributor's noise."""
     mode = audited["modes"]["paillier+dp-eps1"]  # dp:1:distributed, named as paillier+dp:1 is
-    assert "1 Paillier private key(s)" in mode["facts"]["key_material"]
-    decrypted = _view(mode, "client update, decrypted by the coordinator")
-    assert decrypted["scope"] == "individual"
-    assert {result["attack"] for result in decrypted["attacks"]} == {"changed rows", "top 6"}  # noisy: no "only"
-    assert "redteam" not in mode["facts"]
+    assert "0 Paillier private key(s), 0 key share(s)" in mode["facts"]["key_material"]
+    assert mode["facts"]["secure_aggregation"]["mode"] == "paillier"
+    assert [view["scope"] for view in mode["views"]] == ["aggregate", "aggregate"]
+    assert "2 decryptors colluding" in mode["facts"]["guarantee"]
 
 
 def test_report_rerenders_from_audit_json(audited, capsys):

@@ -4,7 +4,16 @@ import math
 import pytest
 
 from fedgrad.errors import ConfigError
-from fedgrad.privacy import DPConfig, PrivacyLedger, calibrate_noise_multiplier, default_delta, epsilon_spent
+from fedgrad.privacy import (
+    DPConfig,
+    FixedSizeSampling,
+    PoissonSampling,
+    PrivacyLedger,
+    calibrate_noise_multiplier,
+    default_delta,
+    epsilon_spent,
+    sampling_model,
+)
 
 # The typical setting of the issue: 100 clients, 10 per round, 10 rounds, delta = 1/N^2.
 Q, ROUNDS, DELTA = 0.1, 10, 1e-4
@@ -90,3 +99,58 @@ def test_bad_accounting_arguments_raise_config_error():
         calibrate_noise_multiplier(1.0, 0.0, Q, ROUNDS)
     with pytest.raises(ConfigError, match="clients"):
         default_delta(0)
+
+
+def _dp_accounting_epsilon(relation, event, rounds: int, delta: float) -> float:
+    """The reference: dp-accounting's RDP accountant, driven directly (no fedgrad code in between)."""
+    import dp_accounting
+    from dp_accounting import rdp
+
+    accountant = rdp.RdpAccountant(neighboring_relation=relation)
+    return accountant.compose(dp_accounting.SelfComposedDpEvent(event, rounds)).get_epsilon(delta)
+
+
+def test_poisson_and_fixed_size_sampling_match_dp_accounting_under_their_adjacency():
+    import dp_accounting
+
+    relation = dp_accounting.NeighboringRelation
+    z, n, m = 1.7, 4837, 1000
+    poisson = _dp_accounting_epsilon(relation.ADD_OR_REMOVE_ONE,
+                                     dp_accounting.PoissonSampledDpEvent(m / n, dp_accounting.GaussianDpEvent(z)),
+                                     15, 1 / n**2)
+    # replace-one: one client swapped for another moves the sum of clipped updates by up to 2C, so the Gaussian
+    # of standard deviation zC has multiplier z/2 relative to that sensitivity
+    fixed = _dp_accounting_epsilon(relation.REPLACE_ONE,
+                                   dp_accounting.SampledWithoutReplacementDpEvent(
+                                       n, m, dp_accounting.GaussianDpEvent(z / 2)), 15, 1 / n**2)
+    assert epsilon_spent(z, PoissonSampling(m / n), 15, 1 / n**2) == pytest.approx(poisson, rel=1e-12)
+    assert epsilon_spent(z, m / n, 15, 1 / n**2) == pytest.approx(poisson, rel=1e-12)  # a bare rate is Poisson
+    assert epsilon_spent(z, FixedSizeSampling(n, m), 15, 1 / n**2) == pytest.approx(fixed, rel=1e-12)
+    assert fixed > 2 * poisson  # the price of replace-one adjacency
+
+
+def test_the_sampling_model_follows_the_scenario_and_full_cohorts_are_not_sampled():
+    assert sampling_model("poisson", 4837, 1000) == PoissonSampling(1000 / 4837)
+    assert sampling_model("fixed", 4837, 1000) == FixedSizeSampling(4837, 1000)
+    assert sampling_model("fixed", 10, 10) == PoissonSampling(1.0)  # everyone every round: add/remove holds
+    assert FixedSizeSampling(4837, 1000).adjacency == "replace one client"
+    assert PoissonSampling(0.2).adjacency == "add/remove one client"
+
+
+def test_fixed_size_sampling_calibrates_more_noise_and_its_ledger_spends_exactly_the_target():
+    base = dict(epsilon=4.0, clip=1.0, clients=1000, clients_per_round=100, rounds=5)
+    poisson, fixed = DPConfig(**base, sampling="poisson"), DPConfig(**base, sampling="fixed")
+    z_poisson, z_fixed = poisson.mechanism().noise_multiplier, fixed.mechanism().noise_multiplier
+    assert z_fixed > 1.5 * z_poisson
+    ledger = fixed.ledger()
+    for _ in range(5):
+        ledger.record_round(z_fixed)
+    assert 3.99 < ledger.epsilon <= 4.0
+    assert ledger.epsilon == pytest.approx(epsilon_spent(z_fixed, FixedSizeSampling(1000, 100), 5, 1e-6), rel=1e-9)
+
+
+def test_fixed_size_sampling_needs_the_rdp_accountant():
+    with pytest.raises(ConfigError, match="rdp accountant"):
+        epsilon_spent(1.0, FixedSizeSampling(100, 10), 5, 1e-4, "pld")
+    with pytest.raises(ConfigError, match="sampling"):
+        DPConfig(epsilon=1.0, clip=1.0, clients=10, clients_per_round=5, rounds=2, sampling="shuffled")

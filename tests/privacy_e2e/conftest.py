@@ -16,10 +16,15 @@ from typing import Any
 import numpy as np
 import pytest
 
+from client.identity import PUBLIC_SUFFIX, enroll, ensure_identities
 from client.pool import run_clients
 from client.session import ClientOptions
 from fedgrad.crypto import InsecureKeyWarning
+from fedgrad.crypto.threshold import deal, key_set
 from fedgrad.data import load_shard
+from fedgrad.decryptor.core import Decryptor
+from fedgrad.decryptor.pool import DecryptorPool
+from fedgrad.decryptor.service import start_decryptor_server
 from fedgrad.modes.base import ClientPrivacy
 from fedgrad.scenario import Scenario, load_scenario
 from server.experiment import build_coordinator, client_ids, prepare_run
@@ -110,3 +115,62 @@ async def federate(scenario: Scenario, privacy: ClientPrivacy = TEST_CLIENTS,
 def run() -> Callable[..., FinishedRun]:
     """``run(scenario, privacy=..., rogue=...)``: :func:`federate` from synchronous test code."""
     return lambda scenario, **kwargs: asyncio.run(federate(scenario, **kwargs))
+
+
+@pytest.fixture(scope="module")
+def dealt():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyWarning)
+        _, shares = deal(512, 3, 2, insecure_key_bits=True)
+    return shares
+
+
+async def federate_threshold(scenario: Scenario, directory: Path, shares: Any, *,
+                             stop_after_round1: int = 0) -> dict[str, Any]:
+    """Run ``scenario`` with 3 decryptors in this process (each its own gRPC server); after round 1, stop
+    ``stop_after_round1`` of them. Returns the records and summary."""
+    ids = client_ids(scenario)
+    ensure_identities(directory / "ids", ids)
+    enrollment = enroll(sorted((directory / "ids").glob(f"*{PUBLIC_SUFFIX}")))
+    enrollment.save(directory / "enrollment.json")
+    keys = key_set(shares)
+    servers = []
+    for share in shares:
+        decryptor = Decryptor(share, keys, enrollment, min_clients=2, state_dir=directory / f"state-{share.index}",
+                              cores=1)
+        servers.append(await start_decryptor_server(decryptor, "127.0.0.1", 0, None))
+    pool = DecryptorPool([f"127.0.0.1:{port}" for _, port in servers], keys, timeout_s=30.0, enrollment=enrollment)
+    stopping: list[asyncio.Task[None]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyWarning)
+        prepared = prepare_run(scenario)
+
+        def on_round(record: dict[str, Any]) -> None:
+            prepared.writer.log_round(record)
+            if record["round"] == 1:
+                stopping.extend(asyncio.ensure_future(server.stop(None)) for server, _ in
+                                servers[:stop_after_round1])
+
+        coordinator = build_coordinator(prepared, on_round, decryptors=pool)
+    server, port = await start_server(coordinator, "127.0.0.1", 0)
+    privacy = ClientPrivacy(allow_insecure_keys=True, identity_dir=directory / "ids",
+                            enrollment=directory / "enrollment.json")
+    shards = {cid: load_shard(prepared.data_dir, int(cid)) for cid in ids}
+    clients = asyncio.create_task(run_clients(f"127.0.0.1:{port}", shards, privacy=privacy))
+    try:
+        extras = await asyncio.wait_for(coordinator.run(), 120)
+        await asyncio.wait_for(clients, 30)
+        await asyncio.gather(*stopping)
+    finally:
+        clients.cancel()
+        await server.stop(None)
+        for decryptor_server, _ in servers:
+            await decryptor_server.stop(None)
+    return {"records": prepared.writer.records, "summary": prepared.writer.finish(extras),
+            "run_dir": prepared.writer.run_dir}
+
+
+@pytest.fixture
+def run_threshold(dealt, tmp_path) -> Callable[..., dict[str, Any]]:
+    """``run_threshold(scenario, stop_after_round1=0)``: :func:`federate_threshold` from synchronous test code."""
+    return lambda scenario, **kwargs: asyncio.run(federate_threshold(scenario, tmp_path, dealt, **kwargs))
