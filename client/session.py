@@ -98,7 +98,9 @@ class VirtualClient:
     """Client ``client_id`` with its shard; ``run()`` returns when the coordinator says SHUTDOWN."""
 
     def __init__(self, client_id: str, shard: Shard, stub: pb_grpc.CoordinatorStub, trainer: LocalTrainer,
-                 executor: Executor, options: ClientOptions, token: str = "") -> None:
+                 executor: Executor, options: ClientOptions, token: str = "",
+                 uploads: asyncio.Semaphore | None = None) -> None:
+        """``uploads``: shared by the clients of one process, bounds how many of them upload at once."""
         self.client_id = client_id
         self.shard = shard
         self._token = token
@@ -107,6 +109,7 @@ class VirtualClient:
         self._executor = executor
         self._options = options
         self._backoff = Backoff(options)
+        self._uploads = uploads or asyncio.Semaphore(1)
 
     async def run(self) -> None:
         credentials = await self._join()
@@ -206,7 +209,8 @@ class VirtualClient:
 
         while True:  # an upload the connection lost is sent again: the round waits for it otherwise
             try:
-                ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
+                async with self._uploads:
+                    ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
                 break
             except grpc.aio.AioRpcError as error:
                 if error.code() not in _UNREACHABLE and not _connection_broke(error):
