@@ -8,12 +8,12 @@ failures (someone is knocking who does not belong).
 GetTask also tells the registry when a client's long poll starts and ends, and whether it ended because
 the client went away before its task was delivered: that is how a killed client is noticed.
 
-Memory. A round hands a model to every selected client at once and their updates arrive together; gRPC holds
-a serialized copy of each message it is sending or has received until the transfer completes, so with a
-thousand clients per round a thousand model-sized buffers would be alive at once. At most
-:data:`MAX_TRANSFERS` model-carrying streams (task models out, update payloads in) move at a time; the others
-wait their turn, holding nothing but their request. The coordinator's memory then follows the model's size,
-not the number of clients per round (``benchmarks/scale.py`` measures it).
+Memory. A round hands a model to every selected client at once and their updates arrive together. At most
+:data:`MAX_TRANSFERS` model-carrying streams (task models out, update payloads in) are serialized or decoded
+at a time; the others wait their turn, holding nothing but their request, so the coordinator's own copies of
+models and payloads follow the model's size, not the clients per round. What gRPC buffers below that, updates
+a client sent ahead of being read, is bounded by the clients (``client.pool.MAX_UPLOADS`` per process);
+``benchmarks/scale.py`` measures the whole process.
 """
 from __future__ import annotations
 
