@@ -1,51 +1,52 @@
-"""Coordinator memory per client and per update, for plain and Paillier aggregation.
+"""The coordinator's memory against the clients per round, for plain and threshold-Paillier rounds, both launchers.
 
-    python benchmarks/scale.py [--scenario scenarios/spam_many.toml] [--clients 250,500,1000] [--per-round 50]
-                               [--rounds 20] [--modes none,paillier] [--processes 4] [--json FILE]
+    python benchmarks/scale.py [--scenario scenarios/spam_email_clients.toml] [--per-round 100,250,500,1000]
+                               [--modes none,paillier] [--launchers local,ray] [--rounds 3] [--ray-cpus 0.5]
+                               [--json FILE]
 
-For each privacy mode (``--modes``, by the name ``privacy.mode`` takes) and each federation size
-(``--clients``, all with ``--per-round`` clients sampled per round), the scenario runs as a real federation on
-this machine: the coordinator is its own process (``fedgrad server --resume`` on a run directory prepared
-here, so that the memory measured is the coordinator's and not the corpus parser's), the clients are
-``--processes`` ``fedgrad client`` processes hosting the virtual clients, with TLS and run tokens as
-``simulate`` uses them.
+Each combination of privacy mode (``--modes``, by the name ``privacy.mode`` takes), launcher (``--launchers``)
+and clients per round (``--per-round``) runs the scenario (by default one client per training email, 4,837
+clients in 4 client processes) as ``fedgrad simulate`` runs it: TLS, run tokens, for ``paillier`` a dealer
+and three decryptor processes, the clients as local ``fedgrad client`` processes or as Ray tasks on a local
+Ray cluster. The run directory is prepared here first and the simulation is started with ``fedgrad simulate
+--resume RUN_DIR``, so that the process measured holds the coordinator (and the launcher's driver) but has
+never parsed the corpus.
 
-The coordinator's resident memory (VmRSS, from /proc every 20 ms) is read at three kinds of moments: when it
-is up and waiting for its first client (``idle``: the interpreter, the model, the test set, the key pair),
-as each round's record appears, and at its peak (VmHWM). What is reported is growth, never a whole-process
-ratio that the interpreter's fixed footprint pushes toward 1:
+Read from /proc every 20 ms:
 
-* per client: the slope, over the sizes, of the RSS after round 1 above idle against the number of clients
-  (least squares; what each joined client costs the coordinator: registry record, token, open streams);
-* per update: the slope, within each run, of the RSS after each round against the number of updates folded
-  in so far, per 100 updates: over rounds 2..R (warm-up included: the allocator's pools filling, clients
-  sampled for the first time) and over the second half of the rounds (steady state: a coordinator that kept
-  updates, or leaked per update, grows here; a bounded one shows ~0); and the peak above the RSS after round 1;
-* for scale, what one round's updates would take if held side by side.
+* the coordinator: the peak resident memory (VmHWM) of the ``simulate`` process, its highest RSS until the
+  last round's record appears (the rounds, without the final evaluation of every client), and its RSS as
+  each round's record appears;
+* the clients: the peak resident memory of each client process (``fedgrad client``, or a Ray worker that
+  ran clients), summed: an upper bound of what they held at once.
+
+Reported per mode and launcher: the slope of the coordinator's peak against the clients per round
+(least squares, MiB per +100 clients per round: what the coordinator holds per client of a round, such as
+records, buffered uploads and queued contributions; a coordinator that streams updates shows ~0), and the
+mean seconds per round. The target: under 250 MiB at 1,000 clients per round.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
-from fedgrad.security import create_pki
 from server.experiment import client_ids, prepare_run
-from server.registry import AUTH_DIR, CLIENT_TOKENS_FILE, issue_run_tokens
+from server.registry import issue_run_tokens
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.02
+TARGET_MIB = 250.0
 #: Scenario overrides that turn each privacy mode on, by the name ``privacy.mode`` takes. A mode not listed
 #: here runs with ``privacy.mode`` set and the scenario's other privacy settings.
 MODES: dict[str, list[str]] = {
@@ -57,166 +58,166 @@ MODES: dict[str, list[str]] = {
 @dataclass
 class Measurement:
     mode: str
+    launcher: str
     clients: int
     clients_per_round: int
     rounds: int
-    idle_rss_mib: float               # up, waiting for the first client
-    rss_after_each_round_mib: list[float]
-    peak_rss_mib: float
-    held_updates_mib: float           # one round's updates, if held side by side (the coordinator does not)
+    coordinator_peak_mib: float        # VmHWM of the process hosting the coordinator
+    coordinator_rounds_peak_mib: float  # its highest RSS seen until the last round's record appeared
+    coordinator_after_each_round_mib: list[float]
+    clients_peak_mib: float            # the client processes' peaks, summed
+    client_processes: int
     mean_round_s: float
+    clients_used: list[int]
+    accuracy: float
     wall_s: float
-    growth_per_100_updates_kib: float = field(default=0.0)  # slope of RSS over rounds 2..R
-    steady_growth_per_100_updates_kib: float = field(default=0.0)  # ... over the second half of the rounds
-
-    @property
-    def above_idle_after_round_1_mib(self) -> float:
-        return self.rss_after_each_round_mib[0] - self.idle_rss_mib
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "spam_many.toml")
-    parser.add_argument("--clients", default="250,500,1000", help="federation sizes (default: 250,500,1000)")
-    parser.add_argument("--per-round", type=int, default=50, help="clients sampled per round (default: 50)")
-    parser.add_argument("--rounds", type=int, default=20, help="rounds per federation (default: 20)")
+    parser.add_argument("--scenario", type=Path, default=REPO / "scenarios" / "spam_email_clients.toml")
+    parser.add_argument("--per-round", default="100,250,500,1000",
+                        help="clients sampled per round (default: 100,250,500,1000)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per run (default: 3)")
     parser.add_argument("--modes", default="none,paillier", help="privacy modes by name (default: none,paillier)")
-    parser.add_argument("--paillier-clients", default=None,
-                        help="sizes for modes other than none (default: the largest of --clients only)")
-    parser.add_argument("--processes", type=int, default=4, help="client processes (default: 4)")
+    parser.add_argument("--launchers", default="local,ray", help="local and/or ray (default: local,ray)")
+    parser.add_argument("--ray-cpus", type=float, default=0.5,
+                        help="CPUs Ray reserves per client worker (default: 0.5, so that 4 workers fit on 2 cores; "
+                             "a worker that does not fit waits, and its clients never join)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "scale-benchmark.json",
                         help="where to write the measurements (default: runs/scale-benchmark.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "scale-benchmark",
                         help="run directories go here (default: runs/scale-benchmark)")
     args = parser.parse_args()
-    sizes = [int(c) for c in args.clients.split(",")]
-    other_sizes = [int(c) for c in args.paillier_clients.split(",")] if args.paillier_clients else [max(sizes)]
+    sizes = [int(size) for size in args.per_round.split(",")]
     results: list[Measurement] = []
     for mode in args.modes.split(","):
-        for clients in (sizes if mode == "none" else other_sizes):
-            results.append(measure(args.scenario, mode, clients, min(args.per_round, clients), args.rounds,
-                                   args.processes, args.work_dir))
-    summary = summarize(results)
-    report(results, summary)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"measurements": [asdict(r) for r in results], "summary": summary},
-                                    indent=2) + "\n", encoding="utf-8")
+        for launcher in args.launchers.split(","):
+            for per_round in sizes:
+                results.append(measure(args.scenario, mode, launcher, per_round, args.rounds, args.ray_cpus,
+                                       args.work_dir))
+                _write(args.json, results)  # a long sweep keeps what it measured so far
+    report(results)
     print(f"\nwritten to {args.json}")
     return 0
 
 
-def measure(scenario_path: Path, mode: str, clients: int, per_round: int, rounds: int, processes: int,
+def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, rounds: int, ray_cpus: float,
             work_dir: Path) -> Measurement:
-    overrides = [*MODES.get(mode, [f'privacy.mode="{mode}"']), f"federation.clients={clients}",
-                 f"federation.clients_per_round={per_round}", f"federation.min_clients={max(per_round // 2, 1)}",
-                 f"federation.rounds={rounds}", f"federation.processes={min(processes, clients)}",
+    overrides = [*MODES.get(mode, [f'privacy.mode="{mode}"']), f"federation.clients_per_round={per_round}",
+                 f"federation.min_clients={max(per_round // 2, 2)}", f"federation.rounds={rounds}",
                  f"output.dir={work_dir}"]
-    print(f"preparing {mode}: {clients} clients ({per_round} per round) ...", file=sys.stderr)
+    print(f"preparing {mode}, {launcher}: {per_round} clients per round ...", file=sys.stderr)
     prepared = prepare_run(load_scenario(scenario_path, overrides))
     run_dir = prepared.writer.run_dir
-    ids = client_ids(prepared.scenario)
-    issue_run_tokens(run_dir, ids)
-    create_pki(run_dir / "tls")
-    port = _free_port()
-    logs = run_dir / "logs"
-    logs.mkdir(exist_ok=True)
+    issue_run_tokens(run_dir, client_ids(prepared.scenario))
+    log = run_dir / "simulate.log"
     started = time.perf_counter()
-    coordinator_log = logs / "coordinator.log"
-    coordinator = _start(coordinator_log, "server", "--resume", str(run_dir), "--port", str(port),
-                         "--tls-dir", str(run_dir / "tls"))
-    sampler = RssSampler(coordinator.pid, run_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    with open(log, "wb") as output:
+        ray = ["--ray-cpus", str(ray_cpus)] if launcher == "ray" else []
+        simulate = subprocess.Popen([sys.executable, "-m", "fedgrad.cli.main", "simulate", "--resume", str(run_dir),
+                                     "--launcher", launcher, *ray], stdout=output, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, cwd=REPO)
+    sampler = MemorySampler(simulate.pid, run_dir, rounds)
     sampler.start()
-    workers = []
     try:
-        # The event "up and waiting for its first client", from the coordinator's own log.
-        _wait_for_line(coordinator_log, "waiting for clients", coordinator, timeout_s=600)
-        time.sleep(3 * SAMPLE_S)
-        idle_kib = sampler.current_kib
-        workers = [_start(logs / f"clients-{i}.log", "client", "--server", f"127.0.0.1:{port}",
-                          "--shard-dir", str(run_dir / "data"), "--client-id", *ids[i::processes],
-                          "--token-file", str(run_dir / AUTH_DIR / CLIENT_TOKENS_FILE),
-                          "--tls-dir", str(run_dir / "tls"))
-                   for i in range(min(processes, clients))]
-        if coordinator.wait(timeout=3600) != 0:
-            raise SystemExit(f"the coordinator failed; see {coordinator_log}")
-        for worker in workers:
-            worker.wait(timeout=120)
+        if simulate.wait(timeout=3600) != 0:
+            raise SystemExit(f"the simulation failed; see {log}")
     finally:
-        for process in (coordinator, *workers):
-            if process.poll() is None:
-                process.kill()
+        if simulate.poll() is None:
+            simulate.kill()
         sampler.stop()
-    wall_s = time.perf_counter() - started
     records = read_metrics(run_dir)
-    update_bytes = records[0]["bytes"]["up"] / max(records[0]["clients_used"], 1)
-    after_round = [kib / 1024 for kib in sampler.after_round_kib]
-    used = [r["clients_used"] for r in records]
-    measurement = Measurement(
-        mode=mode, clients=clients, clients_per_round=per_round, rounds=len(records),
-        idle_rss_mib=idle_kib / 1024, rss_after_each_round_mib=[round(v, 2) for v in after_round],
-        peak_rss_mib=sampler.peak_kib / 1024, held_updates_mib=per_round * update_bytes / 2**20,
-        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records), wall_s=wall_s)
-    # RSS after rounds 2..R against the updates folded in by then: KiB per 100 updates.
-    cumulative = [sum(used[:k + 1]) for k in range(len(used))]
-    if len(after_round) >= 3:
-        measurement.growth_per_100_updates_kib = 100 * 1024 * _slope(cumulative[1:len(after_round)], after_round[1:])
-        half = len(after_round) // 2
-        measurement.steady_growth_per_100_updates_kib = 100 * 1024 * _slope(cumulative[half:len(after_round)],
-                                                                             after_round[half:])
-    return measurement
+    return Measurement(
+        mode=mode, launcher=launcher, clients=prepared.scenario.federation.clients, clients_per_round=per_round,
+        rounds=len(records), coordinator_peak_mib=sampler.peak_kib / 1024,
+        coordinator_rounds_peak_mib=sampler.rounds_peak_kib / 1024,
+        coordinator_after_each_round_mib=[round(kib / 1024, 1) for kib in sampler.after_round_kib],
+        clients_peak_mib=sum(sampler.client_peaks_kib.values()) / 1024,
+        client_processes=len(sampler.client_peaks_kib),
+        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records),
+        clients_used=[r["clients_used"] for r in records], accuracy=records[-1]["accuracy"],
+        wall_s=time.perf_counter() - started)
 
 
-def summarize(results: list[Measurement]) -> dict[str, dict[str, Any]]:
-    summary: dict[str, dict[str, Any]] = {}
-    for mode in dict.fromkeys(r.mode for r in results):
-        runs = [r for r in results if r.mode == mode]
-        entry: dict[str, Any] = {
-            "growth_per_100_updates_kib": [round(r.growth_per_100_updates_kib, 1) for r in runs],
-            "steady_growth_per_100_updates_kib": [round(r.steady_growth_per_100_updates_kib, 1) for r in runs],
-            "peak_above_round_1_mib": [round(r.peak_rss_mib - r.rss_after_each_round_mib[0], 2) for r in runs],
-        }
-        if len({r.clients for r in runs}) >= 2:
-            entry["per_client_kib"] = round(1024 * _slope([r.clients for r in runs],
-                                                          [r.above_idle_after_round_1_mib for r in runs]), 2)
-        summary[mode] = entry
-    return summary
-
-
-def _slope(xs: list[float], ys: list[float]) -> float:
-    """Least-squares slope of ys against xs."""
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys against xs (0 with fewer than two distinct xs)."""
     n = len(xs)
     mean_x, mean_y = sum(xs) / n, sum(ys) / n
     var = sum((x - mean_x) ** 2 for x in xs)
     return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / var if var else 0.0
 
 
-class RssSampler(threading.Thread):
-    """Samples a process's VmRSS/VmHWM until stopped; notes the RSS as each round's record appears."""
+def _status_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of ``pid`` in KiB; empty once it has exited."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return {}
+    fields = dict(line.split(":", 1) for line in lines if ":" in line)
+    return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM") if key in fields}
 
-    def __init__(self, pid: int, run_dir: Path) -> None:
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children += [int(child) for child in (task / "children").read_text().split()]
+    except OSError:
+        pass
+    return children
+
+
+def _is_client(pid: int) -> bool:
+    """A ``fedgrad client`` process, or a Ray worker (its command line is its task's name)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return "fedgrad.cli.main client" in command or command.startswith("ray::")
+
+
+class MemorySampler(threading.Thread):
+    """Samples the coordinator's process and its client processes until stopped (see the module docstring)."""
+
+    def __init__(self, pid: int, run_dir: Path, rounds: int) -> None:
         super().__init__(daemon=True)
-        self._status = Path(f"/proc/{pid}/status")
+        self._pid = pid
+        self._rounds = rounds
         self._metrics = run_dir / "metrics.jsonl"
         self._stopped = threading.Event()
         self.peak_kib = 0
-        self.current_kib = 0
+        self.rounds_peak_kib = 0
         self.after_round_kib: list[int] = []
+        self.client_peaks_kib: dict[int, int] = {}
 
     def run(self) -> None:
         while not self._stopped.is_set():
-            try:
-                fields = dict(line.split(":", 1) for line in self._status.read_text().splitlines() if ":" in line)
-            except OSError:  # the process has exited
+            status = _status_kib(self._pid)
+            if "VmRSS" not in status:  # exited (or exiting)
                 return
-            if "VmRSS" not in fields:  # exited, not yet reaped
-                return
-            rss, hwm = (int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM"))
-            self.current_kib = rss
-            self.peak_kib = max(self.peak_kib, hwm)
+            self.peak_kib = max(self.peak_kib, status["VmHWM"])
             rounds = self._rounds_recorded()
+            if rounds < self._rounds:  # the final evaluation of every client and the shutdown come after
+                self.rounds_peak_kib = max(self.rounds_peak_kib, status["VmRSS"])
             while rounds > len(self.after_round_kib):
-                self.after_round_kib.append(rss)
+                self.after_round_kib.append(status["VmRSS"])
+            self._sample_clients()
             time.sleep(SAMPLE_S)
+
+    def _sample_clients(self) -> None:
+        pending, seen = _children(self._pid), set()
+        while pending:
+            pid = pending.pop()
+            if pid in seen:
+                continue
+            seen.add(pid)
+            if _is_client(pid):  # not its children: a fork (a process pool) starts with its parent's pages
+                peak = _status_kib(pid).get("VmHWM", 0)
+                self.client_peaks_kib[pid] = max(self.client_peaks_kib.get(pid, 0), peak)
+            else:
+                pending += _children(pid)
 
     def _rounds_recorded(self) -> int:
         try:
@@ -229,48 +230,48 @@ class RssSampler(threading.Thread):
         self.join()
 
 
-def report(results: list[Measurement], summary: dict[str, dict[str, Any]]) -> None:
-    header = ("mode", "clients", "per round", "idle RSS", "RSS after round 1", "above idle", "per 100 updates",
-              "same, 2nd half", "peak above round 1", "if updates held", "round time")
-    rows = [(r.mode, f"{r.clients:,}", str(r.clients_per_round), f"{r.idle_rss_mib:.1f} MiB",
-             f"{r.rss_after_each_round_mib[0]:.1f} MiB", f"{r.above_idle_after_round_1_mib:+.1f} MiB",
-             f"{r.growth_per_100_updates_kib:+.0f} KiB", f"{r.steady_growth_per_100_updates_kib:+.0f} KiB",
-             f"{r.peak_rss_mib - r.rss_after_each_round_mib[0]:+.1f} MiB",
-             f"{r.held_updates_mib:.1f} MiB", f"{r.mean_round_s:.2f} s") for r in results]
+def summarize(results: list[Measurement]) -> dict[str, dict[str, Any]]:
+    """Per mode and launcher: the coordinator's growth per +100 clients per round, and its figures at the most."""
+    summary: dict[str, dict[str, Any]] = {}
+    for key in dict.fromkeys((r.mode, r.launcher) for r in results):
+        runs = sorted((r for r in results if (r.mode, r.launcher) == key), key=lambda r: r.clients_per_round)
+        largest = runs[-1]
+        summary["/".join(key)] = {
+            "coordinator_mib_per_100_per_round": round(100 * slope([r.clients_per_round for r in runs],
+                                                                   [r.coordinator_peak_mib for r in runs]), 2),
+            "largest_per_round": largest.clients_per_round,
+            "coordinator_peak_mib_at_largest": round(largest.coordinator_peak_mib, 1),
+            "coordinator_rounds_peak_mib_at_largest": round(largest.coordinator_rounds_peak_mib, 1),
+            "under_target": largest.coordinator_peak_mib < TARGET_MIB,
+            "seconds_per_round_at_largest": round(largest.mean_round_s, 2),
+        }
+    return summary
+
+
+def _write(path: Path, results: list[Measurement]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"measurements": [asdict(r) for r in results], "summary": summarize(results)},
+                               indent=2) + "\n", encoding="utf-8")
+
+
+def report(results: list[Measurement]) -> None:
+    header = ("mode", "launcher", "clients", "per round", "coordinator peak", "in rounds", "after each round",
+              "clients' peaks (sum)", "round time", "used", "accuracy")
+    rows = [(r.mode, r.launcher, f"{r.clients:,}", str(r.clients_per_round), f"{r.coordinator_peak_mib:.1f} MiB",
+             f"{r.coordinator_rounds_peak_mib:.1f} MiB",
+             " ".join(f"{v:.0f}" for v in r.coordinator_after_each_round_mib) + " MiB",
+             f"{r.clients_peak_mib:.0f} MiB in {r.client_processes}", f"{r.mean_round_s:.2f} s",
+             "/".join(str(u) for u in r.clients_used), f"{100 * r.accuracy:.2f}%") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
-    for mode, entry in summary.items():
-        per_client = entry.get("per_client_kib")
-        print(f"\n{mode}: " + (f"{per_client:.1f} KiB per joined client (slope over sizes); " if per_client is not None
-                                 else "") +
-              f"growth per 100 updates after round 1: {entry['growth_per_100_updates_kib']} KiB, "
-              f"over the second half: {entry['steady_growth_per_100_updates_kib']} KiB")
-
-
-def _wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the coordinator exited early; see {log}")
-        if log.exists() and text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"the coordinator did not log {text!r} within {timeout_s:g} s; see {log}")
-
-
-def _start(log: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    with open(log, "wb") as output:
-        return subprocess.Popen([sys.executable, "-m", "fedgrad.cli.main", *args], stdout=output,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=REPO)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    for key, entry in summarize(results).items():
+        verdict = "under" if entry["under_target"] else "OVER"
+        print(f"\n{key}: coordinator {entry['coordinator_mib_per_100_per_round']:+.2f} MiB per +100 clients per round; "
+              f"peak {entry['coordinator_peak_mib_at_largest']:.1f} MiB (in rounds "
+              f"{entry['coordinator_rounds_peak_mib_at_largest']:.1f} MiB) at {entry['largest_per_round']} per round "
+              f"({verdict} the {TARGET_MIB:.0f} MiB target), {entry['seconds_per_round_at_largest']:.2f} s per round")
 
 
 if __name__ == "__main__":

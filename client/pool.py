@@ -20,6 +20,11 @@ from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
 
+#: Updates one process uploads at once. The training thread makes them faster than a coordinator folds them in
+#: (a one-email client trains in milliseconds); the coordinator's gRPC stack would buffer every update sent
+#: ahead, so a process of a thousand clients would park a thousand updates in the coordinator's memory.
+MAX_UPLOADS = 4
+
 
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
                       options: ClientOptions = DEFAULT_CLIENT_OPTIONS, tokens: Mapping[str, str] | None = None,
@@ -35,11 +40,12 @@ async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str 
     other clients of the process stop with it.
     """
     trainer = LocalTrainer(device, privacy, trusted_code)
+    uploads = asyncio.Semaphore(MAX_UPLOADS)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
         async with open_channel(address, security) as channel:
             stub = pb_grpc.CoordinatorStub(channel)
             runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options,
-                                                      (tokens or {}).get(client_id, "")).run())
+                                                      (tokens or {}).get(client_id, ""), uploads).run())
                     for client_id, shard in shards.items()]
             try:
                 await asyncio.gather(*runs)

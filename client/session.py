@@ -66,20 +66,28 @@ DEFAULT_CLIENT_OPTIONS = ClientOptions()  # the defaults; shared safely because 
 
 
 class Backoff:
-    """Capped exponential backoff with full jitter, and a deadline since the last successful call."""
+    """Capped exponential backoff with full jitter, and a deadline on a run of failed calls.
+
+    The deadline counts from the first failure since the last successful call, not from that call: a client
+    of a process hosting thousands waits its turn for the training thread (minutes under Paillier), and that
+    time must not count as "without contact" when its upload then meets one transient failure.
+    """
 
     def __init__(self, options: ClientOptions) -> None:
         self._options = options
         self._attempt = 0
-        self._last_contact = time.monotonic()
+        self._failing_since: float | None = None
         self._random = random.Random()
 
     def succeeded(self) -> None:
         self._attempt = 0
-        self._last_contact = time.monotonic()
+        self._failing_since = None
 
     async def wait(self, reason: str) -> None:
-        if time.monotonic() - self._last_contact > self._options.connect_timeout_s:
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failing_since > self._options.connect_timeout_s:
             raise ClientError(f"coordinator unreachable for over {self._options.connect_timeout_s:g} s ({reason})")
         ceiling = min(self._options.backoff_max_s, self._options.backoff_base_s * 2 ** self._attempt)
         self._attempt += 1
@@ -90,7 +98,9 @@ class VirtualClient:
     """Client ``client_id`` with its shard; ``run()`` returns when the coordinator says SHUTDOWN."""
 
     def __init__(self, client_id: str, shard: Shard, stub: pb_grpc.CoordinatorStub, trainer: LocalTrainer,
-                 executor: Executor, options: ClientOptions, token: str = "") -> None:
+                 executor: Executor, options: ClientOptions, token: str = "",
+                 uploads: asyncio.Semaphore | None = None) -> None:
+        """``uploads``: shared by the clients of one process, bounds how many of them upload at once."""
         self.client_id = client_id
         self.shard = shard
         self._token = token
@@ -99,6 +109,7 @@ class VirtualClient:
         self._executor = executor
         self._options = options
         self._backoff = Backoff(options)
+        self._uploads = uploads or asyncio.Semaphore(1)
 
     async def run(self) -> None:
         credentials = await self._join()
@@ -196,7 +207,18 @@ class VirtualClient:
             for piece in split_payload(payload):
                 yield pb.UpdateChunk(data=piece)
 
-        ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
+        while True:  # an upload the connection lost is sent again: the round waits for it otherwise
+            try:
+                async with self._uploads:
+                    ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
+                break
+            except grpc.aio.AioRpcError as error:
+                if error.code() not in _UNREACHABLE and not _connection_broke(error):
+                    raise
+                log.warning("client %s: upload lost (%s: %s); sending it again", self.client_id,
+                            error.code().name, error.details())
+                await self._backoff.wait(error.details() or error.code().name)
+        self._backoff.succeeded()
         log.debug("client %s: %s", self.client_id, ack.detail)
 
     def _check_vocabulary(self, config: TaskConfig) -> None:

@@ -147,7 +147,7 @@ class Coordinator:
         if self._shutdown is not None:
             record.mailbox.post(self._shutdown)
         log.info("client %s joined with %d examples (%d of %d joined)", record.client_id, record.n_examples,
-                 len(self.registry.clients()), len(self.registry.expected_ids))
+                 self.registry.joined, len(self.registry.expected_ids))
         return self.run_id
 
     def authenticate(self, run_id: str, client_id: str, token: str) -> ClientRecord:
@@ -223,11 +223,11 @@ class Coordinator:
         """
         settings, registry = self.settings, self.registry
         log.info("waiting for clients: %d needed, %d expected", settings.min_clients, len(registry.expected_ids))
-        await registry.changed.wait_for(lambda: len(registry.trainable()) >= settings.min_clients)
+        await registry.changed.wait_for(lambda: registry.trainable_count >= settings.min_clients)
         everyone = await registry.changed.wait_for(
-            lambda: len(registry.clients()) == len(registry.expected_ids), settings.join_grace_s)
+            lambda: registry.joined == len(registry.expected_ids), settings.join_grace_s)
         if not everyone:
-            log.warning("starting with %d of %d clients", len(registry.clients()), len(registry.expected_ids))
+            log.warning("starting with %d of %d clients", registry.joined, len(registry.expected_ids))
 
     async def _train_round(self, number: int) -> dict[str, Any]:
         settings, state = self.settings, self.state
@@ -331,9 +331,7 @@ class Coordinator:
         self._shutdown = signal_task(pb.SHUTDOWN, self._next_task_id())
         for record in self.registry.clients():
             record.mailbox.post(self._shutdown)
-        registry = self.registry
-        await registry.changed.wait_for(lambda: all(r.shut_down or r.lost for r in registry.clients()),
-                                       self._shutdown_grace_s)
+        await self.registry.changed.wait_for(self.registry.all_gone, self._shutdown_grace_s)
 
     # ---- helpers -----------------------------------------------------------------------------------
 

@@ -118,6 +118,7 @@ class ClientRegistry:
         self.expected_ids = frozenset(expected_ids)
         self.tokens = tokens
         self._clients: dict[str, ClientRecord] = {}
+        self._trainable = 0  # joined clients with examples, kept up to date: asked on every join
         self.changed = Signal()
 
     # ---- admission ---------------------------------------------------------------------------------
@@ -130,7 +131,9 @@ class ClientRegistry:
             record = ClientRecord(client_id, token, n_examples)
             self._clients[client_id] = record
         else:
+            self._trainable -= record.n_examples > 0
             record.token, record.n_examples, record.shut_down, record.lost = token, n_examples, False, False
+        self._trainable += n_examples > 0
         self.changed.fire()
         return record
 
@@ -165,6 +168,21 @@ class ClientRegistry:
 
     def get(self, client_id: str) -> ClientRecord | None:
         return self._clients.get(client_id)
+
+    @property
+    def joined(self) -> int:
+        """How many clients have joined. The counts below cost O(1): the round loop asks after every join, and
+        sorting thousands of clients each time made joining quadratic in the federation's size."""
+        return len(self._clients)
+
+    @property
+    def trainable_count(self) -> int:
+        """How many joined clients have at least one training example."""
+        return self._trainable
+
+    def all_gone(self) -> bool:
+        """Every joined client has received SHUTDOWN or is lost (stops at the first that has not)."""
+        return all(record.shut_down or record.lost for record in self._clients.values())
 
     def clients(self) -> list[ClientRecord]:
         """Joined clients in id order (the order sampling draws from, so it is deterministic)."""

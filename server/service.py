@@ -7,9 +7,18 @@ failures (someone is knocking who does not belong).
 
 GetTask also tells the registry when a client's long poll starts and ends, and whether it ended because
 the client went away before its task was delivered: that is how a killed client is noticed.
+
+Memory. A round hands a model to every selected client at once and their updates arrive together. At most
+:data:`MAX_TRANSFERS` model-carrying streams (task models out, update payloads in) are serialized or decoded
+at a time; the others wait their turn, holding nothing but their request, so the coordinator's own copies of
+models and payloads follow the model's size, not the clients per round. What gRPC buffers below that, updates
+a client sent ahead of being read, is bounded by the clients (``client.pool.MAX_UPLOADS`` per process);
+``benchmarks/scale.py`` measures the whole process.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,10 +38,14 @@ from server.registry import ClientRecord
 
 log = logging.getLogger("fedgrad.server")
 
+#: Model-carrying streams (a task's model out, an update's payload in) that move at once (see the docstring).
+MAX_TRANSFERS = 64
+
 
 class CoordinatorService(pb_grpc.CoordinatorServicer):
-    def __init__(self, coordinator: Coordinator) -> None:
+    def __init__(self, coordinator: Coordinator, max_transfers: int = MAX_TRANSFERS) -> None:
         self.coordinator = coordinator
+        self._transfers = asyncio.Semaphore(max_transfers)
 
     async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
         try:
@@ -60,9 +73,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             except Rejected as rejected:
                 await _abort(context, rejected, client.client_id)
             nbytes = 0
-            for message in task.messages():
-                nbytes += message.ByteSize()
-                yield message
+            async with self._transfers if task.model is not None else contextlib.nullcontext():
+                for message in task.messages():
+                    nbytes += message.ByteSize()
+                    yield message
             delivered = True
         finally:  # cancelled or closed early: the client hung up (or died) while waiting or receiving
             registry.poll_ended(client, broken=not delivered)
@@ -81,13 +95,14 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             header = update_announcement_from_pb(first.header)
             round_ = self.coordinator.admit_update(client, header)
             try:
-                payload, nbytes = await _receive_payload(stream, header.payload_bytes)
+                async with self._transfers:
+                    payload, nbytes = await _receive_payload(stream, header.payload_bytes)
+                    nbytes += first.ByteSize()
+                    detail = self.coordinator.add_update(round_, client, header, payload, nbytes,
+                                                         time.perf_counter() - started)
             except BaseException:
                 round_.release(client.client_id)
                 raise
-            nbytes += first.ByteSize()
-            detail = self.coordinator.add_update(round_, client, header, payload, nbytes,
-                                                 time.perf_counter() - started)
         except WireError as exc:
             await _abort(context, Rejected.invalid(str(exc)), client_id)
         except Rejected as rejected:

@@ -32,6 +32,9 @@ log = logging.getLogger("fedgrad.simulate")
 
 #: Longest a party's set-up step (identities, dealer, a decryptor's start) may take.
 START_TIMEOUT_S = 120.0
+#: ... plus this per client for the identities: each client's key pair is written durably (four fsyncs), and
+#: on a loaded machine 4,837 of them took longer than START_TIMEOUT_S.
+IDENTITY_S_PER_CLIENT = 0.1
 #: How often the launcher looks for a decryptor's port file while it starts.
 PORT_POLL_S = 0.05
 
@@ -77,15 +80,15 @@ class LocalParties:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-async def _run(args: list[str], what: str, log_file: Path) -> None:
+async def _run(args: list[str], what: str, log_file: Path, timeout_s: float = START_TIMEOUT_S) -> None:
     with log_file.open("ab") as out:
         process = await asyncio.create_subprocess_exec(sys.executable, "-m", "fedgrad.cli.main", *args,
                                                        stdout=out, stderr=out)
         try:
-            code = await asyncio.wait_for(process.wait(), START_TIMEOUT_S)
+            code = await asyncio.wait_for(process.wait(), timeout_s)
         except TimeoutError:
             process.kill()
-            raise PartyError(f"{what} did not finish in {START_TIMEOUT_S:g} s (log: {log_file})") from None
+            raise PartyError(f"{what} did not finish in {timeout_s:g} s (log: {log_file})") from None
     if code != 0:
         raise PartyError(f"{what} failed with exit code {code}: {_last_line(log_file)}")
 
@@ -97,7 +100,7 @@ async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir
     parties = LocalParties(Path(tempfile.mkdtemp(prefix="fedgrad-parties-")))
     try:
         await _run(["identity", str(parties.identity_dir), "--client-id", *client_ids], "fedgrad identity",
-                   log_dir / "identity.log")
+                   log_dir / "identity.log", START_TIMEOUT_S + IDENTITY_S_PER_CLIENT * len(client_ids))
         enroll(sorted(parties.identity_dir.glob(f"*{PUBLIC_SUFFIX}"))).save(parties.enrollment)
         keygen = ["keygen", "--parties", str(privacy.decryptors), "--threshold", str(privacy.threshold),
                   "--key-bits", str(privacy.key_bits), "--out", str(parties.key_set.parent)]

@@ -133,3 +133,28 @@ def test_client_gives_up_when_the_coordinator_never_comes():
             await run_clients(f"127.0.0.1:{free_port()}", {"0": toy_shard(1)}, options=options)
 
     asyncio.run(scenario())
+
+
+def test_backoff_counts_the_deadline_from_the_first_failure_not_from_the_last_success(monkeypatch):
+    """Time a client spends working (waiting for its process's training thread) after its last successful call
+    is not time without contact: one failure after 100 s of work is retried, 0.5 s of failures ends it."""
+    from client import session
+
+    clock = [1000.0]
+    monkeypatch.setattr(session.time, "monotonic", lambda: clock[0])
+    backoff = session.Backoff(ClientOptions(connect_timeout_s=0.5, backoff_base_s=0.0, backoff_max_s=0.0))
+
+    async def scenario():
+        backoff.succeeded()
+        clock[0] += 100.0  # trained and encrypted for 100 s, then the upload fails once
+        await backoff.wait("CANCELLED")
+        clock[0] += 0.4
+        await backoff.wait("CANCELLED")  # still within 0.5 s of the first failure
+        clock[0] += 0.2
+        with pytest.raises(ClientError, match=r"unreachable for over 0.5 s \(CANCELLED\)"):
+            await backoff.wait("CANCELLED")
+        backoff.succeeded()  # a success starts a new run of failures
+        clock[0] += 100.0
+        await backoff.wait("UNAVAILABLE")
+
+    asyncio.run(scenario())
