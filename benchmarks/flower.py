@@ -21,8 +21,8 @@ IID split over ``--clients`` clients (4837 = one email each: SpamAssassin's trai
   ``secure`` = SecAgg+). The dataset, model, initial weights and local training are fedgrad's own
   (``Scenario.build_dataset``, ``fedgrad.training.train_local`` with each client's fedgrad seed), so the
   difference measured is the platform. Seconds per round are the times between consecutive evaluations on the
-  test set; bytes are every message's record bytes a client received and sent, as Flower counts them: in
-  simulation they move in-process, not over a network.
+  test set; bytes are the sizes of every message a client received and sent, serialized as Flower's protobuf
+  ``Message``: in simulation they move in-process, not over a network.
 
 Seconds per round is the mean over rounds 2..R: Flower starts its Ray actors (and they import fedgrad) during
 round 1, while fedgrad's client processes have started and joined before its round 1; round 1 is shown apart.
@@ -186,15 +186,18 @@ def main() -> int:
                 rows.append(measure(system, mode, n, args.clients, args.rounds, args.workers, args.work_dir,
                                     args.flower_python))
                 print(format_table(rows[-1:]), file=sys.stderr, flush=True)
+                write_json(args.json, args.clients, args.workers, rows)  # so far: a later failure keeps these
     print(format_table(rows))
     for line in target_lines(rows):
         print(line)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"clients": args.clients, "workers": args.workers,
-                                     "rows": [asdict(r) for r in rows], "ratios": ratios(rows)}, indent=2) + "\n",
-                         encoding="utf-8")
     print(f"\nwritten to {args.json}")
     return 0
+
+
+def write_json(path: Path, clients: int, workers: int, rows: list[Row]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"clients": clients, "workers": workers, "rows": [asdict(r) for r in rows],
+                                "ratios": ratios(rows)}, indent=2) + "\n", encoding="utf-8")
 
 
 def scenario_overrides(clients: int, per_round: int, rounds: int, workers: int, secure: bool) -> list[str]:

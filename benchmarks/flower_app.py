@@ -14,9 +14,9 @@ global model after each round on the test set with ``fedgrad.training.evaluate``
 ``--secure`` runs the fit rounds through Flower's SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``).
 
 Written to ``--out``: the seconds between consecutive evaluations (one round: fit, aggregation, evaluation),
-the accuracy after each round, and the bytes of every message's records a client received and sent, as
-Flower itself counts them (``RecordDict`` records' ``count_bytes``, what ``message_size_mod`` logs). In
-simulation nothing crosses a network: these are the in-process payloads, not wire bytes.
+the accuracy after each round, and the size of every message a client received and sent, serialized as
+Flower's protobuf ``Message`` (``flwr.common.serde.message_to_proto``: what its deployment runtime sends). In
+simulation nothing crosses a network: these messages move in-process, and no gRPC framing or TLS is counted.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ from flwr.client import Client, ClientApp, NumPyClient
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import ndarrays_to_parameters
+from flwr.common.serde import message_to_proto
 from flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
@@ -82,6 +83,9 @@ def main() -> int:
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"num_cpus": args.workers, "log_to_driver": False}})
         received, sent = _count_bytes(bytes_dir)
+    if len(evaluations) != scenario.federation.rounds + 1:
+        raise SystemExit(f"Flower evaluated {len(evaluations) - 1} of {scenario.federation.rounds} rounds; "
+                         "see the log above")
     times = [t for t, _ in evaluations]
     result = {"round_s": [b - a for a, b in itertools.pairwise(times)],
               "accuracy": [accuracy for _, accuracy in evaluations[1:]],
@@ -102,10 +106,11 @@ def _server_app(scenario: Scenario, vocab_size: int, test: Shard, secure: bool,
         evaluations.append((time.perf_counter(), scores["accuracy"]))
         return scores["loss"], {"accuracy": scores["accuracy"]}
 
-    strategy = FedAvg(fraction_fit=fed.clients_per_round / fed.clients, min_fit_clients=fed.clients_per_round,
-                      min_available_clients=fed.clients, fraction_evaluate=0.0, min_evaluate_clients=0,
-                      evaluate_fn=evaluate_fn, on_fit_config_fn=lambda server_round: {"round": server_round},
-                      initial_parameters=ndarrays_to_parameters(list(model.state_dict().values())))
+    strategy = _AllOrNothingFedAvg(
+        fraction_fit=fed.clients_per_round / fed.clients, min_fit_clients=fed.clients_per_round,
+        min_available_clients=fed.clients, fraction_evaluate=0.0, min_evaluate_clients=0, evaluate_fn=evaluate_fn,
+        on_fit_config_fn=lambda server_round: {"round": server_round},
+        initial_parameters=ndarrays_to_parameters(list(model.state_dict().values())))
     app = ServerApp()
 
     @app.main()
@@ -116,6 +121,17 @@ def _server_app(scenario: Scenario, vocab_size: int, test: Shard, secure: bool,
         workflow(grid, legacy)
 
     return app
+
+
+class _AllOrNothingFedAvg(FedAvg):
+    """Flower's FedAvg, refusing a round in which a client failed: Flower would go on with the others (with
+    SecAgg+, an aggregate without them), and the benchmark would time a different round from fedgrad's."""
+
+    def aggregate_fit(self, server_round: int, results: list[Any], failures: list[Any]) -> Any:
+        if failures or len(results) < self.min_fit_clients:
+            raise RuntimeError(f"round {server_round}: {len(results)} results, {len(failures)} failures "
+                               f"({failures[:1]}); every sampled client must answer")
+        return super().aggregate_fit(server_round, results, failures)
 
 
 class _FedgradClient(NumPyClient):
@@ -156,13 +172,11 @@ def _client_fn(scenario: Scenario, vocab_size: int, data_dir: Path, context: Con
 
 
 def _count_bytes_mod(bytes_dir: Path, msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """A client mod (outermost) that appends each message's received and sent record bytes to a file of its
-    process, counted as Flower's ``message_size_mod`` counts them."""
-    received = sum(record.count_bytes() for record in msg.content.values())
+    """A client mod (outermost) that appends the size of each message received and sent, serialized as
+    Flower's protobuf ``Message`` (what its deployment runtime would put on the wire), to a file of its process."""
     reply = call_next(msg, context)
-    sent = sum(record.count_bytes() for record in reply.content.values()) if reply.has_content() else 0
     with open(bytes_dir / f"{os.getpid()}.txt", "a", encoding="utf-8") as out:
-        out.write(f"{received} {sent}\n")
+        out.write(f"{message_to_proto(msg).ByteSize()} {message_to_proto(reply).ByteSize()}\n")
     return reply
 
 
