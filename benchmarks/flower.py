@@ -283,7 +283,7 @@ def format_table(rows: list[Row]) -> str:
               str(r.peak_processes), f"{r.bytes_per_round:,.0f}", f"{100 * r.accuracy:.2f} %") for r in rows]
     for ratio in ratios(rows):
         lines.append(("fedgrad/flower", str(ratio["mode"]), f"{ratio['per_round']:,}",
-                      f"{ratio['speedup']:.2f}x faster", "", f"x{ratio['rss_ratio']:.2f}", f"x{ratio['pss_ratio']:.2f}",
+                      f"{ratio['speedup']:.2f}x faster", "", f"x{ratio['rss_ratio']:.3f}", f"x{ratio['pss_ratio']:.3f}",
                       "", f"x{ratio['bytes_ratio']:.2f}", f"{ratio['accuracy_diff_pt']:+.2f} pt"))
     widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
     return "\n".join("  ".join(cell.rjust(w) for cell, w in zip(line, widths, strict=True))
@@ -298,7 +298,7 @@ def target_lines(rows: list[Row]) -> list[str]:
         return []
     largest = max(plain, key=lambda r: int(r["per_round"]))
     checks = [("at least 5x faster per round", f"{largest['speedup']:.2f}x", float(largest["speedup"]) >= 5),
-              ("at most half of Flower's memory", f"x{largest['rss_ratio']:.2f}", float(largest["rss_ratio"]) <= 0.5),
+              ("at most half of Flower's memory", f"x{largest['rss_ratio']:.3f}", float(largest["rss_ratio"]) <= 0.5),
               ("accuracy within 0.5 pt", f"{largest['accuracy_diff_pt']:+.2f} pt",
                abs(float(largest["accuracy_diff_pt"])) <= 0.5)]
     return [f"target at {largest['per_round']:,} per round, {name}: {figure} -> {'met' if ok else 'NOT met'}"
