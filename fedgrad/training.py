@@ -6,6 +6,7 @@ Both are device-agnostic: batches are moved to wherever the model's parameters l
 """
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,13 @@ from fedgrad.tensor import Tensor
 
 #: A score is spam when its probability is above this (the book's ``pred > 0.5``).
 THRESHOLD = 0.5
+
+
+def client_seed(seed: int, round_number: int, client_id: str) -> int:
+    """The local-training seed of ``client_id`` in ``round_number``: a pure function of the three, so a
+    client trains identically whichever process hosts it and however often the round is retried."""
+    words = [seed, round_number, zlib.crc32(client_id.encode())]
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
 def make_optimizer(name: str, model: SpamModel, *, lr: float, momentum: float) -> Optimizer:

@@ -34,13 +34,14 @@ from fedgrad.modes.base import AccumulatorFactory
 from fedgrad.protocol import Rejected, RoundCohort, TaskConfig
 from fedgrad.protocol.records import UpdateAnnouncement
 from fedgrad.results import round_record
+from fedgrad.training import client_seed
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.channel import PROTOCOL_VERSION
 from server.mailbox import Signal
 from server.registry import ClientRecord, ClientRegistry, RunTokens
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
-from server.tasks import ModelPayload, Task, client_seed, model_task, signal_task
+from server.tasks import ModelPayload, Task, model_task, signal_task
 
 log = logging.getLogger("fedgrad.server")
 

@@ -10,7 +10,6 @@ become protobuf messages.
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -73,9 +72,3 @@ def signal_task(kind: pb.TaskKind, task_id: int) -> Task:
     """A WAIT or SHUTDOWN task: a header alone."""
     return Task(pb.TaskHeader(kind=kind, task_id=task_id))
 
-
-def client_seed(seed: int, round_number: int, client_id: str) -> int:
-    """The local-training seed of ``client_id`` in ``round_number``: a pure function of the three, so a
-    client trains identically whichever process hosts it and however often the round is retried."""
-    words = [seed, round_number, zlib.crc32(client_id.encode())]
-    return int(np.random.SeedSequence(words).generate_state(1)[0])

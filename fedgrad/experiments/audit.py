@@ -12,7 +12,7 @@ measurement, one privacy mode at a time:
    canary outside the vocabulary would map to the unknown-word id and the audit would measure nothing.
 2. **Train one round** in this process with the platform's own code: every client of the round's cohort runs
    ``fedgrad.training.train_local`` from the scenario's initial global model with the seed the coordinator
-   would give it (``server.tasks.client_seed``).
+   would give it (``fedgrad.training.client_seed``).
 3. **Observe** what the coordinator holds in each mode by running the platform's own pieces in this process:
    each client's payload from its privacy mode's ``encode`` (plain deltas; Paillier ciphertexts, signed under
    ``paillier``; clipped, possibly noised and encrypted DP updates) and the coordinator's round accumulator from
@@ -78,10 +78,10 @@ from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document
 from fedgrad.scenario import Scenario, load_scenario
-from fedgrad.training import train_local
+from fedgrad.training import client_seed, train_local
 from fedgrad.transport.codec import decode_tensors
 from server.strategies import ClientInfo, build_strategy
-from server.tasks import ModelPayload, client_seed
+from server.tasks import ModelPayload
 
 AUDIT_JSON = "audit.json"
 REPORT_FILE = "report.md"
