@@ -41,7 +41,7 @@ from server.mailbox import Signal
 from server.registry import ClientRecord, ClientRegistry, RunTokens
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
-from server.tasks import ModelPayload, Task, model_task, signal_task
+from server.tasks import ModelPayload, Task, model_task, privacy_message, signal_task
 
 log = logging.getLogger("fedgrad.server")
 
@@ -281,12 +281,13 @@ class Coordinator:
             model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()},
                                      run_id=self.run_id, attempt=attempt))
         tasks = {}
+        privacy = privacy_message(accumulator.announcement)
         for record in selected:
             instruction = instructions[record.client_id]
             config = self._task_config.for_client(client_seed(self._seed, number, record.client_id),
                                                   instruction.train_options)
             tasks[record.client_id] = model_task(pb.TRAIN, self._next_task_id(), number, model, config,
-                                                 instruction.weight, accumulator.announcement)
+                                                 instruction.weight, privacy)
         round_ = TrainingRound(number, model, {cid: task.task_id for cid, task in tasks.items()},
                                self._dispatch_done, instructions, accumulator)
         self._open(round_, tasks)

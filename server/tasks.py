@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,18 +40,29 @@ class ModelPayload:
 
 @dataclass(frozen=True)
 class Task:
-    """A header and, for TRAIN/EVALUATE, the model it refers to."""
+    """A header and, for TRAIN/EVALUATE, the model it refers to.
 
-    header: pb.TaskHeader
+    The header message is built when the task is sent, from this client's own fields and the round's
+    announcement (``privacy``, one message shared by every task of the round): a secure round's announcement
+    lists the whole cohort, and a thousand tasks each holding a copy of a thousand-member cohort would cost
+    the coordinator memory quadratic in the clients per round.
+    """
+
+    fields: Mapping[str, Any]
     model: ModelPayload | None = None
+    privacy: pb.PrivacyAnnouncement | None = None
 
     @property
     def task_id(self) -> int:
-        return self.header.task_id
+        return int(self.fields["task_id"])
 
     @property
     def kind(self) -> int:
-        return self.header.kind
+        return int(self.fields["kind"])
+
+    @property
+    def header(self) -> pb.TaskHeader:
+        return pb.TaskHeader(**self.fields, privacy=self.privacy)
 
     def messages(self) -> Iterator[pb.TaskChunk]:
         """The stream GetTask sends: the header, then the model's chunks."""
@@ -59,16 +71,20 @@ class Task:
             yield from self.model.chunks
 
 
+def privacy_message(announcement: Announcement | None) -> pb.PrivacyAnnouncement | None:
+    """A round's announcement as the message its tasks share (made once per round)."""
+    return announcement_to_pb(announcement)
+
+
 def model_task(kind: pb.TaskKind, task_id: int, round_number: int, model: ModelPayload, config: TaskConfig,
-               weight: float = 0.0, announcement: Announcement | None = None) -> Task:
+               weight: float = 0.0, privacy: pb.PrivacyAnnouncement | None = None) -> Task:
     """A TRAIN or EVALUATE task carrying ``model`` (and, for TRAIN, how the update must be encoded)."""
-    header = pb.TaskHeader(kind=kind, task_id=task_id, round=round_number, model_version=model.version,
-                           config_json=config.to_json(), weight=weight, privacy=announcement_to_pb(announcement),
-                           tensors=model.specs, payload_bytes=model.payload_bytes)
-    return Task(header, model)
+    fields = dict(kind=kind, task_id=task_id, round=round_number, model_version=model.version,
+                  config_json=config.to_json(), weight=weight, tensors=model.specs, payload_bytes=model.payload_bytes)
+    return Task(fields, model, privacy)
 
 
 def signal_task(kind: pb.TaskKind, task_id: int) -> Task:
     """A WAIT or SHUTDOWN task: a header alone."""
-    return Task(pb.TaskHeader(kind=kind, task_id=task_id))
+    return Task(dict(kind=kind, task_id=task_id))
 
