@@ -1,5 +1,7 @@
 """End to end: `fedgrad simulate` with a real coordinator and client OS processes over gRPC on localhost."""
+import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -12,6 +14,7 @@ import pytest
 
 from fedgrad.cli.main import main
 from fedgrad.errors import FedgradError
+from fedgrad.experiments.run import ignore_cancelled_rpcs
 from fedgrad.launchers import ClientFleet
 
 
@@ -84,3 +87,19 @@ def test_interrupted_simulate_stops_every_client_process(tmp_path, signum, write
     assert run_traces.pids_mentioning(str(tmp_path)) == []
     assert "Traceback" not in parent.stderr.read().decode()
     assert os.path.exists(run_traces.only_run_dir(tmp_path / "runs") / "metrics.jsonl")
+
+
+def test_an_interrupted_run_does_not_log_its_cancelled_rpcs_but_logs_real_errors(caplog):
+    """grpc.aio reports RPC tasks cancelled by Ctrl-C to the loop's exception handler (grpc/grpc#24716);
+    serve and simulate drop exactly those reports, so an interrupted run prints no traceback."""
+    loop = asyncio.new_event_loop()
+    try:
+        ignore_cancelled_rpcs(loop)
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            loop.call_exception_handler({"message": "rpc task", "exception": asyncio.CancelledError()})
+            assert caplog.records == []
+            loop.call_exception_handler({"message": "broken handler", "exception": ValueError("boom")})
+    finally:
+        loop.close()
+    assert [record.getMessage() for record in caplog.records] == ["broken handler"]
+    assert isinstance(caplog.records[0].exc_info[1], ValueError)
