@@ -94,24 +94,11 @@ def open_run(scenario: Path | Scenario | None = None, *, resume: Path | None = N
     return OpenedRun(prepared, issue_run_tokens(prepared.writer.run_dir, client_ids(prepared.scenario)), None)
 
 
-def ignore_cancelled_rpcs(loop: asyncio.AbstractEventLoop) -> None:
-    """Keep the cancellations of an interrupted run out of its output. Ctrl-C or SIGTERM cancels the gRPC
-    server's in-flight RPC tasks, and grpc.aio hands some of those cancellations to the loop's exception
-    handler, which logs each with a traceback (grpc/grpc#24716). At shutdown they are expected; every other
-    exception still reaches asyncio's default handler."""
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        if not isinstance(context.get("exception"), asyncio.CancelledError):
-            loop.default_exception_handler(context)
-
-    loop.set_exception_handler(handler)
-
-
 async def serve(opened: OpenedRun, host: str, port: int, security: ServerSecurity | None,
                 tls_dir: Path | None, decryptors: object = None) -> dict[str, Any]:
     """Serve ``opened`` to clients that connect over the network until the run ends; returns the summary as
     written. ``tls_dir`` only goes into the printed client command line."""
     prepared = opened.prepared
-    ignore_cancelled_rpcs(asyncio.get_running_loop())
     with RoundProgress(prepared) as progress:
         coordinator = opened.coordinator(progress, decryptors)
         server, bound = await start_server(coordinator, host, port, security)
@@ -194,7 +181,6 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     prepared = opened.prepared
     main, loop = asyncio.current_task(), asyncio.get_running_loop()
     assert main is not None  # a coroutine always runs in a task
-    ignore_cancelled_rpcs(loop)
     terminated = asyncio.Event()
 
     def on_sigterm() -> None:  # treated like Ctrl-C: unwind, stopping the children on the way out

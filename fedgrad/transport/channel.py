@@ -17,9 +17,11 @@ Transport security is TLS with the federation's private CA (``fedgrad certs``, :
 """
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -115,11 +117,12 @@ def open_blocking_channel(address: str, security: ClientSecurity | None = None) 
 
 
 def new_server(interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> grpc.aio.Server:
-    """An asyncio gRPC server with the protocol's limits.
+    """An asyncio gRPC server with the protocol's limits; call it from the event loop that will run it.
 
     ``so_reuseport`` is off so that binding a port another process already serves fails loudly
     instead of silently splitting connections between two coordinators.
     """
+    ignore_cancelled_rpcs(asyncio.get_running_loop())
     return grpc.aio.server(interceptors=list(interceptors), options=[*_MESSAGE_LIMITS, ("grpc.so_reuseport", 0)])
 
 
@@ -131,3 +134,15 @@ def listen(server: grpc.aio.Server, address: str, security: ServerSecurity | Non
         return server.add_secure_port(address, security.credentials())
     except RuntimeError:
         return 0
+
+
+def ignore_cancelled_rpcs(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep the cancellations of an interrupted server (coordinator or decryptor) out of its output. Ctrl-C or
+    SIGTERM cancels the gRPC server's in-flight RPC tasks, and grpc.aio hands some of those cancellations to the
+    loop's exception handler, which logs each with a traceback (grpc/grpc#24716). At shutdown they are expected;
+    every other exception still reaches asyncio's default handler."""
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if not isinstance(context.get("exception"), asyncio.CancelledError):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

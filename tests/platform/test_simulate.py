@@ -14,8 +14,8 @@ import pytest
 
 from fedgrad.cli.main import main
 from fedgrad.errors import FedgradError
-from fedgrad.experiments.run import ignore_cancelled_rpcs
 from fedgrad.launchers import ClientFleet
+from fedgrad.transport.channel import ignore_cancelled_rpcs
 
 
 @pytest.fixture
@@ -91,7 +91,7 @@ def test_interrupted_simulate_stops_every_client_process(tmp_path, signum, write
 
 def test_an_interrupted_run_does_not_log_its_cancelled_rpcs_but_logs_real_errors(caplog):
     """grpc.aio reports RPC tasks cancelled by Ctrl-C to the loop's exception handler (grpc/grpc#24716);
-    serve and simulate drop exactly those reports, so an interrupted run prints no traceback."""
+    every fedgrad gRPC server (new_server) drops exactly those reports, so an interrupted run prints no traceback."""
     loop = asyncio.new_event_loop()
     try:
         ignore_cancelled_rpcs(loop)
