@@ -18,10 +18,11 @@ line); --insecure turns TLS off. The coordinator checkpoints after every round: 
 `fedgrad simulate --resume RUN_DIR` continues from the last completed round with new client processes
 and ends with the same model an uninterrupted run would have.
 
---launcher ray runs the client workers as Ray tasks instead, --ray-cpus CPUs each (default 1), on the
-cluster at --ray-address or, without it, on a local Ray cluster started for the run and shut down at its
-end (Ray comes with the `ray` extra; see fedgrad/launchers/ray.py). With a cluster of several machines,
---host must be an address of this machine that the cluster's nodes can reach.
+--launcher ray runs the client workers as Ray tasks instead, --ray-cpus CPUs each (default 1, or the
+share that lets every worker run at once), on the cluster at --ray-address or, without it, on a local Ray
+cluster started for the run and shut down at its end (Ray comes with the `ray` extra; see
+fedgrad/launchers/ray.py). With a cluster of several machines, --host must be an address of this machine that
+the cluster's nodes can reach.
 
 From Python, fedgrad.run(SCENARIO, section__key=value, ...) does the same and returns the run's records
 and summary (fedgrad/api.py).
@@ -48,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                                                                "HOST:PORT (default: a cluster Ray finds, else a "
                                                                "local one started for the run)")
     parser.add_argument("--ray-cpus", metavar="N", type=float, help="CPUs Ray reserves for each client worker with "
-                                                                    "--launcher ray (default: 1)")
+                                                                    "--launcher ray (default: 1, or less so that all "
+                                                                    "of them run at once)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address the coordinator listens on and clients dial (default: 127.0.0.1)")
     parser.set_defaults(func=run)

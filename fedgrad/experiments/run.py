@@ -192,12 +192,14 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
     processes = process_count(prepared.scenario)
     run_dir = prepared.writer.run_dir
-    security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
-                                                                   host=host)
+    fleet = fleet or ClientFleet(run_dir / "logs")
     ids = client_ids(prepared.scenario)
     privacy = client_privacy(prepared.scenario)
-    parties, decryptors = None, None
+    parties, decryptors, server = None, None, None
     try:
+        await fleet.prepare(processes)  # first: a Ray node forks its processes before any gRPC thread runs here
+        security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
+                                                                       host=host)
         if mode_class(prepared.scenario.privacy.mode).needs_decryptors(prepared.scenario):
             from fedgrad.crypto.identity import Enrollment
             from fedgrad.crypto.threshold import KeySet
@@ -212,21 +214,18 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
                 progress.write(f"resuming {run_dir} after round {opened.checkpoint.completed_rounds}")
             coordinator = opened.coordinator(progress, decryptors)
             server, port = await start_server(coordinator, host, 0, security)
-            try:
-                fleet = fleet or ClientFleet(run_dir / "logs")
-                await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
-                                  privacy, client_code(prepared.scenario))
-                extras = await fleet.supervise(coordinator.run())
-                await fleet.wait_for_exit(EXIT_GRACE_S)
-            except asyncio.CancelledError:
-                if terminated.is_set():
-                    raise FedgradError("terminated by SIGTERM; client processes stopped") from None
-                raise
-            finally:
-                if fleet is not None:  # None only when making the default fleet failed
-                    await fleet.stop()
-                await server.stop(grace=1.0)
+            await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
+                              privacy, client_code(prepared.scenario))
+            extras = await fleet.supervise(coordinator.run())
+            await fleet.wait_for_exit(EXIT_GRACE_S)
+    except asyncio.CancelledError:
+        if terminated.is_set():
+            raise FedgradError("terminated by SIGTERM; client processes stopped") from None
+        raise
     finally:
+        await fleet.stop()
+        if server is not None:
+            await server.stop(grace=1.0)
         if parties is not None:
             await parties.stop()
         if handles_sigterm:

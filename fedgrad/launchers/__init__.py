@@ -12,11 +12,12 @@ from fedgrad.launchers.local import ClientFleet
 
 
 def ray_fleet(address: str | None, cpus_per_worker: float | None = None) -> Fleet:
-    """Client workers as Ray tasks, ``cpus_per_worker`` CPUs each (default 1), on the cluster at ``address`` or
-    on a local cluster started for the run; a one-line :class:`~fedgrad.errors.ConfigError` without Ray."""
-    from fedgrad.launchers.ray import DEFAULT_WORKER_CPUS, RayFleet
+    """Client workers as Ray tasks, ``cpus_per_worker`` CPUs each (default: one, or the share that lets all of
+    them run at once), on the cluster at ``address`` or on a local cluster started for the run; a one-line
+    :class:`~fedgrad.errors.ConfigError` without Ray."""
+    from fedgrad.launchers.ray import RayFleet
 
-    return RayFleet(address, DEFAULT_WORKER_CPUS if cpus_per_worker is None else cpus_per_worker)
+    return RayFleet(address, cpus_per_worker)
 
 
 __all__ = ["ClientFleet", "Fleet", "ray_fleet"]

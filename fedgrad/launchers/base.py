@@ -13,7 +13,12 @@ T = TypeVar("T")
 
 class Fleet(Protocol):
     """Where a simulation's client workers run: local OS processes (:class:`ClientFleet`) or Ray tasks
-    (:class:`fedgrad.launchers.ray.RayFleet`)."""
+    (:class:`fedgrad.launchers.ray.RayFleet`).
+
+    ``prepare`` comes first, before the run starts its gRPC server, channels or child processes: a launcher that
+    forks helpers of its own (Ray's local node) does it while the process is still single-threaded."""
+
+    async def prepare(self, workers: int) -> None: ...
 
     async def start(self, address: str, shard_dir: Path, ids: list[str], workers: int, token_file: Path | None,
                     tls_dir: Path | None, privacy: ClientPrivacy, code: ClientCode) -> None: ...

@@ -33,6 +33,9 @@ class ClientFleet:
         self._processes: list[tuple[asyncio.subprocess.Process, Path]] = []
         self._watchers: list[asyncio.Task[None]] = []
 
+    async def prepare(self, workers: int) -> None:
+        """Nothing to do before the run: client processes are started by :meth:`start`."""
+
     async def start(self, address: str, shard_dir: Path, ids: list[str], processes: int,
                     token_file: Path | None = None, tls_dir: Path | None = None,
                     privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY, code: ClientCode = NO_CLIENT_CODE) -> None:

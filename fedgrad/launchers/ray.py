@@ -1,8 +1,7 @@
 """Client workers on a Ray cluster, for simulations larger than one machine.
 
 ``fedgrad simulate --launcher ray`` keeps the coordinator (and gRPC) in its own process and, instead of
-starting local client processes, runs each group of virtual clients as one Ray task with a CPU budget
-(``--ray-cpus``, one CPU by default: a worker trains on one thread, see :mod:`client.pool`). A worker is
+starting local client processes, runs each group of virtual clients as one Ray task with a CPU budget. A worker is
 an ordinary client pool (:func:`client.pool.run_clients`): it joins over gRPC with its run tokens, over
 TLS, exactly like ``fedgrad client`` on another machine. The driver ships each worker its shards, tokens
 and the CA certificate (and, for mutual TLS, its client certificate) as task arguments, so the cluster
@@ -10,7 +9,18 @@ needs no shared file system; its nodes need fedgrad installed.
 
 Which cluster: without ``--ray-address``, ``ray.init()`` finds one the way Ray always does (``RAY_ADDRESS``,
 then a cluster started on this machine with ``ray start``) or else starts a local one sized for this
-machine; with it, the cluster there (``auto``, ``HOST:PORT``).
+machine; with it, the cluster there (``auto``, ``HOST:PORT``). A local cluster is started by
+:meth:`RayFleet.prepare`, before the run starts its gRPC server or any other thread: Ray starts its node's
+processes (GCS, raylet) with ``fork`` and a Python ``preexec_fn``, which is unsafe once other threads run in the
+process (gRPC's), and left a starting node without its GCS or raylet ("Timed out waiting for file
+...gcs_server_port_...", "The current node timed out during startup") in about one start of three on a loaded
+2-core machine.
+
+CPU budget: every worker must run at once, since a round samples from every client, and clients whose worker
+waits for a CPU would hold rounds up or be left out of them. With ``--ray-cpus`` each worker reserves that many
+CPUs, and a fleet whose workers do not all fit on the cluster's nodes is refused before the run starts, with a
+one-line error saying what fits. Without it each worker reserves one CPU (a worker trains on one thread, see
+:mod:`client.pool`) or, where that does not fit, the largest share that does (4 workers on 2 CPUs: half each).
 
 Failures. Workers are spread over the cluster's nodes, and Ray reruns a worker whose process or node died
 (up to :data:`WORKER_RETRIES` times) on a node that is still there; its clients rejoin with the same
@@ -49,12 +59,12 @@ T = TypeVar("T")
 
 log = logging.getLogger("fedgrad.simulate")
 
-#: CPUs Ray reserves for one client worker unless ``--ray-cpus`` says otherwise.
+#: CPUs Ray reserves for one client worker, at most, unless ``--ray-cpus`` says otherwise.
 DEFAULT_WORKER_CPUS = 1.0
+#: Ray counts resources in units of 1/10,000.
+CPU_GRANULARITY = 10_000
 #: Times Ray reruns a worker whose process or node died before the worker gives up.
 WORKER_RETRIES = 3
-#: Starts of a local Ray node before giving up (Ray's own wait for its raylet is a fixed 30 s).
-START_ATTEMPTS = 2
 
 
 def import_ray() -> ModuleType:
@@ -91,12 +101,14 @@ def host_clients(spec: WorkerSpec) -> None:
 class RayFleet:
     """Client workers as Ray tasks; the same start/supervise/wait_for_exit/stop cycle as local processes."""
 
-    def __init__(self, ray_address: str | None, cpus_per_worker: float = DEFAULT_WORKER_CPUS) -> None:
-        if not cpus_per_worker > 0:
+    def __init__(self, ray_address: str | None, cpus_per_worker: float | None = None) -> None:
+        """``cpus_per_worker``: what each worker reserves; None sizes it to the cluster (see the module)."""
+        if cpus_per_worker is not None and not cpus_per_worker > 0:
             raise ConfigError(f"--ray-cpus must be a positive number of CPUs (got {cpus_per_worker})")
         self._ray = import_ray()
         self._ray_address = ray_address
-        self._cpus = cpus_per_worker
+        self._requested_cpus = cpus_per_worker
+        self._cpus: float | None = None  # each worker's share, once prepare() has seen the cluster
         self._connected = False  # by this fleet, which must then disconnect (and stop a cluster it started)
         self._refs: list[Any] = []
         self._done: list[asyncio.Future[Any]] = []
@@ -107,13 +119,11 @@ class RayFleet:
         """Submit ``workers`` tasks hosting ``ids`` round-robin, connecting to the coordinator at ``address``
         with the tokens of ``token_file`` and, with ``tls_dir``, over TLS trusting its ``ca.pem``; they trust
         and import ``code``'s user model."""
+        if self._cpus is None:
+            await self.prepare(workers)
+        assert self._cpus is not None  # set by prepare
         tokens = read_token_file(token_file, ids) if token_file is not None else {}
         ray = self._ray
-        self._connect()
-        total_cpus = ray.cluster_resources().get("CPU", 0.0)
-        if workers * self._cpus > total_cpus:
-            log.warning("%d client workers x %g CPUs exceed the cluster's %g CPUs; some workers wait for others "
-                        "to finish (lower federation.processes or --ray-cpus)", workers, self._cpus, total_cpus)
         remote = ray.remote(num_cpus=self._cpus, max_retries=WORKER_RETRIES, scheduling_strategy="SPREAD")(
             host_clients)
         for index in range(workers):
@@ -126,6 +136,14 @@ class RayFleet:
             self._refs.append(ref)
             self._done.append(asyncio.wrap_future(ref.future()))
 
+    async def prepare(self, workers: int) -> None:
+        """Connect to the cluster (starting a local one if there is none) and size the CPU share of each of
+        ``workers`` workers so that all of them run at once; a :class:`ConfigError` if they cannot."""
+        self._connect()
+        nodes = [node["Resources"].get("CPU", 0.0) for node in self._ray.nodes() if node["Alive"]]
+        self._cpus = worker_cpus(nodes, workers, self._requested_cpus)
+        log.info("%d Ray client workers, %g CPUs each, on %s", workers, self._cpus, _describe(nodes))
+
     def _connect(self) -> None:
         """``ray.init``, unless this process is already connected (then the caller owns the connection).
 
@@ -136,21 +154,11 @@ class RayFleet:
             return
         sigterm = signal.getsignal(signal.SIGTERM)
         try:
-            for attempt in range(1, START_ATTEMPTS + 1):
-                try:
-                    ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
-                             logging_level=logging.WARNING)
-                    break
-                except Exception as error:  # noqa: BLE001 - Ray raises many kinds (connection, auth, bad address)
-                    # Ray gives a starting raylet a fixed 30 s to register; on a loaded machine a second start
-                    # usually makes it. Anything else is not retried.
-                    if attempt < START_ATTEMPTS and "timed out during startup" in str(error):
-                        log.warning("the local Ray node did not start in time (attempt %d); starting it again",
-                                    attempt)
-                        ray.shutdown()
-                        continue
-                    where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
-                    raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
+            ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except Exception as error:  # noqa: BLE001 - Ray raises many kinds (connection, auth, bad address)
+            where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
+            raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
         finally:
             if sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
@@ -193,6 +201,37 @@ class RayFleet:
         if self._connected:
             self._connected = False
             self._ray.shutdown()
+
+
+def worker_cpus(nodes: list[float], workers: int, requested: float | None = None) -> float:
+    """CPUs each of ``workers`` workers reserves on nodes with ``nodes`` CPUs so that all of them run at once.
+
+    ``requested`` if they all fit with it, else a :class:`ConfigError` saying what fits; without ``requested``,
+    :data:`DEFAULT_WORKER_CPUS` or, where that does not fit, the largest share that does (in Ray's units of
+    1/10,000 CPU). A worker runs on one node, so the fit is counted node by node, not on the sum of CPUs."""
+    units = [round(cpus * CPU_GRANULARITY) for cpus in nodes]
+
+    def fitting(share: int) -> int:  # workers that run at once with ``share`` units each
+        return sum(node // share for node in units)
+
+    # the largest share that fits is some node's CPUs split k ways, for some k <= workers
+    candidates = {node // k for node in units for k in range(1, workers + 1)} - {0}
+    best = max((share for share in candidates if fitting(share) >= workers), default=0)
+    if requested is None:
+        if best == 0:
+            raise ConfigError(f"the Ray cluster ({_describe(nodes)}) has no room for {workers} client workers")
+        return min(DEFAULT_WORKER_CPUS, best / CPU_GRANULARITY)
+    fit = fitting(max(1, round(requested * CPU_GRANULARITY)))
+    if fit >= workers:
+        return requested
+    remedies = ([f"--ray-cpus {best / CPU_GRANULARITY:g} or less"] if best else []) + (
+        [f"federation.processes = {fit}"] if fit else []) + ["a larger cluster"]
+    raise ConfigError(f"{workers} client workers x {requested:g} CPUs do not all fit on the Ray cluster "
+                      f"({_describe(nodes)}, room for {fit}): use {', or '.join(remedies)}")
+
+
+def _describe(nodes: list[float]) -> str:
+    return f"{len(nodes)} node{'s' if len(nodes) != 1 else ''} with {' + '.join(f'{cpus:g}' for cpus in nodes)} CPUs"
 
 
 def _first_line(error: BaseException) -> str:

@@ -1,14 +1,22 @@
 """`simulate --launcher ray` on real Ray (the `ray` extra): without Ray a one-line error before any work; on a
 local cluster the run learns exactly what the local-process launcher learns for the same seed; on a two-node
 cluster that loses a node mid-run the lost clients come back on the other node and the run ends as if nothing
-happened; SIGTERM and Ctrl-C stop the Ray work and the cluster the run started, leaving no process behind.
+happened; SIGTERM and Ctrl-C stop the Ray work and the cluster the run started, leaving no process behind; more
+workers than CPUs share the CPUs (or, with a --ray-cpus that cannot fit, the run is refused before it starts).
 
 Every cluster here keeps its files (and finds clusters) in a private RAY_TMPDIR, and every Ray port is an
 ephemeral one, so these tests neither see nor disturb another Ray on the machine. A run that starts its own
 cluster runs in a child process in a session of its own: Ray makes the process that starts a cluster a process
 group leader, which pytest should not become, and the session is how the test finds every process the run
 started (raylet, GCS, workers), whatever they renamed themselves to.
+
+The existing clusters the other tests use are started as a user starts them, with ``ray start --block`` in a
+session of its own, never by pytest itself: Ray forks a node's processes with a Python ``preexec_fn``, which is
+unsafe in a process where gRPC threads run (pytest's, after the in-process runs), and made node start-up time out
+now and then. One head serves the whole module; the node-loss test adds its second node to it.
 """
+from __future__ import annotations
+
 import json
 import os
 import shutil
@@ -16,16 +24,19 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import ray  # the ray extra (pip install -e '.[test,ray]'); not skipped without it: CI must run these on real Ray
-from ray.cluster_utils import Cluster
 
 from fedgrad.cli.main import main
+from fedgrad.errors import ConfigError
+from fedgrad.launchers.ray import worker_cpus
 from server.coordinator import Coordinator
 from server.registry import ClientRegistry
 
@@ -36,12 +47,17 @@ EXIT_TIMEOUT_S = 120.0
 REAP_TIMEOUT_S = 30.0
 
 
-def federation_scenario(write_scenario, enron_corpus, path: Path, runs: Path, *, rounds: int = ROUNDS) -> Path:
+#: ``ray start --block`` prints this once its node is up (for a node joining a cluster: registered with the GCS).
+NODE_UP = "This command will now block forever"
+
+
+def federation_scenario(write_scenario, enron_corpus, path: Path, runs: Path, *, rounds: int = ROUNDS,
+                        processes: int = 2) -> Path:
     """4 clients in 2 workers, all 4 needed every round (a lost client must come back for a round to close)."""
     return write_scenario(path, enron_corpus, runs, name="ray", seed=7, model={"name": "logreg"},
                           train={"batch_size": 8},
                           federation={"clients": 4, "clients_per_round": 4, "min_clients": 4, "rounds": rounds,
-                                      "processes": 2})
+                                      "processes": processes})
 
 
 @pytest.fixture(scope="module")
@@ -53,23 +69,114 @@ def reference(tmp_path_factory, write_scenario, enron_corpus, run_traces) -> Pat
     return run_traces.only_run_dir(root / "runs")
 
 
+def private_tmpdir() -> str:
+    """A private, short (Unix socket paths are limited to ~107 bytes) directory for a cluster's files."""
+    return tempfile.mkdtemp(prefix="fgray-", dir="/tmp")
+
+
+def remove_tmpdir(directory: str) -> None:
+    if not os.environ.get("KEEP_RAY_TMPDIR"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture
-def ray_tmpdir(monkeypatch) -> Iterator[str]:
-    """A private, short (Unix socket paths are limited to ~107 bytes) RAY_TMPDIR for this test's clusters."""
-    environment = dict(os.environ)  # ray.init sets variables of its own (RAY_AUTH_MODE): put it back after
-    sigterm = signal.getsignal(signal.SIGTERM)  # and, called here, its own SIGTERM handler
-    directory = tempfile.mkdtemp(prefix="fgray-", dir="/tmp")
-    monkeypatch.setenv("RAY_TMPDIR", directory)
+def ray_env(monkeypatch) -> Iterator[None]:
+    """Ray's settings for one test, all put back after it: ray.init sets variables of its own (RAY_AUTH_MODE)
+    and, called in this process, its own SIGTERM handler; no RAY_ADDRESS from outside."""
+    environment = dict(os.environ)
+    sigterm = signal.getsignal(signal.SIGTERM)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")  # CI has no network to report to
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    # Ray gives a starting GCS 30 s to publish its port; on a loaded 2-core machine that has not been enough
-    monkeypatch.setenv("RAY_gcs_server_port_wait_time_s", "180")
-    yield directory
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
     os.environ.clear()
     os.environ.update(environment)
     signal.signal(signal.SIGTERM, sigterm)
-    if not os.environ.get("KEEP_RAY_TMPDIR"):
-        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_tmpdir(ray_env, monkeypatch) -> Iterator[str]:
+    """A private RAY_TMPDIR for the cluster a run starts (where it would find another cluster: it finds none)."""
+    directory = private_tmpdir()
+    monkeypatch.setenv("RAY_TMPDIR", directory)
+    yield directory
+    remove_tmpdir(directory)
+
+
+@dataclass
+class RayNode:
+    """A node started by ``ray start ... --block`` in a session of its own; killing the session removes it."""
+
+    process: subprocess.Popen
+    tmpdir: str
+
+    @classmethod
+    def start(cls, *args: str, env: dict[str, str]) -> RayNode:
+        tmpdir = private_tmpdir()
+        process = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block", *args],
+                                   stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   env={**env, "RAY_TMPDIR": tmpdir}, start_new_session=True)
+        node = cls(process, tmpdir)
+        output = []
+        assert process.stdout is not None
+        for line in process.stdout:  # ends when the node is up, or with the output when ray start failed
+            output.append(line)
+            if NODE_UP in line:
+                break
+        else:
+            node.stop()
+            raise AssertionError("ray start failed:\n" + "".join(output))
+        # keep reading what it prints (a node that died), so that it never blocks on a full pipe
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        return node
+
+    @property
+    def address(self) -> str:
+        """The GCS address of a head node (``ray start`` writes it before the node is up)."""
+        return (Path(self.tmpdir) / "ray" / "ray_current_cluster").read_text().strip()
+
+    def kill(self) -> None:
+        """SIGKILL every process of the node's session (ray start, GCS, raylet, its workers: Ray puts some in
+        process groups of their own) until none is left."""
+        deadline = time.monotonic() + REAP_TIMEOUT_S
+        while (left := session_pids(self.process.pid)) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.process.poll()  # reap ray start itself, our child
+            time.sleep(0.05)
+        assert self.process.wait() != 0 and left == [], process_names(left)
+
+    def stop(self) -> None:
+        self.kill()
+        remove_tmpdir(self.tmpdir)
+
+
+#: The environment of the nodes ``ray start`` starts here. Without a token: Ray reads RAY_AUTH_MODE once per
+#: process, so pytest, which imported Ray before any test ran, could not present one to a cluster.
+NODE_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="module")
+def shared_head() -> Iterator[RayNode]:
+    """One head node with 2 CPUs for the module's tests on an existing cluster."""
+    environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    node = RayNode.start("--head", "--port=0", "--num-cpus=2", "--include-dashboard=false",
+                         env={**environment, **NODE_ENV})
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def head(shared_head, ray_env) -> RayNode:
+    """The shared head, for one test (Ray's settings put back after it)."""
+    return shared_head
 
 
 def session_pids(session: int) -> list[int]:
@@ -177,25 +284,20 @@ def test_a_local_ray_cluster_learns_what_local_processes_learn(tmp_path, ray_tmp
 
 
 @pytest.fixture
-def two_nodes(ray_tmpdir) -> Iterator[Cluster]:
-    """A head and a second node on this machine, 2 CPUs each (one client worker fits on either)."""
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
-                      head_node_args={"num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None})
+def second_node(head) -> Iterator[RayNode]:
+    """A second node with 2 CPUs joined to the shared head (one client worker fits on either)."""
+    node = RayNode.start(f"--address={head.address}", "--num-cpus=2", env={**os.environ, **NODE_ENV})
     try:
-        cluster.add_node(num_cpus=2)
-        yield cluster
+        yield node
     finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()
+        node.stop()
 
 
-def test_a_run_survives_losing_a_node(tmp_path, two_nodes, reference, write_scenario, enron_corpus, run_traces,
-                                      monkeypatch):
-    """Right after round 1's record is written, the node that is not the head is removed with the client
+def test_a_run_survives_losing_a_node(tmp_path, head, second_node, reference, write_scenario, enron_corpus,
+                                      run_traces, monkeypatch):
+    """Right after round 1's record is written, the node that is not the head is killed with the client
     worker Ray spread onto it. Ray reruns that worker on the head, its clients rejoin, round 2 waits for them
     (min_clients = all), and the run ends with the very model an undisturbed run reaches."""
-    (lost_node,) = two_nodes.worker_nodes
     joins: dict[str, int] = {}
     removed_after_rounds: list[int] = []
     original_join, original_train_round = ClientRegistry.join, Coordinator._train_round
@@ -208,14 +310,16 @@ def test_a_run_survives_losing_a_node(tmp_path, two_nodes, reference, write_scen
         if number == 2:  # round 1 is recorded: metrics.jsonl has its line
             removed_after_rounds.append(len(run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))))
             # the fleet connected this process to the head, the node it must keep
-            assert ray.get_runtime_context().get_node_id() != lost_node.node_id
-            two_nodes.remove_node(lost_node)
+            (head_node,) = [node for node in ray.nodes() if node["Alive"]
+                            and "node:__internal_head__" in node["Resources"]]
+            assert ray.get_runtime_context().get_node_id() == head_node["NodeID"]
+            second_node.kill()
         return await original_train_round(coordinator, number)
 
     monkeypatch.setattr(ClientRegistry, "join", counting_join)
     monkeypatch.setattr(Coordinator, "_train_round", train_round)
     scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs")
-    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", two_nodes.address]) == 0
+    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", head.address]) == 0
     assert removed_after_rounds == [1]
     # the clients of the worker on the lost node joined again, the others once
     assert sorted(joins.values()) == [1, 1, 2, 2], joins
@@ -226,7 +330,7 @@ def test_a_run_survives_losing_a_node(tmp_path, two_nodes, reference, write_scen
     ours, theirs = run_traces.final_model(run_dir, ROUNDS), run_traces.final_model(reference, ROUNDS)
     assert all(np.array_equal(ours[name], theirs[name]) for name in theirs)
     assert not ray.is_initialized()  # the fleet disconnected; the cluster it did not start is still up
-    assert len(two_nodes.list_all_nodes()) == 1 and two_nodes.head_node.remaining_processes_alive()
+    assert head.process.poll() is None and "raylet" in process_names(session_pids(head.process.pid))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -259,25 +363,12 @@ def test_stopping_a_run_stops_its_ray_cluster(tmp_path, ray_tmpdir, signum, writ
     assert not (run_dir / "summary.json").exists()
 
 
-@pytest.fixture
-def one_node(ray_tmpdir) -> Iterator[Cluster]:
-    """A one-node cluster this process started, as `ray start --head` would."""
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=False,
-                      head_node_args={"num_cpus": 2, "include_dashboard": False, "dashboard_agent_listen_port": None})
-    try:
-        yield cluster
-    finally:
-        if ray.is_initialized():
-            ray.shutdown()
-        cluster.shutdown()
-
-
-def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_the_cluster(tmp_path, one_node,
+def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_the_cluster(tmp_path, head,
                                                                                           write_scenario,
                                                                                           enron_corpus):
     scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
                                    rounds=100000)
-    process = start_simulate(scenario, "--ray-address", one_node.address)
+    process = start_simulate(scenario, "--ray-address", head.address)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while not list((tmp_path / "runs").glob("*/metrics.jsonl")):
@@ -295,8 +386,55 @@ def test_stopping_a_run_on_an_existing_cluster_cancels_its_workers_and_leaves_th
         time.sleep(0.1)
     assert descendants_named("ray::host_clien") == []  # its workers were cancelled
     assert wait_until_session_empty(process.pid) == []  # it started no Ray processes of its own
-    ray.init(address=one_node.address, log_to_driver=False)  # and the cluster it did not start still works
+    ray.init(address=head.address, log_to_driver=False)  # and the cluster it did not start still works
     assert ray.get(ray.remote(lambda: "still up").remote()) == "still up"
+
+
+def test_more_workers_than_cpus_share_them_and_all_clients_train_from_round_1(tmp_path, head, write_scenario,
+                                                                                enron_corpus, run_traces):
+    """4 workers of one client each on the 2-CPU head: half a CPU each, all four running at once."""
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
+                                   rounds=1, processes=4)
+    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", head.address]) == 0
+    (record,) = run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))
+    assert record["clients_used"] == 4
+
+
+def test_workers_that_cannot_all_run_are_refused_before_the_run(tmp_path, head, write_scenario, enron_corpus,
+                                                                 capsys):
+    scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
+                                   processes=4)
+    assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", head.address,
+                 "--ray-cpus", "1"]) == 2
+    err = capsys.readouterr().err
+    assert ("4 client workers x 1 CPUs do not all fit on the Ray cluster (1 node with 2 CPUs, room for 2): use "
+            "--ray-cpus 0.5 or less, or federation.processes = 2, or a larger cluster") in err
+    assert "Traceback" not in err and not list((tmp_path / "runs").glob("*/metrics.jsonl"))
+
+
+@pytest.mark.parametrize(("nodes", "workers", "share"), [
+    ([2.0], 2, 1.0),          # one CPU each: the default, when it fits
+    ([16.0], 4, 1.0),         # never more than one by default
+    ([2.0], 4, 0.5),
+    ([2.0], 3, 0.6666),       # rounded down to Ray's 1/10,000 CPU
+    ([2.0, 2.0], 3, 1.0),     # two on one node, one on the other
+    ([1.0, 3.0], 3, 1.0),
+    ([1.5, 1.5], 3, 0.75),    # a worker runs on one node: 1.5 + 1.5 CPUs hold two workers of 1 CPU, not three
+])
+def test_a_worker_cpu_share_lets_every_worker_run_at_once(nodes, workers, share):
+    assert worker_cpus(nodes, workers) == share
+    assert worker_cpus(nodes, workers, share) == share  # the same share, asked for, fits
+
+
+def test_a_cpu_share_that_does_not_fit_is_a_one_line_error_saying_what_fits():
+    with pytest.raises(ConfigError, match=r"^3 client workers x 1.5 CPUs do not all fit on the Ray cluster "
+                                          r"\(2 nodes with 2 \+ 2 CPUs, room for 2\): use --ray-cpus 1 or less, or "
+                                          r"federation.processes = 2, or a larger cluster$"):
+        worker_cpus([2.0, 2.0], 3, 1.5)
+    with pytest.raises(ConfigError, match=r"room for 0\): use --ray-cpus 2 or less, or a larger cluster$"):
+        worker_cpus([2.0], 1, 3.0)
+    with pytest.raises(ConfigError, match=r"^the Ray cluster \(1 node with 0 CPUs\) has no room for 2 client"):
+        worker_cpus([0.0], 2)
 
 
 @pytest.mark.slow
