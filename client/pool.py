@@ -2,9 +2,10 @@
 
 Hosting many clients per process is what lets a 100-client federation run on a laptop: each client
 is a coroutine that mostly waits on a long poll, the gRPC channel (one HTTP/2 connection) is shared,
-and the CPU work (training, evaluation) goes to a single worker thread. One worker is deliberate: the
-process is meant to use about one core, and a client that finishes training uploads on the event
-loop while the next client already trains.
+the round's model is decoded once and shared read-only by the clients that hold it
+(:class:`~client.session.SharedModels`: none between rounds), and the CPU work (training, evaluation) goes to a
+single worker thread. One worker is deliberate: the process is meant to use about one core, and a client that
+finishes training uploads on the event loop while the next client already trains.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import asyncio
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, VirtualClient
+from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, SharedModels, VirtualClient
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
@@ -41,11 +42,12 @@ async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str 
     """
     trainer = LocalTrainer(device, privacy, trusted_code)
     uploads = asyncio.Semaphore(MAX_UPLOADS)
+    models = SharedModels()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
         async with open_channel(address, security) as channel:
             stub = pb_grpc.CoordinatorStub(channel)
             runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options,
-                                                      (tokens or {}).get(client_id, ""), uploads).run())
+                                                      (tokens or {}).get(client_id, ""), uploads, models).run())
                     for client_id, shard in shards.items()]
             try:
                 await asyncio.gather(*runs)

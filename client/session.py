@@ -14,10 +14,12 @@ Failures are sorted by what they mean:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import cast
@@ -94,13 +96,50 @@ class Backoff:
         await asyncio.sleep(self._random.uniform(0, ceiling))
 
 
+class SharedModel(dict[str, np.ndarray]):
+    """A global model as its clients receive it: read-only arrays, by name (a dict that weak references reach)."""
+
+
+class SharedModels:
+    """One copy of each global model the clients of a process hold at the same time.
+
+    The coordinator sends a round's model to every client (its bytes are counted per client); the process
+    keeps one decoded copy per distinct manifest and payload, which every client holding it shares
+    read-only. Copies are held by the clients only (weak references here): a model no client holds any more
+    is freed, so a process whose clients are idle between rounds holds no model.
+    """
+
+    def __init__(self) -> None:
+        self._models: weakref.WeakValueDictionary[bytes, SharedModel] = weakref.WeakValueDictionary()
+
+    def decode(self, specs: Sequence[pb.TensorSpec], payload: bytes | bytearray | memoryview) -> SharedModel:
+        """The model ``specs`` and ``payload`` describe: the copy another client holds if the bytes are the same."""
+        digest = hashlib.sha256()
+        for spec in specs:
+            digest.update(spec.SerializeToString(deterministic=True))
+            digest.update(b"\0")
+        digest.update(payload)
+        key = digest.digest()
+        model = self._models.get(key)
+        if model is None:
+            model = SharedModel(decode_tensors(specs, payload))
+            for array in model.values():
+                array.flags.writeable = False  # views into a (writable) receive buffer: nobody may change them
+            self._models[key] = model
+        return model
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
 class VirtualClient:
     """Client ``client_id`` with its shard; ``run()`` returns when the coordinator says SHUTDOWN."""
 
     def __init__(self, client_id: str, shard: Shard, stub: pb_grpc.CoordinatorStub, trainer: LocalTrainer,
                  executor: Executor, options: ClientOptions, token: str = "",
-                 uploads: asyncio.Semaphore | None = None) -> None:
-        """``uploads``: shared by the clients of one process, bounds how many of them upload at once."""
+                 uploads: asyncio.Semaphore | None = None, models: SharedModels | None = None) -> None:
+        """``uploads``: shared by the clients of one process, bounds how many of them upload at once; ``models``:
+        the process's one copy of each model its clients hold."""
         self.client_id = client_id
         self.shard = shard
         self._token = token
@@ -110,6 +149,7 @@ class VirtualClient:
         self._options = options
         self._backoff = Backoff(options)
         self._uploads = uploads or asyncio.Semaphore(1)
+        self._models = models if models is not None else SharedModels()
 
     async def run(self) -> None:
         credentials = await self._join()
@@ -145,6 +185,8 @@ class VirtualClient:
                     await self._backoff.wait(error.details() or error.code().name)
                 else:
                     raise ClientError(f"client {self.client_id}: {error.code().name}: {error.details()}") from None
+            finally:
+                model = None  # the next long poll may last a whole round: an idle client holds no model
 
     async def _join(self) -> pb.Credentials:
         request = pb.JoinRequest(client_id=self.client_id, token=self._token, n_examples=len(self.shard),
@@ -165,7 +207,7 @@ class VirtualClient:
             return pb.Credentials(run_id=reply.run_id, client_id=self.client_id, token=self._token)
 
     async def _fetch_task(self, credentials: pb.Credentials,
-                          last_task_id: int) -> tuple[pb.TaskHeader, dict[str, np.ndarray] | None]:
+                          last_task_id: int) -> tuple[pb.TaskHeader, SharedModel | None]:
         """The next task's header and, for TRAIN/EVALUATE, the global model it carries."""
         options = self._options
         request = pb.TaskRequest(credentials=credentials, last_task_id=last_task_id, wait_s=options.wait_s)
@@ -185,10 +227,11 @@ class VirtualClient:
         if header is None:
             raise WireError("empty task stream")
         assert buffer is not None
-        model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
-        return header, model
+        if header.kind not in (pb.TRAIN, pb.EVALUATE):
+            return header, None
+        return header, self._models.decode(header.tensors, buffer.payload())
 
-    async def _train(self, credentials: pb.Credentials, header: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+    async def _train(self, credentials: pb.Credentials, header: pb.TaskHeader, model: SharedModel) -> None:
         task = train_task_from_pb(header, credentials.run_id, len(self.shard))
         self._check_vocabulary(task.config)
         loop = asyncio.get_running_loop()
@@ -233,7 +276,7 @@ class VirtualClient:
                               f"but the coordinator's vocabulary has {vocab_size} words; was it split from "
                               "the same scenario (fedgrad data split)?")
 
-    async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: dict[str, np.ndarray]) -> None:
+    async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: SharedModel) -> None:
         config = TaskConfig.from_json(task.config_json)
         self._check_vocabulary(config)
         loop = asyncio.get_running_loop()

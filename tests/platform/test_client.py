@@ -2,18 +2,21 @@
 import asyncio
 import dataclasses
 import socket
+import weakref
 
 import numpy as np
 import pytest
 
 from client.pool import run_clients
-from client.session import ClientError, ClientOptions
+from client.session import ClientError, ClientOptions, SharedModels
+from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.models import model_from_config
 from fedgrad.modes.plain import PlainAccumulator
 from fedgrad.protocol import TaskConfig, TrainSettings
 from fedgrad.scenario import ModelConfig
 from fedgrad.training import evaluate
+from fedgrad.transport.codec import encode_tensors
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -83,6 +86,59 @@ def test_clients_wait_for_a_late_coordinator_train_and_exit_on_shutdown():
         assert summary["client_evaluation"]["clients"] == 2
 
     asyncio.run(scenario())
+
+
+def test_the_clients_of_a_process_share_one_read_only_model_and_hold_none_between_rounds(monkeypatch):
+    """Each client receives the round's model (its bytes, counted per client); the process never holds two copies
+    of it at once (every client of the round that holds it holds the same read-only object), and none once the
+    round is over."""
+    seen: list[tuple[int, str, weakref.ref]] = []  # (round, client, the model it trained from)
+    dead_before: dict[int, bool] = {}  # round -> every earlier round's model was freed when it started
+    one_copy: list[bool] = []  # at each training: every live model of its round is the one it trains from
+    train_update = LocalTrainer.train_update
+
+    def recording(trainer, client_id, shard, task, global_model):
+        if task.round not in dead_before:
+            dead_before[task.round] = all(model() is None for round_, _, model in seen if round_ < task.round)
+        one_copy.append(all(model() is None or model() is global_model for round_, _, model in seen
+                            if round_ == task.round))
+        assert all(not array.flags.writeable for array in global_model.values())
+        seen.append((task.round, client_id, weakref.ref(global_model)))
+        return train_update(trainer, client_id, shard, task, global_model)
+
+    monkeypatch.setattr(LocalTrainer, "train_update", recording)
+
+    async def scenario():
+        port = free_port()
+        coord, records = coordinator(rounds=2, test=toy_shard(3))
+        server, _ = await start_server(coord, "127.0.0.1", port)
+        try:
+            clients = asyncio.create_task(run_clients(f"127.0.0.1:{port}", SHARDS, options=FAST_RETRY))
+            await asyncio.wait_for(coord.run(), 30)
+            await asyncio.wait_for(clients, 10)
+        finally:
+            await server.stop(None)
+        assert [r["clients_used"] for r in records] == [2, 2]
+        assert all(r["bytes"]["down"] > 0 for r in records)
+
+    asyncio.run(scenario())
+    assert sorted((round_, client) for round_, client, _ in seen) == [(1, "0"), (1, "1"), (2, "0"), (2, "1")]
+    assert dead_before == {1: True, 2: True} and one_copy == [True] * 4
+
+
+def test_shared_models_keep_one_copy_per_distinct_model_while_it_is_held():
+    specs, payload = encode_tensors({"w": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    models = SharedModels()
+    first = models.decode(specs, bytearray(payload))
+    assert models.decode(specs, bytes(payload)) is first and len(models) == 1
+    assert not first["w"].flags.writeable and np.array_equal(first["w"], np.arange(6).reshape(2, 3))
+    other_specs, other_payload = encode_tensors({"w": np.ones((2, 3), dtype=np.float32)})
+    other = models.decode(other_specs, other_payload)
+    assert other is not first and len(models) == 2
+    renamed, same_bytes = encode_tensors({"v": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    assert same_bytes == payload and models.decode(renamed, same_bytes) is not first  # the manifest counts
+    del first, other
+    assert len(models) == 0  # nobody holds them any more
 
 
 def test_clients_rejoin_a_restarted_coordinator():
