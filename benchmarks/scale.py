@@ -1,7 +1,7 @@
 """The coordinator's memory against the clients per round, for plain and threshold-Paillier rounds, both launchers.
 
     python benchmarks/scale.py [--scenario scenarios/spam_email_clients.toml] [--per-round 100,250,500,1000]
-                               [--modes none,paillier] [--launchers local,ray] [--rounds 3] [--ray-cpus 0.5]
+                               [--modes none,paillier] [--launchers local,ray] [--rounds 3] [--ray-cpus N]
                                [--json FILE]
 
 Each combination of privacy mode (``--modes``, by the name ``privacy.mode`` takes), launcher (``--launchers``)
@@ -18,7 +18,11 @@ Read from /proc every 20 ms:
   last round's record appears (the rounds, without the final evaluation of every client), and its RSS as
   each round's record appears;
 * the clients: the peak resident memory of each client process (``fedgrad client``, or a Ray worker that
-  ran clients), summed: an upper bound of what they held at once.
+  ran clients), summed: an upper bound of what they held at once;
+* every one of those processes on its own: its peak RSS (VmHWM) and its peak proportional set size (PSS, from
+  /proc/PID/smaps_rollup: a page shared by n processes counts 1/n in each, so PSS sums to what the processes
+  hold together, where RSS counts shared pages, such as a forked parent's or Ray's object store, once per
+  process).
 
 Reported per mode and launcher: the slope of the coordinator's peak against the clients per round
 (least squares, MiB per +100 clients per round: what the coordinator holds per client of a round, such as
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+from benchmarks.flower import memory_kib
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
 from server.experiment import client_ids, prepare_run
@@ -67,6 +72,9 @@ class Measurement:
     coordinator_after_each_round_mib: list[float]
     clients_peak_mib: float            # the client processes' peaks, summed
     client_processes: int
+    coordinator_peak_pss_mib: float    # the highest PSS seen of the process hosting the coordinator
+    clients_peak_pss_mib: float        # the client processes' highest PSS, summed
+    processes: list[dict[str, Any]]    # per process: role, pid, peak RSS and peak PSS in MiB
     mean_round_s: float
     clients_used: list[int]
     accuracy: float
@@ -81,9 +89,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per run (default: 3)")
     parser.add_argument("--modes", default="none,paillier", help="privacy modes by name (default: none,paillier)")
     parser.add_argument("--launchers", default="local,ray", help="local and/or ray (default: local,ray)")
-    parser.add_argument("--ray-cpus", type=float, default=0.5,
-                        help="CPUs Ray reserves per client worker (default: 0.5, so that 4 workers fit on 2 cores; "
-                             "a worker that does not fit waits, and its clients never join)")
+    parser.add_argument("--ray-cpus", type=float,
+                        help="CPUs Ray reserves per client worker (default: the launcher's, which lets every worker "
+                             "run at once)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "scale-benchmark.json",
                         help="where to write the measurements (default: runs/scale-benchmark.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "scale-benchmark",
@@ -102,7 +110,7 @@ def main() -> int:
     return 0
 
 
-def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, rounds: int, ray_cpus: float,
+def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, rounds: int, ray_cpus: float | None,
             work_dir: Path) -> Measurement:
     overrides = [*MODES.get(mode, [f'privacy.mode="{mode}"']), f"federation.clients_per_round={per_round}",
                  f"federation.min_clients={max(per_round // 2, 2)}", f"federation.rounds={rounds}",
@@ -115,7 +123,7 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
     started = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with open(log, "wb") as output:
-        ray = ["--ray-cpus", str(ray_cpus)] if launcher == "ray" else []
+        ray = ["--ray-cpus", str(ray_cpus)] if launcher == "ray" and ray_cpus is not None else []
         simulate = subprocess.Popen([sys.executable, "-m", "fedgrad.cli.main", "simulate", "--resume", str(run_dir),
                                      "--launcher", launcher, *ray], stdout=output, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env, cwd=REPO)
@@ -136,6 +144,12 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
         coordinator_after_each_round_mib=[round(kib / 1024, 1) for kib in sampler.after_round_kib],
         clients_peak_mib=sum(sampler.client_peaks_kib.values()) / 1024,
         client_processes=len(sampler.client_peaks_kib),
+        coordinator_peak_pss_mib=sampler.pss_peaks_kib.get(simulate.pid, 0) / 1024,
+        clients_peak_pss_mib=sum(kib for pid, kib in sampler.pss_peaks_kib.items() if pid != simulate.pid) / 1024,
+        processes=[{"role": "coordinator" if pid == simulate.pid else "client", "pid": pid,
+                    "peak_rss_mib": round((sampler.peak_kib if pid == simulate.pid
+                                           else sampler.client_peaks_kib.get(pid, 0)) / 1024, 1),
+                    "peak_pss_mib": round(kib / 1024, 1)} for pid, kib in sampler.pss_peaks_kib.items()],
         mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records),
         clients_used=[r["clients_used"] for r in records], accuracy=records[-1]["accuracy"],
         wall_s=time.perf_counter() - started)
@@ -191,6 +205,7 @@ class MemorySampler(threading.Thread):
         self.rounds_peak_kib = 0
         self.after_round_kib: list[int] = []
         self.client_peaks_kib: dict[int, int] = {}
+        self.pss_peaks_kib: dict[int, int] = {}  # the coordinator's process and each client process
 
     def run(self) -> None:
         while not self._stopped.is_set():
@@ -203,6 +218,7 @@ class MemorySampler(threading.Thread):
                 self.rounds_peak_kib = max(self.rounds_peak_kib, status["VmRSS"])
             while rounds > len(self.after_round_kib):
                 self.after_round_kib.append(status["VmRSS"])
+            self._sample_pss(self._pid)
             self._sample_clients()
             time.sleep(SAMPLE_S)
 
@@ -216,8 +232,13 @@ class MemorySampler(threading.Thread):
             if _is_client(pid):  # not its children: a fork (a process pool) starts with its parent's pages
                 peak = _status_kib(pid).get("VmHWM", 0)
                 self.client_peaks_kib[pid] = max(self.client_peaks_kib.get(pid, 0), peak)
+                self._sample_pss(pid)
             else:
                 pending += _children(pid)
+
+    def _sample_pss(self, pid: int) -> None:
+        pss = memory_kib(Path(f"/proc/{pid}/smaps_rollup")).get("Pss", 0)  # 0 once it has exited
+        self.pss_peaks_kib[pid] = max(self.pss_peaks_kib.get(pid, 0), pss)
 
     def _rounds_recorded(self) -> int:
         try:
@@ -255,17 +276,22 @@ def _write(path: Path, results: list[Measurement]) -> None:
 
 
 def report(results: list[Measurement]) -> None:
-    header = ("mode", "launcher", "clients", "per round", "coordinator peak", "in rounds", "after each round",
-              "clients' peaks (sum)", "round time", "used", "accuracy")
+    header = ("mode", "launcher", "clients", "per round", "coordinator peak", "PSS", "in rounds", "after each round",
+              "clients' peaks (sum)", "PSS", "round time", "used", "accuracy")
     rows = [(r.mode, r.launcher, f"{r.clients:,}", str(r.clients_per_round), f"{r.coordinator_peak_mib:.1f} MiB",
-             f"{r.coordinator_rounds_peak_mib:.1f} MiB",
+             f"{r.coordinator_peak_pss_mib:.1f} MiB", f"{r.coordinator_rounds_peak_mib:.1f} MiB",
              " ".join(f"{v:.0f}" for v in r.coordinator_after_each_round_mib) + " MiB",
-             f"{r.clients_peak_mib:.0f} MiB in {r.client_processes}", f"{r.mean_round_s:.2f} s",
+             f"{r.clients_peak_mib:.0f} MiB in {r.client_processes}", f"{r.clients_peak_pss_mib:.0f} MiB",
+             f"{r.mean_round_s:.2f} s",
              "/".join(str(u) for u in r.clients_used), f"{100 * r.accuracy:.2f}%") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
+    print("\nper process (peak RSS / peak PSS, MiB):")
+    for r in results:
+        print(f"  {r.mode}/{r.launcher}/{r.clients_per_round}: " + ", ".join(
+            f"{p['role']} {p['peak_rss_mib']:.0f}/{p['peak_pss_mib']:.0f}" for p in r.processes))
     for key, entry in summarize(results).items():
         verdict = "under" if entry["under_target"] else "OVER"
         print(f"\n{key}: coordinator {entry['coordinator_mib_per_100_per_round']:+.2f} MiB per +100 clients per round; "

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -47,6 +49,8 @@ EXIT_TIMEOUT_S = 120.0
 REAP_TIMEOUT_S = 30.0
 
 
+#: Where the shared head's Ray client server may listen (Ray needs a fixed port there; this suite's range).
+RAY_CLIENT_PORTS = range(55000, 56000)
 #: ``ray start --block`` prints this once its node is up (for a node joining a cluster: registered with the GCS).
 NODE_UP = "This command will now block forever"
 
@@ -67,6 +71,20 @@ def reference(tmp_path_factory, write_scenario, enron_corpus, run_traces) -> Pat
     scenario = federation_scenario(write_scenario, enron_corpus, root / "ray.toml", root / "runs")
     assert main(["simulate", str(scenario), "--insecure"]) == 0
     return run_traces.only_run_dir(root / "runs")
+
+
+def free_port(ports: range) -> int:
+    """A port of ``ports`` that nothing listens on now, starting at a random one."""
+    start = random.randrange(len(ports))
+    for offset in range(len(ports)):
+        port = ports[(start + offset) % len(ports)]
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {ports}")
 
 
 def private_tmpdir() -> str:
@@ -114,8 +132,8 @@ class RayNode:
     @classmethod
     def start(cls, *args: str, env: dict[str, str]) -> RayNode:
         tmpdir = private_tmpdir()
-        process = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block", *args],
-                                   stdin=subprocess.DEVNULL,
+        process = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block",
+                                    "--dashboard-agent-listen-port=0", *args], stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env={**env, "RAY_TMPDIR": tmpdir}, start_new_session=True)
         node = cls(process, tmpdir)
@@ -165,8 +183,9 @@ NODE_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 def shared_head() -> Iterator[RayNode]:
     """One head node with 2 CPUs for the module's tests on an existing cluster."""
     environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    node = RayNode.start("--head", "--port=0", "--num-cpus=2", "--include-dashboard=false",
-                         env={**environment, **NODE_ENV})
+    # every port ephemeral but the Ray client server's (10001 by default), which must be a fixed one
+    node = RayNode.start("--head", "--port=0", f"--ray-client-server-port={free_port(RAY_CLIENT_PORTS)}",
+                         "--num-cpus=2", "--include-dashboard=false", env={**environment, **NODE_ENV})
     try:
         yield node
     finally:
