@@ -24,6 +24,11 @@ Read from /proc every 20 ms:
   hold together, where RSS counts shared pages, such as a forked parent's or Ray's object store, once per
   process).
 
+The machine's floor for a round (plain rounds only): the seconds this process takes to train ``--per-round``
+clients of the prepared run one after another and encode each update as the wire carries it (float32 bytes), with
+fedgrad's own local training and no messaging at all; a round's seconds over the floor is what the platform
+costs on top of the clients' work.
+
 Reported per mode and launcher: the slope of the coordinator's peak against the clients per round
 (least squares, MiB per +100 clients per round: what the coordinator holds per client of a round, such as
 records, buffered uploads and queued contributions; a coordinator that streams updates shows ~0), and the
@@ -42,11 +47,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from benchmarks.flower import memory_kib
+from fedgrad.data import load_shard
+from fedgrad.models import model_from_config
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
-from server.experiment import client_ids, prepare_run
+from fedgrad.training import client_seed, train_local
+from server.experiment import PreparedRun, client_ids, prepare_run
 from server.registry import issue_run_tokens
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,6 +86,7 @@ class Measurement:
     clients_peak_pss_mib: float        # the client processes' highest PSS, summed
     processes: list[dict[str, Any]]    # per process: role, pid, peak RSS and peak PSS in MiB
     mean_round_s: float
+    floor_s: float                     # train + encode the round's clients in one process, no messaging (0: not run)
     clients_used: list[int]
     accuracy: float
     wall_s: float
@@ -137,6 +148,7 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
             simulate.kill()
         sampler.stop()
     records = read_metrics(run_dir)
+    floor = floor_s(prepared, per_round) if mode == "none" else 0.0
     return Measurement(
         mode=mode, launcher=launcher, clients=prepared.scenario.federation.clients, clients_per_round=per_round,
         rounds=len(records), coordinator_peak_mib=sampler.peak_kib / 1024,
@@ -150,9 +162,27 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
                     "peak_rss_mib": round((sampler.peak_kib if pid == simulate.pid
                                            else sampler.client_peaks_kib.get(pid, 0)) / 1024, 1),
                     "peak_pss_mib": round(kib / 1024, 1)} for pid, kib in sampler.pss_peaks_kib.items()],
-        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records),
+        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records), floor_s=floor,
         clients_used=[r["clients_used"] for r in records], accuracy=records[-1]["accuracy"],
         wall_s=time.perf_counter() - started)
+
+
+def floor_s(prepared: PreparedRun, clients: int) -> float:
+    """Seconds to train ``clients`` of ``prepared``'s clients from its initial model, one after another in this
+    process, and encode each delta as float32 bytes: a round's work without any messaging."""
+    scenario, train = prepared.scenario, prepared.scenario.train
+    model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
+    initial = model.state_dict()
+    shards = [load_shard(prepared.data_dir, index) for index in range(clients)]
+    started = time.perf_counter()
+    for index, shard in enumerate(shards):
+        model.load_state_dict(initial)
+        train_local(model, shard, epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
+                    optimizer=train.optimizer, momentum=train.momentum,
+                    seed=client_seed(scenario.seed, 1, str(index)))
+        trained = model.state_dict()
+        b"".join((trained[name] - value).astype(np.float32).tobytes() for name, value in initial.items())
+    return time.perf_counter() - started
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -265,6 +295,7 @@ def summarize(results: list[Measurement]) -> dict[str, dict[str, Any]]:
             "coordinator_rounds_peak_mib_at_largest": round(largest.coordinator_rounds_peak_mib, 1),
             "under_target": largest.coordinator_peak_mib < TARGET_MIB,
             "seconds_per_round_at_largest": round(largest.mean_round_s, 2),
+            "floor_s_at_largest": round(largest.floor_s, 2),
         }
     return summary
 
@@ -277,12 +308,12 @@ def _write(path: Path, results: list[Measurement]) -> None:
 
 def report(results: list[Measurement]) -> None:
     header = ("mode", "launcher", "clients", "per round", "coordinator peak", "PSS", "in rounds", "after each round",
-              "clients' peaks (sum)", "PSS", "round time", "used", "accuracy")
+              "clients' peaks (sum)", "PSS", "round time", "floor", "used", "accuracy")
     rows = [(r.mode, r.launcher, f"{r.clients:,}", str(r.clients_per_round), f"{r.coordinator_peak_mib:.1f} MiB",
              f"{r.coordinator_peak_pss_mib:.1f} MiB", f"{r.coordinator_rounds_peak_mib:.1f} MiB",
              " ".join(f"{v:.0f}" for v in r.coordinator_after_each_round_mib) + " MiB",
              f"{r.clients_peak_mib:.0f} MiB in {r.client_processes}", f"{r.clients_peak_pss_mib:.0f} MiB",
-             f"{r.mean_round_s:.2f} s",
+             f"{r.mean_round_s:.2f} s", f"{r.floor_s:.2f} s" if r.floor_s else "-",
              "/".join(str(u) for u in r.clients_used), f"{100 * r.accuracy:.2f}%") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
@@ -297,7 +328,9 @@ def report(results: list[Measurement]) -> None:
         print(f"\n{key}: coordinator {entry['coordinator_mib_per_100_per_round']:+.2f} MiB per +100 clients per round; "
               f"peak {entry['coordinator_peak_mib_at_largest']:.1f} MiB (in rounds "
               f"{entry['coordinator_rounds_peak_mib_at_largest']:.1f} MiB) at {entry['largest_per_round']} per round "
-              f"({verdict} the {TARGET_MIB:.0f} MiB target), {entry['seconds_per_round_at_largest']:.2f} s per round")
+              f"({verdict} the {TARGET_MIB:.0f} MiB target), {entry['seconds_per_round_at_largest']:.2f} s per round"
+              + (f", {entry['seconds_per_round_at_largest'] / entry['floor_s_at_largest']:.1f}x the machine's floor "
+                 f"of {entry['floor_s_at_largest']:.2f} s" if entry["floor_s_at_largest"] else ""))
 
 
 if __name__ == "__main__":
