@@ -114,10 +114,11 @@ class Coordinator:
         tokens: RunTokens | None = None,
         summary_entries: Callable[[], dict[str, Any]] = dict,
         close: Callable[[], None] = lambda: None,
+        run_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex  # an operator's run policy fixes it
         self.registry = ClientRegistry(client_ids, tokens)
         self._new_accumulator = new_accumulator
         self._evaluate = evaluate

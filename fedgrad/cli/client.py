@@ -72,6 +72,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "privacy.mode = \"paillier\"")
     parser.add_argument("--enrollment", type=Path, metavar="FILE",
                         help="the operator's enrollment of all clients' public keys (fedgrad enroll)")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        help="the operator's run policy (fedgrad policy): every task is checked against it, and one "
+                             "that does not fit (no encryption, another key, other settings) is refused")
+    parser.add_argument("--training-seed", type=int, metavar="N",
+                        help="with --policy: seed local shuffling (repeatable simulations; default: fresh OS "
+                             "entropy); the coordinator's seed is never used")
     parser.add_argument("--trust-code", action="append", default=[], metavar="PACKAGE.MODULE:FACTORY",
                         help="run this user model when the coordinator's tasks name it (repeatable; imported from "
                              "PYTHONPATH; it runs with this process's rights: see docs/custom-models.md)")
@@ -104,8 +110,13 @@ def run(args: argparse.Namespace) -> int:
                               "(make them with fedgrad identity)")
     if args.enrollment is not None and not args.enrollment.is_file():
         raise ConfigError(f"--enrollment {args.enrollment}: no such file")
+    if args.policy is not None and not args.policy.is_file():
+        raise ConfigError(f"--policy {args.policy}: no such file")
+    if args.training_seed is not None and args.policy is None:
+        raise ConfigError("--training-seed needs --policy (without one, the coordinator's seed is used)")
     privacy = ClientPrivacy(allow_insecure_keys=args.insecure_key_bits, noise_seed=args.noise_seed,
-                            identity_dir=args.identity_dir, enrollment=args.enrollment)
+                            identity_dir=args.identity_dir, enrollment=args.enrollment, policy=args.policy,
+                            training_seed=args.training_seed)
     clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security,
                           privacy=privacy, trusted_code=args.trust_code)
     asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)

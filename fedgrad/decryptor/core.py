@@ -25,6 +25,9 @@ decryption per (run, round) at most. What each rule defeats:
   contributions this decryptor folded in, with at least `min_clients` distinct enrolled signers. *Subsets and
   supersets*: the coordinator cannot get a product of fewer clients than it claims (or vice versa) decrypted.
   `min_clients` is this decryptor's own setting, from its operator, never taken from the coordinator.
+* **A share of the announced cohort** (`release`, `min_fraction`, from the operator's run policy): at least
+  that fraction of the cohort fixed at `open` must have contributed. *Claimed dropouts*: a coordinator colluding
+  with one client cannot announce a cohort of ten and claim all but the victim and its colluder dropped.
 * **At most one release per (run id, round), whatever the attempt**, recorded durably in `state_dir`
   (exclusive create + fsync of the file and its directory) *before* any partial is computed or returned, and
   checked again on every open, contribution and release, also after this process restarts. *Asking twice*:
@@ -130,7 +133,7 @@ class Decryptor:
 
     def __init__(self, share: KeyShare, key_set: KeySet, enrollment: Enrollment, *, min_clients: int,
                  state_dir: Path, cores: int | None = None, run_id: str | None = None,
-                 max_sessions: int = MAX_OPEN_SESSIONS) -> None:
+                 max_sessions: int = MAX_OPEN_SESSIONS, min_fraction: float = 0.0) -> None:
         key_set.check(share)
         require_majority(key_set.parties, key_set.threshold)
         if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
@@ -140,7 +143,10 @@ class Decryptor:
         self.share = share
         self.key_set = key_set
         self.enrollment = enrollment
+        if not 0.0 <= min_fraction <= 1.0:
+            raise FedgradError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
         self.min_clients = min_clients
+        self.min_fraction = min_fraction
         self.run_id = run_id
         self.cores = cores
         self.max_sessions = max(1, max_sessions)
@@ -345,6 +351,9 @@ class Decryptor:
         if len(contributed) < self.min_clients or product is None:
             raise _invalid(f"{session.describe()}: {len(contributed)} verified contributor(s), below this "
                            f"decryptor's min_clients={self.min_clients}")
+        if len(contributed) < self.min_fraction * len(session.cohort) - 1e-9:
+            raise _invalid(f"{session.describe()}: {len(contributed)} of a cohort of {len(session.cohort)} "
+                           f"contributed, below this decryptor's min_fraction={self.min_fraction:g}")
         round_key = (run_id, round)
         with self._lock:
             if round_key in self._releasing or self.released(run_id, round):

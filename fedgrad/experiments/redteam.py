@@ -1126,9 +1126,11 @@ def enroll_clients(directory: Path, client_ids: Iterable[str]) -> tuple[Path, Pa
 
 
 def local_decryptors(directory: Path, *, key_bits: int, parties: int, threshold: int, enrollment: Path,
-                     min_clients: int, insecure_key_bits: bool = False) -> LocalDecryptors:
+                     min_clients: int, insecure_key_bits: bool = False, min_fraction: float = 0.0,
+                     run_id: str | None = None) -> LocalDecryptors:
     """A dealer's fresh t-of-k key and k in-process decryptors, each with its share and its own state directory
-    under ``directory`` (the decryptors' side, never the coordinator's files)."""
+    under ``directory`` (the decryptors' side, never the coordinator's files); ``min_fraction`` and ``run_id`` as
+    an operator's run policy sets them."""
     from fedgrad.crypto.identity import Enrollment
     from fedgrad.crypto.threshold import deal, key_set
 
@@ -1136,6 +1138,7 @@ def local_decryptors(directory: Path, *, key_bits: int, parties: int, threshold:
     keys = key_set(shares)
     enrolled = Enrollment.load(enrollment)
     decryptors = [Decryptor(share, keys, enrolled, min_clients=min_clients, state_dir=directory / f"decryptor-{i}",
-                            cores=1) for i, share in enumerate(shares, start=1)]
+                            cores=1, min_fraction=min_fraction, run_id=run_id)
+                  for i, share in enumerate(shares, start=1)]
     del shares
     return LocalDecryptors(decryptors, keys)

@@ -60,17 +60,18 @@ class OpenedRun:
     def token_file(self) -> Path:
         return self.prepared.writer.run_dir / AUTH_DIR / CLIENT_TOKENS_FILE
 
-    def coordinator(self, progress: RoundProgress, decryptors: object = None) -> Coordinator:
+    def coordinator(self, progress: RoundProgress, decryptors: object = None, run_id: str | None = None
+                    ) -> Coordinator:
         """The coordinator, restored from the checkpoint if any, writing a checkpoint after every round
         (``decryptors``: the handle on the decryptor processes, for ``privacy.mode = "paillier"`` and for
-        distributed DP)."""
+        distributed DP; ``run_id``: the run the operator's run policy fixes)."""
         checkpoints = Checkpoints(self.prepared.writer.run_dir)
 
         def on_round(record: dict[str, Any]) -> None:
             progress.on_round(record)
             checkpoints.save(coordinator.state, self.prepared.writer.records)
 
-        coordinator = build_coordinator(self.prepared, on_round, self.tokens, decryptors)
+        coordinator = build_coordinator(self.prepared, on_round, self.tokens, decryptors, run_id)
         if self.checkpoint is not None:
             self.checkpoint.restore(coordinator.state)
         return coordinator
@@ -196,21 +197,24 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
                                                                    host=host)
     ids = client_ids(prepared.scenario)
     privacy = client_privacy(prepared.scenario)
-    parties, decryptors = None, None
+    parties, decryptors, run_id = None, None, None
     try:
         if mode_class(prepared.scenario.privacy.mode).needs_decryptors(prepared.scenario):
             from fedgrad.crypto.identity import Enrollment
             from fedgrad.crypto.threshold import KeySet
             from fedgrad.decryptor.pool import DecryptorPool
 
-            parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs")
+            parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs", prepared.vocab_size)
             decryptors = DecryptorPool(parties.addresses, KeySet.load(parties.key_set),
                                        enrollment=Enrollment.load(parties.enrollment))
-            privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment)
+            run_id = parties.run_id
+            # the simulation's operator seeds its clients' shuffling: reproducible, and not the coordinator's seed
+            privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment,
+                                          policy=parties.policy, training_seed=prepared.scenario.seed)
         with RoundProgress(prepared) as progress:
             if opened.checkpoint is not None:
                 progress.write(f"resuming {run_dir} after round {opened.checkpoint.completed_rounds}")
-            coordinator = opened.coordinator(progress, decryptors)
+            coordinator = opened.coordinator(progress, decryptors, run_id)
             server, port = await start_server(coordinator, host, 0, security)
             try:
                 fleet = fleet or ClientFleet(run_dir / "logs")

@@ -206,10 +206,11 @@ def _enrollment(path: Path) -> Enrollment:
     return Enrollment.load(path)
 
 
-def secure_config(scenario: Scenario, model: Mapping[str, np.ndarray]) -> SecureAggConfig:
-    """The run's packing: integer client weights up to ``privacy.max_weight`` next to the values."""
+def secure_config(scenario: Scenario, n_params: int) -> SecureAggConfig:
+    """The run's packing for a model of ``n_params``: integer client weights up to ``privacy.max_weight`` next to
+    the values."""
     privacy, fed = scenario.privacy, scenario.federation
-    return SecureAggConfig(mode="paillier", n_params=sum(int(np.asarray(v).size) for v in model.values()),
+    return SecureAggConfig(mode="paillier", n_params=n_params,
                            clip=privacy.clip, value_bits=privacy.value_bits, max_clients=fed.effective_max_clients,
                            max_weight=privacy.max_weight, short_randomizer=privacy.short_randomizer)
 
@@ -260,7 +261,12 @@ class PaillierMode(PrivacyMode):
         if (key_set.parties, key_set.threshold) != (privacy.decryptors, privacy.threshold):
             raise ConfigError(f"the key set is {key_set.threshold}-of-{key_set.parties}, the scenario asks for "
                               f"privacy.threshold={privacy.threshold} of privacy.decryptors={privacy.decryptors}")
-        return ThresholdAggregation(secure_config(self.scenario, model), self._decryptors)
+        n_params = sum(int(np.asarray(value).size) for value in model.values())
+        return ThresholdAggregation(secure_config(self.scenario, n_params), self._decryptors)
+
+    @classmethod
+    def pinned_params(cls, scenario: Scenario, n_params: int) -> dict[str, Any]:
+        return {"secure": secure_config(scenario, n_params).to_dict()}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
