@@ -52,6 +52,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "before they reach the decryptors")
     parser.add_argument("--decryptor-tls-dir", type=Path, metavar="DIR",
                         help="dial the decryptors over TLS, trusting DIR/ca.pem")
+    parser.add_argument("--run-id", metavar="RUN",
+                        help="the run id the operator's run policy fixes (fedgrad policy): its clients and "
+                             "decryptors serve no other (default: a fresh random id)")
     parser.set_defaults(func=run)
     return parser
 
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         decryptors = DecryptorPool(args.decryptors, KeySet.load(args.key_set), security=tls,
                                    enrollment=Enrollment.load(args.enrollment) if args.enrollment else None)
     with logs_above_progress(logging.INFO):
-        summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors))
+        summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors, args.run_id))
     print_results(opened.prepared.scenario.name, opened.prepared.writer.records, summary)
     return 0
 

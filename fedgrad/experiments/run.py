@@ -96,12 +96,12 @@ def open_run(scenario: Path | Scenario | None = None, *, resume: Path | None = N
 
 
 async def serve(opened: OpenedRun, host: str, port: int, security: ServerSecurity | None,
-                tls_dir: Path | None, decryptors: object = None) -> dict[str, Any]:
+                tls_dir: Path | None, decryptors: object = None, run_id: str | None = None) -> dict[str, Any]:
     """Serve ``opened`` to clients that connect over the network until the run ends; returns the summary as
-    written. ``tls_dir`` only goes into the printed client command line."""
+    written. ``tls_dir`` only goes into the printed client command line; ``run_id``: the run policy's."""
     prepared = opened.prepared
     with RoundProgress(prepared) as progress:
-        coordinator = opened.coordinator(progress, decryptors)
+        coordinator = opened.coordinator(progress, decryptors, run_id)
         server, bound = await start_server(coordinator, host, port, security)
         try:
             tls = f" --tls-dir {tls_dir.resolve()}" if tls_dir else ""
