@@ -27,7 +27,7 @@ from fedgrad.models import SpamModel, model_from_config
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.modes.resolve import encode_update
 from fedgrad.policy import PolicyGuard, RunPolicy
-from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask
+from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask, model_digest
 from fedgrad.training import evaluate, train_local
 from fedgrad.usercode import is_reference
 
@@ -83,6 +83,8 @@ class LocalTrainer:
         """Train on ``shard`` as the TRAIN ``task`` says, then encode the delta as its privacy mode asks. A client
         with a run policy first checks the task against it and shuffles with its own seed (``fedgrad.policy``):
         :class:`~fedgrad.policy.PolicyRefused` when the task does not fit."""
+        task = dataclasses.replace(task, model_digest=model_digest({name: global_model[name]
+                                                                   for name in task.tensor_names}))
         config = task.config
         if self._guard is not None:
             config = dataclasses.replace(config, seed=self._guard.admit(task, client_id, global_model))

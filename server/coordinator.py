@@ -278,9 +278,14 @@ class Coordinator:
         selected = [candidates[i] for i in picked]
         instructions = self.state.strategy.configure(
             number, [ClientInfo(record.client_id, record.n_examples) for record in selected])
+        # the round's one task, which secure modes' clients sign: its settings (the strategy's options of the first
+        # selected client: a client given others signs another digest) and the model
+        settings = (self._task_config.for_client(0, instructions[selected[0].client_id].train_options)
+                    .settings_digest() if selected else b"")
         accumulator = self._new_accumulator(
             model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()},
-                                     run_id=self.run_id, attempt=attempt))
+                                     run_id=self.run_id, attempt=attempt, settings_digest=settings,
+                                     model_digest=model.digest))
         tasks = {}
         privacy = privacy_message(accumulator.announcement)
         for record in selected:

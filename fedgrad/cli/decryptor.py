@@ -11,8 +11,8 @@ partial decryption only of the product of ciphertexts it verified itself: each s
 decryptor's own setting, not the coordinator's), and at most once per (run, round), remembered in --state-dir
 across restarts (see fedgrad/decryptor/core.py for what each check defeats). --run-id pins it to one run.
 
---policy FILE (the operator's run policy, `fedgrad policy`) pins it to the policy's run, key set, min_clients
-(the larger of the policy's and --min-clients) and the share of each announced cohort a release needs.
+--policy FILE (the operator's run policy, `fedgrad policy`) pins it to the policy's run, key set, task settings,
+min_clients (the larger of the policy's and --min-clients) and the share of each announced cohort a release needs.
 
 It prints one line when listening and writes the bound port to --port-file (atomically) so that a launcher can
 find it with --port 0. SIGTERM or Ctrl-C stop it cleanly. Without --tls-dir the channel is plaintext, refused on
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     share = read_share(args.share)
     keys = KeySet.load(args.key_set)
     enrollment = Enrollment.load(args.enrollment)
-    run_id, min_clients, min_fraction = args.run_id, args.min_clients, 0.0
+    run_id, min_clients, min_fraction, settings = args.run_id, args.min_clients, 0.0, None
     if args.policy is not None:
         from fedgrad.policy import RunPolicy
 
@@ -82,9 +82,10 @@ def run(args: argparse.Namespace) -> int:
         if run_id is not None and run_id != policy.run:
             raise ConfigError(f"--run-id {run_id!r} is not the run {policy.run!r} that --policy pins")
         run_id, min_clients, min_fraction = policy.run, max(min_clients, policy.min_clients), policy.min_fraction
+        settings = policy.task_settings().settings_digest()
     args.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     decryptor = Decryptor(share, keys, enrollment, min_clients=min_clients, state_dir=args.state_dir,
-                          cores=args.cores, run_id=run_id, min_fraction=min_fraction)
+                          cores=args.cores, run_id=run_id, min_fraction=min_fraction, settings_digest=settings)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger = logging.getLogger("fedgrad")

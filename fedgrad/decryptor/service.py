@@ -40,7 +40,7 @@ class DecryptorService(pb_grpc.DecryptorServicer):
     async def Open(self, request: pb.RoundOpening, context: grpc.aio.ServicerContext) -> pb.Ack:
         try:
             await asyncio.to_thread(self.decryptor.open, request.run_id, request.round, request.attempt,
-                                    list(request.cohort))
+                                    list(request.cohort), request.settings_digest, request.model_digest)
         except DecryptorRefusal as refusal:
             await _abort(context, refusal, "Open")
         return pb.Ack(detail=f"decryptor {self.decryptor.index}: opened")

@@ -8,8 +8,9 @@ aggregation, the k in-process decryptors' handle (``LocalDecryptors``), and ever
 round, cohort, announcement (mode, key, parameters), model, training settings and seed. A client it colludes with
 hands it its own update.
 
-Each attack runs against a :class:`ClientFederation` whose clients are either *unpinned* (the platform before the
-run policy: they do what the task says; the outcome records what succeeds) or *pinned* to the operator's
+Each attack runs against a :class:`ClientFederation` whose clients are either *unpinned* (no run policy: they do
+what the task says, and the decryptors hold only their own ``min_clients``; the outcome records what succeeds) or
+*pinned* to the operator's
 :class:`~fedgrad.policy.RunPolicy`, with decryptors holding the policy's run, ``min_clients`` and cohort fraction
 (each attack must fail). ``succeeded`` means the coordinator formed a vector within half a quantization step of the
 victim's update in every coordinate (``redteam.Victim``).
@@ -44,7 +45,16 @@ from fedgrad.modes.base import Aggregation, ClientPrivacy, EncodingRefused, Mani
 from fedgrad.modes.paillier import ThresholdAggregation
 from fedgrad.modes.plain import PlainAccumulator
 from fedgrad.privacy.clipping import clip_update
-from fedgrad.protocol import Announcement, Encoding, Rejected, RoundCohort, TaskConfig, TrainTask, WeightedSum
+from fedgrad.protocol import (
+    Announcement,
+    Encoding,
+    Rejected,
+    RoundCohort,
+    TaskConfig,
+    TrainTask,
+    WeightedSum,
+    model_digest,
+)
 from fedgrad.scenario import Scenario
 from fedgrad.training import client_seed
 
@@ -98,8 +108,12 @@ class ClientFederation:
         return self.config.for_client(client_seed(self.seed, round, client_id), train)
 
     def open(self, round: int, cohort: Sequence[str]) -> UpdateAccumulator:
+        """A round of ``cohort`` whose task the coordinator names as the platform does: the honest settings and
+        the model it sends."""
         weights = {member: float(len(self.shards[member])) for member in cohort}
-        return self.aggregation.new_accumulator(self.specs, RoundCohort(round, weights, self.run_id, 1))
+        return self.aggregation.new_accumulator(self.specs, RoundCohort(
+            round, weights, self.run_id, 1, settings_digest=self.config.settings_digest(),
+            model_digest=model_digest({name: self.model[name] for name in self.tensor_names})))
 
     def send(self, client_id: str, round: int, announcement: Announcement | None, config: TaskConfig
              ) -> tuple[bytes, bytes, Encoding] | str:
@@ -160,6 +174,8 @@ def _run_round(federation: ClientFederation, round: int, cohort: Sequence[str], 
                             len(federation.shards[client_id]))
         except Rejected as rejected:
             refusals.append(f"{rejected.kind.name}: {rejected}")
+    refusals += [f"decryptor {index} refused {what}: {refusal.kind.name}: {refusal}"
+                 for index, what, refusal in federation.decryptors.refusals(federation.run_id, round, 1)]
     try:
         released = accumulator.finalize(PhaseTimer())
     except FedgradError as error:
@@ -311,7 +327,7 @@ def client_federation(directory: Path, scenario: Scenario, shards: Mapping[str, 
     from fedgrad.experiments.redteam import enroll_clients, local_decryptors
     from fedgrad.models import model_from_config
     from fedgrad.modes.resolve import privacy_mode
-    from fedgrad.policy import DEFAULT_MIN_FRACTION, make_policy, policy_min_clients
+    from fedgrad.policy import DEFAULT_MIN_FRACTION, make_policy, policy_min_clients, task_settings
     from server.tasks import ModelPayload
 
     privacy, fed = scenario.privacy, scenario.federation
@@ -321,7 +337,9 @@ def client_federation(directory: Path, scenario: Scenario, shards: Mapping[str, 
                                   min_clients=policy_min_clients(scenario) if pinned else fed.min_clients,
                                   insecure_key_bits=privacy.insecure_key_bits,
                                   min_fraction=DEFAULT_MIN_FRACTION if pinned else 0.0,
-                                  run_id=run_id if pinned else None)
+                                  run_id=run_id if pinned else None,
+                                  settings_digest=task_settings(scenario, vocab_size).settings_digest() if pinned
+                                  else None)
     policy_path = None
     if pinned:
         policy = make_policy(scenario, vocab_size, KeySet.from_json(decryptors.key_set.to_json()), run=run_id)

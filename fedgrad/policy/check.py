@@ -20,7 +20,6 @@ the client id. The once-per-model rule lives in this process's memory: a client 
 """
 from __future__ import annotations
 
-import hashlib
 import secrets
 import threading
 from collections.abc import Mapping
@@ -31,31 +30,12 @@ import numpy as np
 from fedgrad.modes.base import EncodingRefused
 from fedgrad.modes.resolve import mode_class
 from fedgrad.policy.document import RunPolicy, public_key_fingerprint
-from fedgrad.protocol import TaskConfig, TrainTask
-from fedgrad.protocol.task_config import TrainSettings
+from fedgrad.protocol import TrainTask, model_digest
 from fedgrad.training import client_seed
 
 
 class PolicyRefused(EncodingRefused):
     """A task outside this client's run policy; the message is the one-line reason."""
-
-
-def model_digest(task: TrainTask, model: Mapping[str, np.ndarray]) -> bytes:
-    """SHA-256 over the model's tensors in payload order (names, shapes, dtypes and bytes)."""
-    digest = hashlib.sha256(b"fedgrad/model/v1\0")
-    for name in task.tensor_names:
-        array = np.ascontiguousarray(model[name])
-        digest.update(f"{name}\0{array.shape}\0{array.dtype.str}\0".encode())
-        digest.update(array.tobytes())
-    return digest.digest()
-
-
-def pinned_training(policy: RunPolicy) -> TrainSettings:
-    """The local training settings the policy's scenario fixes (FedProx's μ included, 0 for the others)."""
-    scenario = policy.scenario
-    config = TaskConfig.from_scenario(scenario, policy.vocab_size)
-    return TrainSettings(**{**asdict(config.train), "prox_mu": scenario.federation.prox_mu
-                            if scenario.federation.strategy == "fedprox" else 0.0})
 
 
 class PolicyGuard:
@@ -64,7 +44,7 @@ class PolicyGuard:
     def __init__(self, policy: RunPolicy, training_seed: int | None = None) -> None:
         self.policy = policy
         self._training_seed = training_seed
-        self._train = pinned_training(policy)
+        self._train = policy.task_settings().train
         self._trained: dict[tuple[str, bytes], int] = {}  # (client id, model digest) -> round
         self._lock = threading.Lock()
 
@@ -103,7 +83,7 @@ class PolicyGuard:
             changed = sorted(key for key in {*announcement.params, *pinned}
                              if announcement.params.get(key) != pinned.get(key))
             raise refuse(f"its announced {', '.join(changed)} differ from what this client computes from the policy")
-        digest = model_digest(task, model)
+        digest = task.model_digest or model_digest({name: model[name] for name in task.tensor_names})
         with self._lock:
             earlier = self._trained.setdefault((client_id, digest), task.round)
         if earlier != task.round:

@@ -33,6 +33,7 @@ from fedgrad.crypto.keys import public_key_to_bytes
 from fedgrad.crypto.threshold import KeySet
 from fedgrad.errors import ConfigError
 from fedgrad.files import write_atomic
+from fedgrad.protocol import TaskConfig
 from fedgrad.scenario import Scenario
 
 _FORMAT = "fedgrad/run-policy/v1"
@@ -128,10 +129,22 @@ class RunPolicy:
         except ConfigError as exc:
             raise PolicyError(f"{path}: {exc}") from None
 
+    def task_settings(self) -> TaskConfig:
+        """The task settings the policy fixes (:func:`task_settings`)."""
+        return task_settings(self.scenario, self.vocab_size)
+
     def check_key_set(self, key_set: KeySet) -> None:
         """:class:`PolicyError` unless ``key_set`` is the key this policy pins."""
         if key_set_fingerprint(key_set) != self.key_set:
             raise PolicyError(f"the key set is not the one run policy {self.run!r} pins")
+
+
+def task_settings(scenario: Scenario, vocab_size: int) -> TaskConfig:
+    """The task settings of ``scenario`` as its coordinator sends them (the seed aside): the model, the vocabulary
+    and the local training settings, FedProx's μ included (0 for the other built-in strategies)."""
+    fed = scenario.federation
+    config = TaskConfig.from_scenario(scenario, vocab_size)
+    return config.for_client(0, {"prox_mu": fed.prox_mu} if fed.strategy == "fedprox" else {})
 
 
 def policy_min_clients(scenario: Scenario) -> int:
