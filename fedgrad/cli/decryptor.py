@@ -12,7 +12,9 @@ decryptor's own setting, not the coordinator's), and at most once per (run, roun
 across restarts (see fedgrad/decryptor/core.py for what each check defeats). --run-id pins it to one run.
 
 --policy FILE (the operator's run policy, `fedgrad policy`) pins it to the policy's run, key set, task settings,
-min_clients (the larger of the policy's and --min-clients) and the share of each announced cohort a release needs.
+min_clients (the larger of the policy's and --min-clients) and the share of each announced cohort a release needs;
+when the policy pins a CA, it serves only mutual TLS (--tls-dir DIR --mtls) with DIR/ca.pem that CA, so that only
+the coordinator, holding a client certificate from it, can call.
 
 It prints one line when listening and writes the bound port to --port-file (atomically) so that a launcher can
 find it with --port 0. SIGTERM or Ctrl-C stop it cleanly. Without --tls-dir the channel is plaintext, refused on
@@ -75,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
     enrollment = Enrollment.load(args.enrollment)
     run_id, min_clients, min_fraction, settings = args.run_id, args.min_clients, 0.0, None
     if args.policy is not None:
-        from fedgrad.policy import RunPolicy
+        from fedgrad.policy import RunPolicy, ca_fingerprint
 
         policy = RunPolicy.load(args.policy)
         policy.check_key_set(keys)
+        pinned_tls = args.tls_dir and args.mtls and ca_fingerprint(args.tls_dir) == policy.decryptor_ca
+        if policy.decryptor_ca and not pinned_tls:
+            raise ConfigError("the run policy pins the decryptors to mutual TLS under its CA: pass --tls-dir DIR "
+                              "(DIR/ca.pem the policy's CA) and --mtls")
         if run_id is not None and run_id != policy.run:
             raise ConfigError(f"--run-id {run_id!r} is not the run {policy.run!r} that --policy pins")
         run_id, min_clients, min_fraction = policy.run, max(min_clients, policy.min_clients), policy.min_fraction

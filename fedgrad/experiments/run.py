@@ -32,7 +32,8 @@ from fedgrad.modes.base import ClientPrivacy
 from fedgrad.modes.resolve import mode_class
 from fedgrad.scenario import Scenario, load_scenario, override_scenario
 from fedgrad.security import create_pki
-from fedgrad.transport.channel import ServerSecurity
+from fedgrad.security.certs import client_name
+from fedgrad.transport.channel import ClientSecurity, ServerSecurity
 from fedgrad.usercode import ClientCode, is_reference
 from server.checkpoint import Checkpoint, Checkpoints, reopen_run
 from server.coordinator import Coordinator
@@ -206,7 +207,8 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
 
             parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs", prepared.vocab_size)
             decryptors = DecryptorPool(parties.addresses, KeySet.load(parties.key_set),
-                                       enrollment=Enrollment.load(parties.enrollment))
+                                       enrollment=Enrollment.load(parties.enrollment),
+                                       security=ClientSecurity.from_dir(parties.tls_dir, client_name(0)))
             run_id = parties.run_id
             # the simulation's operator seeds its clients' shuffling: reproducible, and not the coordinator's seed
             privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment,

@@ -7,8 +7,9 @@ A simulation plays the operator (``docs/multi-machine.md`` shows each step on it
    enrolls the published public keys (``client.identity.enroll``), never seeing a private key;
 2. the dealer (``fedgrad keygen``, a subprocess) makes the threshold key, writes one share per decryptor (mode
    600) and exits, taking the factorization with it;
-3. the operator's run policy (``fedgrad policy``: run id, key set, the scenario's privacy and training settings,
-   ``min_clients`` and cohort fraction) is written for the clients and decryptors to pin;
+3. a CA for the coordinator -> decryptor channel (mutual TLS: a server certificate for the decryptors, a client
+   certificate for the coordinator) and the operator's run policy (``fedgrad policy``: run id, key set, that CA,
+   the scenario's privacy and training settings, ``min_clients`` and cohort fraction) for clients and decryptors;
 4. each decryptor (``fedgrad decryptor``) reads its own share and serves on a loopback port it reports in a file.
 
 Everything lives in a private temporary directory (mode 700) outside the run directory, which the coordinator
@@ -32,6 +33,7 @@ from fedgrad.crypto.threshold import KeySet
 from fedgrad.errors import FedgradError
 from fedgrad.policy import make_policy
 from fedgrad.scenario import Scenario
+from fedgrad.security.certs import create_pki
 
 log = logging.getLogger("fedgrad.simulate")
 
@@ -64,6 +66,11 @@ class LocalParties:
     @property
     def enrollment(self) -> Path:
         return self.directory / "enrollment.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The certificates of the coordinator -> decryptor channel (mutual TLS under a CA of this simulation)."""
+        return self.directory / "tls"
 
     @property
     def policy(self) -> Path:
@@ -118,7 +125,9 @@ async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir
         if privacy.insecure_key_bits:
             keygen.append("--insecure-key-bits")
         await _run(keygen, "fedgrad keygen (the dealer)", log_dir / "keygen.log")
-        make_policy(scenario, vocab_size, KeySet.load(parties.key_set), run=parties.run_id).save(parties.policy)
+        create_pki(parties.tls_dir, clients=1)  # decryptors serve 127.0.0.1; the coordinator presents client-0
+        make_policy(scenario, vocab_size, KeySet.load(parties.key_set), run=parties.run_id,
+                    decryptor_tls=parties.tls_dir).save(parties.policy)
         for index in range(1, privacy.decryptors + 1):
             home = parties.decryptor_dir(index)
             with (log_dir / f"decryptor-{index}.log").open("ab") as out:
@@ -127,7 +136,7 @@ async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir
                     "--key-set", str(parties.key_set), "--enrollment", str(parties.enrollment),
                     "--state-dir", str(home / "state"), "--host", "127.0.0.1", "--port", "0",
                     "--port-file", str(home / "port"), "--min-clients", str(fed.min_clients),
-                    "--policy", str(parties.policy),
+                    "--policy", str(parties.policy), "--tls-dir", str(parties.tls_dir), "--mtls",
                     stdout=out, stderr=out, start_new_session=True))
         for index, process in enumerate(parties.processes, start=1):
             port = await _await_port(parties.decryptor_dir(index) / "port", process,

@@ -15,7 +15,10 @@ with its ``min_clients`` and cohort fraction. What it pins:
 - ``key_set``: SHA-256 of the threshold key set's public modulus; a client encrypts to no other key;
 - ``min_clients`` and ``min_fraction``: the smallest sum a decryptor releases, as a count and as a fraction of the
   round's announced cohort (``release`` needs at least ``max(min_clients, ⌈min_fraction·cohort⌉)``), so that a
-  coordinator cannot claim the rest of a cohort dropped to isolate one client with few colluders.
+  coordinator cannot claim the rest of a cohort dropped to isolate one client with few colluders;
+- ``decryptor_ca``: SHA-256 of the CA certificate (PEM) that issued the decryptors' server certificates and the
+  coordinator's client certificate. A decryptor given the policy serves only mutual TLS under that CA, so nobody
+  but the coordinator can open sessions (and evict the coordinator's).
 
 File: JSON ``{"format": "fedgrad/run-policy/v1", ...}``, public (mode 0644): it holds no secret.
 """
@@ -35,6 +38,7 @@ from fedgrad.errors import ConfigError
 from fedgrad.files import write_atomic
 from fedgrad.protocol import TaskConfig
 from fedgrad.scenario import Scenario
+from fedgrad.security.certs import load_root_certificates
 
 _FORMAT = "fedgrad/run-policy/v1"
 #: Default share of the announced cohort a release needs: with k selected, the coordinator must get
@@ -68,6 +72,7 @@ class RunPolicy:
     key_set: str
     min_clients: int
     min_fraction: float
+    decryptor_ca: str = ""  # empty: decryptors are not pinned to a CA (then they must not be reachable by others)
 
     def __post_init__(self) -> None:
         if not self.run or not isinstance(self.run, str):
@@ -94,6 +99,7 @@ class RunPolicy:
     def to_json(self) -> str:
         return json.dumps({"format": _FORMAT, "run": self.run, "key_set": self.key_set,
                            "min_clients": self.min_clients, "min_fraction": self.min_fraction,
+                           "decryptor_ca": self.decryptor_ca,
                            "vocab_size": self.vocab_size, "scenario": self.scenario.to_dict()},
                           indent=1, sort_keys=True) + "\n"
 
@@ -108,7 +114,7 @@ class RunPolicy:
         try:
             return cls(run=str(doc["run"]), scenario=Scenario.from_dict(doc["scenario"]),
                        vocab_size=doc["vocab_size"], key_set=str(doc["key_set"]), min_clients=doc["min_clients"],
-                       min_fraction=float(doc["min_fraction"]))
+                       min_fraction=float(doc["min_fraction"]), decryptor_ca=str(doc.get("decryptor_ca", "")))
         except KeyError as exc:
             raise PolicyError(f"malformed run policy: missing {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -154,8 +160,15 @@ def policy_min_clients(scenario: Scenario) -> int:
     return max(fed.min_clients, min(DEFAULT_MIN_CLIENTS, fed.clients_per_round))
 
 
+def ca_fingerprint(tls_dir: Path) -> str:
+    """Hex SHA-256 of ``tls_dir``'s CA certificate (``ca.pem``, as ``fedgrad certs`` writes it)."""
+    return hashlib.sha256(load_root_certificates(tls_dir)).hexdigest()
+
+
 def make_policy(scenario: Scenario, vocab_size: int, key_set: KeySet, *, run: str,
-                min_fraction: float = DEFAULT_MIN_FRACTION) -> RunPolicy:
-    """The operator's policy for ``scenario`` under ``key_set`` (``min_clients``: :func:`policy_min_clients`)."""
+                min_fraction: float = DEFAULT_MIN_FRACTION, decryptor_tls: Path | None = None) -> RunPolicy:
+    """The operator's policy for ``scenario`` under ``key_set`` (``min_clients``: :func:`policy_min_clients`);
+    ``decryptor_tls``: the certificates directory whose CA the decryptors' mutual TLS is pinned to."""
     return RunPolicy(run=run, scenario=scenario, vocab_size=vocab_size, key_set=key_set_fingerprint(key_set),
-                     min_clients=policy_min_clients(scenario), min_fraction=min_fraction)
+                     min_clients=policy_min_clients(scenario), min_fraction=min_fraction,
+                     decryptor_ca=ca_fingerprint(decryptor_tls) if decryptor_tls is not None else "")

@@ -60,3 +60,30 @@ def test_a_policy_for_another_key_is_refused(operator_files):
     (root / "bad.json").write_text("{}")
     with pytest.raises(PolicyError, match="expected format"):
         RunPolicy.load(root / "bad.json")
+
+
+def test_a_decryptor_pinned_to_a_ca_refuses_to_serve_without_mutual_tls(tmp_path, capsys):
+    from fedgrad.crypto.identity import ClientIdentity, Enrollment
+    from fedgrad.crypto.threshold import write_share
+    from fedgrad.policy import make_policy
+    from fedgrad.scenario import load_scenario
+    from fedgrad.security.certs import create_pki
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyWarning)
+        _, shares = deal(512, 3, 2, insecure_key_bits=True)
+    keys = key_set(shares)
+    keys.save(tmp_path / "keyset.json")
+    (tmp_path / "d1").mkdir(mode=0o700)
+    write_share(shares[0], tmp_path / "d1" / "share.json")
+    Enrollment({f"c{i}": ClientIdentity.generate().public_key_bytes for i in range(3)}).save(tmp_path / "e.json")
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('name = "s"\n[privacy]\nmode = "paillier"\nkey_bits = 512\ninsecure_key_bits = true\n')
+    create_pki(tmp_path / "tls", clients=1)
+    make_policy(load_scenario(scenario), 5, keys, run="r", decryptor_tls=tmp_path / "tls").save(tmp_path / "p.json")
+    base = ["decryptor", "--share", str(tmp_path / "d1" / "share.json"), "--key-set", str(tmp_path / "keyset.json"),
+            "--enrollment", str(tmp_path / "e.json"), "--state-dir", str(tmp_path / "state"), "--port", "0",
+            "--policy", str(tmp_path / "p.json")]
+    for extra in ([], ["--tls-dir", str(tmp_path / "tls")]):  # plaintext, or TLS that is not mutual
+        assert main([*base, *extra]) == 2
+        assert "pins the decryptors to mutual TLS under its CA" in capsys.readouterr().err
