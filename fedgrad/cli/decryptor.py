@@ -13,8 +13,8 @@ across restarts (see fedgrad/decryptor/core.py for what each check defeats). --r
 
 --policy FILE (the operator's run policy, `fedgrad policy`) pins it to the policy's run, key set, task settings,
 min_clients (the larger of the policy's and --min-clients) and the share of each announced cohort a release needs;
-when the policy pins a CA, it serves only mutual TLS (--tls-dir DIR --mtls) with DIR/ca.pem that CA, so that only
-the coordinator, holding a client certificate from it, can call.
+when the policy pins the coordinator's certificate, it serves only mutual TLS (--tls-dir DIR --mtls) and answers
+only the peer presenting that certificate.
 
 It prints one line when listening and writes the bound port to --port-file (atomically) so that a launcher can
 find it with --port 0. SIGTERM or Ctrl-C stop it cleanly. Without --tls-dir the channel is plaintext, refused on
@@ -75,16 +75,16 @@ def run(args: argparse.Namespace) -> int:
     share = read_share(args.share)
     keys = KeySet.load(args.key_set)
     enrollment = Enrollment.load(args.enrollment)
-    run_id, min_clients, min_fraction, settings = args.run_id, args.min_clients, 0.0, None
+    run_id, min_clients, min_fraction, settings, coordinator_cert = args.run_id, args.min_clients, 0.0, None, None
     if args.policy is not None:
-        from fedgrad.policy import RunPolicy, ca_fingerprint
+        from fedgrad.policy import RunPolicy
 
         policy = RunPolicy.load(args.policy)
         policy.check_key_set(keys)
-        pinned_tls = args.tls_dir and args.mtls and ca_fingerprint(args.tls_dir) == policy.decryptor_ca
-        if policy.decryptor_ca and not pinned_tls:
-            raise ConfigError("the run policy pins the decryptors to mutual TLS under its CA: pass --tls-dir DIR "
-                              "(DIR/ca.pem the policy's CA) and --mtls")
+        if policy.coordinator_cert and not (args.tls_dir and args.mtls):
+            raise ConfigError("the run policy pins the coordinator's certificate: serve mutual TLS "
+                              "(--tls-dir DIR --mtls)")
+        coordinator_cert = policy.coordinator_cert or None
         if run_id is not None and run_id != policy.run:
             raise ConfigError(f"--run-id {run_id!r} is not the run {policy.run!r} that --policy pins")
         run_id, min_clients, min_fraction = policy.run, max(min_clients, policy.min_clients), policy.min_fraction
@@ -98,14 +98,15 @@ def run(args: argparse.Namespace) -> int:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        asyncio.run(_serve(decryptor, args, security))
+        asyncio.run(_serve(decryptor, args, security, coordinator_cert))
     finally:
         decryptor.close()
         logger.removeHandler(handler)
     return 0
 
 
-async def _serve(decryptor: Decryptor, args: argparse.Namespace, security: ServerSecurity | None) -> None:
+async def _serve(decryptor: Decryptor, args: argparse.Namespace, security: ServerSecurity | None,
+                 coordinator_cert: str | None) -> None:
     from fedgrad.decryptor.service import start_decryptor_server
     from fedgrad.files import write_atomic
 
@@ -113,7 +114,8 @@ async def _serve(decryptor: Decryptor, args: argparse.Namespace, security: Serve
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server, port = await start_decryptor_server(decryptor, args.host, args.port, security)
+    server, port = await start_decryptor_server(decryptor, args.host, args.port, security,
+                                                coordinator_cert=coordinator_cert)
     try:
         if args.port_file is not None:
             write_atomic(args.port_file, f"{port}\n")

@@ -8,7 +8,8 @@ A simulation plays the operator (``docs/multi-machine.md`` shows each step on it
 2. the dealer (``fedgrad keygen``, a subprocess) makes the threshold key, writes one share per decryptor (mode
    600) and exits, taking the factorization with it;
 3. a CA for the coordinator -> decryptor channel (mutual TLS: a server certificate for the decryptors, a client
-   certificate for the coordinator) and the operator's run policy (``fedgrad policy``: run id, key set, that CA,
+   certificate for the coordinator) and the operator's run policy (``fedgrad policy``: run id, key set, the
+   coordinator's certificate,
    the scenario's privacy and training settings, ``min_clients`` and cohort fraction) for clients and decryptors;
 4. each decryptor (``fedgrad decryptor``) reads its own share and serves on a loopback port it reports in a file.
 
@@ -33,7 +34,7 @@ from fedgrad.crypto.threshold import KeySet
 from fedgrad.errors import FedgradError
 from fedgrad.policy import make_policy
 from fedgrad.scenario import Scenario
-from fedgrad.security.certs import create_pki
+from fedgrad.security.certs import client_name, create_pki
 
 log = logging.getLogger("fedgrad.simulate")
 
@@ -127,7 +128,7 @@ async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir
         await _run(keygen, "fedgrad keygen (the dealer)", log_dir / "keygen.log")
         create_pki(parties.tls_dir, clients=1)  # decryptors serve 127.0.0.1; the coordinator presents client-0
         make_policy(scenario, vocab_size, KeySet.load(parties.key_set), run=parties.run_id,
-                    decryptor_tls=parties.tls_dir).save(parties.policy)
+                    coordinator_cert=parties.tls_dir / f"{client_name(0)}.pem").save(parties.policy)
         for index in range(1, privacy.decryptors + 1):
             home = parties.decryptor_dir(index)
             with (log_dir / f"decryptor-{index}.log").open("ab") as out:

@@ -5,7 +5,6 @@ from fedgrad.policy.document import (
     DEFAULT_MIN_FRACTION,
     PolicyError,
     RunPolicy,
-    ca_fingerprint,
     key_set_fingerprint,
     make_policy,
     policy_min_clients,
@@ -13,4 +12,4 @@ from fedgrad.policy.document import (
 )
 
 __all__ = ["DEFAULT_MIN_CLIENTS", "DEFAULT_MIN_FRACTION", "PolicyError", "PolicyGuard", "PolicyRefused", "RunPolicy",
-           "ca_fingerprint", "key_set_fingerprint", "make_policy", "policy_min_clients", "task_settings"]
+           "key_set_fingerprint", "make_policy", "policy_min_clients", "task_settings"]

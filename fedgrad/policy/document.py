@@ -16,9 +16,10 @@ with its ``min_clients`` and cohort fraction. What it pins:
 - ``min_clients`` and ``min_fraction``: the smallest sum a decryptor releases, as a count and as a fraction of the
   round's announced cohort (``release`` needs at least ``max(min_clients, ⌈min_fraction·cohort⌉)``), so that a
   coordinator cannot claim the rest of a cohort dropped to isolate one client with few colluders;
-- ``decryptor_ca``: SHA-256 of the CA certificate (PEM) that issued the decryptors' server certificates and the
-  coordinator's client certificate. A decryptor given the policy serves only mutual TLS under that CA, so nobody
-  but the coordinator can open sessions (and evict the coordinator's).
+- ``coordinator_cert``: SHA-256 of the coordinator's client certificate (DER) for the decryptor channel. A
+  decryptor given the policy serves only mutual TLS and answers only the peer presenting that certificate, so
+  nobody else (another holder of a certificate from the same CA included) can open sessions and evict the
+  coordinator's.
 
 File: JSON ``{"format": "fedgrad/run-policy/v1", ...}``, public (mode 0644): it holds no secret.
 """
@@ -34,11 +35,11 @@ from typing import Any
 
 from fedgrad.crypto.keys import public_key_to_bytes
 from fedgrad.crypto.threshold import KeySet
-from fedgrad.errors import ConfigError
+from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.files import write_atomic
 from fedgrad.protocol import TaskConfig
 from fedgrad.scenario import Scenario
-from fedgrad.security.certs import load_root_certificates
+from fedgrad.security.certs import certificate_fingerprint
 
 _FORMAT = "fedgrad/run-policy/v1"
 #: Default share of the announced cohort a release needs: with k selected, the coordinator must get
@@ -72,7 +73,7 @@ class RunPolicy:
     key_set: str
     min_clients: int
     min_fraction: float
-    decryptor_ca: str = ""  # empty: decryptors are not pinned to a CA (then they must not be reachable by others)
+    coordinator_cert: str = ""  # empty: not pinned (then the decryptors must not be reachable by others)
 
     def __post_init__(self) -> None:
         if not self.run or not isinstance(self.run, str):
@@ -99,7 +100,7 @@ class RunPolicy:
     def to_json(self) -> str:
         return json.dumps({"format": _FORMAT, "run": self.run, "key_set": self.key_set,
                            "min_clients": self.min_clients, "min_fraction": self.min_fraction,
-                           "decryptor_ca": self.decryptor_ca,
+                           "coordinator_cert": self.coordinator_cert,
                            "vocab_size": self.vocab_size, "scenario": self.scenario.to_dict()},
                           indent=1, sort_keys=True) + "\n"
 
@@ -114,7 +115,7 @@ class RunPolicy:
         try:
             return cls(run=str(doc["run"]), scenario=Scenario.from_dict(doc["scenario"]),
                        vocab_size=doc["vocab_size"], key_set=str(doc["key_set"]), min_clients=doc["min_clients"],
-                       min_fraction=float(doc["min_fraction"]), decryptor_ca=str(doc.get("decryptor_ca", "")))
+                       min_fraction=float(doc["min_fraction"]), coordinator_cert=str(doc.get("coordinator_cert", "")))
         except KeyError as exc:
             raise PolicyError(f"malformed run policy: missing {exc.args[0]!r}") from None
         except (TypeError, ValueError) as exc:
@@ -160,15 +161,15 @@ def policy_min_clients(scenario: Scenario) -> int:
     return max(fed.min_clients, min(DEFAULT_MIN_CLIENTS, fed.clients_per_round))
 
 
-def ca_fingerprint(tls_dir: Path) -> str:
-    """Hex SHA-256 of ``tls_dir``'s CA certificate (``ca.pem``, as ``fedgrad certs`` writes it)."""
-    return hashlib.sha256(load_root_certificates(tls_dir)).hexdigest()
-
-
 def make_policy(scenario: Scenario, vocab_size: int, key_set: KeySet, *, run: str,
-                min_fraction: float = DEFAULT_MIN_FRACTION, decryptor_tls: Path | None = None) -> RunPolicy:
+                min_fraction: float = DEFAULT_MIN_FRACTION, coordinator_cert: Path | None = None) -> RunPolicy:
     """The operator's policy for ``scenario`` under ``key_set`` (``min_clients``: :func:`policy_min_clients`);
-    ``decryptor_tls``: the certificates directory whose CA the decryptors' mutual TLS is pinned to."""
+    ``coordinator_cert``: the PEM certificate the coordinator presents to the decryptors, pinned."""
+    pin = ""
+    if coordinator_cert is not None:
+        try:
+            pin = certificate_fingerprint(coordinator_cert.read_bytes())
+        except (OSError, FedgradError) as error:
+            raise PolicyError(f"{coordinator_cert}: {getattr(error, 'strerror', None) or error}") from None
     return RunPolicy(run=run, scenario=scenario, vocab_size=vocab_size, key_set=key_set_fingerprint(key_set),
-                     min_clients=policy_min_clients(scenario), min_fraction=min_fraction,
-                     decryptor_ca=ca_fingerprint(decryptor_tls) if decryptor_tls is not None else "")
+                     min_clients=policy_min_clients(scenario), min_fraction=min_fraction, coordinator_cert=pin)

@@ -1,9 +1,10 @@
 """Anyone who reaches a decryptor's port, against a real decryptor served over gRPC.
 
 Unpinned (plaintext, any run id): an outsider opens sessions under made-up run ids until the coordinator's open
-session is evicted, and the round is lost. Pinned to a run policy (its run, mutual TLS under the policy's CA, as
-``simulate`` starts decryptors): the outsider cannot complete a handshake, and made-up run ids are refused even on
-the coordinator's own channel, whose session stays open.
+session is evicted, and the round is lost. Pinned to a run policy (its run, mutual TLS answering only the
+coordinator's pinned certificate, as ``simulate`` starts decryptors): an outsider without a certificate cannot
+complete a handshake, one with another certificate of the same CA is refused, and made-up run ids are refused
+even on the coordinator's own channel, whose session stays open.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from fedgrad.decryptor.core import MAX_OPEN_SESSIONS, DecryptorRefusal
 from fedgrad.decryptor.service import start_decryptor_server
 from fedgrad.experiments.redteam import enroll_clients, local_decryptors
 from fedgrad.protocol import Refusal
-from fedgrad.security.certs import client_name, create_pki
+from fedgrad.security.certs import certificate_fingerprint, client_name, create_pki
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ClientSecurity, ServerSecurity, open_blocking_channel
@@ -64,11 +65,13 @@ def test_an_outsider_evicts_the_coordinators_session_from_an_unpinned_decryptor(
 
 def test_a_decryptor_pinned_to_the_policy_serves_only_the_coordinator(tmp_path, loop_thread):
     tls = tmp_path / "tls"
-    create_pki(tls, clients=1)
+    create_pki(tls, clients=2)  # client-0: the coordinator's; client-1: another holder of a certificate
     create_pki(tmp_path / "other-ca", clients=1)
     decryptor = _decryptor(tmp_path, RUN)
+    pin = certificate_fingerprint((tls / "client-0.pem").read_bytes())
     server, port = loop_thread.run(start_decryptor_server(decryptor, "127.0.0.1", 0,
-                                                          ServerSecurity.from_dir(tls, mutual=True)))
+                                                          ServerSecurity.from_dir(tls, mutual=True),
+                                                          coordinator_cert=pin))
     address = f"127.0.0.1:{port}"
     try:
         coordinator = open_blocking_channel(address, ClientSecurity.from_dir(tls, client_name(0)))
@@ -79,6 +82,8 @@ def test_a_decryptor_pinned_to_the_policy_serves_only_the_coordinator(tmp_path, 
                                         *_identity(tmp_path / "other-ca"))):
             with open_blocking_channel(address, security) as outsider:
                 assert set(_outsider_floods(pb_grpc.DecryptorStub(outsider))) == {grpc.StatusCode.UNAVAILABLE}
+        with open_blocking_channel(address, ClientSecurity.from_dir(tls, client_name(1))) as same_ca:
+            assert set(_outsider_floods(pb_grpc.DecryptorStub(same_ca))) == {grpc.StatusCode.UNAUTHENTICATED}
         # made-up run ids are refused even on the coordinator's channel, and evict nothing
         assert set(_outsider_floods(stub)) == {grpc.StatusCode.FAILED_PRECONDITION}
         assert decryptor.expected_payload_bytes(RUN, 1, 1, "c0") is None  # the coordinator's session is open

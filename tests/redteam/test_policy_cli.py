@@ -62,7 +62,7 @@ def test_a_policy_for_another_key_is_refused(operator_files):
         RunPolicy.load(root / "bad.json")
 
 
-def test_a_decryptor_pinned_to_a_ca_refuses_to_serve_without_mutual_tls(tmp_path, capsys):
+def test_a_decryptor_pinned_to_the_coordinators_certificate_serves_mutual_tls_only(tmp_path, capsys):
     from fedgrad.crypto.identity import ClientIdentity, Enrollment
     from fedgrad.crypto.threshold import write_share
     from fedgrad.policy import make_policy
@@ -80,10 +80,11 @@ def test_a_decryptor_pinned_to_a_ca_refuses_to_serve_without_mutual_tls(tmp_path
     scenario = tmp_path / "s.toml"
     scenario.write_text('name = "s"\n[privacy]\nmode = "paillier"\nkey_bits = 512\ninsecure_key_bits = true\n')
     create_pki(tmp_path / "tls", clients=1)
-    make_policy(load_scenario(scenario), 5, keys, run="r", decryptor_tls=tmp_path / "tls").save(tmp_path / "p.json")
+    make_policy(load_scenario(scenario), 5, keys, run="r",
+                coordinator_cert=tmp_path / "tls" / "client-0.pem").save(tmp_path / "p.json")
     base = ["decryptor", "--share", str(tmp_path / "d1" / "share.json"), "--key-set", str(tmp_path / "keyset.json"),
             "--enrollment", str(tmp_path / "e.json"), "--state-dir", str(tmp_path / "state"), "--port", "0",
             "--policy", str(tmp_path / "p.json")]
     for extra in ([], ["--tls-dir", str(tmp_path / "tls")]):  # plaintext, or TLS that is not mutual
         assert main([*base, *extra]) == 2
-        assert "pins the decryptors to mutual TLS under its CA" in capsys.readouterr().err
+        assert "pins the coordinator's certificate: serve mutual TLS" in capsys.readouterr().err
