@@ -193,6 +193,18 @@ class LocalDecryptors:
             except DecryptorRefusal as refusal:
                 self._refused((run_id, round, attempt), party.index, client_id, refusal)
 
+    def reconfigured(self, directory: Path, enrollment: Path, *, min_clients: int, min_fraction: float = 0.0,
+                     run_id: str | None = None, settings_digest: bytes | None = None) -> LocalDecryptors:
+        """The same key shares in k fresh decryptors with another operator's settings (enrollment, run policy),
+        each with its own state directory under ``directory``."""
+        from fedgrad.crypto.identity import Enrollment
+
+        enrolled = Enrollment.load(enrollment)
+        return LocalDecryptors([Decryptor(party.share, self.key_set, enrolled, min_clients=min_clients,
+                                          state_dir=directory / f"decryptor-{party.index}", cores=1,
+                                          min_fraction=min_fraction, run_id=run_id, settings_digest=settings_digest)
+                                for party in self.parties], self.key_set)
+
     def refusals(self, run_id: str, round: int, attempt: int) -> list[tuple[int, str, DecryptorRefusal]]:
         return list(self._refusals.get((run_id, round, attempt), []))
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import phe
 
-from client.trainer import LocalTrainer
+from client.trainer import LocalTrainer, TrainResult
 from fedgrad.crypto import SecureAggConfig, public_key_to_bytes
 from fedgrad.crypto.quantize import dequantize, quantize, scale
 from fedgrad.crypto.schemes import make_scheme
@@ -60,6 +60,19 @@ from fedgrad.training import client_seed
 
 PINNED = "pinned"
 UNPINNED = "unpinned"
+
+
+class RecordingTrainer(LocalTrainer):
+    """The victim's own client code, which also keeps every delta it trained: the scoring reference only."""
+
+    def __init__(self, privacy: ClientPrivacy) -> None:
+        super().__init__(privacy=privacy)
+        self.trained: list[dict[str, np.ndarray]] = []
+
+    def train(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> TrainResult:
+        result = super().train(shard, config, global_model)
+        self.trained.append(result.delta)
+        return result
 
 
 @dataclass
@@ -126,10 +139,19 @@ class ClientFederation:
             return f"{type(refusal).__name__}: {refusal}"
         return update.encoded.payload, update.encoded.signature, update.encoded.encoding
 
-    def reference(self, client_id: str, config: TaskConfig, *, clipped: bool = True) -> np.ndarray:
-        """A client's update under ``config`` (the seed included), clipped as the mode clips it (``clipped``):
-        what a colluder hands over, and the scoring reference for a victim trained on the coordinator's seed."""
-        delta = LocalTrainer().train(self.shards[client_id], config, self.model).delta
+    def reference(self, client_id: str, config: TaskConfig) -> np.ndarray:
+        """A colluding client's update under ``config`` (the coordinator's seed), clipped as the mode clips it:
+        what the colluder hands over."""
+        return self._encoded(LocalTrainer().train(self.shards[client_id], config, self.model).delta)
+
+    def victim_update(self, *, clipped: bool = True) -> np.ndarray | None:
+        """Scoring only (no attack reads it): the update the victim's own code last trained, clipped as the mode
+        clips it (``clipped``); None when it trained nothing."""
+        victim = self.trainers[self.victim]
+        assert isinstance(victim, RecordingTrainer)
+        return self._encoded(victim.trained[-1], clipped=clipped) if victim.trained else None
+
+    def _encoded(self, delta: Mapping[str, np.ndarray], *, clipped: bool = True) -> np.ndarray:
         if self.distributed_dp and clipped:
             delta, _ = clip_update(dict(delta), float(self.aggregation.config.clip))  # type: ignore[attr-defined]
         return np.concatenate([np.asarray(delta[name], dtype=np.float64).reshape(-1) for name in self.tensor_names])
@@ -212,7 +234,7 @@ def attack_plaintext(federation: ClientFederation) -> AttackOutcome:
     payload, _, encoding = answer
     tensors = PlainAccumulator(federation.specs).tensors(payload)
     candidate = np.concatenate([tensors[n].astype(np.float64).reshape(-1) for n in federation.tensor_names])
-    return _outcome(name, federation, federation.reference(federation.victim, config, clipped=False), [candidate],
+    return _outcome(name, federation, federation.victim_update(clipped=False), [candidate],
                     [], f"the client sent its update as {encoding.name}: the coordinator read it alone, in one round")
 
 
@@ -239,7 +261,7 @@ def attack_own_key(federation: ClientFederation) -> AttackOutcome:
                                count=scheme.n_ciphertexts).ciphertexts
     sums, total = scheme.decode([int(private.raw_decrypt(int(c))) for c in ciphertexts], 1)
     candidate = dequantize(cfg, sums) / (total or 1)
-    return _outcome(name, federation, federation.reference(federation.victim, config), [candidate], [],
+    return _outcome(name, federation, federation.victim_update(), [candidate], [],
                     "the client encrypted to the coordinator's key; its private key decrypted the update alone")
 
 
@@ -254,7 +276,7 @@ def attack_zero_others(federation: ClientFederation) -> AttackOutcome:
     configs = {member: federation.config_for(member, round, epochs=0) for member in cohort
                if member != federation.victim}
     played = _run_round(federation, round, cohort, configs=configs)
-    reference = federation.reference(federation.victim, federation.config_for(federation.victim, round))
+    reference = federation.victim_update()
     candidates = ([federation.flat(played.released) / federation.weight(federation.victim)]
                   if played.released is not None else [])
     return _outcome(name, federation, reference, candidates, played.refusals,
@@ -276,7 +298,7 @@ def attack_reissue(federation: ClientFederation) -> AttackOutcome:
     candidates = ([(federation.flat(a.released) - federation.flat(b.released))
                    / federation.weight(federation.victim)]
                   if a.released is not None and b.released is not None else [])
-    return _outcome(name, federation, federation.reference(federation.victim, configs[federation.victim]),
+    return _outcome(name, federation, federation.victim_update(),
                     candidates, a.refusals + b.refusals,
                     "training is a function of the model and the seed the task carries: the two releases differ "
                     "by the victim's update exactly")
@@ -292,7 +314,7 @@ def attack_claimed_dropouts(federation: ClientFederation) -> AttackOutcome:
     round = next(federation.rounds)
     cohort = sorted(federation.trainers)
     played = _run_round(federation, round, cohort, fold=[federation.victim, *federation.colluders])
-    reference = federation.reference(federation.victim, federation.config_for(federation.victim, round))
+    reference = federation.victim_update()
     candidates = []
     if played.released is not None:
         cfg = federation.cfg
@@ -317,12 +339,13 @@ CLIENT_ATTACKS: dict[str, Callable[[ClientFederation], AttackOutcome]] = {
 
 
 def client_federation(directory: Path, scenario: Scenario, shards: Mapping[str, Shard], vocab_size: int, *,
-                      pinned: bool, victim: str, colluders: tuple[str, ...], run_id: str = "redteam-clients"
-                      ) -> ClientFederation:
+                      pinned: bool, victim: str, colluders: tuple[str, ...], run_id: str = "redteam-clients",
+                      key_from: LocalDecryptors | None = None) -> ClientFederation:
     """Real clients on ``shards`` with their own identities, a dealer's t-of-k key in k in-process decryptors,
     and the coordinator's side of ``scenario``'s mode. ``pinned``: the operator's run policy for ``scenario`` is
     given to every client and decryptor (run ``run_id``); otherwise clients and decryptors take the coordinator's
-    word, with the decryptors' ``min_clients`` the scenario's."""
+    word, with the decryptors' ``min_clients`` the scenario's. ``key_from``: decryptors whose key shares to reuse
+    (a dealer's key of a real size takes long to make)."""
     from fedgrad.crypto.threshold import KeySet
     from fedgrad.experiments.redteam import enroll_clients, local_decryptors
     from fedgrad.models import model_from_config
@@ -332,14 +355,18 @@ def client_federation(directory: Path, scenario: Scenario, shards: Mapping[str, 
 
     privacy, fed = scenario.privacy, scenario.federation
     identities, enrollment = enroll_clients(directory / "clients", shards)
-    decryptors = local_decryptors(directory / "decryptors", key_bits=privacy.key_bits, parties=privacy.decryptors,
-                                  threshold=privacy.threshold, enrollment=enrollment,
-                                  min_clients=policy_min_clients(scenario) if pinned else fed.min_clients,
-                                  insecure_key_bits=privacy.insecure_key_bits,
-                                  min_fraction=DEFAULT_MIN_FRACTION if pinned else 0.0,
-                                  run_id=run_id if pinned else None,
-                                  settings_digest=task_settings(scenario, vocab_size).settings_digest() if pinned
-                                  else None)
+    min_clients = policy_min_clients(scenario) if pinned else fed.min_clients
+    min_fraction = DEFAULT_MIN_FRACTION if pinned else 0.0
+    pinned_run = run_id if pinned else None
+    settings = task_settings(scenario, vocab_size).settings_digest() if pinned else None
+    decryptors = (key_from.reconfigured(directory / "decryptors", enrollment, min_clients=min_clients,
+                                        min_fraction=min_fraction, run_id=pinned_run, settings_digest=settings)
+                  if key_from is not None
+                  else local_decryptors(directory / "decryptors", key_bits=privacy.key_bits,
+                                        parties=privacy.decryptors, threshold=privacy.threshold,
+                                        enrollment=enrollment, min_clients=min_clients,
+                                        insecure_key_bits=privacy.insecure_key_bits, min_fraction=min_fraction,
+                                        run_id=pinned_run, settings_digest=settings))
     policy_path = None
     if pinned:
         policy = make_policy(scenario, vocab_size, KeySet.from_json(decryptors.key_set.to_json()), run=run_id)
@@ -351,7 +378,31 @@ def client_federation(directory: Path, scenario: Scenario, shards: Mapping[str, 
     aggregation = privacy_mode(scenario, decryptors).aggregation(model)
     return ClientFederation(
         mode=privacy.mode, aggregation=aggregation, decryptors=decryptors,
-        trainers={client_id: LocalTrainer(privacy=client_privacy) for client_id in shards}, shards=shards,
+        # colluders train reproducibly on the coordinator's seed, so that it knows their updates
+        trainers={client_id: RecordingTrainer(client_privacy) if client_id == victim
+                  else LocalTrainer(privacy=dataclasses.replace(client_privacy, training_seed=scenario.seed)
+                                    if client_id in colluders and pinned else client_privacy)
+                  for client_id in shards}, shards=shards,
         model=model, specs=ModelPayload.encode(0, model).specs,
         config=TaskConfig.from_scenario(scenario, vocab_size), run_id=run_id, pinned=pinned, victim=victim,
         colluders=colluders, seed=scenario.seed)
+
+
+def run_client_attacks(directory: Path, scenario: Scenario, shards: Mapping[str, Shard], vocab_size: int, *,
+                       victim: str, key_from: LocalDecryptors | None = None) -> list[AttackOutcome]:
+    """Every attack of this module against ``scenario``'s clients on ``shards`` (at least three), each on a fresh
+    federation, without a run policy and then pinned to one; each outcome's name says which."""
+    colluders = tuple(client for client in shards if client != victim)[:2]
+    outcomes = []
+    for pinned in (False, True):
+        for name, attack in CLIENT_ATTACKS.items():
+            federation = client_federation(directory / (PINNED if pinned else UNPINNED) / name, scenario, shards,
+                                           vocab_size, pinned=pinned, victim=victim, colluders=colluders,
+                                           key_from=key_from)
+            try:
+                outcome = attack(federation)
+            finally:
+                federation.aggregation.close()
+            label = "run policy" if pinned else "no run policy"
+            outcomes.append(dataclasses.replace(outcome, name=f"{outcome.name} ({label})"))
+    return outcomes
