@@ -196,8 +196,11 @@ class VirtualClient:
         try:
             update = await loop.run_in_executor(self._executor, self._trainer.train_update, self.client_id,
                                                 self.shard, task, model)
-        except PolicyRefused as refusal:  # the coordinator's task, not this client, is at fault: next task
+        except PolicyRefused as refusal:  # the coordinator's task, not this client, is at fault: say so, next task
             log.warning("%s", refusal)
+            decline = pb.TaskDecline(credentials=credentials, task_id=task.task_id, round=task.round,
+                                     model_version=task.model_version, reason=str(refusal))
+            await self._stub.DeclineTask(decline, timeout=self._options.rpc_timeout_s)
             return
         payload = update.encoded.payload
         update_header = pb.UpdateHeader(

@@ -44,6 +44,8 @@ from server.strategies import ClientInfo, StateDict, Strategy
 from server.tasks import ModelPayload, Task, model_task, privacy_message, signal_task
 
 log = logging.getLogger("fedgrad.server")
+#: A declining client's reason is logged up to this length.
+MAX_REASON_CHARS = 400
 
 #: Attempts at one round before the run gives up for lack of clients.
 MAX_ROUND_ATTEMPTS = 3
@@ -187,6 +189,18 @@ class Coordinator:
         round_.add_update(client.client_id, payload, report, nbytes, header.signature)
         return f"update accepted for round {round_.round_number} ({len(round_.reports)}/{len(round_.task_ids)})"
 
+    def decline_task(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
+                     reason: str) -> str:
+        """A client's run policy refused its TRAIN task: log the client's one-line reason and stop waiting."""
+        dispatch = self._dispatch
+        if not isinstance(dispatch, TrainingRound):
+            raise Rejected.stale("no training round is open")
+        dispatch.admit(client.client_id, task_id, round_number, model_version)
+        dispatch.decline(client.client_id, reason)
+        line = " ".join(reason.split())[:MAX_REASON_CHARS]
+        log.warning("round %d: client %s declined its task: %s", round_number, client.client_id, line)
+        return f"task {task_id} declined"
+
     def add_evaluation(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
                        n_examples: int, reported: Mapping[str, float]) -> str:
         dispatch = self._dispatch
@@ -241,7 +255,8 @@ class Coordinator:
             round_ = self._open_training_round(number, model, attempt)
             await self._dispatch_done.wait_for(_completed(round_), settings.round_timeout_s)
             self._close(round_)
-            self.registry.missed_deadline(cid for cid in round_.task_ids if cid not in round_.reports)
+            self.registry.missed_deadline(cid for cid in round_.task_ids
+                                          if cid not in round_.reports and cid not in round_.declined)
             for phase, seconds in round_.phase_times().items():
                 timer.add(phase, seconds)
             moved.down += round_.bytes_down
