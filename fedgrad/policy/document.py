@@ -42,10 +42,10 @@ from fedgrad.scenario import Scenario
 from fedgrad.security.certs import certificate_fingerprint
 
 _FORMAT = "fedgrad/run-policy/v1"
-#: Default share of the announced cohort a release needs: with k selected, the coordinator must get
-#: ⌈k/2⌉ − 1 clients to collude to read the remaining one (k = 10: four colluders, five contributors).
+#: Default share of the announced cohort a release needs (against a coordinator claiming that the rest of a
+#: large cohort dropped), and of ``clients_per_round`` that ``min_clients`` is raised to (:func:`policy_min_clients`).
 DEFAULT_MIN_FRACTION = 0.5
-#: Default least number of contributors a release needs when the policy does not raise it.
+#: Default least number of contributors a release needs, whatever the round's size allows above it.
 DEFAULT_MIN_CLIENTS = 3
 
 
@@ -155,10 +155,13 @@ def task_settings(scenario: Scenario, vocab_size: int) -> TaskConfig:
 
 
 def policy_min_clients(scenario: Scenario) -> int:
-    """``min_clients`` of a policy for ``scenario``: the scenario's, raised to :data:`DEFAULT_MIN_CLIENTS` when its
-    rounds are large enough to allow it."""
+    """``min_clients`` of a policy for ``scenario``: the scenario's, raised to max(:data:`DEFAULT_MIN_CLIENTS`,
+    ⌈:data:`DEFAULT_MIN_FRACTION` · clients_per_round⌉) as far as a round's size allows. The coordinator chooses
+    how many clients it announces, so this, not the cohort fraction, is what bounds the smallest sum: the
+    coordinator needs ``min_clients − 1`` colluding clients to read one update (4 at ten per round)."""
     fed = scenario.federation
-    return max(fed.min_clients, min(DEFAULT_MIN_CLIENTS, fed.clients_per_round))
+    wanted = max(DEFAULT_MIN_CLIENTS, math.ceil(DEFAULT_MIN_FRACTION * fed.clients_per_round))
+    return max(fed.min_clients, min(wanted, fed.clients_per_round))
 
 
 def make_policy(scenario: Scenario, vocab_size: int, key_set: KeySet, *, run: str,

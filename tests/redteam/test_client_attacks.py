@@ -27,7 +27,7 @@ from fedgrad.scenario import FederationConfig, ModelConfig, PrivacyConfig, Scena
 
 VOCAB = 14
 EXAMPLES = {f"c{i}": n for i, n in enumerate((30, 50, 20, 40, 25, 35, 45, 15, 30, 20))}
-VICTIM, COLLUDERS = "c1", ("c4", "c7")  # with the policy's min_clients = 3, the fewest a release may have
+VICTIM, COLLUDERS = "c1", ("c4", "c7")  # three contributors: what decryptors without a policy release
 MODES = ("paillier", "dp")
 
 #: Pinned: the check that turns each attack down (a substring of the refusal), per mode.
@@ -37,7 +37,7 @@ REFUSALS = {
                 "dp": "public key other than the policy's key set"},
     "zero-others": {"paillier": "training settings", "dp": "noise_std differ"},
     "reissue": {"paillier": "trained on the same model in round", "dp": "noise_std differ"},
-    "claimed-dropouts": {"paillier": "below this decryptor's min_fraction=0.5", "dp": "noise_std differ"},
+    "claimed-dropouts": {"paillier": "below this decryptor's min_clients=5", "dp": "noise_std differ"},
 }
 
 
@@ -117,7 +117,7 @@ def _task(federation: ClientFederation, round: int, announcement: Announcement |
 @pytest.mark.parametrize("change, reason", [
     ({"params": {"secure": "short"}}, "announced secure differ"),
     ({"mode": "paillier-trusted"}, "announces privacy mode 'paillier-trusted'"),
-    ({"cohort": (VICTIM, COLLUDERS[0])}, "the policy's min_clients is 3"),
+    ({"cohort": (VICTIM, *COLLUDERS, "c0")}, "the policy's min_clients is 5"),
     ({"cohort": (*COLLUDERS, "c0")}, "does not list each client once"),
 ])
 def test_a_pinned_client_refuses_announcements_outside_its_policy(tmp_path, change, reason):
@@ -155,8 +155,9 @@ def test_the_policy_file_round_trips_and_pins_the_key(tmp_path):
     federation = _federation(tmp_path, "dp", pinned=True)
     policy = RunPolicy.load(tmp_path / "policy.json")
     assert policy.scenario == _scenario("dp") and policy.vocab_size == VOCAB
-    assert (policy.min_clients, policy.min_fraction, policy.min_contributors(10), policy.min_contributors(4)) == \
-        (3, 0.5, 5, 3)
+    # ten per round: min_clients raised to half of them; the fraction also binds cohorts larger than announced
+    assert (policy.min_clients, policy.min_fraction, policy.min_contributors(10), policy.min_contributors(14)) == \
+        (5, 0.5, 5, 7)
     policy.check_key_set(federation.decryptors.key_set)
 
 

@@ -36,7 +36,7 @@ def test_fedgrad_policy_writes_a_policy_clients_and_decryptors_can_pin(operator_
             str(out), "--run", "federation-1"]
     assert main(args) == 0
     policy = RunPolicy.load(out)
-    assert (policy.run, policy.mode, policy.min_clients, policy.min_fraction) == ("federation-1", "paillier", 3, 0.5)
+    assert (policy.run, policy.mode, policy.min_clients, policy.min_fraction) == ("federation-1", "paillier", 5, 0.5)
     policy.check_key_set(KeySet.load(root / "keyset.json"))
     assert main(args) == 2 and "exists" in capsys.readouterr().err  # never overwritten
 
