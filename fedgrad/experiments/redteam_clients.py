@@ -128,13 +128,15 @@ class ClientFederation:
             round, weights, self.run_id, 1, settings_digest=self.config.settings_digest(),
             model_digest=model_digest({name: self.model[name] for name in self.tensor_names})))
 
-    def send(self, client_id: str, round: int, announcement: Announcement | None, config: TaskConfig
-             ) -> tuple[bytes, bytes, Encoding] | str:
-        """A TRAIN task to one client: its encoded update (payload, signature, encoding), or its refusal."""
+    def send(self, client_id: str, round: int, announcement: Announcement | None, config: TaskConfig,
+             model: Mapping[str, np.ndarray] | None = None) -> tuple[bytes, bytes, Encoding] | str:
+        """A TRAIN task to one client (with ``model``, another model than the round's): its encoded update
+        (payload, signature, encoding), or its refusal."""
         task = TrainTask(round, round, round - 1, float(len(self.shards[client_id])), config, self.tensor_names,
                          announcement, self.run_id, len(self.shards[client_id]))
         try:
-            update = self.trainers[client_id].train_update(client_id, self.shards[client_id], task, dict(self.model))
+            update = self.trainers[client_id].train_update(client_id, self.shards[client_id], task,
+                                                           dict(self.model if model is None else model))
         except EncodingRefused as refusal:
             return f"{type(refusal).__name__}: {refusal}"
         return update.encoded.payload, update.encoded.signature, update.encoded.encoding

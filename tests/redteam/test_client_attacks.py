@@ -168,3 +168,20 @@ def test_pinned_decryptors_refuse_a_round_whose_task_settings_are_not_the_policy
     refusals = federation.decryptors.refusals(federation.run_id, 1, 1)
     assert len(refusals) == 3
     assert all("not those of this decryptor's run policy" in str(refusal) for _, _, refusal in refusals)
+
+
+@pytest.mark.parametrize("pinned", [False, True])
+def test_a_client_sent_another_model_than_the_rounds_is_not_folded_in(tmp_path, pinned):
+    """Model inconsistency (Pasquini et al., CCS 2022): the coordinator opens the round with one model and sends
+    the victim another (one that would make the others' updates vanish, or single out the victim's data). The
+    victim signs the digest of the model it received, not the round's: no decryptor folds it in."""
+    federation = _federation(tmp_path, "paillier", pinned=pinned)
+    accumulator = federation.open(1, sorted(EXAMPLES))
+    crafted = {name: value + np.float32(0.25) for name, value in federation.model.items()}
+    answer = federation.send(VICTIM, 1, accumulator.announcement, federation.config_for(VICTIM, 1), crafted)
+    assert not isinstance(answer, str)
+    payload, signature, _ = answer
+    federation.decryptors.contribute(federation.run_id, 1, 1, VICTIM, EXAMPLES[VICTIM], payload, signature)
+    refusals = federation.decryptors.refusals(federation.run_id, 1, 1)
+    assert len(refusals) == 3
+    assert all("contribution signature does not verify" in str(refusal) for _, _, refusal in refusals)
