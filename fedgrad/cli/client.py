@@ -92,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--client-id: each client may be hosted once")
     if args.tls_name and not args.tls_dir:
         raise ConfigError("--tls-name needs --tls-dir DIR")
+    if args.identity_dir is not None and args.policy is None:
+        raise ConfigError("--identity-dir: a client of a secure federation pins the operator's run policy "
+                          "(--policy FILE, written by fedgrad policy); without it the coordinator would decide "
+                          "whether and to which key its updates are encrypted")
     ids = [str(k) for k in args.client_ids]
     device = parse_device(args.device) if args.device else None
     tokens = read_token_file(args.token_file, ids) if args.token_file else None

@@ -88,3 +88,10 @@ def test_a_decryptor_pinned_to_the_coordinators_certificate_serves_mutual_tls_on
     for extra in ([], ["--tls-dir", str(tmp_path / "tls")]):  # plaintext, or TLS that is not mutual
         assert main([*base, *extra]) == 2
         assert "pins the coordinator's certificate: serve mutual TLS" in capsys.readouterr().err
+
+
+def test_a_client_of_a_secure_federation_cannot_start_without_a_policy(tmp_path, capsys):
+    assert main(["client", "--server", "127.0.0.1:1", "--shard-dir", str(tmp_path), "--client-id", "0",
+                 "--identity-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "pins the operator's run policy" in err and len(err.strip().splitlines()) == 1
