@@ -10,6 +10,11 @@ must be private to its owner (chmod 600), as tokens never go on a command line. 
 (model, training settings, seeds) comes from the coordinator. A user model ("package.module:factory")
 runs only if named with --trust-code and importable here (PYTHONPATH).
 
+Secure federations. --identity-dir, --enrollment and --policy (the operator's run policy, `fedgrad policy`): each
+TRAIN task is checked against the policy (mode, key, training settings, DP noise share, cohort, run) and one
+outside it is refused: the client logs the one-line reason, sends it back to the coordinator and trains nothing.
+Local shuffling then uses the client's own randomness (or --training-seed), never the coordinator's seed.
+
 TLS. --tls-dir DIR trusts the coordinator only if its certificate is signed by DIR/ca.pem (copy that
 file from the machine that ran `fedgrad certs`). For mutual TLS the process also presents
 DIR/client-K.pem for the first hosted client K, or the certificate --tls-name names.
