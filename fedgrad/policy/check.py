@@ -24,6 +24,7 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +47,7 @@ class PolicyGuard:
         self._training_seed = training_seed
         self._train = policy.task_settings().train
         self._trained: dict[tuple[str, bytes], int] = {}  # (client id, model digest) -> round
+        self._pinned: dict[int, dict[str, Any]] = {}  # parameters -> announcement (DP calibrates: computed once)
         self._lock = threading.Lock()
 
     def admit(self, task: TrainTask, client_id: str, model: Mapping[str, np.ndarray]) -> int:
@@ -78,7 +80,9 @@ class PolicyGuard:
         if config.train != self._train:
             raise refuse(f"its training settings {asdict(config.train)} are not the policy's {asdict(self._train)}")
         n_params = sum(int(np.asarray(model[name]).size) for name in task.tensor_names)
-        pinned = mode_class(policy.mode).pinned_params(policy.scenario, n_params)
+        pinned = self._pinned.get(n_params)
+        if pinned is None:
+            pinned = self._pinned[n_params] = dict(mode_class(policy.mode).pinned_params(policy.scenario, n_params))
         if dict(announcement.params) != dict(pinned):
             changed = sorted(key for key in {*announcement.params, *pinned}
                              if announcement.params.get(key) != pinned.get(key))
