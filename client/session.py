@@ -30,6 +30,7 @@ import numpy as np
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.errors import FedgradError
+from fedgrad.policy import PolicyRefused
 from fedgrad.protocol import TaskConfig
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
@@ -235,8 +236,15 @@ class VirtualClient:
         task = train_task_from_pb(header, credentials.run_id, len(self.shard))
         self._check_vocabulary(task.config)
         loop = asyncio.get_running_loop()
-        update = await loop.run_in_executor(self._executor, self._trainer.train_update, self.client_id, self.shard,
-                                            task, model)
+        try:
+            update = await loop.run_in_executor(self._executor, self._trainer.train_update, self.client_id,
+                                                self.shard, task, model)
+        except PolicyRefused as refusal:  # the coordinator's task, not this client, is at fault: say so, next task
+            log.warning("%s", refusal)
+            decline = pb.TaskDecline(credentials=credentials, task_id=task.task_id, round=task.round,
+                                     model_version=task.model_version, reason=str(refusal))
+            await self._stub.DeclineTask(decline, timeout=self._options.rpc_timeout_s)
+            return
         payload = update.encoded.payload
         update_header = pb.UpdateHeader(
             credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,

@@ -26,7 +26,8 @@ from fedgrad.errors import ConfigError
 from fedgrad.models import SpamModel, model_from_config
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.modes.resolve import encode_update
-from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask
+from fedgrad.policy import PolicyGuard, RunPolicy
+from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask, model_digest
 from fedgrad.training import evaluate, train_local
 from fedgrad.usercode import is_reference
 
@@ -64,6 +65,8 @@ class LocalTrainer:
         self._privacy = privacy
         self._trusted_code = frozenset(trusted_code)
         self._models: dict[tuple[str, str], SpamModel] = {}
+        self._guard = (PolicyGuard(RunPolicy.load(privacy.policy), privacy.training_seed)
+                       if privacy.policy is not None else None)
 
     def train(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> TrainResult:
         model = self._load(config, global_model)
@@ -77,8 +80,15 @@ class LocalTrainer:
 
     def train_update(self, client_id: str, shard: Shard, task: TrainTask,
                      global_model: Mapping[str, np.ndarray]) -> LocalUpdate:
-        """Train on ``shard`` as the TRAIN ``task`` says, then encode the delta as its privacy mode asks."""
-        result = self.train(shard, task.config, global_model)
+        """Train on ``shard`` as the TRAIN ``task`` says, then encode the delta as its privacy mode asks. A client
+        with a run policy first checks the task against it and shuffles with its own seed (``fedgrad.policy``):
+        :class:`~fedgrad.policy.PolicyRefused` when the task does not fit."""
+        task = dataclasses.replace(task, model_digest=model_digest({name: global_model[name]
+                                                                   for name in task.tensor_names}))
+        config = task.config
+        if self._guard is not None:
+            config = dataclasses.replace(config, seed=self._guard.admit(task, client_id, global_model))
+        result = self.train(shard, config, global_model)
         started = time.perf_counter()
         encoded = encode_update(task, client_id, result.delta, self._privacy)
         encode_s = time.perf_counter() - started

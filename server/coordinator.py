@@ -44,6 +44,8 @@ from server.strategies import ClientInfo, StateDict, Strategy
 from server.tasks import ModelPayload, Task, model_task, privacy_message, signal_task
 
 log = logging.getLogger("fedgrad.server")
+#: A declining client's reason is logged up to this length.
+MAX_REASON_CHARS = 400
 
 #: Attempts at one round before the run gives up for lack of clients.
 MAX_ROUND_ATTEMPTS = 3
@@ -114,10 +116,11 @@ class Coordinator:
         tokens: RunTokens | None = None,
         summary_entries: Callable[[], dict[str, Any]] = dict,
         close: Callable[[], None] = lambda: None,
+        run_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
-        self.run_id = uuid.uuid4().hex
+        self.run_id = run_id or uuid.uuid4().hex  # an operator's run policy fixes it
         self.registry = ClientRegistry(client_ids, tokens)
         self._new_accumulator = new_accumulator
         self._evaluate = evaluate
@@ -186,6 +189,18 @@ class Coordinator:
         round_.add_update(client.client_id, payload, report, nbytes, header.signature)
         return f"update accepted for round {round_.round_number} ({len(round_.reports)}/{len(round_.task_ids)})"
 
+    def decline_task(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
+                     reason: str) -> str:
+        """A client's run policy refused its TRAIN task: log the client's one-line reason and stop waiting."""
+        dispatch = self._dispatch
+        if not isinstance(dispatch, TrainingRound):
+            raise Rejected.stale("no training round is open")
+        dispatch.admit(client.client_id, task_id, round_number, model_version)
+        dispatch.decline(client.client_id, reason)
+        line = " ".join(reason.split())[:MAX_REASON_CHARS]
+        log.warning("round %d: client %s declined its task: %s", round_number, client.client_id, line)
+        return f"task {task_id} declined"
+
     def add_evaluation(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
                        n_examples: int, reported: Mapping[str, float]) -> str:
         dispatch = self._dispatch
@@ -240,7 +255,8 @@ class Coordinator:
             round_ = self._open_training_round(number, model, attempt)
             await self._dispatch_done.wait_for(_completed(round_), settings.round_timeout_s)
             self._close(round_)
-            self.registry.missed_deadline(cid for cid in round_.task_ids if cid not in round_.reports)
+            self.registry.missed_deadline(cid for cid in round_.task_ids
+                                          if cid not in round_.reports and cid not in round_.declined)
             for phase, seconds in round_.phase_times().items():
                 timer.add(phase, seconds)
             moved.down += round_.bytes_down
@@ -277,9 +293,14 @@ class Coordinator:
         selected = [candidates[i] for i in picked]
         instructions = self.state.strategy.configure(
             number, [ClientInfo(record.client_id, record.n_examples) for record in selected])
+        # the round's one task, which secure modes' clients sign: its settings (the strategy's options of the first
+        # selected client: a client given others signs another digest) and the model
+        settings = (self._task_config.for_client(0, instructions[selected[0].client_id].train_options)
+                    .settings_digest() if selected else b"")
         accumulator = self._new_accumulator(
             model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()},
-                                     run_id=self.run_id, attempt=attempt))
+                                     run_id=self.run_id, attempt=attempt, settings_digest=settings,
+                                     model_digest=model.digest))
         tasks = {}
         privacy = privacy_message(accumulator.announcement)
         for record in selected:

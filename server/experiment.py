@@ -58,10 +58,12 @@ def client_ids(scenario: Scenario) -> list[str]:
 
 
 def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None],
-                      tokens: RunTokens | None = None, decryptors: object = None) -> Coordinator:
+                      tokens: RunTokens | None = None, decryptors: object = None,
+                      run_id: str | None = None) -> Coordinator:
     """The coordinator for ``prepared``, its global model initialised from the scenario's seed; with
     ``tokens``, clients must present the run token issued to them. Secure aggregation generates the run's
-    Paillier key here; DP calibrates its noise and accounts for the rounds ``prepared`` already holds."""
+    Paillier key here; DP calibrates its noise and accounts for the rounds ``prepared`` already holds. ``run_id``:
+    the run an operator's run policy fixes (a fresh random id without one)."""
     scenario = prepared.scenario
     fed = scenario.federation
     model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed,
@@ -94,6 +96,7 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
         tokens=tokens,
         summary_entries=privacy_summary,
         close=aggregation.close,
+        run_id=run_id,
     )
 
 

@@ -49,6 +49,7 @@ class Dispatch:
         self.model = model
         self.task_ids = dict(task_ids)
         self.reports: dict[str, Report] = {}
+        self.declined: dict[str, str] = {}  # client id -> why it will not answer (its run policy's refusal)
         self.delivered_at: dict[str, float] = {}
         self.bytes_down = 0
         self.closed = False
@@ -58,7 +59,7 @@ class Dispatch:
 
     @property
     def complete(self) -> bool:
-        return len(self.reports) == len(self.task_ids)
+        return len(self.reports) + len(self.declined) == len(self.task_ids)
 
     def delivered(self, client_id: str, nbytes: int) -> None:
         self.delivered_at[client_id] = time.perf_counter()
@@ -89,6 +90,15 @@ class Dispatch:
         """Record an admitted answer that carries no payload (an evaluation)."""
         self._require_open(client_id)
         self._store(client_id, report)
+
+    def decline(self, client_id: str, reason: str) -> None:
+        """Record that an admitted client will not answer (its run policy refused the task): the round stops
+        waiting for it."""
+        self._require_open(client_id)
+        self._in_flight.discard(client_id)
+        self.declined[client_id] = reason
+        if self.complete:
+            self._done.fire()
 
     def _require_open(self, client_id: str) -> None:
         if self.closed:

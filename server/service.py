@@ -109,6 +109,15 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
             await _abort(context, rejected, client_id)
         return pb.Ack(detail=detail)
 
+    async def DeclineTask(self, request: pb.TaskDecline, context: grpc.aio.ServicerContext) -> pb.Ack:
+        try:
+            client = self._authenticate(request.credentials)
+            detail = self.coordinator.decline_task(client, request.task_id, request.round, request.model_version,
+                                                   request.reason)
+        except Rejected as rejected:
+            await _abort(context, rejected, request.credentials.client_id)
+        return pb.Ack(detail=detail)
+
     async def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.aio.ServicerContext) -> pb.Ack:
         try:
             client = self._authenticate(request.credentials)

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from fedgrad.protocol import Announcement, TaskConfig
+from fedgrad.protocol import Announcement, TaskConfig, model_digest
 from fedgrad.transport import fedgrad_pb2 as pb
-from fedgrad.transport.codec import encode_tensors, split_payload
+from fedgrad.transport.codec import decode_tensors, encode_tensors, split_payload
 from fedgrad.transport.convert import announcement_to_pb
 
 
@@ -30,12 +30,13 @@ class ModelPayload:
     specs: tuple[pb.TensorSpec, ...]
     payload_bytes: int
     chunks: tuple[pb.TaskChunk, ...]
+    digest: bytes = b""  # ``model_digest`` of the tensors as clients decode them, which clients sign
 
     @classmethod
     def encode(cls, version: int, model: Mapping[str, np.ndarray]) -> ModelPayload:
         specs, payload = encode_tensors(model)
         chunks = tuple(pb.TaskChunk(data=piece) for piece in split_payload(payload))
-        return cls(version, tuple(specs), len(payload), chunks)
+        return cls(version, tuple(specs), len(payload), chunks, model_digest(decode_tensors(specs, payload)))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ must be private to its owner (chmod 600), as tokens never go on a command line. 
 (model, training settings, seeds) comes from the coordinator. A user model ("package.module:factory")
 runs only if named with --trust-code and importable here (PYTHONPATH).
 
+Secure federations. --identity-dir, --enrollment and --policy (the operator's run policy, `fedgrad policy`): each
+TRAIN task is checked against the policy (mode, key, training settings, DP noise share, cohort, run) and one
+outside it is refused: the client logs the one-line reason, sends it back to the coordinator and trains nothing.
+Local shuffling then uses the client's own randomness (or --training-seed), never the coordinator's seed.
+
 TLS. --tls-dir DIR trusts the coordinator only if its certificate is signed by DIR/ca.pem (copy that
 file from the machine that ran `fedgrad certs`). For mutual TLS the process also presents
 DIR/client-K.pem for the first hosted client K, or the certificate --tls-name names.
@@ -72,6 +77,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "privacy.mode = \"paillier\"")
     parser.add_argument("--enrollment", type=Path, metavar="FILE",
                         help="the operator's enrollment of all clients' public keys (fedgrad enroll)")
+    parser.add_argument("--policy", type=Path, metavar="FILE",
+                        help="the operator's run policy (fedgrad policy): every task is checked against it, and one "
+                             "that does not fit (no encryption, another key, other settings) is refused")
+    parser.add_argument("--training-seed", type=int, metavar="N",
+                        help="with --policy: seed local shuffling (repeatable simulations; default: fresh OS "
+                             "entropy); the coordinator's seed is never used")
     parser.add_argument("--trust-code", action="append", default=[], metavar="PACKAGE.MODULE:FACTORY",
                         help="run this user model when the coordinator's tasks name it (repeatable; imported from "
                              "PYTHONPATH; it runs with this process's rights: see docs/custom-models.md)")
@@ -86,6 +97,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--client-id: each client may be hosted once")
     if args.tls_name and not args.tls_dir:
         raise ConfigError("--tls-name needs --tls-dir DIR")
+    if args.identity_dir is not None and args.policy is None:
+        raise ConfigError("--identity-dir: a client of a secure federation pins the operator's run policy "
+                          "(--policy FILE, written by fedgrad policy); without it the coordinator would decide "
+                          "whether and to which key its updates are encrypted")
     ids = [str(k) for k in args.client_ids]
     device = parse_device(args.device) if args.device else None
     tokens = read_token_file(args.token_file, ids) if args.token_file else None
@@ -104,8 +119,13 @@ def run(args: argparse.Namespace) -> int:
                               "(make them with fedgrad identity)")
     if args.enrollment is not None and not args.enrollment.is_file():
         raise ConfigError(f"--enrollment {args.enrollment}: no such file")
+    if args.policy is not None and not args.policy.is_file():
+        raise ConfigError(f"--policy {args.policy}: no such file")
+    if args.training_seed is not None and args.policy is None:
+        raise ConfigError("--training-seed needs --policy (without one, the coordinator's seed is used)")
     privacy = ClientPrivacy(allow_insecure_keys=args.insecure_key_bits, noise_seed=args.noise_seed,
-                            identity_dir=args.identity_dir, enrollment=args.enrollment)
+                            identity_dir=args.identity_dir, enrollment=args.enrollment, policy=args.policy,
+                            training_seed=args.training_seed)
     clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security,
                           privacy=privacy, trusted_code=args.trust_code)
     asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)

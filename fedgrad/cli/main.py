@@ -13,7 +13,7 @@ import sys
 from fedgrad.errors import FedgradError
 
 COMMANDS: tuple[str, ...] = ("data", "server", "client", "simulate", "train", "certs", "compare", "report", "audit",
-                             "tokens", "identity", "keygen", "decryptor")
+                             "tokens", "identity", "keygen", "policy", "decryptor")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                              "before they reach the decryptors")
     parser.add_argument("--decryptor-tls-dir", type=Path, metavar="DIR",
                         help="dial the decryptors over TLS, trusting DIR/ca.pem")
+    parser.add_argument("--decryptor-tls-name", metavar="NAME",
+                        help="mutual TLS to the decryptors: present DIR/NAME.pem and DIR/NAME.key (a run policy "
+                             "that pins the decryptors' CA requires it)")
+    parser.add_argument("--run-id", metavar="RUN",
+                        help="the run id the operator's run policy fixes (fedgrad policy): its clients and "
+                             "decryptors serve no other (default: a fresh random id)")
     parser.set_defaults(func=run)
     return parser
 
@@ -67,13 +73,16 @@ def run(args: argparse.Namespace) -> int:
         from fedgrad.decryptor.pool import DecryptorPool
         from fedgrad.transport.channel import ClientSecurity
 
-        tls = ClientSecurity.from_dir(args.decryptor_tls_dir) if args.decryptor_tls_dir else None
+        if args.decryptor_tls_name and not args.decryptor_tls_dir:
+            raise ConfigError("--decryptor-tls-name needs --decryptor-tls-dir DIR")
+        tls = (ClientSecurity.from_dir(args.decryptor_tls_dir, args.decryptor_tls_name) if args.decryptor_tls_dir
+               else None)
         from fedgrad.crypto.identity import Enrollment
 
         decryptors = DecryptorPool(args.decryptors, KeySet.load(args.key_set), security=tls,
                                    enrollment=Enrollment.load(args.enrollment) if args.enrollment else None)
     with logs_above_progress(logging.INFO):
-        summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors))
+        summary = asyncio.run(serve(opened, args.host, args.port, security, args.tls_dir, decryptors, args.run_id))
     print_results(opened.prepared.scenario.name, opened.prepared.writer.records, summary)
     return 0
 

@@ -17,8 +17,11 @@ What a client signs (`contribution_digest`). SHA-256 over an unambiguous encodin
 each field as a 4-byte big-endian length followed by its bytes, in this order:
     run id (UTF-8) ‖ round (8-byte big-endian unsigned) ‖ cohort digest (32 B) ‖ the client's public key (32 B) ‖
     SHA-256 of its ciphertext bytes (32 B; `wire.Payload.digest`) ‖ weight (canonical text, see `_weight_bytes`).
-Length prefixes make the concatenation injective (no two field tuples give the same bytes), and the tag keeps
-these signatures from being valid for any other fedgrad message. The signature is Ed25519 over that digest.
+Signature v2 appends the task digest (32 B): SHA-256 of the task's settings (model, vocabulary, local training;
+not the seed) and of the model the client started from, so a decryptor folds in only contributions trained on
+one task per round. Length prefixes make the concatenation injective (no two field tuples give the same
+bytes), and the tag keeps these signatures from being valid for any other fedgrad message. The signature is
+Ed25519 over that digest.
 
 Cohort digest (`cohort_digest`): SHA-256 over a domain tag and, for each member sorted by client id,
 length-prefixed (client id, public key); member ids must be distinct. A signature therefore names the exact set
@@ -51,6 +54,7 @@ PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
 DIGEST_BYTES = 32
 _CONTRIBUTION_TAG = b"fedgrad/contribution-signature/v1"
+_TASK_CONTRIBUTION_TAG = b"fedgrad/contribution-signature/v2"  # v1's fields, then the task digest
 _COHORT_TAG = b"fedgrad/cohort/v1"
 _ENROLLMENT_FORMAT = "fedgrad/enrollment/v1"
 _MAX_ROUND = (1 << 64) - 1
@@ -145,37 +149,43 @@ def _weight_bytes(weight: int | float) -> bytes:
 
 
 def contribution_digest(run_id: str, round: int, cohort_digest: bytes, public_key: bytes,
-                        ciphertext_sha256: bytes, weight: int | float) -> bytes:
-    """H(tag ‖ run ‖ round ‖ cohort digest ‖ public key ‖ SHA-256 of the ciphertexts ‖ weight), length-prefixed."""
+                        ciphertext_sha256: bytes, weight: int | float, task_digest: bytes | None = None) -> bytes:
+    """H(tag ‖ run ‖ round ‖ cohort digest ‖ public key ‖ SHA-256 of the ciphertexts ‖ weight), length-prefixed;
+    with ``task_digest`` (``fedgrad.protocol.task_digest``: the settings the client trained under and the model
+    it started from), H(tag v2 ‖ the same fields ‖ task digest), so that a signature names the task too."""
     if not isinstance(run_id, str) or not run_id:
         raise CryptoError(f"run id must be a non-empty string, got {run_id!r}")
     if isinstance(round, bool) or not isinstance(round, int) or not 0 <= round <= _MAX_ROUND:
         raise CryptoError(f"round must be an integer in [0, 2^64), got {round!r}")
-    for name, value in (("cohort digest", cohort_digest), ("ciphertext SHA-256", ciphertext_sha256)):
+    digests = [("cohort digest", cohort_digest), ("ciphertext SHA-256", ciphertext_sha256)]
+    if task_digest is not None:
+        digests.append(("task digest", task_digest))
+    for name, value in digests:
         if not isinstance(value, (bytes, bytearray)) or len(value) != DIGEST_BYTES:
             raise CryptoError(f"{name} must be {DIGEST_BYTES} bytes")
     _public_key(public_key)
-    message = b"".join((_field(_CONTRIBUTION_TAG), _field(run_id.encode()), _field(struct.pack(">Q", round)),
+    tag = _CONTRIBUTION_TAG if task_digest is None else _TASK_CONTRIBUTION_TAG
+    message = b"".join((_field(tag), _field(run_id.encode()), _field(struct.pack(">Q", round)),
                         _field(bytes(cohort_digest)), _field(bytes(public_key)), _field(bytes(ciphertext_sha256)),
-                        _field(_weight_bytes(weight))))
+                        _field(_weight_bytes(weight)), _field(bytes(task_digest)) if task_digest is not None else b""))
     return hashlib.sha256(message).digest()
 
 
 def sign_contribution(identity: ClientIdentity, run_id: str, round: int, cohort_digest: bytes,
-                      ciphertext_sha256: bytes, weight: int | float) -> bytes:
+                      ciphertext_sha256: bytes, weight: int | float, task_digest: bytes | None = None) -> bytes:
     """The client's 64-byte Ed25519 signature over `contribution_digest` with its own public key."""
     return identity.sign(contribution_digest(run_id, round, cohort_digest, identity.public_key_bytes,
-                                             ciphertext_sha256, weight))
+                                             ciphertext_sha256, weight, task_digest))
 
 
 def verify_contribution(public_key: bytes, signature: bytes, run_id: str, round: int, cohort_digest: bytes,
-                        ciphertext_sha256: bytes, weight: int | float) -> None:
+                        ciphertext_sha256: bytes, weight: int | float, task_digest: bytes | None = None) -> None:
     """Return if `signature` is `public_key`'s signature over exactly these fields; `SignatureError` otherwise."""
     if not isinstance(signature, (bytes, bytearray)) or len(signature) != SIGNATURE_BYTES:
         raise SignatureError(f"an Ed25519 signature is {SIGNATURE_BYTES} bytes")
     try:
         key = _public_key(public_key)
-        digest = contribution_digest(run_id, round, cohort_digest, public_key, ciphertext_sha256, weight)
+        digest = contribution_digest(run_id, round, cohort_digest, public_key, ciphertext_sha256, weight, task_digest)
     except CryptoError as exc:
         raise SignatureError(f"cannot verify contribution: {exc}") from None
     try:

@@ -25,6 +25,14 @@ decryption per (run, round) at most. What each rule defeats:
   contributions this decryptor folded in, with at least `min_clients` distinct enrolled signers. *Subsets and
   supersets*: the coordinator cannot get a product of fewer clients than it claims (or vice versa) decrypted.
   `min_clients` is this decryptor's own setting, from its operator, never taken from the coordinator.
+* **One task per round** (`open`, `contribute`): the coordinator names the round's task (the digests of its
+  settings and of the model it sends) when it opens the round, and each client signs the digest of the task it
+  trained itself. *Per-client tasks*: a client sent other settings or another model (``epochs = 0`` to all but a
+  victim, a model whose updates vanish) signed another digest, and is not folded in. With a run policy, the
+  settings digest must be the policy's.
+* **A share of the announced cohort** (`release`, `min_fraction`, from the operator's run policy): at least
+  that fraction of the cohort fixed at `open` must have contributed. *Claimed dropouts*: a coordinator colluding
+  with one client cannot announce a cohort of ten and claim all but the victim and its colluder dropped.
 * **At most one release per (run id, round), whatever the attempt**, recorded durably in `state_dir`
   (exclusive create + fsync of the file and its directory) *before* any partial is computed or returned, and
   checked again on every open, contribution and release, also after this process restarts. *Asking twice*:
@@ -54,11 +62,12 @@ from pathlib import Path
 import gmpy2
 
 from fedgrad.crypto.errors import CryptoError
-from fedgrad.crypto.identity import Enrollment, SignatureError, cohort_digest, verify_contribution
+from fedgrad.crypto.identity import DIGEST_BYTES, Enrollment, SignatureError, cohort_digest, verify_contribution
 from fedgrad.crypto.threshold import KeySet, KeyShare, PartialProof, prove_partials
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width, load_payload, read_header
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.protocol.refusal import Refusal
+from fedgrad.protocol.task_config import task_digest
 
 log = logging.getLogger("fedgrad.decryptor")
 
@@ -99,6 +108,7 @@ class _Session:
     attempt: int
     cohort: tuple[str, ...]
     digest: bytes
+    task: bytes | None = None  # the round's task digest every contribution must be signed for
     fingerprint: bytes | None = None
     count: int | None = None
     product: list[gmpy2.mpz] | None = None
@@ -130,7 +140,8 @@ class Decryptor:
 
     def __init__(self, share: KeyShare, key_set: KeySet, enrollment: Enrollment, *, min_clients: int,
                  state_dir: Path, cores: int | None = None, run_id: str | None = None,
-                 max_sessions: int = MAX_OPEN_SESSIONS) -> None:
+                 max_sessions: int = MAX_OPEN_SESSIONS, min_fraction: float = 0.0,
+                 settings_digest: bytes | None = None) -> None:
         key_set.check(share)
         require_majority(key_set.parties, key_set.threshold)
         if isinstance(min_clients, bool) or not isinstance(min_clients, int) or min_clients < 1:
@@ -140,7 +151,11 @@ class Decryptor:
         self.share = share
         self.key_set = key_set
         self.enrollment = enrollment
+        if not 0.0 <= min_fraction <= 1.0:
+            raise FedgradError(f"min_fraction must be in [0, 1], got {min_fraction!r}")
         self.min_clients = min_clients
+        self.min_fraction = min_fraction
+        self.settings_digest = settings_digest
         self.run_id = run_id
         self.cores = cores
         self.max_sessions = max(1, max_sessions)
@@ -213,9 +228,19 @@ class Decryptor:
         if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt <= _MAX_ATTEMPT:
             raise _invalid(f"attempt must be an integer in [0, 2^32), got {attempt!r:.40}")
 
-    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str]) -> None:
-        """Fix the cohort of (run_id, round, attempt) before any contribution; see the module docstring."""
+    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str], settings_digest: bytes = b"",
+             model_digest: bytes = b"") -> None:
+        """Fix the cohort of (run_id, round, attempt) and the task its contributions are signed for (its settings'
+        and model's digests) before any contribution; see the module docstring."""
         self._check_ids(run_id, round, attempt)
+        if self.settings_digest is not None and settings_digest != self.settings_digest:
+            raise _invalid(f"run {run_id!r} round {round}: the round's task settings are not those of this "
+                           "decryptor's run policy")
+        if bool(settings_digest) != bool(model_digest) or any(
+                len(digest) not in (0, DIGEST_BYTES) for digest in (settings_digest, model_digest)):
+            raise _invalid(f"run {run_id!r} round {round}: a task is named by a settings and a model digest of "
+                           f"{DIGEST_BYTES} bytes each")
+        task = task_digest(settings_digest, model_digest) if settings_digest else None
         members = list(cohort)
         if any(not isinstance(member, str) or not member for member in members):
             raise _invalid("cohort ids must be non-empty strings")
@@ -240,7 +265,7 @@ class Decryptor:
                 _, old = self._sessions.popitem(last=False)
                 log.warning("evicted the unreleased session %s to open %s", old.describe(), key)
             self._opened.add(key)
-            self._sessions[key] = _Session(run_id, round, attempt, tuple(sorted(members)), digest)
+            self._sessions[key] = _Session(run_id, round, attempt, tuple(sorted(members)), digest, task)
         log.info("opened run %r round %d attempt %d with a cohort of %d", run_id, round, attempt, len(members))
 
     def _session(self, run_id: str, round: int, attempt: int) -> _Session:
@@ -301,7 +326,7 @@ class Decryptor:
         try:
             verify_contribution(self.enrollment.public_key(client_id), bytes(signature), session.run_id,
                                 session.round, session.digest, payload_digest(data),
-                                weight)
+                                weight, session.task)
         except SignatureError as exc:
             raise _unauthenticated(f"{session.describe()}: contribution of client {client_id!r}: {exc}") from None
         try:
@@ -345,6 +370,9 @@ class Decryptor:
         if len(contributed) < self.min_clients or product is None:
             raise _invalid(f"{session.describe()}: {len(contributed)} verified contributor(s), below this "
                            f"decryptor's min_clients={self.min_clients}")
+        if len(contributed) < self.min_fraction * len(session.cohort) - 1e-9:
+            raise _invalid(f"{session.describe()}: {len(contributed)} of a cohort of {len(session.cohort)} "
+                           f"contributed, below this decryptor's min_fraction={self.min_fraction:g}")
         round_key = (run_id, round)
         with self._lock:
             if round_key in self._releasing or self.released(run_id, round):

@@ -178,10 +178,13 @@ class DecryptorPool:
 
     # ---- the API ----
 
-    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str]) -> None:
-        """Open (run_id, round, attempt) with `cohort` at every live decryptor; returns at once."""
+    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str], settings_digest: bytes = b"",
+             model_digest: bytes = b"") -> None:
+        """Open (run_id, round, attempt) with `cohort` and the round's task digests at every live decryptor;
+        returns at once."""
         session = self._session((run_id, round, attempt))
-        request = pb.RoundOpening(run_id=run_id, round=round, attempt=attempt, cohort=list(cohort))
+        request = pb.RoundOpening(run_id=run_id, round=round, attempt=attempt, cohort=list(cohort),
+                                  settings_digest=settings_digest, model_digest=model_digest)
         for remote in self._live():
             future = remote.executor.submit(self._open_call, remote, session, request)
             with self._lock:

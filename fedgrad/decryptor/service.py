@@ -20,6 +20,7 @@ from fedgrad.crypto.wire import ciphertext_width
 from fedgrad.decryptor.core import Decryptor, DecryptorRefusal
 from fedgrad.errors import FedgradError
 from fedgrad.protocol.refusal import Refusal
+from fedgrad.security.certs import certificate_fingerprint
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ServerSecurity, listen, new_server
@@ -33,20 +34,39 @@ MAX_PAYLOAD_BYTES = 1 << 30
 
 
 class DecryptorService(pb_grpc.DecryptorServicer):
-    def __init__(self, decryptor: Decryptor, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
+    def __init__(self, decryptor: Decryptor, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+                 coordinator_cert: str | None = None) -> None:
+        """``coordinator_cert``: the SHA-256 (DER) of the only client certificate answered (a run policy's pin;
+        the server must then require mutual TLS)."""
         self.decryptor = decryptor
         self.max_payload_bytes = max_payload_bytes
+        self.coordinator_cert = coordinator_cert
+
+    async def _check_peer(self, context: grpc.aio.ServicerContext, method: str) -> None:
+        """Refuse (UNAUTHENTICATED) a caller that is not the pinned coordinator."""
+        if self.coordinator_cert is None:
+            return
+        presented = list(context.auth_context().get("x509_pem_cert", []))
+        try:
+            fingerprint = certificate_fingerprint(presented[0]) if presented else None
+        except FedgradError:
+            fingerprint = None
+        if fingerprint != self.coordinator_cert:
+            await _abort(context, DecryptorRefusal(Refusal.UNAUTHENTICATED, "only the coordinator the run policy "
+                                                   "pins may call this decryptor"), method)
 
     async def Open(self, request: pb.RoundOpening, context: grpc.aio.ServicerContext) -> pb.Ack:
+        await self._check_peer(context, "Open")
         try:
             await asyncio.to_thread(self.decryptor.open, request.run_id, request.round, request.attempt,
-                                    list(request.cohort))
+                                    list(request.cohort), request.settings_digest, request.model_digest)
         except DecryptorRefusal as refusal:
             await _abort(context, refusal, "Open")
         return pb.Ack(detail=f"decryptor {self.decryptor.index}: opened")
 
     async def Contribute(self, request_iterator: AsyncIterator[pb.ContributionChunk],
                          context: grpc.aio.ServicerContext) -> pb.Ack:
+        await self._check_peer(context, "Contribute")
         stream = aiter(request_iterator)
         first = await anext(stream, None)
         try:
@@ -75,6 +95,7 @@ class DecryptorService(pb_grpc.DecryptorServicer):
         return pb.Ack(detail=f"decryptor {self.decryptor.index}: contribution of {header.client_id!r} folded in")
 
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.PartialDecryptions:
+        await self._check_peer(context, "Release")
         try:
             partials, proof = await asyncio.to_thread(self.decryptor.release, request.run_id, request.round,
                                                       request.attempt, list(request.contributors))
@@ -99,11 +120,16 @@ async def _abort(context: grpc.aio.ServicerContext, refusal: DecryptorRefusal, m
 
 async def start_decryptor_server(decryptor: Decryptor, host: str, port: int,
                                  security: ServerSecurity | None = None, *,
-                                 max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> tuple[grpc.aio.Server, int]:
+                                 max_payload_bytes: int = MAX_PAYLOAD_BYTES,
+                                 coordinator_cert: str | None = None) -> tuple[grpc.aio.Server, int]:
     """Serve `decryptor` on `host:port` (port 0 picks a free one), over TLS with `security`; returns the started
-    server and its port. Call from a running event loop (grpc.aio)."""
+    server and its port. With `coordinator_cert` (a run policy's pin) `security` must be mutual TLS, and only the
+    peer presenting that certificate is answered. Call from a running event loop (grpc.aio)."""
+    if coordinator_cert is not None and (security is None or not security.mutual):
+        raise FedgradError("a decryptor pinned to the coordinator's certificate serves mutual TLS only")
     server = new_server([RefuseMalformedRequests()])
-    pb_grpc.add_DecryptorServicer_to_server(DecryptorService(decryptor, max_payload_bytes=max_payload_bytes), server)
+    pb_grpc.add_DecryptorServicer_to_server(DecryptorService(decryptor, max_payload_bytes=max_payload_bytes,
+                                                             coordinator_cert=coordinator_cert), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     bound = listen(server, address, security)
     if not bound:

@@ -59,6 +59,7 @@ from fedgrad.experiments.redteam import (
     AttackOutcome,
     Coordinator,
     HonestClient,
+    LocalDecryptors,
     Victim,
     decrypt_uploads,
     enroll_clients,
@@ -66,6 +67,7 @@ from fedgrad.experiments.redteam import (
     run_attacks,
     short_reason,
 )
+from fedgrad.experiments.redteam_clients import run_client_attacks
 from fedgrad.files import write_atomic
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
@@ -278,6 +280,11 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
         if privacy_settings.mode in ("paillier-trusted", "paillier"):
             facts["redteam"] = _red_team(privacy_settings.mode, aggregation, model, config, data, updates,
                                          instructions, privacy)
+        if isinstance(decryptors, LocalDecryptors) and len(updates.cohort) >= 3:  # the attacks through the clients
+            parties = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedgrad-audit-clients-")))
+            outcomes = run_client_attacks(parties, scenario, {str(i): data.shards[i] for i in updates.cohort},
+                                          len(data.vocab), victim=str(k), key_from=decryptors)
+            facts["redteam"] = [*facts.get("redteam", []), *(outcome.to_dict() for outcome in outcomes)]
         if individual is None and "redteam" in facts:
             facts["single_update_refused"] = "; ".join(
                 f"{outcome['name']}: {outcome['refusal'].split('; ')[0]}" for outcome in facts["redteam"]
@@ -566,7 +573,10 @@ def _redteam_section(document: dict[str, Any]) -> list[str]:
     lines = ["## Active coordinator (red team)", "",
              ("The coordinator plays every attack of `fedgrad.experiments.redteam` against the canary client's "
              "update with what it holds in each mode (its aggregation and decrypt path, its files, the cohorts, "
-             "round numbers, weights and client ids it chooses, the uploads clients sent it). **recovered**: it "
+             "round numbers, weights and client ids it chooses, the uploads clients sent it), and under the "
+             "threshold modes those of `fedgrad.experiments.redteam_clients` through the clients' own code (the "
+             "tasks it sends: announcement, key, settings, seeds, noise), with and without the operator's run "
+             "policy. **recovered**: it "
              "obtained the update within half a quantization step in every coordinate; **refused**: what turned "
              "it down. `docs/threat-model.md` explains each attack and what remains."), "",
              "| attack | " + " | ".join(f"`{mode['setting']}`" for mode in modes) + " |",

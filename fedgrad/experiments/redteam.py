@@ -177,10 +177,11 @@ class LocalDecryptors:
     def _refused(self, session: tuple[str, int, int], index: int, what: str, refusal: DecryptorRefusal) -> None:
         self._refusals.setdefault(session, []).append((index, what, refusal))
 
-    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str]) -> None:
+    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str], settings_digest: bytes = b"",
+             model_digest: bytes = b"") -> None:
         for party in self.parties:
             try:
-                party.open(run_id, round, attempt, cohort)
+                party.open(run_id, round, attempt, cohort, settings_digest, model_digest)
             except DecryptorRefusal as refusal:
                 self._refused((run_id, round, attempt), party.index, "open", refusal)
 
@@ -191,6 +192,18 @@ class LocalDecryptors:
                 party.contribute(run_id, round, attempt, client_id, weight, payload, signature)
             except DecryptorRefusal as refusal:
                 self._refused((run_id, round, attempt), party.index, client_id, refusal)
+
+    def reconfigured(self, directory: Path, enrollment: Path, *, min_clients: int, min_fraction: float = 0.0,
+                     run_id: str | None = None, settings_digest: bytes | None = None) -> LocalDecryptors:
+        """The same key shares in k fresh decryptors with another operator's settings (enrollment, run policy),
+        each with its own state directory under ``directory``."""
+        from fedgrad.crypto.identity import Enrollment
+
+        enrolled = Enrollment.load(enrollment)
+        return LocalDecryptors([Decryptor(party.share, self.key_set, enrolled, min_clients=min_clients,
+                                          state_dir=directory / f"decryptor-{party.index}", cores=1,
+                                          min_fraction=min_fraction, run_id=run_id, settings_digest=settings_digest)
+                                for party in self.parties], self.key_set)
 
     def refusals(self, run_id: str, round: int, attempt: int) -> list[tuple[int, str, DecryptorRefusal]]:
         return list(self._refusals.get((run_id, round, attempt), []))
@@ -1126,9 +1139,11 @@ def enroll_clients(directory: Path, client_ids: Iterable[str]) -> tuple[Path, Pa
 
 
 def local_decryptors(directory: Path, *, key_bits: int, parties: int, threshold: int, enrollment: Path,
-                     min_clients: int, insecure_key_bits: bool = False) -> LocalDecryptors:
+                     min_clients: int, insecure_key_bits: bool = False, min_fraction: float = 0.0,
+                     run_id: str | None = None, settings_digest: bytes | None = None) -> LocalDecryptors:
     """A dealer's fresh t-of-k key and k in-process decryptors, each with its share and its own state directory
-    under ``directory`` (the decryptors' side, never the coordinator's files)."""
+    under ``directory`` (the decryptors' side, never the coordinator's files); ``min_fraction`` and ``run_id`` as
+    an operator's run policy sets them."""
     from fedgrad.crypto.identity import Enrollment
     from fedgrad.crypto.threshold import deal, key_set
 
@@ -1136,6 +1151,7 @@ def local_decryptors(directory: Path, *, key_bits: int, parties: int, threshold:
     keys = key_set(shares)
     enrolled = Enrollment.load(enrollment)
     decryptors = [Decryptor(share, keys, enrolled, min_clients=min_clients, state_dir=directory / f"decryptor-{i}",
-                            cores=1) for i, share in enumerate(shares, start=1)]
+                            cores=1, min_fraction=min_fraction, run_id=run_id, settings_digest=settings_digest)
+                  for i, share in enumerate(shares, start=1)]
     del shares
     return LocalDecryptors(decryptors, keys)

@@ -32,7 +32,8 @@ from fedgrad.modes.base import ClientPrivacy
 from fedgrad.modes.resolve import mode_class
 from fedgrad.scenario import Scenario, load_scenario, override_scenario
 from fedgrad.security import create_pki
-from fedgrad.transport.channel import ServerSecurity
+from fedgrad.security.certs import client_name
+from fedgrad.transport.channel import ClientSecurity, ServerSecurity
 from fedgrad.usercode import ClientCode, is_reference
 from server.checkpoint import Checkpoint, Checkpoints, reopen_run
 from server.coordinator import Coordinator
@@ -60,17 +61,18 @@ class OpenedRun:
     def token_file(self) -> Path:
         return self.prepared.writer.run_dir / AUTH_DIR / CLIENT_TOKENS_FILE
 
-    def coordinator(self, progress: RoundProgress, decryptors: object = None) -> Coordinator:
+    def coordinator(self, progress: RoundProgress, decryptors: object = None, run_id: str | None = None
+                    ) -> Coordinator:
         """The coordinator, restored from the checkpoint if any, writing a checkpoint after every round
         (``decryptors``: the handle on the decryptor processes, for ``privacy.mode = "paillier"`` and for
-        distributed DP)."""
+        distributed DP; ``run_id``: the run the operator's run policy fixes)."""
         checkpoints = Checkpoints(self.prepared.writer.run_dir)
 
         def on_round(record: dict[str, Any]) -> None:
             progress.on_round(record)
             checkpoints.save(coordinator.state, self.prepared.writer.records)
 
-        coordinator = build_coordinator(self.prepared, on_round, self.tokens, decryptors)
+        coordinator = build_coordinator(self.prepared, on_round, self.tokens, decryptors, run_id)
         if self.checkpoint is not None:
             self.checkpoint.restore(coordinator.state)
         return coordinator
@@ -95,12 +97,12 @@ def open_run(scenario: Path | Scenario | None = None, *, resume: Path | None = N
 
 
 async def serve(opened: OpenedRun, host: str, port: int, security: ServerSecurity | None,
-                tls_dir: Path | None, decryptors: object = None) -> dict[str, Any]:
+                tls_dir: Path | None, decryptors: object = None, run_id: str | None = None) -> dict[str, Any]:
     """Serve ``opened`` to clients that connect over the network until the run ends; returns the summary as
-    written. ``tls_dir`` only goes into the printed client command line."""
+    written. ``tls_dir`` only goes into the printed client command line; ``run_id``: the run policy's."""
     prepared = opened.prepared
     with RoundProgress(prepared) as progress:
-        coordinator = opened.coordinator(progress, decryptors)
+        coordinator = opened.coordinator(progress, decryptors, run_id)
         server, bound = await start_server(coordinator, host, port, security)
         try:
             tls = f" --tls-dir {tls_dir.resolve()}" if tls_dir else ""
@@ -195,7 +197,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
     fleet = fleet or ClientFleet(run_dir / "logs")
     ids = client_ids(prepared.scenario)
     privacy = client_privacy(prepared.scenario)
-    parties, decryptors, server = None, None, None
+    parties, decryptors, run_id, server = None, None, None, None
     try:
         await fleet.prepare(processes)  # first: a Ray node forks its processes before any gRPC thread runs here
         security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
@@ -205,14 +207,18 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
             from fedgrad.crypto.threshold import KeySet
             from fedgrad.decryptor.pool import DecryptorPool
 
-            parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs")
+            parties = await start_local_parties(prepared.scenario, ids, run_dir / "logs", prepared.vocab_size)
             decryptors = DecryptorPool(parties.addresses, KeySet.load(parties.key_set),
-                                       enrollment=Enrollment.load(parties.enrollment))
-            privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment)
+                                       enrollment=Enrollment.load(parties.enrollment),
+                                       security=ClientSecurity.from_dir(parties.tls_dir, client_name(0)))
+            run_id = parties.run_id
+            # the simulation's operator seeds its clients' shuffling: reproducible, and not the coordinator's seed
+            privacy = dataclasses.replace(privacy, identity_dir=parties.identity_dir, enrollment=parties.enrollment,
+                                          policy=parties.policy, training_seed=prepared.scenario.seed)
         with RoundProgress(prepared) as progress:
             if opened.checkpoint is not None:
                 progress.write(f"resuming {run_dir} after round {opened.checkpoint.completed_rounds}")
-            coordinator = opened.coordinator(progress, decryptors)
+            coordinator = opened.coordinator(progress, decryptors, run_id)
             server, port = await start_server(coordinator, host, 0, security)
             await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
                               privacy, client_code(prepared.scenario))

@@ -51,6 +51,10 @@ class ClientFleet:
             options += ["--identity-dir", str(privacy.identity_dir)]
         if privacy.enrollment is not None:
             options += ["--enrollment", str(privacy.enrollment)]
+        if privacy.policy is not None:
+            options += ["--policy", str(privacy.policy)]
+        if privacy.training_seed is not None:
+            options += ["--training-seed", str(privacy.training_seed)]
         if token_file is not None:
             options += ["--token-file", str(token_file.resolve())]
         if tls_dir is not None:

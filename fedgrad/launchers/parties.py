@@ -7,7 +7,11 @@ A simulation plays the operator (``docs/multi-machine.md`` shows each step on it
    enrolls the published public keys (``client.identity.enroll``), never seeing a private key;
 2. the dealer (``fedgrad keygen``, a subprocess) makes the threshold key, writes one share per decryptor (mode
    600) and exits, taking the factorization with it;
-3. each decryptor (``fedgrad decryptor``) reads its own share and serves on a loopback port it reports in a file.
+3. a CA for the coordinator -> decryptor channel (mutual TLS: a server certificate for the decryptors, a client
+   certificate for the coordinator) and the operator's run policy (``fedgrad policy``: run id, key set, the
+   coordinator's certificate,
+   the scenario's privacy and training settings, ``min_clients`` and cohort fraction) for clients and decryptors;
+4. each decryptor (``fedgrad decryptor``) reads its own share and serves on a loopback port it reports in a file.
 
 Everything lives in a private temporary directory (mode 700) outside the run directory, which the coordinator
 writes and checkpoints: no share ever lands there. The directory is deleted when the simulation ends. All
@@ -21,12 +25,16 @@ import shutil
 import signal
 import sys
 import tempfile
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from client.identity import PUBLIC_SUFFIX, enroll
+from fedgrad.crypto.threshold import KeySet
 from fedgrad.errors import FedgradError
+from fedgrad.policy import make_policy
 from fedgrad.scenario import Scenario
+from fedgrad.security.certs import client_name, create_pki
 
 log = logging.getLogger("fedgrad.simulate")
 
@@ -50,6 +58,7 @@ class LocalParties:
     directory: Path
     processes: list[asyncio.subprocess.Process] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def identity_dir(self) -> Path:
@@ -58,6 +67,15 @@ class LocalParties:
     @property
     def enrollment(self) -> Path:
         return self.directory / "enrollment.json"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The certificates of the coordinator -> decryptor channel (mutual TLS under a CA of this simulation)."""
+        return self.directory / "tls"
+
+    @property
+    def policy(self) -> Path:
+        return self.directory / "policy.json"
 
     @property
     def key_set(self) -> Path:
@@ -93,8 +111,9 @@ async def _run(args: list[str], what: str, log_file: Path, timeout_s: float = ST
         raise PartyError(f"{what} failed with exit code {code}: {_last_line(log_file)}")
 
 
-async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir: Path) -> LocalParties:
-    """Identities, enrollment, dealer and k decryptors for ``scenario`` (see the module docstring)."""
+async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir: Path,
+                              vocab_size: int) -> LocalParties:
+    """Identities, enrollment, dealer, run policy and k decryptors for ``scenario`` (see the module docstring)."""
     privacy, fed = scenario.privacy, scenario.federation
     log_dir.mkdir(parents=True, exist_ok=True)
     parties = LocalParties(Path(tempfile.mkdtemp(prefix="fedgrad-parties-")))
@@ -107,6 +126,9 @@ async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir
         if privacy.insecure_key_bits:
             keygen.append("--insecure-key-bits")
         await _run(keygen, "fedgrad keygen (the dealer)", log_dir / "keygen.log")
+        create_pki(parties.tls_dir, clients=1)  # decryptors serve 127.0.0.1; the coordinator presents client-0
+        make_policy(scenario, vocab_size, KeySet.load(parties.key_set), run=parties.run_id,
+                    coordinator_cert=parties.tls_dir / f"{client_name(0)}.pem").save(parties.policy)
         for index in range(1, privacy.decryptors + 1):
             home = parties.decryptor_dir(index)
             with (log_dir / f"decryptor-{index}.log").open("ab") as out:
@@ -115,6 +137,7 @@ async def start_local_parties(scenario: Scenario, client_ids: list[str], log_dir
                     "--key-set", str(parties.key_set), "--enrollment", str(parties.enrollment),
                     "--state-dir", str(home / "state"), "--host", "127.0.0.1", "--port", "0",
                     "--port-file", str(home / "port"), "--min-clients", str(fed.min_clients),
+                    "--policy", str(parties.policy), "--tls-dir", str(parties.tls_dir), "--mtls",
                     stdout=out, stderr=out, start_new_session=True))
         for index, process in enumerate(parties.processes, start=1):
             port = await _await_port(parties.decryptor_dir(index) / "port", process,

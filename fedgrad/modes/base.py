@@ -39,6 +39,8 @@ class ClientPrivacy:
     noise_seed: int | None = None      # seed of DP noise shares; None (always, outside tests): OS entropy
     identity_dir: Path | None = None   # this client's Ed25519 identities, <client id>.key (``paillier``)
     enrollment: Path | None = None     # the operator's enrollment of every client's public key (``paillier``)
+    policy: Path | None = None         # the operator's run policy (``fedgrad.policy``): every task is checked
+    training_seed: int | None = None   # with a policy: seed of local shuffling; None (outside simulate): OS entropy
 
 
 DEFAULT_CLIENT_PRIVACY = ClientPrivacy()  # the defaults; shared safely because ClientPrivacy is frozen
@@ -132,6 +134,12 @@ class PrivacyMode(ABC):
                     past_rounds: Sequence[Mapping[str, Any]] = ()) -> Aggregation:
         """The coordinator's side for a global model shaped like ``model``; ``past_rounds`` are the records of
         the rounds a resumed run already finished."""
+
+    @classmethod
+    def pinned_params(cls, scenario: Scenario, n_params: int) -> Mapping[str, Any]:
+        """The announcement parameters this mode sends for a model of ``n_params`` under ``scenario``: what a
+        client pinned to a run policy (``fedgrad.policy``) accepts, and nothing else."""
+        raise FedgradError(f"privacy mode {cls.name!r} has no decryptors a run policy could bind")
 
     @classmethod
     @abstractmethod

@@ -301,15 +301,7 @@ class DPMode(PrivacyMode):
             aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed,
                                         adaptive=adaptive)
         else:
-            share_std = config.mechanism().share_std(config.share_contributors)
-            n_params = sum(int(np.asarray(value).size) for value in model.values())
-            # b = share·δ / (1 + e^ε), written with e^-ε so that a huge ε underflows to 0 instead of overflowing
-            budget = (TRUNCATION_DELTA_SHARE * delta * math.exp(-privacy.epsilon)
-                      / (1.0 + math.exp(-privacy.epsilon)))
-            clip, sigmas = quantization_clip(privacy.dp_clip, share_std,
-                                             draws=n_params * fed.clients_per_round * fed.rounds, budget=budget)
-            # threshold Paillier over values in [-R, R], every client's weight 1 (signed by the client)
-            secure = dataclasses.replace(self.scenario, privacy=dataclasses.replace(privacy, clip=clip, max_weight=1))
+            secure, _, sigmas = self._distributed(sum(int(np.asarray(v).size) for v in model.values()))
             inner = PaillierMode(secure, decryptors=self._decryptors).aggregation(model)
             aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
         for record in past_rounds:
@@ -318,6 +310,29 @@ class DPMode(PrivacyMode):
                 if aggregation.adaptive is not None and "next_clip" in record["privacy"]:
                     aggregation.adaptive.clip = record["privacy"]["next_clip"]
         return aggregation
+
+    def _distributed(self, n_params: int) -> tuple[Scenario, float, float]:
+        """Distributed placement for a model of ``n_params``: the scenario of the threshold Paillier underneath
+        (values in [-R, R], every client's weight 1), each client's noise share's standard deviation, and R in
+        noise standard deviations (``quantization_clip``)."""
+        privacy, fed = self.scenario.privacy, self.scenario.federation
+        config = self.config()
+        delta = privacy.delta or default_delta(fed.clients)
+        share_std = config.mechanism().share_std(config.share_contributors)
+        # b = share·δ / (1 + e^ε), written with e^-ε so that a huge ε underflows to 0 instead of overflowing
+        budget = TRUNCATION_DELTA_SHARE * delta * math.exp(-privacy.epsilon) / (1.0 + math.exp(-privacy.epsilon))
+        clip, sigmas = quantization_clip(privacy.dp_clip, share_std,
+                                         draws=n_params * fed.clients_per_round * fed.rounds, budget=budget)
+        secure = dataclasses.replace(self.scenario, privacy=dataclasses.replace(privacy, clip=clip, max_weight=1))
+        return secure, share_std, sigmas
+
+    @classmethod
+    def pinned_params(cls, scenario: Scenario, n_params: int) -> Mapping[str, Any]:
+        if scenario.privacy.dp_placement != "distributed":
+            return super().pinned_params(scenario, n_params)
+        secure, share_std, _ = cls(scenario)._distributed(n_params)
+        return {**PaillierMode.pinned_params(secure, n_params), "clip": scenario.privacy.dp_clip,
+                "noise_std": share_std}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],

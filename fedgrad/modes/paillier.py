@@ -9,9 +9,12 @@ Who holds what (``docs/threat-model.md`` walks through each attack):
 - **Decryptors verify, they do not trust** (``fedgrad.decryptor``). Clients own Ed25519 identities, enrolled by
   the operator (in ``simulate``, the launcher), not by the coordinator. A round's cohort is announced to every
   selected client before any upload; each client signs (run, round, cohort, SHA-256 of its ciphertexts, its
-  weight). The coordinator forwards every signed update to the decryptors as it arrives; each decryptor checks
-  the signature and the cohort, multiplies the ciphertexts itself, requires at least its own ``min_clients``
-  distinct enrolled signers and answers at most once per (run, round), remembered across its restarts.
+  weight, and the digest of the task it trained: settings and the model it started from). A decryptor folds in
+  only contributions signed for the round's one task digest, whose settings its run policy fixes. The
+  coordinator forwards every signed update to the decryptors as it arrives; each decryptor checks the signature,
+  the cohort and the task, multiplies the ciphertexts itself, requires at least its own ``min_clients`` distinct
+  enrolled signers (and, with a run policy, a share of the cohort) and answers at most once per (run, round),
+  remembered across its restarts.
 - **Weights come from the clients.** A client encrypts n_i·q_i and n_i (its example count, capped at
   ``privacy.max_weight``) in the same packed plaintext, so the coordinator cannot skew the average; the
   division by Σ n_i happens after decryption.
@@ -72,7 +75,16 @@ from fedgrad.modes.base import (
     UpdateAccumulator,
 )
 from fedgrad.modes.paillier_common import flatten, manifest_shapes, unflatten
-from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.protocol import (
+    Announcement,
+    EncodedUpdate,
+    Encoding,
+    Rejected,
+    RoundCohort,
+    TrainTask,
+    WeightedSum,
+    task_digest,
+)
 from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")
@@ -84,7 +96,8 @@ class Decryptors(Protocol):
     key_set: KeySet
     enrollment: Enrollment | None  # the operator's public enrollment, to refuse bad signatures up front
 
-    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str]) -> None: ...
+    def open(self, run_id: str, round: int, attempt: int, cohort: Sequence[str], settings_digest: bytes = b"",
+             model_digest: bytes = b"") -> None: ...
 
     def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
                    signature: bytes) -> object: ...
@@ -137,6 +150,8 @@ class ThresholdAccumulator(UpdateAccumulator):
         self._aggregation = aggregation
         self._session = (cohort.run_id, cohort.round_number, cohort.attempt)
         self._members = tuple(sorted(cohort.weights))
+        self._task_digest = (task_digest(cohort.settings_digest, cohort.model_digest)
+                             if cohort.settings_digest and cohort.model_digest else None)
         enrollment = aggregation.decryptors.enrollment
         self._cohort_digest = (enrollment.cohort(self._members)
                                if enrollment is not None and all(m in enrollment.clients for m in self._members)
@@ -145,7 +160,7 @@ class ThresholdAccumulator(UpdateAccumulator):
         self._report: dict[str, Any] = {}
         self.payload_bytes = aggregation.payload_bytes
         self.announcement = aggregation.announcement(self._members)
-        aggregation.decryptors.open(*self._session, self._members)
+        aggregation.decryptors.open(*self._session, self._members, cohort.settings_digest, cohort.model_digest)
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
             examples: int = 0) -> None:
@@ -159,7 +174,8 @@ class ThresholdAccumulator(UpdateAccumulator):
                 raise Rejected.unauthenticated(f"client {client_id!r} is not enrolled")
             try:
                 verify_contribution(enrollment.public_key(client_id), signature, self._session[0],
-                                    self._session[1], self._cohort_digest, hashlib.sha256(payload).digest(), capped)
+                                    self._session[1], self._cohort_digest, hashlib.sha256(payload).digest(), capped,
+                                    self._task_digest)
             except SignatureError as error:
                 raise Rejected.unauthenticated(f"the update's signature does not verify: {error}") from None
         try:
@@ -206,10 +222,11 @@ def _enrollment(path: Path) -> Enrollment:
     return Enrollment.load(path)
 
 
-def secure_config(scenario: Scenario, model: Mapping[str, np.ndarray]) -> SecureAggConfig:
-    """The run's packing: integer client weights up to ``privacy.max_weight`` next to the values."""
+def secure_config(scenario: Scenario, n_params: int) -> SecureAggConfig:
+    """The run's packing for a model of ``n_params``: integer client weights up to ``privacy.max_weight`` next to
+    the values."""
     privacy, fed = scenario.privacy, scenario.federation
-    return SecureAggConfig(mode="paillier", n_params=sum(int(np.asarray(v).size) for v in model.values()),
+    return SecureAggConfig(mode="paillier", n_params=n_params,
                            clip=privacy.clip, value_bits=privacy.value_bits, max_clients=fed.effective_max_clients,
                            max_weight=privacy.max_weight, short_randomizer=privacy.short_randomizer)
 
@@ -260,7 +277,12 @@ class PaillierMode(PrivacyMode):
         if (key_set.parties, key_set.threshold) != (privacy.decryptors, privacy.threshold):
             raise ConfigError(f"the key set is {key_set.threshold}-of-{key_set.parties}, the scenario asks for "
                               f"privacy.threshold={privacy.threshold} of privacy.decryptors={privacy.decryptors}")
-        return ThresholdAggregation(secure_config(self.scenario, model), self._decryptors)
+        n_params = sum(int(np.asarray(value).size) for value in model.values())
+        return ThresholdAggregation(secure_config(self.scenario, n_params), self._decryptors)
+
+    @classmethod
+    def pinned_params(cls, scenario: Scenario, n_params: int) -> dict[str, Any]:
+        return {"secure": secure_config(scenario, n_params).to_dict()}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
@@ -290,6 +312,8 @@ class PaillierMode(PrivacyMode):
         weight = min(max(task.local_examples, 1), cfg.max_weight)
         payload = make_encoder(cfg, public_key).encrypt(flatten(task, delta), weight)
         identity = _identity(privacy.identity_dir / f"{client_id}.key")
+        # the task this client trained: its settings and the model it computed the digest of itself
+        trained = task_digest(task.config.settings_digest(), task.model_digest) if task.model_digest else None
         signature = sign_contribution(identity, task.run_id, task.round, cohort_digest(members),
-                                      hashlib.sha256(payload).digest(), weight)
+                                      hashlib.sha256(payload).digest(), weight, trained)
         return EncodedUpdate(Encoding.PAILLIER, payload, signature)

@@ -5,7 +5,7 @@ at the edges (``server.service``, ``client.session``, ``fedgrad.transport.conver
 """
 from fedgrad.protocol.records import Announcement, EncodedUpdate, Encoding, RoundCohort, TrainTask, WeightedSum
 from fedgrad.protocol.refusal import Refusal, Rejected
-from fedgrad.protocol.task_config import TaskConfig, TrainSettings
+from fedgrad.protocol.task_config import TaskConfig, TrainSettings, model_digest, task_digest
 
 __all__ = ["Announcement", "EncodedUpdate", "Encoding", "Refusal", "Rejected", "RoundCohort", "TaskConfig",
-           "TrainSettings", "TrainTask", "WeightedSum"]
+           "TrainSettings", "TrainTask", "WeightedSum", "model_digest", "task_digest"]

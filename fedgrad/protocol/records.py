@@ -49,6 +49,7 @@ class TrainTask:
     announcement: Announcement | None  # None: send the delta in plain
     run_id: str = ""
     local_examples: int = 0            # the client's own example count (its weight under ``paillier``)
+    model_digest: bytes = b""          # ``model_digest`` of the model received, computed by the client itself
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class RoundCohort:
     weights: Mapping[str, float]
     run_id: str = ""
     attempt: int = 1
+    settings_digest: bytes = b""  # ``TaskConfig.settings_digest`` of the round's tasks
+    model_digest: bytes = b""     # ``model_digest`` of the model the round's tasks carry
 
     @property
     def total_weight(self) -> float:

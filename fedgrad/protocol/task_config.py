@@ -8,10 +8,13 @@ another machine needs no scenario file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from fedgrad.errors import ConfigError
 from fedgrad.scenario import ModelConfig, Scenario
@@ -57,6 +60,14 @@ class TaskConfig:
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
+    def settings_digest(self) -> bytes:
+        """SHA-256 of what shapes an update besides the data and the model's values: the model, the vocabulary
+        and the local training settings (not the seed, which is the client's own under a run policy, nor the
+        device)."""
+        settings = {"model": dataclasses.asdict(self.model), "vocab_size": self.vocab_size,
+                    "train": dataclasses.asdict(self.train)}
+        return hashlib.sha256(b"fedgrad/task-settings/v1\0" + json.dumps(settings, sort_keys=True).encode()).digest()
+
     @classmethod
     def from_json(cls, text: str) -> TaskConfig:
         """Parse a task's configuration; :class:`ConfigError` with one line saying what is wrong."""
@@ -66,3 +77,18 @@ class TaskConfig:
                        train=TrainSettings(**data["train"]), device=str(data["device"]), seed=data.get("seed"))
         except (ValueError, TypeError, KeyError) as error:
             raise ConfigError(f"malformed task configuration: {error}") from None
+
+
+def model_digest(tensors: Mapping[str, np.ndarray]) -> bytes:
+    """SHA-256 over a model's tensors in their order: names, shapes, dtypes and bytes."""
+    digest = hashlib.sha256(b"fedgrad/model/v1\0")
+    for name, value in tensors.items():
+        array = np.ascontiguousarray(value)
+        digest.update(f"{name}\0{array.shape}\0{array.dtype.str}\0".encode())
+        digest.update(array.tobytes())
+    return digest.digest()
+
+
+def task_digest(settings_digest: bytes, model_digest: bytes) -> bytes:
+    """What a client signs for the task it trained (``fedgrad.crypto.identity``, signature v2)."""
+    return hashlib.sha256(b"fedgrad/task/v1\0" + settings_digest + model_digest).digest()

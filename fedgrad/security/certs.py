@@ -229,6 +229,15 @@ def load_identity(directory: Path | str, name: str) -> TlsIdentity:
     )
 
 
+def certificate_fingerprint(pem: bytes) -> str:
+    """Hex SHA-256 of a PEM certificate's DER encoding (what a run policy pins); :class:`DataError` if malformed."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+    except ValueError:
+        raise DataError("not a PEM certificate") from None
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
 def load_root_certificates(directory: Path | str) -> bytes:
     """The CA certificate alone: all a client needs for server-authenticated (not mutual) TLS."""
     return _read(cert_path(Path(directory), CA_NAME))

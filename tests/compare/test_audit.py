@@ -76,11 +76,26 @@ def test_paillier_coordinator_gets_no_individual_view_and_every_attack_is_refuse
     mode = audited["modes"]["paillier"]
     assert [view["scope"] for view in mode["views"]] == ["aggregate"]
     assert "0 Paillier private key(s), 0 key share(s), 0 factor(s) of n" in mode["facts"]["key_material"]
-    outcomes = mode["facts"]["redteam"]
+    outcomes = [outcome for outcome in mode["facts"]["redteam"] if "run policy)" not in outcome["name"]]
     assert len(outcomes) == 9
     for outcome in outcomes:
         assert not outcome["succeeded"] and outcome["refusal"], outcome["name"]
         assert outcome["recovered_error"] is None or outcome["recovered_error"] > 50, outcome["name"]
+    # the attacks through the clients' own code: what succeeds without a run policy; with one, all are refused
+    # but the colluders' own: in this cohort of 3 the two colluders are all the other contributors, the collusion
+    # no secure aggregation stops (docs/threat-model.md)
+    through_clients = {outcome["name"]: outcome for outcome in mode["facts"]["redteam"] if "run policy)" in
+                       outcome["name"]}
+    assert len(through_clients) == 10
+    succeeded = sorted(name for name, outcome in through_clients.items() if outcome["succeeded"])
+    assert succeeded == sorted([*(f"{name} (no run policy)" for name in (
+        "no announcement: plaintext update", "a key the coordinator made",
+        "same model and seeds re-issued without the victim", "claimed dropouts: victim + colluders")),
+        "claimed dropouts: victim + colluders (run policy)"])
+    assert "3 contributors out of an announced cohort of 3" in \
+        through_clients["claimed dropouts: victim + colluders (run policy)"]["detail"]
+    report = (audited["dir"] / "report.md").read_text()
+    assert "epochs = 0 to everyone but the victim (run policy) | " in report
     assert "signature does not verify" in mode["facts"]["single_update_refused"]
     # The aggregate is a different target: which words anyone used. It singles out nobody's words.
     assert best(_view(mode, "aggregate"))["chance_rate"] > 0.9

@@ -153,3 +153,17 @@ def test_enrollment_round_trip_and_validation(tmp_path):
             Enrollment.from_json(text)
     with pytest.raises(CryptoError, match="cannot read"):
         Enrollment.load(tmp_path / "missing.json")
+
+
+def test_a_signature_names_the_task_it_was_made_for():
+    identity = ClientIdentity.generate()
+    cohort, payload = bytes(32), bytes(range(32))
+    task, other = bytes([1]) * 32, bytes([2]) * 32
+    signature = sign_contribution(identity, "run", 3, cohort, payload, 7, task)
+    verify_contribution(identity.public_key_bytes, signature, "run", 3, cohort, payload, 7, task)
+    for wrong in (other, None):  # another task, or none (the v1 message): refused
+        with pytest.raises(SignatureError):
+            verify_contribution(identity.public_key_bytes, signature, "run", 3, cohort, payload, 7, wrong)
+    with pytest.raises(SignatureError):
+        verify_contribution(identity.public_key_bytes, sign_contribution(identity, "run", 3, cohort, payload, 7),
+                            "run", 3, cohort, payload, 7, task)

@@ -63,7 +63,8 @@ def test_decryptor_process_serves_writes_its_port_and_stops_on_sigterm(dealt, se
     process = subprocess.Popen(
         [sys.executable, "-m", "fedgrad.cli.main", "decryptor", "--share", str(dealt / "decryptor-2" / "share.json"),
          "--key-set", str(dealt / "keyset.json"), "--enrollment", str(tmp_path / "enrollment.json"),
-         "--state-dir", str(tmp_path / "state"), "--port", "0", "--port-file", str(port_file), "--cores", "1"],
+         "--state-dir", str(tmp_path / "state"), "--port", "0", "--port-file", str(port_file), "--cores", "1",
+         "--min-clients", "2"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = process.stdout.readline()  # blocks until it listens (or exits)

@@ -263,3 +263,20 @@ def test_concurrent_releases_of_one_round_release_once(setup, tmp_path):
     (refusal,) = [outcome for outcome in outcomes if outcome is not None]
     assert isinstance(refusal, DecryptorRefusal) and refusal.kind is Refusal.STALE
     assert len(records(first)) == 1
+
+
+def test_release_below_the_policys_share_of_the_announced_cohort(setup, tmp_path):
+    """Two of a cohort of four contributed (at min_clients = 2): a decryptor holding a run policy's cohort
+    fraction of 3/4 refuses, so a coordinator cannot claim that the others dropped."""
+    cohort = ("alice", "bob", "carol", "dave")
+    decryptor = Decryptor(setup.shares[0], setup.keys, setup.enrollment, min_clients=2, state_dir=tmp_path,
+                          cores=1, min_fraction=0.75)
+    decryptor.open(RUN, 1, 0, cohort)
+    for client in ("alice", "bob"):
+        contribute(setup, decryptor, client, cohort=cohort)
+    with refused(Refusal.INVALID, "2 of a cohort of 4 contributed, below this decryptor's min_fraction=0.75"):
+        decryptor.release(RUN, 1, 0, ["alice", "bob"])
+    contribute(setup, decryptor, "carol", cohort=cohort)
+    partials, _ = decryptor.release(RUN, 1, 0, ["alice", "bob", "carol"])
+    assert len(partials) == len(VALUES["alice"]) and len(records(decryptor)) == 1
+    decryptor.close()

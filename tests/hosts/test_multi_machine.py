@@ -21,6 +21,7 @@ import pytest
 COORD_PORT, DECRYPTOR_PORT = 45051, 45060  # each namespace has ports of its own; these are the test's range
 CLIENTS = ("0", "1", "2")
 ROUNDS = 2
+RUN_ID = "fed-hosts-1"  # the operator's run policy fixes it
 STEP_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 120.0
 
@@ -111,7 +112,7 @@ def test_threshold_federation_across_namespaces_over_tls(hosts, services, enron_
 
     # 1. Certificates, on coord: the coordinator's, and one per decryptor from the same CA.
     tls = machine["coord"] / "fed-tls"
-    run_step(on("coord", fedgrad("certs", tls, "--hosts", coord)), machine["coord"])
+    run_step(on("coord", fedgrad("certs", tls, "--hosts", coord, "--clients", "1")), machine["coord"])
     for name in decryptors:
         issued = machine["coord"] / f"{name}-tls"
         copy([tls / "ca.pem", tls / "ca.key"], issued)
@@ -135,12 +136,21 @@ def test_threshold_federation_across_namespaces_over_tls(hosts, services, enron_
         copy([machine["dealer"] / "keys" / f"decryptor-{index}" / "share.json"], machine[name])
     for name in ("coord", *decryptors):
         copy([machine["dealer"] / "keys" / "keyset.json"], machine[name])
+    copy([machine["dealer"] / "keys" / "keyset.json"], machine["operator"])
     shutil.rmtree(machine["dealer"] / "keys")
+    # the operator's run policy: run id, key set, the scenario's settings, the coordinator's certificate
+    run_step(fedgrad("data", "split", scenario, "--out", "data"), machine["operator"])
+    copy([tls / "client-0.pem"], machine["operator"])
+    run_step(fedgrad("policy", scenario, "--key-set", "keyset.json", "--data-dir", "data", "--out", "policy.json",
+                     "--run", RUN_ID, "--coordinator-cert", "client-0.pem"), machine["operator"])
+    for name in decryptors:
+        copy([machine["operator"] / "policy.json"], machine[name])
+    copy([machine["operator"] / "policy.json"], fed)
     for name in decryptors:
         decryptor = Service(on(name, fedgrad(
             "decryptor", "--share", "share.json", "--key-set", "keyset.json", "--enrollment", "enrollment.json",
             "--state-dir", "state", "--host", "0.0.0.0", "--port", DECRYPTOR_PORT, "--min-clients", "2",
-            "--tls-dir", "tls")), machine[name])
+            "--tls-dir", "tls", "--mtls", "--policy", "policy.json")), machine[name])
         services.append(decryptor)
         decryptor.wait_for_line("listening on")
 
@@ -148,7 +158,8 @@ def test_threshold_federation_across_namespaces_over_tls(hosts, services, enron_
     server = Service(on("coord", fedgrad(
         "server", scenario, "--host", "0.0.0.0", "--port", COORD_PORT, "--tls-dir", tls,
         "--decryptors", ",".join(f"{hosts.address(name)}:{DECRYPTOR_PORT}" for name in decryptors),
-        "--key-set", "keyset.json", "--enrollment", "enrollment.json", "--decryptor-tls-dir", tls)), machine["coord"])
+        "--key-set", "keyset.json", "--enrollment", "enrollment.json", "--decryptor-tls-dir", tls,
+        "--decryptor-tls-name", "client-0", "--run-id", RUN_ID)), machine["coord"])
     services.append(server)
     run_dir = Path(server.wait_for_line("run directory:").split("run directory:", 1)[1].strip())
     server.wait_for_line("listening on")
@@ -161,7 +172,8 @@ def test_threshold_federation_across_namespaces_over_tls(hosts, services, enron_
     clients = Service(on("site-b", fedgrad(
         "client", "--server", f"{coord}:{COORD_PORT}", "--shard-dir", fed / "data", "--client-id", *CLIENTS,
         "--token-file", fed / "tokens-site-b.json", "--tls-dir", fed, "--identity-dir", fed / "ids",
-        "--enrollment", fed / "enrollment.json", "--insecure-key-bits")), machine["site-b"])
+        "--enrollment", fed / "enrollment.json", "--policy", fed / "policy.json", "--insecure-key-bits")),
+        machine["site-b"])
     services.append(clients)
 
     assert server.process.wait(RUN_TIMEOUT_S) == 0, server.output

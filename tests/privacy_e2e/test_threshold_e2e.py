@@ -55,6 +55,11 @@ def test_fedgrad_simulate_runs_the_decryptors_as_their_own_processes(scenario_fi
     [run_dir] = (tmp_path / "runs").iterdir()
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["privacy"]["mode"] == "paillier" and summary["rounds"] == 2
+    # the clients and decryptors hold simulate's run policy, and every round fitted it
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [record.get("dropped") for record in records] == [None, None]
+    client_logs = "".join(path.read_text() for path in (run_dir / "logs").glob("client-process-*.log"))
+    assert "refuses the task" not in client_logs
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert SHARE_FORMAT.encode() not in path.read_bytes(), f"{path} holds a key share"
