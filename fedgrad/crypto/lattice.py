@@ -48,7 +48,7 @@ Notation: η = error bound, K ≤ N_max contributors, V = the largest |m_ij| a c
    well-formed masked updates).
 
 Figures: N_max = 1000, η = 21 → Δ = 2^16; V ≤ (2^63 − 21000)/(1000·2^16) ≈ 1.4·10^11, so 16-bit values with
-integer weights up to 4·10^6 fit. Wire: 8 bytes per parameter (one uint64 coefficient).
+integer weights up to 4·10^6 fit. Wire: 8 bytes per value (one uint64 coefficient; padding is not sent).
 
 Ring products by FFT, exact in float64
 ---------------------------------------
@@ -174,7 +174,8 @@ class MaskLayout:
         return -(-n_values // self.degree)
 
     def encode(self, values: Array, masks: Array, secret: Array, error: Array) -> Array:
-        """c = a·s + e + Δ·m (uint64 (B, N)) for given s and e; `mask` samples them. Zero-pads the last block."""
+        """c = a·s + e + Δ·m for given s and e (`mask` samples them): uint64, one per value. The last block is
+        zero-padded, and its padding coefficients are not sent: unmasking needs only the coefficients it reads."""
         xp = array_module(masks)
         if values.size and int(xp.abs(values).max()) > self.max_value:
             raise EncodingError(f"a masked value exceeds the layout's bound {self.max_value}")
@@ -184,7 +185,7 @@ class MaskLayout:
         padded = xp.zeros(blocks * self.degree, dtype=xp.int64)
         padded[:values.size] = values
         plain = (padded.reshape(blocks, self.degree) * self.delta + error).astype(xp.uint64)
-        return negacyclic_mul(masks, secret) + plain
+        return (negacyclic_mul(masks, secret) + plain).reshape(-1)[:values.size]
 
     def mask(self, values: Array, masks: Array, random_bytes: RandomBytes = os.urandom) -> tuple[Array, np.ndarray]:
         """(masked blocks, fresh secret s): the client's side. The secret goes under Paillier (`key_layout`)."""
@@ -193,15 +194,16 @@ class MaskLayout:
         error = sample_error(tuple(masks.shape), self.eta, random_bytes)
         return self.encode(values, masks, xp.asarray(secret), xp.asarray(error)), secret
 
-    def unmask(self, masked_sum: Array, masks: Array, key_sum: Array, n_values: int,
-               n_contributors: int) -> Array:
-        """Exact Σ_i m_i (int64, `n_values`) from Σ_i c_i (uint64 (B, N)) and S = Σ_i s_i, or a refusal."""
+    def unmask(self, masked_sum: Array, masks: Array, key_sum: Array, n_contributors: int) -> Array:
+        """Exact Σ_i m_i (int64) from Σ_i c_i (uint64, one per value) and S = Σ_i s_i, or a refusal."""
         xp = array_module(masked_sum)
         if not 1 <= n_contributors <= self.max_clients:
             raise AggregationError(f"{n_contributors} contributors is outside [1, {self.max_clients}]")
         if int(xp.abs(key_sum).max()) > n_contributors:
             raise PlaintextRangeError(f"a key-sum coefficient exceeds {n_contributors} for ternary secrets")
-        centred = (masked_sum - negacyclic_mul(masks, key_sum)).view(xp.int64)
+        if self.n_blocks(masked_sum.size) != masks.shape[0]:
+            raise ValueError(f"{masked_sum.size} masked values do not fill {masks.shape[0]} blocks of masks")
+        centred = (masked_sum - negacyclic_mul(masks, key_sum).reshape(-1)[:masked_sum.size]).view(xp.int64)
         half = 1 << (self.delta_bits - 1)
         sums = (centred + half) >> self.delta_bits
         noise = centred - (sums << self.delta_bits)
@@ -209,10 +211,7 @@ class MaskLayout:
             raise PlaintextRangeError("the unmasked aggregate's noise exceeds the bound for its contributors")
         if int(xp.abs(sums).max()) > n_contributors * self.max_value:
             raise PlaintextRangeError("an unmasked sum exceeds the bound for its contributors")
-        flat = sums.reshape(-1)
-        if flat[n_values:].any():
-            raise PlaintextRangeError("a padding coefficient of the unmasked aggregate is not zero")
-        return flat[:n_values]
+        return sums
 
 
 def key_layout(max_clients: int, key_bits: int) -> SlotLayout:

@@ -13,7 +13,7 @@ key is a ternary secret packed by `lattice.key_layout`. Decoding checks Σ n_i �
 |Σ n_i q_ij| ≤ Q·Σ n_i, as `packing.unpack_weighted` does.
 
 Cost: ⌈4096 / key slots⌉ Paillier ciphertexts per client (23 for a 2048-bit key and 1,000 clients) whatever the
-model size; 8 bytes per parameter on the wire for the masked vector (whole blocks of 4096).
+model size; 8 bytes per parameter on the wire for the masked vector.
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ class MaskedScheme:
         self.n_blocks = self.masks.n_blocks(self.n_values)
         self.n_ciphertexts = self.keys.n_plaintexts(DEGREE)
         self.fingerprint = hashlib.sha256(b"masked\0" + cfg.fingerprint(pub.n)).digest()[:8]
-        self.masked_bytes = self.n_blocks * DEGREE * 8
+        self.masked_bytes = self.n_values * 8
 
     def public_masks(self, run_id: str, round_number: int) -> np.ndarray:
         return public_masks(run_id, round_number, self.n_blocks)
@@ -95,7 +95,7 @@ class MaskedSum:
     def __init__(self, scheme: MaskedScheme, run_id: str, round_number: int) -> None:
         self.scheme = scheme
         self._masks = scheme.public_masks(run_id, round_number)
-        self._total = np.zeros(self._masks.shape, dtype=np.uint64)
+        self._total = np.zeros(scheme.n_values, dtype=np.uint64)
         self.contributors: set[str] = set()
 
     def add(self, client_id: str, masked: bytes) -> None:
@@ -105,14 +105,14 @@ class MaskedSum:
             raise AggregationError(f"more than {self.scheme.cfg.max_clients} contributions")
         if len(masked) != self.scheme.masked_bytes:
             raise CiphertextError(f"a masked update has {len(masked)} bytes, expected {self.scheme.masked_bytes}")
-        self._total += np.frombuffer(masked, dtype="<u8").reshape(self._total.shape)
+        self._total += np.frombuffer(masked, dtype="<u8")
         self.contributors.add(client_id)
 
     def unmask(self, key_plaintexts: list[int]) -> tuple[np.ndarray, int]:
         """(Σ_i n_i q_i as int64, Σ_i n_i) from the released key-sum plaintexts, or `PlaintextRangeError`."""
         scheme, count = self.scheme, len(self.contributors)
         key_sum = scheme.keys.unpack_sums(key_plaintexts, DEGREE, count)
-        values = scheme.masks.unmask(self._total, self._masks, key_sum, scheme.n_values, count)
+        values = scheme.masks.unmask(self._total, self._masks, key_sum, count)
         total = int(values[-1])
         if not count <= total <= count * scheme.cfg.max_weight:
             raise PlaintextRangeError(f"total weight {total} is outside [{count}, {count * scheme.cfg.max_weight}]")
