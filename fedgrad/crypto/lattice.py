@@ -37,18 +37,27 @@ docs/threat-model.md states what the released key sum reveals.
 
 Δ and the plaintext range (why recovery is exact)
 -------------------------------------------------
-Notation: η = error bound, K ≤ N_max contributors, V = the largest |m_ij| a client may mask, q = 2^64.
+Notation: η = error bound, K ≤ N_max contributors, V = the largest |m_ij| a client may mask, q = 2^64,
+r = low bits dropped on the wire (a multiple of 8), ρ = 2^(r−1) for r > 0 and 0 for r = 0.
 
-1. Σ_i c_ij − a_j·S = E_j + Δ·M_j (mod q) with |E_j| ≤ K·η ≤ N_max·η and |M_j| ≤ K·V ≤ N_max·V.
-2. Δ = 2^d is the smallest power of two with Δ > 2·N_max·η, so |E_j| < Δ/2.
-3. The layout requires N_max·V·Δ + N_max·η < 2^63, so t = E_j + Δ·M_j lies in (−2^63, 2^63): the centred
-   representative of (Σ_i c_ij − a_j·S) mod 2^64, read as int64, is t itself.
+0. Rounding (as in learning with rounding): a client sends c' = ⌊(c + 2^(r−1)) / 2^r⌋ mod 2^(64−r) in
+   (64 − r)/8 bytes; c'·2^r ≡ c + ρ_c (mod 2^64) with |ρ_c| ≤ ρ. The coordinator sums the c' (uint64) and
+   shifts left by r, which is Σ_i c_i + Σ_i ρ_ci mod 2^64: one more error of at most ρ per client.
+1. Σ_i c'_ij·2^r − a_j·S = E_j + Δ·M_j (mod q) with |E_j| ≤ K·(η + ρ) ≤ N_max·(η + ρ), |M_j| ≤ K·V ≤ N_max·V.
+2. Δ = 2^d is the smallest power of two with Δ > 2·N_max·(η + ρ), so |E_j| < Δ/2.
+3. The layout requires N_max·V·Δ + N_max·(η + ρ) < 2^63, so t = E_j + Δ·M_j lies in (−2^63, 2^63): the
+   centred representative of (Σ_i c'_ij·2^r − a_j·S) mod 2^64, read as int64, is t itself.
 4. M_j = round(t / Δ) (floor((t + Δ/2) / Δ)) exactly, because |E_j| < Δ/2. `unmask` then checks
-   |t − Δ·M_j| ≤ K·η and |M_j| ≤ K·V, and refuses an aggregate that breaks either (it was not the sum of K
-   well-formed masked updates).
+   |t − Δ·M_j| ≤ K·(η + ρ) and |M_j| ≤ K·V, and refuses an aggregate that breaks either (it was not the sum
+   of K well-formed masked updates).
+5. `derive` takes the largest r ∈ {0, 8, ..., 56} for which step 3's condition holds.
 
-Figures: N_max = 1000, η = 21 → Δ = 2^16; V ≤ (2^63 − 21000)/(1000·2^16) ≈ 1.4·10^11, so 16-bit values with
-integer weights up to 4·10^6 fit. Wire: 8 bytes per value (one uint64 coefficient; padding is not sent).
+Figures (η = 21): N_max = 1000, V = 1000·(2^15 − 1) (16-bit values, weights up to 1000): r = 16, Δ = 2^26,
+6 bytes per value; N_max = 10: r = 24, Δ = 2^28, 5 bytes per value. Padding coefficients are not sent.
+Dropping bits publishes less of c, so it cannot weaken the RLWE mask (the rounded value is a function of c).
+What it does cost: the checks of step 4 see fewer redundant bits, so a random (garbage) aggregate passes one
+coefficient's checks with a probability that grows with r (up to ~0.7 for 3 clients masking values ≤ 10);
+the checks run over every coefficient, so an update of thousands of parameters is still caught.
 
 Ring products by FFT, exact in float64
 ---------------------------------------
@@ -152,30 +161,45 @@ class MaskLayout:
     max_clients: int
     max_value: int
     delta_bits: int
+    dropped_bits: int = 0
     degree: int = DEGREE
     eta: int = ERROR_ETA
 
     @classmethod
     def derive(cls, max_clients: int, max_value: int, degree: int = DEGREE, eta: int = ERROR_ETA) -> MaskLayout:
-        """Smallest Δ = 2^d > 2·N_max·η, and refusal when N_max·V·Δ + N_max·η ≥ 2^63 (module docstring)."""
+        """The largest r, then the smallest Δ = 2^d > 2·N_max·(η + ρ), with N_max·V·Δ + N_max·(η + ρ) < 2^63;
+        refusal when not even r = 0 fits (module docstring, steps 2, 3 and 5)."""
         if max_clients < 1 or max_value < 1:
             raise ConfigError("max_clients and max_value must be at least 1")
-        delta_bits = (2 * max_clients * eta).bit_length()
-        if max_clients * max_value * (1 << delta_bits) + max_clients * eta >= 1 << (MODULUS_BITS - 1):
-            raise ConfigError(f"{max_clients} clients masking values up to {max_value} do not fit below 2^63 "
-                              f"with Δ = 2^{delta_bits}; lower max_clients, max_weight or value_bits")
-        return cls(max_clients, max_value, delta_bits, degree, eta)
+        for dropped in range(MODULUS_BITS - 8, -1, -8):
+            noise = max_clients * (eta + _rounding(dropped))
+            delta_bits = (2 * noise).bit_length()
+            if max_clients * max_value * (1 << delta_bits) + noise < 1 << (MODULUS_BITS - 1):
+                return cls(max_clients, max_value, delta_bits, dropped, degree, eta)
+        raise ConfigError(f"{max_clients} clients masking values up to {max_value} do not fit below 2^63 "
+                          f"with Δ = 2^{(2 * max_clients * eta).bit_length()}; lower max_clients, max_weight or "
+                          f"value_bits")
 
     @property
     def delta(self) -> int:
         return 1 << self.delta_bits
 
+    @property
+    def value_bytes(self) -> int:
+        """Bytes of one masked coefficient on the wire: (64 − r) / 8."""
+        return (MODULUS_BITS - self.dropped_bits) // 8
+
+    @property
+    def noise_per_client(self) -> int:
+        """η + ρ: a client's error plus its rounding."""
+        return self.eta + _rounding(self.dropped_bits)
+
     def n_blocks(self, n_values: int) -> int:
         return -(-n_values // self.degree)
 
     def encode(self, values: Array, masks: Array, secret: Array, error: Array) -> Array:
-        """c = a·s + e + Δ·m for given s and e (`mask` samples them): uint64, one per value. The last block is
-        zero-padded, and its padding coefficients are not sent: unmasking needs only the coefficients it reads."""
+        """c' = round((a·s + e + Δ·m) / 2^r) for given s and e (`mask` samples them): uint64 below 2^(64−r), one
+        per value. The last block is zero-padded; its padding coefficients are not sent."""
         xp = array_module(masks)
         if values.size and int(xp.abs(values).max()) > self.max_value:
             raise EncodingError(f"a masked value exceeds the layout's bound {self.max_value}")
@@ -185,7 +209,10 @@ class MaskLayout:
         padded = xp.zeros(blocks * self.degree, dtype=xp.int64)
         padded[:values.size] = values
         plain = (padded.reshape(blocks, self.degree) * self.delta + error).astype(xp.uint64)
-        return (negacyclic_mul(masks, secret) + plain).reshape(-1)[:values.size]
+        full = (negacyclic_mul(masks, secret) + plain).reshape(-1)[:values.size]
+        if not self.dropped_bits:
+            return full
+        return (full + xp.uint64(_rounding(self.dropped_bits))) >> xp.uint64(self.dropped_bits)
 
     def mask(self, values: Array, masks: Array, random_bytes: RandomBytes = os.urandom) -> tuple[Array, np.ndarray]:
         """(masked blocks, fresh secret s): the client's side. The secret goes under Paillier (`key_layout`)."""
@@ -195,7 +222,7 @@ class MaskLayout:
         return self.encode(values, masks, xp.asarray(secret), xp.asarray(error)), secret
 
     def unmask(self, masked_sum: Array, masks: Array, key_sum: Array, n_contributors: int) -> Array:
-        """Exact Σ_i m_i (int64) from Σ_i c_i (uint64, one per value) and S = Σ_i s_i, or a refusal."""
+        """Exact Σ_i m_i (int64) from Σ_i c'_i (uint64, one per value) and S = Σ_i s_i, or a refusal."""
         xp = array_module(masked_sum)
         if not 1 <= n_contributors <= self.max_clients:
             raise AggregationError(f"{n_contributors} contributors is outside [1, {self.max_clients}]")
@@ -203,15 +230,21 @@ class MaskLayout:
             raise PlaintextRangeError(f"a key-sum coefficient exceeds {n_contributors} for ternary secrets")
         if self.n_blocks(masked_sum.size) != masks.shape[0]:
             raise ValueError(f"{masked_sum.size} masked values do not fill {masks.shape[0]} blocks of masks")
-        centred = (masked_sum - negacyclic_mul(masks, key_sum).reshape(-1)[:masked_sum.size]).view(xp.int64)
+        restored = masked_sum << xp.uint64(self.dropped_bits)
+        centred = (restored - negacyclic_mul(masks, key_sum).reshape(-1)[:masked_sum.size]).view(xp.int64)
         half = 1 << (self.delta_bits - 1)
         sums = (centred + half) >> self.delta_bits
         noise = centred - (sums << self.delta_bits)
-        if int(xp.abs(noise).max()) > n_contributors * self.eta:
+        if int(xp.abs(noise).max()) > n_contributors * self.noise_per_client:
             raise PlaintextRangeError("the unmasked aggregate's noise exceeds the bound for its contributors")
         if int(xp.abs(sums).max()) > n_contributors * self.max_value:
             raise PlaintextRangeError("an unmasked sum exceeds the bound for its contributors")
         return sums
+
+
+def _rounding(dropped_bits: int) -> int:
+    """ρ: the most that rounding away `dropped_bits` low bits moves a coefficient."""
+    return 1 << (dropped_bits - 1) if dropped_bits else 0
 
 
 def key_layout(max_clients: int, key_bits: int) -> SlotLayout:

@@ -13,7 +13,8 @@ key is a ternary secret packed by `lattice.key_layout`. Decoding checks Σ n_i �
 |Σ n_i q_ij| ≤ Q·Σ n_i, as `packing.unpack_weighted` does.
 
 Cost: ⌈4096 / key slots⌉ Paillier ciphertexts per client (23 for a 2048-bit key and 1,000 clients) whatever the
-model size; 8 bytes per parameter on the wire for the masked vector.
+model size; (64 − r)/8 bytes per parameter on the wire for the masked vector (`lattice`, step 0: 6 at
+1,000 clients, 5 at 10).
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class MaskedScheme:
         self.n_blocks = self.masks.n_blocks(self.n_values)
         self.n_ciphertexts = self.keys.n_plaintexts(DEGREE)
         self.fingerprint = hashlib.sha256(b"masked\0" + cfg.fingerprint(pub.n)).digest()[:8]
-        self.masked_bytes = self.n_values * 8
+        self.masked_bytes = self.n_values * self.masks.value_bytes
 
     def public_masks(self, run_id: str, round_number: int) -> np.ndarray:
         return public_masks(run_id, round_number, self.n_blocks)
@@ -85,8 +86,9 @@ class MaskedEncoder:
         values = np.append(quantize(scheme.cfg, update, 1.0) * n_i, np.int64(n_i))
         masked, secret = scheme.masks.mask(values, scheme.public_masks(run_id, round_number))
         key = self._encryptor.encrypt(scheme.keys.pack(secret))
+        words = np.ascontiguousarray(masked, dtype="<u8").view(np.uint8).reshape(-1, 8)
         return MaskedUpload(dump_payload(scheme.fingerprint, 1, key, self._width),
-                            np.ascontiguousarray(masked, dtype="<u8").tobytes())
+                            words[:, :scheme.masks.value_bytes].tobytes())
 
 
 class MaskedSum:
@@ -105,7 +107,9 @@ class MaskedSum:
             raise AggregationError(f"more than {self.scheme.cfg.max_clients} contributions")
         if len(masked) != self.scheme.masked_bytes:
             raise CiphertextError(f"a masked update has {len(masked)} bytes, expected {self.scheme.masked_bytes}")
-        self._total += np.frombuffer(masked, dtype="<u8")
+        words = np.zeros((self.scheme.n_values, 8), dtype=np.uint8)
+        words[:, :self.scheme.masks.value_bytes] = np.frombuffer(masked, dtype=np.uint8).reshape(words.shape[0], -1)
+        self._total += words.view("<u8").reshape(-1)
         self.contributors.add(client_id)
 
     def unmask(self, key_plaintexts: list[int]) -> tuple[np.ndarray, int]:

@@ -113,11 +113,13 @@ def test_cohort_sum_is_recovered_exactly() -> None:
 
 @pytest.mark.parametrize("sign", [1, -1])
 def test_exact_at_the_bounds(sign: int) -> None:
-    """N_max clients, every value at ±V, every error at ±η, V the largest the proof allows: still exact."""
+    """N_max clients, every value at ±V, every error at ±η, V the largest the proof allows (r = 0): still exact;
+    one more and the layout is refused."""
     max_clients = 4
-    probe = MaskLayout.derive(max_clients, 1)
-    top = ((1 << 63) - 1 - max_clients * ERROR_ETA) // (max_clients * probe.delta)
+    delta = 1 << (2 * max_clients * ERROR_ETA).bit_length()
+    top = ((1 << 63) - 1 - max_clients * ERROR_ETA) // (max_clients * delta)
     layout = MaskLayout.derive(max_clients, top)
+    assert layout.dropped_bits == 0 and layout.delta == delta
     with pytest.raises(ConfigError):
         MaskLayout.derive(max_clients, top + 1)
     masks = public_masks("edge", 0, 1)
@@ -127,9 +129,30 @@ def test_exact_at_the_bounds(sign: int) -> None:
     assert np.array_equal(got, np.full(DEGREE, sign * top * max_clients))
 
 
+@pytest.mark.parametrize("sign", [1, -1])
+def test_exact_with_rounded_coefficients_at_the_value_bound(sign: int) -> None:
+    """16-bit values with weights up to 1000: low bits are dropped on the wire and the sum is still exact."""
+    max_clients, bound = 6, 1000 * ((1 << 15) - 1)
+    layout = MaskLayout.derive(max_clients, bound)
+    assert layout.dropped_bits > 0 and layout.value_bytes < 8
+    masks = public_masks("round", 0, 2)
+    values = [np.full(DEGREE + 5, sign * bound, dtype=np.int64) for _ in range(max_clients)]
+    total, key_sum = _cohort(layout, values, masks, error_fill=sign * ERROR_ETA)
+    got = layout.unmask(total, masks, key_sum, max_clients)
+    assert np.array_equal(got, np.full(DEGREE + 5, sign * bound * max_clients))
+
+
+def test_wire_width_per_cohort_size() -> None:
+    bound = 1000 * ((1 << 15) - 1)
+    assert (MaskLayout.derive(1000, bound).dropped_bits, MaskLayout.derive(1000, bound).delta_bits) == (16, 26)
+    assert (MaskLayout.derive(10, bound).dropped_bits, MaskLayout.derive(10, bound).delta_bits) == (24, 28)
+
+
 def test_delta_is_the_smallest_power_of_two_above_the_error_sum() -> None:
     layout = MaskLayout.derive(max_clients=1000, max_value=1)
-    assert layout.delta == 1 << 16 and layout.delta > 2 * 1000 * ERROR_ETA >= layout.delta // 2
+    noise = 1000 * layout.noise_per_client
+    assert layout.noise_per_client == ERROR_ETA + (1 << (layout.dropped_bits - 1))
+    assert layout.delta > 2 * noise >= layout.delta // 2
 
 
 def test_refuses_values_beyond_the_layout() -> None:
@@ -148,15 +171,16 @@ def test_refuses_more_contributors_than_the_layout() -> None:
 
 
 def test_refuses_a_wrong_key_sum_and_a_forged_masked_vector() -> None:
-    layout = MaskLayout.derive(max_clients=3, max_value=10)
+    layout = MaskLayout.derive(max_clients=3, max_value=1000 * ((1 << 15) - 1))
     masks = public_masks("run", 0, 1)
-    total, key_sum = _cohort(layout, [np.ones(3, dtype=np.int64)] * 3, masks)
+    total, key_sum = _cohort(layout, [np.ones(DEGREE, dtype=np.int64)] * 3, masks)
     wrong = key_sum.copy()
     wrong[0] += 1 if wrong[0] < 3 else -1
     with pytest.raises(PlaintextRangeError):
         layout.unmask(total, masks, wrong, 3)
     with pytest.raises(PlaintextRangeError):
-        layout.unmask(total + np.uint64(1 << 40), masks, key_sum, 3)
+        garbage = np.random.default_rng(0).integers(0, 1 << (64 - layout.dropped_bits), total.size, dtype=np.uint64)
+        layout.unmask(total + garbage, masks, key_sum, 3)
     with pytest.raises(PlaintextRangeError):
         layout.unmask(total, masks, np.full(DEGREE, 4, dtype=np.int64), 3)
 

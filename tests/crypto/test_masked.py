@@ -65,7 +65,7 @@ def test_key_ciphertexts_do_not_grow_with_the_model(threshold_key: Any) -> None:
     pub, _ = threshold_key
     small, large = MaskedScheme(_cfg(12_900), pub), MaskedScheme(_cfg(420_000), pub)
     assert small.n_ciphertexts == large.n_ciphertexts
-    assert large.masked_bytes == 8 * 420_001 and small.masked_bytes == 8 * 12_901
+    assert large.masked_bytes == 4 * 420_001 and small.masked_bytes == 4 * 12_901  # 4 clients, W = 100: r = 32
 
 
 def test_refusals(threshold_key: Any) -> None:
