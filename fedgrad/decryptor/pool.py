@@ -12,8 +12,15 @@ ways a decryptor can fail a call, told apart by the gRPC status:
 * a *refusal* (the status of a `Refusal` kind: INVALID_ARGUMENT, FAILED_PRECONDITION, UNAUTHENTICATED, ...):
   the decryptor is alive and says no, e.g. to a forged contribution. It is logged, returned by the future that
   `contribute` gives back, and named in `ReleaseFailed` if it costs the release;
-* anything else (unreachable, killed, past its deadline): the decryptor is marked dead for the rest of the run,
-  logged once, and skipped from then on. Up to k − t may die and `release` still succeeds.
+* past its deadline (DEADLINE_EXCEEDED): the decryptor is *slow*, not dead. The call's answer is lost and
+  logged, and the decryptor is asked again in later rounds;
+* anything else (unreachable, killed): the decryptor is marked dead for the rest of the run, logged once, and
+  skipped from then on. Up to k − t may die and `release` still succeeds.
+
+A release's deadline follows the work it asks for (`release_deadline_s`): the base `timeout_s` plus, per
+ciphertext, `RELEASE_POWMODS` times one partial-decryption powmod as measured on this machine at start-up. A
+model with 6,688 ciphertexts per update (spam_lstm under `paillier`) gets minutes, not the 60 s that made every
+decryptor look dead while it was still computing.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+import gmpy2
 import grpc
 
 from fedgrad.crypto.errors import CryptoError
@@ -43,6 +51,24 @@ log = logging.getLogger("fedgrad.decryptor.pool")
 
 #: Concurrent calls in flight to one decryptor (contributions of one round are verified in parallel there).
 CALLS_PER_DECRYPTOR = 4
+#: Powmods a release may take per ciphertext before its deadline: one partial decryption, its share of the
+#: batched proof and of the contributions' checks (≈ 1.1 together, `threshold`), times a margin for a decryptor
+#: on a slower or busier machine than the coordinator's.
+RELEASE_POWMODS = 8.0
+
+
+def measure_powmod_s(key_set: KeySet, repeats: int = 3) -> float:
+    """Seconds of one partial-decryption powmod for `key_set` on this machine: a base mod n² raised to an
+    exponent of a key share's size (|n²| bits), the fastest of `repeats`."""
+    nsquare = gmpy2.mpz(key_set.n) ** 2
+    base = nsquare - 3
+    exponent = (gmpy2.mpz(1) << int(nsquare.bit_length())) - 1
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        gmpy2.powmod(base, exponent, nsquare)
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 class ReleaseFailed(FedgradError):
@@ -84,6 +110,8 @@ class DecryptorPool:
         #: prove seconds, and the coordinator's combine (proof checks included); filled by ``release``
         self.release_stats: dict[tuple[str, int, int], dict[str, float]] = {}
         self.timeout_s = timeout_s
+        #: one partial decryption's powmod on this machine (`measure_powmod_s`); sizes release deadlines
+        self.powmod_s = measure_powmod_s(key_set)
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, int, int], _Session] = {}
         self._remotes: list[_Remote] = []
@@ -111,14 +139,22 @@ class DecryptorPool:
 
     # ---- calls, each in a pool thread ----
 
+    def release_deadline_s(self, n_ciphertexts: int) -> float:
+        """Seconds a decryptor gets to release `n_ciphertexts` partial decryptions (module docstring)."""
+        return self.timeout_s + n_ciphertexts * RELEASE_POWMODS * self.powmod_s
+
     def _failed(self, remote: _Remote, what: str, error: grpc.RpcError) -> DecryptorRefusal | None:
-        """A refusal for a refusal status; otherwise mark `remote` dead and return None."""
+        """A refusal for a refusal status; None for a slow call (logged) or a dead decryptor (marked dead)."""
         code = error.code() if isinstance(error, grpc.Call) else None
         details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
         kind = REFUSALS.get(code) if code is not None else None
         if kind is not None:
             log.warning("decryptor %d (%s) refused %s: %s", remote.index, remote.address, what, details)
             return DecryptorRefusal(kind, f"decryptor {remote.index} refused {what}: {details}")
+        if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+            log.warning("decryptor %d (%s) was too slow for %s (%s); still asked in later rounds",
+                        remote.index, remote.address, what, details)
+            return None
         with self._lock:
             newly_dead, remote.alive = remote.alive, False
             remote.failure = remote.failure or f"{what}: {code.name if code else 'error'} {details}"
@@ -166,8 +202,9 @@ class DecryptorPool:
             return refusal
         return None
 
-    def _release_call(self, remote: _Remote, request: pb.ReleaseRequest) -> tuple[list[int], PartialProof]:
-        reply = remote.stub.Release(request, timeout=self.timeout_s)
+    def _release_call(self, remote: _Remote, request: pb.ReleaseRequest,
+                      deadline_s: float) -> tuple[list[int], PartialProof]:
+        reply = remote.stub.Release(request, timeout=deadline_s)
         with self._lock:
             self._timings[(request.run_id, request.round, request.attempt)].append(
                 {"verify_s": reply.verify_s, "partial_s": reply.partial_s, "prove_s": reply.prove_s})
@@ -243,16 +280,19 @@ class DecryptorPool:
         pending = live[start:] + live[:start]
         responses: dict[int, tuple[list[int], PartialProof]] = {}
         problems: list[str] = []
+        deadline_s = self.release_deadline_s(len(ciphertexts))
         while pending:
             wave, pending = pending[:max(1, threshold - len(responses))], pending[max(1, threshold - len(responses)):]
-            futures = {remote.index: self._release_executor.submit(self._release_call, remote, request)
+            futures = {remote.index: self._release_executor.submit(self._release_call, remote, request, deadline_s)
                        for remote in wave}
             for remote in wave:
                 try:
                     responses[remote.index] = futures[remote.index].result()
                 except grpc.RpcError as error:
                     refusal = self._failed(remote, f"release of round {round}", error)
-                    problems.append(str(refusal) if refusal else f"decryptor {remote.index} died ({remote.failure})")
+                    problems.append(str(refusal) if refusal else
+                                    f"decryptor {remote.index} died ({remote.failure})" if not remote.alive else
+                                    f"decryptor {remote.index} was slower than its {deadline_s:.0f} s deadline")
                 except CryptoError as exc:
                     log.warning("decryptor %d sent a malformed release: %s", remote.index, exc)
                     problems.append(f"decryptor {remote.index}: {exc}")
