@@ -365,6 +365,10 @@ def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: Encode
               "with the private key it finds among its own objects, and the red-team table lists the attacks "
               "through the key holder's own door. The aggregate is a different, weaker target: it shows which "
               "words somebody in the cohort used, not who used them.")
+    threshold = ("The coordinator multiplies the ciphertexts and forwards each signed upload to the decryptors, "
+                 "which verify every signature, multiply the ciphertexts themselves and release one sum of at least "
+                 f"{fed.min_clients} enrolled clients per round. The coordinator holds no key share: it has no "
+                 "individual view, and the red-team table lists every attack it tried for one.")
     if privacy.mode == "none":
         return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {k}'s delta and "
                 "every other client's, then averages them.")
@@ -373,11 +377,7 @@ def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: Encode
                 f"{privacy.value_bits} bits and encrypts n_i·q_i next to its own example count n_i under a "
                 f"{facts['key_bits']}-bit threshold Paillier key ({facts['threshold']}-of-{facts['decryptors']} "
                 f"decryptors, dealt outside the coordinator), then signs (run, round, cohort, ciphertext digest, "
-                f"weight) with its enrolled Ed25519 key ({sent} of ciphertext). The coordinator multiplies the "
-                "ciphertexts and forwards each signed upload to the decryptors, which verify every signature, "
-                "multiply the ciphertexts themselves and release one sum of at least "
-                f"{fed.min_clients} enrolled clients per round. The coordinator holds no key share: it has no "
-                "individual view, and the red-team table lists every attack it tried for one.")
+                f"weight) with its enrolled Ed25519 key ({sent} of ciphertext). {threshold}")
     if privacy.mode in ("paillier-trusted", "paillier-naive"):
         scheme = "packs and encrypts it" if privacy.mode == "paillier-trusted" else "encrypts every value separately"
         return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, folds in its FedAvg weight, "
@@ -393,9 +393,11 @@ def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: Encode
                 f"{facts['clip']:g} and sends it in plaintext ({sent}); the coordinator adds the noise to the sum, "
                 f"so it sees every clipped update: central DP protects clients from whoever receives the model, "
                 f"not from the coordinator. {noise}")
+    inner = facts["secure_aggregation"]  # the threshold Paillier aggregation the noise shares are summed under
     return (f"Client-level DP-FedAvg, distributed placement: each client clips its whole delta to L2 norm "
-            f"{facts['clip']:g}, adds its share of the noise and encrypts the result with packed Paillier "
-            f"({sent} of ciphertext). {secure} {noise}")
+            f"{facts['clip']:g}, adds its share of the noise from OS randomness, encrypts the result under a "
+            f"{inner['key_bits']}-bit threshold Paillier key ({inner['threshold']}-of-{inner['decryptors']} "
+            f"decryptors, dealt outside the coordinator) and signs it ({sent} of ciphertext). {threshold} {noise}")
 
 
 def _rows(update: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -125,6 +125,9 @@ def test_distributed_dp_coordinator_finds_no_key_and_sees_only_the_noised_sum(au
     assert mode["facts"]["secure_aggregation"]["mode"] == "paillier"
     assert [view["scope"] for view in mode["views"]] == ["aggregate", "aggregate"]
     assert "2 decryptors colluding" in mode["facts"]["guarantee"]
+    # its description is the threshold decryptors' (not the trusted key holder's, which lives in the coordinator)
+    assert "threshold Paillier key" in mode["description"] and "decryptors, which verify" in mode["description"]
+    assert "key holder" not in mode["description"]
 
 
 def test_report_rerenders_from_audit_json(audited, capsys):

@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
-from fedgrad.modes.resolve import mode_class
 from fedgrad.scenario import Scenario, load_scenario
 
 #: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.
@@ -187,7 +186,9 @@ def plan_variants(
                 seed_suffix = f"-s{seed}"
             baseline = f"{BASELINE_MODE}{suffix}{seed_suffix}"
             for setting in settings:
-                encrypted = mode_class(setting.mode).encrypted
+                encrypted = replace(base.privacy, mode=setting.mode,
+                                    dp_placement=setting.placement or base.privacy.dp_placement
+                                    ).secure_aggregation
                 for bits in bit_choices if encrypted else [None]:
                     overrides = [*common, *setting.overrides()]
                     group = setting.label + suffix

@@ -13,7 +13,7 @@ from typing import Any
 from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
 from fedgrad.files import write_atomic
-from fedgrad.modes.resolve import mode_class, privacy_mode
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
 from fedgrad.scenario import Scenario
 
@@ -74,7 +74,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
-        "key_bits": scenario.privacy.key_bits if mode_class(variant.privacy.mode).encrypted else None,
+        "key_bits": scenario.privacy.key_bits if scenario.privacy.secure_aggregation else None,
         "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
         "status": outcome.status,
         "error": outcome.error,
