@@ -39,7 +39,7 @@ MIN_INSECURE_KEY_BITS = 128
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 MODEL_NAMES = ("book", "logreg", "mlp", "lstm")
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedadam")
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi")  # server.strategies builds them
 
 
 def _builtin_or_reference(names: tuple[str, ...]) -> re.Pattern[str]:

@@ -106,17 +106,46 @@ class FedProx(FedAvg):
                 for client_id, instruction in super().configure(round_number, clients).items()}
 
 
-class FedAdam(Strategy):
-    """FedAdam (Reddi et al., "Adaptive Federated Optimization", 2021): Adam on the server.
+class FedAvgM(FedAvg):
+    """FedAvg with server momentum (Hsu, Qi & Brown, "Measuring the effects of non-identical data distribution for
+    federated visual classification", 2019): ``u ← β·u + Δ``, ``w ← w + η·u``.
 
-    The averaged delta plays the role of a negative gradient:
-    ``m ← β1·m + (1-β1)·Δ``, ``v ← β2·v + (1-β2)·Δ²``, ``w ← w + η·m / (√v + τ)``, as in the paper
-    (no bias correction; ``τ`` bounds the step where ``v`` is tiny). ``η`` is ``server_lr``; useful
-    values are far below FedAvg's 1.0 (the paper's best lie around 1e-2 .. 1e-1), because
-    ``m / √v`` is of order one per coordinate whatever the delta's scale.
+    ``η`` is ``server_lr`` and ``β`` ``momentum`` (the paper's 0.9). With ``β = 0`` it is FedAvg. The momentum
+    buffer ``u`` is the strategy's state, kept in the checkpoint.
     """
 
-    name = "fedadam"
+    name = "fedavgm"
+
+    def __init__(self, server_lr: float = 1.0, momentum: float = 0.9) -> None:
+        super().__init__(server_lr)
+        self.momentum = momentum
+        self._u: StateDict = {}
+
+    def apply(self, global_model: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> StateDict:
+        updated = {}
+        for name, value in global_model.items():
+            u = self.momentum * self._u.get(name, 0.0) + delta[name].astype(np.float64)
+            self._u[name] = u
+            updated[name] = (value + self.server_lr * u).astype(np.float32)
+        return updated
+
+    def state_dict(self) -> StateDict:
+        return {f"u.{k}": v.copy() for k, v in self._u.items()}
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self._u = _named_state(self.name, state, ("u",))["u"]
+
+
+class _AdaptiveServer(Strategy, ABC):
+    """The adaptive server optimisers of Reddi et al., "Adaptive Federated Optimization" (ICLR 2021), Algorithm 2.
+
+    The averaged delta ``Δ`` plays the role of a negative gradient: ``m ← β1·m + (1-β1)·Δ``, a second moment
+    ``v`` updated by :meth:`second_moment` (the one line in which FedAdagrad, FedYogi and FedAdam differ), and
+    ``w ← w + η·m / (√v + τ)``. ``η`` is ``server_lr``; useful values are far below FedAvg's 1.0 (the paper's
+    best lie around 1e-2 .. 1e-1), because ``m / √v`` is of order one per coordinate whatever the delta's
+    scale. Both moments start at zero, as in Flower (the paper's ``v₋₁ ≥ τ²`` differs only in the first
+    step's size); no bias correction. The moments are the strategy's state, kept in the checkpoint.
+    """
 
     def __init__(self, server_lr: float, beta1: float = 0.9, beta2: float = 0.99, tau: float = 1e-3) -> None:
         self.server_lr = server_lr
@@ -124,12 +153,16 @@ class FedAdam(Strategy):
         self._m: StateDict = {}
         self._v: StateDict = {}
 
+    @abstractmethod
+    def second_moment(self, v: np.ndarray | float, squared: np.ndarray) -> np.ndarray:
+        """The new second moment from the previous one (0.0 before the first round) and ``Δ²``."""
+
     def apply(self, global_model: Mapping[str, np.ndarray], delta: Mapping[str, np.ndarray]) -> StateDict:
         updated = {}
         for name, value in global_model.items():
             step = delta[name].astype(np.float64)
             m = self.beta1 * self._m.get(name, 0.0) + (1 - self.beta1) * step
-            v = self.beta2 * self._v.get(name, 0.0) + (1 - self.beta2) * step * step
+            v = self.second_moment(self._v.get(name, 0.0), step * step)
             self._m[name], self._v[name] = m, v
             updated[name] = (value + self.server_lr * m / (np.sqrt(v) + self.tau)).astype(np.float32)
         return updated
@@ -138,30 +171,72 @@ class FedAdam(Strategy):
         return {**{f"m.{k}": v.copy() for k, v in self._m.items()}, **{f"v.{k}": v.copy() for k, v in self._v.items()}}
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        moments: dict[str, StateDict] = {"m": {}, "v": {}}
-        for key, value in state.items():
-            kind, _, name = key.partition(".")
-            if kind not in moments or not name:
-                raise ValueError(f"unexpected {self.name} state key {key!r}")
-            moments[kind][name] = np.array(value, dtype=np.float64)
+        moments = _named_state(self.name, state, ("m", "v"))
         if moments["m"].keys() != moments["v"].keys():
             raise ValueError(f"{self.name} state has first and second moments for different tensors")
         self._m, self._v = moments["m"], moments["v"]
+
+
+class FedAdam(_AdaptiveServer):
+    """FedAdam: ``v ← β2·v + (1-β2)·Δ²`` (see :class:`_AdaptiveServer`)."""
+
+    name = "fedadam"
+
+    def second_moment(self, v: np.ndarray | float, squared: np.ndarray) -> np.ndarray:
+        return self.beta2 * v + (1 - self.beta2) * squared
+
+
+class FedAdagrad(_AdaptiveServer):
+    """FedAdagrad: ``v ← v + Δ²`` (see :class:`_AdaptiveServer`; ``beta2`` is unused)."""
+
+    name = "fedadagrad"
+
+    def second_moment(self, v: np.ndarray | float, squared: np.ndarray) -> np.ndarray:
+        return v + squared
+
+
+class FedYogi(_AdaptiveServer):
+    """FedYogi: ``v ← v - (1-β2)·Δ²·sign(v - Δ²)`` (see :class:`_AdaptiveServer`): ``v`` moves towards ``Δ²``
+    by a step proportional to ``Δ²`` only, so it grows no faster than Adagrad's and shrinks more slowly than
+    Adam's (Zaheer et al. 2018)."""
+
+    name = "fedyogi"
+
+    def second_moment(self, v: np.ndarray | float, squared: np.ndarray) -> np.ndarray:
+        return v - (1 - self.beta2) * squared * np.sign(v - squared)
+
+
+def _named_state(strategy: str, state: Mapping[str, np.ndarray], kinds: Sequence[str]) -> dict[str, StateDict]:
+    """A checkpointed ``"<kind>.<tensor>"`` state split by kind; ValueError for a key of another shape."""
+    split: dict[str, StateDict] = {kind: {} for kind in kinds}
+    for key, value in state.items():
+        kind, _, name = key.partition(".")
+        if kind not in split or not name:
+            raise ValueError(f"unexpected {strategy} state key {key!r}")
+        split[kind][name] = np.array(value, dtype=np.float64)
+    return split
+
+
+#: ``federation.strategy`` -> how the built-in strategy is made from the scenario's settings.
+BUILTIN_STRATEGIES: dict[str, Callable[[float, float], Strategy]] = {
+    "fedavg": lambda server_lr, prox_mu: FedAvg(server_lr),
+    "fedprox": lambda server_lr, prox_mu: FedProx(prox_mu, server_lr),
+    "fedavgm": lambda server_lr, prox_mu: FedAvgM(server_lr),
+    "fedadam": lambda server_lr, prox_mu: FedAdam(server_lr),
+    "fedadagrad": lambda server_lr, prox_mu: FedAdagrad(server_lr),
+    "fedyogi": lambda server_lr, prox_mu: FedYogi(server_lr),
+}
 
 
 def build_strategy(name: str, *, server_lr: float, prox_mu: float = 0.0, code_dir: str = "") -> Strategy:
     """The strategy named by ``federation.strategy``: a built-in one, or a user's :class:`Strategy` subclass
     ``"package.module:Class"`` imported from ``code_dir`` or ``PYTHONPATH`` and built as
     ``Class(server_lr=server_lr)``."""
-    if name == "fedavg":
-        return FedAvg(server_lr)
-    if name == "fedprox":
-        return FedProx(prox_mu, server_lr)
-    if name == "fedadam":
-        return FedAdam(server_lr)
+    if name in BUILTIN_STRATEGIES:
+        return BUILTIN_STRATEGIES[name](server_lr, prox_mu)
     if is_reference(name):
         return _user_strategy(name, server_lr=server_lr, code_dir=code_dir)
-    raise ConfigError(f"federation.strategy: unknown strategy {name!r} (known: fedavg, fedprox, fedadam, "
+    raise ConfigError(f"federation.strategy: unknown strategy {name!r} (known: {', '.join(BUILTIN_STRATEGIES)}, "
                       "or \"package.module:Class\")")
 
 

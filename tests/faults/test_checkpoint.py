@@ -7,15 +7,15 @@ import pytest
 
 from server.checkpoint import KEEP, CheckpointError, Checkpoints, load_checkpoint
 from server.coordinator import FederationState
-from server.strategies import FedAdam
+from server.strategies import FedAdagrad, FedAdam, FedAvgM, FedYogi, Strategy
 
 pytestmark = pytest.mark.faults
 
 
-def trained_state(seed: int = 0) -> FederationState:
-    """A FedAdam run three rounds in, its RNG advanced, its moments non-zero."""
+def trained_state(seed: int = 0, strategy: Strategy | None = None) -> FederationState:
+    """A run three rounds in (FedAdam unless told), its RNG advanced, its server optimiser's state non-zero."""
     rng = np.random.default_rng(seed)
-    strategy = FedAdam(server_lr=0.1)
+    strategy = strategy or FedAdam(server_lr=0.1)
     model = {"w": rng.standard_normal((4, 3)).astype(np.float32), "b": np.zeros(3, np.float32)}
     for _ in range(3):
         model = strategy.apply(model, {name: rng.standard_normal(v.shape).astype(np.float32)
@@ -26,11 +26,17 @@ def trained_state(seed: int = 0) -> FederationState:
     return state
 
 
-def test_every_field_round_trips_and_the_run_continues_identically(tmp_path):
-    state = trained_state()
+STATEFUL = {"fedadam": lambda: FedAdam(server_lr=0.1), "fedavgm": lambda: FedAvgM(server_lr=0.5),
+            "fedadagrad": lambda: FedAdagrad(server_lr=0.1), "fedyogi": lambda: FedYogi(server_lr=0.1)}
+
+
+@pytest.mark.parametrize("strategy", sorted(STATEFUL))
+def test_every_field_round_trips_and_the_run_continues_identically(tmp_path, strategy):
+    state = trained_state(strategy=STATEFUL[strategy]())
+    assert state.strategy.state_dict()
     records = [{"round": r, "accuracy": 0.5 + r / 10} for r in (1, 2, 3)]
     Checkpoints(tmp_path).save(state, records)
-    fresh = FederationState(global_model={}, rng=np.random.default_rng(99), strategy=FedAdam(server_lr=0.1))
+    fresh = FederationState(global_model={}, rng=np.random.default_rng(99), strategy=STATEFUL[strategy]())
     checkpoint = Checkpoints(tmp_path).latest()
     checkpoint.restore(fresh)
     assert checkpoint.records == records and fresh.completed_rounds == 3 and fresh.model_version == 3
