@@ -294,7 +294,10 @@ def measure(system: str, mode: str, per_round: int, clients: int, rounds: int, w
         round_s = [r["time_s"]["total"] for r in records]
         bytes_total = sum(r["bytes"]["down"] + r["bytes"]["up"] for r in records)
         accuracy = records[-1]["accuracy"]
-        with np.load(run_dir / "checkpoint" / "round-000001.npz") as archive:
+        checkpoints = sorted((run_dir / "checkpoint").glob("round-*.npz"))  # only the newest are kept
+        if not checkpoints:
+            raise SystemExit(f"fedgrad run {run_dir} kept no checkpoint to count the model's weights from")
+        with np.load(checkpoints[-1]) as archive:
             weights = sum(archive[name].size for name in archive.files if name.startswith("global_model/"))
     else:
         flower = json.loads(result.read_text(encoding="utf-8"))
