@@ -71,11 +71,14 @@ class LocalTrainer:
     def train(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> TrainResult:
         model = self._load(config, global_model)
         started = time.perf_counter()
-        result = train_local(model, shard, seed=config.seed or 0, **dataclasses.asdict(config.train))
+        settings = dataclasses.asdict(config.train)
+        start = ({"start_loss": float(evaluate(model, shard, batch_size=config.train.batch_size)["loss"])}
+                 if settings.pop("report_start_loss") else {})
+        result = train_local(model, shard, seed=config.seed or 0, **settings)
         train_s = time.perf_counter() - started
         trained = model.state_dict()
         delta = {name: trained[name] - value for name, value in global_model.items()}
-        metrics = {name: float(value) for name, value in result.items() if name != "n_examples"}
+        metrics = {**start, **{name: float(value) for name, value in result.items() if name != "n_examples"}}
         return TrainResult(delta, metrics, train_s)
 
     def train_update(self, client_id: str, shard: Shard, task: TrainTask,

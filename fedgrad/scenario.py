@@ -39,7 +39,8 @@ MIN_INSECURE_KEY_BITS = 128
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 MODEL_NAMES = ("book", "logreg", "mlp", "lstm")
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi")  # server.strategies builds them
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi", "qfedavg", "fedmedian",
+                  "fedtrimmedavg", "krum", "multikrum", "bulyan")  # server.strategies builds them
 
 
 def _builtin_or_reference(names: tuple[str, ...]) -> re.Pattern[str]:
@@ -110,6 +111,9 @@ class FederationConfig:
                           doc=f'one of {", ".join(STRATEGY_NAMES)} or "package.module:Class" (a Strategy subclass)')
     prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
     server_lr: float = _spec(1.0, gt=0.0)
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "the strategy's own settings, e.g. [federation.options] f = 2 for krum (server.strategies lists "
+               "each built-in strategy's; a user's Strategy subclass gets them as keyword arguments)"})
     sampling: str = _spec("fixed", choices=("fixed", "poisson"),
                           doc="fixed: exactly clients_per_round a round; poisson: each client with probability "
                               "clients_per_round/clients (what DP accounting with add/remove adjacency assumes)")
