@@ -19,6 +19,7 @@ class Encoding(enum.IntEnum):
     PLAIN = 1           # the delta's tensors, laid out as in the model's manifest
     PAILLIER = 2        # packed Paillier ciphertexts (``fedgrad.crypto`` wire format)
     PAILLIER_NAIVE = 3  # one Paillier ciphertext per value
+    PAILLIER_MASKED = 4  # the mask key's Paillier ciphertexts, then the lattice-masked update (``crypto.masked``)
 
 
 @dataclass(frozen=True)
