@@ -149,6 +149,7 @@ def test_a_scenario_with_options_builds_its_strategy_and_min_clients_must_reach_
 @pytest.mark.parametrize("privacy, reason", [
     ({"mode": "paillier", "key_bits": 256, "insecure_key_bits": True}, "secure aggregation exists to hide"),
     ({"mode": "paillier-trusted", "key_bits": 256, "insecure_key_bits": True}, "secure aggregation exists to hide"),
+    ({"mode": "paillier-masked", "key_bits": 256, "insecure_key_bits": True}, "secure aggregation exists to hide"),
     ({"mode": "dp", "dp_placement": "distributed", "key_bits": 256, "insecure_key_bits": True},
      "secure aggregation exists to hide"),
     ({"mode": "dp"}, "noise is calibrated to the sum of clipped updates"),
