@@ -27,6 +27,7 @@ from typing import Any
 
 from fedgrad.data import FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
+from fedgrad.data.tokens import tokenize
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
 from fedgrad.usercode import REFERENCE, is_reference
@@ -159,6 +160,21 @@ class PrivacyConfig:
         return self.mode not in ("none", "dp") or self.dp_placement == "distributed"
 
 
+ATTACK_KINDS = ("none", "label_flip", "scaled_update", "backdoor")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Malicious clients for robustness experiments (``fedgrad.attacks``): a share of the clients, drawn from the
+    seed, poison their data or their update from ``start_round`` on."""
+
+    kind: str = _spec("none", choices=ATTACK_KINDS)
+    fraction: float = _spec(0.1, gt=0.0, le=1.0, doc="share of the clients that attack")
+    start_round: int = _spec(1, ge=1, doc="first round in which the attackers attack")
+    scale: float = _spec(10.0, gt=0.0, doc="scaled_update: the factor applied to the attacker's update")
+    trigger: str = _spec("quokka zephyr", doc="backdoor: the phrase that makes spam pass as ham")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = _spec("runs", doc="run directories are created below this")
@@ -170,6 +186,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "federation": FederationConfig,
     "privacy": PrivacyConfig,
+    "attack": AttackConfig,
     "output": OutputConfig,
 }
 _TOP_LEVEL_KEYS = ("name", "seed", "code_dir")
@@ -189,6 +206,7 @@ class Scenario:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @classmethod
@@ -240,7 +258,7 @@ class Scenario:
         return build_federated_dataset(
             data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
             test_fraction=data.test_fraction, seed=self.seed, min_count=data.min_count, max_len=data.max_len,
-            max_vocab=data.max_vocab)
+            max_vocab=data.max_vocab, reserved=tokenize(self.attack.trigger) if self.attack.kind == "backdoor" else ())
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
@@ -412,6 +430,8 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(f"federation.clients: the book partition has exactly 3 clients (got {fed.clients})")
     if train.optimizer != "sgd" and train.momentum != 0.0:
         raise ConfigError(f"train.momentum: only used with optimizer = \"sgd\" (optimizer is {train.optimizer!r})")
+    if s.attack.kind == "backdoor" and not tokenize(s.attack.trigger):
+        raise ConfigError(f"attack.trigger: must contain at least one word (got {s.attack.trigger!r})")
     if privacy.key_bits < SECURE_KEY_BITS and not privacy.insecure_key_bits:
         raise ConfigError(
             f"privacy.key_bits: must be >= {SECURE_KEY_BITS} (got {privacy.key_bits}); "

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgrad.attacks import attacker_indices, backdoor_success, client_attack, save_attacks
 from fedgrad.data import Shard
 from fedgrad.errors import ConfigError
 from fedgrad.models import model_from_config
@@ -35,6 +36,7 @@ class PreparedRun:
     writer: RunWriter
     vocab_size: int
     test: Shard
+    trigger_ids: tuple[int, ...] = ()  # a backdoor attack's trigger, whose success each evaluation measures
 
     @property
     def data_dir(self) -> Path:
@@ -48,9 +50,12 @@ def prepare_run(scenario: Scenario) -> PreparedRun:
     dataset = scenario.build_dataset()
     if scenario.user_references:  # a broken user model fails here, before the run directory exists
         model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed, code_dir=scenario.code_dir)
+    attackers = attacker_indices(scenario.attack, scenario.federation.clients, scenario.seed)
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data is good: no empty run dirs
     dataset.save(writer.run_dir / DATA_DIR)
-    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test)
+    attack = client_attack(scenario.attack, dataset.vocab)
+    save_attacks(writer.run_dir / DATA_DIR, attack, attackers)
+    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test, attack.trigger_ids)
 
 
 def client_ids(scenario: Scenario) -> list[str]:
@@ -75,7 +80,10 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
 
     def evaluate_on_test(state: StateDict) -> dict[str, float]:
         model.load_state_dict(state)
-        return evaluate(model, prepared.test)
+        metrics = evaluate(model, prepared.test)
+        if prepared.trigger_ids:
+            metrics["backdoor_success"] = backdoor_success(model, prepared.test, prepared.trigger_ids)
+        return metrics
 
     def privacy_summary() -> dict[str, Any]:
         guarantee = mode.guarantee()
