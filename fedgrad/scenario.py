@@ -129,6 +129,10 @@ class FederationConfig:
         return self.max_clients or (self.clients if self.sampling == "poisson" else self.clients_per_round)
 
 
+#: The threshold modes distributed DP can sum its noise shares under (``privacy.dp_secure``; ``fedgrad.modes.dp``).
+DP_SECURE_MODES = ("paillier", "paillier-masked")
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     mode: str = _spec("none", choices=MODE_NAMES, doc="fedgrad.modes.registry lists what each mode is")
@@ -140,6 +144,8 @@ class PrivacyConfig:
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
+    dp_secure: str = _spec("paillier", choices=DP_SECURE_MODES,
+                           doc="dp (distributed): the secure aggregation the clients' noise shares are summed under")
     dp_adaptive_clip: bool = _spec(False, doc="dp (central): move dp_clip towards a quantile of the update norms "
                                               "(Andrew et al. 2021), its cost inside epsilon")
     dp_clip_quantile: float = _spec(0.5, gt=0.0, lt=1.0, doc="dp adaptive clipping: target quantile of the norms")

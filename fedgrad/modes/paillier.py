@@ -258,6 +258,8 @@ class PaillierMode(PrivacyMode):
 
     name = "paillier"
     encrypted = True
+    #: How an update travels, in words (a DP guarantee built on this mode quotes it).
+    encrypted_as = "Paillier"
     #: The coordinator's side of a run (a subclass of this mode swaps what the decryptors' ciphertexts carry).
     aggregation_type: type[ThresholdAggregation] = ThresholdAggregation
 

@@ -94,6 +94,7 @@ class PaillierMaskedMode(PaillierMode):
     """Threshold Paillier on the masks' keys, RLWE masks on the updates (see the module docstring)."""
 
     name = "paillier-masked"
+    encrypted_as = "RLWE masks whose keys are summed under Paillier"
     aggregation_type = MaskedAggregation
 
     def guarantee(self) -> Guarantee:

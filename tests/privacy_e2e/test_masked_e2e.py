@@ -48,3 +48,22 @@ def test_fedgrad_simulate_runs_the_masked_mode_with_its_run_policy(scenario_file
     assert records[-1]["loss"] < records[0]["loss"]
     client_logs = "".join(path.read_text() for path in (run_dir / "logs").glob("client-process-*.log"))
     assert "refuses the task" not in client_logs
+
+
+def test_distributed_dp_runs_under_the_masked_mode(scenario, run, run_threshold):
+    """The clients' noise shares summed under lattice masks: the masked mode's key sum, DP's ledger on top."""
+    plain = run(scenario())
+    private = run_threshold(scenario('privacy.mode="dp"', 'privacy.dp_placement="distributed"',
+                                     'privacy.dp_secure="paillier-masked"', "privacy.epsilon=1e6",
+                                     "privacy.dp_clip=2.0", *FAST_ROUNDS))
+    records = private["records"]
+    # fresh OS noise in each client's share: a test email on the decision boundary may flip
+    np.testing.assert_allclose([r["accuracy"] for r in records], [r["accuracy"] for r in plain.records],
+                               atol=1 / 32 + 1e-12)
+    np.testing.assert_allclose([r["loss"] for r in records], plain.losses, rtol=2e-2)
+    privacy = private["summary"]["privacy"]
+    secure = privacy["secure_aggregation"]
+    assert privacy["placement"] == "distributed" and secure["mode"] == "paillier-masked"
+    assert secure["max_weight"] == 1 and secure["key_ciphertexts"] == secure["ciphertexts_per_update"]
+    assert all(r["clients_used"] == 3 and r["privacy"]["epsilon_spent"] > 0 for r in records)
+    assert "RLWE masks whose keys are summed under Paillier" in privacy["guarantee"]
