@@ -252,6 +252,13 @@ class DPMode(PrivacyMode):
     def needs_decryptors(cls, scenario: Scenario) -> bool:
         return scenario.privacy.dp_placement == "distributed"
 
+    @classmethod
+    def hides_individual_updates(cls, scenario: Scenario) -> str:
+        if scenario.privacy.secure_aggregation:
+            return super().hides_individual_updates(scenario)
+        return ("the noise is calibrated to the sum of clipped updates; a rule that selects or ranks individual "
+                "updates would release them without it (robust rules and DP do not compose here yet)")
+
     def config(self) -> DPConfig:
         privacy, fed = self.scenario.privacy, self.scenario.federation
         delta = privacy.delta or default_delta(fed.clients)
