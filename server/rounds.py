@@ -22,8 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedgrad.modes.base import UpdateAccumulator
-from fedgrad.protocol import Rejected
-from fedgrad.protocol.records import UpdateAnnouncement
+from fedgrad.protocol import Rejected, UpdateAnnouncement
 from server.mailbox import Signal
 from server.strategies import Instruction
 from server.tasks import ModelPayload
