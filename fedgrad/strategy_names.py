@@ -6,4 +6,5 @@
 """
 from __future__ import annotations
 
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi")
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi", "qfedavg", "fedmedian",
+                  "fedtrimmedavg", "krum", "multikrum", "bulyan")
