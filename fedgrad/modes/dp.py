@@ -219,7 +219,7 @@ class DPAccumulator(UpdateAccumulator):
             return None
         released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
                                                       unclipped=self._unclipped)
-        self._report = {"privacy": privacy}
+        self._report = {**self._inner.round_report(), "privacy": privacy}  # and the decryptors' release stats
         return released
 
     def round_report(self) -> dict[str, Any]:

@@ -66,4 +66,5 @@ def test_distributed_dp_runs_under_the_masked_mode(scenario, run, run_threshold)
     assert privacy["placement"] == "distributed" and secure["mode"] == "paillier-masked"
     assert secure["max_weight"] == 1 and secure["key_ciphertexts"] == secure["ciphertexts_per_update"]
     assert all(r["clients_used"] == 3 and r["privacy"]["epsilon_spent"] > 0 for r in records)
+    assert all(r["decryptors"]["decryptors_asked"] == 2 for r in records)  # the release's own record, kept
     assert "RLWE masks whose keys are summed under Paillier" in privacy["guarantee"]
