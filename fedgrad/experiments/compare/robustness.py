@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fedgrad.errors import ConfigError
-from fedgrad.scenario import ATTACK_KINDS, STRATEGY_NAMES, Scenario
+from fedgrad.scenario import ATTACK_KINDS, Scenario
+from fedgrad.strategy_names import STRATEGY_NAMES
 from server.experiment import check_strategy
 from server.strategies import build_strategy, strategy_for
 
