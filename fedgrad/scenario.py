@@ -126,6 +126,9 @@ class FederationConfig:
 
 @dataclass(frozen=True)
 class PrivacyConfig:
+    """The ``[privacy]`` keys users write. Each mode reads the keys it uses into its own typed settings and
+    refuses combinations it cannot run (``fedgrad.modes``: building a scenario's mode validates them)."""
+
     mode: str = _spec("none", choices=MODE_NAMES, doc="fedgrad.modes.registry lists what each mode is")
     key_bits: int = _spec(SECURE_KEY_BITS, ge=MIN_INSECURE_KEY_BITS)
     insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS} (tests only)")
@@ -147,12 +150,6 @@ class PrivacyConfig:
                             doc="paillier: cap on a client's example count, its FedAvg weight, sent encrypted")
     short_randomizer: bool = _spec(False, doc="DJN randomizer exponent of 2λ bits instead of ⌈|n|/2⌉ "
                                               "(faster; an extra assumption the report states)")
-
-    @property
-    def secure_aggregation(self) -> bool:
-        """Whether updates travel encrypted: the Paillier modes, and DP with distributed noise (which needs
-        secure aggregation so that the coordinator never sees an update carrying only one noise share)."""
-        return self.mode not in ("none", "dp") or self.dp_placement == "distributed"
 
 
 @dataclass(frozen=True)
@@ -387,16 +384,6 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
-    if privacy.dp_adaptive_clip and privacy.dp_placement == "distributed":
-        raise ConfigError("privacy.dp_adaptive_clip: only with dp_placement = \"central\" (under secure aggregation "
-                          "the clipping bits would have to travel encrypted, which fedgrad does not do yet)")
-    if not privacy.decryptors < 2 * privacy.threshold <= 2 * privacy.decryptors:
-        raise ConfigError(f"privacy.threshold: more than half of privacy.decryptors={privacy.decryptors} and at most "
-                          f"all of them (got {privacy.threshold}); with fewer, two disjoint sets of decryptors could "
-                          "each release a different sum of one round")
-    if privacy.secure_aggregation and fed.min_clients < 2:
-        raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {privacy.mode!r}) needs >= 2, "
-                          f"so that no single client's update is ever decrypted (got {fed.min_clients})")
     if fed.strategy == "fedprox" and fed.prox_mu == 0.0:
         raise ConfigError("federation.prox_mu: must be > 0 when federation.strategy = \"fedprox\"")
     if fed.strategy != "fedprox" and fed.prox_mu != 0.0:

@@ -43,6 +43,7 @@ class PreparedRun:
 
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
+    privacy_mode(scenario)  # the mode refuses settings it cannot run with, before the data is built
     dataset = scenario.build_dataset()
     if scenario.user_references:  # a broken user model or strategy fails here, before the run directory exists
         model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed, code_dir=scenario.code_dir)
@@ -77,7 +78,7 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
 
     def privacy_summary() -> dict[str, Any]:
         guarantee = mode.guarantee()
-        return {"privacy": {**aggregation.summary(), "settings": mode.settings(), "guarantee": guarantee.full,
+        return {"privacy": {**aggregation.summary(), "settings": mode.settings_line(), "guarantee": guarantee.full,
                             "guarantee_short": guarantee.short}}
 
     return Coordinator(

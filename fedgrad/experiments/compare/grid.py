@@ -8,29 +8,34 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.modes.resolve import mode_class, privacy_mode
 from fedgrad.scenario import Scenario, load_scenario
 
 #: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.
 DEFAULT_PRIVACY = "none,paillier-naive,paillier-trusted,dp:1,dp:4,dp:8"
 BASELINE_MODE = "none"
-#: Modes ``--privacy`` takes by name alone (``dp`` takes a target epsilon).
-NAMED_MODES = tuple(name for name in MODE_NAMES if name != "dp")
 DP_PLACEMENTS = ("central", "distributed")
-#: ``paillier-naive`` encrypts every value separately (about 10 ms each with a 2048-bit key, so minutes per
-#: client per round for the book model): by default it runs this many rounds, which is enough to measure
-#: its cost per round; its accuracy is then compared with ``none`` after the same round.
+#: A slow mode (``Profile.slow``: ``paillier-naive`` encrypts every value separately, about 10 ms each with a
+#: 2048-bit key, so minutes per client per round for the book model) by default runs this many rounds, which is
+#: enough to measure its cost per round; its accuracy is then compared with ``none`` after the same round.
 NAIVE_ROUNDS = 1
-#: Round deadline given to ``paillier-naive``: the scenario's (about a minute) would drop every update.
+#: Round deadline given to a slow mode: the scenario's (about a minute) would drop every update.
 NAIVE_ROUND_TIMEOUT_S = 3600.0
 
 
-#: ``--privacy`` spelling of distributed DP (noise shares summed under secure aggregation): ``paillier+dp:EPS``.
-SECURE_DP = "paillier+dp"
+#: ``--privacy`` spellings of a mode taking ε with its noise placement fixed: ``paillier+dp:EPS`` is distributed DP
+#: (noise shares summed under secure aggregation), ``dp:EPS:distributed``.
+PLACED = {"paillier+dp": ("dp", "distributed")}
+
+
+def named_modes() -> tuple[str, ...]:
+    """The modes ``--privacy`` takes by name alone (a mode set by a target ε takes ``NAME:EPSILON``)."""
+    return tuple(name for name in MODE_NAMES if not mode_class(name).takes_epsilon)
 
 
 @dataclass(frozen=True)
@@ -46,27 +51,32 @@ class PrivacySetting:
 
     @classmethod
     def parse(cls, text: str) -> PrivacySetting:
-        mode, *values = text.strip().split(":")
-        if mode == SECURE_DP and len(values) == 1:
-            return cls("dp", _epsilon(text, values[0]), "distributed")
-        if mode == "dp" and len(values) in (1, 2):
+        name, *values = text.strip().split(":")
+        if name in PLACED and len(values) == 1:
+            mode, fixed = PLACED[name]
+            return cls(mode, _epsilon(text, values[0]), fixed)
+        takes_epsilon = name in MODE_NAMES and mode_class(name).takes_epsilon
+        if takes_epsilon and len(values) in (1, 2):
             epsilon = _epsilon(text, values[0])
             placement = values[1] if len(values) == 2 else None
             if placement not in (None, *DP_PLACEMENTS):
                 raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
-            return cls("dp", epsilon, placement)
-        if mode in NAMED_MODES and not values:
-            return cls(mode)
-        raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(NAMED_MODES)}, dp:EPSILON, "
-                          f"dp:EPSILON:PLACEMENT or {SECURE_DP}:EPSILON)")
+            return cls(name, epsilon, placement)
+        if name in MODE_NAMES and not takes_epsilon and not values:
+            return cls(name)
+        with_epsilon = [name for name in MODE_NAMES if mode_class(name).takes_epsilon]
+        raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(named_modes())}, "
+                          + ", ".join(f"{name}:EPSILON, {name}:EPSILON:PLACEMENT" for name in with_epsilon)
+                          + "".join(f" or {spelling}:EPSILON" for spelling in PLACED) + ")")
 
     @property
     def label(self) -> str:
         if self.epsilon is None:
             return self.mode
-        if self.placement == "distributed":
-            return f"{SECURE_DP}-eps{self.epsilon:g}"
-        return f"dp-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
+        for spelling, placed in PLACED.items():
+            if (self.mode, self.placement) == placed:
+                return f"{spelling}-eps{self.epsilon:g}"
+        return f"{self.mode}-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
 
     def overrides(self) -> list[str]:
         values = [f"privacy.mode={json.dumps(self.mode)}"]
@@ -186,34 +196,34 @@ def plan_variants(
                 seed_suffix = f"-s{seed}"
             baseline = f"{BASELINE_MODE}{suffix}{seed_suffix}"
             for setting in settings:
-                encrypted = replace(base.privacy, mode=setting.mode,
-                                    dp_placement=setting.placement or base.privacy.dp_placement
-                                    ).secure_aggregation
-                for bits in bit_choices if encrypted else [None]:
+                profile = privacy_mode(_validated(scenario_path, user_overrides, [*common, *setting.overrides()],
+                                                  setting.label + suffix + seed_suffix)).profile()
+                for bits in bit_choices if profile.key_sizes else [None]:
                     overrides = [*common, *setting.overrides()]
                     group = setting.label + suffix
                     if bits is not None:
                         overrides.append(f"privacy.key_bits={bits}")
                         group += f"-k{bits}"
                     notes: list[str] = []
-                    if setting.mode == "paillier-naive":
-                        overrides, notes = _reduce_naive(base, overrides, rounds or fed.rounds, naive_rounds)
+                    if profile.slow:
+                        overrides, notes = _reduce_slow(base, overrides, rounds or fed.rounds, naive_rounds,
+                                                        profile.slow)
                     name = group + seed_suffix
                     variants.append(Variant(name, setting, _validated(scenario_path, user_overrides, overrides, name),
                                             tuple(overrides), baseline, tuple(notes), group))
     return variants
 
 
-def _reduce_naive(base: Scenario, overrides: list[str], planned_rounds: int,
-                  naive_rounds: int) -> tuple[list[str], list[str]]:
-    """``paillier-naive`` on fewer rounds and with a long round deadline; the notes say so in the report."""
+def _reduce_slow(base: Scenario, overrides: list[str], planned_rounds: int, naive_rounds: int,
+                 slow: str) -> tuple[list[str], list[str]]:
+    """A slow mode (``slow`` says why) on fewer rounds and with a long round deadline; the notes say so in the
+    report."""
     notes = []
     overrides = list(overrides)
     if naive_rounds < planned_rounds:
         overrides.append(f"federation.rounds={naive_rounds}")
-        notes.append(f"run for {naive_rounds} round(s) instead of {planned_rounds}: one Paillier ciphertext per "
-                     "value costs minutes per client and round; time and bytes are per round and compare "
-                     f"directly, accuracy is compared with {BASELINE_MODE} after the same round")
+        notes.append(f"run for {naive_rounds} round(s) instead of {planned_rounds}: {slow}; time and bytes are per "
+                     f"round and compare directly, accuracy is compared with {BASELINE_MODE} after the same round")
     if base.federation.round_timeout_s < NAIVE_ROUND_TIMEOUT_S:
         overrides.append(f"federation.round_timeout_s={NAIVE_ROUND_TIMEOUT_S}")
         notes.append(f"round deadline raised to {NAIVE_ROUND_TIMEOUT_S:g} s (the scenario's "
@@ -222,7 +232,10 @@ def _reduce_naive(base: Scenario, overrides: list[str], planned_rounds: int,
 
 
 def _validated(path: Path, user_overrides: Sequence[str], overrides: Sequence[str], name: str) -> Scenario:
+    """The variant's scenario, checked by its privacy mode too."""
     try:
-        return load_scenario(path, [*user_overrides, *overrides])
+        scenario = load_scenario(path, [*user_overrides, *overrides])
+        privacy_mode(scenario)
+        return scenario
     except ConfigError as exc:
         raise ConfigError(f"variant {name}: {exc}") from None

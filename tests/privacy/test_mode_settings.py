@@ -1,0 +1,85 @@
+"""Each privacy mode reads its own typed settings from the scenario and answers for itself: whether updates travel
+encrypted (on the coordinator, and on a client reading the announcement), whether it needs decryptors, what it
+announces and which settings it refuses."""
+import dataclasses
+
+import pytest
+
+from fedgrad.errors import ConfigError
+from fedgrad.modes.base import NoSettings
+from fedgrad.modes.dp import DPMode, DPSettings
+from fedgrad.modes.paillier import PaillierMode, ThresholdSettings
+from fedgrad.modes.paillier_trusted import TrustedSettings
+from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.modes.resolve import mode_class, privacy_mode
+from fedgrad.protocol import Announcement
+from fedgrad.scenario import Scenario
+
+N_PARAMS = 1000
+
+
+def _scenario(**privacy: object) -> Scenario:
+    return Scenario.from_dict({"name": "s", "federation": {"clients": 10, "clients_per_round": 10, "rounds": 5},
+                               "privacy": {"key_bits": 512, "insecure_key_bits": True, **privacy}})
+
+
+EXPECTED = {  # mode (and placement) -> settings type, encrypted, needs decryptors
+    ("none", "central"): (NoSettings, False, False),
+    ("paillier-trusted", "central"): (TrustedSettings, True, False),
+    ("paillier-naive", "central"): (TrustedSettings, True, False),
+    ("paillier", "central"): (ThresholdSettings, True, True),
+    ("dp", "central"): (DPSettings, False, False),
+    ("dp", "distributed"): (DPSettings, True, True),
+}
+
+
+@pytest.mark.parametrize(("name", "placement"), list(EXPECTED))
+def test_each_mode_reads_its_own_frozen_settings_and_says_what_it_is(name, placement):
+    mode = privacy_mode(_scenario(mode=name, dp_placement=placement))
+    settings_type, encrypted, needs_decryptors = EXPECTED[name, placement]
+    assert type(mode.settings) is settings_type and dataclasses.is_dataclass(mode.settings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mode.settings.extra = 1
+    assert (mode.encrypted, mode.needs_decryptors) == (encrypted, needs_decryptors)
+    assert mode.profile().key_sizes == encrypted and (mode.profile().key_holder != "") == encrypted
+    assert mode.profile().epsilon == mode.takes_epsilon == (name == "dp")
+
+
+def test_every_registered_mode_is_covered():
+    assert {name for name, _ in EXPECTED} == set(MODE_NAMES)
+
+
+def test_a_client_reads_encryption_off_the_announcement_as_the_coordinator_sets_it():
+    distributed = DPMode(_scenario(mode="dp", dp_placement="distributed"))
+    announced = Announcement("dp", distributed.pinned_params(N_PARAMS), b"key")
+    assert DPMode.encrypts(announced) and distributed.encrypted
+    central = DPMode(_scenario(mode="dp"))
+    assert not DPMode.encrypts(Announcement("dp", {"l2_clip": 1.0, "noise_std": 0.0}, b"key")) and not central.encrypted
+    assert PaillierMode.encrypts(Announcement("paillier")) and not mode_class("none").encrypts(Announcement("none"))
+
+
+def test_distributed_dp_composes_the_threshold_settings_without_touching_the_scenario():
+    scenario = _scenario(mode="dp", dp_placement="distributed", dp_clip=0.5, clip=3.0, max_weight=64)
+    mode = DPMode(scenario)
+    params = mode.pinned_params(N_PARAMS)
+    # one L2 clip (DP's), next to the packing's per-coordinate range R derived from the noise (not privacy.clip)
+    assert sorted(params) == ["l2_clip", "noise_std", "secure"] and params["l2_clip"] == 0.5
+    secure, share_std, sigmas = mode.secure_settings(N_PARAMS)
+    assert params["secure"]["clip"] == secure.clip == pytest.approx(0.5 + sigmas * share_std)
+    assert params["secure"]["max_weight"] == secure.max_weight == 1  # every update counts once
+    assert (scenario.privacy.clip, scenario.privacy.max_weight) == (3.0, 64)  # the scenario is as written
+    assert (secure.threshold, secure.decryptors) == (2, 3)
+
+
+@pytest.mark.parametrize("privacy", [{"mode": "paillier"}, {"mode": "dp", "dp_placement": "distributed"}])
+def test_the_threshold_settings_refuse_a_minority_threshold_where_they_apply(privacy):
+    with pytest.raises(ConfigError, match=r"privacy\.threshold: more than half"):
+        privacy_mode(_scenario(**privacy, decryptors=4, threshold=2))
+    privacy_mode(_scenario(mode="dp", decryptors=4, threshold=2))  # central DP has no decryptors
+
+
+def test_secure_modes_need_two_contributors_and_the_mode_says_so():
+    scenario = Scenario.from_dict({"name": "s", "federation": {"min_clients": 1},
+                                   "privacy": {"mode": "paillier", "key_bits": 512, "insecure_key_bits": True}})
+    with pytest.raises(ConfigError, match=r"federation\.min_clients: secure aggregation"):
+        privacy_mode(scenario)
