@@ -39,6 +39,8 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "loss")
+#: Measured only in runs with an ``[attack]`` that has them (``fedgrad.attacks``).
+ATTACK_METRIC_KEYS: tuple[str, ...] = ("backdoor_success",)
 
 
 def round_record(
@@ -59,6 +61,7 @@ def round_record(
     """
     record: dict[str, Any] = {"round": round_index}
     record.update({key: evaluation[key] for key in METRIC_KEYS})
+    record.update({key: evaluation[key] for key in ATTACK_METRIC_KEYS if key in evaluation})
     record.update(clients_selected=clients_selected, clients_used=clients_used, clients_dropped=clients_dropped)
     unknown = set(time_s) - set(PHASES) - {"total"}
     if unknown:

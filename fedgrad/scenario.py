@@ -27,6 +27,7 @@ from typing import Any
 
 from fedgrad.data import FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
+from fedgrad.data.tokens import tokenize
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
 from fedgrad.usercode import REFERENCE, is_reference
@@ -39,7 +40,8 @@ MIN_INSECURE_KEY_BITS = 128
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
 MODEL_NAMES = ("book", "logreg", "mlp", "lstm")
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi")  # server.strategies builds them
+STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi", "qfedavg", "fedmedian",
+                  "fedtrimmedavg", "krum", "multikrum", "bulyan")  # server.strategies builds them
 
 
 def _builtin_or_reference(names: tuple[str, ...]) -> re.Pattern[str]:
@@ -110,6 +112,9 @@ class FederationConfig:
                           doc=f'one of {", ".join(STRATEGY_NAMES)} or "package.module:Class" (a Strategy subclass)')
     prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
     server_lr: float = _spec(1.0, gt=0.0)
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "the strategy's own settings, e.g. [federation.options] f = 2 for krum (server.strategies lists "
+               "each built-in strategy's; a user's Strategy subclass gets them as keyword arguments)"})
     sampling: str = _spec("fixed", choices=("fixed", "poisson"),
                           doc="fixed: exactly clients_per_round a round; poisson: each client with probability "
                               "clients_per_round/clients (what DP accounting with add/remove adjacency assumes)")
@@ -138,6 +143,9 @@ class PrivacyConfig:
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
+    dp_secure: str = _spec("paillier", choices=MODE_NAMES,
+                           doc="dp (distributed): the secure aggregation the clients' noise shares are summed under "
+                               "(a threshold mode: paillier or paillier-masked)")
     dp_adaptive_clip: bool = _spec(False, doc="dp (central): move dp_clip towards a quantile of the update norms "
                                               "(Andrew et al. 2021), its cost inside epsilon")
     dp_clip_quantile: float = _spec(0.5, gt=0.0, lt=1.0, doc="dp adaptive clipping: target quantile of the norms")
@@ -152,6 +160,21 @@ class PrivacyConfig:
                                               "(faster; an extra assumption the report states)")
 
 
+ATTACK_KINDS = ("none", "label_flip", "scaled_update", "backdoor")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Malicious clients for robustness experiments (``fedgrad.attacks``): a share of the clients, drawn from the
+    seed, poison their data or their update from ``start_round`` on."""
+
+    kind: str = _spec("none", choices=ATTACK_KINDS)
+    fraction: float = _spec(0.1, gt=0.0, le=1.0, doc="share of the clients that attack")
+    start_round: int = _spec(1, ge=1, doc="first round in which the attackers attack")
+    scale: float = _spec(10.0, gt=0.0, doc="scaled_update: the factor applied to the attacker's update")
+    trigger: str = _spec("quokka zephyr", doc="backdoor: the phrase that makes spam pass as ham")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = _spec("runs", doc="run directories are created below this")
@@ -163,6 +186,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "federation": FederationConfig,
     "privacy": PrivacyConfig,
+    "attack": AttackConfig,
     "output": OutputConfig,
 }
 _TOP_LEVEL_KEYS = ("name", "seed", "code_dir")
@@ -182,6 +206,7 @@ class Scenario:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @classmethod
@@ -233,7 +258,7 @@ class Scenario:
         return build_federated_dataset(
             data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
             test_fraction=data.test_fraction, seed=self.seed, min_count=data.min_count, max_len=data.max_len,
-            max_vocab=data.max_vocab)
+            max_vocab=data.max_vocab, reserved=tokenize(self.attack.trigger) if self.attack.kind == "backdoor" else ())
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
@@ -395,6 +420,8 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(f"federation.clients: the book partition has exactly 3 clients (got {fed.clients})")
     if train.optimizer != "sgd" and train.momentum != 0.0:
         raise ConfigError(f"train.momentum: only used with optimizer = \"sgd\" (optimizer is {train.optimizer!r})")
+    if s.attack.kind == "backdoor" and not tokenize(s.attack.trigger):
+        raise ConfigError(f"attack.trigger: must contain at least one word (got {s.attack.trigger!r})")
     if privacy.key_bits < SECURE_KEY_BITS and not privacy.insecure_key_bits:
         raise ConfigError(
             f"privacy.key_bits: must be >= {SECURE_KEY_BITS} (got {privacy.key_bits}); "

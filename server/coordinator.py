@@ -272,7 +272,7 @@ class Coordinator:
         summed = await asyncio.to_thread(round_.accumulator.finalize, timer)  # decryption takes a while
         if summed is not None:  # None: the mode dropped this round's aggregate (the record says why)
             with timer.phase("aggregate"):
-                delta = state.strategy.aggregate(summed)
+                delta = state.strategy.aggregate(round_.with_metrics(summed))
                 state.global_model = state.strategy.apply(state.global_model, delta)
             state.model_version += 1
         state.completed_rounds = number

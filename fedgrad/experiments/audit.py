@@ -82,7 +82,7 @@ from fedgrad.results import create_run_dir, format_bytes, read_document
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.training import client_seed, train_local
 from fedgrad.transport.codec import decode_tensors
-from server.strategies import ClientInfo, build_strategy
+from server.strategies import ClientInfo, strategy_for
 from server.tasks import ModelPayload
 
 AUDIT_JSON = "audit.json"
@@ -235,8 +235,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     k, names = data.client, list(updates.global_model)
     privacy_settings, fed = scenario.privacy, scenario.federation
     model = ModelPayload.encode(0, updates.global_model)
-    strategy = build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu,
-                              code_dir=scenario.code_dir)
+    strategy = strategy_for(scenario)
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()}, RUN_ID)
     decryptors, identities, enrollment = None, None, None

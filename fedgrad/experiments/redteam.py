@@ -186,10 +186,10 @@ class LocalDecryptors:
                 self._refused((run_id, round, attempt), party.index, "open", refusal)
 
     def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
-                   signature: bytes) -> None:
+                   signature: bytes, masked_sha256: bytes = b"") -> None:
         for party in self.parties:
             try:
-                party.contribute(run_id, round, attempt, client_id, weight, payload, signature)
+                party.contribute(run_id, round, attempt, client_id, weight, payload, signature, masked_sha256)
             except DecryptorRefusal as refusal:
                 self._refused((run_id, round, attempt), party.index, client_id, refusal)
 

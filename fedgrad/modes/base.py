@@ -120,6 +120,11 @@ class Aggregation(ABC):
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
         """The accumulator of one round attempt (an :data:`AccumulatorFactory`)."""
 
+    def new_keeping_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
+        """An accumulator whose sum also carries each update (``WeightedSum.updates``), for a strategy that needs
+        them; only a mode whose :meth:`PrivacyMode.hides_individual_updates` is empty offers one."""
+        raise NotImplementedError(f"{type(self).__name__} does not give individual updates")
+
     @abstractmethod
     def summary(self) -> dict[str, Any]:
         """The ``privacy`` entry of the run's summary: the mode's numbers (key size, ε spent, ...)."""
@@ -182,11 +187,25 @@ class PrivacyMode(ABC, Generic[SettingsT]):
         """The client's side of :attr:`encrypted`: whether :meth:`encode` under ``announcement`` sends ciphertexts
         (a client knows the task's announcement, not the coordinator's scenario)."""
 
+    @classmethod
+    def underneath(cls) -> tuple[str, ...]:
+        """The modes this mode can run on top of (``privacy.dp_secure`` for ``dp``; ``compare --privacy`` spells
+        one ``UNDER+NAME:EPSILON``); empty for a mode that runs on its own."""
+        return ()
+
     @property
     def needs_decryptors(self) -> bool:
         """Whether this mode needs decryptor processes (``fedgrad.decryptor``), passed to its constructor as
         ``decryptors``."""
         return False
+
+    def hides_individual_updates(self) -> str:
+        """Why this mode cannot give the coordinator's strategy each client's update (robust rules and QFedAvg
+        need them); empty when it can (see :meth:`Aggregation.new_keeping_accumulator`)."""
+        if self.encrypted:
+            return ("secure aggregation exists to hide each client's update, the coordinator obtains only their sum "
+                    "(what composes with it: client-side norm bounding by clipping, privacy.clip)")
+        return "the mode releases only an aggregate of the updates"
 
     @abstractmethod
     def guarantee(self) -> Guarantee:

@@ -17,10 +17,12 @@ who could regenerate the noise could subtract it. Only tests inject a seed, expl
 (refusing one above C, up to float rounding), sums them exactly and adds the noise itself. The coordinator
 sees every clipped update, so it must be trusted.
 
-``dp_placement = "distributed"``: runs threshold Paillier secure aggregation underneath (``fedgrad.modes.paillier``:
-a t-of-k key dealt to decryptor processes, clients signing their contributions with their own identities),
-with every client's weight fixed at 1. Each client clips its update, adds its own share N(0, (zC)²/m) of the
-noise, m = ``clients_per_round``, drawn from the operating system's entropy, and encrypts and signs the result.
+``dp_placement = "distributed"``: runs threshold secure aggregation underneath (``privacy.dp_secure``: ``paillier``,
+``fedgrad.modes.paillier``, or ``paillier-masked``, ``fedgrad.modes.paillier_masked``, announced to clients as
+``secure_mode``: a t-of-k key dealt to decryptor processes, clients signing their contributions with their own
+identities), with every client's weight fixed at 1. Each client clips its update, adds its own share
+N(0, (zC)²/m) of the noise, m = ``clients_per_round``, drawn from the operating system's entropy, and encrypts
+and signs the result.
 The decryptors release only sums of at least ``min_clients`` signed contributions, so the coordinator never
 obtains a sum without the contributors' noise: reading one client's update takes t decryptors colluding, or the
 coordinator together with all other contributors of the round (who can subtract their own noisy updates), and
@@ -74,6 +76,8 @@ from fedgrad.modes.base import (
 from fedgrad.modes.paillier import PaillierMode, ThresholdSettings, threshold_aggregation, threshold_round
 from fedgrad.modes.paillier_common import parameter_count
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
+from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.modes.resolve import mode_class
 from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, epsilon_spent, l2_norm, noise_rng
 from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_noise_multiplier
 from fedgrad.privacy.clipping import clip_update
@@ -101,7 +105,9 @@ class DPAggregation(Aggregation):
     """One run's DP-FedAvg: the calibrated mechanism, the ledger, and the sum underneath (plain or Paillier)."""
 
     def __init__(self, config: DPConfig, inner: Aggregation, *, delta: float, noise_seed: int | None = None,
-                 noise_range_sigmas: float | None = None, adaptive: AdaptiveClip | None = None) -> None:
+                 noise_range_sigmas: float | None = None, adaptive: AdaptiveClip | None = None,
+                 secure_mode: str = "") -> None:
+        """``secure_mode``: under distributed placement, the threshold mode ``inner`` is (clients encode with it)."""
         self.config = config
         self.mechanism: GaussianMechanism = config.mechanism()
         self.ledger = config.ledger()
@@ -113,6 +119,7 @@ class DPAggregation(Aggregation):
         self._inner = inner
         self._noise_seed = noise_seed
         self._noise_range_sigmas = noise_range_sigmas
+        self._secure_mode = secure_mode
         self.distributed = config.placement == "distributed"
         self._share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
 
@@ -125,7 +132,7 @@ class DPAggregation(Aggregation):
     def params(self) -> dict[str, float]:
         """What the round's announcement tells clients (:class:`DPAnnouncement`): the L2 clip and their noise
         share's standard deviation."""
-        return DPAnnouncement(self.clip, self._share_std).params()
+        return DPAnnouncement(self.clip, self._share_std, self._secure_mode).params()
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> DPAccumulator:
         return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
@@ -220,11 +227,19 @@ class DPAccumulator(UpdateAccumulator):
             return None
         released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
                                                       unclipped=self._unclipped)
-        self._report = {"privacy": privacy}
+        self._report = {**self._inner.round_report(), "privacy": privacy}  # and the decryptors' release stats
         return released
 
     def round_report(self) -> dict[str, Any]:
         return self._report
+
+
+def threshold_mode(name: str) -> type[PaillierMode] | None:
+    """The registered threshold mode ``name`` (one distributed DP can sum its noise shares under), or None."""
+    if name not in MODE_NAMES:
+        return None
+    cls = mode_class(name)
+    return cls if issubclass(cls, PaillierMode) else None
 
 
 def noise_stream(client_id: str) -> int:
@@ -246,6 +261,7 @@ class DPSettings:
     clip_quantile: float      # adaptive clipping: the target quantile
     clip_lr: float            # adaptive clipping: geometric learning rate of the clip
     clip_count_std: float     # adaptive clipping: noise on the count of unclipped updates; 0: clients_per_round / 20
+    secure: str               # distributed: the threshold mode the noise shares are summed under (privacy.dp_secure)
 
     @property
     def distributed(self) -> bool:
@@ -257,12 +273,15 @@ class DPSettings:
         settings = cls(epsilon=privacy.epsilon, delta=privacy.delta, clip=privacy.dp_clip,
                        placement=privacy.dp_placement, adaptive_clip=privacy.dp_adaptive_clip,
                        clip_quantile=privacy.dp_clip_quantile, clip_lr=privacy.dp_clip_lr,
-                       clip_count_std=privacy.dp_clip_count_std)
+                       clip_count_std=privacy.dp_clip_count_std, secure=privacy.dp_secure)
         if settings.adaptive_clip and settings.distributed:
             raise ConfigError("privacy.dp_adaptive_clip: only with dp_placement = \"central\" (under secure "
                               "aggregation the clipping bits would have to travel encrypted, which fedgrad does not "
                               "do yet)")
         if settings.distributed:
+            if threshold_mode(settings.secure) is None:
+                raise ConfigError(f"privacy.dp_secure: must be a threshold secure-aggregation mode (one of "
+                                  f"{', '.join(DPMode.underneath())}; got {settings.secure!r})")
             ThresholdSettings.from_scenario(scenario)  # the threshold Paillier underneath refuses what it cannot run
         return settings
 
@@ -270,18 +289,22 @@ class DPSettings:
 @dataclass(frozen=True)
 class DPAnnouncement:
     """What a DP round announces to each client besides the secure-aggregation config of distributed placement
-    (``secure``, the threshold mode's): the L2 clip and the standard deviation of the client's noise share."""
+    (``secure``, the threshold mode's): the L2 clip, the standard deviation of the client's noise share and, under
+    distributed placement, the threshold mode to encode the noised update with (``secure_mode``)."""
 
     l2_clip: float
     noise_std: float = 0.0
+    secure_mode: str = ""
 
-    def params(self) -> dict[str, float]:
-        return {"l2_clip": self.l2_clip, "noise_std": self.noise_std}
+    def params(self) -> dict[str, Any]:
+        secure = {"secure_mode": self.secure_mode} if self.secure_mode else {}
+        return {"l2_clip": self.l2_clip, "noise_std": self.noise_std, **secure}
 
     @classmethod
     def read(cls, params: Mapping[str, Any], client_id: str) -> DPAnnouncement:
         try:
-            return cls(float(params["l2_clip"]), float(params.get("noise_std", 0.0)))
+            return cls(float(params["l2_clip"]), float(params.get("noise_std", 0.0)),
+                       str(params.get("secure_mode", "")))
         except (KeyError, TypeError, ValueError):
             raise EncodingRefused(f"client {client_id}: the DP task announces no valid L2 clip") from None
 
@@ -305,6 +328,23 @@ class DPMode(PrivacyMode[DPSettings]):
     @property
     def needs_decryptors(self) -> bool:
         return self.settings.distributed
+
+    @classmethod
+    def underneath(cls) -> tuple[str, ...]:
+        return tuple(name for name in MODE_NAMES if threshold_mode(name) is not None)
+
+    @property
+    def secure_mode(self) -> type[PaillierMode]:
+        """The threshold mode under distributed placement."""
+        mode = threshold_mode(self.settings.secure)
+        assert mode is not None, "DPSettings refuses any other"
+        return mode
+
+    def hides_individual_updates(self) -> str:
+        if self.encrypted:
+            return super().hides_individual_updates()
+        return ("the noise is calibrated to the sum of clipped updates; a rule that selects or ranks individual "
+                "updates would release them without it (robust rules and DP do not compose here yet)")
 
     def target_delta(self) -> float:
         """δ: the scenario's, or 1/N² with N the number of clients."""
@@ -339,8 +379,9 @@ class DPMode(PrivacyMode[DPSettings]):
         return Guarantee(
             f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noised sums only; {t}-of-{k} decryptors",
             f"{dp}; each client adds its share of the noise (OS randomness) to its clipped update and encrypts it "
-            f"under {t}-of-{k} threshold Paillier, so the decryptors release only noised sums of at least {m} "
-            f"signed clients: reading one client's update needs {t} decryptors colluding, or the coordinator "
+            f"under {self.secure_mode.encrypted_as} with {t}-of-{k} threshold decryptors, so they release "
+            f"only noised sums of at least {m} signed clients: reading one client's update needs {t} decryptors "
+            "colluding, or the coordinator "
             f"together with all other contributors of a round (at least {m - 1}), and even then it carries that "
             f"client's noise share. A coordinator that drops contributors down to {m} leaves less noise in the "
             f"sum; the ledger records the noise actually present, and against such a coordinator the run is "
@@ -366,7 +407,7 @@ class DPMode(PrivacyMode[DPSettings]):
                     f"model, not from the coordinator. {noise}")
         inner = summary["secure_aggregation"]  # the threshold Paillier aggregation the noise shares are summed under
         return (f"Client-level DP-FedAvg, distributed placement: each client clips its whole delta to L2 norm "
-                f"{summary['clip']:g}, adds its share of the noise from OS randomness, encrypts the result under a "
+                f"{summary['clip']:g}, adds its share of the noise from OS randomness, {self.secure_mode.seals} a "
                 f"{inner['key_bits']}-bit threshold Paillier key ({inner['threshold']}-of-{inner['decryptors']} "
                 f"decryptors, dealt outside the coordinator) and signs it ({sent} of ciphertext). "
                 f"{threshold_round(fed.min_clients)} {noise}")
@@ -381,7 +422,8 @@ class DPMode(PrivacyMode[DPSettings]):
     def settings_line(self) -> str:
         settings = self.settings
         delta = settings.delta or "1/N^2"
-        return f"dp ({settings.placement}), epsilon {settings.epsilon}, delta {delta}, clip {settings.clip}"
+        secure = f" under {settings.secure}" if settings.distributed else ""
+        return f"dp ({settings.placement}{secure}), epsilon {settings.epsilon}, delta {delta}, clip {settings.clip}"
 
     def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[Mapping[str, Any]] = (),
                     *, noise_seed: int | None = None) -> DPAggregation:
@@ -399,8 +441,10 @@ class DPMode(PrivacyMode[DPSettings]):
                                         adaptive=adaptive)
         else:
             secure, _, sigmas = self.secure_settings(parameter_count(model))
-            inner = threshold_aggregation(secure, self.scenario, model, self.decryptors)
-            aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
+            inner = threshold_aggregation(secure, self.scenario, model, self.decryptors,
+                                          self.secure_mode.aggregation_type)
+            aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas,
+                                        secure_mode=settings.secure)
         for record in past_rounds:
             if "privacy" in record:
                 aggregation.ledger.record_round(record["privacy"]["noise_multiplier"])
@@ -428,7 +472,8 @@ class DPMode(PrivacyMode[DPSettings]):
             return super().pinned_params(n_params)
         secure, share_std, _ = self.secure_settings(n_params)
         packing = secure.packing(n_params, self.scenario.federation.effective_max_clients)
-        return {"secure": packing.to_dict(), **DPAnnouncement(self.settings.clip, share_std).params()}
+        announced = DPAnnouncement(self.settings.clip, share_std, self.settings.secure)
+        return {"secure": packing.to_dict(), **announced.params()}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
@@ -447,4 +492,8 @@ class DPMode(PrivacyMode[DPSettings]):
             update = add_gaussian_noise(update, announced.noise_std, rng)
         if not secure:
             return encode_plain(update)
-        return PaillierMode.encode(task, client_id, update, privacy)
+        underneath = threshold_mode(announced.secure_mode or PaillierMode.name)
+        if underneath is None:
+            raise EncodingRefused(f"client {client_id}: the task names no threshold secure aggregation to send the "
+                                  "noised update under")
+        return underneath.encode(task, client_id, update, privacy)

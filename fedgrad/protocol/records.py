@@ -19,6 +19,7 @@ class Encoding(enum.IntEnum):
     PLAIN = 1           # the delta's tensors, laid out as in the model's manifest
     PAILLIER = 2        # packed Paillier ciphertexts (``fedgrad.crypto`` wire format)
     PAILLIER_NAIVE = 3  # one Paillier ciphertext per value
+    PAILLIER_MASKED = 4  # the mask key's Paillier ciphertexts, then the lattice-masked update (``crypto.masked``)
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,23 @@ class RoundCohort:
 
 
 @dataclass(frozen=True)
+class ClientUpdate:
+    """One client's update as it arrived, for a strategy that needs each one (a robust rule, QFedAvg): only a mode
+    whose coordinator reads updates in plain can give it (``fedgrad.modes.base.Aggregation.new_keeping_accumulator``).
+    """
+
+    client_id: str
+    weight: float                      # the strategy's aggregation weight for this client
+    delta: Mapping[str, np.ndarray]    # the client's delta, unweighted, as decoded
+    metrics: Mapping[str, float] = field(default_factory=dict)  # the client's reported training metrics
+
+
+@dataclass(frozen=True)
 class WeightedSum:
-    """``Σ_k w_k·Δ_k`` per tensor (float64) and ``Σ_k w_k`` over one round's contributors."""
+    """``Σ_k w_k·Δ_k`` per tensor (float64) and ``Σ_k w_k`` over one round's contributors; ``updates``: each of
+    them, in client-id order, only from an accumulator that keeps them (empty otherwise: memory O(model))."""
 
     total: dict[str, np.ndarray]
     weight: float
     contributors: tuple[str, ...]
+    updates: tuple[ClientUpdate, ...] = ()

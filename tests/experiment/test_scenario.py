@@ -160,7 +160,7 @@ def test_to_toml_round_trips(tmp_path):
 def test_to_dict_has_every_section():
     s = Scenario.from_dict({}, default_name="d")
     assert list(s.to_dict()) == ["name", "seed", "code_dir", "data", "model", "train", "federation", "privacy",
-                                 "output"]
+                                 "attack", "output"]
     with pytest.raises(ConfigError, match=r"^name: missing"):
         Scenario.from_dict({})
 

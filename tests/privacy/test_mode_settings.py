@@ -28,25 +28,31 @@ EXPECTED = {  # mode (and placement) -> settings type, encrypted, needs decrypto
     ("paillier-trusted", "central"): (TrustedSettings, True, False),
     ("paillier-naive", "central"): (TrustedSettings, True, False),
     ("paillier", "central"): (ThresholdSettings, True, True),
+    ("paillier-masked", "central"): (ThresholdSettings, True, True),
     ("dp", "central"): (DPSettings, False, False),
     ("dp", "distributed"): (DPSettings, True, True),
 }
 
 
 @pytest.mark.parametrize(("name", "placement"), list(EXPECTED))
-def test_each_mode_reads_its_own_frozen_settings_and_says_what_it_is(name, placement):
+def test_each_mode_reads_its_own_settings_and_says_what_it_is(name, placement):
     mode = privacy_mode(_scenario(mode=name, dp_placement=placement))
     settings_type, encrypted, needs_decryptors = EXPECTED[name, placement]
-    assert type(mode.settings) is settings_type and dataclasses.is_dataclass(mode.settings)
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        mode.settings.extra = 1
+    assert type(mode.settings) is settings_type
     assert (mode.encrypted, mode.needs_decryptors) == (encrypted, needs_decryptors)
-    assert mode.profile().key_sizes == encrypted and (mode.profile().key_holder != "") == encrypted
     assert mode.profile().epsilon == mode.takes_epsilon == (name == "dp")
 
 
-def test_every_registered_mode_is_covered():
-    assert {name for name, _ in EXPECTED} == set(MODE_NAMES)
+@pytest.mark.parametrize("name", MODE_NAMES)
+def test_every_registered_mode_owns_frozen_settings_and_a_consistent_profile(name):
+    mode = privacy_mode(_scenario(mode=name))
+    assert dataclasses.is_dataclass(mode.settings)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mode.settings.extra = 1
+    profile = mode.profile()
+    assert (profile.key_holder != "") == mode.encrypted
+    assert profile.key_holder == "decryptors" or not mode.needs_decryptors
+    assert mode.settings_line().startswith(name) and mode.guarantee().full
 
 
 def test_a_client_reads_encryption_off_the_announcement_as_the_coordinator_sets_it():
@@ -63,12 +69,17 @@ def test_distributed_dp_composes_the_threshold_settings_without_touching_the_sce
     mode = DPMode(scenario)
     params = mode.pinned_params(N_PARAMS)
     # one L2 clip (DP's), next to the packing's per-coordinate range R derived from the noise (not privacy.clip)
-    assert sorted(params) == ["l2_clip", "noise_std", "secure"] and params["l2_clip"] == 0.5
+    assert sorted(params) == ["l2_clip", "noise_std", "secure", "secure_mode"] and params["l2_clip"] == 0.5
     secure, share_std, sigmas = mode.secure_settings(N_PARAMS)
     assert params["secure"]["clip"] == secure.clip == pytest.approx(0.5 + sigmas * share_std)
     assert params["secure"]["max_weight"] == secure.max_weight == 1  # every update counts once
     assert (scenario.privacy.clip, scenario.privacy.max_weight) == (3.0, 64)  # the scenario is as written
-    assert (secure.threshold, secure.decryptors) == (2, 3)
+    assert (secure.threshold, secure.decryptors) == (2, 3) and params["secure_mode"] == "paillier"
+    masked = DPMode(_scenario(mode="dp", dp_placement="distributed", dp_secure="paillier-masked"))
+    assert masked.secure_mode.name == "paillier-masked" and masked.pinned_params(N_PARAMS)["secure_mode"] == \
+        "paillier-masked"
+    with pytest.raises(ConfigError, match=r"privacy\.dp_secure: must be a threshold"):
+        DPMode(_scenario(mode="dp", dp_placement="distributed", dp_secure="paillier-trusted"))
 
 
 @pytest.mark.parametrize("privacy", [{"mode": "paillier"}, {"mode": "dp", "dp_placement": "distributed"}])

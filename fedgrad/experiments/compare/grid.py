@@ -28,14 +28,13 @@ NAIVE_ROUNDS = 1
 NAIVE_ROUND_TIMEOUT_S = 3600.0
 
 
-#: ``--privacy`` spellings of a mode taking ε with its noise placement fixed: ``paillier+dp:EPS`` is distributed DP
-#: (noise shares summed under secure aggregation), ``dp:EPS:distributed``.
-PLACED = {"paillier+dp": ("dp", "distributed")}
-
-
 def named_modes() -> tuple[str, ...]:
     """The modes ``--privacy`` takes by name alone (a mode set by a target ε takes ``NAME:EPSILON``)."""
-    return tuple(name for name in MODE_NAMES if not mode_class(name).takes_epsilon)
+    return tuple(name for name in MODE_NAMES if not _takes_epsilon(name))
+
+
+def _takes_epsilon(name: str) -> bool:
+    return name in MODE_NAMES and mode_class(name).takes_epsilon
 
 
 @dataclass(frozen=True)
@@ -48,34 +47,34 @@ class PrivacySetting:
     mode: str
     epsilon: float | None = None
     placement: str | None = None
+    secure: str | None = None  # distributed DP: the threshold mode underneath (``privacy.dp_secure``)
 
     @classmethod
     def parse(cls, text: str) -> PrivacySetting:
         name, *values = text.strip().split(":")
-        if name in PLACED and len(values) == 1:
-            mode, fixed = PLACED[name]
-            return cls(mode, _epsilon(text, values[0]), fixed)
-        takes_epsilon = name in MODE_NAMES and mode_class(name).takes_epsilon
-        if takes_epsilon and len(values) in (1, 2):
+        secure, plus, base = name.rpartition("+")  # distributed DP under a secure mode: paillier+dp:4
+        if plus and _takes_epsilon(base) and secure in mode_class(base).underneath() and len(values) == 1:
+            return cls(base, _epsilon(text, values[0]), "distributed", secure)
+        if _takes_epsilon(name) and len(values) in (1, 2):
             epsilon = _epsilon(text, values[0])
             placement = values[1] if len(values) == 2 else None
             if placement not in (None, *DP_PLACEMENTS):
                 raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
             return cls(name, epsilon, placement)
-        if name in MODE_NAMES and not takes_epsilon and not values:
+        if name in MODE_NAMES and not _takes_epsilon(name) and not values:
             return cls(name)
-        with_epsilon = [name for name in MODE_NAMES if mode_class(name).takes_epsilon]
+        with_epsilon = [name for name in MODE_NAMES if _takes_epsilon(name)]
         raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(named_modes())}, "
                           + ", ".join(f"{name}:EPSILON, {name}:EPSILON:PLACEMENT" for name in with_epsilon)
-                          + "".join(f" or {spelling}:EPSILON" for spelling in PLACED) + ")")
+                          + "".join(f" or {'|'.join(mode_class(name).underneath())}+{name}:EPSILON"
+                                    for name in with_epsilon) + ")")
 
     @property
     def label(self) -> str:
         if self.epsilon is None:
             return self.mode
-        for spelling, placed in PLACED.items():
-            if (self.mode, self.placement) == placed:
-                return f"{spelling}-eps{self.epsilon:g}"
+        if self.placement == "distributed":
+            return f"{self.secure or mode_class(self.mode).underneath()[0]}+{self.mode}-eps{self.epsilon:g}"
         return f"{self.mode}-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
 
     def overrides(self) -> list[str]:
@@ -84,6 +83,8 @@ class PrivacySetting:
             values.append(f"privacy.epsilon={self.epsilon!r}")
         if self.placement is not None:
             values.append(f"privacy.dp_placement={json.dumps(self.placement)}")
+        if self.secure is not None:
+            values.append(f"privacy.dp_secure={json.dumps(self.secure)}")
         return values
 
 

@@ -32,8 +32,8 @@ CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_advantage", "canary_re
 
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
-    "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error",
-    "rounds", "rounds_planned",
+    "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "dp_secure", "clients", "key_bits", "status",
+    "error", "rounds", "rounds_planned",
     *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
     "bytes_down_per_round", "epsilon_spent", *CANARY_COLUMNS, "wall_time_s", "processes", "guarantee", "notes",
@@ -60,6 +60,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     records = read_metrics(outcome.run_dir) if outcome.run_dir else []
     summary = (read_summary(outcome.run_dir) if outcome.run_dir else None) or {}
     mode = privacy_mode(scenario)
+    profile = mode.profile()
     guarantee = mode.guarantee()
     short = guarantee.short
     full = (summary.get("privacy") or {}).get("guarantee", guarantee.full)  # the run's own, when it got that far
@@ -74,8 +75,9 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
-        "key_bits": scenario.privacy.key_bits if mode.profile().key_sizes else None,
-        "dp_placement": scenario.privacy.dp_placement if mode.profile().epsilon else None,
+        "key_bits": scenario.privacy.key_bits if profile.key_sizes else None,
+        "dp_placement": scenario.privacy.dp_placement if profile.epsilon else None,
+        "dp_secure": scenario.privacy.dp_secure if profile.epsilon and mode.encrypted else None,
         "status": outcome.status,
         "error": outcome.error,
         "rounds": n,
