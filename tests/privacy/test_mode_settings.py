@@ -2,18 +2,22 @@
 encrypted (on the coordinator, and on a client reading the announcement), whether it needs decryptors, what it
 announces and which settings it refuses."""
 import dataclasses
+import warnings
 
+import numpy as np
 import pytest
 
+from fedgrad.crypto import InsecureKeyWarning
 from fedgrad.errors import ConfigError
 from fedgrad.modes.base import NoSettings
 from fedgrad.modes.dp import DPMode, DPSettings
 from fedgrad.modes.paillier import PaillierMode, ThresholdSettings
 from fedgrad.modes.paillier_trusted import TrustedSettings
 from fedgrad.modes.registry import MODE_NAMES
-from fedgrad.modes.resolve import mode_class, privacy_mode
-from fedgrad.protocol import Announcement
+from fedgrad.modes.resolve import mode_class, privacy_mode, sends_ciphertexts
+from fedgrad.protocol import Announcement, RoundCohort, TaskConfig, TrainTask
 from fedgrad.scenario import Scenario
+from fedgrad.transport.codec import encode_tensors
 
 N_PARAMS = 1000
 
@@ -94,3 +98,21 @@ def test_secure_modes_need_two_contributors_and_the_mode_says_so():
                                    "privacy": {"mode": "paillier", "key_bits": 512, "insecure_key_bits": True}})
     with pytest.raises(ConfigError, match=r"federation\.min_clients: secure aggregation"):
         privacy_mode(scenario)
+
+
+@pytest.mark.parametrize(("name", "placement"), list(EXPECTED))
+def test_the_coordinator_and_the_client_give_one_answer_to_is_it_encrypted(name, placement):
+    """What a client reads off the announcement the coordinator's mode sends is what the coordinator's mode says."""
+    mode = privacy_mode(_scenario(mode=name, dp_placement=placement))
+    if mode.needs_decryptors:  # what the coordinator announces is what the run policy pins
+        announcement: Announcement | None = Announcement(name, mode.pinned_params(N_PARAMS), b"key")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", InsecureKeyWarning)
+            model = {"w": np.zeros((N_PARAMS,), dtype=np.float32)}
+            aggregation = mode.aggregation(model)
+        specs = encode_tensors(model)[0]
+        announcement = aggregation.new_accumulator(specs, RoundCohort(1, {"0": 1.0, "1": 1.0})).announcement
+        aggregation.close()
+    task = TrainTask(1, 1, 0, 1.0, TaskConfig.from_scenario(mode.scenario, 10), ("w",), announcement)
+    assert sends_ciphertexts(task) == mode.encrypted
