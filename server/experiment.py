@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,7 +18,8 @@ from fedgrad.attacks import attacker_indices, backdoor_success, client_attack, s
 from fedgrad.data import Shard
 from fedgrad.errors import ConfigError
 from fedgrad.models import model_from_config
-from fedgrad.modes.resolve import mode_class, privacy_mode
+from fedgrad.modes.base import PrivacyMode
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
 from fedgrad.scenario import Scenario
@@ -26,6 +27,9 @@ from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.registry import RunTokens
 from server.strategies import StateDict, Strategy, strategy_for
+
+if TYPE_CHECKING:
+    from server.canaries import CanaryClients
 
 DATA_DIR = "data"
 
@@ -46,7 +50,7 @@ class PreparedRun:
 
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
-    check_strategy(scenario)  # a broken strategy, or one the privacy mode cannot serve, fails before any work
+    check_strategy(scenario)  # privacy settings the mode refuses, a broken strategy, or one the mode cannot serve
     dataset = scenario.build_dataset()
     if scenario.user_references:  # a broken user model fails here, before the run directory exists
         model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed, code_dir=scenario.code_dir)
@@ -85,10 +89,15 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
             metrics["backdoor_success"] = backdoor_success(model, prepared.test, prepared.trigger_ids)
         return metrics
 
+    canaries = canary_clients(scenario, mode, model.state_dict())
+
     def privacy_summary() -> dict[str, Any]:
         guarantee = mode.guarantee()
-        return {"privacy": {**aggregation.summary(), "settings": mode.settings(), "guarantee": guarantee.full,
-                            "guarantee_short": guarantee.short}}
+        entries: dict[str, Any] = {"privacy": {**aggregation.summary(), "settings": mode.settings_line(),
+                                               "guarantee": guarantee.full, "guarantee_short": guarantee.short}}
+        if canaries is not None:
+            entries["empirical_privacy"] = canaries.summary()
+        return entries
 
     return Coordinator(
         settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,
@@ -108,20 +117,41 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
         summary_entries=privacy_summary,
         close=aggregation.close,
         run_id=run_id,
+        canaries=canaries,
     )
+
+
+def canary_clients(scenario: Scenario, mode: PrivacyMode, model: StateDict) -> CanaryClients | None:
+    """The run's canary clients (``server.canaries``), or None without ``privacy.canaries``; a one-line
+    :class:`ConfigError` under a mode whose updates travel encrypted (its decryptors sum only signed updates of
+    enrolled clients, which canaries are not)."""
+    privacy, fed = scenario.privacy, scenario.federation
+    if not privacy.canaries:
+        return None
+    if mode.encrypted:
+        raise ConfigError(f"privacy.canaries: only where the coordinator sums updates in plaintext (privacy.mode "
+                          f"{privacy.mode!r} sums signed, encrypted updates of enrolled clients; canaries are not)")
+    from fedgrad.privacy.accounting import default_delta  # dp-accounting and scipy: only when measuring
+    from server.canaries import CanaryClients
+
+    return CanaryClients(count=privacy.canaries, norm=privacy.dp_clip, rate=fed.clients_per_round / fed.clients,
+                         poisson=fed.sampling == "poisson", seed=scenario.seed, model=model,
+                         delta=privacy.delta or default_delta(fed.clients))
 
 
 def check_strategy(scenario: Scenario) -> Strategy:
     """The scenario's strategy, refused with a one-line :class:`ConfigError` when its options are wrong, when
     ``federation.min_clients`` is below the fewest updates its rule is defined for, or when it needs each client's
-    update and the privacy mode hides them (the mode says why)."""
+    update and the privacy mode hides them (the mode says why); the privacy mode itself first refuses settings it
+    cannot run with."""
+    mode = privacy_mode(scenario)
     strategy = strategy_for(scenario)
     fed = scenario.federation
     if fed.min_clients < strategy.min_updates:
         raise ConfigError(f"federation.min_clients: strategy {fed.strategy!r} with its options needs at least "
                           f"{strategy.min_updates} updates a round (got min_clients = {fed.min_clients})")
     if strategy.needs_individual_updates:
-        hidden = mode_class(scenario.privacy.mode).hides_individual_updates(scenario)
+        hidden = mode.hides_individual_updates()
         if hidden:
             raise ConfigError(f"federation.strategy: {fed.strategy!r} needs each client's update, which "
                               f"privacy.mode = {scenario.privacy.mode!r} does not give: {hidden}")

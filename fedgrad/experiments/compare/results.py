@@ -62,10 +62,11 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     scenario = variant.scenario
     records = read_metrics(outcome.run_dir) if outcome.run_dir else []
     summary = (read_summary(outcome.run_dir) if outcome.run_dir else None) or {}
-    guarantee = privacy_mode(scenario).guarantee()
-    short, full = guarantee.short, guarantee.full
-    if variant.privacy.mode == "dp":  # the run's own ledger and calibration, when it got that far
-        full = (summary.get("privacy") or {}).get("guarantee", full)
+    mode = privacy_mode(scenario)
+    profile = mode.profile()
+    guarantee = mode.guarantee()
+    short = guarantee.short
+    full = (summary.get("privacy") or {}).get("guarantee", guarantee.full)  # the run's own, when it got that far
     final = records[-1] if records else {}
     n = len(records)
     used = sum(record.get("clients_used", 0) for record in records)
@@ -77,10 +78,9 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
-        "key_bits": scenario.privacy.key_bits if scenario.privacy.secure_aggregation else None,
-        "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
-        "dp_secure": (scenario.privacy.dp_secure
-                      if variant.privacy.mode == "dp" and scenario.privacy.secure_aggregation else None),
+        "key_bits": scenario.privacy.key_bits if profile.key_sizes else None,
+        "dp_placement": scenario.privacy.dp_placement if profile.epsilon else None,
+        "dp_secure": scenario.privacy.dp_secure if profile.epsilon and mode.encrypted else None,
         "status": outcome.status,
         "error": outcome.error,
         "rounds": n,
