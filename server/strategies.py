@@ -336,7 +336,7 @@ class MultiKrum(IndividualUpdateStrategy):
     """Multi-Krum (Blanchard, El Mhamdi, Guerraoui & Stainer, "Machine Learning with Adversaries: Byzantine
     Tolerant Gradient Descent", NeurIPS 2017): the unweighted mean of the ``m`` updates with the lowest
     :func:`krum_scores`, for at most ``f`` Byzantine clients among ``n ≥ 2f + 3``. ``m = 0``: the paper's
-    ``n - f``. Ties go to the lower client id. Stateless."""
+    ``n - f``. Ties go to the client first in client-id (string) order. Stateless."""
 
     name = "multikrum"
 
@@ -369,7 +369,8 @@ class Bulyan(IndividualUpdateStrategy):
 
     Selection: ``θ = n - 2f`` times, take the update Krum picks among those not yet taken (scores recomputed over
     the remaining ones, :func:`krum_scores`). Aggregation, per coordinate: of the θ selected values, the
-    ``β = θ - 2f`` closest to their median, averaged. Ties go to the lower client id. Stateless."""
+    ``β = θ - 2f`` closest to their median, averaged. Ties go to the client first in client-id (string) order.
+    Stateless."""
 
     name = "bulyan"
 

@@ -69,7 +69,7 @@ def test_bulyan_selects_by_krum_then_averages_the_beta_closest_to_the_median():
     - 7 left, 4 nearest: 3 scores 9 + 4 + 6.25 + 64 = 83.25 (5.5: 30.25 + 20.25 + 6.25 + 30.25 = 87): take 3;
     - 6 left, 3 nearest: 5.5 scores 30.25 + 20.25 + 30.25 = 80.75 (1: 1 + 20.25 + 100 = 121.25): take 5.5;
     - 5 left, 2 nearest: 1 scores 1 + 100 = 101 (0: 1 + 121 = 122): take 1;
-    - 4 left, 1 nearest: 0 and 11 both score 11^2 = 121: the lower client id, 0;
+    - 4 left, 1 nearest: 0 and 11 both score 11^2 = 121: the first in client-id order, 0;
     - 3 left, 1 nearest: 11 and 100 both 89^2: 11. Selected 0, 1, 3, 5.5, 11: median 3, the 3 closest are 3, 1,
       5.5, whose mean is 9.5/3 (the outliers 100 and -100 never count)."""
     assert Bulyan(f=1).aggregate(updates(0, 1, 3, 5.5, 11, 100, -100))["w"][0] == pytest.approx(9.5 / 3)
