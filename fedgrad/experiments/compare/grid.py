@@ -206,9 +206,6 @@ def plan_variants(
             if seed is not None:
                 common.append(f"seed={seed}")
                 seed_suffix = f"-s{seed}"
-            profiles = {setting: privacy_mode(_validated(scenario_path, user_overrides, [*common, *setting.overrides()],
-                                                         setting.label + suffix + seed_suffix)).profile()
-                        for setting in settings}
             strategy_choices: Sequence[StrategySetting | None] = strategies or [None]
             for strategy in strategy_choices:
                 for attack in attacks or [CLEAN]:
@@ -218,7 +215,9 @@ def plan_variants(
                     clean_robust = robust.removesuffix(f"-{attack.label}") + "-clean" if attacks else robust
                     baseline = f"{BASELINE_MODE}{robust}{suffix}{seed_suffix}"
                     for setting in settings:
-                        profile = profiles[setting]
+                        profile = privacy_mode(_validated(scenario_path, user_overrides,
+                                                          [*common, *setting.overrides()],
+                                                          setting.label + suffix + seed_suffix)).profile()
                         for bits in bit_choices if profile.key_sizes else [None]:
                             overrides = [*common, *setting.overrides(), *robust_overrides]
                             group = setting.label + robust + suffix
