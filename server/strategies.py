@@ -313,17 +313,20 @@ class FedTrimmedAvg(IndividualUpdateStrategy):
                 for name, values in _stacked(updates).items()}
 
 
-def krum_scores(vectors: np.ndarray, f: int) -> np.ndarray:
-    """Krum's score of each row of ``vectors`` (Blanchard et al. 2017): the sum of its squared distances to its
-    ``n - f - 2`` nearest other rows, at least 1 and at most ``n - 1`` of them (as in Flower, so that Bulyan's
-    later, smaller candidate sets are still scored)."""
-    n = len(vectors)
+def squared_distances(vectors: np.ndarray) -> np.ndarray:
+    """The ``n × n`` matrix of squared Euclidean distances between the rows of ``vectors``, each computed from the
+    rows' difference (exact in the sense that the Gram-matrix shortcut's cancellation is avoided)."""
+    return np.stack([np.sum((vectors - row) ** 2, axis=1) for row in vectors])
+
+
+def krum_scores(distances: np.ndarray, f: int) -> np.ndarray:
+    """Krum's score of each of ``n`` points given their squared ``distances`` (Blanchard et al. 2017): the sum of
+    its squared distances to its ``n - f - 2`` nearest other points, at least 1 and at most ``n - 1`` of them (as
+    in Flower, so that Bulyan's later, smaller candidate sets are still scored)."""
+    n = len(distances)
     neighbours = min(max(1, n - f - 2), n - 1)
-    scores = np.empty(n)
-    for i in range(n):
-        distances = np.delete(np.sum((vectors - vectors[i]) ** 2, axis=1), i)
-        scores[i] = np.sort(distances)[:neighbours].sum()
-    return scores
+    others = ~np.eye(n, dtype=bool)
+    return np.array([np.sort(distances[i][others[i]])[:neighbours].sum() for i in range(n)])
 
 
 def _flattened(updates: Sequence[ClientUpdate]) -> np.ndarray:
@@ -350,7 +353,7 @@ class MultiKrum(IndividualUpdateStrategy):
 
     def combine(self, updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray]:
         keep = self.m or len(updates) - self.f
-        chosen = np.argsort(krum_scores(_flattened(updates), self.f), kind="stable")[:keep]
+        chosen = np.argsort(krum_scores(squared_distances(_flattened(updates)), self.f), kind="stable")[:keep]
         return {name: values[chosen].mean(axis=0) for name, values in _stacked(updates).items()}
 
 
@@ -383,9 +386,10 @@ class Bulyan(IndividualUpdateStrategy):
         return 4 * self.f + 3
 
     def combine(self, updates: Sequence[ClientUpdate]) -> dict[str, np.ndarray]:
-        flat, remaining, selected = _flattened(updates), list(range(len(updates))), []
+        distances = squared_distances(_flattened(updates))  # once: the candidates shrink, the distances stay
+        remaining, selected = list(range(len(updates))), []
         for _ in range(len(updates) - 2 * self.f):
-            best = remaining[int(np.argmin(krum_scores(flat[remaining], self.f)))]
+            best = remaining[int(np.argmin(krum_scores(distances[np.ix_(remaining, remaining)], self.f)))]
             selected.append(best)
             remaining.remove(best)
         beta = len(selected) - 2 * self.f

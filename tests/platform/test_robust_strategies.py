@@ -22,6 +22,7 @@ from server.strategies import (
     QFedAvg,
     build_strategy,
     krum_scores,
+    squared_distances,
 )
 
 
@@ -56,7 +57,7 @@ def test_krum_and_multikrum_score_by_the_nearest_n_minus_f_minus_2():
     4 -> 2.25 + 9 = 11.25; 100 -> 96^2 + 97.5^2. Krum picks 1; Multi-Krum m = 3 averages 1, 2.5 and 0 -> 3.5/3;
     m = 0 (n - f = 4) leaves out only 100: 7.5/4."""
     points = (0.0, 1.0, 2.5, 4.0, 100.0)
-    np.testing.assert_allclose(krum_scores(np.array(points)[:, None], 1),
+    np.testing.assert_allclose(krum_scores(squared_distances(np.array(points)[:, None]), 1),
                                [7.25, 3.25, 4.5, 11.25, 96**2 + 97.5**2])
     assert Krum(f=1).aggregate(updates(*points))["w"][0] == pytest.approx(1.0)
     assert MultiKrum(f=1, m=3).aggregate(updates(*points))["w"][0] == pytest.approx(3.5 / 3)
