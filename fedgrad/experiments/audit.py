@@ -87,7 +87,7 @@ from server.tasks import ModelPayload
 
 AUDIT_JSON = "audit.json"
 REPORT_FILE = "report.md"
-DEFAULT_PRIVACY = "none,paillier-trusted,paillier,dp:1,dp:8"
+DEFAULT_PRIVACY = "none,paillier-trusted,paillier,paillier-masked,dp:1,dp:8"
 #: Every spam model keeps one embedding row per vocabulary word under this name: the rows the attack reads.
 EMBEDDING_KEY = "embedding.weight"
 #: The audit trains round 1, from the initial global model: the book's demonstration.

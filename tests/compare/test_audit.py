@@ -1,5 +1,6 @@
 """`fedgrad audit`: the plain and the paillier-trusted coordinators read the canary (the latter with the key it
-finds in its own process); the paillier coordinator gets no individual view and every red-team attack is refused."""
+finds in its own process); the paillier and paillier-masked coordinators get no individual view and every red-team
+attack is refused."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ def audited(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> dict:
     directory = tmp_path_factory.mktemp("audit")
     scenario = make_scenario(directory)
     with pytest.warns(InsecureKeyWarning):  # the tiny scenario's 512-bit test key is announced loudly
-        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,paillier,dp:1,dp:1e6,dp:1:distributed",
+        assert main(["audit", str(scenario), "--privacy",
+                     "none,paillier-trusted,paillier,paillier-masked,dp:1,dp:1e6,dp:1:distributed",
                      "--canary-words", "6"]) == 0
     [audit_dir] = (directory / "runs").iterdir()
     return {"dir": audit_dir, "document": read_audit(audit_dir),
@@ -72,8 +74,9 @@ def test_trusted_coordinator_decrypts_the_canary_with_the_key_in_its_own_process
     assert all(outcome["recovered_error"] < 0.5 for outcome in outcomes.values() if outcome["succeeded"])
 
 
-def test_paillier_coordinator_gets_no_individual_view_and_every_attack_is_refused(audited):
-    mode = audited["modes"]["paillier"]
+@pytest.mark.parametrize("setting", ["paillier", "paillier-masked"])
+def test_threshold_coordinator_gets_no_individual_view_and_every_attack_is_refused(audited, setting):
+    mode = audited["modes"][setting]
     assert [view["scope"] for view in mode["views"]] == ["aggregate"]
     assert "0 Paillier private key(s), 0 key share(s), 0 factor(s) of n" in mode["facts"]["key_material"]
     outcomes = [outcome for outcome in mode["facts"]["redteam"] if "run policy)" not in outcome["name"]]
