@@ -146,9 +146,9 @@ class ThresholdAggregation(Aggregation):
         return ciphertexts
 
     def encrypt(self, update: np.ndarray, examples: int, run_id: str, round: int) -> bytes:
-        """An unsigned payload of ``update`` with weight ``examples``, as a client of (run, round) encodes it with
-        the public key: what anyone holding the key set can make."""
-        return make_encoder(self.cfg, self.public_key).encrypt(update, min(max(examples, 1), self.cfg.max_weight))
+        """An unsigned payload of ``update`` with weight ``examples`` (capped at ``max_weight``), as a client of
+        (run, round) encodes it with the public key: what anyone holding the key set can make."""
+        return make_encoder(self.cfg, self.public_key).encrypt(update, examples)
 
     def release_sums(self, plaintexts: Sequence[int], payloads: Sequence[bytes], run_id: str, round: int
                      ) -> tuple[np.ndarray, int | None]:
