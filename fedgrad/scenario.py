@@ -153,6 +153,8 @@ class PrivacyConfig:
                             doc="paillier: cap on a client's example count, its FedAvg weight, sent encrypted")
     short_randomizer: bool = _spec(False, doc="DJN randomizer exponent of 2λ bits instead of ⌈|n|/2⌉ "
                                               "(faster; an extra assumption the report states)")
+    canaries: int = _spec(0, ge=0, doc="K canary clients measuring empirical ε (fedgrad.privacy.empirical), each "
+                                       "sending a random direction of norm dp_clip; 0 = none")
 
 
 ATTACK_KINDS = ("none", "label_flip", "scaled_update", "backdoor")
@@ -404,6 +406,8 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
+    if privacy.canaries == 1:
+        raise ConfigError("privacy.canaries: 0, or at least 2 (their statistics' spread is estimated)")
     if fed.strategy == "fedprox" and fed.prox_mu == 0.0:
         raise ConfigError("federation.prox_mu: must be > 0 when federation.strategy = \"fedprox\"")
     if fed.strategy != "fedprox" and fed.prox_mu != 0.0:

@@ -116,3 +116,9 @@ def test_the_coordinator_and_the_client_give_one_answer_to_is_it_encrypted(name,
         aggregation.close()
     task = TrainTask(1, 1, 0, 1.0, TaskConfig.from_scenario(mode.scenario, 10), specs, announcement)
     assert sends_ciphertexts(task) == mode.encrypted
+
+
+def test_canary_clients_only_join_modes_that_sum_in_plaintext():
+    with pytest.raises(ConfigError, match=r"privacy\.canaries: only where the coordinator sums updates in plaintext"):
+        privacy_mode(_scenario(mode="dp", dp_placement="distributed", canaries=2))
+    assert privacy_mode(_scenario(mode="dp", canaries=2)).settings.epsilon == 1.0  # central DP: the coordinator sums
