@@ -18,6 +18,7 @@ from fedgrad.attacks import attacker_indices, backdoor_success, client_attack, s
 from fedgrad.data import Shard
 from fedgrad.errors import ConfigError
 from fedgrad.models import model_from_config
+from fedgrad.modes.base import PrivacyMode
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
@@ -88,7 +89,7 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
             metrics["backdoor_success"] = backdoor_success(model, prepared.test, prepared.trigger_ids)
         return metrics
 
-    canaries = _canaries(scenario, model.state_dict())
+    canaries = canary_clients(scenario, mode, model.state_dict())
 
     def privacy_summary() -> dict[str, Any]:
         guarantee = mode.guarantee()
@@ -120,11 +121,16 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
     )
 
 
-def _canaries(scenario: Scenario, model: StateDict) -> CanaryClients | None:
-    """The run's canary clients (``server.canaries``), or None without ``privacy.canaries``."""
+def canary_clients(scenario: Scenario, mode: PrivacyMode, model: StateDict) -> CanaryClients | None:
+    """The run's canary clients (``server.canaries``), or None without ``privacy.canaries``; a one-line
+    :class:`ConfigError` under a mode whose updates travel encrypted (its decryptors sum only signed updates of
+    enrolled clients, which canaries are not)."""
     privacy, fed = scenario.privacy, scenario.federation
     if not privacy.canaries:
         return None
+    if mode.encrypted:
+        raise ConfigError(f"privacy.canaries: only where the coordinator sums updates in plaintext (privacy.mode "
+                          f"{privacy.mode!r} sums signed, encrypted updates of enrolled clients; canaries are not)")
     from fedgrad.privacy.accounting import default_delta  # dp-accounting and scipy: only when measuring
     from server.canaries import CanaryClients
 

@@ -167,9 +167,6 @@ class PrivacyMode(ABC, Generic[SettingsT]):
             raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {self.name!r}) needs >= 2, "
                               f"so that no single client's update is ever decrypted (got "
                               f"{scenario.federation.min_clients})")
-        if self.encrypted and scenario.privacy.canaries:
-            raise ConfigError(f"privacy.canaries: only where the coordinator sums updates in plaintext (privacy.mode "
-                              f"{self.name!r} sums signed, encrypted updates of enrolled clients; canaries are not)")
 
     @classmethod
     @abstractmethod

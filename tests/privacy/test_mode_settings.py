@@ -104,21 +104,16 @@ def test_secure_modes_need_two_contributors_and_the_mode_says_so():
 def test_the_coordinator_and_the_client_give_one_answer_to_is_it_encrypted(name, placement):
     """What a client reads off the announcement the coordinator's mode sends is what the coordinator's mode says."""
     mode = privacy_mode(_scenario(mode=name, dp_placement=placement))
-    model = {"w": np.zeros((N_PARAMS,), dtype=np.float32)}
-    specs = tuple(encode_tensors(model)[0])
     if mode.needs_decryptors:  # what the coordinator announces is what the run policy pins
         announcement: Announcement | None = Announcement(name, mode.pinned_params(N_PARAMS), b"key")
     else:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InsecureKeyWarning)
+            model = {"w": np.zeros((N_PARAMS,), dtype=np.float32)}
             aggregation = mode.aggregation(model)
+        specs = encode_tensors(model)[0]
         announcement = aggregation.new_accumulator(specs, RoundCohort(1, {"0": 1.0, "1": 1.0})).announcement
         aggregation.close()
-    task = TrainTask(1, 1, 0, 1.0, TaskConfig.from_scenario(mode.scenario, 10), specs, announcement)
+    manifest = tuple(encode_tensors({"w": np.zeros((N_PARAMS,), dtype=np.float32)})[0])
+    task = TrainTask(1, 1, 0, 1.0, TaskConfig.from_scenario(mode.scenario, 10), manifest, announcement)
     assert sends_ciphertexts(task) == mode.encrypted
-
-
-def test_canary_clients_only_join_modes_that_sum_in_plaintext():
-    with pytest.raises(ConfigError, match=r"privacy\.canaries: only where the coordinator sums updates in plaintext"):
-        privacy_mode(_scenario(mode="dp", dp_placement="distributed", canaries=2))
-    assert privacy_mode(_scenario(mode="dp", canaries=2)).settings.epsilon == 1.0  # central DP: the coordinator sums
