@@ -565,7 +565,7 @@ def _redteam_section(document: dict[str, Any]) -> list[str]:
 def _mode_section(mode: dict[str, Any]) -> str:
     lines = [f"## `{mode['setting']}`", "", mode["description"], ""]
     refusal = mode["facts"].get("single_update_refused")
-    if refusal and mode["facts"].get("key_holder") == "decryptors":
+    if refusal and _key_holder(mode["facts"]) == "decryptors":
         lines += [f"Every attack on the canary client's update alone was refused: *{refusal}*.", ""]
     elif refusal:
         lines += [f"Asked to decrypt the canary client's update on its own, the key holder refused: *{refusal}*.",
@@ -582,6 +582,14 @@ def _mode_section(mode: dict[str, Any]) -> str:
                          f"{result['recovered']}/{result['total']} | {_percent(result['rate'])} | "
                          f"{_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
     return "\n".join(lines)
+
+
+def _key_holder(facts: Mapping[str, Any]) -> str:
+    """Who could decrypt one update (``Profile.key_holder``); an audit written before that was recorded tells by its
+    threshold aggregation's summary (its decryptors, or distributed DP's ``secure_aggregation``)."""
+    if "key_holder" in facts:
+        return str(facts["key_holder"])
+    return "decryptors" if "decryptors" in facts or "secure_aggregation" in facts else "coordinator"
 
 
 def _attack_row(label: str, view: dict[str, Any], result: dict[str, Any]) -> str:

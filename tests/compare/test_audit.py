@@ -4,6 +4,7 @@ attack is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -137,7 +138,7 @@ def test_distributed_dp_coordinator_finds_no_key_and_sees_only_the_noised_sum(au
     assert "key holder refused" not in section
 
 
-def test_report_rerenders_from_audit_json(audited, capsys):
+def test_report_rerenders_from_audit_json(audited, capsys, tmp_path):
     audit_dir = audited["dir"]
     (audit_dir / "report.md").unlink()
     assert main(["report", str(audit_dir)]) == 0
@@ -146,6 +147,15 @@ def test_report_rerenders_from_audit_json(audited, capsys):
     assert "## Active coordinator (red team)" in report and "| `paillier-trusted` | `paillier` |" in report
     assert "**recovered**" in report and "refused: " in report
     assert json.loads((audit_dir / AUDIT_JSON).read_text())["kind"] == "fedgrad-audit"
+    # an audit written before each mode recorded its key holder renders the same refusal sentences
+    older = tmp_path / "older"
+    shutil.copytree(audit_dir, older)
+    document = json.loads((older / AUDIT_JSON).read_text())
+    for mode in document["modes"]:
+        del mode["facts"]["key_holder"]
+    (older / AUDIT_JSON).write_text(json.dumps(document))
+    assert main(["report", str(older)]) == 0
+    assert (older / "report.md").read_text() == report
 
 
 def test_bad_settings_fail_before_any_work(scenario, capsys):
