@@ -144,7 +144,8 @@ def test_report_rerenders_from_audit_json(audited, capsys, tmp_path):
     assert main(["report", str(audit_dir)]) == 0
     report = (audit_dir / "report.md").read_text()
     assert "rows only this client changed" in report and "key holder refused" in report
-    assert "## Active coordinator (red team)" in report and "| `paillier-trusted` | `paillier` |" in report
+    assert "## Active coordinator (red team)" in report
+    assert "| `paillier-trusted` | `paillier` | `paillier-masked` |" in report
     assert "**recovered**" in report and "refused: " in report
     assert json.loads((audit_dir / AUDIT_JSON).read_text())["kind"] == "fedgrad-audit"
     # an audit written before each mode recorded its key holder renders the same refusal sentences
