@@ -45,6 +45,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--no-canary", dest="canary", action="store_false",
                         help="skip the canary attack on each variant's released aggregate (round 1 replayed "
                              "in this process with the leakage audit's canary planted)")
+    parser.add_argument("--canaries", type=int, default=0, metavar="K",
+                        help="K canary clients in every variant that sums plaintext updates (privacy.canaries): "
+                             "each run's empirical ε, final model and all iterates, next to its accounted ε")
     parser.add_argument("--rounds", type=int, metavar="N", help="rounds for every variant (default: the scenario's)")
     parser.add_argument("--naive-rounds", type=int, default=compare.NAIVE_ROUNDS, metavar="N",
                         help=f"rounds for paillier-naive at most (default: {compare.NAIVE_ROUNDS})")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         args.scenario, privacy=args.privacy, seeds=args.seeds,
         clients=compare.parse_int_list(args.clients, "--clients") if args.clients else None,
         key_bits=compare.parse_int_list(args.key_bits, "--key-bits") if args.key_bits else None,
-        rounds=args.rounds, naive_rounds=args.naive_rounds, overrides=args.overrides, canary=args.canary)
+        rounds=args.rounds, naive_rounds=args.naive_rounds, overrides=args.overrides, canary=args.canary,
+        canaries=args.canaries)
     print("\n".join(compare.summary_lines(result.frontier)))
     print(f"report: {result.report}")
     if result.interrupted:

@@ -66,6 +66,7 @@ def run_comparison(
     naive_rounds: int = NAIVE_ROUNDS,
     overrides: Sequence[str] = (),
     canary: bool = True,
+    canaries: int = 0,
 ) -> Comparison:
     """Run ``scenario`` (a TOML path) under several privacy settings and compare them.
 
@@ -80,6 +81,8 @@ def run_comparison(
       settings applied first, like ``--set``.
     - ``canary``: replay round 1 with the leakage audit's canary planted and attack each variant's released
       aggregate (``fedgrad.experiments.compare.canary``).
+    - ``canaries``: K canary clients in every variant that sums plaintext updates (``privacy.canaries``): the
+      report gives each run's empirical ε (``fedgrad.privacy.empirical``) next to its accounted ε.
 
     Every variant runs as a ``fedgrad simulate`` child, one after another, with a progress bar on stderr; one
     that fails is reported and the others still run; Ctrl-C stops the running one and keeps what finished
@@ -93,26 +96,28 @@ def run_comparison(
     for flag, value in (("rounds", rounds), ("naive_rounds", naive_rounds)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1 (got {value})")
+    if canaries < 0 or canaries == 1:
+        raise ConfigError(f"canaries: 0, or at least 2 (got {canaries})")
     base = load_scenario(path, list(overrides))
     seed_list = _seed_list(seeds, base.seed)
     variants = plan_variants(path, overrides, settings, clients=_positive(clients, "clients"),
                              key_bits=_positive(key_bits, "key_bits"), rounds=rounds, naive_rounds=naive_rounds,
-                             seeds=seed_list)
+                             seeds=seed_list, canaries=canaries)
     compare_dir = new_comparison_dir(base)
     print(f"comparing {len(variants)} runs of {base.name}: {', '.join(v.name for v in variants)}\n"
           f"results: {compare_dir}", file=sys.stderr)
     outcomes = run_variants(path, overrides, variants, compare_dir)
     interrupted = any(outcome.status == "interrupted" for outcome in outcomes)
-    canaries = _canaries(variants) if canary and not interrupted else None
-    rows = collect(outcomes, compare_dir, canaries)
+    attacks = _canary_attack(variants) if canary and not interrupted else None
+    rows = collect(outcomes, compare_dir, attacks)
     command = _command_line(path, privacy_text, seed_list if seeds is not None else None, clients, key_bits, rounds,
-                            naive_rounds, overrides, canary)
+                            naive_rounds, overrides, canary, canaries)
     write_results(compare_dir, comparison_meta(path, overrides, base, command, seed_list), rows)
     report = render_comparison(compare_dir)
     return Comparison(compare_dir, report, rows, frontier_rows(rows), outcomes)
 
 
-def _canaries(variants: Sequence[Variant]) -> dict[str, dict[str, Any]] | None:
+def _canary_attack(variants: Sequence[Variant]) -> dict[str, dict[str, Any]] | None:
     """The canary results, or None when Ctrl-C (or SIGTERM) stops the replay: the runs are still written."""
     try:
         with sigterm_as_interrupt():
@@ -141,7 +146,7 @@ def _positive(values: Sequence[int] | None, name: str) -> list[int] | None:
 
 def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients: Sequence[int] | None,
                   key_bits: Sequence[int] | None, rounds: int | None, naive_rounds: int, overrides: Sequence[str],
-                  canary: bool) -> list[str]:
+                  canary: bool, canaries: int = 0) -> list[str]:
     """The ``fedgrad`` command that runs the same comparison (recorded in ``results.json`` and the report)."""
     words = ["compare", str(path), "--privacy", privacy]
     if seeds:
@@ -155,6 +160,8 @@ def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients
         words += ["--naive-rounds", str(naive_rounds)]
     if not canary:
         words.append("--no-canary")
+    if canaries:
+        words += ["--canaries", str(canaries)]
     for override in overrides:
         words += ["--set", override]
     return words

@@ -147,6 +147,12 @@ class Variant:
         return self.scenario.federation.rounds
 
 
+#: Why a secure-aggregation variant has no ε̂ (``--canaries``).
+NO_CANARIES = ("no canaries (no ε̂): its decryptors sum only enrolled clients' signed updates. It releases the same "
+               "sums as the plaintext modes, so their final-model and all-iterates ε̂ describe its released models "
+               "too; what secure aggregation removes is the coordinator's view of each single update")
+
+
 def plan_variants(
     scenario_path: Path,
     user_overrides: Sequence[str],
@@ -157,6 +163,7 @@ def plan_variants(
     rounds: int | None = None,
     naive_rounds: int = NAIVE_ROUNDS,
     seeds: Sequence[int] | None = None,
+    canaries: int = 0,
 ) -> list[Variant]:
     """Every variant of the grid, each validated up front (a bad combination fails before anything runs).
 
@@ -169,6 +176,9 @@ def plan_variants(
     train/test split, the partition among clients, the model's initialisation, the clients sampled each round
     and each client's local shuffling (DP noise and Paillier randomness come from the OS either way). Names
     get a ``-s<seed>`` suffix, seeds vary slowest, and each run is measured against ``none`` on its own seed.
+
+    With ``canaries`` = K, every variant whose coordinator sums plaintext updates runs with ``privacy.canaries``
+    = K (``server.canaries``: its empirical ε); a secure-aggregation variant runs without, and its notes say why.
     """
     base = load_scenario(scenario_path, list(user_overrides))
     fed = base.federation
@@ -201,6 +211,10 @@ def plan_variants(
                         overrides.append(f"privacy.key_bits={bits}")
                         group += f"-k{bits}"
                     notes: list[str] = []
+                    if canaries and not encrypted:
+                        overrides.append(f"privacy.canaries={canaries}")
+                    elif canaries:
+                        notes.append(NO_CANARIES)
                     if setting.mode == "paillier-naive":
                         overrides, notes = _reduce_naive(base, overrides, rounds or fed.rounds, naive_rounds)
                     name = group + seed_suffix
