@@ -13,12 +13,12 @@ import asyncio
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+from client.connection import CoordinatorConnection, coordinator_stub
 from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, SharedModels, VirtualClient
 from client.trainer import LocalTrainer
 from fedgrad.attacks import ClientAttack
 from fedgrad.data import Shard
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
-from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
 
@@ -47,9 +47,11 @@ async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str 
     models = SharedModels()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
         async with open_channel(address, security) as channel:
-            stub = pb_grpc.CoordinatorStub(channel)
-            runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options,
-                                                      (tokens or {}).get(client_id, ""), uploads, models).run())
+            stub = coordinator_stub(channel)
+            connections = {client_id: CoordinatorConnection(stub, client_id, (tokens or {}).get(client_id, ""),
+                                                            options.rpc_timeout_s) for client_id in shards}
+            runs = [asyncio.create_task(VirtualClient(client_id, shard, connections[client_id], trainer, executor,
+                                                      options, uploads, models).run())
                     for client_id, shard in shards.items()]
             try:
                 await asyncio.gather(*runs)

@@ -25,23 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgrad.data import FederatedDataset, build_federated_dataset
+from fedgrad.crypto.keys import MIN_INSECURE_KEY_BITS, SECURE_KEY_BITS, check_key_bits
+from fedgrad.data import SCHEMES, FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
 from fedgrad.data.tokens import tokenize
 from fedgrad.errors import ConfigError
+from fedgrad.models import MODEL_NAMES
 from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.strategy_names import STRATEGY_NAMES
 from fedgrad.usercode import REFERENCE, is_reference
-
-# Paillier moduli below 2048 bits fall short of current key-size recommendations (NIST SP 800-57);
-# smaller keys are allowed only with an explicit flag, to keep tests fast.
-SECURE_KEY_BITS = 2048
-MIN_INSECURE_KEY_BITS = 128
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
-MODEL_NAMES = ("book", "logreg", "mlp", "lstm")
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi", "qfedavg", "fedmedian",
-                  "fedtrimmedavg", "krum", "multikrum", "bulyan")  # server.strategies builds them
 
 
 def _builtin_or_reference(names: tuple[str, ...]) -> re.Pattern[str]:
@@ -71,7 +66,7 @@ class DataConfig:
     corpus: str = _spec(DEFAULT_CORPUS,
                         doc='"spamassassin" or a path (Enron dir/.tar.gz, spam.txt+ham.txt dir, .tsv, .csv)')
     test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
-    partition: str = _spec("dirichlet", choices=("iid", "quantity", "dirichlet", "book"))
+    partition: str = _spec("dirichlet", choices=SCHEMES)
     alpha: float = _spec(0.5, gt=0.0, doc="Dirichlet concentration; smaller = more label skew")
     min_count: int = _spec(2, ge=1, doc="drop words seen in fewer emails than this")
     max_len: int = _spec(500, ge=1, doc="tokens kept per email")
@@ -136,8 +131,8 @@ DP_SECURE_MODES = ("paillier", "paillier-masked")
 @dataclass(frozen=True)
 class PrivacyConfig:
     mode: str = _spec("none", choices=MODE_NAMES, doc="fedgrad.modes.registry lists what each mode is")
-    key_bits: int = _spec(SECURE_KEY_BITS, ge=MIN_INSECURE_KEY_BITS)
-    insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS} (tests only)")
+    key_bits: int = _spec(SECURE_KEY_BITS[0], ge=MIN_INSECURE_KEY_BITS)
+    insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS[0]} (tests only)")
     clip: float = _spec(1.0, gt=0.0, doc="per-coordinate bound on an update before quantization")
     value_bits: int = _spec(16, ge=2, le=32, doc="bits per quantized value")
     epsilon: float = _spec(1.0, gt=0.0, doc="dp: target epsilon over the whole run")
@@ -445,11 +440,10 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(f"train.momentum: only used with optimizer = \"sgd\" (optimizer is {train.optimizer!r})")
     if s.attack.kind == "backdoor" and not tokenize(s.attack.trigger):
         raise ConfigError(f"attack.trigger: must contain at least one word (got {s.attack.trigger!r})")
-    if privacy.key_bits < SECURE_KEY_BITS and not privacy.insecure_key_bits:
-        raise ConfigError(
-            f"privacy.key_bits: must be >= {SECURE_KEY_BITS} (got {privacy.key_bits}); "
-            "set privacy.insecure_key_bits = true to allow weak keys in tests"
-        )
+    try:  # the key-size policy is the crypto's (``fedgrad.crypto.keys``)
+        check_key_bits(privacy.key_bits, privacy.insecure_key_bits, flag="privacy.insecure_key_bits")
+    except ConfigError as error:
+        raise ConfigError(f"privacy.key_bits: {error}") from None
 
 
 def _describe(value: Any) -> str:

@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedgrad.modes.base import UpdateAccumulator
-from fedgrad.protocol import Rejected, WeightedSum
-from fedgrad.protocol.records import UpdateAnnouncement
+from fedgrad.protocol import Rejected, UpdateAnnouncement, WeightedSum
 from server.mailbox import Signal
 from server.strategies import Instruction
 from server.tasks import ModelPayload

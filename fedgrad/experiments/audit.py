@@ -246,7 +246,7 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, agg
 
 def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack, aggregate_only: bool
              ) -> ModeObservation:
-    k, names = data.client, list(updates.global_model)
+    k = data.client
     privacy_settings, fed = scenario.privacy, scenario.federation
     model = ModelPayload.encode(0, updates.global_model)
     strategy = strategy_for(scenario)
@@ -271,7 +271,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     payloads = {}
     for task_id, i in enumerate(updates.cohort, start=1):
         cid = str(i)
-        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, tuple(names), accumulator.announcement,
+        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, model.specs, accumulator.announcement,
                          RUN_ID, len(data.shards[i]))
         payloads[i] = encode_update(task, cid, updates.deltas[i], privacy)
         accumulator.add(cid, instructions[cid].weight, payloads[i].payload, payloads[i].signature,

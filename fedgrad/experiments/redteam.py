@@ -276,7 +276,7 @@ class Coordinator:
         self.accumulators.append(accumulator)
         uploads: dict[str, Upload] = {}
         for task_id, (client_id, weight) in enumerate(weights.items(), start=1):
-            task = TrainTask(task_id, round, round - 1, weight, self.config, self.tensor_names,
+            task = TrainTask(task_id, round, round - 1, weight, self.config, tuple(self.specs),
                              accumulator.announcement, self.run_id)
             upload = self.clients[client_id].train(task)
             uploads[client_id] = upload

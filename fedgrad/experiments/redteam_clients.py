@@ -133,7 +133,7 @@ class ClientFederation:
              model: Mapping[str, np.ndarray] | None = None) -> tuple[bytes, bytes, Encoding] | str:
         """A TRAIN task to one client (with ``model``, another model than the round's): its encoded update
         (payload, signature, encoding), or its refusal."""
-        task = TrainTask(round, round, round - 1, float(len(self.shards[client_id])), config, self.tensor_names,
+        task = TrainTask(round, round, round - 1, float(len(self.shards[client_id])), config, tuple(self.specs),
                          announcement, self.run_id, len(self.shards[client_id]))
         try:
             update = self.trainers[client_id].train_update(client_id, self.shards[client_id], task,

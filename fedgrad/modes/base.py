@@ -18,12 +18,11 @@ import numpy as np
 
 from fedgrad.errors import FedgradError
 from fedgrad.metrics import PhaseTimer
-from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TrainTask, WeightedSum
+from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TensorSpec, TrainTask, WeightedSum
 from fedgrad.scenario import Scenario
-from fedgrad.transport import fedgrad_pb2 as pb
 
 #: The model's manifest as the codec describes it (name, shape, dtype per tensor, in payload order).
-Manifest = Sequence[pb.TensorSpec]
+Manifest = Sequence[TensorSpec]
 
 
 class EncodingRefused(FedgradError):

@@ -1,5 +1,5 @@
-"""The records a round is made of: a client's TRAIN task, what a privacy mode announces with it, the encoded
-update that comes back, a round's cohort and the weighted sum the round releases."""
+"""The records a round is made of: what a privacy mode announces with a TRAIN task, the encoded update that
+comes back, a round's cohort and the weighted sum the round releases."""
 from __future__ import annotations
 
 import enum
@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-from fedgrad.protocol.task_config import TaskConfig
 
 
 class Encoding(enum.IntEnum):
@@ -35,40 +33,6 @@ class Announcement:
     params: Mapping[str, Any] = field(default_factory=dict)
     public_key: bytes = b""
     cohort: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrainTask:
-    """A TRAIN task as a client sees it."""
-
-    task_id: int
-    round: int
-    model_version: int
-    weight: float                      # the strategy's aggregation weight for this client
-    config: TaskConfig
-    tensor_names: tuple[str, ...]      # the model's tensors in payload order
-    announcement: Announcement | None  # None: send the delta in plain
-    run_id: str = ""
-    local_examples: int = 0            # the client's own example count (its weight under ``paillier``)
-    model_digest: bytes = b""          # ``model_digest`` of the model received, computed by the client itself
-
-
-@dataclass(frozen=True)
-class UpdateAnnouncement:
-    """The header of an update, read before its payload: every check that needs no payload runs on this."""
-
-    task_id: int
-    round: int
-    model_version: int
-    n_examples: int
-    metrics: dict[str, float]
-    train_s: float
-    encrypt_s: float
-    encoding: Encoding | None                           # None: a number this build does not know
-    raw_encoding: int                                   # the number as sent, for error messages
-    manifest: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype) per tensor
-    payload_bytes: int
-    signature: bytes = b""
 
 
 @dataclass(frozen=True)

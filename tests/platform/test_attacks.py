@@ -20,7 +20,7 @@ from fedgrad.errors import ConfigError
 from fedgrad.models import model_from_config
 from fedgrad.protocol import TaskConfig, TrainSettings, TrainTask
 from fedgrad.scenario import AttackConfig, ModelConfig, Scenario
-from fedgrad.transport.codec import decode_tensors, encode_tensors
+from fedgrad.transport.codec import decode_tensors, encode_tensors, tensor_specs
 
 VOCAB = 30
 
@@ -66,7 +66,7 @@ def train_update(trainer: LocalTrainer, client_id: str, round_number: int) -> di
     task = TrainTask(task_id=1, round=round_number, model_version=0, weight=1.0,
                      config=TaskConfig(config, VOCAB, TrainSettings(epochs=1, batch_size=8, lr=0.5, optimizer="sgd"),
                                        seed=3),
-                     tensor_names=tuple(model), announcement=None)
+                     manifest=tuple(tensor_specs(model)), announcement=None)
     update = trainer.train_update(client_id, toy_shard(), task, model)
     return dict(decode_tensors(encode_tensors(model)[0], update.encoded.payload))
 

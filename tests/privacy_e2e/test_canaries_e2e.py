@@ -41,7 +41,7 @@ def test_canaries_are_folded_in_by_the_modes_own_accumulator() -> None:
     flock = canaries(count=4, rate=1.0)
     specs, _ = encode_tensors(MODEL)
     accumulator = PlainAccumulator(specs)
-    task = TrainTask(0, 1, 0, 1.0, TaskConfig.from_scenario(Scenario(name="canaries"), 10), ("w", "b"), None)
+    task = TrainTask(0, 1, 0, 1.0, TaskConfig.from_scenario(Scenario(name="canaries"), 10), tuple(specs), None)
     assert flock.contribute(1, task, accumulator, weight=2.0) == 4
     summed = accumulator.finalize(PhaseTimer())
     expected = sum(0.5 * 2.0 * canary_direction(7, index, 15) for index in range(4))

@@ -112,7 +112,7 @@ def _task(federation: ClientFederation, round: int, announcement: Announcement |
     params = {**honest.params, **changes.pop("params", {})}
     announcement = dataclasses.replace(honest, params=params, **changes)
     client = VICTIM
-    return TrainTask(round, round, round - 1, 1.0, federation.config_for(client, round), federation.tensor_names,
+    return TrainTask(round, round, round - 1, 1.0, federation.config_for(client, round), tuple(federation.specs),
                      announcement, federation.run_id, EXAMPLES[client])
 
 
