@@ -171,8 +171,8 @@ def threshold_lower_bound(held_out: np.ndarray, inserted: np.ndarray, delta: flo
     Both bounds hold together with the given confidence (each at half its failure probability)."""
     alpha = (1 - confidence) / 2
     thresholds = np.unique(np.concatenate([held_out, inserted]))
-    false_positives = (held_out[None, :] >= thresholds[:, None]).sum(axis=1)
-    false_negatives = (inserted[None, :] < thresholds[:, None]).sum(axis=1)
+    false_positives = held_out.size - np.searchsorted(np.sort(held_out), thresholds, side="left")
+    false_negatives = np.searchsorted(np.sort(inserted), thresholds, side="left")
     fpr = _clopper_pearson_high(false_positives, held_out.size, alpha)
     fnr = _clopper_pearson_high(false_negatives, inserted.size, alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
