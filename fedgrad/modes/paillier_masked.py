@@ -24,7 +24,7 @@ min_clients signed clients once per round (what that reveals about one key: ``do
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,7 @@ from fedgrad.modes.paillier import (
     PaillierMode,
     ThresholdAccumulator,
     ThresholdAggregation,
+    threshold_round,
 )
 from fedgrad.modes.paillier_common import flatten
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TrainTask
@@ -53,9 +54,31 @@ class MaskedAggregation(ThresholdAggregation):
         self.scheme = MaskedScheme(cfg, self.public_key)
         self.ciphertexts = self.scheme.n_ciphertexts
         self.payload_bytes = self.scheme.payload_bytes
+        self.fingerprint = self.scheme.fingerprint
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> MaskedAccumulator:
         return MaskedAccumulator(specs, cohort, self)
+
+    def signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
+        upload = self.scheme.split(payload)
+        return upload.key_payload, upload.masked_sha256(), upload.digest()
+
+    def split(self, payload: bytes) -> tuple[bytes, np.ndarray]:
+        upload = self.scheme.split(payload)
+        return upload.key_payload, self.scheme.words(upload.masked)
+
+    def join(self, ciphertexts: bytes, summed: np.ndarray) -> bytes:
+        return ciphertexts + self.scheme.wire_bytes(summed)
+
+    def encrypt(self, update: np.ndarray, examples: int, run_id: str, round: int) -> bytes:
+        return MaskedEncoder(self.cfg, self.public_key).encrypt(update, examples, run_id, round).to_bytes()
+
+    def release_sums(self, plaintexts: Sequence[int], payloads: Sequence[bytes], run_id: str, round: int
+                     ) -> tuple[np.ndarray, int | None]:
+        total = MaskedSum(self.scheme, run_id, round)
+        for index, payload in enumerate(payloads):
+            total.add(str(index), self.scheme.split(payload).masked)
+        return total.unmask(list(plaintexts))
 
     def summary(self) -> dict[str, Any]:
         masks = self.scheme.masks
@@ -77,10 +100,6 @@ class MaskedAccumulator(ThresholdAccumulator):
         self._sum = aggregation.scheme.key_accumulator()
         self._masked = MaskedSum(aggregation.scheme, cohort.run_id, cohort.round_number)
 
-    def _signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
-        upload = self._scheme.split(payload)
-        return upload.key_payload, upload.masked_sha256(), upload.digest()
-
     def _fold(self, client_id: str, payload: bytes) -> None:
         upload = self._scheme.split(payload)
         self._sum.add(client_id, upload.key_payload)  # validates the ciphertexts first: a refusal changes nothing
@@ -95,6 +114,7 @@ class PaillierMaskedMode(PaillierMode):
 
     name = "paillier-masked"
     encrypted_as = "RLWE masks whose keys are summed under Paillier"
+    seals = "masks the result with a fresh RLWE key and encrypts only that key under"
     aggregation_type = MaskedAggregation
 
     def guarantee(self) -> Guarantee:
@@ -106,8 +126,18 @@ class PaillierMaskedMode(PaillierMode):
             "encrypted under the threshold key, and the decryptors release the sum of the cohort's keys, which "
             "unmasks the sum of the updates only")
 
-    def settings(self) -> str:
-        return super().settings() + ", RLWE masks (N = 4096, q = 2^64)"
+    def settings_line(self) -> str:
+        return super().settings_line() + ", RLWE masks (N = 4096, q = 2^64)"
+
+    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+        settings = self.settings
+        return (f"Each client clips every coordinate of its delta to ±{settings.clip:g}, quantizes it to "
+                f"{settings.value_bits} bits, masks n_i·q_i and its own example count n_i with a key-additive RLWE "
+                f"mask under a fresh key, and encrypts only that key under a {summary['key_bits']}-bit threshold "
+                f"Paillier key ({summary['threshold']}-of-{summary['decryptors']} decryptors, dealt outside the "
+                f"coordinator), then signs (run, round, cohort, digest of the key ciphertexts and the masked vector, "
+                f"weight) with its enrolled Ed25519 key ({sent}). "
+                f"{threshold_round(self.scenario.federation.min_clients)}")
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],

@@ -26,6 +26,7 @@ from fedgrad.experiments.compare.grid import (
 from fedgrad.experiments.compare.processes import Outcome, new_comparison_dir, run_variants, sigterm_as_interrupt
 from fedgrad.experiments.compare.report import render_comparison
 from fedgrad.experiments.compare.results import collect, comparison_meta, write_results
+from fedgrad.experiments.compare.robustness import parse_attack_list, parse_strategy_list
 from fedgrad.scenario import load_scenario
 
 
@@ -67,6 +68,8 @@ def run_comparison(
     overrides: Sequence[str] = (),
     canary: bool = True,
     canaries: int = 0,
+    strategies: str | Sequence[str] | None = None,
+    attacks: str | Sequence[str] | None = None,
 ) -> Comparison:
     """Run ``scenario`` (a TOML path) under several privacy settings and compare them.
 
@@ -83,6 +86,10 @@ def run_comparison(
       aggregate (``fedgrad.experiments.compare.canary``).
     - ``canaries``: K canary clients in every variant that sums plaintext updates (``privacy.canaries``): the
       report gives each run's empirical ε (``fedgrad.privacy.empirical``) next to its accounted ε.
+    - ``strategies``: aggregation strategies, as ``--strategies`` takes them (``"fedavg,fedmedian,krum:f=3"``);
+      ``attacks``: attacks as ``--attack`` takes them (``"label_flip:0.1,backdoor:0.3"``), each setting then also
+      running clean (``fedgrad.experiments.compare.robustness``). Combinations that cannot run are left out and
+      listed in the report.
 
     Every variant runs as a ``fedgrad simulate`` child, one after another, with a progress bar on stderr; one
     that fails is reported and the others still run; Ctrl-C stops the running one and keeps what finished
@@ -98,21 +105,33 @@ def run_comparison(
             raise ConfigError(f"{flag}: must be >= 1 (got {value})")
     if canaries < 0 or canaries == 1:
         raise ConfigError(f"canaries: 0, or at least 2 (got {canaries})")
+    strategy_text = strategies if strategies is None or isinstance(strategies, str) else ",".join(strategies)
+    attack_text = attacks if attacks is None or isinstance(attacks, str) else ",".join(attacks)
     base = load_scenario(path, list(overrides))
     seed_list = _seed_list(seeds, base.seed)
+    skipped: list[tuple[str, str]] = []
     variants = plan_variants(path, overrides, settings, clients=_positive(clients, "clients"),
                              key_bits=_positive(key_bits, "key_bits"), rounds=rounds, naive_rounds=naive_rounds,
-                             seeds=seed_list, canaries=canaries)
+                             seeds=seed_list, canaries=canaries,
+                             strategies=parse_strategy_list(strategy_text) if strategy_text is not None else None,
+                             attacks=parse_attack_list(attack_text) if attack_text is not None else None,
+                             skipped=skipped)
+    if not variants:
+        raise ConfigError(f"no variant can run: {'; '.join(f'{name}: {reason}' for name, reason in skipped)}")
     compare_dir = new_comparison_dir(base)
     print(f"comparing {len(variants)} runs of {base.name}: {', '.join(v.name for v in variants)}\n"
           f"results: {compare_dir}", file=sys.stderr)
+    for name, reason in skipped:
+        print(f"not run: {name}: {reason}", file=sys.stderr)
     outcomes = run_variants(path, overrides, variants, compare_dir)
     interrupted = any(outcome.status == "interrupted" for outcome in outcomes)
-    attacks = _canary_attack(variants) if canary and not interrupted else None
-    rows = collect(outcomes, compare_dir, attacks)
+    word_attack = _canary_attack(variants) if canary and not interrupted else None
+    rows = collect(outcomes, compare_dir, word_attack)
     command = _command_line(path, privacy_text, seed_list if seeds is not None else None, clients, key_bits, rounds,
-                            naive_rounds, overrides, canary, canaries)
-    write_results(compare_dir, comparison_meta(path, overrides, base, command, seed_list), rows)
+                            naive_rounds, overrides, canary, strategy_text, attack_text, canaries)
+    meta = comparison_meta(path, overrides, base, command, seed_list)
+    write_results(compare_dir, {**meta, "skipped": [{"variant": name, "reason": reason} for name, reason in skipped]},
+                  rows)
     report = render_comparison(compare_dir)
     return Comparison(compare_dir, report, rows, frontier_rows(rows), outcomes)
 
@@ -146,7 +165,8 @@ def _positive(values: Sequence[int] | None, name: str) -> list[int] | None:
 
 def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients: Sequence[int] | None,
                   key_bits: Sequence[int] | None, rounds: int | None, naive_rounds: int, overrides: Sequence[str],
-                  canary: bool, canaries: int = 0) -> list[str]:
+                  canary: bool, strategies: str | None = None, attacks: str | None = None,
+                  canaries: int = 0) -> list[str]:
     """The ``fedgrad`` command that runs the same comparison (recorded in ``results.json`` and the report)."""
     words = ["compare", str(path), "--privacy", privacy]
     if seeds:
@@ -158,6 +178,9 @@ def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients
         words += ["--rounds", str(rounds)]
     if naive_rounds != NAIVE_ROUNDS:
         words += ["--naive-rounds", str(naive_rounds)]
+    for flag, text in (("--strategies", strategies), ("--attack", attacks)):
+        if text is not None:
+            words += [flag, text]
     if not canary:
         words.append("--no-canary")
     if canaries:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
+from fedgrad.experiments.compare.robustness import robustness_columns
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
@@ -39,8 +40,9 @@ EMPIRICAL_COLUMNS = tuple(f"eps_hat_{short}{part}" for short in EMPIRICAL_THREAT
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
     "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "dp_secure", "clients", "key_bits", "status",
-    "error", "rounds", "rounds_planned",
-    *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
+    "error", "rounds", "rounds_planned", "strategy", "attack", "attack_fraction",
+    *METRIC_KEYS, "clean_accuracy", "attack_drop_pts", "backdoor_success", "baseline", "accuracy_gap_pts",
+    "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
     "bytes_down_per_round", "epsilon_spent", *EMPIRICAL_COLUMNS, "canaries", *CANARY_COLUMNS, "wall_time_s",
     "processes", "guarantee", "notes", "run_dir", "log",
@@ -57,6 +59,7 @@ def collect(outcomes: Sequence[Outcome], compare_dir: Path,
     by_name = {row["variant"]: row for row in rows}
     for row in rows:
         _compare_with_baseline(row, by_name.get(row["baseline"]))
+    robustness_columns(rows)
     return rows
 
 
@@ -65,10 +68,11 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     scenario = variant.scenario
     records = read_metrics(outcome.run_dir) if outcome.run_dir else []
     summary = (read_summary(outcome.run_dir) if outcome.run_dir else None) or {}
-    guarantee = privacy_mode(scenario).guarantee()
-    short, full = guarantee.short, guarantee.full
-    if variant.privacy.mode == "dp":  # the run's own ledger and calibration, when it got that far
-        full = (summary.get("privacy") or {}).get("guarantee", full)
+    mode = privacy_mode(scenario)
+    profile = mode.profile()
+    guarantee = mode.guarantee()
+    short = guarantee.short
+    full = (summary.get("privacy") or {}).get("guarantee", guarantee.full)  # the run's own, when it got that far
     final = records[-1] if records else {}
     n = len(records)
     used = sum(record.get("clients_used", 0) for record in records)
@@ -80,16 +84,23 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
-        "key_bits": scenario.privacy.key_bits if scenario.privacy.secure_aggregation else None,
-        "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
-        "dp_secure": (scenario.privacy.dp_secure
-                      if variant.privacy.mode == "dp" and scenario.privacy.secure_aggregation else None),
+        "key_bits": scenario.privacy.key_bits if profile.key_sizes else None,
+        "dp_placement": scenario.privacy.dp_placement if profile.epsilon else None,
+        "dp_secure": scenario.privacy.dp_secure if profile.epsilon and mode.encrypted else None,
         "status": outcome.status,
         "error": outcome.error,
         "rounds": n,
         "rounds_planned": variant.rounds,
+        "strategy": variant.strategy.label if variant.strategy else scenario.federation.strategy,
+        "attack": variant.attack.kind,
+        "attack_fraction": variant.attack.fraction,
+        # the setting without its attack: privacy and strategy (one curve of the attack-success plot)
+        "setting": ((variant.group or variant.name).replace(f"-{variant.attack.label}", "", 1)
+                    if variant.clean else None),
         **{key: final.get(key) for key in METRIC_KEYS},
+        "backdoor_success": final.get("backdoor_success"),
         "baseline": variant.baseline,
+        "clean_variant": variant.clean or None,
         "round_time_s": _mean(record["time_s"]["total"] for record in records),
         **{f"{column}_s": _mean(sum(record["time_s"][phase] for phase in phases) for record in records)
            for column, phases in PHASE_COLUMNS.items()},
