@@ -9,7 +9,9 @@ and folds it into the round's accumulator beside the real updates, so it reaches
 take. In modes without DP nothing bounds real updates; ``dp_clip`` still sets the canaries' norm there.
 
 Canaries are not clients: they never join, hold no data and are not counted in ``clients_used``, the local or
-client-side evaluations, or any metric; the test accuracy includes their effect on the model (their cost).
+client-side evaluations, bytes or any metric; the test accuracy includes their effect on the model (their cost),
+and a round's sum includes them (their weight is the mean weight of the round's real cohort; DP-FedAvg's fixed
+denominator is unchanged, and its ``privacy.contributors`` counts them, as extra clients).
 Each released model change feeds a :class:`~fedgrad.privacy.empirical.CanaryObserver`; the run's summary then
 reports ε̂ for the final model and for all iterates. Secure aggregation is refused by the scenario (its
 decryptors sum signed updates of enrolled clients only). A resumed run observes only the rounds it trains.

@@ -49,6 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--no-canary", dest="canary", action="store_false",
                         help="skip the canary attack on each variant's released aggregate (round 1 replayed "
                              "in this process with the leakage audit's canary planted)")
+    parser.add_argument("--canaries", type=int, default=0, metavar="K",
+                        help="K canary clients in every variant that sums plaintext updates (privacy.canaries): "
+                             "each run's empirical ε, final model and all iterates, next to its accounted ε")
     parser.add_argument("--strategies", metavar="LIST",
                         help="comma-separated aggregation strategies, options after ':' as key=value, e.g. "
                              "fedavg,fedmedian,krum:f=3,fedtrimmedavg:beta=0.3 (default: the scenario's)")
@@ -70,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         clients=compare.parse_int_list(args.clients, "--clients") if args.clients else None,
         key_bits=compare.parse_int_list(args.key_bits, "--key-bits") if args.key_bits else None,
         rounds=args.rounds, naive_rounds=args.naive_rounds, overrides=args.overrides, canary=args.canary,
-        strategies=args.strategies, attacks=args.attack)
+        strategies=args.strategies, attacks=args.attack, canaries=args.canaries)
     print("\n".join(compare.summary_lines(result.frontier)))
     print(f"report: {result.report}")
     if result.interrupted:

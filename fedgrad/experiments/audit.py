@@ -23,14 +23,18 @@ measurement, one privacy mode at a time:
    ``paillier-masked``. Under those modes the red team's active coordinator also plays every attack on the canary
    client's update, and the report puts the outcomes side by side.
 4. **Attack** every observation with ``recover_words`` and score it with ``audit_score``: canary words
-   recovered, their share, and the share that naming as many words at random would hit (chance).
+   recovered, their share (true-positive rate), the false-positive rate, and the share that naming as many words
+   at random would hit (chance).
 
-Attacks, each applied where it makes sense: *changed rows* (every word whose embedding row moved: exact for
-noise-free updates); *top k* (the k rows that moved most, k = number of canary words); *rows only this client
-changed* (possible only when the attacker knows every other client's update: words nobody else in the cohort
-used this round; on plain FedAvg it singles out exactly the words only this client wrote). Under DP the noise's
-standard deviation is public, so "moved" means by more than ``NOISE_THRESHOLD`` standard deviations: the attack
-that reads the canary off a plain update is then run, unchanged otherwise, against the noise.
+Attacks, each applied where it makes sense and each naming the same ``NAMED_WORDS`` words, so that chance (naming
+as many at random: ``NAMED_WORDS / vocabulary``) is the same small number for all: *most changed* (the rows that
+moved most); *rarest changed* (among the rows that moved, the rarest words first, by how often they occur in the
+training data, which whoever built the vocabulary knows; then the most changed: a rare word that moved points at
+the few clients who use it); *rarest only this client changed* (possible only when the attacker knows every
+other client's update: words nobody else in the cohort used this round). Each reports its true-positive rate
+(canary words named) and false-positive rate (other words named). Under DP the noise's standard deviation is
+public, so "moved" means by more than ``NOISE_THRESHOLD`` standard deviations: the attack that reads the canary
+off a plain update is then run, unchanged otherwise, against the noise.
 
 The directory ``<output.dir>/audit-<timestamp>/`` receives ``audit.json`` (every number) and ``report.md``,
 rendered from it alone, so ``fedgrad report`` can redraw it.
@@ -97,6 +101,9 @@ RUN_ID = "audit"
 #: Under noise, a row counts as changed when it moved by more than this many noise standard deviations
 #: (a false alarm on any one row has probability 0.27% for one value per row).
 NOISE_THRESHOLD = 3.0
+#: Words every attack names: a small fixed number (four times the default canary's five words), so that chance,
+#: naming as many at random, is small and the same for every attack.
+NAMED_WORDS = 20
 
 StateDict = dict[str, np.ndarray]
 
@@ -114,6 +121,13 @@ class PlantedData:
     client: int
     copies: int
     canary_ids: tuple[int, ...]
+
+    @property
+    def word_counts(self) -> np.ndarray:
+        """How often each vocabulary word occurs in the training shards (canary copies included): what whoever
+        built the vocabulary knows, the attacker's measure of how rare a word is."""
+        ids = np.concatenate([shard.ids.ravel() for shard in self.shards])
+        return np.bincount(ids, minlength=len(self.vocab))[: len(self.vocab)]
 
 
 def plant(scenario: Scenario, *, n_words: int, client: int = 0, copies: int | None = None) -> PlantedData:
@@ -373,27 +387,38 @@ def _touched_by_others(updates: Mapping[int, Mapping[str, np.ndarray]], client: 
 # ---- the attacks ---------------------------------------------------------------------------------------------------
 
 
-def attacks_for(view: View, k: int) -> dict[str, Callable[[Sequence[str]], list[str]]]:
-    """The attacks that apply to ``view``, by name (see the module docstring); ``k`` = canary words."""
+def attacks_for(view: View, named: int, counts: np.ndarray) -> dict[str, Callable[[Sequence[str]], list[str]]]:
+    """The attacks that apply to ``view``, by name (see the module docstring), each naming exactly ``named`` words
+    (when fewer rows moved than that, the rest are the most changed of the others); ``counts``: how often each
+    word occurs in the training data (the attacker's measure of rarity)."""
     changed = view.changed()
+
+    def rarest(rows: np.ndarray) -> Callable[[Sequence[str]], list[str]]:
+        def run(words: Sequence[str]) -> list[str]:
+            first = recover_words(rows, words, top_k=named, rarity=counts)
+            rest = [word for word in recover_words(view.rows, words, top_k=2 * named) if word not in first]
+            return [*first, *rest][:named]
+        return run
+
     applicable = {
-        "changed rows": lambda words: recover_words(changed, words),
-        f"top {k}": lambda words: recover_words(view.rows, words, top_k=k),
+        f"{named} most changed": lambda words: recover_words(view.rows, words, top_k=named),
+        f"{named} rarest changed": rarest(changed),
     }
     if view.others_touched is not None:
-        only_this_client = np.where(view.others_touched[:, None], 0.0, changed)
-        applicable["rows only this client changed"] = lambda words: recover_words(only_this_client, words)
+        applicable[f"{named} rarest only this client changed"] = rarest(
+            np.where(view.others_touched[:, None], 0.0, changed))
     return applicable
 
 
-def attack(view: View, vocab: Vocabulary, canary: Canary) -> list[dict[str, Any]]:
-    """Every applicable attack on ``view``, scored against the canary."""
+def attack(view: View, data: PlantedData) -> list[dict[str, Any]]:
+    """Every applicable attack on ``view``, each naming ``NAMED_WORDS`` words, scored against the canary."""
     results = []
-    for name, run_attack in attacks_for(view, len(canary.words)).items():
-        guesses = set(run_attack(vocab.words))
-        score = audit_score(guesses, canary.words, len(vocab))
+    counts = data.word_counts
+    for name, run_attack in attacks_for(view, NAMED_WORDS, counts).items():
+        guesses = set(run_attack(data.vocab.words))
+        score = audit_score(guesses, data.canary.words, len(data.vocab))
         results.append({"attack": name, "guesses": len(guesses),
-                        "canary_words_recovered": [word for word in canary.words if word in guesses], **score})
+                        "canary_words_recovered": [word for word in data.canary.words if word in guesses], **score})
     return results
 
 
@@ -416,7 +441,7 @@ def run_audit(scenario_path: Path, overrides: Sequence[str], settings: Sequence[
             "setting": setting.label, "mode": setting.mode, "epsilon": setting.epsilon,
             "description": observation.description, "facts": observation.facts,
             "views": [{"name": view.name, "scope": view.scope, "observed": view.observed,
-                       "attacks": attack(view, data.vocab, data.canary)} for view in observation.views],
+                       "attacks": attack(view, data)} for view in observation.views],
         })
     audit_dir = create_run_dir(Path(scenario.output.dir), "audit")
     document = {
@@ -468,7 +493,7 @@ class PlantedRound:
         name, its guesses and the canary words it recovered."""
         observation = observe(scenario, self.data, self.updates, aggregate_only=True)
         [view] = [view for view in observation.views if view.name == "aggregate"]
-        return best({"attacks": attack(view, self.data.vocab, self.data.canary)})
+        return best({"attacks": attack(view, self.data)})
 
 
 def planted_round(scenario: Scenario, *, n_words: int, client: int = 0, copies: int | None = None) -> PlantedRound:
@@ -507,9 +532,10 @@ def render_audit_report(audit_dir: Path) -> Path:
             f"the vocabulary. Clients {', '.join(map(str, document['cohort']))} trained round {ROUND} "
             f"({document['train']['epochs']} local epoch(s), {document['train']['optimizer']} lr "
             f"{document['train']['lr']}) from the initial global model. Only the {len(canary['words'])} "
-            "pseudo-words are audited (the prefix words are common). **Rate** is the share of canary words an "
-            "attack recovered; **chance** is the share that naming as many vocabulary words at random would "
-            "hit; **advantage** = rate − chance is what the observation gave the attacker."),
+            "pseudo-words are audited (the prefix words are common). Every attack names the same number of words "
+            "(**named**). **TPR** is the share of canary words it named, **FPR** the share of the other words; "
+            "**chance** is the TPR of naming as many vocabulary words at random; **advantage** = TPR − chance is "
+            "what the observation gave the attacker."),
         ]),
         _summary_table(document),
         *_redteam_section(document),
@@ -522,8 +548,8 @@ def render_audit_report(audit_dir: Path) -> Path:
 
 def _summary_table(document: dict[str, Any]) -> str:
     lines = ["## Summary (best attack per observation)", "",
-             "| mode | observation | scope | attack | guesses | recovered | rate | chance | advantage |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "| mode | observation | scope | attack | named | recovered | TPR | FPR | chance | advantage |",
+             "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for mode in document["modes"]:
         for view in mode["views"]:
             lines.append(_attack_row(f"`{mode['setting']}`", view, best(view)))
@@ -574,13 +600,14 @@ def _mode_section(mode: dict[str, Any]) -> str:
         lines += [f"Key material in the coordinator's own objects: {mode['facts']['key_material']}.", ""]
     if mode["facts"].get("guarantee"):
         lines += [f"Guarantee: {mode['facts']['guarantee']}.", ""]
-    lines += ["| observation | what the attacker holds | attack | guesses | recovered | rate | chance | advantage |",
-              "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines += ["| observation | what the attacker holds | attack | named | recovered | TPR | FPR | chance | advantage |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for view in mode["views"]:
         for result in view["attacks"]:
             lines.append(f"| {view['name']} | {view['observed']} | {result['attack']} | {result['guesses']} | "
                          f"{result['recovered']}/{result['total']} | {_percent(result['rate'])} | "
-                         f"{_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
+                         f"{_percent(result.get('fpr'))} | {_percent(result['chance_rate'])} | "
+                         f"{_points(result['advantage'])} |")
     return "\n".join(lines)
 
 
@@ -595,10 +622,12 @@ def _key_holder(facts: Mapping[str, Any]) -> str:
 def _attack_row(label: str, view: dict[str, Any], result: dict[str, Any]) -> str:
     return (f"| {label} | {view['name']} | {view['scope']} | {result['attack']} | {result['guesses']} | "
             f"{result['recovered']}/{result['total']} | {_percent(result['rate'])} | "
-            f"{_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
+            f"{_percent(result.get('fpr'))} | {_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
 
 
-def _percent(value: float) -> str:
+def _percent(value: float | None) -> str:
+    if value is None:  # an audit.json from before false-positive rates were recorded
+        return "–"
     return f"{100 * value:.1f}%" if value >= 0.001 or value == 0 else f"{100 * value:.3f}%"
 
 

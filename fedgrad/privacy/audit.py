@@ -9,7 +9,8 @@ Bob's update reads his words off its non-zero rows. This module turns that into 
 2. ``plant_canary`` appends the encoded canary email to one client's shard;
 3. after a round, ``recover_words`` plays the attacker on whatever the coordinator observed (an individual
    update in plain FedAvg, the decrypted aggregate with Paillier, a noised update with DP);
-4. ``audit_score`` compares the recovered words with the canary and with what guessing would achieve.
+4. ``audit_score`` compares the recovered words with the canary and with what guessing would achieve (true- and
+   false-positive rates; chance for naming as many words at random).
 
 The canary words must have rows in the model's embedding, i.e. be in the vocabulary the model was built with
 (for instance by planting the canary email at least ``min_count`` times before the vocabulary is built);
@@ -100,14 +101,18 @@ def recover_words(
     vocab: Sequence[str] | Mapping[str, int],
     embedding_key: str | None = None,
     top_k: int | None = None,
+    rarity: np.ndarray | None = None,
 ) -> list[str]:
-    """The attacker's inference: words whose embedding rows changed, most changed first.
+    """The attacker's inference: words whose embedding rows changed, in the attacker's order of suspicion.
 
     ``observed_update`` is what the coordinator saw (a name -> array update, or the embedding delta itself);
     ``embedding_key`` names the embedding tensor in a mapping; ``vocab`` is the id-ordered word list
-    (``Vocabulary.words``) or a word -> id mapping. With ``top_k=None`` every row with a non-zero change is
-    returned: exact for plain SGD, where untouched rows do not move at all. When noise makes every row move,
-    pass ``top_k`` to keep the ``top_k`` rows of largest L2 change. Ties are broken by id, for determinism.
+    (``Vocabulary.words``) or a word -> id mapping. The order is by L2 change, largest first; with ``rarity``
+    (one number per word, e.g. how often the word occurs in the training data, which whoever built the
+    vocabulary knows) only rows that changed at all are ranked, the rarest first and, among equally rare words, the
+    most changed: a rare word that moved points at the few clients who use it. With ``top_k=None`` every row with a
+    non-zero change is returned (exact for plain SGD, where untouched rows do not move at all); ``top_k`` names
+    that many words, the most suspicious. Ties are broken by id, for determinism.
     """
     if isinstance(observed_update, Mapping):
         if embedding_key is None or embedding_key not in observed_update:
@@ -121,7 +126,13 @@ def recover_words(
     if table.ndim not in (1, 2) or table.shape[0] != len(words):
         raise ValueError(f"embedding update of shape {table.shape} does not have one row per word ({len(words)})")
     magnitude = np.linalg.norm(table.reshape(len(words), -1).astype(np.float64), axis=1)
-    order = np.lexsort((np.arange(len(words)), -magnitude))
+    if rarity is None:
+        order = np.lexsort((np.arange(len(words)), -magnitude))
+    else:
+        if np.shape(rarity) != (len(words),):
+            raise ValueError(f"rarity needs one value per word ({len(words)}), got shape {np.shape(rarity)}")
+        order = np.lexsort((np.arange(len(words)), -magnitude, np.asarray(rarity)))
+        order = order[magnitude[order] > 0]
     if top_k is None:
         order = order[magnitude[order] > 0]
     else:
@@ -132,24 +143,31 @@ def recover_words(
 
 
 def audit_score(recovered: Collection[str], canary_words: Collection[str], vocab_size: int) -> dict[str, float | int]:
-    """How many canary words the attacker recovered, against guessing.
+    """How many canary words the attacker recovered by naming the words ``recovered``, against guessing.
 
-    ``chance_rate`` is the expected fraction of canary words hit by naming ``len(recovered)`` vocabulary words
-    uniformly at random; ``advantage = rate - chance_rate`` is what the observation gave the attacker (about 0
-    means the observation revealed nothing about the canary).
+    ``rate`` is the true-positive rate (canary words named / canary words); ``fpr`` the false-positive rate (other
+    words named / other words of the vocabulary). ``chance_rate`` is the true-positive rate of naming as many
+    words uniformly at random (``named / vocab_size``, which is also that guesser's false-positive rate), and
+    ``advantage = rate - chance_rate`` is what the observation gave the attacker (about 0: nothing). Compare
+    attackers that name the same small number of words: naming the whole vocabulary scores a rate of 1 at a
+    chance of 1.
     """
     if vocab_size < 1:
         raise ValueError(f"vocab_size must be positive, got {vocab_size}")
     secret = set(canary_words)
     if not secret:
         raise ValueError("the canary has no words to audit")
-    hits = len(secret & set(recovered))
+    named = set(recovered)
+    hits = len(secret & named)
     rate = hits / len(secret)
-    chance_rate = min(1.0, len(set(recovered)) / vocab_size)
+    chance_rate = min(1.0, len(named) / vocab_size)
+    others = vocab_size - len(secret)
     return {
         "recovered": hits,
         "total": len(secret),
+        "named": len(named),
         "rate": rate,
+        "fpr": (len(named) - hits) / others if others > 0 else 0.0,
         "chance_rate": chance_rate,
         "advantage": rate - chance_rate,
     }

@@ -171,8 +171,8 @@ def threshold_lower_bound(held_out: np.ndarray, inserted: np.ndarray, delta: flo
     Both bounds hold together with the given confidence (each at half its failure probability)."""
     alpha = (1 - confidence) / 2
     thresholds = np.unique(np.concatenate([held_out, inserted]))
-    false_positives = (held_out[None, :] >= thresholds[:, None]).sum(axis=1)
-    false_negatives = (inserted[None, :] < thresholds[:, None]).sum(axis=1)
+    false_positives = held_out.size - np.searchsorted(np.sort(held_out), thresholds, side="left")
+    false_negatives = np.searchsorted(np.sort(inserted), thresholds, side="left")
     fpr = _clopper_pearson_high(false_positives, held_out.size, alpha)
     fnr = _clopper_pearson_high(false_negatives, inserted.size, alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -267,11 +267,15 @@ class CanaryObserver:
         self.max_cosine = np.maximum(self.max_cosine, self.cosines(change))
         self.rounds += 1
 
-    def estimates(self, delta: float, seed: int = 0) -> dict[str, EpsilonEstimate]:
-        """ε̂ for the adversary who sees the final model and for the one who sees every round's model."""
+    def estimates(self, delta: float, seed: int = 0, bootstrap: int = BOOTSTRAP) -> dict[str, EpsilonEstimate]:
+        """ε̂ for the adversary who sees the final model and for the one who sees every round's model (the same
+        statistics, hence the same estimate, after one round)."""
         if not self.rounds:
             raise ValueError("no round was observed")
         k = self.canaries
-        final = self.max_cosine if self.rounds == 1 else self.cosines(self.total)
-        return {"final_model": estimate_epsilon(final[k:], final[:k], delta, seed=seed),
-                "all_iterates": estimate_epsilon(self.max_cosine[k:], self.max_cosine[:k], delta, seed=seed)}
+        every = estimate_epsilon(self.max_cosine[k:], self.max_cosine[:k], delta, seed=seed, bootstrap=bootstrap)
+        if self.rounds == 1:
+            return {"final_model": every, "all_iterates": every}
+        final = self.cosines(self.total)
+        return {"final_model": estimate_epsilon(final[k:], final[:k], delta, seed=seed, bootstrap=bootstrap),
+                "all_iterates": every}

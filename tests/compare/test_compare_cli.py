@@ -127,3 +127,28 @@ def test_ctrl_c_stops_the_children_and_keeps_what_finished(scenario, tmp_path, r
     rows = json.loads((compare_dir / "results.json").read_text())["variants"]
     assert [(row["variant"], row["status"]) for row in rows] == [("none", "interrupted"), ("dp-eps8", "not run")]
     assert rows[0]["rounds"] >= 1 and "interrupted" in (compare_dir / "report.md").read_text()
+
+
+def test_canaries_put_measured_epsilon_next_to_the_accounted_one(scenario):
+    """`--canaries K`: every plaintext-summing variant runs K canary clients; the frontier, the per-run section and
+    results.csv give ε̂ (final model, all iterates) next to ε spent; paillier runs without and says why."""
+    assert main(["compare", str(scenario), "--privacy", "paillier,dp:8", "--no-canary", "--canaries", "6"]) == 0
+    [compare_dir] = (scenario.parent / "runs").glob("compare-*")
+    with open(compare_dir / "results.csv", newline="") as handle:
+        rows = {row["variant"]: row for row in csv.DictReader(handle)}
+    for name in ("none", "dp-eps8"):
+        row = rows[name]
+        assert row["status"] == "ok" and row["canaries"] == "6"
+        for short in ("final", "all"):
+            low, epsilon, high = (float(row[f"eps_hat_{short}{part}"]) for part in ("_low", "", "_high"))
+            assert 0 <= low <= epsilon <= high and float(row[f"eps_hat_{short}_proven"]) >= 0
+    assert rows["paillier"]["canaries"] == "" and rows["paillier"]["eps_hat_final"] == ""
+    assert "no canaries (no ε̂)" in rows["paillier"]["notes"]
+    report = (compare_dir / "report.md").read_text()
+    assert "ε̂ final model | ε̂ all iterates" in report and "## Empirical privacy" in report
+    assert "| `dp-eps8` | " in report.split("## Empirical privacy")[1]
+    document = json.loads((compare_dir / "results.json").read_text())
+    assert "--canaries" in document["command"]
+    frontier = {row["variant"]: row for row in document["frontier"]}
+    assert frontier["dp-eps8"]["eps_hat_final"]["n"] == 1 and frontier["paillier"]["eps_hat_final"] is None
+    assert (compare_dir / PLOT_FILES["epsilon"]).read_bytes().startswith(PNG_MAGIC)

@@ -165,12 +165,13 @@ def test_the_canary_attack_on_a_released_aggregate_is_scored_against_chance(scen
     for variant in (none, dp):
         result = planted.aggregate_leakage(variant.scenario)
         assert result["total"] == 5 and result["recovered"] == len(result["canary_words_recovered"])
-        assert result["rate"] == result["recovered"] / 5
-        assert result["chance_rate"] == pytest.approx(min(1.0, result["guesses"] / vocab_size))
+        assert result["rate"] == result["recovered"] / 5 and result["guesses"] == result["named"] == 20
+        assert result["chance_rate"] == pytest.approx(20 / vocab_size)
+        assert result["fpr"] == pytest.approx((20 - result["recovered"]) / (vocab_size - 5))
         assert result["advantage"] == pytest.approx(result["rate"] - result["chance_rate"])
-    # without noise the canary client's words stand out in the plain average: the attack beats chance
+    # without noise the canary client's rare words stand out in the plain average: far above chance
     plain = planted.aggregate_leakage(none.scenario)
-    assert plain["advantage"] > 0 and set(plain["canary_words_recovered"]) <= set(planted.data.canary.words)
+    assert plain["advantage"] > 0.5 and set(plain["canary_words_recovered"]) <= set(planted.data.canary.words)
 
 
 def test_compare_runs_every_setting_on_two_seeds_and_writes_the_frontier(scenario):

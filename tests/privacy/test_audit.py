@@ -127,3 +127,22 @@ def test_recover_words_accepts_a_word_to_id_mapping_and_rejects_mismatched_shape
 def test_audit_score_rejects_empty_canary():
     with pytest.raises(ValueError):
         audit_score(["a"], [], 10)
+
+
+def test_rarity_ranks_the_rows_that_moved_rarest_first_and_names_a_fixed_number():
+    vocab = ["<pad>", "the", "spam", "zorblat", "quixel", "idle"]
+    change = np.array([0.0, 5.0, 3.0, 0.2, 0.1, 0.0])
+    counts = np.array([0, 900, 40, 2, 2, 1])  # "idle" is the rarest word but did not move
+    assert recover_words(change, vocab, top_k=2) == ["the", "spam"]
+    assert recover_words(change, vocab, top_k=2, rarity=counts) == ["zorblat", "quixel"]
+    assert recover_words(change, vocab, top_k=10, rarity=counts) == ["zorblat", "quixel", "spam", "the"]
+    with pytest.raises(ValueError):
+        recover_words(change, vocab, top_k=2, rarity=counts[:3])
+
+
+def test_score_reports_true_and_false_positive_rates_against_chance_for_the_same_number():
+    score = audit_score(["zorblat", "the", "spam", "idle"], ["zorblat", "quixel"], vocab_size=102)
+    assert (score["named"], score["recovered"]) == (4, 1)
+    assert score["rate"] == 0.5 and score["fpr"] == pytest.approx(3 / 100)
+    assert score["chance_rate"] == pytest.approx(4 / 102)
+    assert score["advantage"] == pytest.approx(0.5 - 4 / 102)

@@ -11,6 +11,7 @@ import pytest
 
 from fedgrad.privacy.empirical import (
     CanaryObserver,
+    EpsilonEstimate,
     canary_direction,
     estimate_epsilon,
     flatten,
@@ -47,6 +48,12 @@ def test_two_gaussian_epsilon_edges() -> None:
 
 
 @functools.cache
+def final_estimate(noise_multiplier: float) -> EpsilonEstimate:
+    """ε̂ (final model) of the bare Gaussian mechanism with noise multiplier ``z``, 100 bootstrap resamples."""
+    return bare_gaussian_mechanism(noise_multiplier).estimates(DELTA, bootstrap=100)["final_model"]
+
+
+@functools.cache
 def bare_gaussian_mechanism(noise_multiplier: float, seed: int = 0) -> CanaryObserver:
     """The sum of the K inserted canaries (unit vectors) plus N(0, z² I), observed once."""
     observer = CanaryObserver(seed, CANARIES, DIM)
@@ -58,7 +65,7 @@ def bare_gaussian_mechanism(noise_multiplier: float, seed: int = 0) -> CanaryObs
 @pytest.mark.parametrize("z", [1.0, 2.0, 4.0])
 def test_estimate_lands_near_the_analytic_epsilon(z: float) -> None:
     truth = analytic_epsilon(z)
-    final = bare_gaussian_mechanism(z).estimates(DELTA)["final_model"]
+    final = final_estimate(z)
     assert abs(final.epsilon - truth) <= 0.15 * truth + 0.3, (final, truth)
     low, high = final.interval
     assert low < final.epsilon < high
@@ -67,21 +74,19 @@ def test_estimate_lands_near_the_analytic_epsilon(z: float) -> None:
 
 
 def test_estimate_grows_as_noise_shrinks() -> None:
-    estimates = [bare_gaussian_mechanism(z).estimates(DELTA)["final_model"].epsilon for z in (4.0, 1.0, 0.25)]
+    estimates = [final_estimate(z).epsilon for z in (4.0, 1.0, 0.25)]
     assert estimates == sorted(estimates) and estimates[-1] > 2 * estimates[0]
 
 
 def test_without_noise_the_estimate_is_large_and_the_proof_is_bounded_by_k() -> None:
-    final = bare_gaussian_mechanism(0.0).estimates(DELTA)["final_model"]
+    final = final_estimate(0.0)
     assert final.epsilon > 20
     # perfect separation of K + K samples proves at most about log K (Clopper-Pearson at 95%)
     assert math.log(CANARIES) - 2 < final.lower_bound < math.log(CANARIES)
 
 
 def test_held_out_canaries_look_like_the_null() -> None:
-    observer = bare_gaussian_mechanism(1.0)
-    final = observer.estimates(DELTA)["final_model"]
-    mean, std = final.held_out
+    mean, std = final_estimate(1.0).held_out
     assert abs(mean) < 3 * std / math.sqrt(CANARIES)
     assert std == pytest.approx(1 / math.sqrt(DIM), rel=0.1)  # cosine of a random direction: N(0, 1/d)
 

@@ -5,8 +5,9 @@ For each federation of the grid (each ``none`` baseline: one seed, one client co
 client 0's shard) is planted and round 1 is trained once, in this process, with the platform's own code. That
 round's aggregate is then released under each variant's privacy mode by the mode's own aggregation
 (quantization, Paillier, and DP noise calibrated for the variant's whole run, so the noise is what each of its
-rounds carries) and attacked; the best attack's share of canary words recovered stands next to chance (naming
-as many vocabulary words at random). The child runs themselves carry no canary: this replays their first round
+rounds carries) and attacked by attackers that each name the same few words (``audit.NAMED_WORDS``); the best
+one's true- and false-positive rates stand next to chance (naming as many vocabulary words at random). The child
+runs themselves carry no canary: this replays their first round
 with it, so it measures one released round, which is what every round of the run exposes.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ CANARY_WORDS = 5
 
 def measure_canaries(variants: Sequence[Variant], *, n_words: int = CANARY_WORDS) -> dict[str, dict[str, Any]]:
     """The canary attack's best result on each variant's released round-1 aggregate, by variant name (see the
-    module docstring): ``audit_score``'s fields (``rate``, ``chance_rate``, ``recovered``, ``total``, ...) and
+    module docstring): ``audit_score``'s fields (``rate``, ``fpr``, ``chance_rate``, ``recovered``, ...) and
     the attack's name, or ``{"error": ...}`` when this variant (or its federation) could not be replayed. A
     variant that fails does not stop the others."""
     from fedgrad.experiments.audit import planted_round  # the platform's server side: only when measuring

@@ -67,6 +67,7 @@ def run_comparison(
     naive_rounds: int = NAIVE_ROUNDS,
     overrides: Sequence[str] = (),
     canary: bool = True,
+    canaries: int = 0,
     strategies: str | Sequence[str] | None = None,
     attacks: str | Sequence[str] | None = None,
 ) -> Comparison:
@@ -83,6 +84,8 @@ def run_comparison(
       settings applied first, like ``--set``.
     - ``canary``: replay round 1 with the leakage audit's canary planted and attack each variant's released
       aggregate (``fedgrad.experiments.compare.canary``).
+    - ``canaries``: K canary clients in every variant that sums plaintext updates (``privacy.canaries``): the
+      report gives each run's empirical ε (``fedgrad.privacy.empirical``) next to its accounted ε.
     - ``strategies``: aggregation strategies, as ``--strategies`` takes them (``"fedavg,fedmedian,krum:f=3"``);
       ``attacks``: attacks as ``--attack`` takes them (``"label_flip:0.1,backdoor:0.3"``), each setting then also
       running clean (``fedgrad.experiments.compare.robustness``). Combinations that cannot run are left out and
@@ -100,6 +103,8 @@ def run_comparison(
     for flag, value in (("rounds", rounds), ("naive_rounds", naive_rounds)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1 (got {value})")
+    if canaries < 0 or canaries == 1:
+        raise ConfigError(f"canaries: 0, or at least 2 (got {canaries})")
     strategy_text = strategies if strategies is None or isinstance(strategies, str) else ",".join(strategies)
     attack_text = attacks if attacks is None or isinstance(attacks, str) else ",".join(attacks)
     base = load_scenario(path, list(overrides))
@@ -107,7 +112,7 @@ def run_comparison(
     skipped: list[tuple[str, str]] = []
     variants = plan_variants(path, overrides, settings, clients=_positive(clients, "clients"),
                              key_bits=_positive(key_bits, "key_bits"), rounds=rounds, naive_rounds=naive_rounds,
-                             seeds=seed_list,
+                             seeds=seed_list, canaries=canaries,
                              strategies=parse_strategy_list(strategy_text) if strategy_text is not None else None,
                              attacks=parse_attack_list(attack_text) if attack_text is not None else None,
                              skipped=skipped)
@@ -120,10 +125,10 @@ def run_comparison(
         print(f"not run: {name}: {reason}", file=sys.stderr)
     outcomes = run_variants(path, overrides, variants, compare_dir)
     interrupted = any(outcome.status == "interrupted" for outcome in outcomes)
-    canaries = _canaries(variants) if canary and not interrupted else None
-    rows = collect(outcomes, compare_dir, canaries)
+    word_attack = _canary_attack(variants) if canary and not interrupted else None
+    rows = collect(outcomes, compare_dir, word_attack)
     command = _command_line(path, privacy_text, seed_list if seeds is not None else None, clients, key_bits, rounds,
-                            naive_rounds, overrides, canary, strategy_text, attack_text)
+                            naive_rounds, overrides, canary, strategy_text, attack_text, canaries)
     meta = comparison_meta(path, overrides, base, command, seed_list)
     write_results(compare_dir, {**meta, "skipped": [{"variant": name, "reason": reason} for name, reason in skipped]},
                   rows)
@@ -131,7 +136,7 @@ def run_comparison(
     return Comparison(compare_dir, report, rows, frontier_rows(rows), outcomes)
 
 
-def _canaries(variants: Sequence[Variant]) -> dict[str, dict[str, Any]] | None:
+def _canary_attack(variants: Sequence[Variant]) -> dict[str, dict[str, Any]] | None:
     """The canary results, or None when Ctrl-C (or SIGTERM) stops the replay: the runs are still written."""
     try:
         with sigterm_as_interrupt():
@@ -160,7 +165,8 @@ def _positive(values: Sequence[int] | None, name: str) -> list[int] | None:
 
 def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients: Sequence[int] | None,
                   key_bits: Sequence[int] | None, rounds: int | None, naive_rounds: int, overrides: Sequence[str],
-                  canary: bool, strategies: str | None = None, attacks: str | None = None) -> list[str]:
+                  canary: bool, strategies: str | None = None, attacks: str | None = None,
+                  canaries: int = 0) -> list[str]:
     """The ``fedgrad`` command that runs the same comparison (recorded in ``results.json`` and the report)."""
     words = ["compare", str(path), "--privacy", privacy]
     if seeds:
@@ -177,6 +183,8 @@ def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients
             words += [flag, text]
     if not canary:
         words.append("--no-canary")
+    if canaries:
+        words += ["--canaries", str(canaries)]
     for override in overrides:
         words += ["--set", override]
     return words

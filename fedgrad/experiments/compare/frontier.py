@@ -13,8 +13,9 @@ from typing import Any
 
 #: Per-run numbers a frontier row summarises (keys of ``collect``'s rows).
 STAT_KEYS = ("accuracy", "f1", "accuracy_gap_pts", "round_time_s", "round_time_ratio", "bytes_up_per_client",
-             "bytes_up_ratio", "bytes_up_per_round", "bytes_down_per_round", "epsilon_spent", "canary_rate",
-             "canary_chance", "canary_advantage", "clean_accuracy", "attack_drop_pts", "backdoor_success")
+             "bytes_up_ratio", "bytes_up_per_round", "bytes_down_per_round", "epsilon_spent", "eps_hat_final",
+             "eps_hat_all", "canary_rate", "canary_fpr", "canary_chance", "canary_advantage", "clean_accuracy",
+             "attack_drop_pts", "backdoor_success")
 
 
 def spread(values: Iterable[float | None]) -> dict[str, float | int | None] | None:

@@ -157,6 +157,12 @@ class Variant:
         return self.scenario.federation.rounds
 
 
+#: Why a secure-aggregation variant has no ε̂ (``--canaries``).
+NO_CANARIES = ("no canaries (no ε̂): its decryptors sum only enrolled clients' signed updates. It releases the same "
+               "sums as the plaintext modes, so their final-model and all-iterates ε̂ describe its released models "
+               "too; what secure aggregation removes is the coordinator's view of each single update")
+
+
 def plan_variants(
     scenario_path: Path,
     user_overrides: Sequence[str],
@@ -167,6 +173,7 @@ def plan_variants(
     rounds: int | None = None,
     naive_rounds: int = NAIVE_ROUNDS,
     seeds: Sequence[int] | None = None,
+    canaries: int = 0,
     strategies: Sequence[StrategySetting] | None = None,
     attacks: Sequence[AttackSetting] | None = None,
     skipped: list[tuple[str, str]] | None = None,
@@ -182,6 +189,9 @@ def plan_variants(
     train/test split, the partition among clients, the model's initialisation, the clients sampled each round
     and each client's local shuffling (DP noise and Paillier randomness come from the OS either way). Names
     get a ``-s<seed>`` suffix, seeds vary slowest, and each run is measured against ``none`` on its own seed.
+
+    With ``canaries`` = K, every variant whose coordinator sums plaintext updates runs with ``privacy.canaries``
+    = K (``server.canaries``: its empirical ε); a secure-aggregation variant runs without, and its notes say why.
 
     ``strategies`` and ``attacks`` (``robustness``) add their labels to the names; ``none`` is then the baseline of
     each strategy and attack. A combination that cannot run is left out and appended to ``skipped`` as
@@ -227,9 +237,14 @@ def plan_variants(
                                 bits_suffix = f"-k{bits}"
                             group += bits_suffix
                             notes: list[str] = []
+                            if canaries and not profile.key_holder:  # the coordinator sums plaintext updates
+                                overrides.append(f"privacy.canaries={canaries}")
+                            elif canaries:
+                                notes.append(NO_CANARIES)
                             if profile.slow:
-                                overrides, notes = _reduce_slow(base, overrides, rounds or fed.rounds, naive_rounds,
-                                                                profile.slow)
+                                overrides, slow_notes = _reduce_slow(base, overrides, rounds or fed.rounds,
+                                                                     naive_rounds, profile.slow)
+                                notes += slow_notes
                             name = group + seed_suffix
                             scenario = _validated(scenario_path, user_overrides, overrides, name)
                             if strategies:

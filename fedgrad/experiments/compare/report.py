@@ -29,7 +29,7 @@ def render_comparison(compare_dir: Path) -> Path:
     frontier = frontier_rows(rows)
     drawn = _draw_plots(compare_dir, document["scenario"], frontier)
     sections = [_report_header(document), _report_frontier(document, frontier), _report_robustness(document, frontier),
-                _report_table(rows),
+                _report_table(rows), _report_empirical(rows),
                 _report_guarantees(rows), _report_notes(rows), _report_plots(drawn), _report_runs(rows)]
     path = compare_dir / REPORT_FILE
     write_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
@@ -69,7 +69,8 @@ def _draw_plots(compare_dir: Path, scenario: str, frontier: Sequence[dict[str, A
 
 
 def _epsilon_curves(frontier: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, tuple[float, float | None]]]]:
-    """DP settings as curves of (ε spent, accuracy): one per noise placement (and client count, when several)."""
+    """DP settings as curves of (ε spent, accuracy): one per noise placement (and client count, when several);
+    then every setting with canaries at its measured ε̂ (mean over seeds), final model and all iterates."""
     several_counts = len({row["clients"] for row in frontier}) > 1
     curves: dict[str, list[tuple[float, tuple[float, float | None]]]] = {}
     for row in frontier:
@@ -81,6 +82,11 @@ def _epsilon_curves(frontier: Sequence[dict[str, Any]]) -> dict[str, list[tuple[
             label += f", {row['clients']} clients"
         epsilon = row["epsilon_spent"]["mean"] if row["epsilon_spent"] else row["epsilon"]
         curves.setdefault(label, []).append((epsilon, _mean_std(row["accuracy"])))
+    for row in frontier:  # where each setting's canaries put it (ε̂ > 0 only: the axis is logarithmic)
+        for key, threat in (("eps_hat_final", "final model"), ("eps_hat_all", "all iterates")):
+            if row[key] and row[key]["mean"] > 0 and row["accuracy"]:
+                label = f"ε̂ {threat}" + (f", {row['clients']} clients" if several_counts else "")
+                curves.setdefault(label, []).append((row[key]["mean"], _mean_std(row["accuracy"])))
     return curves
 
 
@@ -116,16 +122,19 @@ def _report_header(document: dict[str, Any]) -> str:
 def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]]) -> str:
     seeds = ", ".join(map(str, document.get("seeds", [document["seed"]])))
     header = ("setting", "runs ok", "accuracy", "F1", "gap (pts)", "time/round", "×", "up/client", "ε spent",
-              "canary recovered", "chance", "advantage (pts)", "coordinator sees / who must collude")
+              "ε̂ final model", "ε̂ all iterates", "canary TPR", "FPR", "chance", "advantage (pts)",
+              "coordinator sees / who must collude")
     lines = ["## Frontier", "",
              (f"Each setting ran on seed(s) {seeds}. Cells are the mean ± the sample standard deviation over the "
               "runs that finished (no ± for a single run); gaps and ratios are taken against `none` on the same "
-              "seed first. **ε spent** is what each run's privacy ledger reports. **canary recovered** is the share "
-              "of the leakage audit's planted canary words that the best attack reads off the variant's released "
-              "round-1 aggregate (round 1 replayed in this process with the canary planted, released by the mode's "
-              "own aggregation with its noise); **chance** is the share that naming as many vocabulary words at "
-              "random would hit; **advantage** = recovered − chance, in points, is what the aggregate gave the "
-              "attacker (about 0: nothing). `fedgrad audit` also measures what the coordinator reads off one update."),
+              "seed first. **ε spent** is what each run's privacy ledger reports; **ε̂** is the empirical ε its canary "
+              "clients measured (`--canaries`; see *Empirical privacy*). **canary TPR** is the share of the "
+              "leakage audit's planted canary words that the best attack names among the few words it names off "
+              "the variant's released round-1 aggregate (round 1 replayed in this process with the canary planted, "
+              "released by the mode's own aggregation with its noise), **FPR** the share of other words it names; "
+              "**chance** is the TPR of naming as many vocabulary words at random; **advantage** = TPR − chance, "
+              "in points, is what the aggregate gave the attacker (about 0: nothing). `fedgrad audit` also "
+              "measures what the coordinator reads off one update."),
              "", "| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 3) + "---|"]
     for row in frontier:
         cells = [
@@ -134,8 +143,10 @@ def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]
             _spread(row["accuracy_gap_pts"], _signed), _spread(row["round_time_s"], format_seconds),
             _times(row["round_time_ratio"]["mean"] if row["round_time_ratio"] else None),
             _spread(row["bytes_up_per_client"], format_bytes), _spread(row["epsilon_spent"], _epsilon),
-            _spread(row["canary_rate"], _percent), _spread(row["canary_chance"], _percent),
-            _spread(_points(row["canary_advantage"]), _signed), row["guarantee"],
+            _spread(row["eps_hat_final"], _epsilon), _spread(row["eps_hat_all"], _epsilon),
+            _spread(row["canary_rate"], _percent), _spread(row.get("canary_fpr"), _percent),
+            _spread(row["canary_chance"], _percent), _spread(_points(row["canary_advantage"]), _signed),
+            row["guarantee"],
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -191,6 +202,36 @@ def _report_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _report_empirical(rows: Sequence[dict[str, Any]]) -> str:
+    """Each run's ε̂ (``server.canaries``) with its interval and what the threshold test proves, next to its ε."""
+    measured = [row for row in rows if row.get("canaries")]
+    if not measured:
+        return ""
+    lines = ["## Empirical privacy", "",
+             (f"{measured[0]['canaries']} canary clients per run (`privacy.canaries`) took part by the scenario's "
+              "sampling, each sending a fixed random direction at the clip norm through the round's own "
+              "aggregation; as many held-out directions were never sent. **ε̂** is the ε of the Gaussians fitted to "
+              "the cosines of the inserted and held-out canaries with the final model's change (final model) or "
+              "their largest cosine with any one round's change (all iterates), Andrew et al. (ICLR 2024); "
+              "[a, b] is its 95% bootstrap interval over the canaries and **≥** what a threshold test on the same "
+              "cosines proves at 95% confidence. ε̂ is a lower estimate from one attack, not a guarantee: ε spent "
+              "bounds every attack."),
+             "", "| run | ε spent | ε̂ final model | ε̂ all iterates |", "|---|---:|---:|---:|"]
+    for row in measured:
+        cells = [f"`{row['variant']}`", _epsilon(row["epsilon_spent"]),
+                 *(_estimate(row, short) for short in ("final", "all"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _estimate(row: dict[str, Any], short: str) -> str:
+    epsilon = row.get(f"eps_hat_{short}")
+    if epsilon is None:
+        return "–"
+    low, high, proven = (row.get(f"eps_hat_{short}{part}") for part in ("_low", "_high", "_proven"))
+    return f"{epsilon:.3g} [{_epsilon(low)}, {_epsilon(high)}] ≥ {_epsilon(proven)}"
+
+
 def _report_guarantees(rows: Sequence[dict[str, Any]]) -> str:
     lines = ["## Privacy guarantees", "", "| variant | guarantee | ε spent (reported by the run) |", "|---|---|---:|"]
     for row in rows:
@@ -231,13 +272,15 @@ def _report_runs(rows: Sequence[dict[str, Any]]) -> str:
 
 def summary_lines(frontier: Sequence[dict[str, Any]]) -> list[str]:
     """A compact frontier table for the terminal (means over the seeds)."""
-    header = ("setting", "runs ok", "accuracy", "gap", "time/round", "×", "up/client", "ε spent", "canary", "chance",
-              "advantage")
+    header = ("setting", "runs ok", "accuracy", "gap", "time/round", "×", "up/client", "ε spent", "ε̂ final", "ε̂ all",
+              "canary TPR", "FPR", "chance", "advantage")
     table = [header] + [(
         row["variant"], f"{row['finished']}/{row['runs']}", _spread(row["accuracy"], _percent),
         _spread(row["accuracy_gap_pts"], _signed), _mean(row["round_time_s"], format_seconds),
         _mean(row["round_time_ratio"], _times), _mean(row["bytes_up_per_client"], format_bytes),
-        _mean(row["epsilon_spent"], _epsilon), _mean(row["canary_rate"], _percent),
+        _mean(row["epsilon_spent"], _epsilon), _mean(row["eps_hat_final"], _epsilon),
+        _mean(row["eps_hat_all"], _epsilon), _mean(row["canary_rate"], _percent),
+        _mean(row.get("canary_fpr"), _percent),
         _mean(row["canary_chance"], _percent), _mean(_points(row["canary_advantage"]), _signed),
     ) for row in frontier]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]

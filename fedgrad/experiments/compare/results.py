@@ -28,8 +28,14 @@ PHASE_COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 #: The canary attack on the variant's released round-1 aggregate (``canary.measure_canaries``).
-CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_advantage", "canary_recovered", "canary_attack",
-                  "canary_error")
+CANARY_COLUMNS = ("canary_rate", "canary_fpr", "canary_chance", "canary_advantage", "canary_recovered",
+                  "canary_attack", "canary_error")
+
+#: Empirical ε of the run's canaries (``server.canaries``): ε̂, its 95% bootstrap interval and the 95% threshold
+#: lower bound, for the final model and for all iterates.
+EMPIRICAL_THREATS = {"final": "final_model", "all": "all_iterates"}
+EMPIRICAL_COLUMNS = tuple(f"eps_hat_{short}{part}" for short in EMPIRICAL_THREATS
+                          for part in ("", "_low", "_high", "_proven"))
 
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
@@ -38,8 +44,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     *METRIC_KEYS, "clean_accuracy", "attack_drop_pts", "backdoor_success", "baseline", "accuracy_gap_pts",
     "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
-    "bytes_down_per_round", "epsilon_spent", *CANARY_COLUMNS, "wall_time_s", "processes", "guarantee", "notes",
-    "run_dir", "log",
+    "bytes_down_per_round", "epsilon_spent", *EMPIRICAL_COLUMNS, "canaries", *CANARY_COLUMNS, "wall_time_s",
+    "processes", "guarantee", "notes", "run_dir", "log",
 )
 
 
@@ -102,6 +108,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "bytes_up_per_round": bytes_up / n if n else None,
         "bytes_down_per_round": _mean(record["bytes"]["down"] for record in records),
         "epsilon_spent": _epsilon_spent(summary, records),
+        **_empirical_columns(summary.get("empirical_privacy")),
         "wall_time_s": outcome.seconds or None,
         "processes": summary.get("processes"),
         "guarantee": short,
@@ -114,11 +121,24 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     return row
 
 
+def _empirical_columns(entry: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The run summary's ``empirical_privacy`` (``server.canaries``) as ``EMPIRICAL_COLUMNS``; empty without."""
+    entry = entry or {}
+    columns: dict[str, Any] = {"canaries": entry.get("canaries")}
+    for short, threat in EMPIRICAL_THREATS.items():
+        estimate = entry.get(threat) or {}
+        low, high = estimate.get("interval") or (None, None)
+        columns.update({f"eps_hat_{short}": estimate.get("epsilon"), f"eps_hat_{short}_low": low,
+                        f"eps_hat_{short}_high": high, f"eps_hat_{short}_proven": estimate.get("lower_bound")})
+    return columns
+
+
 def _canary_columns(result: Mapping[str, Any] | None) -> dict[str, Any]:
     result = result or {}
     recovered = f"{result['recovered']}/{result['total']}" if "recovered" in result else None
-    return {"canary_rate": result.get("rate"), "canary_chance": result.get("chance_rate"),
-            "canary_advantage": result.get("advantage"), "canary_recovered": recovered,
+    return {"canary_rate": result.get("rate"), "canary_fpr": result.get("fpr"),
+            "canary_chance": result.get("chance_rate"), "canary_advantage": result.get("advantage"),
+            "canary_recovered": recovered,
             "canary_attack": result.get("attack"), "canary_error": result.get("error")}
 
 
