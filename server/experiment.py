@@ -7,10 +7,10 @@ same experiment: the dataset is built once by the coordinator's side and saved a
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from fedgrad.models import model_from_config
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
+from fedgrad.results.schema import RoundRecord, RunOutcome
 from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
@@ -57,7 +58,7 @@ def client_ids(scenario: Scenario) -> list[str]:
     return [str(k) for k in range(scenario.federation.clients)]
 
 
-def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None],
+def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], None],
                       tokens: RunTokens | None = None, decryptors: object = None,
                       run_id: str | None = None) -> Coordinator:
     """The coordinator for ``prepared``, its global model initialised from the scenario's seed; with
@@ -75,10 +76,10 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
         model.load_state_dict(state)
         return evaluate(model, prepared.test)
 
-    def privacy_summary() -> dict[str, Any]:
+    def privacy_summary() -> RunOutcome:
         guarantee = mode.guarantee()
-        return {"privacy": {**aggregation.summary(), "settings": mode.settings(), "guarantee": guarantee.full,
-                            "guarantee_short": guarantee.short}}
+        return RunOutcome(privacy=dataclasses.replace(aggregation.summary(), settings=mode.settings(),
+                                                      guarantee=guarantee.full, guarantee_short=guarantee.short))
 
     return Coordinator(
         settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,

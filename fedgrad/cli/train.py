@@ -14,16 +14,17 @@ with one record per epoch in metrics.jsonl; its report says ``mode: centralized`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
-from fedgrad.results import METRIC_KEYS, RunWriter, round_record
+from fedgrad.results import RunWriter, format_percent
+from fedgrad.results.schema import RoundRecord, RunOutcome, RunSummary, Scores, round_record
 from fedgrad.scenario import load_scenario
 from fedgrad.training import evaluate, train_local
 
@@ -74,17 +75,12 @@ def run(args: argparse.Namespace) -> int:
                 evaluation = evaluate(model, test)
             writer.log_round(round_record(
                 epoch, evaluation, clients_selected=1, clients_used=1, clients_dropped=0,
-                time_s=timer.as_dict(), bytes_moved={}, train_loss=trained["loss"]))
+                time_s=timer.as_dict(), train_loss=trained["loss"]))
             bar.set_postfix(acc=f"{100 * evaluation['accuracy']:.2f}%", loss=f"{trained['loss']:.4f}", refresh=False)
             bar.update(1)
-    summary = writer.finish({
-        "mode": "centralized",
-        "epochs": epochs,
-        "initial": {key: initial[key] for key in METRIC_KEYS},
-        "train_examples": len(pooled),
-        "test_examples": len(test),
-        "vocab_size": len(dataset.vocab),
-    })
+    summary = writer.finish(RunOutcome(
+        mode="centralized", epochs=epochs, initial=dataclasses.replace(Scores.of(initial), n=None),
+        train_examples=len(pooled), test_examples=len(test), vocab_size=len(dataset.vocab)))
     print_table(writer.records, summary)
     return 0
 
@@ -94,18 +90,18 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
-def print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def print_table(records: list[RoundRecord], summary: RunSummary) -> None:
     """Per-epoch test metrics (at most MAX_TABLE_ROWS rows) and the final line, on stdout."""
     step = -(-len(records) // MAX_TABLE_ROWS)  # ceil
     shown = records[::-1][::step][::-1]  # every step-th epoch counted back from the last
     columns = ("epoch", "accuracy", "precision", "recall", "f1", "test loss", "train loss", "time")
     rows = [
         (
-            str(record["round"]),
-            *(f"{100 * record[key]:.2f}%" for key in ("accuracy", "precision", "recall", "f1")),
-            _loss(record["loss"]),
-            _loss(record["train_loss"]),
-            f"{record['time_s']['total']:.3f}s",
+            str(record.round),
+            *(format_percent(value) for value in (record.accuracy, record.precision, record.recall, record.f1)),
+            _number(record.loss),
+            _number(record.train_loss),
+            f"{record.time_s.total:.3f}s",
         )
         for record in shown
     ]
@@ -113,12 +109,12 @@ def print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     print("  ".join(column.rjust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-    final = summary["final"]
-    print(f"\n{summary['scenario']} (centralized, {summary['epochs']} epochs on {summary['train_examples']} emails): "
-          f"test accuracy {100 * final['accuracy']:.2f}%, F1 {final['f1']:.4f} "
-          f"on {summary['test_examples']} emails, {summary['wall_time_s']:.1f}s")
-    print(f"results: {summary['run_dir']}")
+    final = summary.final
+    print(f"\n{summary.scenario} (centralized, {summary.epochs} epochs on {summary.train_examples} emails): "
+          f"test accuracy {format_percent(final.accuracy)}, F1 {_number(final.f1)} "
+          f"on {summary.test_examples} emails, {summary.wall_time_s:.1f}s")
+    print(f"results: {summary.run_dir}")
 
 
-def _loss(value: float | None) -> str:
+def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"

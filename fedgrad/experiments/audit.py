@@ -79,6 +79,7 @@ from fedgrad.modes.resolve import encode_update, mode_class, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document
+from fedgrad.results.schema import record_dict
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.training import client_seed, train_local
 from fedgrad.transport.codec import decode_tensors
@@ -265,7 +266,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
                         len(data.shards[i]))
     released = accumulator.finalize(PhaseTimer())
     assert released is not None, "an honest round's aggregate is released"
-    facts = {**aggregation.summary(), "guarantee": mode.guarantee().full}
+    facts: dict[str, Any] = {**record_dict(aggregation.summary()), "guarantee": mode.guarantee().full}
     plain = payloads[k].encoding == Encoding.PLAIN
     individual: View | None = None
     if plain and not aggregate_only:
@@ -352,7 +353,7 @@ def _refusal(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
     alone.add(client_id, weight, payload)
     if alone.finalize(PhaseTimer()) is not None:
         raise AssertionError(f"the key holder decrypted client {client_id}'s update on its own")
-    return str(alone.round_report()["dropped"])
+    return str(alone.round_report().dropped)
 
 
 def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: EncodedUpdate) -> str:

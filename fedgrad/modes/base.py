@@ -19,6 +19,7 @@ import numpy as np
 from fedgrad.errors import FedgradError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TrainTask, WeightedSum
+from fedgrad.results.schema import PrivacyReport, RoundRecord, RoundReport
 from fedgrad.scenario import Scenario
 from fedgrad.transport import fedgrad_pb2 as pb
 
@@ -80,9 +81,9 @@ class UpdateAccumulator(ABC):
         """The round's weighted sum (time attributed to ``timer``'s phases), or None when the mode drops the
         round's aggregate (it failed validation); the round's report then says why."""
 
-    def round_report(self) -> dict[str, Any]:
-        """Entries this accumulator adds to the round's record once finalized (e.g. the privacy spent)."""
-        return {}
+    def round_report(self) -> RoundReport:
+        """What this accumulator adds to the round's record once finalized (e.g. the privacy spent)."""
+        return RoundReport()
 
 
 #: Builds the accumulator of one round attempt from the model's manifest and the round's cohort.
@@ -97,7 +98,7 @@ class Aggregation(ABC):
         """The accumulator of one round attempt (an :data:`AccumulatorFactory`)."""
 
     @abstractmethod
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PrivacyReport:
         """The ``privacy`` entry of the run's summary: the mode's numbers (key size, ε spent, ...)."""
 
     def close(self) -> None:  # noqa: B027  (a deliberate no-op default: only some modes hold resources)
@@ -131,7 +132,7 @@ class PrivacyMode(ABC):
 
     @abstractmethod
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> Aggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> Aggregation:
         """The coordinator's side for a global model shaped like ``model``; ``past_rounds`` are the records of
         the rounds a resumed run already finished."""
 

@@ -75,6 +75,14 @@ from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_n
 from fedgrad.privacy.clipping import clip_update
 from fedgrad.privacy.mechanism import add_gaussian_noise
 from fedgrad.protocol import Announcement, EncodedUpdate, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.results.schema import (
+    AdaptiveClipReport,
+    DPReport,
+    DPRoundReport,
+    RoundRecord,
+    RoundReport,
+    ThresholdReport,
+)
 from fedgrad.scenario import Scenario
 
 #: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
@@ -126,11 +134,11 @@ class DPAggregation(Aggregation):
         return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
 
     def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer, *, clip: float,
-                unclipped: int) -> tuple[WeightedSum, dict]:
+                unclipped: int) -> tuple[WeightedSum, DPRoundReport]:
         """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger);
         ``clip`` is the round's, ``unclipped`` how many updates were shorter (adaptive clipping's bits)."""
         contributors = len(summed.contributors)
-        record: dict[str, Any] = {"contributors": contributors}
+        round_clip = next_clip = None  # adaptive clipping's step (central placement)
         if self.distributed:  # the clients' shares are in the sum already
             total = summed.total
             noise_multiplier = self.mechanism.effective_noise_multiplier(self.config.share_contributors, contributors)
@@ -141,33 +149,31 @@ class DPAggregation(Aggregation):
                 total = GaussianMechanism(self.update_multiplier, clip).noise_sum(summed.total, rng)
                 if self.adaptive is not None:
                     noisy_count = unclipped - contributors / 2 + rng.normal(0.0, self.adaptive.count_std)
-                    record["clip"] = clip
-                    record["next_clip"] = self.adaptive.update(noisy_count, self.config.clients_per_round)
+                    round_clip, next_clip = clip, self.adaptive.update(noisy_count, self.config.clients_per_round)
             noise_multiplier = self.mechanism.noise_multiplier
         epsilon = self.ledger.record_round(noise_multiplier)
         released = WeightedSum(total=total, weight=float(self.config.clients_per_round),
                                contributors=summed.contributors)
-        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier, **record}
+        return released, DPRoundReport(epsilon_spent=epsilon, noise_multiplier=noise_multiplier,
+                                       contributors=contributors, clip=round_clip, next_clip=next_clip)
 
-    def summary(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "mode": DPMode.name, "placement": self.config.placement, "epsilon_target": self.config.epsilon,
-            "epsilon_spent": self.ledger.epsilon, "delta": self.delta,
-            "noise_multiplier": self.mechanism.noise_multiplier, "clip": self.config.clip,
-            "accountant": self.config.accountant, "sampling": self.config.sampling,
-            "sampling_rate": self.config.sampling_rate, "adjacency": self.config.sampling_model.adjacency,
-            "rounds_accounted": self.ledger.rounds,
-        }
-        if self.adaptive is not None:
-            entry["adaptive_clip"] = {"final_clip": self.adaptive.clip, "quantile": self.adaptive.target_quantile,
-                                      "learning_rate": self.adaptive.learning_rate,
-                                      "count_noise_std": self.adaptive.count_std,
-                                      "update_noise_multiplier": self.update_multiplier}
-        if self.distributed:
-            entry["noise_share_std"] = self._share_std
-            entry["quantization_range_sigmas"] = self._noise_range_sigmas
-            entry["secure_aggregation"] = self._inner.summary()
-        return entry
+    def summary(self) -> DPReport:
+        adaptive = (AdaptiveClipReport(final_clip=self.adaptive.clip, quantile=self.adaptive.target_quantile,
+                                       learning_rate=self.adaptive.learning_rate,
+                                       count_noise_std=self.adaptive.count_std,
+                                       update_noise_multiplier=self.update_multiplier)
+                    if self.adaptive is not None else None)
+        secure = self._inner.summary() if self.distributed else None
+        assert secure is None or isinstance(secure, ThresholdReport), "distributed DP sums under threshold Paillier"
+        return DPReport(
+            mode=DPMode.name, placement=self.config.placement, epsilon_target=self.config.epsilon,
+            epsilon_spent=self.ledger.epsilon, delta=self.delta, noise_multiplier=self.mechanism.noise_multiplier,
+            clip=self.config.clip, accountant=self.config.accountant, sampling=self.config.sampling,
+            sampling_rate=self.config.sampling_rate, adjacency=self.config.sampling_model.adjacency,
+            rounds_accounted=self.ledger.rounds, adaptive_clip=adaptive,
+            noise_share_std=self._share_std if self.distributed else None,
+            quantization_range_sigmas=self._noise_range_sigmas if self.distributed else None,
+            secure_aggregation=secure)
 
     def close(self) -> None:
         self._inner.close()
@@ -184,7 +190,7 @@ class DPAccumulator(UpdateAccumulator):
         self._round = round_number
         self._clip = aggregation.clip
         self._unclipped = 0
-        self._report: dict[str, Any] = {}
+        self._report = RoundReport()
         self.encoding = inner.encoding
         self.payload_bytes = inner.payload_bytes
         underneath = inner.announcement
@@ -215,10 +221,10 @@ class DPAccumulator(UpdateAccumulator):
             return None
         released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
                                                       unclipped=self._unclipped)
-        self._report = {"privacy": privacy}
+        self._report = RoundReport(privacy=privacy)
         return released
 
-    def round_report(self) -> dict[str, Any]:
+    def round_report(self) -> RoundReport:
         return self._report
 
 
@@ -287,7 +293,7 @@ class DPMode(PrivacyMode):
         delta = privacy.delta or "1/N^2"
         return f"dp ({privacy.dp_placement}), epsilon {privacy.epsilon}, delta {delta}, clip {privacy.dp_clip}"
 
-    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[Mapping[str, Any]] = (),
+    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[RoundRecord] = (),
                     *, noise_seed: int | None = None) -> DPAggregation:
         """DP-FedAvg, its ledger charged with ``past_rounds`` (records of rounds already released, when a run
         resumes); distributed placement generates a Paillier key. ``noise_seed``: tests only."""
@@ -305,10 +311,10 @@ class DPMode(PrivacyMode):
             inner = PaillierMode(secure, decryptors=self._decryptors).aggregation(model)
             aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
         for record in past_rounds:
-            if "privacy" in record:
-                aggregation.ledger.record_round(record["privacy"]["noise_multiplier"])
-                if aggregation.adaptive is not None and "next_clip" in record["privacy"]:
-                    aggregation.adaptive.clip = record["privacy"]["next_clip"]
+            if record.privacy is not None:
+                aggregation.ledger.record_round(record.privacy.noise_multiplier)
+                if aggregation.adaptive is not None and record.privacy.next_clip is not None:
+                    aggregation.adaptive.clip = record.privacy.next_clip
         return aggregation
 
     def _distributed(self, n_params: int) -> tuple[Scenario, float, float]:

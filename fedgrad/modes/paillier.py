@@ -85,6 +85,7 @@ from fedgrad.protocol import (
     WeightedSum,
     task_digest,
 )
+from fedgrad.results.schema import DecryptorStats, RoundRecord, RoundReport, ThresholdReport
 from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")
@@ -125,16 +126,17 @@ class ThresholdAggregation(Aggregation):
     def announcement(self, cohort: Sequence[str]) -> Announcement:
         return Announcement(PaillierMode.name, {"secure": self.cfg.to_dict()}, self._public_key_bytes, tuple(cohort))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ThresholdReport:
         key_set = self.decryptors.key_set
         key_bits = int(self.public_key.n).bit_length()
-        return {"mode": PaillierMode.name, "key_bits": key_bits, "decryptors": key_set.parties,
-                "threshold": key_set.threshold, "clip": self.cfg.clip, "value_bits": self.cfg.value_bits,
-                "max_clients": self.cfg.max_clients, "max_weight": self.cfg.max_weight,
-                "short_randomizer": self.cfg.short_randomizer, "ciphertexts_per_update": self.ciphertexts,
-                "update_bytes": self.payload_bytes, "bytes_per_param": self.payload_bytes / self.cfg.n_params,
-                "slots_per_ciphertext": SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits,
-                                                          self.cfg.max_weight).slots}
+        return ThresholdReport(
+            mode=PaillierMode.name, key_bits=key_bits, decryptors=key_set.parties, threshold=key_set.threshold,
+            clip=self.cfg.clip, value_bits=self.cfg.value_bits, max_clients=self.cfg.max_clients,
+            max_weight=self.cfg.max_weight, short_randomizer=self.cfg.short_randomizer,
+            ciphertexts_per_update=self.ciphertexts, update_bytes=self.payload_bytes,
+            bytes_per_param=self.payload_bytes / self.cfg.n_params,
+            slots_per_ciphertext=SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits,
+                                                   self.cfg.max_weight).slots)
 
     def close(self) -> None:
         self.decryptors.close()
@@ -157,7 +159,7 @@ class ThresholdAccumulator(UpdateAccumulator):
                                if enrollment is not None and all(m in enrollment.clients for m in self._members)
                                else None)
         self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
-        self._report: dict[str, Any] = {}
+        self._report = RoundReport()
         self.payload_bytes = aggregation.payload_bytes
         self.announcement = aggregation.announcement(self._members)
         aggregation.decryptors.open(*self._session, self._members, cohort.settings_digest, cohort.model_digest)
@@ -199,16 +201,16 @@ class ThresholdAccumulator(UpdateAccumulator):
             except (FedgradError, PlaintextRangeError) as error:
                 log.warning("round %d: the aggregate was not released: %s; the model stays as it was",
                             self._session[1], error)
-                self._report = {"dropped": f"aggregate not released: {error}"}
+                self._report = RoundReport(dropped=f"aggregate not released: {error}")
                 return None
         assert total_weight is not None, "integer weights decode their sum"
         stats = getattr(self._aggregation.decryptors, "release_stats", {}).pop(self._session, None)
         if stats is not None:
-            self._report = {"decryptors": stats}
+            self._report = RoundReport(decryptors=DecryptorStats(**stats))
         return WeightedSum(total=unflatten(dequantize(cfg, sums), self._shapes), weight=float(total_weight),
                            contributors=tuple(contributors))
 
-    def round_report(self) -> dict[str, Any]:
+    def round_report(self) -> RoundReport:
         return self._report
 
 
@@ -268,7 +270,7 @@ class PaillierMode(PrivacyMode):
                 + (", short randomizer" if privacy.short_randomizer else ""))
 
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> ThresholdAggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> ThresholdAggregation:
         if self._decryptors is None:
             raise ConfigError("privacy.mode = \"paillier\" needs running decryptors (fedgrad simulate starts them; "
                               "fedgrad server takes --decryptors and --key-set)")

@@ -57,6 +57,7 @@ from fedgrad.modes.base import (
 )
 from fedgrad.modes.paillier_common import encrypt_update, flatten, manifest_shapes, secure_config, unflatten
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.results.schema import PaillierReport, RoundRecord, RoundReport
 
 log = logging.getLogger("fedgrad.server")
 
@@ -96,16 +97,14 @@ class PaillierAggregation(Aggregation):
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> PaillierAccumulator:
         return PaillierAccumulator(specs, cohort, self, self._decrypt)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PaillierReport:
         key_bits = int(self.public_key.n).bit_length()
-        entry = {"mode": self.mode, "key_bits": key_bits, "clip": self.cfg.clip,
-                 "value_bits": self.cfg.value_bits, "max_clients": self.cfg.max_clients,
-                 "ciphertexts_per_update": self.ciphertexts, "update_bytes": self.payload_bytes,
-                 "bytes_per_param": self.payload_bytes / self.cfg.n_params}
-        if self.cfg.mode == "paillier":
-            entry["slots_per_ciphertext"] = SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients,
-                                                              key_bits).slots
-        return entry
+        slots = (SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits).slots
+                 if self.cfg.mode == "paillier" else None)
+        return PaillierReport(mode=self.mode, key_bits=key_bits, clip=self.cfg.clip, value_bits=self.cfg.value_bits,
+                              max_clients=self.cfg.max_clients, ciphertexts_per_update=self.ciphertexts,
+                              update_bytes=self.payload_bytes, bytes_per_param=self.payload_bytes / self.cfg.n_params,
+                              slots_per_ciphertext=slots)
 
     def close(self) -> None:
         self._close()
@@ -122,7 +121,7 @@ class PaillierAccumulator(UpdateAccumulator):
         self._decrypt = decrypt
         self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
         self._fractions: dict[str, float] = {}
-        self._report: dict[str, Any] = {}
+        self._report = RoundReport()
         self.encoding = ENCODINGS[aggregation.cfg.mode]
         self.payload_bytes = aggregation.payload_bytes
         self.announcement = aggregation.announcement(self._cohort_weight, announcement_extra)
@@ -148,12 +147,12 @@ class PaillierAccumulator(UpdateAccumulator):
             except KeyHolderRefusal as refusal:
                 log.warning("round %d: the aggregate was not decrypted: %s; the model stays as it was",
                             self._round, refusal)
-                self._report = {"dropped": f"aggregate not decrypted: {refusal}"}
+                self._report = RoundReport(dropped=f"aggregate not decrypted: {refusal}")
                 return None
         return WeightedSum(total=unflatten(flat, self._shapes), weight=math.fsum(self._fractions.values()),
                            contributors=tuple(sorted(contributors)))
 
-    def round_report(self) -> dict[str, Any]:
+    def round_report(self) -> RoundReport:
         return self._report
 
 
@@ -187,7 +186,7 @@ class TrustedPaillierMode(PrivacyMode):
         return f"{self.name}, {privacy.key_bits}-bit key, clip {privacy.clip:g}, {privacy.value_bits} value bits"
 
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> PaillierAggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> PaillierAggregation:
         """A fresh key pair and the key holder in this process."""
         privacy = self.scenario.privacy
         cfg = secure_config(self.scenario, model, scheme=self.scheme, clip=privacy.clip)

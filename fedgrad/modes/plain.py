@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
 from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.base import Aggregation, ClientPrivacy, Guarantee, Manifest, PrivacyMode, UpdateAccumulator
 from fedgrad.protocol import EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.results.schema import PrivacyReport, RoundRecord
 from fedgrad.transport.codec import decode_tensors, encode_tensors, payload_size
 
 HI_BITS = 13
@@ -93,8 +93,8 @@ class PlainAggregation(Aggregation):
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
         return PlainAccumulator(specs)
 
-    def summary(self) -> dict[str, Any]:
-        return {"mode": PlainMode.name}
+    def summary(self) -> PrivacyReport:
+        return PrivacyReport(mode=PlainMode.name)
 
 
 def encode_plain(delta: Mapping[str, np.ndarray]) -> EncodedUpdate:
@@ -115,7 +115,7 @@ class PlainMode(PrivacyMode):
         return self.name
 
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> Aggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> Aggregation:
         return PlainAggregation()
 
     @classmethod

@@ -15,6 +15,7 @@ from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
+from fedgrad.results.schema import DPReport, RoundRecord, RunSummary, Scores
 from fedgrad.scenario import Scenario
 
 RESULTS_JSON = "results.json"
@@ -58,15 +59,15 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     variant = outcome.variant
     scenario = variant.scenario
     records = read_metrics(outcome.run_dir) if outcome.run_dir else []
-    summary = (read_summary(outcome.run_dir) if outcome.run_dir else None) or {}
+    summary = read_summary(outcome.run_dir) if outcome.run_dir else None
     guarantee = privacy_mode(scenario).guarantee()
     short, full = guarantee.short, guarantee.full
     if variant.privacy.mode == "dp":  # the run's own ledger and calibration, when it got that far
-        full = (summary.get("privacy") or {}).get("guarantee", full)
-    final = records[-1] if records else {}
+        full = (summary.privacy.guarantee if summary and summary.privacy else None) or full
+    final = records[-1].scores if records else Scores()
     n = len(records)
-    used = sum(record.get("clients_used", 0) for record in records)
-    bytes_up = sum(record["bytes"]["up"] for record in records)
+    used = sum(record.clients_used for record in records)
+    bytes_up = sum(record.moved.up for record in records)
     row: dict[str, Any] = {
         "variant": variant.name,
         "group": variant.group or variant.name,
@@ -80,23 +81,23 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "error": outcome.error,
         "rounds": n,
         "rounds_planned": variant.rounds,
-        **{key: final.get(key) for key in METRIC_KEYS},
+        **{key: getattr(final, key) for key in METRIC_KEYS},
         "baseline": variant.baseline,
-        "round_time_s": _mean(record["time_s"]["total"] for record in records),
-        **{f"{column}_s": _mean(sum(record["time_s"][phase] for phase in phases) for record in records)
+        "round_time_s": _mean(record.time_s.total for record in records),
+        **{f"{column}_s": _mean(sum(getattr(record.time_s, phase) for phase in phases) for record in records)
            for column, phases in PHASE_COLUMNS.items()},
         "bytes_up_per_client": bytes_up / used if used else None,
         "bytes_up_per_round": bytes_up / n if n else None,
-        "bytes_down_per_round": _mean(record["bytes"]["down"] for record in records),
+        "bytes_down_per_round": _mean(record.moved.down for record in records),
         "epsilon_spent": _epsilon_spent(summary, records),
         "wall_time_s": outcome.seconds or None,
-        "processes": summary.get("processes"),
+        "processes": summary.processes if summary else None,
         "guarantee": short,
         "guarantee_full": full,
         "notes": "; ".join(variant.notes) or None,
         "run_dir": _relative(outcome.run_dir, compare_dir),
         "log": f"{LOG_DIR}/{variant.name}.log" if outcome.status != "not run" else None,
-        "accuracy_per_round": [[record["round"], record["accuracy"]] for record in records],
+        "accuracy_per_round": [[record.round, record.accuracy] for record in records],
     }
     return row
 
@@ -109,14 +110,13 @@ def _canary_columns(result: Mapping[str, Any] | None) -> dict[str, Any]:
             "canary_attack": result.get("attack"), "canary_error": result.get("error")}
 
 
-def _epsilon_spent(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> float | None:
+def _epsilon_spent(summary: RunSummary | None, records: Sequence[RoundRecord]) -> float | None:
     """Epsilon the run's privacy ledger reports as spent: from ``summary.json``, or the last round record of a
     run that did not finish; None for runs without DP."""
-    for source in (summary, records[-1] if records else {}):
-        value = (source.get("privacy") or {}).get("epsilon_spent")
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+    if summary is not None and isinstance(summary.privacy, DPReport):
+        return summary.privacy.epsilon_spent
+    last = records[-1].privacy if records else None
+    return last.epsilon_spent if last is not None else None
 
 
 def _compare_with_baseline(row: dict[str, Any], baseline: dict[str, Any] | None) -> None:
