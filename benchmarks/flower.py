@@ -15,9 +15,9 @@ IID split over ``--clients`` clients (4837 = one email each: SpamAssassin's trai
 ``--per-round`` of them sampled per round, ``--rounds`` rounds. For each number per round and each mode:
 
 * fedgrad: ``fedgrad simulate`` (the product: a coordinator, ``--workers`` client processes hosting the
-  virtual clients, gRPC over TLS; ``secure`` = ``privacy.mode = "paillier"``, threshold Paillier with its
-  decryptor processes). Seconds per round (``time_s.total``) and gRPC bytes (``bytes``: down + up) come from
-  the run's ``metrics.jsonl``; accuracy is the last round's.
+  virtual clients, gRPC over TLS; ``secure`` = ``--fedgrad-secure``: ``paillier-masked`` (default) or
+  ``paillier``, threshold Paillier with its decryptor processes). Seconds per round (``time_s.total``) and gRPC
+  bytes (``bytes``: down + up) come from the run's ``metrics.jsonl``; accuracy is the last round's.
 * Flower: ``benchmarks/flower_app.py`` in Flower's simulation engine (Ray, ``--workers`` actors of one CPU;
   ``secure`` = SecAgg+). The dataset, model, initial weights and local training are fedgrad's own
   (``Scenario.build_dataset``, ``fedgrad.training.train_local`` with each client's fedgrad seed), so the
@@ -68,13 +68,12 @@ from fedgrad.results import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "spam_many.toml"
 SAMPLE_S = 0.1
-#: fedgrad's secure row: threshold Paillier (3 decryptor processes, any 2 decrypt), the settings of
-#: scenarios/spam_paillier.toml.
-PAILLIER = ['privacy.mode="paillier"', "privacy.decryptors=3", "privacy.threshold=2", "privacy.key_bits=2048",
-            "privacy.clip=1.0", "privacy.value_bits=16"]
+#: fedgrad's secure rows (``--fedgrad-secure``): the hybrid ``paillier-masked`` (default) or ``paillier``, both
+#: with 3 decryptor processes of which any 2 decrypt, the settings of scenarios/spam_paillier.toml.
+FEDGRAD_SECURE_MODES = ("paillier-masked", "paillier")
+THRESHOLD_SETTINGS = ["privacy.decryptors=3", "privacy.threshold=2", "privacy.key_bits=2048", "privacy.clip=1.0",
+                      "privacy.value_bits=16"]
 SYSTEMS = ("fedgrad", "flower")
-#: What each system calls its secure aggregation, per mode.
-SECURE_NAMES = {"fedgrad": "paillier", "flower": "SecAgg+"}
 
 
 @dataclass
@@ -96,6 +95,7 @@ class Row:
     repeat: int = 0         # which repeat of this configuration
     load_before: float = 0.0  # 1-minute load average when the run started
     load_after: float = 0.0   # and when it ended
+    secure_name: str = ""   # the secure aggregation of a secure row: fedgrad's mode, or Flower's SecAgg+
 
 
 class TreeMemorySampler(threading.Thread):
@@ -194,6 +194,8 @@ def main() -> int:
     parser.add_argument("--flower-python", type=Path, default=REPO / ".venv-bench" / "bin" / "python",
                         help="a Python with the bench extra installed (default: .venv-bench/bin/python)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="fedgrad and/or flower (default: both)")
+    parser.add_argument("--fedgrad-secure", choices=FEDGRAD_SECURE_MODES, default=FEDGRAD_SECURE_MODES[0],
+                        help="fedgrad's secure aggregation for the secure rows (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "flower-benchmark.json",
                         help="where to write the measurements (default: runs/flower-benchmark.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "flower-benchmark",
@@ -217,7 +219,7 @@ def main() -> int:
                               f"min_count {min_count}, repeat {repeat + 1} (load {load:.2f}) ...", file=sys.stderr,
                               flush=True)
                         row = measure(system, mode, n, args.clients, args.rounds, args.workers, args.work_dir,
-                                      args.flower_python, min_count, repeat)
+                                      args.flower_python, min_count, repeat, args.fedgrad_secure)
                         rows.append(row)
                         print(format_table(rows[-1:]), file=sys.stderr, flush=True)
                         write_json(args.json, args.clients, args.workers, rows)  # a later failure keeps these
@@ -247,19 +249,22 @@ def write_json(path: Path, clients: int, workers: int, rows: list[Row]) -> None:
                                 "ratios": ratios(rows)}, indent=2) + "\n", encoding="utf-8")
 
 
-def scenario_overrides(clients: int, per_round: int, rounds: int, workers: int, secure: bool,
+def scenario_overrides(clients: int, per_round: int, rounds: int, workers: int, secure_mode: str | None,
                        min_count: int = 5) -> list[str]:
-    """The benchmark's task as ``--set`` overrides of scenarios/spam_many.toml, shared by both sides."""
+    """The benchmark's task as ``--set`` overrides of scenarios/spam_many.toml, shared by both sides
+    (``secure_mode``: fedgrad's secure aggregation for a secure row, None for a plain one)."""
     return ['data.partition="iid"', f"data.min_count={min_count}", f"federation.clients={clients}",
             f"federation.clients_per_round={per_round}",
             f"federation.min_clients={per_round}",
             f"federation.rounds={rounds}", f"federation.processes={workers}", "federation.round_timeout_s=3600",
-            *(PAILLIER if secure else [])]
+            *([f"privacy.mode={json.dumps(secure_mode)}", *THRESHOLD_SETTINGS] if secure_mode else [])]
 
 
 def measure(system: str, mode: str, per_round: int, clients: int, rounds: int, workers: int, work_dir: Path,
-            flower_python: Path, min_count: int = 5, repeat: int = 0) -> Row:
-    overrides = scenario_overrides(clients, per_round, rounds, workers, mode == "secure", min_count)
+            flower_python: Path, min_count: int = 5, repeat: int = 0,
+            fedgrad_secure: str = FEDGRAD_SECURE_MODES[0]) -> Row:
+    secure_mode = fedgrad_secure if mode == "secure" else None
+    overrides = scenario_overrides(clients, per_round, rounds, workers, secure_mode, min_count)
     out_dir = work_dir / f"{system}-{mode}-{per_round}-m{min_count}-r{repeat}"
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = [arg for override in overrides for arg in ("--set", override)]
@@ -306,10 +311,11 @@ def measure(system: str, mode: str, per_round: int, clients: int, rounds: int, w
         accuracy = flower["accuracy"][-1]
         weights = 0
     warm = round_s[1:] or round_s
+    secure_name = "" if secure_mode is None else "SecAgg+" if system == "flower" else secure_mode
     return Row(system, mode, per_round, len(round_s), sum(warm) / len(warm), round_s[0],
                sampler.peak_rss_kib / 1024, sampler.peak_pss_kib / 1024, sampler.peak_processes,
                bytes_total / len(round_s), accuracy, wall_s, min_count, weights, repeat, load_before,
-               os.getloadavg()[0])
+               os.getloadavg()[0], secure_name)
 
 
 def ratios(rows: list[Row]) -> list[dict[str, float | int | str]]:
@@ -347,7 +353,7 @@ def format_table(rows: list[Row]) -> str:
     smallest to largest pair)."""
     header = ("system", "aggregation", "per round", "weights", "s/round", "round 1 s", "peak PSS sum",
               "peak RSS sum", "procs", "bytes/round", "accuracy", "load")
-    lines = [(r.system, SECURE_NAMES[r.system] if r.mode == "secure" else "plain", f"{r.per_round:,}",
+    lines = [(r.system, r.secure_name or r.mode, f"{r.per_round:,}",
               f"{r.weights:,}" if r.weights else f"min_count {r.min_count}", f"{r.seconds_per_round:.2f}",
               f"{r.first_round_s:.2f}", f"{r.peak_pss_mib:,.0f} MiB", f"{r.peak_rss_mib:,.0f} MiB",
               str(r.peak_processes), f"{r.bytes_per_round:,.0f}", f"{100 * r.accuracy:.2f} %",

@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,9 @@ import gmpy2
 import numpy as np
 from tqdm import tqdm
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
+
+from benchmarks import secure_rounds
 from fedgrad.crypto import Accumulator, KeyHolder, SecureAggConfig, SlotLayout, generate_keypair, make_encoder
 from fedgrad.crypto.decryption import ParallelPartialDecryptor, available_cores, plan_parts
 from fedgrad.crypto.djn import FastEncryptor, randomizer_base, randomizer_exponent_bits
@@ -322,24 +324,7 @@ def report(results: dict[str, Any]) -> None:
 
 def simulate(scenario: Path, mode: str, key_bits: int, out_dir: Path) -> dict[str, Any]:
     """Run `fedgrad simulate` on `scenario` with `privacy.mode = mode`; per-round means from its run directory."""
-    overrides = [f'privacy.mode="{mode}"', f"privacy.key_bits={key_bits}", f'output.dir="{out_dir}"']
-    command = [sys.executable, "-m", "fedgrad.cli.main", "simulate", str(scenario)]
-    done = subprocess.run([*command, *(arg for override in overrides for arg in ("--set", override))],
-                          capture_output=True, text=True)
-    if done.returncode:
-        lines = done.stderr.strip().splitlines()
-        raise RuntimeError(f"fedgrad simulate ({mode}) failed: {lines[-1] if lines else done.returncode}")
-    [run_dir] = out_dir.iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rounds = summary["rounds"]
-    released = [record["decryptors"] for record in records if "decryptors" in record]
-    return {"run_dir": str(run_dir), "rounds": rounds, "accuracy": summary["final"]["accuracy"],
-            "ciphertexts": summary["privacy"].get("ciphertexts_per_update"),
-            "time_s": {phase: seconds / rounds for phase, seconds in summary["time_s"].items()},
-            "bytes": {direction: moved / rounds for direction, moved in summary["bytes"].items()},
-            "decryptors": {name: sum(r[name] for r in released) / len(released) for name in released[0]}
-            if released else {}}
+    return secure_rounds.simulate(scenario, [f'privacy.mode="{mode}"', f"privacy.key_bits={key_bits}"], out_dir)
 
 
 E2E_MODES = ("none", "paillier-trusted", "paillier")

@@ -13,11 +13,12 @@ import asyncio
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+from client.connection import CoordinatorConnection, coordinator_stub
 from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, SharedModels, VirtualClient
 from client.trainer import LocalTrainer
+from fedgrad.attacks import ClientAttack
 from fedgrad.data import Shard
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
-from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
 
@@ -30,24 +31,27 @@ MAX_UPLOADS = 4
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
                       options: ClientOptions = DEFAULT_CLIENT_OPTIONS, tokens: Mapping[str, str] | None = None,
                       security: ClientSecurity | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY,
-                      trusted_code: Collection[str] = ()) -> None:
+                      trusted_code: Collection[str] = (), attacks: Mapping[str, ClientAttack] | None = None) -> None:
     """Host the clients ``shards`` names (client id -> its shard) until the coordinator shuts the run down.
 
     ``tokens`` maps each client id to the run token it presents; ``security`` is the channel's TLS
     (None: plaintext); ``privacy`` is what the clients decide for themselves when encoding (key size, noise seed);
-    ``trusted_code`` the user models they agree to run (see :class:`~client.trainer.LocalTrainer`).
+    ``trusted_code`` the user models they agree to run (see :class:`~client.trainer.LocalTrainer`); ``attacks`` what
+    a simulation's attacking clients among them do (``fedgrad.attacks``).
 
     Raises :class:`ClientError` when a client cannot go on (join refused, coordinator gone); the
     other clients of the process stop with it.
     """
-    trainer = LocalTrainer(device, privacy, trusted_code)
+    trainer = LocalTrainer(device, privacy, trusted_code, attacks)
     uploads = asyncio.Semaphore(MAX_UPLOADS)
     models = SharedModels()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
         async with open_channel(address, security) as channel:
-            stub = pb_grpc.CoordinatorStub(channel)
-            runs = [asyncio.create_task(VirtualClient(client_id, shard, stub, trainer, executor, options,
-                                                      (tokens or {}).get(client_id, ""), uploads, models).run())
+            stub = coordinator_stub(channel)
+            connections = {client_id: CoordinatorConnection(stub, client_id, (tokens or {}).get(client_id, ""),
+                                                            options.rpc_timeout_s) for client_id in shards}
+            runs = [asyncio.create_task(VirtualClient(client_id, shard, connections[client_id], trainer, executor,
+                                                      options, uploads, models).run())
                     for client_id, shard in shards.items()]
             try:
                 await asyncio.gather(*runs)

@@ -14,40 +14,42 @@ Failures are sorted by what they mean:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import random
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import cast
 
-import grpc
 import numpy as np
 
+from client.connection import CallFailed, CoordinatorConnection, JoinRefused, Unreachable
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.errors import FedgradError
 from fedgrad.policy import PolicyRefused
-from fedgrad.protocol import TaskConfig
-from fedgrad.transport import fedgrad_pb2 as pb
-from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
-from fedgrad.transport.channel import PROTOCOL_VERSION
-from fedgrad.transport.codec import PayloadBuffer, WireError, decode_tensors, payload_size, split_payload
-from fedgrad.transport.convert import train_task_from_pb
+from fedgrad.protocol import (
+    EvaluateTask,
+    EvaluationReport,
+    Refusal,
+    ShutdownTask,
+    Task,
+    TaskConfig,
+    TaskDecline,
+    TensorSpec,
+    TrainTask,
+    UpdateAnnouncement,
+    WaitTask,
+)
+from fedgrad.transport.codec import decode_tensors
 
 log = logging.getLogger("fedgrad.client")
 
-_UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-_REFUSED = {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED}
-
-
-def _connection_broke(error: grpc.aio.AioRpcError) -> bool:
-    """INTERNAL raised by gRPC's own core, not by the coordinator: the connection died mid-call (seen when the
-    coordinator process is SIGKILLed while a call is in flight). As unreachable as UNAVAILABLE."""
-    return error.code() == grpc.StatusCode.INTERNAL and (error.details() or "").startswith("Internal error from Core")
+#: Refusals of one answer (late, wrong round, invalid, over a bound): the client logs them and takes the next task.
+_REFUSED = {Refusal.INVALID, Refusal.STALE, Refusal.RESOURCE}
 
 
 class ClientError(FedgradError):
@@ -113,12 +115,10 @@ class SharedModels:
     def __init__(self) -> None:
         self._models: weakref.WeakValueDictionary[bytes, SharedModel] = weakref.WeakValueDictionary()
 
-    def decode(self, specs: Sequence[pb.TensorSpec], payload: bytes | bytearray | memoryview) -> SharedModel:
+    def decode(self, specs: Sequence[TensorSpec], payload: bytes | bytearray | memoryview) -> SharedModel:
         """The model ``specs`` and ``payload`` describe: the copy another client holds if the bytes are the same."""
-        digest = hashlib.sha256()
-        for spec in specs:
-            digest.update(spec.SerializeToString(deterministic=True))
-            digest.update(b"\0")
+        described = repr([(spec.name, spec.shape, spec.dtype.value) for spec in specs]).encode()
+        digest = hashlib.sha256(hashlib.sha256(described).digest())
         digest.update(payload)
         key = digest.digest()
         model = self._models.get(key)
@@ -136,15 +136,14 @@ class SharedModels:
 class VirtualClient:
     """Client ``client_id`` with its shard; ``run()`` returns when the coordinator says SHUTDOWN."""
 
-    def __init__(self, client_id: str, shard: Shard, stub: pb_grpc.CoordinatorStub, trainer: LocalTrainer,
-                 executor: Executor, options: ClientOptions, token: str = "",
-                 uploads: asyncio.Semaphore | None = None, models: SharedModels | None = None) -> None:
+    def __init__(self, client_id: str, shard: Shard, connection: CoordinatorConnection, trainer: LocalTrainer,
+                 executor: Executor, options: ClientOptions, uploads: asyncio.Semaphore | None = None,
+                 models: SharedModels | None = None) -> None:
         """``uploads``: shared by the clients of one process, bounds how many of them upload at once; ``models``:
         the process's one copy of each model its clients hold."""
         self.client_id = client_id
         self.shard = shard
-        self._token = token
-        self._stub = stub
+        self._connection = connection
         self._trainer = trainer
         self._executor = executor
         self._options = options
@@ -153,87 +152,64 @@ class VirtualClient:
         self._models = models if models is not None else SharedModels()
 
     async def run(self) -> None:
-        credentials = await self._join()
+        await self._join()
         last_task_id = 0
         while True:
             try:
-                header, model = await self._fetch_task(credentials, last_task_id)
+                task, model = await self._next_task(last_task_id)
                 self._backoff.succeeded()
-                if header.kind == pb.SHUTDOWN:
+                if isinstance(task, ShutdownTask):
                     log.info("client %s: the run is over", self.client_id)
                     return
-                if header.kind == pb.WAIT:
+                if isinstance(task, WaitTask):
                     continue
-                last_task_id = header.task_id
-                if header.kind == pb.TRAIN:
-                    assert model is not None  # _fetch_task decodes the model of every TRAIN and EVALUATE task
-                    await self._train(credentials, header, model)
-                elif header.kind == pb.EVALUATE:
-                    assert model is not None
-                    await self._evaluate(credentials, header, model)
+                last_task_id = task.task_id
+                assert model is not None  # _next_task decodes the model of every TRAIN and EVALUATE task
+                if isinstance(task, TrainTask):
+                    await self._train(task, model)
                 else:
-                    raise ClientError(f"client {self.client_id}: unknown task kind {header.kind}")
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.PERMISSION_DENIED:
-                    raise ClientError(f"client {self.client_id}: {error.details()}") from None
-                if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    await self._evaluate(task, model)
+            except CallFailed as error:
+                if error.refusal == Refusal.REVOKED:
+                    raise ClientError(f"client {self.client_id}: {error.details}") from None
+                if error.refusal == Refusal.UNAUTHENTICATED:
                     log.info("client %s: coordinator does not know us (%s); joining again", self.client_id,
-                             error.details())
-                    credentials, last_task_id = await self._join(), 0
-                elif error.code() in _REFUSED:
-                    log.warning("client %s: answer refused: %s", self.client_id, error.details())
-                elif error.code() in _UNREACHABLE or _connection_broke(error):
-                    await self._backoff.wait(error.details() or error.code().name)
+                             error.details)
+                    await self._join()
+                    last_task_id = 0
+                elif error.refusal in _REFUSED:
+                    log.warning("client %s: answer refused: %s", self.client_id, error.details)
                 else:
-                    raise ClientError(f"client {self.client_id}: {error.code().name}: {error.details()}") from None
+                    raise ClientError(f"client {self.client_id}: {error}") from None
+            except Unreachable as error:
+                await self._backoff.wait(str(error))
             finally:
                 model = None  # the next long poll may last a whole round: an idle client holds no model
 
-    async def _join(self) -> pb.Credentials:
-        request = pb.JoinRequest(client_id=self.client_id, token=self._token, n_examples=len(self.shard),
-                                 protocol_version=PROTOCOL_VERSION)
+    async def _join(self) -> None:
         while True:
             try:
-                reply = await self._stub.Join(request, timeout=self._options.rpc_timeout_s)
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in _UNREACHABLE:
-                    raise ClientError(f"client {self.client_id}: join failed: {error.code().name}: "
-                                      f"{error.details()}") from None
-                await self._backoff.wait(error.details() or error.code().name)
+                run_id = await self._connection.join(len(self.shard))
+            except Unreachable as error:
+                await self._backoff.wait(str(error))
                 continue
-            if not reply.accepted:
-                raise ClientError(f"client {self.client_id}: join refused: {reply.reason}")
+            except CallFailed as error:
+                raise ClientError(f"client {self.client_id}: join failed: {error}") from None
+            except JoinRefused as refusal:
+                raise ClientError(f"client {self.client_id}: join refused: {refusal}") from None
             self._backoff.succeeded()
-            log.info("client %s: joined run %s", self.client_id, reply.run_id)
-            return pb.Credentials(run_id=reply.run_id, client_id=self.client_id, token=self._token)
+            log.info("client %s: joined run %s", self.client_id, run_id)
+            return
 
-    async def _fetch_task(self, credentials: pb.Credentials,
-                          last_task_id: int) -> tuple[pb.TaskHeader, SharedModel | None]:
-        """The next task's header and, for TRAIN/EVALUATE, the global model it carries."""
-        options = self._options
-        request = pb.TaskRequest(credentials=credentials, last_task_id=last_task_id, wait_s=options.wait_s)
-        header, buffer = None, None
-        async for message in self._stub.GetTask(request, timeout=options.wait_s + options.rpc_timeout_s):
-            if header is None:
-                if message.WhichOneof("part") != "header":
-                    raise WireError("task stream does not start with a header")
-                header = message.header
-                if header.payload_bytes != payload_size(header.tensors):
-                    raise WireError(f"task announces {header.payload_bytes} payload bytes for a manifest of "
-                                    f"{payload_size(header.tensors)}")
-                buffer = PayloadBuffer(header.payload_bytes)
-            else:
-                assert buffer is not None  # made with the header
-                buffer.append(message.data)
-        if header is None:
-            raise WireError("empty task stream")
-        assert buffer is not None
-        if header.kind not in (pb.TRAIN, pb.EVALUATE):
-            return header, None
-        return header, self._models.decode(header.tensors, buffer.payload())
+    async def _next_task(self, last_task_id: int) -> tuple[Task, SharedModel | None]:
+        """The next task and, for TRAIN/EVALUATE, the global model it carries."""
+        task, payload = await self._connection.next_task(last_task_id, self._options.wait_s)
+        if isinstance(task, TrainTask | EvaluateTask):
+            return task, self._models.decode(task.manifest, payload)
+        return task, None
 
-    async def _train(self, credentials: pb.Credentials, header: pb.TaskHeader, model: SharedModel) -> None:
-        task = train_task_from_pb(header, credentials.run_id, len(self.shard))
+    async def _train(self, task: TrainTask, model: SharedModel) -> None:
+        task = dataclasses.replace(task, run_id=self._connection.run_id, local_examples=len(self.shard))
         self._check_vocabulary(task.config)
         loop = asyncio.get_running_loop()
         try:
@@ -241,36 +217,25 @@ class VirtualClient:
                                                 self.shard, task, model)
         except PolicyRefused as refusal:  # the coordinator's task, not this client, is at fault: say so, next task
             log.warning("%s", refusal)
-            decline = pb.TaskDecline(credentials=credentials, task_id=task.task_id, round=task.round,
-                                     model_version=task.model_version, reason=str(refusal))
-            await self._stub.DeclineTask(decline, timeout=self._options.rpc_timeout_s)
+            await self._connection.decline(TaskDecline(task.task_id, task.round, task.model_version, str(refusal)))
             return
         payload = update.encoded.payload
-        update_header = pb.UpdateHeader(
-            credentials=credentials, task_id=task.task_id, round=task.round, model_version=task.model_version,
-            n_examples=len(self.shard), metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
-            encoding=cast(pb.Encoding, int(update.encoded.encoding)),  # the wire enum has the same numbers
-            tensors=header.tensors, payload_bytes=len(payload),
-            signature=update.encoded.signature)
-
-        async def stream() -> AsyncIterator[pb.UpdateChunk]:
-            yield pb.UpdateChunk(header=update_header)
-            for piece in split_payload(payload):
-                yield pb.UpdateChunk(data=piece)
-
+        header = UpdateAnnouncement(
+            task_id=task.task_id, round=task.round, model_version=task.model_version, n_examples=len(self.shard),
+            metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
+            encoding=update.encoded.encoding, raw_encoding=int(update.encoded.encoding), manifest=task.manifest,
+            payload_bytes=len(payload), signature=update.encoded.signature)
         while True:  # an upload the connection lost is sent again: the round waits for it otherwise
             try:
                 async with self._uploads:
-                    ack = await self._stub.SubmitUpdate(stream(), timeout=self._options.rpc_timeout_s)
+                    detail = await self._connection.submit_update(header, payload)
                 break
-            except grpc.aio.AioRpcError as error:
-                if error.code() not in _UNREACHABLE and not _connection_broke(error):
-                    raise
-                log.warning("client %s: upload lost (%s: %s); sending it again", self.client_id,
-                            error.code().name, error.details())
-                await self._backoff.wait(error.details() or error.code().name)
+            except Unreachable as error:
+                log.warning("client %s: upload lost (%s: %s); sending it again", self.client_id, error.status,
+                            error.details)
+                await self._backoff.wait(str(error))
         self._backoff.succeeded()
-        log.debug("client %s: %s", self.client_id, ack.detail)
+        log.debug("client %s: %s", self.client_id, detail)
 
     def _check_vocabulary(self, config: TaskConfig) -> None:
         """Refuse a task whose model cannot read this client's shard.
@@ -284,12 +249,10 @@ class VirtualClient:
                               f"but the coordinator's vocabulary has {vocab_size} words; was it split from "
                               "the same scenario (fedgrad data split)?")
 
-    async def _evaluate(self, credentials: pb.Credentials, task: pb.TaskHeader, model: SharedModel) -> None:
-        config = TaskConfig.from_json(task.config_json)
-        self._check_vocabulary(config)
+    async def _evaluate(self, task: EvaluateTask, model: SharedModel) -> None:
+        self._check_vocabulary(task.config)
         loop = asyncio.get_running_loop()
-        metrics = await loop.run_in_executor(self._executor, self._trainer.evaluate, self.shard, config, model)
-        report = pb.EvaluationReport(credentials=credentials, task_id=task.task_id, round=task.round,
-                                     model_version=task.model_version, n_examples=len(self.shard), metrics=metrics)
-        ack = await self._stub.SubmitEvaluation(report, timeout=self._options.rpc_timeout_s)
-        log.debug("client %s: %s", self.client_id, ack.detail)
+        metrics = await loop.run_in_executor(self._executor, self._trainer.evaluate, self.shard, task.config, model)
+        detail = await self._connection.submit_evaluation(
+            EvaluationReport(task.task_id, task.round, task.model_version, len(self.shard), metrics))
+        log.debug("client %s: %s", self.client_id, detail)

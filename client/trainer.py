@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedgrad.attacks import ClientAttack
 from fedgrad.data import Shard
 from fedgrad.errors import ConfigError
 from fedgrad.models import SpamModel, model_from_config
@@ -60,10 +61,11 @@ class LocalTrainer:
     """
 
     def __init__(self, device: str | None = None, privacy: ClientPrivacy = DEFAULT_CLIENT_PRIVACY,
-                 trusted_code: Collection[str] = ()) -> None:
+                 trusted_code: Collection[str] = (), attacks: Mapping[str, ClientAttack] | None = None) -> None:
         self._device = device
         self._privacy = privacy
         self._trusted_code = frozenset(trusted_code)
+        self._attacks = dict(attacks or {})  # a simulation's attacking clients (fedgrad.attacks); empty otherwise
         self._models: dict[tuple[str, str], SpamModel] = {}
         self._guard = (PolicyGuard(RunPolicy.load(privacy.policy), privacy.training_seed)
                        if privacy.policy is not None else None)
@@ -71,11 +73,14 @@ class LocalTrainer:
     def train(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> TrainResult:
         model = self._load(config, global_model)
         started = time.perf_counter()
-        result = train_local(model, shard, seed=config.seed or 0, **dataclasses.asdict(config.train))
+        settings = dataclasses.asdict(config.train)
+        start = ({"start_loss": float(evaluate(model, shard, batch_size=config.train.batch_size)["loss"])}
+                 if settings.pop("report_start_loss") else {})
+        result = train_local(model, shard, seed=config.seed or 0, **settings)
         train_s = time.perf_counter() - started
         trained = model.state_dict()
         delta = {name: trained[name] - value for name, value in global_model.items()}
-        metrics = {name: float(value) for name, value in result.items() if name != "n_examples"}
+        metrics = {**start, **{name: float(value) for name, value in result.items() if name != "n_examples"}}
         return TrainResult(delta, metrics, train_s)
 
     def train_update(self, client_id: str, shard: Shard, task: TrainTask,
@@ -88,7 +93,12 @@ class LocalTrainer:
         config = task.config
         if self._guard is not None:
             config = dataclasses.replace(config, seed=self._guard.admit(task, client_id, global_model))
-        result = self.train(shard, config, global_model)
+        attack = self._attacks.get(client_id)
+        if attack is not None and attack.active(task.round):  # the same path, with its data or update altered
+            result = self.train(attack.poisoned(shard), config, global_model)
+            result = dataclasses.replace(result, delta=attack.tampered(result.delta))
+        else:
+            result = self.train(shard, config, global_model)
         started = time.perf_counter()
         encoded = encode_update(task, client_id, result.delta, self._privacy)
         encode_s = time.perf_counter() - started

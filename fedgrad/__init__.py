@@ -27,14 +27,15 @@ from fedgrad.tensor import (
 )
 
 if TYPE_CHECKING:
-    from fedgrad.api import compare, run
+    from fedgrad.api import baseline, compare, run
 
 #: Attributes imported on first use (the platform, kept out of ``import fedgrad``), and the module of each.
-_LAZY = {"run": "fedgrad.api", "compare": "fedgrad.api"}
+_LAZY = {"run": "fedgrad.api", "compare": "fedgrad.api", "baseline": "fedgrad.api"}
 
 
 def __getattr__(name: str) -> Any:
-    """``fedgrad.run``, ``fedgrad.compare`` (the :data:`_LAZY` names) from their module, imported on first use."""
+    """``fedgrad.run``, ``fedgrad.compare``, ``fedgrad.baseline`` (the :data:`_LAZY` names) from their module,
+    imported on first use."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'fedgrad' has no attribute {name!r}")
@@ -45,6 +46,7 @@ __all__ = [
     "DeviceError",
     "Tensor",
     "arange",
+    "baseline",
     "bool_",
     "cat",
     "compare",

@@ -11,8 +11,9 @@ records and the summary (:mod:`fedgrad.results.schema`'s :class:`RoundRecord` an
 written to the run directory (``metrics.jsonl``, ``summary.json``, ``report.md``,
 ``config.toml``). :func:`simulate_run` is the same with ``--set`` text; the ``simulate`` command is a thin
 layer over it. :func:`compare` runs a scenario under several privacy settings and seeds, as ``fedgrad compare``
-does, and returns the comparison (rows, frontier, directory, report). Errors in the scenario or overrides raise
-:class:`~fedgrad.errors.ConfigError`.
+does, and returns the comparison (rows, frontier, directory, report); :func:`baseline` trains the scenario's model
+centrally on the pooled data, as ``fedgrad train --centralized`` does, and returns a :class:`RunResult` too.
+Errors in the scenario or overrides raise :class:`~fedgrad.errors.ConfigError`.
 """
 from __future__ import annotations
 
@@ -24,11 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from fedgrad.errors import ConfigError
+from fedgrad.experiments.baseline import train_centralized
 from fedgrad.experiments.compare import DEFAULT_PRIVACY, Comparison, run_comparison
 from fedgrad.experiments.run import open_run, simulate
 from fedgrad.launchers import Fleet, ray_fleet
 from fedgrad.results.schema import RoundRecord, RunSummary
-from fedgrad.scenario import Scenario, format_override
+from fedgrad.scenario import Scenario, format_override, load_scenario, override_scenario
 
 LAUNCHERS = ("local", "ray")
 
@@ -73,6 +75,17 @@ def compare(scenario: str | Path, *, privacy: str | Sequence[str] = DEFAULT_PRIV
     """
     return run_comparison(scenario, privacy=privacy, seeds=seeds, clients=clients, key_bits=key_bits, rounds=rounds,
                           canary=canary, overrides=_sets(overrides))
+
+
+def baseline(scenario: str | Path | Scenario, *, epochs: int | None = None, **overrides: Any) -> RunResult:
+    """Train ``scenario``'s model centrally on every client's training data pooled (``fedgrad train
+    --centralized``): the baseline a federated run is measured against, one record per epoch, ``epochs`` of them
+    (default: ``federation.rounds x train.epochs``). Keyword ``overrides`` set scenario keys as in :func:`run`."""
+    sets = _sets(overrides)
+    resolved = (override_scenario(scenario, sets) if isinstance(scenario, Scenario)
+                else load_scenario(scenario, sets))
+    writer, summary = train_centralized(resolved, epochs=epochs)
+    return RunResult(resolved, list(writer.records), summary, writer.run_dir)
 
 
 def _sets(overrides: dict[str, Any]) -> list[str]:

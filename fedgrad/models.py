@@ -22,7 +22,7 @@ seed gives the same starting weights on every client, process and device.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,9 +32,11 @@ from fedgrad.data.vocabulary import PAD, UNK
 from fedgrad.errors import ConfigError
 from fedgrad.nn import functional as F
 from fedgrad.nn.module import Parameter
-from fedgrad.scenario import MODEL_NAMES, ModelConfig
 from fedgrad.tensor import Tensor, generator, no_grad
 from fedgrad.usercode import describe_failure, is_reference, load_reference
+
+if TYPE_CHECKING:  # the scenario's schema names this module's models (MODEL_NAMES): only its type here
+    from fedgrad.scenario import ModelConfig
 
 # Word weights start in U(-BAG_INIT, BAG_INIT). The book draws U(-0.5, 0.5), but its scores are sums
 # over an email's ~150 distinct words, so that starts with logits of magnitude ~3.5 where the
@@ -158,9 +160,10 @@ class LSTMClassifier(SpamModel):
 
 
 #: Each model class, called as ``cls(vocab_size, **options)`` (the base ``SpamModel`` takes no arguments).
-#: Its keys are the scenario's ``MODEL_NAMES`` (``tests/experiment/test_models.py`` checks).
 _MODELS: dict[str, Callable[..., SpamModel]] = {"book": BookModel, "logreg": LogisticRegression, "mlp": EmbeddingMLP,
                                                 "lstm": LSTMClassifier}
+#: The built-in models' names, which ``model.name`` may take besides a user's factory.
+MODEL_NAMES = tuple(_MODELS)
 
 
 def build_model(name: str, vocab_size: int, *, seed: int = 0, **options: Any) -> SpamModel:

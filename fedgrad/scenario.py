@@ -25,21 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedgrad.data import FederatedDataset, build_federated_dataset
+from fedgrad.crypto.keys import MIN_INSECURE_KEY_BITS, SECURE_KEY_BITS, check_key_bits
+from fedgrad.data import SCHEMES, FederatedDataset, build_federated_dataset
 from fedgrad.data.loaders import DEFAULT_CORPUS
+from fedgrad.data.tokens import tokenize
 from fedgrad.errors import ConfigError
+from fedgrad.models import MODEL_NAMES
 from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.strategy_names import STRATEGY_NAMES
 from fedgrad.usercode import REFERENCE, is_reference
-
-# Paillier moduli below 2048 bits fall short of current key-size recommendations (NIST SP 800-57);
-# smaller keys are allowed only with an explicit flag, to keep tests fast.
-SECURE_KEY_BITS = 2048
-MIN_INSECURE_KEY_BITS = 128
 
 _NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _DEVICE_PATTERN = re.compile(r"cpu|cuda(:\d+)?")
-MODEL_NAMES = ("book", "logreg", "mlp", "lstm")
-STRATEGY_NAMES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedadagrad", "fedyogi")  # server.strategies builds them
 
 
 def _builtin_or_reference(names: tuple[str, ...]) -> re.Pattern[str]:
@@ -69,7 +66,7 @@ class DataConfig:
     corpus: str = _spec(DEFAULT_CORPUS,
                         doc='"spamassassin" or a path (Enron dir/.tar.gz, spam.txt+ham.txt dir, .tsv, .csv)')
     test_fraction: float = _spec(0.2, gt=0.0, lt=1.0)
-    partition: str = _spec("dirichlet", choices=("iid", "quantity", "dirichlet", "book"))
+    partition: str = _spec("dirichlet", choices=SCHEMES)
     alpha: float = _spec(0.5, gt=0.0, doc="Dirichlet concentration; smaller = more label skew")
     min_count: int = _spec(2, ge=1, doc="drop words seen in fewer emails than this")
     max_len: int = _spec(500, ge=1, doc="tokens kept per email")
@@ -110,6 +107,9 @@ class FederationConfig:
                           doc=f'one of {", ".join(STRATEGY_NAMES)} or "package.module:Class" (a Strategy subclass)')
     prox_mu: float = _spec(0.0, ge=0.0, doc="fedprox proximal weight")
     server_lr: float = _spec(1.0, gt=0.0)
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "doc": "the strategy's own settings, e.g. [federation.options] f = 2 for krum (server.strategies lists "
+               "each built-in strategy's; a user's Strategy subclass gets them as keyword arguments)"})
     sampling: str = _spec("fixed", choices=("fixed", "poisson"),
                           doc="fixed: exactly clients_per_round a round; poisson: each client with probability "
                               "clients_per_round/clients (what DP accounting with add/remove adjacency assumes)")
@@ -124,17 +124,23 @@ class FederationConfig:
         return self.max_clients or (self.clients if self.sampling == "poisson" else self.clients_per_round)
 
 
+#: The threshold modes distributed DP can sum its noise shares under (``privacy.dp_secure``; ``fedgrad.modes.dp``).
+DP_SECURE_MODES = ("paillier", "paillier-masked")
+
+
 @dataclass(frozen=True)
 class PrivacyConfig:
     mode: str = _spec("none", choices=MODE_NAMES, doc="fedgrad.modes.registry lists what each mode is")
-    key_bits: int = _spec(SECURE_KEY_BITS, ge=MIN_INSECURE_KEY_BITS)
-    insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS} (tests only)")
+    key_bits: int = _spec(SECURE_KEY_BITS[0], ge=MIN_INSECURE_KEY_BITS)
+    insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS[0]} (tests only)")
     clip: float = _spec(1.0, gt=0.0, doc="per-coordinate bound on an update before quantization")
     value_bits: int = _spec(16, ge=2, le=32, doc="bits per quantized value")
     epsilon: float = _spec(1.0, gt=0.0, doc="dp: target epsilon over the whole run")
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
+    dp_secure: str = _spec("paillier", choices=DP_SECURE_MODES,
+                           doc="dp (distributed): the secure aggregation the clients' noise shares are summed under")
     dp_adaptive_clip: bool = _spec(False, doc="dp (central): move dp_clip towards a quantile of the update norms "
                                               "(Andrew et al. 2021), its cost inside epsilon")
     dp_clip_quantile: float = _spec(0.5, gt=0.0, lt=1.0, doc="dp adaptive clipping: target quantile of the norms")
@@ -155,6 +161,21 @@ class PrivacyConfig:
         return self.mode not in ("none", "dp") or self.dp_placement == "distributed"
 
 
+ATTACK_KINDS = ("none", "label_flip", "scaled_update", "backdoor")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Malicious clients for robustness experiments (``fedgrad.attacks``): a share of the clients, drawn from the
+    seed, poison their data or their update from ``start_round`` on."""
+
+    kind: str = _spec("none", choices=ATTACK_KINDS)
+    fraction: float = _spec(0.1, gt=0.0, le=1.0, doc="share of the clients that attack")
+    start_round: int = _spec(1, ge=1, doc="first round in which the attackers attack")
+    scale: float = _spec(10.0, gt=0.0, doc="scaled_update: the factor applied to the attacker's update")
+    trigger: str = _spec("quokka zephyr", doc="backdoor: the phrase that makes spam pass as ham")
+
+
 @dataclass(frozen=True)
 class OutputConfig:
     dir: str = _spec("runs", doc="run directories are created below this")
@@ -166,6 +187,7 @@ _SECTIONS: dict[str, type] = {
     "train": TrainConfig,
     "federation": FederationConfig,
     "privacy": PrivacyConfig,
+    "attack": AttackConfig,
     "output": OutputConfig,
 }
 _TOP_LEVEL_KEYS = ("name", "seed", "code_dir")
@@ -185,6 +207,7 @@ class Scenario:
     train: TrainConfig = field(default_factory=TrainConfig)
     federation: FederationConfig = field(default_factory=FederationConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
     @classmethod
@@ -236,7 +259,7 @@ class Scenario:
         return build_federated_dataset(
             data.corpus, n_clients=fed.clients, partition=data.partition, alpha=data.alpha,
             test_fraction=data.test_fraction, seed=self.seed, min_count=data.min_count, max_len=data.max_len,
-            max_vocab=data.max_vocab)
+            max_vocab=data.max_vocab, reserved=tokenize(self.attack.trigger) if self.attack.kind == "backdoor" else ())
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
@@ -408,11 +431,12 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(f"federation.clients: the book partition has exactly 3 clients (got {fed.clients})")
     if train.optimizer != "sgd" and train.momentum != 0.0:
         raise ConfigError(f"train.momentum: only used with optimizer = \"sgd\" (optimizer is {train.optimizer!r})")
-    if privacy.key_bits < SECURE_KEY_BITS and not privacy.insecure_key_bits:
-        raise ConfigError(
-            f"privacy.key_bits: must be >= {SECURE_KEY_BITS} (got {privacy.key_bits}); "
-            "set privacy.insecure_key_bits = true to allow weak keys in tests"
-        )
+    if s.attack.kind == "backdoor" and not tokenize(s.attack.trigger):
+        raise ConfigError(f"attack.trigger: must contain at least one word (got {s.attack.trigger!r})")
+    try:  # the key-size policy is the crypto's (``fedgrad.crypto.keys``)
+        check_key_bits(privacy.key_bits, privacy.insecure_key_bits, flag="privacy.insecure_key_bits")
+    except ConfigError as error:
+        raise ConfigError(f"privacy.key_bits: {error}") from None
 
 
 def _describe(value: Any) -> str:

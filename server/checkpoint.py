@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from fedgrad.attacks import client_attack
 from fedgrad.data import load_test, load_vocab
 from fedgrad.errors import ConfigError, DataError
 from fedgrad.files import PRIVATE_MODE, write_atomic
@@ -178,11 +179,12 @@ def reopen_run(run_dir: Path | str) -> tuple[PreparedRun, Checkpoint | None]:
         raise ConfigError(f"{run_dir}: the run already finished ({SUMMARY_FILE} exists); nothing to resume")
     scenario = load_scenario(run_dir / CONFIG_FILE)
     data_dir = run_dir / DATA_DIR
-    test, vocab_size = load_test(data_dir), len(load_vocab(data_dir))
+    test, vocab = load_test(data_dir), load_vocab(data_dir)
     checkpoint = Checkpoints(run_dir).latest()
     records = checkpoint.records if checkpoint is not None else []
     writer = RunWriter.reopen(run_dir, scenario, records)
-    return PreparedRun(scenario, writer, vocab_size, test), checkpoint
+    trigger = client_attack(scenario.attack, vocab).trigger_ids
+    return PreparedRun(scenario, writer, len(vocab), test, trigger), checkpoint
 
 
 def load_checkpoint(path: Path | str) -> Checkpoint:

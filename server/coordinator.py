@@ -31,17 +31,25 @@ import numpy as np
 from fedgrad.errors import FedgradError
 from fedgrad.metrics import ByteCounter, PhaseTimer
 from fedgrad.modes.base import AccumulatorFactory
-from fedgrad.protocol import Rejected, RoundCohort, TaskConfig
-from fedgrad.protocol.records import UpdateAnnouncement
+from fedgrad.protocol import (
+    EvaluationReport,
+    Rejected,
+    RoundCohort,
+    ShutdownTask,
+    TaskConfig,
+    TaskDecline,
+    TaskKind,
+    UpdateAnnouncement,
+    WaitTask,
+)
 from fedgrad.results.schema import ClientEvaluation, RoundRecord, RunOutcome, Scores, Traffic, round_record
 from fedgrad.training import client_seed
-from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport.channel import PROTOCOL_VERSION
 from server.mailbox import Signal
 from server.registry import ClientRecord, ClientRegistry, RunTokens
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
-from server.tasks import ModelPayload, Task, model_task, privacy_message, signal_task
+from server.tasks import Delivery, ModelPayload, evaluate_task, train_task
 
 log = logging.getLogger("fedgrad.server")
 #: A declining client's reason is logged up to this length.
@@ -134,7 +142,7 @@ class Coordinator:
         self._dispatch_done = Signal()
         self._last_task_id = 0
         self._model_payload: ModelPayload | None = None
-        self._shutdown: Task | None = None
+        self._shutdown: Delivery | None = None
 
     # ---- called by the gRPC handlers -------------------------------------------------------------
 
@@ -160,14 +168,14 @@ class Coordinator:
             raise Rejected.unauthenticated(f"run {run_id!r} is not this coordinator's run; join again")
         return self.registry.authenticate(client_id, token)
 
-    async def next_task(self, client: ClientRecord, last_task_id: int, wait_s: float) -> Task:
+    async def next_task(self, client: ClientRecord, last_task_id: int, wait_s: float) -> Delivery:
         """The client's newest task after ``last_task_id``, as soon as there is one; WAIT after ``wait_s``."""
         task = await client.mailbox.newer_than(last_task_id, min(max(wait_s, 0.0), MAX_LONG_POLL_S))
-        return task or signal_task(pb.WAIT, last_task_id)
+        return task or Delivery(WaitTask(last_task_id))
 
-    def task_delivered(self, client: ClientRecord, task: Task, nbytes: int) -> None:
+    def task_delivered(self, client: ClientRecord, task: Delivery, nbytes: int) -> None:
         """The whole of ``task`` went out to ``client`` (``nbytes`` serialized)."""
-        if task.kind == pb.SHUTDOWN:
+        if task.kind == TaskKind.SHUTDOWN:
             self.registry.mark_shut_down(client)
         elif self._dispatch is not None and self._dispatch.task_ids.get(client.client_id) == task.task_id:
             self._dispatch.delivered(client.client_id, nbytes)
@@ -189,29 +197,27 @@ class Coordinator:
         round_.add_update(client.client_id, payload, report, nbytes, header.signature)
         return f"update accepted for round {round_.round_number} ({len(round_.reports)}/{len(round_.task_ids)})"
 
-    def decline_task(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
-                     reason: str) -> str:
+    def decline_task(self, client: ClientRecord, decline: TaskDecline) -> str:
         """A client's run policy refused its TRAIN task: log the client's one-line reason and stop waiting."""
         dispatch = self._dispatch
         if not isinstance(dispatch, TrainingRound):
             raise Rejected.stale("no training round is open")
-        dispatch.admit(client.client_id, task_id, round_number, model_version)
-        dispatch.decline(client.client_id, reason)
-        line = " ".join(reason.split())[:MAX_REASON_CHARS]
-        log.warning("round %d: client %s declined its task: %s", round_number, client.client_id, line)
-        return f"task {task_id} declined"
+        dispatch.admit(client.client_id, decline.task_id, decline.round, decline.model_version)
+        dispatch.decline(client.client_id, decline.reason)
+        line = " ".join(decline.reason.split())[:MAX_REASON_CHARS]
+        log.warning("round %d: client %s declined its task: %s", decline.round, client.client_id, line)
+        return f"task {decline.task_id} declined"
 
-    def add_evaluation(self, client: ClientRecord, task_id: int, round_number: int, model_version: int,
-                       n_examples: int, reported: Mapping[str, float]) -> str:
+    def add_evaluation(self, client: ClientRecord, report: EvaluationReport) -> str:
         dispatch = self._dispatch
         if dispatch is None or isinstance(dispatch, TrainingRound):
             raise Rejected.stale("no evaluation is open")
-        metrics = _checked_metrics(reported, required=("accuracy", "loss"))
-        if n_examples != client.n_examples:
-            raise Rejected.invalid(f"evaluation claims {n_examples} examples, the client declared "
+        metrics = _checked_metrics(report.metrics, required=("accuracy", "loss"))
+        if report.n_examples != client.n_examples:
+            raise Rejected.invalid(f"evaluation claims {report.n_examples} examples, the client declared "
                                    f"{client.n_examples} at join")
-        dispatch.admit(client.client_id, task_id, round_number, model_version)
-        dispatch.accept_report(client.client_id, Report(n_examples, metrics))
+        dispatch.admit(client.client_id, report.task_id, report.round, report.model_version)
+        dispatch.accept_report(client.client_id, Report(report.n_examples, metrics))
         return f"evaluation accepted ({len(dispatch.reports)}/{len(dispatch.task_ids)})"
 
     # ---- the round loop ----------------------------------------------------------------------------
@@ -273,7 +279,7 @@ class Coordinator:
         summed = await asyncio.to_thread(round_.accumulator.finalize, timer)  # decryption takes a while
         if summed is not None:  # None: the mode dropped this round's aggregate (the record says why)
             with timer.phase("aggregate"):
-                delta = state.strategy.aggregate(summed)
+                delta = state.strategy.aggregate(round_.with_metrics(summed))
                 state.global_model = state.strategy.apply(state.global_model, delta)
             state.model_version += 1
         state.completed_rounds = number
@@ -302,13 +308,12 @@ class Coordinator:
                                      run_id=self.run_id, attempt=attempt, settings_digest=settings,
                                      model_digest=model.digest))
         tasks = {}
-        privacy = privacy_message(accumulator.announcement)
         for record in selected:
             instruction = instructions[record.client_id]
             config = self._task_config.for_client(client_seed(self._seed, number, record.client_id),
                                                   instruction.train_options)
-            tasks[record.client_id] = model_task(pb.TRAIN, self._next_task_id(), number, model, config,
-                                                 instruction.weight, privacy)
+            tasks[record.client_id] = train_task(self._next_task_id(), number, model, config, instruction.weight,
+                                                 accumulator.announcement)
         round_ = TrainingRound(number, model, {cid: task.task_id for cid, task in tasks.items()},
                                self._dispatch_done, instructions, accumulator)
         self._open(round_, tasks)
@@ -326,8 +331,8 @@ class Coordinator:
         available = [record.client_id for record in self.registry.available()]
         answered: dict[str, Report] = {}
         for start in range(0, len(available), self.settings.clients_per_round):
-            tasks = {cid: model_task(pb.EVALUATE, self._next_task_id(), self.state.completed_rounds, model,
-                                     self._task_config)
+            tasks = {cid: evaluate_task(self._next_task_id(), self.state.completed_rounds, model,
+                                        self._task_config)
                      for cid in available[start:start + self.settings.clients_per_round]}
             dispatch = Dispatch(self.state.completed_rounds, model,
                                 {cid: task.task_id for cid, task in tasks.items()}, self._dispatch_done)
@@ -351,7 +356,7 @@ class Coordinator:
 
     async def _shut_down(self) -> None:
         """Tell every client the run is over and give them a moment to hear it."""
-        self._shutdown = signal_task(pb.SHUTDOWN, self._next_task_id())
+        self._shutdown = Delivery(ShutdownTask(self._next_task_id()))
         for record in self.registry.clients():
             record.mailbox.post(self._shutdown)
         await self.registry.changed.wait_for(self.registry.all_gone, self._shutdown_grace_s)
@@ -368,7 +373,7 @@ class Coordinator:
         self._last_task_id += 1
         return self._last_task_id
 
-    def _open(self, dispatch: Dispatch, tasks: dict[str, Task]) -> None:
+    def _open(self, dispatch: Dispatch, tasks: dict[str, Delivery]) -> None:
         self._dispatch = dispatch
         for client_id, task in tasks.items():
             self._record(client_id).mailbox.post(task)

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fedgrad.attacks import attacker_indices, backdoor_success, client_attack, save_attacks
 from fedgrad.data import Shard
+from fedgrad.errors import ConfigError
 from fedgrad.models import model_from_config
-from fedgrad.modes.resolve import privacy_mode
+from fedgrad.modes.resolve import mode_class, privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
 from fedgrad.results.schema import RoundRecord, RunOutcome
@@ -24,7 +26,7 @@ from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.registry import RunTokens
-from server.strategies import StateDict, Strategy, build_strategy
+from server.strategies import StateDict, Strategy, strategy_for
 
 DATA_DIR = "data"
 
@@ -35,6 +37,7 @@ class PreparedRun:
     writer: RunWriter
     vocab_size: int
     test: Shard
+    trigger_ids: tuple[int, ...] = ()  # a backdoor attack's trigger, whose success each evaluation measures
 
     @property
     def data_dir(self) -> Path:
@@ -44,13 +47,16 @@ class PreparedRun:
 
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
+    check_strategy(scenario)  # a broken strategy, or one the privacy mode cannot serve, fails before any work
     dataset = scenario.build_dataset()
-    if scenario.user_references:  # a broken user model or strategy fails here, before the run directory exists
+    if scenario.user_references:  # a broken user model fails here, before the run directory exists
         model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed, code_dir=scenario.code_dir)
-        _strategy(scenario)
+    attackers = attacker_indices(scenario.attack, scenario.federation.clients, scenario.seed)
     writer = RunWriter(scenario.output.dir, scenario)  # only once the data is good: no empty run dirs
     dataset.save(writer.run_dir / DATA_DIR)
-    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test)
+    attack = client_attack(scenario.attack, dataset.vocab)
+    save_attacks(writer.run_dir / DATA_DIR, attack, attackers)
+    return PreparedRun(scenario, writer, len(dataset.vocab), dataset.test, attack.trigger_ids)
 
 
 def client_ids(scenario: Scenario) -> list[str]:
@@ -71,10 +77,14 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
                               code_dir=scenario.code_dir)
     mode = privacy_mode(scenario, decryptors)
     aggregation = mode.aggregation(model.state_dict(), prepared.writer.records)
+    strategy = check_strategy(scenario)
 
     def evaluate_on_test(state: StateDict) -> dict[str, float]:
         model.load_state_dict(state)
-        return evaluate(model, prepared.test)
+        metrics = evaluate(model, prepared.test)
+        if prepared.trigger_ids:
+            metrics["backdoor_success"] = backdoor_success(model, prepared.test, prepared.trigger_ids)
+        return metrics
 
     def privacy_summary() -> RunOutcome:
         guarantee = mode.guarantee()
@@ -87,9 +97,10 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
                                join_grace_s=fed.round_timeout_s,
                                poisson_rate=fed.clients_per_round / fed.clients if fed.sampling == "poisson" else None),
         state=FederationState(global_model=model.state_dict(), rng=np.random.default_rng(scenario.seed),
-                              strategy=_strategy(scenario)),
+                              strategy=strategy),
         client_ids=client_ids(scenario),
-        new_accumulator=aggregation.new_accumulator,
+        new_accumulator=(aggregation.new_keeping_accumulator if strategy.needs_individual_updates
+                         else aggregation.new_accumulator),
         evaluate=evaluate_on_test,
         task_config=TaskConfig.from_scenario(scenario, prepared.vocab_size),
         seed=scenario.seed,
@@ -101,6 +112,18 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
     )
 
 
-def _strategy(scenario: Scenario) -> Strategy:
+def check_strategy(scenario: Scenario) -> Strategy:
+    """The scenario's strategy, refused with a one-line :class:`ConfigError` when its options are wrong, when
+    ``federation.min_clients`` is below the fewest updates its rule is defined for, or when it needs each client's
+    update and the privacy mode hides them (the mode says why)."""
+    strategy = strategy_for(scenario)
     fed = scenario.federation
-    return build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu, code_dir=scenario.code_dir)
+    if fed.min_clients < strategy.min_updates:
+        raise ConfigError(f"federation.min_clients: strategy {fed.strategy!r} with its options needs at least "
+                          f"{strategy.min_updates} updates a round (got min_clients = {fed.min_clients})")
+    if strategy.needs_individual_updates:
+        hidden = mode_class(scenario.privacy.mode).hides_individual_updates(scenario)
+        if hidden:
+            raise ConfigError(f"federation.strategy: {fed.strategy!r} needs each client's update, which "
+                              f"privacy.mode = {scenario.privacy.mode!r} does not give: {hidden}")
+    return strategy

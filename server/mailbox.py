@@ -11,7 +11,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from server.tasks import Task
+from server.tasks import Delivery
 
 
 class Signal:
@@ -42,10 +42,10 @@ class Mailbox:
     """The newest task for one client. A newer task replaces an older one that was never fetched."""
 
     def __init__(self) -> None:
-        self.task: Task | None = None
+        self.task: Delivery | None = None
         self._posted = Signal()
 
-    def post(self, task: Task) -> None:
+    def post(self, task: Delivery) -> None:
         self.task = task
         self._posted.fire()
 
@@ -54,7 +54,7 @@ class Mailbox:
         if self.task is not None and self.task.task_id == task_id:
             self.task = None
 
-    async def newer_than(self, task_id: int, timeout: float) -> Task | None:
+    async def newer_than(self, task_id: int, timeout: float) -> Delivery | None:
         """The posted task if it is newer than ``task_id``, waiting up to ``timeout`` for one."""
         arrived = await self._posted.wait_for(lambda: self.task is not None and self.task.task_id > task_id, timeout)
         return self.task if arrived else None

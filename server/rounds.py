@@ -17,13 +17,13 @@ Clients run in parallel, so the per-client phases take the slowest client (the r
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fedgrad.modes.base import UpdateAccumulator
-from fedgrad.protocol import Rejected
-from fedgrad.protocol.records import UpdateAnnouncement
+from fedgrad.protocol import Rejected, UpdateAnnouncement, WeightedSum
 from server.mailbox import Signal
 from server.strategies import Instruction
 from server.tasks import ModelPayload
@@ -159,6 +159,12 @@ class TrainingRound(Dispatch):
             self._aggregate_s += time.perf_counter() - started
         self.bytes_up += nbytes
         self._store(client_id, report)
+
+    def with_metrics(self, summed: WeightedSum) -> WeightedSum:
+        """``summed`` whose individual updates (if it keeps them) carry their clients' reported metrics."""
+        updates = tuple(dataclasses.replace(update, metrics=self.reports[update.client_id].metrics)
+                        for update in summed.updates)
+        return dataclasses.replace(summed, updates=updates) if updates else summed
 
     def phase_times(self) -> dict[str, float]:
         """This attempt's phases up to the sum of its updates (see the module docstring)."""

@@ -31,7 +31,12 @@ from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, ServerSecurity, listen, new_server
 from fedgrad.transport.codec import PayloadBuffer, WireError
-from fedgrad.transport.convert import update_announcement_from_pb
+from fedgrad.transport.convert import (
+    TaskMessages,
+    evaluation_report_from_pb,
+    task_decline_from_pb,
+    update_announcement_from_pb,
+)
 from fedgrad.transport.interceptors import STATUS_CODES, RefuseMalformedRequests
 from server.coordinator import Coordinator
 from server.registry import ClientRecord
@@ -46,6 +51,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def __init__(self, coordinator: Coordinator, max_transfers: int = MAX_TRANSFERS) -> None:
         self.coordinator = coordinator
         self._transfers = asyncio.Semaphore(max_transfers)
+        self._messages = TaskMessages()
 
     async def Join(self, request: pb.JoinRequest, context: grpc.aio.ServicerContext) -> pb.JoinReply:
         try:
@@ -74,7 +80,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
                 await _abort(context, rejected, client.client_id)
             nbytes = 0
             async with self._transfers if task.model is not None else contextlib.nullcontext():
-                for message in task.messages():
+                for message in self._messages.stream(task.task, task.model.pieces if task.model is not None else ()):
                     nbytes += message.ByteSize()
                     yield message
             delivered = True
@@ -112,8 +118,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     async def DeclineTask(self, request: pb.TaskDecline, context: grpc.aio.ServicerContext) -> pb.Ack:
         try:
             client = self._authenticate(request.credentials)
-            detail = self.coordinator.decline_task(client, request.task_id, request.round, request.model_version,
-                                                   request.reason)
+            detail = self.coordinator.decline_task(client, task_decline_from_pb(request))
         except Rejected as rejected:
             await _abort(context, rejected, request.credentials.client_id)
         return pb.Ack(detail=detail)
@@ -121,8 +126,7 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     async def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.aio.ServicerContext) -> pb.Ack:
         try:
             client = self._authenticate(request.credentials)
-            detail = self.coordinator.add_evaluation(client, request.task_id, request.round, request.model_version,
-                                                     request.n_examples, dict(request.metrics))
+            detail = self.coordinator.add_evaluation(client, evaluation_report_from_pb(request))
         except Rejected as rejected:
             await _abort(context, rejected, request.credentials.client_id)
         return pb.Ack(detail=detail)

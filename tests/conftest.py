@@ -61,6 +61,8 @@ def _toml_value(value: object) -> str:
         return str(value)
     if isinstance(value, (str, Path)):
         return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 

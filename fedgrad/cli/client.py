@@ -8,7 +8,8 @@ DIR holds the clients' shard files, shard-K.npz: `fedgrad server` writes them in
 run's token file (RUN_DIR/auth/client-tokens.json, or a subset made with `fedgrad tokens export`); it
 must be private to its owner (chmod 600), as tokens never go on a command line. Everything else
 (model, training settings, seeds) comes from the coordinator. A user model ("package.module:factory")
-runs only if named with --trust-code and importable here (PYTHONPATH).
+runs only if named with --trust-code and importable here (PYTHONPATH). In a simulation with an [attack] table, a
+client whose shard has an attack-K.json beside it plays the attacker it describes (fedgrad.attacks).
 
 Secure federations. --identity-dir, --enrollment and --policy (the operator's run policy, `fedgrad policy`): each
 TRAIN task is checked against the policy (mode, key, training settings, DP noise share, cohort, run) and one
@@ -36,6 +37,7 @@ from typing import TypeVar
 
 from client.pool import run_clients
 from client.session import ClientError, ClientOptions
+from fedgrad.attacks import load_attacks
 from fedgrad.backend import parse_device
 from fedgrad.data import load_shard
 from fedgrad.errors import ConfigError
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
                             identity_dir=args.identity_dir, enrollment=args.enrollment, policy=args.policy,
                             training_seed=args.training_seed)
     clients = run_clients(args.server, shards, device=device, options=options, tokens=tokens, security=security,
-                          privacy=privacy, trusted_code=args.trust_code)
+                          privacy=privacy, trusted_code=args.trust_code, attacks=load_attacks(args.shard_dir, ids))
     asyncio.run(_until_orphaned(clients) if args.exit_with_parent else clients)
     return 0
 

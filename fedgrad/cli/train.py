@@ -9,24 +9,18 @@ default it runs ``federation.rounds x train.epochs`` epochs: as many passes over
 the federated run makes when every client takes part in every round.
 
 The run directory (``output.dir``/<scenario>-<timestamp>) has the same files as a federated run,
-with one record per epoch in metrics.jsonl; its report says ``mode: centralized``.
+with one record per epoch in metrics.jsonl; its report says ``mode: centralized``. The work is
+``fedgrad.experiments.baseline`` (``fedgrad.baseline`` from Python); this module parses and prints.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from fedgrad.metrics import PhaseTimer
-from fedgrad.models import model_from_config
-from fedgrad.results import RunWriter, format_percent
-from fedgrad.results.schema import RoundRecord, RunOutcome, RunSummary, Scores, round_record
+from fedgrad.experiments.baseline import train_centralized
+from fedgrad.results import format_percent
+from fedgrad.results.schema import RoundRecord, RunSummary
 from fedgrad.scenario import load_scenario
-from fedgrad.training import evaluate, train_local
 
 #: The printed table shows at most this many epochs (evenly spaced, always the last); all are in metrics.jsonl.
 MAX_TABLE_ROWS = 20
@@ -54,40 +48,9 @@ def _positive_int(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    scenario = load_scenario(args.scenario, args.overrides)
-    fed, train = scenario.federation, scenario.train
-    epochs = args.epochs or fed.rounds * train.epochs
-    dataset = scenario.build_dataset()
-    pooled, test = dataset.train, dataset.test
-    model = model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed,
-                              code_dir=scenario.code_dir).to(train.device)
-    writer = RunWriter(scenario.output.dir, scenario)  # only once the data loaded: no empty run dirs
-    initial = evaluate(model, test)
-    with tqdm(total=epochs, desc=f"{scenario.name} (centralized)", unit="epoch", file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        for epoch in range(1, epochs + 1):
-            timer = PhaseTimer()
-            with timer.phase("train"):
-                trained = train_local(model, pooled, epochs=1, batch_size=train.batch_size, lr=train.lr,
-                                      optimizer=train.optimizer, momentum=train.momentum,
-                                      seed=epoch_seed(scenario.seed, epoch))
-            with timer.phase("evaluate"):
-                evaluation = evaluate(model, test)
-            writer.log_round(round_record(
-                epoch, evaluation, clients_selected=1, clients_used=1, clients_dropped=0,
-                time_s=timer.as_dict(), train_loss=trained["loss"]))
-            bar.set_postfix(acc=f"{100 * evaluation['accuracy']:.2f}%", loss=f"{trained['loss']:.4f}", refresh=False)
-            bar.update(1)
-    summary = writer.finish(RunOutcome(
-        mode="centralized", epochs=epochs, initial=dataclasses.replace(Scores.of(initial), n=None),
-        train_examples=len(pooled), test_examples=len(test), vocab_size=len(dataset.vocab)))
+    writer, summary = train_centralized(load_scenario(args.scenario, args.overrides), epochs=args.epochs)
     print_table(writer.records, summary)
     return 0
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """Shuffling seed of one epoch, derived from the scenario seed so a rerun repeats every epoch."""
-    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
 def print_table(records: list[RoundRecord], summary: RunSummary) -> None:

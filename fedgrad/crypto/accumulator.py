@@ -18,12 +18,15 @@ class Accumulator:
     At most `cfg.max_clients` contributions are accepted: beyond that the packing headroom is not guaranteed.
     """
 
-    def __init__(self, cfg: SecureAggConfig, pub: phe.PaillierPublicKey) -> None:
+    def __init__(self, cfg: SecureAggConfig, pub: phe.PaillierPublicKey, *, fingerprint: bytes | None = None,
+                 count: int | None = None) -> None:
+        """Payloads of `cfg`'s packed updates, or with ``fingerprint`` and ``count`` those of another layout under
+        the same key and bound (`fedgrad.crypto.masked`: the clients' mask keys)."""
         self._pub = pub
         self._nsquare = gmpy2.mpz(pub.nsquare)
         self._max_clients = cfg.max_clients
-        self._count = make_scheme(cfg, pub).n_ciphertexts
-        self._fingerprint = cfg.fingerprint(pub.n)
+        self._count = count if count is not None else make_scheme(cfg, pub).n_ciphertexts
+        self._fingerprint = fingerprint if fingerprint is not None else cfg.fingerprint(pub.n)
         self._width = ciphertext_width(pub)
         self._sum: list[gmpy2.mpz] | None = None
         self._contributors: set[str] = set()

@@ -36,18 +36,21 @@ def security_bits(key_bits: int) -> int:
     return 80
 
 
-def _check_key_bits(bits: int, insecure_key_bits: bool) -> None:
+def check_key_bits(bits: int, insecure_key_bits: bool, *, flag: str = "insecure_key_bits") -> None:
+    """The key-size policy: 2048 or 3072 bits; shorter keys (even, at least ``MIN_INSECURE_KEY_BITS``) only when
+    ``insecure_key_bits`` (whose setting is named ``flag``), for tests and demos. :class:`ConfigError` otherwise,
+    its message to be prefixed with the setting's name."""
     if isinstance(bits, bool) or not isinstance(bits, int):
-        raise ConfigError(f"key_bits must be an integer, got {bits!r}")
+        raise ConfigError(f"must be an integer, got {bits!r}")
     if bits in SECURE_KEY_BITS:
         return
     if bits > SECURE_KEY_BITS[0]:
-        raise ConfigError(f"key_bits must be one of {SECURE_KEY_BITS}, got {bits}")
+        raise ConfigError(f"must be one of {SECURE_KEY_BITS}, got {bits}")
     if not insecure_key_bits:
-        raise ConfigError(f"key_bits={bits} is insecure (minimum 2048); set insecure_key_bits = true "
-                          "only for tests and demos")
+        raise ConfigError(f"must be >= {SECURE_KEY_BITS[0]} (got {bits}); set {flag} = true to allow weak keys in "
+                          "tests")
     if bits < MIN_INSECURE_KEY_BITS or bits % 2:
-        raise ConfigError(f"key_bits must be an even number >= {MIN_INSECURE_KEY_BITS}, got {bits}")
+        raise ConfigError(f"must be an even number >= {MIN_INSECURE_KEY_BITS}, got {bits}")
 
 
 def warn_insecure_key(bits: int) -> None:
@@ -69,7 +72,10 @@ def generate_keypair(bits: int = 2048, insecure_key_bits: bool = False
     A short key is generated only on explicit request and then announced loudly, both as an
     `InsecureKeyWarning` (so tests can assert it or turn it into an error) and on the log (so an operator sees it).
     """
-    _check_key_bits(bits, insecure_key_bits)
+    try:
+        check_key_bits(bits, insecure_key_bits)
+    except ConfigError as error:
+        raise ConfigError(f"key_bits {error}") from None
     if bits not in SECURE_KEY_BITS:
         _warn_insecure(bits)
     public_key, private_key = phe.generate_paillier_keypair(n_length=bits)

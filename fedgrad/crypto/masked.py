@@ -24,12 +24,13 @@ from dataclasses import dataclass
 import numpy as np
 import phe
 
+from fedgrad.crypto.accumulator import Accumulator
 from fedgrad.crypto.config import SecureAggConfig
 from fedgrad.crypto.djn import FastEncryptor
 from fedgrad.crypto.errors import AggregationError, CiphertextError, PlaintextRangeError
 from fedgrad.crypto.lattice import DEGREE, MaskLayout, key_layout, public_masks
 from fedgrad.crypto.quantize import capped_weight, max_quantized, quantize
-from fedgrad.crypto.wire import ciphertext_width, dump_payload
+from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width, dump_payload
 from fedgrad.errors import ConfigError
 
 _DIGEST_DOMAIN = b"fedgrad/paillier-masked/contribution/v1\0"
@@ -44,7 +45,14 @@ class MaskedUpload:
 
     def digest(self) -> bytes:
         """What the client signs: SHA-256 over both parts' SHA-256 (decryptors see the key part and this digest)."""
-        return masked_digest(hashlib.sha256(self.key_payload).digest(), hashlib.sha256(self.masked).digest())
+        return masked_digest(hashlib.sha256(self.key_payload).digest(), self.masked_sha256())
+
+    def masked_sha256(self) -> bytes:
+        return hashlib.sha256(self.masked).digest()
+
+    def to_bytes(self) -> bytes:
+        """The update's payload on the wire: the key part, then the masked vector (`MaskedScheme.split`)."""
+        return self.key_payload + self.masked
 
 
 def masked_digest(key_payload_sha256: bytes, masked_sha256: bytes) -> bytes:
@@ -67,6 +75,26 @@ class MaskedScheme:
         self.n_ciphertexts = self.keys.n_plaintexts(DEGREE)
         self.fingerprint = hashlib.sha256(b"masked\0" + cfg.fingerprint(pub.n)).digest()[:8]
         self.masked_bytes = self.n_values * self.masks.value_bytes
+
+    @property
+    def key_bytes(self) -> int:
+        """Bytes of a client's key part (a `wire` payload of `n_ciphertexts` ciphertexts)."""
+        return HEADER_BYTES + self.n_ciphertexts * ciphertext_width(self.pub)
+
+    @property
+    def payload_bytes(self) -> int:
+        """Bytes of one update on the wire (`MaskedUpload.to_bytes`)."""
+        return self.key_bytes + self.masked_bytes
+
+    def split(self, payload: bytes) -> MaskedUpload:
+        """An upload from its wire bytes; `CiphertextError` unless it has exactly `payload_bytes`."""
+        if len(payload) != self.payload_bytes:
+            raise CiphertextError(f"a masked update has {len(payload)} bytes, expected {self.payload_bytes}")
+        return MaskedUpload(bytes(payload[:self.key_bytes]), bytes(payload[self.key_bytes:]))
+
+    def key_accumulator(self) -> Accumulator:
+        """The running Paillier product of the clients' key parts (what the decryptors also compute)."""
+        return Accumulator(self.cfg, self.pub, fingerprint=self.fingerprint, count=self.n_ciphertexts)
 
     def public_masks(self, run_id: str, round_number: int) -> np.ndarray:
         return public_masks(run_id, round_number, self.n_blocks)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +84,13 @@ def build_federated_dataset(
     min_count: int,
     max_len: int,
     max_vocab: int,
+    reserved: Sequence[str] = (),
     cache_dir: str | Path | None = None,
     text_column: str = "text",
     label_column: str = "label",
 ) -> FederatedDataset:
-    """The dataset for one scenario (recipe in the module docstring); `max_vocab` 0 means unlimited."""
+    """The dataset for one scenario (recipe in the module docstring); `max_vocab` 0 means unlimited; `reserved`
+    words are in the vocabulary whatever their count (a backdoor's trigger, which attackers' emails carry)."""
     if max_vocab < 0:
         raise ConfigError(f"max_vocab must be >= 0 (0 = unlimited), got {max_vocab}")
     emails = load_corpus(source, cache_dir=cache_dir, text_column=text_column, label_column=label_column)
@@ -96,7 +99,8 @@ def build_federated_dataset(
     parts = split_among_clients(labels[train_idx], n_clients, scheme=partition, seed=seed, alpha=alpha)
     bags = [unique_tokens(email.text)
             for email in tqdm(emails, desc="tokenizing", unit="email", file=sys.stderr, leave=False)]
-    vocab = Vocabulary.build((bags[i] for i in train_idx), min_count=min_count, max_size=max_vocab or None)
+    vocab = Vocabulary.build((bags[i] for i in train_idx), min_count=min_count, max_size=max_vocab or None,
+                             reserved=reserved)
     ids = encode_padded(bags, vocab, max_len)
     return FederatedDataset(
         vocab=vocab,

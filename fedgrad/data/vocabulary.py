@@ -32,10 +32,12 @@ class Vocabulary:
             raise DataError("vocabulary words must be distinct and must not include <pad>/<unk>")
 
     @classmethod
-    def build(cls, token_lists: Iterable[Iterable[str]], min_count: int = 1, max_size: int | None = None) -> Vocabulary:
+    def build(cls, token_lists: Iterable[Iterable[str]], min_count: int = 1, max_size: int | None = None,
+              reserved: Iterable[str] = ()) -> Vocabulary:
         """Words occurring at least `min_count` times in `token_lists`, at most `max_size` entries in all
-        (PAD and UNK included). Counts are over the lists as given: pass one list of unique words per
-        email (`unique_tokens`) and they are document frequencies."""
+        (PAD and UNK included), and then the `reserved` words not among them (beyond `max_size`). Counts are over
+        the lists as given: pass one list of unique words per email (`unique_tokens`) and they are document
+        frequencies."""
         if min_count < 1:
             raise ConfigError(f"min_count must be >= 1, got {min_count}")
         if max_size is not None and max_size < len(_SPECIALS):
@@ -44,7 +46,8 @@ class Vocabulary:
         ranked = sorted((word for word, count in counts.items() if count >= min_count), key=lambda w: (-counts[w], w))
         if max_size is not None:
             ranked = ranked[: max_size - len(_SPECIALS)]
-        return cls(ranked)
+        kept = set(ranked)
+        return cls([*ranked, *(word for word in dict.fromkeys(reserved) if word not in kept)])
 
     def __len__(self) -> int:
         return len(self._words)

@@ -63,6 +63,7 @@ import gmpy2
 
 from fedgrad.crypto.errors import CryptoError
 from fedgrad.crypto.identity import DIGEST_BYTES, Enrollment, SignatureError, cohort_digest, verify_contribution
+from fedgrad.crypto.masked import masked_digest
 from fedgrad.crypto.threshold import KeySet, KeyShare, PartialProof, prove_partials
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width, load_payload, read_header
 from fedgrad.errors import ConfigError, FedgradError
@@ -295,9 +296,10 @@ class Decryptor:
             raise _stale(f"run {session.run_id!r} round {session.round} was already released by this decryptor")
 
     def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
-                   signature: bytes) -> None:
+                   signature: bytes, masked_sha256: bytes = b"") -> None:
         """Verify one client's signed ciphertexts and fold them into the session's product; see the module
-        docstring for each check."""
+        docstring for each check. ``masked_sha256`` (``paillier-masked``): the SHA-256 of the masked update that
+        the payload's key unmasks, which the client signed with it (`signed_digest`)."""
         session = self._session(run_id, round, attempt)
         if isinstance(weight, bool) or not isinstance(weight, int) or weight < 0:
             raise _invalid(f"weight must be a non-negative integer, got {weight!r:.40}")
@@ -306,7 +308,7 @@ class Decryptor:
             session.pending.add(client_id)
         started = time.perf_counter()
         try:
-            ciphertexts = self._verified_ciphertexts(session, client_id, weight, payload, signature)
+            ciphertexts = self._verified_ciphertexts(session, client_id, weight, payload, signature, masked_sha256)
             with session.lock:
                 if session.product is None:
                     session.product = ciphertexts
@@ -321,13 +323,13 @@ class Decryptor:
         log.debug("%s: folded in client %r", session.describe(), client_id)
 
     def _verified_ciphertexts(self, session: _Session, client_id: str, weight: int, payload: bytes,
-                              signature: bytes) -> list[gmpy2.mpz]:
+                              signature: bytes, masked_sha256: bytes) -> list[gmpy2.mpz]:
         data = bytes(payload)
         try:
             verify_contribution(self.enrollment.public_key(client_id), bytes(signature), session.run_id,
-                                session.round, session.digest, payload_digest(data),
+                                session.round, session.digest, signed_digest(data, masked_sha256),
                                 weight, session.task)
-        except SignatureError as exc:
+        except (SignatureError, CryptoError) as exc:
             raise _unauthenticated(f"{session.describe()}: contribution of client {client_id!r}: {exc}") from None
         try:
             header = read_header(data)
@@ -413,6 +415,18 @@ class Decryptor:
         if isinstance(self._workers, ParallelPartialDecryptor):
             self._workers.close()
         self._workers = None
+
+
+def signed_digest(payload: bytes, masked_sha256: bytes = b"") -> bytes:
+    """What the client signed for this contribution (`ciphertext_sha256` of `sign_contribution`): the payload's
+    digest, or under ``paillier-masked`` the digest binding the key ciphertexts to the masked update
+    (`fedgrad.crypto.masked.masked_digest`). The two are domain-separated, so a coordinator cannot present one
+    mode's signed contribution as the other's."""
+    if not masked_sha256:
+        return payload_digest(payload)
+    if len(masked_sha256) != DIGEST_BYTES:
+        raise CryptoError(f"a masked update's digest is {DIGEST_BYTES} bytes, got {len(masked_sha256)}")
+    return masked_digest(payload_digest(payload), bytes(masked_sha256))
 
 
 def payload_digest(payload: bytes | bytearray | memoryview) -> bytes:

@@ -229,7 +229,7 @@ class DecryptorPool:
                 session.calls.append(future)
 
     def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
-                   signature: bytes) -> Future[list[DecryptorRefusal]]:
+                   signature: bytes, masked_sha256: bytes = b"") -> Future[list[DecryptorRefusal]]:
         """Forward one signed contribution to every live decryptor; returns at once.
 
         The returned future (ignore it, or `asyncio.wrap_future` it) resolves, once every live decryptor has
@@ -237,7 +237,8 @@ class DecryptorPool:
         """
         session = self._session((run_id, round, attempt))
         header = pb.ContributionHeader(run_id=run_id, round=round, attempt=attempt, client_id=client_id,
-                                       weight=weight, signature=signature, payload_bytes=len(payload))
+                                       weight=weight, signature=signature, payload_bytes=len(payload),
+                                       masked_sha256=masked_sha256)
         data = bytes(payload)
         futures = []
         for remote in self._live():

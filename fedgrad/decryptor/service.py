@@ -87,7 +87,8 @@ class DecryptorService(pb_grpc.DecryptorServicer):
                 buffer.append(chunk.data)
             payload = buffer.payload()
             await asyncio.to_thread(self.decryptor.contribute, header.run_id, header.round, header.attempt,
-                                    header.client_id, header.weight, bytes(payload), header.signature)
+                                    header.client_id, header.weight, bytes(payload), header.signature,
+                                    header.masked_sha256)
         except WireError as exc:
             await _abort(context, DecryptorRefusal(Refusal.INVALID, str(exc)), "Contribute")
         except DecryptorRefusal as refusal:

@@ -83,7 +83,7 @@ from fedgrad.results.schema import record_dict
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.training import client_seed, train_local
 from fedgrad.transport.codec import decode_tensors
-from server.strategies import ClientInfo, build_strategy
+from server.strategies import ClientInfo, strategy_for
 from server.tasks import ModelPayload
 
 AUDIT_JSON = "audit.json"
@@ -233,11 +233,10 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, agg
 
 def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack: ExitStack, aggregate_only: bool
              ) -> ModeObservation:
-    k, names = data.client, list(updates.global_model)
+    k = data.client
     privacy_settings, fed = scenario.privacy, scenario.federation
     model = ModelPayload.encode(0, updates.global_model)
-    strategy = build_strategy(fed.strategy, server_lr=fed.server_lr, prox_mu=fed.prox_mu,
-                              code_dir=scenario.code_dir)
+    strategy = strategy_for(scenario)
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()}, RUN_ID)
     decryptors, identities, enrollment = None, None, None
@@ -259,7 +258,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     payloads = {}
     for task_id, i in enumerate(updates.cohort, start=1):
         cid = str(i)
-        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, tuple(names), accumulator.announcement,
+        task = TrainTask(task_id, ROUND, 0, instructions[cid].weight, config, model.specs, accumulator.announcement,
                          RUN_ID, len(data.shards[i]))
         payloads[i] = encode_update(task, cid, updates.deltas[i], privacy)
         accumulator.add(cid, instructions[cid].weight, payloads[i].payload, payloads[i].signature,

@@ -186,10 +186,10 @@ class LocalDecryptors:
                 self._refused((run_id, round, attempt), party.index, "open", refusal)
 
     def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
-                   signature: bytes) -> None:
+                   signature: bytes, masked_sha256: bytes = b"") -> None:
         for party in self.parties:
             try:
-                party.contribute(run_id, round, attempt, client_id, weight, payload, signature)
+                party.contribute(run_id, round, attempt, client_id, weight, payload, signature, masked_sha256)
             except DecryptorRefusal as refusal:
                 self._refused((run_id, round, attempt), party.index, client_id, refusal)
 
@@ -276,7 +276,7 @@ class Coordinator:
         self.accumulators.append(accumulator)
         uploads: dict[str, Upload] = {}
         for task_id, (client_id, weight) in enumerate(weights.items(), start=1):
-            task = TrainTask(task_id, round, round - 1, weight, self.config, self.tensor_names,
+            task = TrainTask(task_id, round, round - 1, weight, self.config, tuple(self.specs),
                              accumulator.announcement, self.run_id)
             upload = self.clients[client_id].train(task)
             uploads[client_id] = upload

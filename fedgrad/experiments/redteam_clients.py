@@ -34,6 +34,7 @@ import phe
 
 from client.trainer import LocalTrainer, TrainResult
 from fedgrad.crypto import SecureAggConfig, public_key_to_bytes
+from fedgrad.crypto.masked import MaskedScheme, MaskedSum
 from fedgrad.crypto.quantize import dequantize, quantize, scale
 from fedgrad.crypto.schemes import make_scheme
 from fedgrad.crypto.wire import load_payload
@@ -132,7 +133,7 @@ class ClientFederation:
              model: Mapping[str, np.ndarray] | None = None) -> tuple[bytes, bytes, Encoding] | str:
         """A TRAIN task to one client (with ``model``, another model than the round's): its encoded update
         (payload, signature, encoding), or its refusal."""
-        task = TrainTask(round, round, round - 1, float(len(self.shards[client_id])), config, self.tensor_names,
+        task = TrainTask(round, round, round - 1, float(len(self.shards[client_id])), config, tuple(self.specs),
                          announcement, self.run_id, len(self.shards[client_id]))
         try:
             update = self.trainers[client_id].train_update(client_id, self.shards[client_id], task,
@@ -256,15 +257,30 @@ def attack_own_key(federation: ClientFederation) -> AttackOutcome:
     answer = federation.send(federation.victim, round, forged, config)
     if isinstance(answer, str):
         return _outcome(name, federation, None, [], [answer], "the client refused to encrypt to that key")
-    payload = answer[0]
+    payload, _, encoding = answer
     cfg = federation.cfg
-    scheme = make_scheme(cfg, public)
-    ciphertexts = load_payload(payload, pub=public, fingerprint=cfg.fingerprint(public.n),
-                               count=scheme.n_ciphertexts).ciphertexts
-    sums, total = scheme.decode([int(private.raw_decrypt(int(c))) for c in ciphertexts], 1)
+    sums, total = _decrypt_alone(cfg, public, private, payload, encoding, federation.run_id, round)
     candidate = dequantize(cfg, sums) / (total or 1)
     return _outcome(name, federation, federation.victim_update(), [candidate], [],
                     "the client encrypted to the coordinator's key; its private key decrypted the update alone")
+
+
+def _decrypt_alone(cfg: SecureAggConfig, public: phe.PaillierPublicKey, private: phe.PaillierPrivateKey,
+                   payload: bytes, encoding: Encoding, run_id: str, round: int) -> tuple[np.ndarray, int | None]:
+    """One client's (Σ n·q, n) read with the private key of the key it encrypted to: its ciphertexts decrypted,
+    or under the hybrid encoding its mask's key decrypted and its masked vector unmasked with it."""
+    if encoding is Encoding.PAILLIER_MASKED:
+        masked = MaskedScheme(cfg, public)
+        upload = masked.split(payload)
+        keys = load_payload(upload.key_payload, pub=public, fingerprint=masked.fingerprint,
+                            count=masked.n_ciphertexts).ciphertexts
+        alone = MaskedSum(masked, run_id, round)
+        alone.add("victim", upload.masked)
+        return alone.unmask([int(private.raw_decrypt(int(c))) for c in keys])
+    scheme = make_scheme(cfg, public)
+    ciphertexts = load_payload(payload, pub=public, fingerprint=cfg.fingerprint(public.n),
+                               count=scheme.n_ciphertexts).ciphertexts
+    return scheme.decode([int(private.raw_decrypt(int(c))) for c in ciphertexts], 1)
 
 
 # ---- (12) epochs = 0 to everyone but the victim -----------------------------------------------------------------

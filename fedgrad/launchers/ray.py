@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from client.pool import run_clients
 from client.session import ClientOptions
+from fedgrad.attacks import ClientAttack, load_attacks
 from fedgrad.data import Shard, load_shard
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
@@ -87,6 +88,7 @@ class WorkerSpec:
     options: ClientOptions
     privacy: ClientPrivacy
     code: ClientCode
+    attacks: dict[str, ClientAttack]
 
 
 def host_clients(spec: WorkerSpec) -> None:
@@ -95,7 +97,8 @@ def host_clients(spec: WorkerSpec) -> None:
     local cluster), or else from the node's ``PYTHONPATH``."""
     add_code_dir(spec.code.code_dir)
     asyncio.run(run_clients(spec.address, spec.shards, options=spec.options, tokens=spec.tokens,
-                            security=spec.security, privacy=spec.privacy, trusted_code=spec.code.trusted))
+                            security=spec.security, privacy=spec.privacy, trusted_code=spec.code.trusted,
+                            attacks=spec.attacks))
 
 
 class RayFleet:
@@ -131,7 +134,7 @@ class RayFleet:
             shards = {client_id: load_shard(shard_dir, int(client_id)) for client_id in hosted}
             security = ClientSecurity.for_clients(tls_dir, hosted) if tls_dir is not None else None
             spec = WorkerSpec(address, shards, {cid: tokens[cid] for cid in hosted if cid in tokens}, security,
-                              ClientOptions(), privacy, code)
+                              ClientOptions(), privacy, code, load_attacks(shard_dir, hosted))
             ref = remote.remote(spec)
             self._refs.append(ref)
             self._done.append(asyncio.wrap_future(ref.future()))

@@ -18,13 +18,12 @@ import numpy as np
 
 from fedgrad.errors import FedgradError
 from fedgrad.metrics import PhaseTimer
-from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TrainTask, WeightedSum
+from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TensorSpec, TrainTask, WeightedSum
 from fedgrad.results.schema import PrivacyReport, RoundRecord, RoundReport
 from fedgrad.scenario import Scenario
-from fedgrad.transport import fedgrad_pb2 as pb
 
 #: The model's manifest as the codec describes it (name, shape, dtype per tensor, in payload order).
-Manifest = Sequence[pb.TensorSpec]
+Manifest = Sequence[TensorSpec]
 
 
 class EncodingRefused(FedgradError):
@@ -97,6 +96,11 @@ class Aggregation(ABC):
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
         """The accumulator of one round attempt (an :data:`AccumulatorFactory`)."""
 
+    def new_keeping_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
+        """An accumulator whose sum also carries each update (``WeightedSum.updates``), for a strategy that needs
+        them; only a mode whose :meth:`PrivacyMode.hides_individual_updates` is empty offers one."""
+        raise NotImplementedError(f"{type(self).__name__} does not give individual updates")
+
     @abstractmethod
     def summary(self) -> PrivacyReport:
         """The ``privacy`` entry of the run's summary: the mode's numbers (key size, ε spent, ...)."""
@@ -121,6 +125,15 @@ class PrivacyMode(ABC):
         """Whether this mode, set up for ``scenario``, needs decryptor processes (``fedgrad.decryptor``),
         passed to its constructor as ``decryptors``."""
         return False
+
+    @classmethod
+    def hides_individual_updates(cls, scenario: Scenario) -> str:
+        """Why this mode, set up for ``scenario``, cannot give the coordinator's strategy each client's update
+        (robust rules and QFedAvg need them); empty when it can (see :meth:`Aggregation.new_keeping_accumulator`)."""
+        if scenario.privacy.secure_aggregation:
+            return ("secure aggregation exists to hide each client's update, the coordinator obtains only their sum "
+                    "(what composes with it: client-side norm bounding by clipping, privacy.clip)")
+        return "the mode releases only an aggregate of the updates"
 
     @abstractmethod
     def guarantee(self) -> Guarantee:

@@ -17,10 +17,12 @@ who could regenerate the noise could subtract it. Only tests inject a seed, expl
 (refusing one above C, up to float rounding), sums them exactly and adds the noise itself. The coordinator
 sees every clipped update, so it must be trusted.
 
-``dp_placement = "distributed"``: runs threshold Paillier secure aggregation underneath (``fedgrad.modes.paillier``:
-a t-of-k key dealt to decryptor processes, clients signing their contributions with their own identities),
-with every client's weight fixed at 1. Each client clips its update, adds its own share N(0, (zC)²/m) of the
-noise, m = ``clients_per_round``, drawn from the operating system's entropy, and encrypts and signs the result.
+``dp_placement = "distributed"``: runs threshold secure aggregation underneath (``privacy.dp_secure``: ``paillier``,
+``fedgrad.modes.paillier``, or ``paillier-masked``, ``fedgrad.modes.paillier_masked``, announced to clients as
+``secure_mode``: a t-of-k key dealt to decryptor processes, clients signing their contributions with their own
+identities), with every client's weight fixed at 1. Each client clips its update, adds its own share
+N(0, (zC)²/m) of the noise, m = ``clients_per_round``, drawn from the operating system's entropy, and encrypts
+and signs the result.
 The decryptors release only sums of at least ``min_clients`` signed contributions, so the coordinator never
 obtains a sum without the contributors' noise: reading one client's update takes t decryptors colluding, or the
 coordinator together with all other contributors of the round (who can subtract their own noisy updates), and
@@ -69,6 +71,7 @@ from fedgrad.modes.base import (
     UpdateAccumulator,
 )
 from fedgrad.modes.paillier import Decryptors, PaillierMode
+from fedgrad.modes.paillier_masked import PaillierMaskedMode
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
 from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, epsilon_spent, l2_norm, noise_rng
 from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_noise_multiplier
@@ -83,7 +86,7 @@ from fedgrad.results.schema import (
     RoundReport,
     ThresholdReport,
 )
-from fedgrad.scenario import Scenario
+from fedgrad.scenario import DP_SECURE_MODES, Scenario
 
 #: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
 NORM_TOLERANCE = 1e-5
@@ -194,8 +197,9 @@ class DPAccumulator(UpdateAccumulator):
         self.encoding = inner.encoding
         self.payload_bytes = inner.payload_bytes
         underneath = inner.announcement
+        secure = {"secure_mode": underneath.mode} if underneath else {}
         self.announcement = Announcement(
-            DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params},
+            DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params, **secure},
             underneath.public_key if underneath else b"", underneath.cohort if underneath else ())
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
@@ -221,11 +225,21 @@ class DPAccumulator(UpdateAccumulator):
             return None
         released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
                                                       unclipped=self._unclipped)
-        self._report = RoundReport(privacy=privacy)
+        self._report = dataclasses.replace(self._inner.round_report(), privacy=privacy)  # and the decryptors' stats
         return released
 
     def round_report(self) -> RoundReport:
         return self._report
+
+
+#: The threshold modes distributed DP can sum its noise shares under (``privacy.dp_secure``), by name.
+SECURE_MODES: dict[str, type[PaillierMode]] = {mode.name: mode for mode in (PaillierMode, PaillierMaskedMode)}
+assert tuple(SECURE_MODES) == DP_SECURE_MODES, "the scenario's choices are these modes"
+
+
+def secure_mode(scenario: Scenario) -> type[PaillierMode]:
+    """The threshold mode under ``scenario``'s distributed DP."""
+    return SECURE_MODES[scenario.privacy.dp_secure]
 
 
 def noise_stream(client_id: str) -> int:
@@ -243,6 +257,13 @@ class DPMode(PrivacyMode):
     @classmethod
     def needs_decryptors(cls, scenario: Scenario) -> bool:
         return scenario.privacy.dp_placement == "distributed"
+
+    @classmethod
+    def hides_individual_updates(cls, scenario: Scenario) -> str:
+        if scenario.privacy.secure_aggregation:
+            return super().hides_individual_updates(scenario)
+        return ("the noise is calibrated to the sum of clipped updates; a rule that selects or ranks individual "
+                "updates would release them without it (robust rules and DP do not compose here yet)")
 
     def config(self) -> DPConfig:
         privacy, fed = self.scenario.privacy, self.scenario.federation
@@ -273,8 +294,9 @@ class DPMode(PrivacyMode):
         return Guarantee(
             f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noised sums only; {t}-of-{k} decryptors",
             f"{dp}; each client adds its share of the noise (OS randomness) to its clipped update and encrypts it "
-            f"under {t}-of-{k} threshold Paillier, so the decryptors release only noised sums of at least {m} "
-            f"signed clients: reading one client's update needs {t} decryptors colluding, or the coordinator "
+            f"under {secure_mode(self.scenario).encrypted_as} with {t}-of-{k} threshold decryptors, so they release "
+            f"only noised sums of at least {m} signed clients: reading one client's update needs {t} decryptors "
+            "colluding, or the coordinator "
             f"together with all other contributors of a round (at least {m - 1}), and even then it carries that "
             f"client's noise share. A coordinator that drops contributors down to {m} leaves less noise in the "
             f"sum; the ledger records the noise actually present, and against such a coordinator the run is "
@@ -291,7 +313,9 @@ class DPMode(PrivacyMode):
     def settings(self) -> str:
         privacy = self.scenario.privacy
         delta = privacy.delta or "1/N^2"
-        return f"dp ({privacy.dp_placement}), epsilon {privacy.epsilon}, delta {delta}, clip {privacy.dp_clip}"
+        secure = f" under {privacy.dp_secure}" if privacy.dp_placement == "distributed" else ""
+        return (f"dp ({privacy.dp_placement}{secure}), epsilon {privacy.epsilon}, delta {delta}, "
+                f"clip {privacy.dp_clip}")
 
     def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[RoundRecord] = (),
                     *, noise_seed: int | None = None) -> DPAggregation:
@@ -308,7 +332,7 @@ class DPMode(PrivacyMode):
                                         adaptive=adaptive)
         else:
             secure, _, sigmas = self._distributed(sum(int(np.asarray(v).size) for v in model.values()))
-            inner = PaillierMode(secure, decryptors=self._decryptors).aggregation(model)
+            inner = secure_mode(self.scenario)(secure, decryptors=self._decryptors).aggregation(model)
             aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
         for record in past_rounds:
             if record.privacy is not None:
@@ -337,8 +361,8 @@ class DPMode(PrivacyMode):
         if scenario.privacy.dp_placement != "distributed":
             return super().pinned_params(scenario, n_params)
         secure, share_std, _ = cls(scenario)._distributed(n_params)
-        return {**PaillierMode.pinned_params(secure, n_params), "clip": scenario.privacy.dp_clip,
-                "noise_std": share_std}
+        return {**secure_mode(scenario).pinned_params(secure, n_params), "clip": scenario.privacy.dp_clip,
+                "noise_std": share_std, "secure_mode": scenario.privacy.dp_secure}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
@@ -358,4 +382,8 @@ class DPMode(PrivacyMode):
             update = add_gaussian_noise(update, noise_std, rng)
         if not secure:
             return encode_plain(update)
-        return PaillierMode.encode(task, client_id, update, privacy)
+        underneath = SECURE_MODES.get(params.get("secure_mode", PaillierMode.name))
+        if underneath is None:
+            raise EncodingRefused(f"client {client_id}: the task names no threshold secure aggregation to send the "
+                                  "noised update under")
+        return underneath.encode(task, client_id, update, privacy)

@@ -35,10 +35,12 @@ import functools
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import phe
 
 from fedgrad.crypto import (
     Accumulator,
@@ -101,7 +103,7 @@ class Decryptors(Protocol):
              model_digest: bytes = b"") -> None: ...
 
     def contribute(self, run_id: str, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
-                   signature: bytes) -> object: ...
+                   signature: bytes, masked_sha256: bytes = b"") -> object: ...
 
     def release(self, run_id: str, round: int, attempt: int, contributors: Sequence[str],
                 ciphertexts: Sequence[int]) -> list[int]: ...
@@ -110,7 +112,12 @@ class Decryptors(Protocol):
 
 
 class ThresholdAggregation(Aggregation):
-    """One run's threshold secure aggregation: the packing, the public key set and the decryptors."""
+    """One run's threshold secure aggregation: the packing, the public key set and the decryptors.
+
+    Subclasses change what the decryptors' ciphertexts carry (``fedgrad.modes.paillier_masked``: only the keys of
+    the clients' masks) and keep every rule of the round: cohort, signatures, task binding, one release."""
+
+    mode_name = "paillier"
 
     def __init__(self, cfg: SecureAggConfig, decryptors: Decryptors) -> None:
         self.cfg = cfg
@@ -124,13 +131,13 @@ class ThresholdAggregation(Aggregation):
         return ThresholdAccumulator(specs, cohort, self)
 
     def announcement(self, cohort: Sequence[str]) -> Announcement:
-        return Announcement(PaillierMode.name, {"secure": self.cfg.to_dict()}, self._public_key_bytes, tuple(cohort))
+        return Announcement(self.mode_name, {"secure": self.cfg.to_dict()}, self._public_key_bytes, tuple(cohort))
 
     def summary(self) -> ThresholdReport:
         key_set = self.decryptors.key_set
         key_bits = int(self.public_key.n).bit_length()
         return ThresholdReport(
-            mode=PaillierMode.name, key_bits=key_bits, decryptors=key_set.parties, threshold=key_set.threshold,
+            mode=self.mode_name, key_bits=key_bits, decryptors=key_set.parties, threshold=key_set.threshold,
             clip=self.cfg.clip, value_bits=self.cfg.value_bits, max_clients=self.cfg.max_clients,
             max_weight=self.cfg.max_weight, short_randomizer=self.cfg.short_randomizer,
             ciphertexts_per_update=self.ciphertexts, update_bytes=self.payload_bytes,
@@ -170,23 +177,39 @@ class ThresholdAccumulator(UpdateAccumulator):
             raise Rejected.invalid("this round's updates must be signed by the client")
         payload = bytes(payload)
         capped = min(max(examples, 1), self._aggregation.cfg.max_weight)  # what the client signed (``encode``)
+        try:
+            ciphertexts, masked_sha256, signed = self._signed_parts(payload)
+        except CiphertextError as error:
+            raise Rejected.invalid(f"invalid payload: {error}") from None
         enrollment = self._aggregation.decryptors.enrollment
         if enrollment is not None:  # refuse what the decryptors would refuse, before it enters the product
             if self._cohort_digest is None or client_id not in enrollment.clients:
                 raise Rejected.unauthenticated(f"client {client_id!r} is not enrolled")
             try:
                 verify_contribution(enrollment.public_key(client_id), signature, self._session[0],
-                                    self._session[1], self._cohort_digest, hashlib.sha256(payload).digest(), capped,
-                                    self._task_digest)
+                                    self._session[1], self._cohort_digest, signed, capped, self._task_digest)
             except SignatureError as error:
                 raise Rejected.unauthenticated(f"the update's signature does not verify: {error}") from None
         try:
-            self._sum.add(client_id, payload)
+            self._fold(client_id, payload)
         except CiphertextError as error:
             raise Rejected.invalid(f"invalid ciphertext payload: {error}") from None
         except AggregationError as error:
             raise Rejected.resource(str(error)) from None
-        self._aggregation.decryptors.contribute(*self._session, client_id, capped, payload, signature)
+        self._aggregation.decryptors.contribute(*self._session, client_id, capped, ciphertexts, signature,
+                                                masked_sha256)
+
+    def _signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
+        """(what the decryptors fold in, the masked update's digest or b"", the digest the client signed)."""
+        return payload, b"", hashlib.sha256(payload).digest()
+
+    def _fold(self, client_id: str, payload: bytes) -> None:
+        """Validate ``payload`` in full and fold it into the round's sum, or raise and leave the sum as it was."""
+        self._sum.add(client_id, payload)
+
+    def _decode(self, plaintexts: list[int], contributors: int) -> tuple[np.ndarray, int | None]:
+        """(Σ n_i·q_i as integers, Σ n_i) from the released plaintexts; `PlaintextRangeError` if out of range."""
+        return make_scheme(self._aggregation.cfg, self._aggregation.public_key).decode(plaintexts, contributors)
 
     def finalize(self, timer: PhaseTimer) -> WeightedSum | None:
         cfg = self._aggregation.cfg
@@ -196,8 +219,7 @@ class ThresholdAccumulator(UpdateAccumulator):
         with timer.phase("decrypt"):
             try:
                 plaintexts = self._aggregation.decryptors.release(*self._session, contributors, ciphertexts)
-                sums, total_weight = make_scheme(cfg, self._aggregation.public_key).decode(plaintexts,
-                                                                                         len(contributors))
+                sums, total_weight = self._decode(plaintexts, len(contributors))
             except (FedgradError, PlaintextRangeError) as error:
                 log.warning("round %d: the aggregate was not released: %s; the model stays as it was",
                             self._session[1], error)
@@ -238,6 +260,10 @@ class PaillierMode(PrivacyMode):
 
     name = "paillier"
     encrypted = True
+    #: How an update travels, in words (a DP guarantee built on this mode quotes it).
+    encrypted_as = "Paillier"
+    #: The coordinator's side of a run (a subclass of this mode swaps what the decryptors' ciphertexts carry).
+    aggregation_type: type[ThresholdAggregation] = ThresholdAggregation
 
     def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
         super().__init__(scenario)
@@ -272,7 +298,7 @@ class PaillierMode(PrivacyMode):
     def aggregation(self, model: Mapping[str, np.ndarray],
                     past_rounds: Sequence[RoundRecord] = ()) -> ThresholdAggregation:
         if self._decryptors is None:
-            raise ConfigError("privacy.mode = \"paillier\" needs running decryptors (fedgrad simulate starts them; "
+            raise ConfigError(f"privacy.mode = \"{self.name}\" needs running decryptors (fedgrad simulate starts them; "
                               "fedgrad server takes --decryptors and --key-set)")
         key_set = self._decryptors.key_set
         privacy = self.scenario.privacy
@@ -280,7 +306,7 @@ class PaillierMode(PrivacyMode):
             raise ConfigError(f"the key set is {key_set.threshold}-of-{key_set.parties}, the scenario asks for "
                               f"privacy.threshold={privacy.threshold} of privacy.decryptors={privacy.decryptors}")
         n_params = sum(int(np.asarray(value).size) for value in model.values())
-        return ThresholdAggregation(secure_config(self.scenario, n_params), self._decryptors)
+        return self.aggregation_type(secure_config(self.scenario, n_params), self._decryptors)
 
     @classmethod
     def pinned_params(cls, scenario: Scenario, n_params: int) -> dict[str, Any]:
@@ -289,10 +315,31 @@ class PaillierMode(PrivacyMode):
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
                privacy: ClientPrivacy) -> EncodedUpdate:
+        signer = ContributionSigner.for_task(cls.name, task, client_id, privacy)
+        payload = make_encoder(signer.cfg, signer.public_key).encrypt(flatten(task, delta), signer.weight)
+        return EncodedUpdate(Encoding.PAILLIER, payload, signer.sign(hashlib.sha256(payload).digest()))
+
+
+@dataclass(frozen=True)
+class ContributionSigner:
+    """A client's side of a threshold round, once it has checked the task's announcement: the packing, the key,
+    its own capped weight, and its signature over the run, round, cohort, task and what it encrypted."""
+
+    task: TrainTask
+    cfg: SecureAggConfig
+    public_key: phe.PaillierPublicKey
+    weight: int
+    identity: ClientIdentity
+    cohort_digest: bytes
+
+    @classmethod
+    def for_task(cls, mode: str, task: TrainTask, client_id: str, privacy: ClientPrivacy) -> ContributionSigner:
+        """Check ``task``'s announcement as a client of ``mode`` (its cohort lists this client once, every member
+        enrolled by the operator, integer weights, a key of allowed size); `EncodingRefused` otherwise."""
         announcement = task.announcement
         assert announcement is not None, "a secure round announces its key"
         if privacy.identity_dir is None or privacy.enrollment is None:
-            raise EncodingRefused(f"client {client_id}: privacy.mode = \"paillier\" needs this client's identity "
+            raise EncodingRefused(f"client {client_id}: privacy.mode = \"{mode}\" needs this client's identity "
                                   "and the operator's enrollment (fedgrad client --identity-dir, --enrollment)")
         enrollment = _enrollment(privacy.enrollment)
         cohort = announcement.cohort
@@ -308,14 +355,17 @@ class PaillierMode(PrivacyMode):
         except (KeyError, TypeError):
             raise EncodingRefused(f"client {client_id}: the task announces no secure-aggregation config") from None
         if not cfg.integer_weights:
-            raise EncodingRefused(f"client {client_id}: paillier rounds carry the client's own weight "
+            raise EncodingRefused(f"client {client_id}: {mode} rounds carry the client's own weight "
                                   "(max_weight >= 1)")
         public_key = public_key_from_bytes(announcement.public_key, insecure_key_bits=privacy.allow_insecure_keys)
-        weight = min(max(task.local_examples, 1), cfg.max_weight)
-        payload = make_encoder(cfg, public_key).encrypt(flatten(task, delta), weight)
-        identity = _identity(privacy.identity_dir / f"{client_id}.key")
-        # the task this client trained: its settings and the model it computed the digest of itself
+        return cls(task, cfg, public_key, min(max(task.local_examples, 1), cfg.max_weight),
+                   _identity(privacy.identity_dir / f"{client_id}.key"), cohort_digest(members))
+
+    def sign(self, encrypted_sha256: bytes) -> bytes:
+        """The signature over this round's contribution whose ciphertexts (or masked digest) hash to
+        ``encrypted_sha256``, bound to the task this client trained: its settings and the model it computed the
+        digest of itself."""
+        task = self.task
         trained = task_digest(task.config.settings_digest(), task.model_digest) if task.model_digest else None
-        signature = sign_contribution(identity, task.run_id, task.round, cohort_digest(members),
-                                      hashlib.sha256(payload).digest(), weight, trained)
-        return EncodedUpdate(Encoding.PAILLIER, payload, signature)
+        return sign_contribution(self.identity, task.run_id, task.round, self.cohort_digest, encrypted_sha256,
+                                 self.weight, trained)

@@ -15,6 +15,7 @@ so up to ``MAX_CONTRIBUTIONS = 2^20`` of them sum below 2^63 in either part.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
@@ -22,8 +23,9 @@ import numpy as np
 
 from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.base import Aggregation, ClientPrivacy, Guarantee, Manifest, PrivacyMode, UpdateAccumulator
-from fedgrad.protocol import EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.protocol import ClientUpdate, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
 from fedgrad.results.schema import PrivacyReport, RoundRecord
+from fedgrad.scenario import Scenario
 from fedgrad.transport.codec import decode_tensors, encode_tensors, payload_size
 
 HI_BITS = 13
@@ -58,10 +60,14 @@ class PlainAccumulator(UpdateAccumulator):
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
             examples: int = 0) -> None:
+        self._fold(client_id, weight, self.tensors(payload))
+
+    def _fold(self, client_id: str, weight: float, tensors: Mapping[str, np.ndarray]) -> None:
+        """Add ``weight · tensors`` to the sum, or raise :class:`Rejected` and leave it untouched."""
         if len(self._weights) >= MAX_CONTRIBUTIONS:
             raise Rejected.resource(f"a round can aggregate at most {MAX_CONTRIBUTIONS} updates")
         parts = {}
-        for name, values in self.tensors(payload).items():
+        for name, values in tensors.items():
             weighted = weight * values.astype(np.float64)
             if weighted.size and np.abs(weighted).max() >= 2.0 ** MAX_ABS_BITS:
                 raise Rejected.invalid(
@@ -82,6 +88,26 @@ class PlainAccumulator(UpdateAccumulator):
             return WeightedSum(total=total, weight=weight, contributors=tuple(sorted(self._weights)))
 
 
+class KeepingAccumulator(PlainAccumulator):
+    """The plain sum, and each update as it arrived (``WeightedSum.updates``, in client-id order), for a strategy
+    that needs them (robust rules, QFedAvg): memory O(clients × model), where the plain sum needs O(model)."""
+
+    def __init__(self, specs: Manifest, cohort: RoundCohort | None = None) -> None:
+        super().__init__(specs, cohort)
+        self._kept: dict[str, dict[str, np.ndarray]] = {}
+
+    def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
+            examples: int = 0) -> None:
+        tensors = self.tensors(payload)
+        self._fold(client_id, weight, tensors)
+        self._kept[client_id] = {name: values.copy() for name, values in tensors.items()}  # not views of the payload
+
+    def finalize(self, timer: PhaseTimer) -> WeightedSum:
+        summed = super().finalize(timer)
+        updates = tuple(ClientUpdate(cid, self._weights[cid], self._kept[cid]) for cid in summed.contributors)
+        return dataclasses.replace(summed, updates=updates)
+
+
 def _split_fixed_point(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(hi, lo)`` int64 parts of float64 ``values`` with ``values ≈ hi·2^-HI_BITS + lo·2^-LO_BITS``."""
     hi = np.floor(np.ldexp(values, HI_BITS))
@@ -92,6 +118,9 @@ def _split_fixed_point(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class PlainAggregation(Aggregation):
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
         return PlainAccumulator(specs)
+
+    def new_keeping_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
+        return KeepingAccumulator(specs)
 
     def summary(self) -> PrivacyReport:
         return PrivacyReport(mode=PlainMode.name)
@@ -110,6 +139,10 @@ class PlainMode(PrivacyMode):
             "plaintext updates",
             "none: the coordinator sees every client's update in plaintext (nobody else needs to collude); with a "
             "bag-of-words model that reveals which words each client's emails contain")
+
+    @classmethod
+    def hides_individual_updates(cls, scenario: Scenario) -> str:
+        return ""
 
     def settings(self) -> str:
         return self.name

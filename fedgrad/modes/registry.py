@@ -10,5 +10,6 @@ MODES: dict[str, str] = {
     "paillier-naive": "fedgrad.modes.paillier_trusted:NaivePaillierMode",
     "dp": "fedgrad.modes.dp:DPMode",
     "paillier": "fedgrad.modes.paillier:PaillierMode",
+    "paillier-masked": "fedgrad.modes.paillier_masked:PaillierMaskedMode",
 }
 MODE_NAMES: tuple[str, ...] = tuple(MODES)

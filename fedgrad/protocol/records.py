@@ -1,5 +1,5 @@
-"""The records a round is made of: a client's TRAIN task, what a privacy mode announces with it, the encoded
-update that comes back, a round's cohort and the weighted sum the round releases."""
+"""The records a round is made of: what a privacy mode announces with a TRAIN task, the encoded update that
+comes back, a round's cohort and the weighted sum the round releases."""
 from __future__ import annotations
 
 import enum
@@ -10,8 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from fedgrad.protocol.task_config import TaskConfig
-
 
 class Encoding(enum.IntEnum):
     """How an update's payload is encoded (the numbers are the wire enum's, ``proto/fedgrad.proto``)."""
@@ -19,6 +17,7 @@ class Encoding(enum.IntEnum):
     PLAIN = 1           # the delta's tensors, laid out as in the model's manifest
     PAILLIER = 2        # packed Paillier ciphertexts (``fedgrad.crypto`` wire format)
     PAILLIER_NAIVE = 3  # one Paillier ciphertext per value
+    PAILLIER_MASKED = 4  # the mask key's Paillier ciphertexts, then the lattice-masked update (``crypto.masked``)
 
 
 @dataclass(frozen=True)
@@ -34,40 +33,6 @@ class Announcement:
     params: Mapping[str, Any] = field(default_factory=dict)
     public_key: bytes = b""
     cohort: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class TrainTask:
-    """A TRAIN task as a client sees it."""
-
-    task_id: int
-    round: int
-    model_version: int
-    weight: float                      # the strategy's aggregation weight for this client
-    config: TaskConfig
-    tensor_names: tuple[str, ...]      # the model's tensors in payload order
-    announcement: Announcement | None  # None: send the delta in plain
-    run_id: str = ""
-    local_examples: int = 0            # the client's own example count (its weight under ``paillier``)
-    model_digest: bytes = b""          # ``model_digest`` of the model received, computed by the client itself
-
-
-@dataclass(frozen=True)
-class UpdateAnnouncement:
-    """The header of an update, read before its payload: every check that needs no payload runs on this."""
-
-    task_id: int
-    round: int
-    model_version: int
-    n_examples: int
-    metrics: dict[str, float]
-    train_s: float
-    encrypt_s: float
-    encoding: Encoding | None                           # None: a number this build does not know
-    raw_encoding: int                                   # the number as sent, for error messages
-    manifest: tuple[tuple[str, tuple[int, ...], str], ...]  # (name, shape, dtype) per tensor
-    payload_bytes: int
-    signature: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -95,9 +60,23 @@ class RoundCohort:
 
 
 @dataclass(frozen=True)
+class ClientUpdate:
+    """One client's update as it arrived, for a strategy that needs each one (a robust rule, QFedAvg): only a mode
+    whose coordinator reads updates in plain can give it (``fedgrad.modes.base.Aggregation.new_keeping_accumulator``).
+    """
+
+    client_id: str
+    weight: float                      # the strategy's aggregation weight for this client
+    delta: Mapping[str, np.ndarray]    # the client's delta, unweighted, as decoded
+    metrics: Mapping[str, float] = field(default_factory=dict)  # the client's reported training metrics
+
+
+@dataclass(frozen=True)
 class WeightedSum:
-    """``Σ_k w_k·Δ_k`` per tensor (float64) and ``Σ_k w_k`` over one round's contributors."""
+    """``Σ_k w_k·Δ_k`` per tensor (float64) and ``Σ_k w_k`` over one round's contributors; ``updates``: each of
+    them, in client-id order, only from an accumulator that keeps them (empty otherwise: memory O(model))."""
 
     total: dict[str, np.ndarray]
     weight: float
     contributors: tuple[str, ...]
+    updates: tuple[ClientUpdate, ...] = ()

@@ -22,7 +22,9 @@ from fedgrad.scenario import ModelConfig, Scenario
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Local training settings (the keyword arguments of ``fedgrad.training.train_local``)."""
+    """Local training settings (the keyword arguments of ``fedgrad.training.train_local``, and
+    ``report_start_loss``: whether the client also reports ``start_loss``, its loss on the received model before
+    training, which QFedAvg weighs clients by)."""
 
     epochs: int
     batch_size: int
@@ -30,6 +32,7 @@ class TrainSettings:
     optimizer: str
     momentum: float = 0.0
     prox_mu: float = 0.0
+    report_start_loss: bool = False
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,16 @@ class ThresholdReport(PaillierReport):
 
 
 @dataclass(frozen=True, kw_only=True)
+class MaskedReport(ThresholdReport):
+    """Threshold Paillier on the masks' keys only (``paillier-masked``): updates travel under lattice masks."""
+
+    masked_bytes_per_value: int
+    delta_bits: int
+    dropped_bits: int
+    key_ciphertexts: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class AdaptiveClipReport:
     final_clip: float
     quantile: float
@@ -201,7 +211,7 @@ class DPReport(PrivacyReport):
 #: The report class of each ``mode`` a summary names; any other mode reads as a :class:`PrivacyReport`.
 REPORTS: Mapping[str, type[PrivacyReport]] = {
     "paillier-trusted": PaillierReport, "paillier-naive": PaillierReport, "paillier": ThresholdReport,
-    "dp": DPReport,
+    "paillier-masked": MaskedReport, "dp": DPReport,
 }
 
 
@@ -218,6 +228,7 @@ class RoundRecord:
     recall: float
     f1: float
     loss: float | None  # None: no test examples
+    backdoor_success: float | None = None  # an ``[attack]``'s backdoor on the test set (``fedgrad.attacks``)
     clients_selected: int
     clients_used: int
     clients_dropped: int
@@ -246,6 +257,7 @@ def round_record(round_index: int, evaluation: Mapping[str, Any], *, clients_sel
     return RoundRecord(
         round=round_index, accuracy=float(evaluation["accuracy"]), precision=float(evaluation["precision"]),
         recall=float(evaluation["recall"]), f1=float(evaluation["f1"]), loss=_finite(evaluation["loss"]),
+        backdoor_success=float(evaluation["backdoor_success"]) if "backdoor_success" in evaluation else None,
         clients_selected=clients_selected, clients_used=clients_used, clients_dropped=clients_dropped,
         time_s=PhaseTimes.of(time_s), moved=moved, attempts=attempts, model_version=model_version,
         local=None if local is None else {k: float(v) for k, v in local.items()},
@@ -369,10 +381,11 @@ def _decode(kind: Any, value: Any, where: str, path: str = "") -> Any:
     if origin is not None and issubclass(origin, Mapping):
         _expect(isinstance(value, dict), value, "an object", where, path)
         return {key: _decode(args[1], item, where, _at(path, key)) for key, item in value.items()}
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         _expect(isinstance(value, dict), value, "an object", where, path)
-        if kind is PrivacyReport:
-            kind = REPORTS.get(value.get("mode"), PrivacyReport)
+        if issubclass(kind, PrivacyReport):  # the class of the mode named, if it is one of ``kind``'s
+            named = REPORTS.get(value.get("mode"), kind)
+            kind = named if issubclass(named, kind) else kind
         return _decode_record(kind, value, where, path)
     if kind is float:
         _expect(isinstance(value, (int, float)) and not isinstance(value, bool), value, "a number", where, path)

@@ -1,11 +1,11 @@
 """Tensors <-> wire bytes, and byte payloads <-> chunks of at most 1 MiB.
 
 A model or plain update travels as one *payload*: its tensors' raw bytes (C order, little-endian)
-concatenated in manifest order, described by a list of ``TensorSpec`` (name, shape, dtype). Keeping
-the description apart from the bytes lets a receiver check the manifest before a single payload byte
-arrives, know the exact length to expect (so truncated or oversized streams are refused), and decode
-with zero-copy ``np.frombuffer`` views. The same chunking carries encrypted payloads, whose layout the
-codec does not need to know.
+concatenated in manifest order, described by its manifest (:class:`~fedgrad.protocol.TensorSpec`: name, shape,
+dtype per tensor). Keeping the description apart from the bytes lets a receiver check the manifest before a
+single payload byte arrives, know the exact length to expect (so truncated or oversized streams are refused),
+and decode with zero-copy ``np.frombuffer`` views. The same chunking carries encrypted payloads, whose layout
+the codec does not need to know.
 """
 from __future__ import annotations
 
@@ -14,61 +14,44 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.protocol import DType, TensorSpec
 
 #: Largest payload slice in one message; well below the 4 MiB message limit (see ``channel``).
 MAX_CHUNK_BYTES = 1 << 20
-
-#: Wire dtype <-> numpy dtype; explicit little-endian so hosts of either byte order agree.
-_DTYPES: dict[pb.DType, np.dtype] = {
-    pb.FLOAT32: np.dtype("<f4"),
-    pb.FLOAT64: np.dtype("<f8"),
-    pb.INT32: np.dtype("<i4"),
-    pb.INT64: np.dtype("<i8"),
-}
-_WIRE_DTYPES: dict[str, pb.DType] = {dtype.str: code for code, dtype in _DTYPES.items()}
-
-#: A manifest in comparable form: ((name, shape, numpy dtype name), ...).
-Manifest = tuple[tuple[str, tuple[int, ...], str], ...]
 
 
 class WireError(ValueError):
     """A payload or manifest from the wire that does not decode; the message says what is wrong."""
 
 
-def tensor_specs(tensors: Mapping[str, np.ndarray]) -> list[pb.TensorSpec]:
+def tensor_specs(tensors: Mapping[str, np.ndarray]) -> list[TensorSpec]:
     """The manifest of ``tensors`` in their iteration order (the payload order)."""
     specs = []
     for name, array in tensors.items():
-        wire = _WIRE_DTYPES.get(np.dtype(array.dtype).newbyteorder("<").str)
-        if wire is None:
+        dtype = DType.of(array.dtype)
+        if dtype is None:
             raise WireError(f"tensor {name!r}: dtype {array.dtype} cannot be sent "
                             "(use float32, float64, int32 or int64)")
-        specs.append(pb.TensorSpec(name=name, shape=array.shape, dtype=wire))
+        specs.append(TensorSpec(name, tuple(int(dim) for dim in array.shape), dtype))
     return specs
 
 
-def manifest(specs: Sequence[pb.TensorSpec]) -> Manifest:
-    """``specs`` as plain tuples, for comparison and for error messages."""
-    return tuple((spec.name, tuple(spec.shape), _dtype(spec).name) for spec in specs)
-
-
-def payload_size(specs: Sequence[pb.TensorSpec]) -> int:
+def payload_size(specs: Sequence[TensorSpec]) -> int:
     """Exact byte length of the payload that ``specs`` describe."""
-    return sum(_nbytes(spec) for spec in specs)
+    return sum(_count(spec) * spec.dtype.numpy.itemsize for spec in specs)
 
 
-def encode_tensors(tensors: Mapping[str, np.ndarray]) -> tuple[list[pb.TensorSpec], bytes]:
+def encode_tensors(tensors: Mapping[str, np.ndarray]) -> tuple[list[TensorSpec], bytes]:
     """``(manifest, payload)`` for ``tensors``."""
     specs = tensor_specs(tensors)
     payload = b"".join(
-        np.ascontiguousarray(array, dtype=_DTYPES[spec.dtype]).tobytes()
+        np.ascontiguousarray(array, dtype=spec.dtype.numpy).tobytes()
         for spec, array in zip(specs, tensors.values(), strict=True)
     )
     return specs, payload
 
 
-def decode_tensors(specs: Sequence[pb.TensorSpec], payload: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
+def decode_tensors(specs: Sequence[TensorSpec], payload: bytes | bytearray | memoryview) -> dict[str, np.ndarray]:
     """The tensors of ``payload`` as read-only views into it, keyed by name in manifest order."""
     expected = payload_size(specs)
     if len(payload) != expected:
@@ -78,8 +61,8 @@ def decode_tensors(specs: Sequence[pb.TensorSpec], payload: bytes | bytearray | 
     for spec in specs:
         if spec.name in tensors:
             raise WireError(f"tensor {spec.name!r} appears twice in the manifest")
-        dtype, count = _dtype(spec), _count(spec)
-        tensors[spec.name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(tuple(spec.shape))
+        dtype, count = spec.dtype.numpy, _count(spec)
+        tensors[spec.name] = np.frombuffer(payload, dtype=dtype, count=count, offset=offset).reshape(spec.shape)
         offset += count * dtype.itemsize
     return tensors
 
@@ -117,18 +100,7 @@ class PayloadBuffer:
         return self._data
 
 
-def _dtype(spec: pb.TensorSpec) -> np.dtype:
-    try:
-        return _DTYPES[spec.dtype]
-    except KeyError:
-        raise WireError(f"tensor {spec.name!r}: unknown dtype code {spec.dtype}") from None
-
-
-def _count(spec: pb.TensorSpec) -> int:
+def _count(spec: TensorSpec) -> int:
     if any(dim < 0 for dim in spec.shape):
         raise WireError(f"tensor {spec.name!r}: negative dimension in shape {tuple(spec.shape)}")
     return math.prod(spec.shape)  # Python ints: a hostile shape cannot overflow
-
-
-def _nbytes(spec: pb.TensorSpec) -> int:
-    return _count(spec) * _dtype(spec).itemsize

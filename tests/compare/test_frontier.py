@@ -57,12 +57,16 @@ def test_the_grid_runs_every_setting_on_every_seed_against_none_on_the_same_seed
     assert [v.name for v in plan_variants(scenario, [], parse_privacy_list("dp:8"))] == ["none", "dp-eps8"]
 
 
-def test_paillier_plus_dp_is_distributed_dp():
+def test_paillier_plus_dp_is_distributed_dp_under_that_secure_mode():
     setting = PrivacySetting.parse("paillier+dp:4")
-    assert setting == PrivacySetting("dp", 4.0, "distributed") == PrivacySetting.parse("dp:4:distributed")
-    assert setting.label == "paillier+dp-eps4"
-    assert setting.overrides() == ['privacy.mode="dp"', "privacy.epsilon=4.0", 'privacy.dp_placement="distributed"']
-    for text in ("paillier+dp", "paillier+dp:0", "paillier+dp:4:central"):
+    assert setting == PrivacySetting("dp", 4.0, "distributed", "paillier")
+    assert setting.label == PrivacySetting.parse("dp:4:distributed").label == "paillier+dp-eps4"
+    assert setting.overrides() == ['privacy.mode="dp"', "privacy.epsilon=4.0", 'privacy.dp_placement="distributed"',
+                                   'privacy.dp_secure="paillier"']
+    masked = PrivacySetting.parse("paillier-masked+dp:2")
+    assert masked == PrivacySetting("dp", 2.0, "distributed", "paillier-masked")
+    assert masked.label == "paillier-masked+dp-eps2" and masked.overrides()[-1] == 'privacy.dp_secure="paillier-masked"'
+    for text in ("paillier+dp", "paillier+dp:0", "paillier+dp:4:central", "none+dp:4", "paillier-trusted+dp:4"):
         with pytest.raises(ConfigError, match="--privacy"):
             PrivacySetting.parse(text)
 

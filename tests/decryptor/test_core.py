@@ -280,3 +280,37 @@ def test_release_below_the_policys_share_of_the_announced_cohort(setup, tmp_path
     partials, _ = decryptor.release(RUN, 1, 0, ["alice", "bob", "carol"])
     assert len(partials) == len(VALUES["alice"]) and len(records(decryptor)) == 1
     decryptor.close()
+
+
+def _masked_signature(setup, client, payload, masked_sha256, round=1):
+    from fedgrad.crypto.identity import sign_contribution
+    from fedgrad.crypto.masked import masked_digest
+    from fedgrad.decryptor.core import payload_digest
+    return sign_contribution(setup.identities[client], RUN, round, setup.enrollment.cohort(COHORT),
+                             masked_digest(payload_digest(payload), masked_sha256), 1)
+
+
+def test_a_masked_contribution_is_bound_to_its_masked_vector(setup, pair):
+    """paillier-masked: the client signs its key ciphertexts together with its masked vector's digest. The
+    coordinator cannot pair the key with another masked vector, drop the masked digest, or present a
+    paillier contribution as a masked one (the digests are domain-separated)."""
+    import hashlib
+    decryptor = pair[0]
+    decryptor.open(RUN, 1, 0, COHORT)
+    masked = {client: hashlib.sha256(client.encode()).digest() for client in COHORT}
+    payloads = {client: setup.payload(VALUES[client]) for client in COHORT}
+    alice = _masked_signature(setup, "alice", payloads["alice"], masked["alice"])
+    with refused(Refusal.UNAUTHENTICATED, "signature"):  # another masked vector
+        decryptor.contribute(RUN, 1, 0, "alice", 1, payloads["alice"], alice, masked["bob"])
+    with refused(Refusal.UNAUTHENTICATED, "signature"):  # the masked digest left out
+        decryptor.contribute(RUN, 1, 0, "alice", 1, payloads["alice"], alice)
+    with refused(Refusal.UNAUTHENTICATED, "32 bytes"):
+        decryptor.contribute(RUN, 1, 0, "alice", 1, payloads["alice"], alice, masked["alice"][:16])
+    bob = setup.sign("bob", RUN, 1, COHORT, payloads["bob"], 1)  # a paillier contribution, claimed masked
+    with refused(Refusal.UNAUTHENTICATED, "signature"):
+        decryptor.contribute(RUN, 1, 0, "bob", 1, payloads["bob"], bob, masked["bob"])
+    for client in COHORT:
+        decryptor.contribute(RUN, 1, 0, client, 1, payloads[client],
+                             _masked_signature(setup, client, payloads[client], masked[client]), masked[client])
+    responses = {d.index: d.release(RUN, 1, 0, list(COHORT)) for d in pair[:1]}
+    assert responses and len(records(decryptor)) == 1

@@ -76,25 +76,26 @@ def test_sampler_sums_the_whole_tree_of_a_real_process() -> None:
 
 
 def _row(system: str, mode: str, per_round: int, seconds: float, rss: float, accuracy: float, *, repeat: int = 0,
-         min_count: int = 5, pss: float | None = None, load: float = 0.1) -> object:
+         min_count: int = 5, pss: float | None = None, load: float = 0.1, secure_name: str = "") -> object:
     return bench.Row(system=system, mode=mode, per_round=per_round, rounds=3, seconds_per_round=seconds,
                      first_round_s=2 * seconds, peak_rss_mib=rss, peak_pss_mib=rss / 2 if pss is None else pss,
                      peak_processes=4, bytes_per_round=1000.0 if system == "fedgrad" else 4000.0, accuracy=accuracy,
                      wall_s=60.0, min_count=min_count, weights=12_900 if system == "fedgrad" else 0, repeat=repeat,
-                     load_before=load, load_after=load)
+                     load_before=load, load_after=load, secure_name=secure_name)
 
 
 def test_table_pairs_the_systems_and_checks_the_targets_at_the_largest_cohort() -> None:
     rows = [_row("fedgrad", "plain", 10, 1.0, 300.0, 0.90), _row("flower", "plain", 10, 2.0, 400.0, 0.90),
             _row("fedgrad", "plain", 1000, 1.0, 500.0, 0.951), _row("flower", "plain", 1000, 12.0, 1200.0, 0.948),
-            _row("fedgrad", "secure", 10, 4.0, 600.0, 0.90), _row("flower", "secure", 10, 3.0, 500.0, 0.89)]
+            _row("fedgrad", "secure", 10, 4.0, 600.0, 0.90, secure_name="paillier-masked"),
+            _row("flower", "secure", 10, 3.0, 500.0, 0.89, secure_name="SecAgg+")]
     (largest,) = [r for r in bench.ratios(rows) if r["mode"] == "plain" and r["per_round"] == 1000]
     assert largest["speedup"] == pytest.approx(12.0) and largest["pairs"] == 1
     assert largest["rss_ratio"] == pytest.approx(500 / 1200) and largest["pss_ratio"] == pytest.approx(250 / 600)
     assert largest["bytes_ratio"] == pytest.approx(0.25)
     assert largest["accuracy_diff_pt"] == pytest.approx(0.3)
     table = bench.format_table(rows)
-    assert "SecAgg+" in table and "paillier" in table
+    assert "SecAgg+" in table and "paillier-masked" in table
     assert "12.00x faster" in table and "0.75x faster" in table  # secure at 10: Flower's row was faster
     assert len(table.splitlines()) == 1 + len(rows) + 3  # header, the rows, one ratio line per pair
     assert bench.target_lines(rows, quiet_load=0.5) == [
@@ -143,10 +144,10 @@ def test_a_row_measured_on_one_side_only_has_no_ratio() -> None:
 
 
 def test_both_sides_run_one_task() -> None:
-    overrides = bench.scenario_overrides(4837, 100, 3, 2, secure=True, min_count=2)
+    overrides = bench.scenario_overrides(4837, 100, 3, 2, "paillier-masked", min_count=2)
     assert 'data.partition="iid"' in overrides and "federation.clients_per_round=100" in overrides
-    assert 'privacy.mode="paillier"' in overrides and "data.min_count=2" in overrides
-    assert not any("privacy" in o for o in bench.scenario_overrides(4837, 100, 3, 2, secure=False))
+    assert 'privacy.mode="paillier-masked"' in overrides and "data.min_count=2" in overrides
+    assert not any("privacy" in o for o in bench.scenario_overrides(4837, 100, 3, 2, None))
 
 
 def test_flower_app_imports_where_flwr_is_installed() -> None:

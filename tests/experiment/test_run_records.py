@@ -3,7 +3,8 @@ writes, and run directories written before ``schema_version`` existed.
 
 The ``MAIN_*`` lines are what fedgrad wrote at main 1ddc958 (before versioning), copied from real runs of
 ``scenarios/spam_fedavg.toml`` for two rounds under each privacy mode and ``fedgrad train --centralized``; the
-long numbers and guarantee paragraphs are shortened by hand.
+long numbers and guarantee paragraphs are shortened by hand. ``paillier-masked`` and ``backdoor_success`` came
+later (main 4d18d5c), in the same unversioned layout: written by hand from the code that wrote them.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from fedgrad.results.schema import (
     DecryptorStats,
     DPReport,
     DPRoundReport,
+    MaskedReport,
     PaillierReport,
     PrivacyReport,
     RoundRecord,
@@ -50,6 +52,8 @@ MAIN_LINES = {
                                  'decrypted: the key holder already decrypted round 3"}'),
     "centralized": (f'{{"round": 1, {SCORES}, "clients_selected": 1, "clients_used": 1, "clients_dropped": 0, '
                     f'{TIMES}, "bytes": {{"down": 0, "up": 0}}, "train_loss": 0.2636}}'),
+    "backdoor": (f'{{"round": 2, {SCORES}, "backdoor_success": 0.25, {COHORT}, {TIMES}, "bytes": {{"down": 1, '
+                 '"up": 2}, "attempts": 1, "model_version": 2, "local": {"loss": 0.1, "steps": 3.0}}'),
     "empty test set": (f'{{"round": 1, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "loss": null, '
                        f'{COHORT}, {TIMES}, "bytes": {{"down": 1, "up": 2}}, "attempts": 1, "model_version": 1, '
                        '"local": {}}'),
@@ -67,6 +71,10 @@ CLIENTS = ('"client_evaluation": {"clients": 10, "accuracy": 0.9445, "loss": 0.0
 THRESHOLD = ('"mode": "paillier", "key_bits": 512, "decryptors": 3, "threshold": 2, "clip": 1.0, "value_bits": 16, '
              '"max_clients": 10, "max_weight": 4096, "short_randomizer": false, "ciphertexts_per_update": 861, '
              '"update_bytes": 110231, "bytes_per_param": 8.5417, "slots_per_ciphertext": 15')
+MASKED = ('"mode": "paillier-masked", "key_bits": 512, "decryptors": 3, "threshold": 2, "clip": 1.0, '
+          '"value_bits": 16, "max_clients": 10, "max_weight": 4096, "short_randomizer": false, '
+          '"ciphertexts_per_update": 8, "update_bytes": 4194, "bytes_per_param": 8.1, "masked_bytes_per_value": 8, '
+          '"delta_bits": 20, "dropped_bits": 0, "key_ciphertexts": 8')
 DP = ('"mode": "dp", "placement": "{placement}", "epsilon_target": 1.0, "epsilon_spent": 0.9999, "delta": 0.01, '
       '"noise_multiplier": 3.1097, "clip": 1.0, "accountant": "rdp", "sampling": "fixed", "sampling_rate": 1.0, '
       '"adjacency": "add/remove one client", "rounds_accounted": 2')
@@ -81,6 +89,9 @@ MAIN_SUMMARIES = {
                          '"processes": 2}'),
     "paillier": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{THRESHOLD}, '
                  f'{WORDS.format(settings="paillier, 2-of-3 decryptors", short="ciphertexts")}}}, "processes": 2}}'),
+    "paillier-masked": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{MASKED}, '
+                        f'{WORDS.format(settings="paillier-masked, 2-of-3 decryptors", short="masked")}}}, '
+                        '"processes": 2}'),
     "dp central": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{DP.format(placement="central")}, '
                    f'{WORDS.format(settings="dp (central)", short="DP")}}}, "processes": 2}}'),
     "dp distributed": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{DP.format(placement="distributed")}, '
@@ -125,6 +136,8 @@ def test_records_read_as_their_modes_types():
     assert from_json(RoundRecord, json.loads(MAIN_LINES["paillier-trusted dropped"]), "x").dropped.startswith(
         "aggregate not decrypted")
     assert from_json(RoundRecord, json.loads(MAIN_LINES["empty test set"]), "x").loss is None
+    assert from_json(RoundRecord, json.loads(MAIN_LINES["backdoor"]), "x").backdoor_success == 0.25
+    assert from_json(RoundRecord, json.loads(MAIN_LINES["none"]), "x").backdoor_success is None
     centralized = from_json(RoundRecord, json.loads(MAIN_LINES["centralized"]), "x")
     assert centralized.train_loss == 0.2636 and centralized.attempts is None and centralized.moved.up == 0
 
@@ -133,6 +146,8 @@ def test_records_read_as_their_modes_types():
     trusted = reports["paillier-trusted"]
     assert type(trusted) is PaillierReport and trusted.key_bits == 512 and trusted.slots_per_ciphertext == 25
     assert isinstance(reports["paillier"], ThresholdReport) and reports["paillier"].threshold == 2
+    masked = reports["paillier-masked"]
+    assert isinstance(masked, MaskedReport) and masked.key_ciphertexts == 8 and masked.slots_per_ciphertext is None
     central, distributed = reports["dp central"], reports["dp distributed"]
     assert isinstance(central, DPReport) and central.secure_aggregation is None and central.noise_share_std is None
     assert isinstance(distributed, DPReport) and distributed.noise_share_std == 0.9848

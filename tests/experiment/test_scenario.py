@@ -98,6 +98,9 @@ def test_bad_values_name_the_key(tmp_path, text, expected):
         ('[data]\npartition = "book"', "federation.clients: the book partition has exactly 3 clients (got 10)"),
         ('[train]\noptimizer = "adam"\nmomentum = 0.9', "train.momentum: only used with optimizer"),
         ("[privacy]\nkey_bits = 1024", "privacy.key_bits: must be >= 2048 (got 1024); set privacy.insecure_key_bits"),
+        # the crypto's key-size policy (fedgrad.crypto.keys), not a second copy of it: 4096 is no key size it makes
+        ("[privacy]\nkey_bits = 4096", "privacy.key_bits: must be one of (2048, 3072), got 4096"),
+        ("[privacy]\nkey_bits = 255\ninsecure_key_bits = true", "privacy.key_bits: must be an even number >= 128"),
     ],
 )
 def test_cross_field_rules(tmp_path, text, expected):
@@ -107,6 +110,7 @@ def test_cross_field_rules(tmp_path, text, expected):
 def test_insecure_flag_allows_small_keys(tmp_path):
     s = load_scenario(write(tmp_path, "[privacy]\nkey_bits = 256\ninsecure_key_bits = true"))
     assert s.privacy.key_bits == 256
+    assert load_scenario(write(tmp_path, "[privacy]\nkey_bits = 3072")).privacy.key_bits == 3072
 
 
 def test_overrides_use_toml_values_and_bare_strings(tmp_path):
@@ -160,7 +164,7 @@ def test_to_toml_round_trips(tmp_path):
 def test_to_dict_has_every_section():
     s = Scenario.from_dict({}, default_name="d")
     assert list(s.to_dict()) == ["name", "seed", "code_dir", "data", "model", "train", "federation", "privacy",
-                                 "output"]
+                                 "attack", "output"]
     with pytest.raises(ConfigError, match=r"^name: missing"):
         Scenario.from_dict({})
 

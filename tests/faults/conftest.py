@@ -43,6 +43,7 @@ from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, ClientSecurity, ServerSecurity
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, split_payload
+from fedgrad.transport.convert import manifest_from_pb
 from server.coordinator import Coordinator
 from server.service import start_server
 
@@ -437,7 +438,8 @@ class ManualClient:
             else:
                 buffer.append(message.data)
         self.last_task_id = header.task_id or self.last_task_id
-        model = decode_tensors(header.tensors, buffer.payload()) if header.kind in (pb.TRAIN, pb.EVALUATE) else None
+        carries_model = header.kind in (pb.TRAIN, pb.EVALUATE)
+        model = decode_tensors(manifest_from_pb(header.tensors), buffer.payload()) if carries_model else None
         return header, model
 
     async def train_task(self):

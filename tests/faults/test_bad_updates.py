@@ -27,6 +27,7 @@ from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, open_channel
 from fedgrad.transport.codec import MAX_CHUNK_BYTES, encode_tensors, payload_size
+from fedgrad.transport.convert import manifest_from_pb, manifest_to_pb
 
 pytestmark = [pytest.mark.faults, pytest.mark.filterwarnings("ignore::fedgrad.crypto.InsecureKeyWarning")]
 
@@ -49,7 +50,7 @@ async def plain_battery(hostile, task: pb.TaskHeader, model: dict) -> None:
 
     async def tensors(what, tensors, fragment):
         wrong_specs, wrong_payload = encode_tensors(tensors)
-        await hostile.update(what, task, wrong_payload, INVALID, fragment, tensors=wrong_specs)
+        await hostile.update(what, task, wrong_payload, INVALID, fragment, tensors=manifest_to_pb(wrong_specs))
 
     await tensors("wrong tensor name", {("x" + name if name == first else name): v for name, v in good.items()},
                   "lacks tensor")
@@ -153,7 +154,7 @@ def _round_payload_bytes(task: pb.TaskHeader) -> int:
         cfg = SecureAggConfig.from_dict(json.loads(task.privacy.params_json)["secure"])
         key = public_key_from_bytes(task.privacy.public_key, insecure_key_bits=True)
         return HEADER_BYTES + make_encoder(cfg, key).scheme.n_ciphertexts * ciphertext_width(key)
-    return payload_size(task.tensors)
+    return payload_size(manifest_from_pb(task.tensors))
 
 
 async def _drain(call) -> None:

@@ -1,14 +1,28 @@
 """Checkpoint files on their own: everything in FederationState comes back exactly; damage is named, not
 silently used; a state the checkpoint cannot hold fails the first save, not the resume."""
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from fedgrad.protocol import ClientUpdate, WeightedSum
 from fedgrad.results.schema import round_record
 from server.checkpoint import KEEP, CheckpointError, Checkpoints, load_checkpoint
 from server.coordinator import FederationState
-from server.strategies import FedAdagrad, FedAdam, FedAvgM, FedYogi, Strategy
+from server.strategies import (
+    Bulyan,
+    FedAdagrad,
+    FedAdam,
+    FedAvgM,
+    FedMedian,
+    FedTrimmedAvg,
+    FedYogi,
+    Krum,
+    MultiKrum,
+    QFedAvg,
+    Strategy,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -27,19 +41,36 @@ def trained_state(seed: int = 0, strategy: Strategy | None = None) -> Federation
     return state
 
 
-STATEFUL = {"fedadam": lambda: FedAdam(server_lr=0.1), "fedavgm": lambda: FedAvgM(server_lr=0.5),
-            "fedadagrad": lambda: FedAdagrad(server_lr=0.1), "fedyogi": lambda: FedYogi(server_lr=0.1)}
+STATEFUL: dict[str, Callable[[], Strategy]] = {
+    "fedadam": lambda: FedAdam(server_lr=0.1), "fedavgm": lambda: FedAvgM(server_lr=0.5),
+    "fedadagrad": lambda: FedAdagrad(server_lr=0.1), "fedyogi": lambda: FedYogi(server_lr=0.1)}
+#: Rules over individual updates: stateless, so their checkpoint holds the model, the RNG and the records only.
+STATELESS: dict[str, Callable[[], Strategy]] = {
+    "qfedavg": lambda: QFedAvg(q=0.5, lipschitz=10.0), "fedmedian": FedMedian,
+    "fedtrimmedavg": lambda: FedTrimmedAvg(beta=0.2), "krum": lambda: Krum(f=1),
+    "multikrum": lambda: MultiKrum(f=1, m=2), "bulyan": lambda: Bulyan(f=1)}
+STRATEGIES = {**STATEFUL, **STATELESS}
 
 
-@pytest.mark.parametrize("strategy", sorted(STATEFUL))
+def round_updates(model: dict[str, np.ndarray], seed: int) -> WeightedSum:
+    """Seven clients' updates for the next round, with the losses QFedAvg reads."""
+    rng = np.random.default_rng(seed)
+    updates = tuple(ClientUpdate(str(k), 1.0, {name: rng.standard_normal(v.shape).astype(np.float32)
+                                               for name, v in model.items()}, {"start_loss": 0.1 * (k + 1)})
+                    for k in range(7))
+    total = {name: np.asarray(np.sum([u.delta[name] for u in updates], axis=0, dtype=np.float64)) for name in model}
+    return WeightedSum(total, 7.0, tuple(u.client_id for u in updates), updates)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_field_round_trips_and_the_run_continues_identically(tmp_path, strategy):
-    state = trained_state(strategy=STATEFUL[strategy]())
-    assert state.strategy.state_dict()
+    state = trained_state(strategy=STRATEGIES[strategy]())
+    assert bool(state.strategy.state_dict()) == (strategy in STATEFUL)
     scores = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "loss": 0.69}
     records = [round_record(r, {"accuracy": 0.5 + r / 10, **scores}, clients_selected=3, clients_used=3,
                             clients_dropped=0, time_s={"total": 0.1}) for r in (1, 2, 3)]
     Checkpoints(tmp_path).save(state, records)
-    fresh = FederationState(global_model={}, rng=np.random.default_rng(99), strategy=STATEFUL[strategy]())
+    fresh = FederationState(global_model={}, rng=np.random.default_rng(99), strategy=STRATEGIES[strategy]())
     checkpoint = Checkpoints(tmp_path).latest()
     checkpoint.restore(fresh)
     assert checkpoint.records == records and fresh.completed_rounds == 3 and fresh.model_version == 3
@@ -50,8 +81,9 @@ def test_every_field_round_trips_and_the_run_continues_identically(tmp_path, str
         np.testing.assert_array_equal(fresh.strategy.state_dict()[name], value)
     # The same next draws and the same next server step: the resumed run goes on exactly.
     assert fresh.rng.choice(100, 5).tolist() == state.rng.choice(100, 5).tolist()
-    delta = {name: np.full(v.shape, 0.3, np.float32) for name, v in state.global_model.items()}
-    resumed, original = fresh.strategy.apply(fresh.global_model, delta), state.strategy.apply(state.global_model, delta)
+    summed = round_updates(state.global_model, seed=5)
+    resumed = fresh.strategy.apply(fresh.global_model, fresh.strategy.aggregate(summed))
+    original = state.strategy.apply(state.global_model, state.strategy.aggregate(summed))
     for name in original:
         np.testing.assert_array_equal(resumed[name], original[name])
 

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.protocol import TrainTask
 
 pytestmark = pytest.mark.faults
 
@@ -28,9 +28,9 @@ async def kill_while_training(lab, federation, process, client_id: str, after_ro
 
     def spy(client, task, nbytes):
         original(client, task, nbytes)
-        if (client.client_id == client_id and task.kind == pb.TRAIN and task.header.round > after_round
+        if (client.client_id == client_id and isinstance(task.task, TrainTask) and task.task.round > after_round
                 and not event.is_set()):
-            delivered_round.append(task.header.round)
+            delivered_round.append(task.task.round)
             lab.processes.kill(process)  # synchronously: the client never gets to answer
             event.set()
 

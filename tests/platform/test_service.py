@@ -22,6 +22,7 @@ from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, open_channel
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, encode_tensors, split_payload
+from fedgrad.transport.convert import manifest_from_pb, manifest_to_pb
 from server.coordinator import Coordinator, FederationState, RoundFailed, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -90,7 +91,7 @@ async def get_task(stub, creds, last_task_id=0, wait_s=5.0):
             header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
         else:
             buffer.append(message.data)
-    model = decode_tensors(header.tensors, buffer.payload()) if header.payload_bytes else None
+    model = decode_tensors(manifest_from_pb(header.tensors), buffer.payload()) if header.payload_bytes else None
     return header, model
 
 
@@ -99,7 +100,7 @@ async def submit(stub, creds, task, delta, *, payload=None, messages=None, **hea
     specs, encoded = encode_tensors(delta)
     payload = encoded if payload is None else payload
     fields = dict(credentials=creds, task_id=task.task_id, round=task.round, model_version=task.model_version,
-                  n_examples=10, encoding=pb.PLAIN, tensors=specs, payload_bytes=len(encoded),
+                  n_examples=10, encoding=pb.PLAIN, tensors=manifest_to_pb(specs), payload_bytes=len(encoded),
                   metrics={"loss": 0.5}, train_s=0.01) | header_fields
     if messages is None:
         messages = [pb.UpdateChunk(header=pb.UpdateHeader(**fields))]
@@ -191,7 +192,7 @@ def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
                           "'w' contains NaN")
             await refused(submit(stub, mine, task, good, encoding=pb.PAILLIER), invalid, "encoding PAILLIER")
             await refused(submit(stub, mine, task, good, encoding=42), invalid, "encoding #42")
-            odd_dtype = encode_tensors(good)[0]
+            odd_dtype = manifest_to_pb(encode_tensors(good)[0])
             odd_dtype[1].dtype = cast(pb.DType, 99)  # no such dtype
             await refused(submit(stub, mine, task, good, tensors=odd_dtype), invalid, "'b': unknown dtype code 99")
             await refused(submit(stub, mine, task, good, n_examples=99), invalid, "claims 99 examples")

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from fedgrad.errors import ConfigError
-from fedgrad.scenario import STRATEGY_NAMES
+from fedgrad.strategy_names import STRATEGY_NAMES
 from server.strategies import (
     BUILTIN_STRATEGIES,
     ClientInfo,

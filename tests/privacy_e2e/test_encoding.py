@@ -17,7 +17,7 @@ CONFIG = TaskConfig(ModelConfig(), 10, TrainSettings(epochs=1, batch_size=8, lr=
 
 
 def task(weight: float, announcement: Announcement | None, round_number: int = 1) -> TrainTask:
-    return TrainTask(1, round_number, 0, weight, CONFIG, tuple(DELTA), announcement)
+    return TrainTask(1, round_number, 0, weight, CONFIG, tuple(SPECS), announcement)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, open_channel
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, encode_tensors, split_payload
+from fedgrad.transport.convert import manifest_from_pb
 
 ROGUE = "2"
 ROGUE_EXAMPLES = 40
@@ -54,7 +55,8 @@ class Rogue:
                 header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
             else:
                 buffer.append(message.data)
-        return header, (decode_tensors(header.tensors, buffer.payload()) if header.payload_bytes else None)
+        model = decode_tensors(manifest_from_pb(header.tensors), buffer.payload()) if header.payload_bytes else None
+        return header, model
 
     async def submit(self, task: pb.TaskHeader, payload: bytes, encoding: pb.Encoding, *,
                      succeed: bool = False) -> None:

@@ -28,7 +28,7 @@ from fedgrad.scenario import FederationConfig, ModelConfig, PrivacyConfig, Scena
 VOCAB = 14
 EXAMPLES = {f"c{i}": n for i, n in enumerate((30, 50, 20, 40, 25, 35, 45, 15, 30, 20))}
 VICTIM, COLLUDERS = "c1", ("c4", "c7")  # three contributors: what decryptors without a policy release
-MODES = ("paillier", "dp")
+MODES = ("paillier", "paillier-masked", "dp")
 
 #: Pinned: the check that turns each attack down (a substring of the refusal), per mode.
 REFUSALS = {
@@ -39,6 +39,8 @@ REFUSALS = {
     "reissue": {"paillier": "trained on the same model in round", "dp": "noise_std differ"},
     "claimed-dropouts": {"paillier": "below this decryptor's min_clients=5", "dp": "noise_std differ"},
 }
+for _refusals in REFUSALS.values():  # the hybrid mode is the threshold mode with another payload: same checks
+    _refusals["paillier-masked"] = _refusals["paillier"]
 
 
 def _scenario(mode: str) -> Scenario:
@@ -110,7 +112,7 @@ def _task(federation: ClientFederation, round: int, announcement: Announcement |
     params = {**honest.params, **changes.pop("params", {})}
     announcement = dataclasses.replace(honest, params=params, **changes)
     client = VICTIM
-    return TrainTask(round, round, round - 1, 1.0, federation.config_for(client, round), federation.tensor_names,
+    return TrainTask(round, round, round - 1, 1.0, federation.config_for(client, round), tuple(federation.specs),
                      announcement, federation.run_id, EXAMPLES[client])
 
 

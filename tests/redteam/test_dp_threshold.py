@@ -84,7 +84,7 @@ def _round(federation: Federation, number: int, contributors: list[str]
     config = TaskConfig(model=ModelConfig(), vocab_size=N_PARAMS,
                         train=TrainSettings(epochs=1, batch_size=8, lr=0.1, optimizer="sgd"))
     for task_id, client in enumerate(CLIENTS, start=1):
-        task = TrainTask(task_id, number, 0, 1.0, config, ("w",), accumulator.announcement, federation.run_id, 1)
+        task = TrainTask(task_id, number, 0, 1.0, config, specs, accumulator.announcement, federation.run_id, 1)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", InsecureKeyWarning)
             encoded = federation.mode.encode(task, client, federation.deltas[client], federation.privacy)

@@ -47,6 +47,7 @@ def frontier_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "privacy": first["privacy"],
             "epsilon": first["epsilon"],
             "dp_placement": first["dp_placement"],
+            "dp_secure": first.get("dp_secure"),
             "clients": first["clients"],
             "seeds": [row.get("seed") for row in members],
             "runs": len(members),

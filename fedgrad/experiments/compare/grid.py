@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
-from fedgrad.scenario import Scenario, load_scenario
+from fedgrad.scenario import DP_SECURE_MODES, Scenario, load_scenario
 
 #: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.
 DEFAULT_PRIVACY = "none,paillier-naive,paillier-trusted,dp:1,dp:4,dp:8"
@@ -29,8 +29,9 @@ NAIVE_ROUNDS = 1
 NAIVE_ROUND_TIMEOUT_S = 3600.0
 
 
-#: ``--privacy`` spelling of distributed DP (noise shares summed under secure aggregation): ``paillier+dp:EPS``.
-SECURE_DP = "paillier+dp"
+#: ``--privacy`` spelling of distributed DP (noise shares summed under secure aggregation): ``<secure mode>+dp:EPS``
+#: for each threshold mode distributed DP can run under (``privacy.dp_secure``), e.g. ``paillier+dp:4``.
+SECURE_DP_MODES = DP_SECURE_MODES
 
 
 @dataclass(frozen=True)
@@ -43,12 +44,14 @@ class PrivacySetting:
     mode: str
     epsilon: float | None = None
     placement: str | None = None
+    secure: str | None = None  # distributed DP: the threshold mode underneath (``privacy.dp_secure``)
 
     @classmethod
     def parse(cls, text: str) -> PrivacySetting:
         mode, *values = text.strip().split(":")
-        if mode == SECURE_DP and len(values) == 1:
-            return cls("dp", _epsilon(text, values[0]), "distributed")
+        secure, plus, dp = mode.rpartition("+")
+        if plus and dp == "dp" and secure in SECURE_DP_MODES and len(values) == 1:
+            return cls("dp", _epsilon(text, values[0]), "distributed", secure)
         if mode == "dp" and len(values) in (1, 2):
             epsilon = _epsilon(text, values[0])
             placement = values[1] if len(values) == 2 else None
@@ -58,14 +61,14 @@ class PrivacySetting:
         if mode in NAMED_MODES and not values:
             return cls(mode)
         raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(NAMED_MODES)}, dp:EPSILON, "
-                          f"dp:EPSILON:PLACEMENT or {SECURE_DP}:EPSILON)")
+                          f"dp:EPSILON:PLACEMENT or {'|'.join(SECURE_DP_MODES)}+dp:EPSILON)")
 
     @property
     def label(self) -> str:
         if self.epsilon is None:
             return self.mode
         if self.placement == "distributed":
-            return f"{SECURE_DP}-eps{self.epsilon:g}"
+            return f"{self.secure or SECURE_DP_MODES[0]}+dp-eps{self.epsilon:g}"
         return f"dp-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
 
     def overrides(self) -> list[str]:
@@ -74,6 +77,8 @@ class PrivacySetting:
             values.append(f"privacy.epsilon={self.epsilon!r}")
         if self.placement is not None:
             values.append(f"privacy.dp_placement={json.dumps(self.placement)}")
+        if self.secure is not None:
+            values.append(f"privacy.dp_secure={json.dumps(self.secure)}")
         return values
 
 

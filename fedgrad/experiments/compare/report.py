@@ -66,7 +66,8 @@ def _epsilon_curves(frontier: Sequence[dict[str, Any]]) -> dict[str, list[tuple[
     for row in frontier:
         if row["privacy"] != "dp" or not row["accuracy"]:
             continue
-        label = "paillier+dp (distributed noise)" if row["dp_placement"] == "distributed" else "dp (central noise)"
+        label = (f"{row['dp_secure']}+dp (distributed noise)" if row["dp_placement"] == "distributed"
+                 else "dp (central noise)")
         if several_counts:
             label += f", {row['clients']} clients"
         epsilon = row["epsilon_spent"]["mean"] if row["epsilon_spent"] else row["epsilon"]

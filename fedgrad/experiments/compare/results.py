@@ -33,8 +33,8 @@ CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_advantage", "canary_re
 
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
-    "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "clients", "key_bits", "status", "error",
-    "rounds", "rounds_planned",
+    "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "dp_secure", "clients", "key_bits", "status",
+    "error", "rounds", "rounds_planned",
     *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
     "bytes_down_per_round", "epsilon_spent", *CANARY_COLUMNS, "wall_time_s", "processes", "guarantee", "notes",
@@ -77,6 +77,8 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "clients": scenario.federation.clients,
         "key_bits": scenario.privacy.key_bits if scenario.privacy.secure_aggregation else None,
         "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
+        "dp_secure": (scenario.privacy.dp_secure
+                      if variant.privacy.mode == "dp" and scenario.privacy.secure_aggregation else None),
         "status": outcome.status,
         "error": outcome.error,
         "rounds": n,
