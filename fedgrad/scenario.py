@@ -153,6 +153,8 @@ class PrivacyConfig:
                             doc="paillier: cap on a client's example count, its FedAvg weight, sent encrypted")
     short_randomizer: bool = _spec(False, doc="DJN randomizer exponent of 2λ bits instead of ⌈|n|/2⌉ "
                                               "(faster; an extra assumption the report states)")
+    canaries: int = _spec(0, ge=0, doc="K canary clients measuring empirical ε (fedgrad.privacy.empirical), each "
+                                       "sending a random direction of norm dp_clip; 0 = none")
 
     @property
     def secure_aggregation(self) -> bool:
@@ -417,6 +419,11 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(f"privacy.threshold: more than half of privacy.decryptors={privacy.decryptors} and at most "
                           f"all of them (got {privacy.threshold}); with fewer, two disjoint sets of decryptors could "
                           "each release a different sum of one round")
+    if privacy.canaries == 1:
+        raise ConfigError("privacy.canaries: 0, or at least 2 (their statistics' spread is estimated)")
+    if privacy.canaries and privacy.secure_aggregation:
+        raise ConfigError(f"privacy.canaries: only where the coordinator sums updates in plaintext (privacy.mode "
+                          f"{privacy.mode!r} sums signed, encrypted updates of enrolled clients; canaries are not)")
     if privacy.secure_aggregation and fed.min_clients < 2:
         raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {privacy.mode!r}) needs >= 2, "
                           f"so that no single client's update is ever decrypted (got {fed.min_clients})")

@@ -25,6 +25,7 @@ import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from fedgrad.protocol import (
     TaskConfig,
     TaskDecline,
     TaskKind,
+    TrainTask,
     UpdateAnnouncement,
     WaitTask,
 )
@@ -50,6 +52,9 @@ from server.registry import ClientRecord, ClientRegistry, RunTokens
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
 from server.tasks import Delivery, ModelPayload, evaluate_task, train_task
+
+if TYPE_CHECKING:  # scipy behind it: imported by a run that has canaries only
+    from server.canaries import CanaryClients
 
 log = logging.getLogger("fedgrad.server")
 #: A declining client's reason is logged up to this length.
@@ -125,6 +130,7 @@ class Coordinator:
         summary_entries: Callable[[], RunOutcome] = RunOutcome,
         close: Callable[[], None] = lambda: None,
         run_id: str | None = None,
+        canaries: CanaryClients | None = None,
     ) -> None:
         self.settings = settings
         self.state = state
@@ -138,6 +144,7 @@ class Coordinator:
         self._shutdown_grace_s = shutdown_grace_s
         self._summary_entries = summary_entries
         self._close_aggregation = close
+        self._canaries = canaries
         self._dispatch: Dispatch | None = None
         self._dispatch_done = Signal()
         self._last_task_id = 0
@@ -278,10 +285,13 @@ class Coordinator:
 
         summed = await asyncio.to_thread(round_.accumulator.finalize, timer)  # decryption takes a while
         if summed is not None:  # None: the mode dropped this round's aggregate (the record says why)
+            before = state.global_model
             with timer.phase("aggregate"):
                 delta = state.strategy.aggregate(round_.with_metrics(summed))
                 state.global_model = state.strategy.apply(state.global_model, delta)
             state.model_version += 1
+            if self._canaries is not None:  # what an adversary who sees every round's model sees
+                await asyncio.to_thread(self._canaries.released, before, state.global_model)
         state.completed_rounds = number
         with timer.phase("evaluate"):
             evaluation = await asyncio.to_thread(self._evaluate, state.global_model)
@@ -290,6 +300,7 @@ class Coordinator:
             number, evaluation, clients_selected=selected, clients_used=used, clients_dropped=selected - used,
             time_s=timer.as_dict(), moved=Traffic(down=moved.down, up=moved.up), attempts=attempt,
             model_version=state.model_version, local=round_.local_metrics(), report=round_.accumulator.round_report(),
+            canaries=len(self._canaries.taking_part[number]) if self._canaries is not None else None,
         )
 
     def _open_training_round(self, number: int, model: ModelPayload, attempt: int) -> TrainingRound:
@@ -307,6 +318,11 @@ class Coordinator:
             model.specs, RoundCohort(number, {cid: instruction.weight for cid, instruction in instructions.items()},
                                      run_id=self.run_id, attempt=attempt, settings_digest=settings,
                                      model_digest=model.digest))
+        if self._canaries is not None:  # extra contributors, encoded and summed as the real updates are
+            weights = [instruction.weight for instruction in instructions.values()]
+            canary_task = TrainTask(0, number, model.version, 1.0, self._task_config,
+                                    tuple(model.specs), accumulator.announcement, self.run_id)
+            self._canaries.contribute(number, canary_task, accumulator, sum(weights) / len(weights) if weights else 1.0)
         tasks = {}
         for record in selected:
             instruction = instructions[record.client_id]

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.registry import RunTokens
 from server.strategies import StateDict, Strategy, strategy_for
+
+if TYPE_CHECKING:
+    from server.canaries import CanaryClients
 
 DATA_DIR = "data"
 
@@ -86,10 +90,13 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
             metrics["backdoor_success"] = backdoor_success(model, prepared.test, prepared.trigger_ids)
         return metrics
 
+    canaries = _canaries(scenario, model.state_dict())
+
     def privacy_summary() -> RunOutcome:
         guarantee = mode.guarantee()
         return RunOutcome(privacy=dataclasses.replace(aggregation.summary(), settings=mode.settings(),
-                                                      guarantee=guarantee.full, guarantee_short=guarantee.short))
+                                                      guarantee=guarantee.full, guarantee_short=guarantee.short),
+                          empirical_privacy=canaries.summary() if canaries is not None else None)
 
     return Coordinator(
         settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,
@@ -109,7 +116,21 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
         summary_entries=privacy_summary,
         close=aggregation.close,
         run_id=run_id,
+        canaries=canaries,
     )
+
+
+def _canaries(scenario: Scenario, model: StateDict) -> CanaryClients | None:
+    """The run's canary clients (``server.canaries``), or None without ``privacy.canaries``."""
+    privacy, fed = scenario.privacy, scenario.federation
+    if not privacy.canaries:
+        return None
+    from fedgrad.privacy.accounting import default_delta  # dp-accounting and scipy: only when measuring
+    from server.canaries import CanaryClients
+
+    return CanaryClients(count=privacy.canaries, norm=privacy.dp_clip, rate=fed.clients_per_round / fed.clients,
+                         poisson=fed.sampling == "poisson", seed=scenario.seed, model=model,
+                         delta=privacy.delta or default_delta(fed.clients))
 
 
 def check_strategy(scenario: Scenario) -> Strategy:

@@ -241,6 +241,7 @@ class RoundRecord:
     privacy: DPRoundReport | None = None
     decryptors: DecryptorStats | None = None
     dropped: str | None = None
+    canaries: int | None = None  # canary clients summed into the round (``privacy.canaries``)
     extra: Mapping[str, Any] = field(default_factory=dict, metadata=EXTRA)
 
     @property
@@ -251,7 +252,8 @@ class RoundRecord:
 def round_record(round_index: int, evaluation: Mapping[str, Any], *, clients_selected: int, clients_used: int,
                  clients_dropped: int, time_s: Mapping[str, float], moved: Traffic = Traffic(),
                  report: RoundReport = RoundReport(), attempts: int | None = None, model_version: int | None = None,
-                 local: Mapping[str, float] | None = None, train_loss: float | None = None) -> RoundRecord:
+                 local: Mapping[str, float] | None = None, train_loss: float | None = None,
+                 canaries: int | None = None) -> RoundRecord:
     """The record of round ``round_index`` whose global model scored ``evaluation`` on the test set
     (:func:`fedgrad.training.evaluate`), ``time_s`` as a :class:`~fedgrad.metrics.PhaseTimer` reports it."""
     return RoundRecord(
@@ -261,7 +263,8 @@ def round_record(round_index: int, evaluation: Mapping[str, Any], *, clients_sel
         clients_selected=clients_selected, clients_used=clients_used, clients_dropped=clients_dropped,
         time_s=PhaseTimes.of(time_s), moved=moved, attempts=attempts, model_version=model_version,
         local=None if local is None else {k: float(v) for k, v in local.items()},
-        train_loss=_finite(train_loss), privacy=report.privacy, decryptors=report.decryptors, dropped=report.dropped)
+        train_loss=_finite(train_loss), privacy=report.privacy, decryptors=report.decryptors, dropped=report.dropped,
+        canaries=canaries)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,6 +279,34 @@ class ClientEvaluation:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EpsilonEstimateReport:
+    """ε̂ of one threat model (:class:`fedgrad.privacy.empirical.EpsilonEstimate`); None where it is infinite."""
+
+    epsilon: float | None
+    interval: tuple[float | None, float | None]
+    lower_bound: float | None
+    inserted: tuple[float, float]  # (mean, std) of the inserted canaries' statistic
+    held_out: tuple[float, float]
+    canaries: int
+    delta: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmpiricalPrivacyReport:
+    """The run's canaries and the ε they measured (``server.canaries``, ``fedgrad.privacy.empirical``)."""
+
+    canaries: int
+    norm: float
+    sampling_rate: float
+    delta: float
+    rounds_observed: int
+    dimension: int
+    participations_mean: float
+    final_model: EpsilonEstimateReport | None = None  # the adversary who sees the final model
+    all_iterates: EpsilonEstimateReport | None = None  # ... and the one who sees every round's model
+
+
+@dataclass(frozen=True, kw_only=True)
 class RunOutcome:
     """What a finished run reports beyond its rounds (:meth:`fedgrad.results.RunWriter.finish` adds the totals)."""
 
@@ -284,6 +315,7 @@ class RunOutcome:
     initial: Scores | None = None   # the untrained model on the test set
     client_evaluation: ClientEvaluation | None = None
     privacy: PrivacyReport | None = None
+    empirical_privacy: EmpiricalPrivacyReport | None = None
     processes: int | None = None    # client processes of a simulation
     train_examples: int | None = None  # the centralized baseline's data and vocabulary
     test_examples: int | None = None
@@ -378,6 +410,10 @@ def _decode(kind: Any, value: Any, where: str, path: str = "") -> Any:
         return _decode(inner, value, where, path)
     if kind is Any:
         return value
+    if origin is tuple:
+        _expect(isinstance(value, list) and len(value) == len(args), value, f"a list of {len(args)}", where, path)
+        return tuple(_decode(arg, item, where, _at(path, str(i)))
+                     for i, (arg, item) in enumerate(zip(args, value, strict=True)))
     if origin is not None and issubclass(origin, Mapping):
         _expect(isinstance(value, dict), value, "an object", where, path)
         return {key: _decode(args[1], item, where, _at(path, key)) for key, item in value.items()}

@@ -4,7 +4,8 @@ writes, and run directories written before ``schema_version`` existed.
 The ``MAIN_*`` lines are what fedgrad wrote at main 1ddc958 (before versioning), copied from real runs of
 ``scenarios/spam_fedavg.toml`` for two rounds under each privacy mode and ``fedgrad train --centralized``; the
 long numbers and guarantee paragraphs are shortened by hand. ``paillier-masked`` and ``backdoor_success`` came
-later (main 4d18d5c), in the same unversioned layout: written by hand from the code that wrote them.
+later (main 4d18d5c), canaries and ``empirical_privacy`` later still (main 49f92a6), in the same unversioned layout:
+written by hand from the code that wrote them.
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ MAIN_LINES = {
                     f'{TIMES}, "bytes": {{"down": 0, "up": 0}}, "train_loss": 0.2636}}'),
     "backdoor": (f'{{"round": 2, {SCORES}, "backdoor_success": 0.25, {COHORT}, {TIMES}, "bytes": {{"down": 1, '
                  '"up": 2}, "attempts": 1, "model_version": 2, "local": {"loss": 0.1, "steps": 3.0}}'),
+    "canaries": (f'{{"round": 1, {SCORES}, {COHORT}, {TIMES}, "bytes": {{"down": 1, "up": 2}}, "attempts": 1, '
+                 '"model_version": 1, "local": {"loss": 0.1, "steps": 3.0}, "canaries": 6}'),
     "empty test set": (f'{{"round": 1, "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "loss": null, '
                        f'{COHORT}, {TIMES}, "bytes": {{"down": 1, "up": 2}}, "attempts": 1, "model_version": 1, '
                        '"local": {}}'),
@@ -92,6 +95,13 @@ MAIN_SUMMARIES = {
     "paillier-masked": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{MASKED}, '
                         f'{WORDS.format(settings="paillier-masked, 2-of-3 decryptors", short="masked")}}}, '
                         '"processes": 2}'),
+    "canaries": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{"mode": "none", '
+                 f'{WORDS.format(settings="none", short="plaintext updates")}}}, "empirical_privacy": {{"canaries": 6, '
+                 '"norm": 1.0, "sampling_rate": 1.0, "delta": 1e-05, "rounds_observed": 3, "dimension": 1310, '
+                 '"participations_mean": 3.0, "final_model": {"epsilon": 4.2, "interval": [2.1, 9.7], "lower_bound": '
+                 '0.8, "inserted": [0.41, 0.02], "held_out": [0.001, 0.03], "canaries": 6, "delta": 1e-05}, '
+                 '"all_iterates": {"epsilon": null, "interval": [5.0, null], "lower_bound": null, '
+                 '"inserted": [0.5, 0.0], "held_out": [0.0, 0.0], "canaries": 6, "delta": 1e-05}}, "processes": 2}'),
     "dp central": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{DP.format(placement="central")}, '
                    f'{WORDS.format(settings="dp (central)", short="DP")}}}, "processes": 2}}'),
     "dp distributed": (f'{{{TOTALS}, {INITIAL}, {CLIENTS}, "privacy": {{{DP.format(placement="distributed")}, '
@@ -154,6 +164,11 @@ def test_records_read_as_their_modes_types():
     assert isinstance(distributed.secure_aggregation, ThresholdReport)
     assert distributed.secure_aggregation.update_bytes == 110231
     assert reports["centralized"] is None
+    measured = from_json(RunSummary, json.loads(MAIN_SUMMARIES["canaries"]), "canaries").empirical_privacy
+    assert measured is not None and measured.final_model is not None and measured.all_iterates is not None
+    assert measured.final_model.interval == (2.1, 9.7) and measured.final_model.inserted == (0.41, 0.02)
+    assert measured.all_iterates.epsilon is None and measured.all_iterates.interval == (5.0, None)  # infinite
+    assert from_json(RoundRecord, json.loads(MAIN_LINES["canaries"]), "x").canaries == 6
 
 
 def test_keys_this_version_does_not_know_are_kept_and_written_back():
