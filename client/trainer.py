@@ -26,7 +26,7 @@ from fedgrad.data import Shard
 from fedgrad.errors import ConfigError
 from fedgrad.models import SpamModel, model_from_config
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
-from fedgrad.modes.resolve import encode_update
+from fedgrad.modes.resolve import encode_update, sends_ciphertexts
 from fedgrad.policy import PolicyGuard, RunPolicy
 from fedgrad.protocol import EncodedUpdate, TaskConfig, TrainTask, model_digest
 from fedgrad.training import evaluate, train_local
@@ -102,8 +102,7 @@ class LocalTrainer:
         started = time.perf_counter()
         encoded = encode_update(task, client_id, result.delta, self._privacy)
         encode_s = time.perf_counter() - started
-        encrypted = task.announcement is not None and bool(task.announcement.public_key)
-        metrics = {} if encrypted else result.metrics
+        metrics = {} if sends_ciphertexts(task) else result.metrics
         return LocalUpdate(encoded, metrics, result.train_s, encode_s)
 
     def evaluate(self, shard: Shard, config: TaskConfig, global_model: Mapping[str, np.ndarray]) -> dict[str, float]:

@@ -124,12 +124,11 @@ class FederationConfig:
         return self.max_clients or (self.clients if self.sampling == "poisson" else self.clients_per_round)
 
 
-#: The threshold modes distributed DP can sum its noise shares under (``privacy.dp_secure``; ``fedgrad.modes.dp``).
-DP_SECURE_MODES = ("paillier", "paillier-masked")
-
-
 @dataclass(frozen=True)
 class PrivacyConfig:
+    """The ``[privacy]`` keys users write. Each mode reads the keys it uses into its own typed settings and
+    refuses combinations it cannot run (``fedgrad.modes``: building a scenario's mode validates them)."""
+
     mode: str = _spec("none", choices=MODE_NAMES, doc="fedgrad.modes.registry lists what each mode is")
     key_bits: int = _spec(SECURE_KEY_BITS[0], ge=MIN_INSECURE_KEY_BITS)
     insecure_key_bits: bool = _spec(False, doc=f"allow key_bits < {SECURE_KEY_BITS[0]} (tests only)")
@@ -139,8 +138,9 @@ class PrivacyConfig:
     delta: float = _spec(0.0, ge=0.0, lt=1.0, doc="dp: 0 = 1/N^2 with N the number of clients")
     dp_clip: float = _spec(1.0, gt=0.0, doc="dp: L2 bound on each client's update")
     dp_placement: str = _spec("central", choices=("central", "distributed"))
-    dp_secure: str = _spec("paillier", choices=DP_SECURE_MODES,
-                           doc="dp (distributed): the secure aggregation the clients' noise shares are summed under")
+    dp_secure: str = _spec("paillier", choices=MODE_NAMES,
+                           doc="dp (distributed): the secure aggregation the clients' noise shares are summed under "
+                               "(a threshold mode: paillier or paillier-masked)")
     dp_adaptive_clip: bool = _spec(False, doc="dp (central): move dp_clip towards a quantile of the update norms "
                                               "(Andrew et al. 2021), its cost inside epsilon")
     dp_clip_quantile: float = _spec(0.5, gt=0.0, lt=1.0, doc="dp adaptive clipping: target quantile of the norms")
@@ -155,12 +155,6 @@ class PrivacyConfig:
                                               "(faster; an extra assumption the report states)")
     canaries: int = _spec(0, ge=0, doc="K canary clients measuring empirical ε (fedgrad.privacy.empirical), each "
                                        "sending a random direction of norm dp_clip; 0 = none")
-
-    @property
-    def secure_aggregation(self) -> bool:
-        """Whether updates travel encrypted: the Paillier modes, and DP with distributed noise (which needs
-        secure aggregation so that the coordinator never sees an update carrying only one noise share)."""
-        return self.mode not in ("none", "dp") or self.dp_placement == "distributed"
 
 
 ATTACK_KINDS = ("none", "label_flip", "scaled_update", "backdoor")
@@ -412,21 +406,8 @@ def _check_cross_fields(s: Scenario) -> None:
         raise ConfigError(
             f"federation.max_clients: must be 0 (auto) or >= federation.clients (got {fed.max_clients} < {fed.clients})"
         )
-    if privacy.dp_adaptive_clip and privacy.dp_placement == "distributed":
-        raise ConfigError("privacy.dp_adaptive_clip: only with dp_placement = \"central\" (under secure aggregation "
-                          "the clipping bits would have to travel encrypted, which fedgrad does not do yet)")
-    if not privacy.decryptors < 2 * privacy.threshold <= 2 * privacy.decryptors:
-        raise ConfigError(f"privacy.threshold: more than half of privacy.decryptors={privacy.decryptors} and at most "
-                          f"all of them (got {privacy.threshold}); with fewer, two disjoint sets of decryptors could "
-                          "each release a different sum of one round")
     if privacy.canaries == 1:
         raise ConfigError("privacy.canaries: 0, or at least 2 (their statistics' spread is estimated)")
-    if privacy.canaries and privacy.secure_aggregation:
-        raise ConfigError(f"privacy.canaries: only where the coordinator sums updates in plaintext (privacy.mode "
-                          f"{privacy.mode!r} sums signed, encrypted updates of enrolled clients; canaries are not)")
-    if privacy.secure_aggregation and fed.min_clients < 2:
-        raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {privacy.mode!r}) needs >= 2, "
-                          f"so that no single client's update is ever decrypted (got {fed.min_clients})")
     if fed.strategy == "fedprox" and fed.prox_mu == 0.0:
         raise ConfigError("federation.prox_mu: must be > 0 when federation.strategy = \"fedprox\"")
     if fed.strategy != "fedprox" and fed.prox_mu != 0.0:

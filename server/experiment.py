@@ -19,7 +19,8 @@ from fedgrad.attacks import attacker_indices, backdoor_success, client_attack, s
 from fedgrad.data import Shard
 from fedgrad.errors import ConfigError
 from fedgrad.models import model_from_config
-from fedgrad.modes.resolve import mode_class, privacy_mode
+from fedgrad.modes.base import PrivacyMode
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
 from fedgrad.results.schema import RoundRecord, RunOutcome
@@ -51,7 +52,7 @@ class PreparedRun:
 
 def prepare_run(scenario: Scenario) -> PreparedRun:
     """Build the scenario's federated dataset and save it into a fresh run directory."""
-    check_strategy(scenario)  # a broken strategy, or one the privacy mode cannot serve, fails before any work
+    check_strategy(scenario)  # privacy settings the mode refuses, a broken strategy, or one the mode cannot serve
     dataset = scenario.build_dataset()
     if scenario.user_references:  # a broken user model fails here, before the run directory exists
         model_from_config(scenario.model, len(dataset.vocab), seed=scenario.seed, code_dir=scenario.code_dir)
@@ -90,11 +91,11 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
             metrics["backdoor_success"] = backdoor_success(model, prepared.test, prepared.trigger_ids)
         return metrics
 
-    canaries = _canaries(scenario, model.state_dict())
+    canaries = canary_clients(scenario, mode, model.state_dict())
 
     def privacy_summary() -> RunOutcome:
         guarantee = mode.guarantee()
-        return RunOutcome(privacy=dataclasses.replace(aggregation.summary(), settings=mode.settings(),
+        return RunOutcome(privacy=dataclasses.replace(aggregation.summary(), settings=mode.settings_line(),
                                                       guarantee=guarantee.full, guarantee_short=guarantee.short),
                           empirical_privacy=canaries.summary() if canaries is not None else None)
 
@@ -120,11 +121,16 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], N
     )
 
 
-def _canaries(scenario: Scenario, model: StateDict) -> CanaryClients | None:
-    """The run's canary clients (``server.canaries``), or None without ``privacy.canaries``."""
+def canary_clients(scenario: Scenario, mode: PrivacyMode, model: StateDict) -> CanaryClients | None:
+    """The run's canary clients (``server.canaries``), or None without ``privacy.canaries``; a one-line
+    :class:`ConfigError` under a mode whose updates travel encrypted (its decryptors sum only signed updates of
+    enrolled clients, which canaries are not)."""
     privacy, fed = scenario.privacy, scenario.federation
     if not privacy.canaries:
         return None
+    if mode.encrypted:
+        raise ConfigError(f"privacy.canaries: only where the coordinator sums updates in plaintext (privacy.mode "
+                          f"{privacy.mode!r} sums signed, encrypted updates of enrolled clients; canaries are not)")
     from fedgrad.privacy.accounting import default_delta  # dp-accounting and scipy: only when measuring
     from server.canaries import CanaryClients
 
@@ -136,14 +142,16 @@ def _canaries(scenario: Scenario, model: StateDict) -> CanaryClients | None:
 def check_strategy(scenario: Scenario) -> Strategy:
     """The scenario's strategy, refused with a one-line :class:`ConfigError` when its options are wrong, when
     ``federation.min_clients`` is below the fewest updates its rule is defined for, or when it needs each client's
-    update and the privacy mode hides them (the mode says why)."""
+    update and the privacy mode hides them (the mode says why); the privacy mode itself first refuses settings it
+    cannot run with."""
+    mode = privacy_mode(scenario)
     strategy = strategy_for(scenario)
     fed = scenario.federation
     if fed.min_clients < strategy.min_updates:
         raise ConfigError(f"federation.min_clients: strategy {fed.strategy!r} with its options needs at least "
                           f"{strategy.min_updates} updates a round (got min_clients = {fed.min_clients})")
     if strategy.needs_individual_updates:
-        hidden = mode_class(scenario.privacy.mode).hides_individual_updates(scenario)
+        hidden = mode.hides_individual_updates()
         if hidden:
             raise ConfigError(f"federation.strategy: {fed.strategy!r} needs each client's update, which "
                               f"privacy.mode = {scenario.privacy.mode!r} does not give: {hidden}")

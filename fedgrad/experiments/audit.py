@@ -75,11 +75,11 @@ from fedgrad.modes.base import Aggregation, ClientPrivacy
 from fedgrad.modes.paillier import ThresholdAggregation
 from fedgrad.modes.paillier_common import unflatten
 from fedgrad.modes.paillier_trusted import PaillierAggregation
-from fedgrad.modes.resolve import encode_update, mode_class, privacy_mode
+from fedgrad.modes.resolve import encode_update, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document
-from fedgrad.results.schema import record_dict
+from fedgrad.results.schema import DPReport, PrivacyReport, record_dict
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.training import client_seed, train_local
 from fedgrad.transport.codec import decode_tensors
@@ -240,7 +240,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
     instructions = strategy.configure(ROUND, [ClientInfo(str(i), len(data.shards[i])) for i in updates.cohort])
     cohort = RoundCohort(ROUND, {cid: instruction.weight for cid, instruction in instructions.items()}, RUN_ID)
     decryptors, identities, enrollment = None, None, None
-    if mode_class(privacy_settings.mode).needs_decryptors(scenario):  # paillier, and distributed DP on top of it
+    if privacy_mode(scenario).needs_decryptors:
         # the operator's enrollment and the clients' own identities, and a dealer's fresh key for k decryptors
         parties = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fedgrad-audit-parties-")))
         identities, enrollment = enroll_clients(parties / "clients", [str(i) for i in updates.cohort])
@@ -249,6 +249,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
                                       enrollment=enrollment, min_clients=fed.min_clients,
                                       insecure_key_bits=privacy_settings.insecure_key_bits)
     mode = privacy_mode(scenario, decryptors)
+    profile = mode.profile()
     aggregation = mode.aggregation(updates.global_model)
     stack.callback(aggregation.close)
     accumulator = aggregation.new_accumulator(model.specs, cohort)
@@ -265,7 +266,8 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
                         len(data.shards[i]))
     released = accumulator.finalize(PhaseTimer())
     assert released is not None, "an honest round's aggregate is released"
-    facts: dict[str, Any] = {**record_dict(aggregation.summary()), "guarantee": mode.guarantee().full}
+    report = aggregation.summary()
+    facts: dict[str, Any] = {**record_dict(report), "guarantee": mode.guarantee().full}
     plain = payloads[k].encoding == Encoding.PLAIN
     individual: View | None = None
     if plain and not aggregate_only:
@@ -276,8 +278,9 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
         if decryptors is None:  # the key holder's own door, asked for one update
             facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
                                                       instructions[str(k)].weight)
-        individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts)
-        if privacy_settings.mode in ("paillier-trusted", "paillier"):
+        individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts, report,
+                                     folded_weights=profile.client_weights == "folded")
+        if profile.redteam and not profile.slow:
             facts["redteam"] = _red_team(privacy_settings.mode, aggregation, model, config, data, updates,
                                          instructions, privacy)
         if isinstance(decryptors, LocalDecryptors) and len(updates.cohort) >= 3:  # the attacks through the clients
@@ -289,37 +292,43 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
             facts["single_update_refused"] = "; ".join(
                 f"{outcome['name']}: {outcome['refusal'].split('; ')[0]}" for outcome in facts["redteam"]
                 if outcome["refusal"] and not outcome["succeeded"])
-    dp = privacy_settings.mode == "dp"
-    noise_std = facts["noise_multiplier"] * facts["clip"] if dp else 0.0  # on the sum
+    dp: DPReport | None = None
+    if profile.epsilon:
+        assert isinstance(report, DPReport), "a mode set by a target ε reports its noise"
+        dp = report
+    noise_std = dp.noise_multiplier * dp.clip if dp else 0.0  # on the sum
     views = [View("aggregate", "aggregate", f"the released average of {len(released.contributors)} clients' updates",
                   _rows(strategy.aggregate(released)), noise_std=noise_std / released.weight)]
     if individual is not None:
         views.insert(0, individual)
     if dp:
         # DP's adversary knows every other client's clipped update and subtracts it from the released sum.
-        others = {i: clip_update(updates.deltas[i], privacy_settings.dp_clip)[0] for i in updates.cohort if i != k}
+        others = {i: clip_update(updates.deltas[i], dp.clip)[0] for i in updates.cohort if i != k}
         isolated = {name: released.total[name] - sum(update[name].astype(np.float64) for update in others.values())
                     for name in released.total}
         views.append(View("aggregate minus all other clients", "aggregate",
                           f"the noisy sum minus the {len(others)} other clients' clipped updates", _rows(isolated),
                           _touched_by_others({**others, k: isolated}, k), noise_std))
-    return ModeObservation(_describe(scenario, facts, k, payloads[k]), views, facts)
+    facts["key_holder"] = profile.key_holder  # who could decrypt one update: the report's refusal sentence reads it
+    sent = f"client {k} sends {format_bytes(len(payloads[k].payload))}"
+    return ModeObservation(mode.describe_round(report, client=k, sent=sent), views, facts)
 
 
 def _decrypted_view(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
-                    payloads: Mapping[int, EncodedUpdate], k: int, facts: dict[str, Any]) -> View | None:
+                    payloads: Mapping[int, EncodedUpdate], k: int, facts: dict[str, Any], report: PrivacyReport,
+                    *, folded_weights: bool) -> View | None:
     """Client ``k``'s update as the coordinator decrypts it with key material found in its own objects (the
-    red team's key-material attack); None, and the search recorded in ``facts``, when it finds none."""
+    red team's key-material attack); None, and the search recorded in ``facts``, when it finds none.
+    ``folded_weights``: clients multiplied their updates by their share of the cohort's weight."""
     decrypted, material = decrypt_uploads(aggregation, {str(i): p.payload for i, p in payloads.items()})
     facts["key_material"] = material.describe()
     if decrypted is None:
         return None
     shapes = {spec.name: tuple(spec.shape) for spec in model.specs}
-    trusted_weights = facts.get("mode") in ("paillier-trusted", "paillier-naive")
     total = cohort.total_weight
-    recovered = {i: unflatten(decrypted[str(i)] / (cohort.weights[str(i)] / total if trusted_weights else 1.0),
+    recovered = {i: unflatten(decrypted[str(i)] / (cohort.weights[str(i)] / total if folded_weights else 1.0),
                               shapes) for i in payloads}
-    share_std = float(facts.get("noise_share_std", 0.0))
+    share_std = (report.noise_share_std or 0.0) if isinstance(report, DPReport) else 0.0
     return View("client update, decrypted by the coordinator", "individual",
                 f"client {k}'s update, decrypted with the private key found in the coordinator's own objects "
                 f"({material.describe()})", _rows(recovered[k]),
@@ -353,51 +362,6 @@ def _refusal(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
     if alone.finalize(PhaseTimer()) is not None:
         raise AssertionError(f"the key holder decrypted client {client_id}'s update on its own")
     return str(alone.round_report().dropped)
-
-
-def _describe(scenario: Scenario, facts: dict[str, Any], k: int, encoded: EncodedUpdate) -> str:
-    """What the coordinator receives and releases under ``scenario.privacy``, in words."""
-    privacy, fed = scenario.privacy, scenario.federation
-    sent = f"client {k} sends {format_bytes(len(encoded.payload))}"
-    secure = ("The coordinator multiplies the ciphertexts, which adds the plaintexts without reading them; the key "
-              f"holder decrypts only that product, and only with at least {fed.min_clients} contributors. But the "
-              "key holder runs in the coordinator's process: the individual view is what the coordinator decrypts "
-              "with the private key it finds among its own objects, and the red-team table lists the attacks "
-              "through the key holder's own door. The aggregate is a different, weaker target: it shows which "
-              "words somebody in the cohort used, not who used them.")
-    threshold = ("The coordinator multiplies the ciphertexts and forwards each signed upload to the decryptors, "
-                 "which verify every signature, multiply the ciphertexts themselves and release one sum of at least "
-                 f"{fed.min_clients} enrolled clients per round. The coordinator holds no key share: it has no "
-                 "individual view, and the red-team table lists every attack it tried for one.")
-    if privacy.mode == "none":
-        return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {k}'s delta and "
-                "every other client's, then averages them.")
-    if privacy.mode == "paillier":
-        return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, quantizes it to "
-                f"{privacy.value_bits} bits and encrypts n_i·q_i next to its own example count n_i under a "
-                f"{facts['key_bits']}-bit threshold Paillier key ({facts['threshold']}-of-{facts['decryptors']} "
-                f"decryptors, dealt outside the coordinator), then signs (run, round, cohort, ciphertext digest, "
-                f"weight) with its enrolled Ed25519 key ({sent} of ciphertext). {threshold}")
-    if privacy.mode in ("paillier-trusted", "paillier-naive"):
-        scheme = "packs and encrypts it" if privacy.mode == "paillier-trusted" else "encrypts every value separately"
-        return (f"Each client clips every coordinate of its delta to ±{privacy.clip:g}, folds in its FedAvg weight, "
-                f"quantizes it to {privacy.value_bits} bits, then {scheme} under the key holder's "
-                f"{facts['key_bits']}-bit Paillier public key ({sent} of ciphertext). {secure}")
-    noise = (f"The released sum carries Gaussian noise of standard deviation "
-             f"{facts['noise_multiplier'] * facts['clip']:.4g} (noise multiplier {facts['noise_multiplier']:.3f}) and "
-             f"is divided by {fed.clients_per_round}. The last view is the strongest adversary DP is defined "
-             f"against: it knows every other client's clipped update and subtracts them from the released sum, "
-             f"leaving client {k}'s clipped update plus the noise.")
-    if facts["placement"] == "central":
-        return (f"Client-level DP-FedAvg, central placement: each client clips its whole delta to L2 norm "
-                f"{facts['clip']:g} and sends it in plaintext ({sent}); the coordinator adds the noise to the sum, "
-                f"so it sees every clipped update: central DP protects clients from whoever receives the model, "
-                f"not from the coordinator. {noise}")
-    inner = facts["secure_aggregation"]  # the threshold Paillier aggregation the noise shares are summed under
-    return (f"Client-level DP-FedAvg, distributed placement: each client clips its whole delta to L2 norm "
-            f"{facts['clip']:g}, adds its share of the noise from OS randomness, encrypts the result under a "
-            f"{inner['key_bits']}-bit threshold Paillier key ({inner['threshold']}-of-{inner['decryptors']} "
-            f"decryptors, dealt outside the coordinator) and signs it ({sent} of ciphertext). {threshold} {noise}")
 
 
 def _rows(update: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -479,8 +443,11 @@ def run_audit(scenario_path: Path, overrides: Sequence[str], settings: Sequence[
 
 
 def _scenario_for(path: Path, overrides: Sequence[str], setting: PrivacySetting) -> Scenario:
+    """The scenario of one ``--privacy`` setting, checked by its privacy mode too."""
     try:
-        return load_scenario(path, [*overrides, *setting.overrides()])
+        scenario = load_scenario(path, [*overrides, *setting.overrides()])
+        privacy_mode(scenario)
+        return scenario
     except ConfigError as exc:
         raise ConfigError(f"--privacy {setting.label}: {exc}") from None
 
@@ -601,7 +568,7 @@ def _redteam_section(document: dict[str, Any]) -> list[str]:
 def _mode_section(mode: dict[str, Any]) -> str:
     lines = [f"## `{mode['setting']}`", "", mode["description"], ""]
     refusal = mode["facts"].get("single_update_refused")
-    if refusal and mode["mode"] == "paillier":
+    if refusal and mode["facts"].get("key_holder") == "decryptors":
         lines += [f"Every attack on the canary client's update alone was refused: *{refusal}*.", ""]
     elif refusal:
         lines += [f"Asked to decrypt the canary client's update on its own, the key holder refused: *{refusal}*.",

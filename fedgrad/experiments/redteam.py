@@ -260,6 +260,12 @@ class Coordinator:
     def tensor_names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.specs)
 
+    @property
+    def holds_key_holder(self) -> bool:
+        """Whether the key holder lives in this coordinator's process (``paillier-trusted``); otherwise the
+        decryptors hold the key (``paillier``)."""
+        return isinstance(self.aggregation, PaillierAggregation)
+
     def fresh_round(self) -> int:
         """A round number never used before in this run: the coordinator chooses them."""
         return next(self.rounds)
@@ -624,7 +630,7 @@ def attack_subsets(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     round = coordinator.fresh_round()
     weights = coordinator.cohort_weights([a, b, c])
     _, uploads = coordinator.collect(round, weights)
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, door = _trusted(coordinator)
         public = _Public.of(aggregation)
         sums: dict[tuple[str, str], np.ndarray] = {}
@@ -671,7 +677,7 @@ def attack_sybil(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     round = coordinator.fresh_round()
     _, uploads = coordinator.collect(round, weights)
     sybil = f"sybil-{secrets.token_hex(4)}"
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, _ = _trusted(coordinator)
         public = _Public.of(aggregation)
         fraction = _fractions(coordinator, weights)[a]
@@ -736,7 +742,7 @@ def attack_divide(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     weights = coordinator.cohort_weights(coordinator.clients)
     round = coordinator.fresh_round()
     _, uploads = coordinator.collect(round, weights)
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, door = _trusted(coordinator)
         public = _Public.of(aggregation)
         pair = public.multiply(public.parse(uploads[a].encoded.payload), public.parse(uploads[b].encoded.payload))
@@ -786,11 +792,11 @@ def attack_weight_skew(coordinator: Coordinator, victim: Victim) -> AttackOutcom
     released = accumulator.finalize(PhaseTimer())
     if released is None:
         refusal = str(accumulator.round_report().dropped)
-        if coordinator.mode == TRUSTED:
+        if coordinator.holds_key_holder:
             return _trusted_outcome(name, victim, None, 1.0, refusal, "the aggregate was dropped")
         return _threshold_outcome(name, coordinator, victim, [refusal], "the aggregate was dropped")
     mean = coordinator.flat(released) / released.weight
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         fraction = _fractions(coordinator, weights)[a]
         return _trusted_outcome(name, victim, mean, fraction, None,
                                 "clients fold in whatever fraction the coordinator announces; with the others at "
@@ -819,14 +825,14 @@ def attack_key_material(coordinator: Coordinator, victim: Victim) -> AttackOutco
                                    files=coordinator.files, key_set=key_set)
     plaintexts = _decrypt_with(material, public, public.parse(uploads[victim.client_id].encoded.payload), key_set)
     candidate = None
-    fraction = _fractions(coordinator, weights)[victim.client_id] if coordinator.mode == TRUSTED else 1.0
+    fraction = _fractions(coordinator, weights)[victim.client_id] if coordinator.holds_key_holder else 1.0
     if plaintexts is not None:
         sums, total = make_scheme(public.cfg, public.pub).decode(plaintexts, 1)
         candidate = dequantize(public.cfg, sums) / ((total or 1) * fraction)
     refusal = None if plaintexts is not None else (
         f"{'no usable' if material.found else 'no'} key material: {material.describe()}")
     detail = material.describe() + ("; decrypted the victim's upload with it" if plaintexts is not None else "")
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         return _trusted_outcome(name, victim, candidate, fraction, refusal, detail)
     extra = [] if plaintexts is None else [Obtained((victim.client_id,), tuple(plaintexts))]
     return _threshold_outcome(name, coordinator, victim, [refusal] if refusal else [], detail, extra)
@@ -844,7 +850,7 @@ def attack_replay(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     accumulator, uploads = coordinator.collect(coordinator.fresh_round(), weights)
     first = accumulator.finalize(PhaseTimer())
     later = coordinator.fresh_round()
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, _ = _trusted(coordinator)
         public = _Public.of(aggregation)
         fraction = _fractions(coordinator, weights)[a]
@@ -887,7 +893,7 @@ def attack_ask_twice(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     others = _others(coordinator, victim)
     weights = coordinator.cohort_weights(coordinator.clients)
     round = coordinator.fresh_round()
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, _ = _trusted(coordinator)
         public = _Public.of(aggregation)
         fraction = _fractions(coordinator, weights)[a]
@@ -962,7 +968,7 @@ def attack_bad_cohort(coordinator: Coordinator, victim: Victim) -> AttackOutcome
     weights = coordinator.cohort_weights(coordinator.clients)
     _, uploads = coordinator.collect(coordinator.fresh_round(), weights)
     ghost = f"ghost-{secrets.token_hex(4)}"
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, _ = _trusted(coordinator)
         public = _Public.of(aggregation)
         fraction = _fractions(coordinator, weights)[a]
@@ -1016,7 +1022,7 @@ def attack_signatures(coordinator: Coordinator, victim: Victim) -> AttackOutcome
     weights = coordinator.cohort_weights(coordinator.clients)
     round = coordinator.fresh_round()
     _, uploads = coordinator.collect(round, weights)
-    if coordinator.mode == TRUSTED:
+    if coordinator.holds_key_holder:
         aggregation, _ = _trusted(coordinator)
         public = _Public.of(aggregation)
         fraction = _fractions(coordinator, weights)[a]

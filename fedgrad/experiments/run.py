@@ -28,7 +28,7 @@ from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.launchers import ClientFleet, Fleet
 from fedgrad.launchers.parties import start_local_parties
 from fedgrad.modes.base import ClientPrivacy
-from fedgrad.modes.resolve import mode_class
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import format_percent
 from fedgrad.results.schema import RoundRecord, RunSummary
 from fedgrad.scenario import Scenario, load_scenario, override_scenario
@@ -202,7 +202,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
         await fleet.prepare(processes)  # first: a Ray node forks its processes before any gRPC thread runs here
         security, tls_dir = (None, None) if insecure else run_security(run_dir, mutual=mutual, processes=processes,
                                                                        host=host)
-        if mode_class(prepared.scenario.privacy.mode).needs_decryptors(prepared.scenario):
+        if privacy_mode(prepared.scenario).needs_decryptors:
             from fedgrad.crypto.identity import Enrollment
             from fedgrad.crypto.threshold import KeySet
             from fedgrad.decryptor.pool import DecryptorPool

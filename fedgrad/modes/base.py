@@ -12,11 +12,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from fedgrad.errors import FedgradError
+from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TensorSpec, TrainTask, WeightedSum
 from fedgrad.results.schema import PrivacyReport, RoundRecord, RoundReport
@@ -53,6 +53,30 @@ class Guarantee:
 
     short: str
     full: str
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What ``compare``, ``audit`` and the red team need to know about a mode, so that they never compare its name.
+
+    ``key_holder``: who can decrypt one update: ``""`` (nothing is encrypted), ``"coordinator"`` (a key holder in
+    the coordinator's process) or ``"decryptors"`` (t of k decryptor processes). ``client_weights``: how a
+    client's FedAvg weight reaches the sum: ``"plain"`` (next to a plaintext update), ``"folded"`` (the client
+    multiplies its update by its share of the cohort's weight before encrypting), ``"encrypted"`` (the client
+    encrypts its own example count next to its update) or ``"unit"`` (every update counts once, as DP needs).
+    ``epsilon``: the mode spends a privacy budget (its runs have an ε to plot). ``key_sizes``: its cost depends
+    on ``privacy.key_bits`` (``compare --key-bits`` grids over it). ``slow``: why one round takes minutes per
+    client (empty: it does not); experiments then run fewer of its rounds and do not replay it in their own
+    process. ``redteam``: the coordinator's own attacks (``fedgrad.experiments.redteam``) apply to this mode's
+    aggregation.
+    """
+
+    key_holder: str = ""
+    client_weights: str = "plain"
+    epsilon: bool = False
+    key_sizes: bool = False
+    slow: str = ""
+    redteam: bool = False
 
 
 class UpdateAccumulator(ABC):
@@ -109,28 +133,76 @@ class Aggregation(ABC):
         """Release what the aggregation holds (worker processes, connections); idempotent."""
 
 
-class PrivacyMode(ABC):
-    """One privacy mode for one scenario (see the package docstring)."""
+#: A mode's own settings type: a frozen dataclass built from the scenario by the mode (``read_settings``).
+SettingsT = TypeVar("SettingsT")
+
+
+@dataclass(frozen=True)
+class NoSettings:
+    """The settings of a mode that has none."""
+
+
+class PrivacyMode(ABC, Generic[SettingsT]):
+    """One privacy mode for one scenario (see the package docstring).
+
+    A mode is built for a scenario: :meth:`read_settings` turns the scenario's keys into the mode's own typed
+    settings (``self.settings``) and refuses a combination the mode cannot run with :class:`ConfigError`, so that
+    building a mode validates it. Everything about the mode is asked of it, never decided from its name
+    elsewhere: whether updates travel encrypted (:attr:`encrypted` for the coordinator, :meth:`encrypts` for a
+    client reading an announcement), whether it needs decryptor processes, what a run policy pins
+    (:meth:`pinned_params`), what it guarantees (:meth:`guarantee`) and what experiments need to know about
+    it (:meth:`profile`, :meth:`describe_round`).
+    """
 
     #: ``privacy.mode`` in a scenario.
     name: ClassVar[str]
-    #: Whether updates travel encrypted (clients then withhold their local metrics, which describe their data).
-    encrypted: ClassVar[bool] = False
+    #: Whether the mode is set by a target ε (``privacy.epsilon``): ``compare --privacy`` then takes ``NAME:EPSILON``.
+    takes_epsilon: ClassVar[bool] = False
 
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, *, decryptors: Any = None) -> None:
+        """``decryptors``: the coordinator's handle on the decryptor processes, for modes that need them."""
         self.scenario = scenario
+        self.settings: SettingsT = self.read_settings(scenario)
+        self.decryptors = decryptors
+        if self.encrypted and scenario.federation.min_clients < 2:
+            raise ConfigError(f"federation.min_clients: secure aggregation (privacy.mode = {self.name!r}) needs >= 2, "
+                              f"so that no single client's update is ever decrypted (got "
+                              f"{scenario.federation.min_clients})")
 
     @classmethod
-    def needs_decryptors(cls, scenario: Scenario) -> bool:
-        """Whether this mode, set up for ``scenario``, needs decryptor processes (``fedgrad.decryptor``),
-        passed to its constructor as ``decryptors``."""
+    @abstractmethod
+    def read_settings(cls, scenario: Scenario) -> SettingsT:
+        """This mode's settings from ``scenario``'s keys; :class:`ConfigError` naming the key to change when the
+        mode cannot run with them."""
+
+    @property
+    @abstractmethod
+    def encrypted(self) -> bool:
+        """Whether updates travel encrypted under these settings (clients then withhold their local metrics, which
+        describe their data)."""
+
+    @classmethod
+    @abstractmethod
+    def encrypts(cls, announcement: Announcement) -> bool:
+        """The client's side of :attr:`encrypted`: whether :meth:`encode` under ``announcement`` sends ciphertexts
+        (a client knows the task's announcement, not the coordinator's scenario)."""
+
+    @classmethod
+    def underneath(cls) -> tuple[str, ...]:
+        """The modes this mode can run on top of (``privacy.dp_secure`` for ``dp``; ``compare --privacy`` spells
+        one ``UNDER+NAME:EPSILON``); empty for a mode that runs on its own."""
+        return ()
+
+    @property
+    def needs_decryptors(self) -> bool:
+        """Whether this mode needs decryptor processes (``fedgrad.decryptor``), passed to its constructor as
+        ``decryptors``."""
         return False
 
-    @classmethod
-    def hides_individual_updates(cls, scenario: Scenario) -> str:
-        """Why this mode, set up for ``scenario``, cannot give the coordinator's strategy each client's update
-        (robust rules and QFedAvg need them); empty when it can (see :meth:`Aggregation.new_keeping_accumulator`)."""
-        if scenario.privacy.secure_aggregation:
+    def hides_individual_updates(self) -> str:
+        """Why this mode cannot give the coordinator's strategy each client's update (robust rules and QFedAvg
+        need them); empty when it can (see :meth:`Aggregation.new_keeping_accumulator`)."""
+        if self.encrypted:
             return ("secure aggregation exists to hide each client's update, the coordinator obtains only their sum "
                     "(what composes with it: client-side norm bounding by clipping, privacy.clip)")
         return "the mode releases only an aggregate of the updates"
@@ -140,7 +212,17 @@ class PrivacyMode(ABC):
         """What this mode protects and from whom (see :class:`Guarantee`)."""
 
     @abstractmethod
-    def settings(self) -> str:
+    def profile(self) -> Profile:
+        """What experiments need to know about this mode (see :class:`Profile`)."""
+
+    @abstractmethod
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        """What the coordinator receives and releases in one round, in words, for the leakage audit: ``summary``
+        is this mode's aggregation summary (:meth:`Aggregation.summary`: key size, noise, ...), ``client`` the
+        audited client and ``sent`` what it uploaded (``"client 0 sends 12.3 KiB"``)."""
+
+    @abstractmethod
+    def settings_line(self) -> str:
         """The mode's settings in one line, for reports (``paillier-trusted, 2048-bit key, ...``)."""
 
     @abstractmethod
@@ -149,15 +231,13 @@ class PrivacyMode(ABC):
         """The coordinator's side for a global model shaped like ``model``; ``past_rounds`` are the records of
         the rounds a resumed run already finished."""
 
-    @classmethod
-    def pinned_params(cls, scenario: Scenario, n_params: int) -> Mapping[str, Any]:
-        """The announcement parameters this mode sends for a model of ``n_params`` under ``scenario``: what a
-        client pinned to a run policy (``fedgrad.policy``) accepts, and nothing else."""
-        raise FedgradError(f"privacy mode {cls.name!r} has no decryptors a run policy could bind")
+    def pinned_params(self, n_params: int) -> Mapping[str, Any]:
+        """The announcement parameters this mode sends for a model of ``n_params``: what a client pinned to a run
+        policy (``fedgrad.policy``) accepts, and nothing else."""
+        raise FedgradError(f"privacy mode {self.name!r} has no decryptors a run policy could bind")
 
     @classmethod
     @abstractmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
                privacy: ClientPrivacy) -> EncodedUpdate:
         """The client's side: ``delta`` encoded as ``task.announcement`` asks."""
-

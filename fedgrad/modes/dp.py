@@ -56,10 +56,12 @@ import dataclasses
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from fedgrad.errors import ConfigError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.base import (
     Aggregation,
@@ -68,11 +70,14 @@ from fedgrad.modes.base import (
     Guarantee,
     Manifest,
     PrivacyMode,
+    Profile,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier import Decryptors, PaillierMode
-from fedgrad.modes.paillier_masked import PaillierMaskedMode
+from fedgrad.modes.paillier import PaillierMode, ThresholdSettings, threshold_aggregation, threshold_round
+from fedgrad.modes.paillier_common import parameter_count
 from fedgrad.modes.plain import PlainAccumulator, PlainAggregation, encode_plain
+from fedgrad.modes.registry import MODE_NAMES
+from fedgrad.modes.resolve import mode_class
 from fedgrad.privacy import DPConfig, GaussianMechanism, default_delta, epsilon_spent, l2_norm, noise_rng
 from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_noise_multiplier
 from fedgrad.privacy.clipping import clip_update
@@ -82,11 +87,12 @@ from fedgrad.results.schema import (
     AdaptiveClipReport,
     DPReport,
     DPRoundReport,
+    PrivacyReport,
     RoundRecord,
     RoundReport,
     ThresholdReport,
 )
-from fedgrad.scenario import DP_SECURE_MODES, Scenario
+from fedgrad.scenario import Scenario
 
 #: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
 NORM_TOLERANCE = 1e-5
@@ -108,7 +114,9 @@ class DPAggregation(Aggregation):
     """One run's DP-FedAvg: the calibrated mechanism, the ledger, and the sum underneath (plain or Paillier)."""
 
     def __init__(self, config: DPConfig, inner: Aggregation, *, delta: float, noise_seed: int | None = None,
-                 noise_range_sigmas: float | None = None, adaptive: AdaptiveClip | None = None) -> None:
+                 noise_range_sigmas: float | None = None, adaptive: AdaptiveClip | None = None,
+                 secure_mode: str = "") -> None:
+        """``secure_mode``: under distributed placement, the threshold mode ``inner`` is (clients encode with it)."""
         self.config = config
         self.mechanism: GaussianMechanism = config.mechanism()
         self.ledger = config.ledger()
@@ -120,6 +128,7 @@ class DPAggregation(Aggregation):
         self._inner = inner
         self._noise_seed = noise_seed
         self._noise_range_sigmas = noise_range_sigmas
+        self._secure_mode = secure_mode
         self.distributed = config.placement == "distributed"
         self._share_std = self.mechanism.share_std(config.share_contributors) if self.distributed else 0.0
 
@@ -130,8 +139,9 @@ class DPAggregation(Aggregation):
 
     @property
     def params(self) -> dict[str, float]:
-        """What the round's announcement tells clients: the clip and their noise share's standard deviation."""
-        return {"clip": self.clip, "noise_std": self._share_std}
+        """What the round's announcement tells clients (:class:`DPAnnouncement`): the L2 clip and their noise
+        share's standard deviation."""
+        return DPAnnouncement(self.clip, self._share_std, self._secure_mode).params()
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> DPAccumulator:
         return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
@@ -197,9 +207,8 @@ class DPAccumulator(UpdateAccumulator):
         self.encoding = inner.encoding
         self.payload_bytes = inner.payload_bytes
         underneath = inner.announcement
-        secure = {"secure_mode": underneath.mode} if underneath else {}
         self.announcement = Announcement(
-            DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params, **secure},
+            DPMode.name, {**(underneath.params if underneath else {}), **aggregation.params},
             underneath.public_key if underneath else b"", underneath.cohort if underneath else ())
 
     def add(self, client_id: str, weight: float, payload: bytes | bytearray, signature: bytes = b"",
@@ -232,14 +241,12 @@ class DPAccumulator(UpdateAccumulator):
         return self._report
 
 
-#: The threshold modes distributed DP can sum its noise shares under (``privacy.dp_secure``), by name.
-SECURE_MODES: dict[str, type[PaillierMode]] = {mode.name: mode for mode in (PaillierMode, PaillierMaskedMode)}
-assert tuple(SECURE_MODES) == DP_SECURE_MODES, "the scenario's choices are these modes"
-
-
-def secure_mode(scenario: Scenario) -> type[PaillierMode]:
-    """The threshold mode under ``scenario``'s distributed DP."""
-    return SECURE_MODES[scenario.privacy.dp_secure]
+def threshold_mode(name: str) -> type[PaillierMode] | None:
+    """The registered threshold mode ``name`` (one distributed DP can sum its noise shares under), or None."""
+    if name not in MODE_NAMES:
+        return None
+    cls = mode_class(name)
+    return cls if issubclass(cls, PaillierMode) else None
 
 
 def noise_stream(client_id: str) -> int:
@@ -247,54 +254,139 @@ def noise_stream(client_id: str) -> int:
     return int.from_bytes(hashlib.sha256(client_id.encode("utf-8")).digest()[:8], "big")
 
 
-class DPMode(PrivacyMode):
+@dataclass(frozen=True)
+class DPSettings:
+    """``dp``'s settings (the ``privacy.epsilon``, ``delta`` and ``dp_*`` keys). Under distributed placement the
+    threshold mode's settings (:class:`~fedgrad.modes.paillier.ThresholdSettings`) apply too, with every client's
+    weight fixed at 1 and the quantization range derived from the noise (:meth:`DPMode.secure_settings`)."""
+
+    epsilon: float            # target ε over the whole run
+    delta: float              # 0: 1/N² with N the number of clients
+    clip: float               # L2 bound on each client's update
+    placement: str            # "central" (the coordinator adds the noise) or "distributed" (each client a share)
+    adaptive_clip: bool       # central only: move the clip towards a quantile of the update norms
+    clip_quantile: float      # adaptive clipping: the target quantile
+    clip_lr: float            # adaptive clipping: geometric learning rate of the clip
+    clip_count_std: float     # adaptive clipping: noise on the count of unclipped updates; 0: clients_per_round / 20
+    secure: str               # distributed: the threshold mode the noise shares are summed under (privacy.dp_secure)
+
+    @property
+    def distributed(self) -> bool:
+        return self.placement == "distributed"
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> DPSettings:
+        privacy = scenario.privacy
+        settings = cls(epsilon=privacy.epsilon, delta=privacy.delta, clip=privacy.dp_clip,
+                       placement=privacy.dp_placement, adaptive_clip=privacy.dp_adaptive_clip,
+                       clip_quantile=privacy.dp_clip_quantile, clip_lr=privacy.dp_clip_lr,
+                       clip_count_std=privacy.dp_clip_count_std, secure=privacy.dp_secure)
+        if settings.adaptive_clip and settings.distributed:
+            raise ConfigError("privacy.dp_adaptive_clip: only with dp_placement = \"central\" (under secure "
+                              "aggregation the clipping bits would have to travel encrypted, which fedgrad does not "
+                              "do yet)")
+        if settings.distributed:
+            if threshold_mode(settings.secure) is None:
+                raise ConfigError(f"privacy.dp_secure: must be a threshold secure-aggregation mode (one of "
+                                  f"{', '.join(DPMode.underneath())}; got {settings.secure!r})")
+            ThresholdSettings.from_scenario(scenario)  # the threshold Paillier underneath refuses what it cannot run
+        return settings
+
+
+@dataclass(frozen=True)
+class DPAnnouncement:
+    """What a DP round announces to each client besides the secure-aggregation config of distributed placement
+    (``secure``, the threshold mode's): the L2 clip, the standard deviation of the client's noise share and, under
+    distributed placement, the threshold mode to encode the noised update with (``secure_mode``)."""
+
+    l2_clip: float
+    noise_std: float = 0.0
+    secure_mode: str = ""
+
+    def params(self) -> dict[str, Any]:
+        secure = {"secure_mode": self.secure_mode} if self.secure_mode else {}
+        return {"l2_clip": self.l2_clip, "noise_std": self.noise_std, **secure}
+
+    @classmethod
+    def read(cls, params: Mapping[str, Any], client_id: str) -> DPAnnouncement:
+        try:
+            return cls(float(params["l2_clip"]), float(params.get("noise_std", 0.0)),
+                       str(params.get("secure_mode", "")))
+        except (KeyError, TypeError, ValueError):
+            raise EncodingRefused(f"client {client_id}: the DP task announces no valid L2 clip") from None
+
+
+class DPMode(PrivacyMode[DPSettings]):
     name = "dp"
-
-    def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
-        super().__init__(scenario)
-        self._decryptors = decryptors
+    takes_epsilon = True
 
     @classmethod
-    def needs_decryptors(cls, scenario: Scenario) -> bool:
-        return scenario.privacy.dp_placement == "distributed"
+    def read_settings(cls, scenario: Scenario) -> DPSettings:
+        return DPSettings.from_scenario(scenario)
+
+    @property
+    def encrypted(self) -> bool:
+        return self.settings.distributed
 
     @classmethod
-    def hides_individual_updates(cls, scenario: Scenario) -> str:
-        if scenario.privacy.secure_aggregation:
-            return super().hides_individual_updates(scenario)
+    def encrypts(cls, announcement: Announcement) -> bool:
+        return "secure" in announcement.params
+
+    @property
+    def needs_decryptors(self) -> bool:
+        return self.settings.distributed
+
+    @classmethod
+    def underneath(cls) -> tuple[str, ...]:
+        return tuple(name for name in MODE_NAMES if threshold_mode(name) is not None)
+
+    @property
+    def secure_mode(self) -> type[PaillierMode]:
+        """The threshold mode under distributed placement."""
+        mode = threshold_mode(self.settings.secure)
+        assert mode is not None, "DPSettings refuses any other"
+        return mode
+
+    def hides_individual_updates(self) -> str:
+        if self.encrypted:
+            return super().hides_individual_updates()
         return ("the noise is calibrated to the sum of clipped updates; a rule that selects or ranks individual "
                 "updates would release them without it (robust rules and DP do not compose here yet)")
 
+    def target_delta(self) -> float:
+        """δ: the scenario's, or 1/N² with N the number of clients."""
+        return self.settings.delta or default_delta(self.scenario.federation.clients)
+
     def config(self) -> DPConfig:
-        privacy, fed = self.scenario.privacy, self.scenario.federation
-        delta = privacy.delta or default_delta(fed.clients)
-        distributed = privacy.dp_placement == "distributed"
-        return DPConfig(epsilon=privacy.epsilon, clip=privacy.dp_clip, clients=fed.clients,
+        settings, fed = self.settings, self.scenario.federation
+        delta = self.target_delta()
+        return DPConfig(epsilon=settings.epsilon, clip=settings.clip, clients=fed.clients,
                         clients_per_round=fed.clients_per_round, rounds=fed.rounds,
-                        delta=delta * (1.0 - TRUNCATION_DELTA_SHARE) if distributed else delta,
-                        placement=privacy.dp_placement, sampling=fed.sampling)
+                        delta=delta * (1.0 - TRUNCATION_DELTA_SHARE) if settings.distributed else delta,
+                        placement=settings.placement, sampling=fed.sampling)
 
     def guarantee(self) -> Guarantee:
         config = self.config()
         mechanism = config.mechanism()
-        privacy = self.scenario.privacy
-        clip_text = (f"clip adapted from {config.clip:g} towards the {privacy.dp_clip_quantile:g} quantile of the "
-                     "update norms, its noisy count paid for inside ε" if privacy.dp_adaptive_clip
+        settings = self.settings
+        clip_text = (f"clip adapted from {config.clip:g} towards the {settings.clip_quantile:g} quantile of the "
+                     "update norms, its noisy count paid for inside ε" if settings.adaptive_clip
                      else f"clip {config.clip:g}")
         dp = (f"client-level (ε={config.epsilon:g}, δ={config.target_delta:.1e})-DP after {config.rounds} rounds "
               f"[{config.accountant.upper()} accountant, noise multiplier {mechanism.noise_multiplier:.3f}, "
               f"{clip_text}, {config.sampling} sampling at rate {config.sampling_rate:.3g}, adjacency: "
               f"{config.sampling_model.adjacency}]")
-        if config.placement == "central":
+        if not settings.distributed:
             return Guarantee(
                 f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; plaintext clipped updates",
                 f"{dp} against everyone who sees the released models; the coordinator sees every clipped update "
                 "in plaintext and adds the noise itself, so it can read one client's update on its own")
-        m, t, k = self.scenario.federation.min_clients, privacy.threshold, privacy.decryptors
+        secure = ThresholdSettings.from_scenario(self.scenario)
+        m, t, k = self.scenario.federation.min_clients, secure.threshold, secure.decryptors
         return Guarantee(
             f"(ε={config.epsilon:g}, δ={config.target_delta:.0e})-DP; noised sums only; {t}-of-{k} decryptors",
             f"{dp}; each client adds its share of the noise (OS randomness) to its clipped update and encrypts it "
-            f"under {secure_mode(self.scenario).encrypted_as} with {t}-of-{k} threshold decryptors, so they release "
+            f"under {self.secure_mode.encrypted_as} with {t}-of-{k} threshold decryptors, so they release "
             f"only noised sums of at least {m} signed clients: reading one client's update needs {t} decryptors "
             "colluding, or the coordinator "
             f"together with all other contributors of a round (at least {m - 1}), and even then it carries that "
@@ -303,6 +395,32 @@ class DPMode(PrivacyMode):
             f"(ε={self.worst_case_epsilon(config):.3g}, δ={config.target_delta:.1e})-DP (every round at {m} "
             "contributors)")
 
+    def profile(self) -> Profile:
+        distributed = self.settings.distributed
+        return Profile(key_holder="decryptors" if distributed else "", client_weights="unit", epsilon=True,
+                       key_sizes=distributed)
+
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, DPReport), "the summary of this mode's aggregation"
+        fed = self.scenario.federation
+        noise = (f"The released sum carries Gaussian noise of standard deviation "
+                 f"{summary.noise_multiplier * summary.clip:.4g} (noise multiplier "
+                 f"{summary.noise_multiplier:.3f}) and is divided by {fed.clients_per_round}. The last view is "
+                 f"the strongest adversary DP is defined against: it knows every other client's clipped update and "
+                 f"subtracts them from the released sum, leaving client {client}'s clipped update plus the noise.")
+        if not self.settings.distributed:
+            return (f"Client-level DP-FedAvg, central placement: each client clips its whole delta to L2 norm "
+                    f"{summary.clip:g} and sends it in plaintext ({sent}); the coordinator adds the noise to the "
+                    f"sum, so it sees every clipped update: central DP protects clients from whoever receives the "
+                    f"model, not from the coordinator. {noise}")
+        inner = summary.secure_aggregation  # the threshold Paillier aggregation the noise shares are summed under
+        assert inner is not None, "distributed DP sums under threshold Paillier"
+        return (f"Client-level DP-FedAvg, distributed placement: each client clips its whole delta to L2 norm "
+                f"{summary.clip:g}, adds its share of the noise from OS randomness, {self.secure_mode.seals} a "
+                f"{inner.key_bits}-bit threshold Paillier key ({inner.threshold}-of-{inner.decryptors} "
+                f"decryptors, dealt outside the coordinator) and signs it ({sent} of ciphertext). "
+                f"{threshold_round(fed.min_clients)} {noise}")
+
     def worst_case_epsilon(self, config: DPConfig) -> float:
         """ε after every round if each released sum carried only ``min_clients`` noise shares (distributed)."""
         z = config.mechanism().effective_noise_multiplier(config.share_contributors,
@@ -310,30 +428,32 @@ class DPMode(PrivacyMode):
                                                               config.share_contributors))
         return epsilon_spent(z, config.sampling_model, config.rounds, config.target_delta, config.accountant)
 
-    def settings(self) -> str:
-        privacy = self.scenario.privacy
-        delta = privacy.delta or "1/N^2"
-        secure = f" under {privacy.dp_secure}" if privacy.dp_placement == "distributed" else ""
-        return (f"dp ({privacy.dp_placement}{secure}), epsilon {privacy.epsilon}, delta {delta}, "
-                f"clip {privacy.dp_clip}")
+    def settings_line(self) -> str:
+        settings = self.settings
+        delta = settings.delta or "1/N^2"
+        secure = f" under {settings.secure}" if settings.distributed else ""
+        return f"dp ({settings.placement}{secure}), epsilon {settings.epsilon}, delta {delta}, clip {settings.clip}"
 
     def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[RoundRecord] = (),
                     *, noise_seed: int | None = None) -> DPAggregation:
         """DP-FedAvg, its ledger charged with ``past_rounds`` (records of rounds already released, when a run
-        resumes); distributed placement generates a Paillier key. ``noise_seed``: tests only."""
-        privacy, fed = self.scenario.privacy, self.scenario.federation
+        resumes); distributed placement runs the threshold mode's aggregation underneath. ``noise_seed``: tests
+        only."""
+        settings, fed = self.settings, self.scenario.federation
         config = self.config()
-        delta = privacy.delta or default_delta(fed.clients)
-        if config.placement == "central":
-            adaptive = (AdaptiveClip(privacy.dp_clip, privacy.dp_clip_quantile, privacy.dp_clip_lr,
-                                     privacy.dp_clip_count_std or fed.clients_per_round / COUNT_NOISE_DIVISOR)
-                        if privacy.dp_adaptive_clip else None)
+        delta = self.target_delta()
+        if not settings.distributed:
+            adaptive = (AdaptiveClip(settings.clip, settings.clip_quantile, settings.clip_lr,
+                                     settings.clip_count_std or fed.clients_per_round / COUNT_NOISE_DIVISOR)
+                        if settings.adaptive_clip else None)
             aggregation = DPAggregation(config, PlainAggregation(), delta=delta, noise_seed=noise_seed,
                                         adaptive=adaptive)
         else:
-            secure, _, sigmas = self._distributed(sum(int(np.asarray(v).size) for v in model.values()))
-            inner = secure_mode(self.scenario)(secure, decryptors=self._decryptors).aggregation(model)
-            aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas)
+            secure, _, sigmas = self.secure_settings(parameter_count(model))
+            inner = threshold_aggregation(secure, self.scenario, model, self.decryptors,
+                                          self.secure_mode.aggregation_type)
+            aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas,
+                                        secure_mode=settings.secure)
         for record in past_rounds:
             if record.privacy is not None:
                 aggregation.ledger.record_round(record.privacy.noise_multiplier)
@@ -341,48 +461,47 @@ class DPMode(PrivacyMode):
                     aggregation.adaptive.clip = record.privacy.next_clip
         return aggregation
 
-    def _distributed(self, n_params: int) -> tuple[Scenario, float, float]:
-        """Distributed placement for a model of ``n_params``: the scenario of the threshold Paillier underneath
-        (values in [-R, R], every client's weight 1), each client's noise share's standard deviation, and R in
-        noise standard deviations (``quantization_clip``)."""
-        privacy, fed = self.scenario.privacy, self.scenario.federation
+    def secure_settings(self, n_params: int) -> tuple[ThresholdSettings, float, float]:
+        """Distributed placement for a model of ``n_params``: the threshold mode's settings underneath (values in
+        [-R, R], every client's weight 1), each client's noise share's standard deviation, and R in noise standard
+        deviations (``quantization_clip``)."""
+        settings, fed = self.settings, self.scenario.federation
         config = self.config()
-        delta = privacy.delta or default_delta(fed.clients)
         share_std = config.mechanism().share_std(config.share_contributors)
         # b = share·δ / (1 + e^ε), written with e^-ε so that a huge ε underflows to 0 instead of overflowing
-        budget = TRUNCATION_DELTA_SHARE * delta * math.exp(-privacy.epsilon) / (1.0 + math.exp(-privacy.epsilon))
-        clip, sigmas = quantization_clip(privacy.dp_clip, share_std,
+        budget = (TRUNCATION_DELTA_SHARE * self.target_delta() * math.exp(-settings.epsilon)
+                  / (1.0 + math.exp(-settings.epsilon)))
+        clip, sigmas = quantization_clip(settings.clip, share_std,
                                          draws=n_params * fed.clients_per_round * fed.rounds, budget=budget)
-        secure = dataclasses.replace(self.scenario, privacy=dataclasses.replace(privacy, clip=clip, max_weight=1))
+        secure = dataclasses.replace(ThresholdSettings.from_scenario(self.scenario), clip=clip, max_weight=1)
         return secure, share_std, sigmas
 
-    @classmethod
-    def pinned_params(cls, scenario: Scenario, n_params: int) -> Mapping[str, Any]:
-        if scenario.privacy.dp_placement != "distributed":
-            return super().pinned_params(scenario, n_params)
-        secure, share_std, _ = cls(scenario)._distributed(n_params)
-        return {**secure_mode(scenario).pinned_params(secure, n_params), "clip": scenario.privacy.dp_clip,
-                "noise_std": share_std, "secure_mode": scenario.privacy.dp_secure}
+    def pinned_params(self, n_params: int) -> Mapping[str, Any]:
+        if not self.settings.distributed:
+            return super().pinned_params(n_params)
+        secure, share_std, _ = self.secure_settings(n_params)
+        packing = secure.packing(n_params, self.scenario.federation.effective_max_clients)
+        announced = DPAnnouncement(self.settings.clip, share_std, self.settings.secure)
+        return {"secure": packing.to_dict(), **announced.params()}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],
                privacy: ClientPrivacy) -> EncodedUpdate:
         announcement = task.announcement
         assert announcement is not None, "a DP round announces its clip"
-        params = announcement.params
-        update, _ = clip_update(dict(delta), float(params["clip"]))
-        secure = "secure" in params
-        noise_std = float(params.get("noise_std", 0.0))
-        if noise_std > 0:
+        announced = DPAnnouncement.read(announcement.params, client_id)
+        update, _ = clip_update(dict(delta), announced.l2_clip)
+        secure = cls.encrypts(announcement)
+        if announced.noise_std > 0:
             if not secure:
                 raise EncodingRefused(f"client {client_id}: the task asks for a DP noise share without secure "
                                       "aggregation, which would expose an update carrying only part of the noise")
             rng = noise_rng(privacy.noise_seed, task.round, noise_stream(client_id)) \
                 if privacy.noise_seed is not None else noise_rng()
-            update = add_gaussian_noise(update, noise_std, rng)
+            update = add_gaussian_noise(update, announced.noise_std, rng)
         if not secure:
             return encode_plain(update)
-        underneath = SECURE_MODES.get(params.get("secure_mode", PaillierMode.name))
+        underneath = threshold_mode(announced.secure_mode or PaillierMode.name)
         if underneath is None:
             raise EncodingRefused(f"client {client_id}: the task names no threshold secure aggregation to send the "
                                   "noised update under")

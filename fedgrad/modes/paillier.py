@@ -37,7 +37,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import phe
@@ -60,7 +60,6 @@ from fedgrad.crypto.identity import (
     sign_contribution,
     verify_contribution,
 )
-from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
 from fedgrad.crypto.quantize import dequantize
 from fedgrad.crypto.schemes import make_encoder, make_scheme
 from fedgrad.crypto.threshold import KeySet
@@ -74,9 +73,10 @@ from fedgrad.modes.base import (
     Guarantee,
     Manifest,
     PrivacyMode,
+    Profile,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import flatten, manifest_shapes, unflatten
+from fedgrad.modes.paillier_common import flatten, key_strength, manifest_shapes, parameter_count, unflatten
 from fedgrad.protocol import (
     Announcement,
     EncodedUpdate,
@@ -87,7 +87,7 @@ from fedgrad.protocol import (
     WeightedSum,
     task_digest,
 )
-from fedgrad.results.schema import DecryptorStats, RoundRecord, RoundReport, ThresholdReport
+from fedgrad.results.schema import DecryptorStats, PrivacyReport, RoundRecord, RoundReport, ThresholdReport
 from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")
@@ -246,71 +246,132 @@ def _enrollment(path: Path) -> Enrollment:
     return Enrollment.load(path)
 
 
-def secure_config(scenario: Scenario, n_params: int) -> SecureAggConfig:
-    """The run's packing for a model of ``n_params``: integer client weights up to ``privacy.max_weight`` next to
-    the values."""
-    privacy, fed = scenario.privacy, scenario.federation
-    return SecureAggConfig(mode="paillier", n_params=n_params,
-                           clip=privacy.clip, value_bits=privacy.value_bits, max_clients=fed.effective_max_clients,
-                           max_weight=privacy.max_weight, short_randomizer=privacy.short_randomizer)
+@dataclass(frozen=True)
+class ThresholdSettings:
+    """``paillier``'s settings: the t-of-k key the dealer makes for the decryptors, and the packing of each update.
+    Distributed DP (``fedgrad.modes.dp``) runs on these too, with its own clip and weights."""
+
+    key_bits: int
+    decryptors: int          # k decryptor processes, each holding one key share
+    threshold: int           # t of them decrypt an aggregate
+    clip: float              # per-coordinate bound on an update before quantization
+    value_bits: int          # bits per quantized value
+    max_weight: int          # cap on a client's example count, its FedAvg weight, sent encrypted (1: every update once)
+    short_randomizer: bool   # DJN randomizer exponent of 2λ bits (an extra assumption the guarantee states)
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> ThresholdSettings:
+        """The scenario's threshold settings; :class:`ConfigError` for a threshold two disjoint sets of decryptors
+        could each reach."""
+        privacy = scenario.privacy
+        if not privacy.decryptors < 2 * privacy.threshold <= 2 * privacy.decryptors:
+            raise ConfigError(f"privacy.threshold: more than half of privacy.decryptors={privacy.decryptors} and at "
+                              f"most all of them (got {privacy.threshold}); with fewer, two disjoint sets of "
+                              "decryptors could each release a different sum of one round")
+        return cls(key_bits=privacy.key_bits, decryptors=privacy.decryptors, threshold=privacy.threshold,
+                   clip=privacy.clip, value_bits=privacy.value_bits, max_weight=privacy.max_weight,
+                   short_randomizer=privacy.short_randomizer)
+
+    def packing(self, n_params: int, max_clients: int) -> SecureAggConfig:
+        """The run's packing for a model of ``n_params``, at most ``max_clients`` updates a sum: integer client
+        weights up to ``max_weight`` next to the values."""
+        return SecureAggConfig(mode="paillier", n_params=n_params, clip=self.clip, value_bits=self.value_bits,
+                               max_clients=max_clients, max_weight=self.max_weight,
+                               short_randomizer=self.short_randomizer)
+
+    def strength(self) -> str:
+        """The key in words, for guarantees."""
+        return key_strength(self.key_bits) + (", short DJN randomizer (assumes short-exponent discrete logs are "
+                                              "hard)" if self.short_randomizer else "")
 
 
-class PaillierMode(PrivacyMode):
+def threshold_round(min_clients: int) -> str:
+    """What the coordinator does with threshold ciphertexts, for the audit (``paillier`` and distributed DP)."""
+    return ("The coordinator multiplies the ciphertexts and forwards each signed upload to the decryptors, "
+            "which verify every signature, multiply the ciphertexts themselves and release one sum of at least "
+            f"{min_clients} enrolled clients per round. The coordinator holds no key share: it has no "
+            "individual view, and the red-team table lists every attack it tried for one.")
+
+
+def threshold_aggregation(settings: ThresholdSettings, scenario: Scenario, model: Mapping[str, np.ndarray],
+                          decryptors: Decryptors | None,
+                          aggregation_type: type[ThresholdAggregation]) -> ThresholdAggregation:
+    """The coordinator's side of threshold secure aggregation (``aggregation_type``: what the decryptors'
+    ciphertexts carry) under ``settings`` for ``model``, on ``decryptors`` holding shares of a key set that
+    matches them."""
+    if decryptors is None:
+        raise ConfigError(f"privacy.mode = \"{scenario.privacy.mode}\" needs running decryptors (fedgrad simulate "
+                          "starts them; fedgrad server takes --decryptors and --key-set)")
+    key_set = decryptors.key_set
+    if (key_set.parties, key_set.threshold) != (settings.decryptors, settings.threshold):
+        raise ConfigError(f"the key set is {key_set.threshold}-of-{key_set.parties}, the scenario asks for "
+                          f"privacy.threshold={settings.threshold} of privacy.decryptors={settings.decryptors}")
+    cfg = settings.packing(parameter_count(model), scenario.federation.effective_max_clients)
+    return aggregation_type(cfg, decryptors)
+
+
+class PaillierMode(PrivacyMode[ThresholdSettings]):
     """Threshold Paillier with verifying decryptors and client-held identities (see the module docstring)."""
 
     name = "paillier"
-    encrypted = True
-    #: How an update travels, in words (a DP guarantee built on this mode quotes it).
-    encrypted_as = "Paillier"
+    #: How an update travels, in words (a DP guarantee built on this mode quotes it, and DP's audit paragraph).
+    encrypted_as: ClassVar[str] = "Paillier"
+    seals: ClassVar[str] = "encrypts the result under"
     #: The coordinator's side of a run (a subclass of this mode swaps what the decryptors' ciphertexts carry).
-    aggregation_type: type[ThresholdAggregation] = ThresholdAggregation
-
-    def __init__(self, scenario: Scenario, *, decryptors: Decryptors | None = None) -> None:
-        super().__init__(scenario)
-        self._decryptors = decryptors
+    aggregation_type: ClassVar[type[ThresholdAggregation]] = ThresholdAggregation
 
     @classmethod
-    def needs_decryptors(cls, scenario: Scenario) -> bool:
+    def read_settings(cls, scenario: Scenario) -> ThresholdSettings:
+        return ThresholdSettings.from_scenario(scenario)
+
+    @property
+    def encrypted(self) -> bool:
+        return True
+
+    @classmethod
+    def encrypts(cls, announcement: Announcement) -> bool:
+        return True
+
+    @property
+    def needs_decryptors(self) -> bool:
         return True
 
     def guarantee(self) -> Guarantee:
-        privacy, fed = self.scenario.privacy, self.scenario.federation
-        key_bits = privacy.key_bits
-        strength = (f"{key_bits}-bit key, INSECURE (tests only)" if key_bits < SECURE_KEY_BITS[0]
-                    else f"{key_bits}-bit key, ~{security_bits(key_bits)}-bit security")
-        randomizer = (", short DJN randomizer (assumes short-exponent discrete logs are hard)"
-                      if privacy.short_randomizer else "")
-        t, k, m = privacy.threshold, privacy.decryptors, fed.min_clients
+        settings, m = self.settings, self.scenario.federation.min_clients
+        t, k = settings.threshold, settings.decryptors
         return Guarantee(
             f"ciphertexts; {t}-of-{k} decryptors; sums of >= {m} signed clients",
-            f"threshold secure aggregation ({strength}{randomizer}): no single party holds the key; {t} of {k} "
+            f"threshold secure aggregation ({settings.strength()}): no single party holds the key; {t} of {k} "
             f"decryptors must collude to read one client's update, or the coordinator together with the other "
             f"{m - 1} contributor(s) of a round; the coordinator alone obtains only sums of at least {m} enrolled, "
             "signed clients, one per round, weighted by the clients' own encrypted example counts; no "
             "differential-privacy bound on what the sum or the model reveals")
 
-    def settings(self) -> str:
-        privacy = self.scenario.privacy
-        return (f"{self.name}, {privacy.threshold}-of-{privacy.decryptors} decryptors, {privacy.key_bits}-bit key, "
-                f"clip {privacy.clip:g}, {privacy.value_bits} value bits, weights up to {privacy.max_weight}"
-                + (", short randomizer" if privacy.short_randomizer else ""))
+    def profile(self) -> Profile:
+        return Profile(key_holder="decryptors", client_weights="encrypted", key_sizes=True, redteam=True)
+
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, ThresholdReport), "the summary of this mode's aggregation"
+        settings = self.settings
+        return (f"Each client clips every coordinate of its delta to ±{settings.clip:g}, quantizes it to "
+                f"{settings.value_bits} bits and encrypts n_i·q_i next to its own example count n_i under a "
+                f"{summary.key_bits}-bit threshold Paillier key ({summary.threshold}-of-"
+                f"{summary.decryptors} decryptors, dealt outside the coordinator), then signs (run, round, "
+                f"cohort, ciphertext digest, weight) with its enrolled Ed25519 key ({sent} of ciphertext). "
+                f"{threshold_round(self.scenario.federation.min_clients)}")
+
+    def settings_line(self) -> str:
+        settings = self.settings
+        return (f"{self.name}, {settings.threshold}-of-{settings.decryptors} decryptors, {settings.key_bits}-bit "
+                f"key, clip {settings.clip:g}, {settings.value_bits} value bits, weights up to {settings.max_weight}"
+                + (", short randomizer" if settings.short_randomizer else ""))
 
     def aggregation(self, model: Mapping[str, np.ndarray],
                     past_rounds: Sequence[RoundRecord] = ()) -> ThresholdAggregation:
-        if self._decryptors is None:
-            raise ConfigError(f"privacy.mode = \"{self.name}\" needs running decryptors (fedgrad simulate starts them; "
-                              "fedgrad server takes --decryptors and --key-set)")
-        key_set = self._decryptors.key_set
-        privacy = self.scenario.privacy
-        if (key_set.parties, key_set.threshold) != (privacy.decryptors, privacy.threshold):
-            raise ConfigError(f"the key set is {key_set.threshold}-of-{key_set.parties}, the scenario asks for "
-                              f"privacy.threshold={privacy.threshold} of privacy.decryptors={privacy.decryptors}")
-        n_params = sum(int(np.asarray(value).size) for value in model.values())
-        return self.aggregation_type(secure_config(self.scenario, n_params), self._decryptors)
+        return threshold_aggregation(self.settings, self.scenario, model, self.decryptors, self.aggregation_type)
 
-    @classmethod
-    def pinned_params(cls, scenario: Scenario, n_params: int) -> dict[str, Any]:
-        return {"secure": secure_config(scenario, n_params).to_dict()}
+    def pinned_params(self, n_params: int) -> dict[str, Any]:
+        return {"secure": self.settings.packing(n_params, self.scenario.federation.effective_max_clients).to_dict()}
 
     @classmethod
     def encode(cls, task: TrainTask, client_id: str, delta: Mapping[str, np.ndarray],

@@ -1,5 +1,5 @@
-"""What the Paillier-based modes share: the packing configuration of a run, the client-side encryption, and
-turning a decrypted flat vector back into named tensors. The modes themselves differ in who holds the key."""
+"""What the Paillier-based modes share: the key's strength in words, the client-side encryption, and turning a
+decrypted flat vector back into named tensors. The modes themselves differ in who holds the key."""
 from __future__ import annotations
 
 import math
@@ -9,18 +9,21 @@ from typing import Any
 import numpy as np
 
 from fedgrad.crypto import SecureAggConfig, make_encoder, public_key_from_bytes
+from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
 from fedgrad.modes.base import ClientPrivacy, EncodingRefused, Manifest
 from fedgrad.protocol import Announcement, TrainTask
-from fedgrad.scenario import Scenario
 
 
-def secure_config(scenario: Scenario, model: Mapping[str, np.ndarray], *, scheme: str,
-                  clip: float) -> SecureAggConfig:
-    """The run's packing configuration: the model's size, the scenario's value bits and the packing bound
-    ``federation.max_clients`` (0: ``clients_per_round``, the most updates a round can sum)."""
-    return SecureAggConfig(mode=scheme, n_params=sum(int(np.asarray(v).size) for v in model.values()), clip=clip,
-                           value_bits=scenario.privacy.value_bits,
-                           max_clients=scenario.federation.effective_max_clients)
+def key_strength(key_bits: int) -> str:
+    """A Paillier key's size and strength, for guarantees: ``2048-bit key, ~112-bit security``."""
+    if key_bits < SECURE_KEY_BITS[0]:
+        return f"{key_bits}-bit key, INSECURE (tests only)"
+    return f"{key_bits}-bit key, ~{security_bits(key_bits)}-bit security"
+
+
+def parameter_count(model: Mapping[str, np.ndarray]) -> int:
+    """How many values one update of ``model`` carries."""
+    return sum(int(np.asarray(value).size) for value in model.values())
 
 
 def flatten(task: TrainTask, update: Mapping[str, np.ndarray]) -> np.ndarray:

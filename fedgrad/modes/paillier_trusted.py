@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -42,7 +43,6 @@ from fedgrad.crypto import (
     generate_keypair,
     public_key_to_bytes,
 )
-from fedgrad.crypto.keys import SECURE_KEY_BITS, security_bits
 from fedgrad.crypto.schemes import make_scheme
 from fedgrad.crypto.wire import HEADER_BYTES, ciphertext_width
 from fedgrad.metrics import PhaseTimer
@@ -53,11 +53,20 @@ from fedgrad.modes.base import (
     Guarantee,
     Manifest,
     PrivacyMode,
+    Profile,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import encrypt_update, flatten, manifest_shapes, secure_config, unflatten
+from fedgrad.modes.paillier_common import (
+    encrypt_update,
+    flatten,
+    key_strength,
+    manifest_shapes,
+    parameter_count,
+    unflatten,
+)
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
-from fedgrad.results.schema import PaillierReport, RoundRecord, RoundReport
+from fedgrad.results.schema import PaillierReport, PrivacyReport, RoundRecord, RoundReport
+from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")
 
@@ -156,43 +165,98 @@ class PaillierAccumulator(UpdateAccumulator):
         return self._report
 
 
-class TrustedPaillierMode(PrivacyMode):
+@dataclass(frozen=True)
+class TrustedSettings:
+    """``paillier-trusted``'s settings: the key the coordinator's key holder generates, and how each value of an
+    update is quantized."""
+
+    key_bits: int
+    insecure_key_bits: bool  # allow a key below the secure size (tests only)
+    clip: float              # per-coordinate bound on an update before quantization
+    value_bits: int          # bits per quantized value
+
+    @classmethod
+    def from_scenario(cls, scenario: Scenario) -> TrustedSettings:
+        privacy = scenario.privacy
+        return cls(key_bits=privacy.key_bits, insecure_key_bits=privacy.insecure_key_bits, clip=privacy.clip,
+                   value_bits=privacy.value_bits)
+
+    def packing(self, scheme: str, n_params: int, max_clients: int) -> SecureAggConfig:
+        """The run's packing for a model of ``n_params`` under the ``fedgrad.crypto`` ``scheme``, at most
+        ``max_clients`` updates a sum (``federation.effective_max_clients``)."""
+        return SecureAggConfig(mode=scheme, n_params=n_params, clip=self.clip, value_bits=self.value_bits,
+                               max_clients=max_clients)
+
+
+def key_holder_round(min_clients: int) -> str:
+    """What the coordinator does with the ciphertexts when the key holder lives in its process, for the audit."""
+    return ("The coordinator multiplies the ciphertexts, which adds the plaintexts without reading them; the key "
+            f"holder decrypts only that product, and only with at least {min_clients} contributors. But the "
+            "key holder runs in the coordinator's process: the individual view is what the coordinator decrypts "
+            "with the private key it finds among its own objects, and the red-team table lists the attacks "
+            "through the key holder's own door. The aggregate is a different, weaker target: it shows which "
+            "words somebody in the cohort used, not who used them.")
+
+
+class TrustedPaillierMode(PrivacyMode[TrustedSettings]):
     """Packed Paillier, the key holder inside the coordinator (see the module docstring)."""
 
     name = "paillier-trusted"
-    encrypted = True
     #: The ``fedgrad.crypto`` scheme: packed plaintexts with DJN encryption.
     scheme: ClassVar[str] = "paillier"
+    #: The scheme in words, for the guarantee and the audit.
+    scheme_words: ClassVar[str] = "packed Paillier"
+    encrypt_words: ClassVar[str] = "packs and encrypts it"
+    #: Why a round takes minutes per client (empty: it does not), see :class:`~fedgrad.modes.base.Profile`.
+    slow: ClassVar[str] = ""
 
-    def _strength(self) -> str:
-        key_bits = self.scenario.privacy.key_bits
-        if key_bits < SECURE_KEY_BITS[0]:
-            return f"{key_bits}-bit key, INSECURE (tests only)"
-        return f"{key_bits}-bit key, ~{security_bits(key_bits)}-bit security"
+    @classmethod
+    def read_settings(cls, scenario: Scenario) -> TrustedSettings:
+        return TrustedSettings.from_scenario(scenario)
+
+    @property
+    def encrypted(self) -> bool:
+        return True
+
+    @classmethod
+    def encrypts(cls, announcement: Announcement) -> bool:
+        return True
 
     def guarantee(self) -> Guarantee:
         fed = self.scenario.federation
-        scheme = "packed Paillier" if self.scheme == "paillier" else "one Paillier ciphertext per value"
         return Guarantee(
             f"ciphertexts; sum of >= {fed.min_clients} (key holder in the coordinator)",
-            f"secure aggregation with a trusted key holder ({scheme}, {self._strength()}): clients send only "
+            f"secure aggregation with a trusted key holder ({self.scheme_words}, "
+            f"{key_strength(self.settings.key_bits)}): clients send only "
             f"ciphertexts, and the key holder decrypts only sums of at least {fed.min_clients} clients, once per "
             "round; but the key holder runs inside the coordinator's process, so whoever hosts the coordinator "
             "can read every client's update on its own (through the private key, or by choosing round numbers, "
             "contributor sets, client ids and weights); no differential-privacy bound on what the sum reveals")
 
-    def settings(self) -> str:
-        privacy = self.scenario.privacy
-        return f"{self.name}, {privacy.key_bits}-bit key, clip {privacy.clip:g}, {privacy.value_bits} value bits"
+    def profile(self) -> Profile:
+        return Profile(key_holder="coordinator", client_weights="folded", key_sizes=True, slow=self.slow,
+                       redteam=True)
+
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, PaillierReport), "the summary of this mode's aggregation"
+        settings = self.settings
+        return (f"Each client clips every coordinate of its delta to ±{settings.clip:g}, folds in its FedAvg weight, "
+                f"quantizes it to {settings.value_bits} bits, then {self.encrypt_words} under the key holder's "
+                f"{summary.key_bits}-bit Paillier public key ({sent} of ciphertext). "
+                f"{key_holder_round(self.scenario.federation.min_clients)}")
+
+    def settings_line(self) -> str:
+        settings = self.settings
+        return f"{self.name}, {settings.key_bits}-bit key, clip {settings.clip:g}, {settings.value_bits} value bits"
 
     def aggregation(self, model: Mapping[str, np.ndarray],
                     past_rounds: Sequence[RoundRecord] = ()) -> PaillierAggregation:
         """A fresh key pair and the key holder in this process."""
-        privacy = self.scenario.privacy
-        cfg = secure_config(self.scenario, model, scheme=self.scheme, clip=privacy.clip)
-        public_key, key_holder = host_key_holder(cfg, key_bits=privacy.key_bits,
-                                                 insecure_key_bits=privacy.insecure_key_bits,
-                                                 min_clients=self.scenario.federation.min_clients)
+        settings, fed = self.settings, self.scenario.federation
+        cfg = settings.packing(self.scheme, parameter_count(model), fed.effective_max_clients)
+        public_key, key_holder = host_key_holder(cfg, key_bits=settings.key_bits,
+                                                 insecure_key_bits=settings.insecure_key_bits,
+                                                 min_clients=fed.min_clients)
         return PaillierAggregation(self.name, cfg, public_key, key_holder.decrypt_aggregate,
                                    close=key_holder.close)
 
@@ -214,3 +278,6 @@ class NaivePaillierMode(TrustedPaillierMode):
 
     name = "paillier-naive"
     scheme = "paillier-naive"
+    scheme_words = "one Paillier ciphertext per value"
+    encrypt_words = "encrypts every value separately"
+    slow = "one Paillier ciphertext per value costs minutes per client and round"

@@ -22,8 +22,26 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fedgrad.metrics import PhaseTimer
-from fedgrad.modes.base import Aggregation, ClientPrivacy, Guarantee, Manifest, PrivacyMode, UpdateAccumulator
-from fedgrad.protocol import ClientUpdate, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.modes.base import (
+    Aggregation,
+    ClientPrivacy,
+    Guarantee,
+    Manifest,
+    NoSettings,
+    PrivacyMode,
+    Profile,
+    UpdateAccumulator,
+)
+from fedgrad.protocol import (
+    Announcement,
+    ClientUpdate,
+    EncodedUpdate,
+    Encoding,
+    Rejected,
+    RoundCohort,
+    TrainTask,
+    WeightedSum,
+)
 from fedgrad.results.schema import PrivacyReport, RoundRecord
 from fedgrad.scenario import Scenario
 from fedgrad.transport.codec import decode_tensors, encode_tensors, payload_size
@@ -131,8 +149,20 @@ def encode_plain(delta: Mapping[str, np.ndarray]) -> EncodedUpdate:
     return EncodedUpdate(Encoding.PLAIN, encode_tensors(delta)[1])
 
 
-class PlainMode(PrivacyMode):
+class PlainMode(PrivacyMode[NoSettings]):
     name = "none"
+
+    @classmethod
+    def read_settings(cls, scenario: Scenario) -> NoSettings:
+        return NoSettings()
+
+    @property
+    def encrypted(self) -> bool:
+        return False
+
+    @classmethod
+    def encrypts(cls, announcement: Announcement) -> bool:
+        return False
 
     def guarantee(self) -> Guarantee:
         return Guarantee(
@@ -140,11 +170,17 @@ class PlainMode(PrivacyMode):
             "none: the coordinator sees every client's update in plaintext (nobody else needs to collude); with a "
             "bag-of-words model that reveals which words each client's emails contain")
 
-    @classmethod
-    def hides_individual_updates(cls, scenario: Scenario) -> str:
+    def profile(self) -> Profile:
+        return Profile()
+
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {client}'s delta "
+                "and every other client's, then averages them.")
+
+    def hides_individual_updates(self) -> str:
         return ""
 
-    def settings(self) -> str:
+    def settings_line(self) -> str:
         return self.name
 
     def aggregation(self, model: Mapping[str, np.ndarray],

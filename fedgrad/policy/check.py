@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from fedgrad.modes.base import EncodingRefused
-from fedgrad.modes.resolve import mode_class
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.policy.document import RunPolicy, public_key_fingerprint
 from fedgrad.protocol import TrainTask, model_digest
 from fedgrad.training import client_seed
@@ -47,6 +47,7 @@ class PolicyGuard:
         self._training_seed = training_seed
         self._train = policy.task_settings().train
         self._trained: dict[tuple[str, bytes], int] = {}  # (client id, model digest) -> round
+        self._mode = privacy_mode(policy.scenario)
         self._pinned: dict[int, dict[str, Any]] = {}  # parameters -> announcement (DP calibrates: computed once)
         self._lock = threading.Lock()
 
@@ -82,7 +83,7 @@ class PolicyGuard:
         n_params = sum(int(np.asarray(model[name]).size) for name in task.tensor_names)
         pinned = self._pinned.get(n_params)
         if pinned is None:
-            pinned = self._pinned[n_params] = dict(mode_class(policy.mode).pinned_params(policy.scenario, n_params))
+            pinned = self._pinned[n_params] = dict(self._mode.pinned_params(n_params))
         if dict(announcement.params) != dict(pinned):
             changed = sorted(key for key in {*announcement.params, *pinned}
                              if announcement.params.get(key) != pinned.get(key))

@@ -37,7 +37,7 @@ from fedgrad.crypto.keys import public_key_to_bytes
 from fedgrad.crypto.threshold import KeySet
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.files import write_atomic
-from fedgrad.modes.resolve import mode_class
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.scenario import Scenario
 from fedgrad.security.certs import certificate_fingerprint
@@ -79,9 +79,9 @@ class RunPolicy:
     def __post_init__(self) -> None:
         if not self.run or not isinstance(self.run, str):
             raise PolicyError("run policy: the run id must be a non-empty string")
-        if not mode_class(self.scenario.privacy.mode).needs_decryptors(self.scenario):
-            raise PolicyError(f"run policy: privacy mode {self.scenario.privacy.mode!r} (placement "
-                              f"{self.scenario.privacy.dp_placement!r}) has no decryptors to hold a policy; "
+        mode = privacy_mode(self.scenario)
+        if not mode.needs_decryptors:
+            raise PolicyError(f"run policy: privacy mode {mode.settings_line()!r} has no decryptors to hold a policy; "
                               "a run policy is for threshold secure aggregation")
         if isinstance(self.min_clients, bool) or not isinstance(self.min_clients, int) or self.min_clients < 2:
             raise PolicyError(f"run policy: min_clients must be an integer >= 2, got {self.min_clients!r}")

@@ -128,6 +128,10 @@ def test_distributed_dp_coordinator_finds_no_key_and_sees_only_the_noised_sum(au
     # its description is the threshold decryptors' (not the trusted key holder's, which lives in the coordinator)
     assert "threshold Paillier key" in mode["description"] and "decryptors, which verify" in mode["description"]
     assert "key holder" not in mode["description"]
+    # and so is its refusal: the attacks through the clients were refused, no key holder was asked
+    section = (audited["dir"] / "report.md").read_text().split("## `paillier+dp-eps1`")[1].split("\n## ")[0]
+    assert "Every attack on the canary client's update alone was refused" in section
+    assert "key holder refused" not in section
 
 
 def test_report_rerenders_from_audit_json(audited, capsys):

@@ -64,7 +64,7 @@ async def plain_battery(hostile, task: pb.TaskHeader, model: dict) -> None:
         await hostile.update(what, task, encode_tensors(poisoned)[1], INVALID, fragment)
     if task.HasField("privacy") and task.privacy.mode == "dp":  # central DP: the coordinator checks L2 norms
         over = {name: value.copy() for name, value in good.items()}
-        over[first].flat[0] = 2 * json.loads(task.privacy.params_json)["clip"]
+        over[first].flat[0] = 2 * json.loads(task.privacy.params_json)["l2_clip"]
         await hostile.update("update norm over the DP clip bound", task, encode_tensors(over)[1], INVALID,
                              "above the DP clip bound")
     await hostile.update("wrong model version", task, payload, STALE, "model version", model_version=99)

@@ -56,7 +56,7 @@ def test_the_clip_converges_to_the_target_quantile_and_every_round_is_accounted(
     clips = []
     for number in range(1, 61):
         accumulator = aggregation.new_accumulator(specs, RoundCohort(number, {str(i): 1.0 for i in range(COHORT)}))
-        clip = float(accumulator.announcement.params["clip"])
+        clip = float(accumulator.announcement.params["l2_clip"])
         clips.append(clip)
         for i in range(COHORT):  # norms uniform on [0, 2]: the median is 1
             direction = rng.normal(size=8)
@@ -85,6 +85,6 @@ def test_a_resumed_run_continues_from_the_last_clip_and_distributed_placement_is
     resumed = mode.aggregation(MODEL, [released_round(1, DPRoundReport(epsilon_spent=1.0, noise_multiplier=z,
                                                                        contributors=3, clip=0.1, next_clip=0.37))])
     assert resumed.clip == 0.37 and resumed.ledger.rounds == 1
-    assert math.isclose(resumed.params["clip"], 0.37)
+    assert math.isclose(resumed.params["l2_clip"], 0.37)
     with pytest.raises(ConfigError, match="dp_adaptive_clip"):
-        _scenario(dp_placement="distributed")
+        DPMode(_scenario(dp_placement="distributed"))

@@ -9,11 +9,13 @@ import pytest
 from fedgrad.errors import ConfigError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.plain import PlainAccumulator
+from fedgrad.modes.resolve import privacy_mode
 from fedgrad.privacy.empirical import canary_direction, flatten
 from fedgrad.protocol import TaskConfig, TrainTask
 from fedgrad.scenario import Scenario
 from fedgrad.transport.codec import encode_tensors
 from server.canaries import CanaryClients
+from server.experiment import canary_clients
 
 MODEL = {"w": np.zeros((6, 2), dtype=np.float32), "b": np.zeros(3, dtype=np.float32)}
 
@@ -51,9 +53,12 @@ def test_canaries_are_folded_in_by_the_modes_own_accumulator() -> None:
     assert summed.contributors == ("canary-0", "canary-1", "canary-2", "canary-3")
 
 
-def test_secure_aggregation_refuses_canaries(scenario) -> None:
+@pytest.mark.parametrize("secure", [('privacy.mode="paillier"',), ('privacy.mode="paillier-masked"',),
+                                    ('privacy.mode="dp"', 'privacy.dp_placement="distributed"')])
+def test_secure_aggregation_refuses_canaries(scenario, secure) -> None:
+    encrypted = scenario(*secure, "privacy.canaries=4")
     with pytest.raises(ConfigError, match=r"privacy\.canaries"):
-        scenario('privacy.mode="paillier"', "privacy.canaries=4")
+        canary_clients(encrypted, privacy_mode(encrypted), {})
     with pytest.raises(ConfigError, match=r"privacy\.canaries"):
         scenario("privacy.canaries=1")
 

@@ -27,7 +27,7 @@ def paillier(scenario):
 
 
 def test_a_noise_share_is_never_sent_in_plain():
-    announcement = Announcement("dp", {"clip": 1.0, "noise_std": 0.1})
+    announcement = Announcement("dp", {"l2_clip": 1.0, "noise_std": 0.1})
     with pytest.raises(EncodingRefused, match="without secure aggregation"):
         encode_update(task(1.0, announcement), "0", DELTA, ClientPrivacy(noise_seed=1))
 

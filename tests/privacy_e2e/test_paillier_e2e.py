@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import fedgrad.modes.plain
+from fedgrad.crypto import InsecureKeyWarning
 from fedgrad.modes.plain import PlainAccumulator
 
 
@@ -52,11 +53,13 @@ def test_naive_paillier_aggregates_bit_identically_to_packed(scenario, run):
 
 @pytest.mark.parametrize("max_clients", [0, 8])
 def test_packing_bound_follows_the_cohort_or_the_scenario(scenario, max_clients):
-    from fedgrad.modes.paillier_common import secure_config
+    from fedgrad.modes.paillier_trusted import TrustedPaillierMode
 
     s = scenario('privacy.mode="paillier-trusted"', f"federation.max_clients={max_clients}", "federation.clients=4")
-    cfg = secure_config(s, {"w": np.zeros((5, 2))}, scheme="paillier", clip=1.0)
-    assert cfg.n_params == 10 and cfg.max_clients == (max_clients or 3)
+    with pytest.warns(InsecureKeyWarning):
+        aggregation = TrustedPaillierMode(s).aggregation({"w": np.zeros((5, 2))})
+    aggregation.close()
+    assert aggregation.cfg.n_params == 10 and aggregation.cfg.max_clients == (max_clients or 3)
 
 
 def test_fedgrad_simulate_runs_secure_aggregation_with_client_processes(scenario_file, tmp_path):

@@ -118,7 +118,7 @@ def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenar
 
 async def oversized_then_clipped(rogue: Rogue, task: pb.TaskHeader, model) -> None:
     params = json.loads(task.privacy.params_json)
-    clip = params["clip"]
+    clip = params["l2_clip"]
     assert task.privacy.mode == "dp" and params["noise_std"] == 0 and not task.privacy.public_key
     update = zeros_like(model)
     name = next(iter(update))
@@ -143,10 +143,11 @@ def test_central_dp_refuses_updates_above_the_clip_bound(scenario, run):
 @pytest.mark.parametrize("mode", ["paillier-trusted", "dp"])
 def test_secure_modes_need_two_contributors(scenario, mode):
     from fedgrad.errors import ConfigError
+    from fedgrad.modes.resolve import privacy_mode
 
     overrides = [f'privacy.mode="{mode}"', "federation.min_clients=1"]
     if mode == "dp":
-        scenario(*overrides)  # central DP decrypts nothing: one contributor is allowed
+        privacy_mode(scenario(*overrides))  # central DP decrypts nothing: one contributor is allowed
         overrides.append('privacy.dp_placement="distributed"')
     with pytest.raises(ConfigError, match=r"federation.min_clients: secure aggregation"):
-        scenario(*overrides)
+        privacy_mode(scenario(*overrides))

@@ -8,30 +8,33 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from fedgrad.errors import ConfigError
 from fedgrad.modes.registry import MODE_NAMES
-from fedgrad.scenario import DP_SECURE_MODES, Scenario, load_scenario
+from fedgrad.modes.resolve import mode_class, privacy_mode
+from fedgrad.scenario import Scenario, load_scenario
 
 #: ``--privacy`` default: the baseline, both secure-aggregation schemes, and DP from strong to weak.
 DEFAULT_PRIVACY = "none,paillier-naive,paillier-trusted,dp:1,dp:4,dp:8"
 BASELINE_MODE = "none"
-#: Modes ``--privacy`` takes by name alone (``dp`` takes a target epsilon).
-NAMED_MODES = tuple(name for name in MODE_NAMES if name != "dp")
 DP_PLACEMENTS = ("central", "distributed")
-#: ``paillier-naive`` encrypts every value separately (about 10 ms each with a 2048-bit key, so minutes per
-#: client per round for the book model): by default it runs this many rounds, which is enough to measure
-#: its cost per round; its accuracy is then compared with ``none`` after the same round.
+#: A slow mode (``Profile.slow``: ``paillier-naive`` encrypts every value separately, about 10 ms each with a
+#: 2048-bit key, so minutes per client per round for the book model) by default runs this many rounds, which is
+#: enough to measure its cost per round; its accuracy is then compared with ``none`` after the same round.
 NAIVE_ROUNDS = 1
-#: Round deadline given to ``paillier-naive``: the scenario's (about a minute) would drop every update.
+#: Round deadline given to a slow mode: the scenario's (about a minute) would drop every update.
 NAIVE_ROUND_TIMEOUT_S = 3600.0
 
 
-#: ``--privacy`` spelling of distributed DP (noise shares summed under secure aggregation): ``<secure mode>+dp:EPS``
-#: for each threshold mode distributed DP can run under (``privacy.dp_secure``), e.g. ``paillier+dp:4``.
-SECURE_DP_MODES = DP_SECURE_MODES
+def named_modes() -> tuple[str, ...]:
+    """The modes ``--privacy`` takes by name alone (a mode set by a target ε takes ``NAME:EPSILON``)."""
+    return tuple(name for name in MODE_NAMES if not _takes_epsilon(name))
+
+
+def _takes_epsilon(name: str) -> bool:
+    return name in MODE_NAMES and mode_class(name).takes_epsilon
 
 
 @dataclass(frozen=True)
@@ -48,28 +51,31 @@ class PrivacySetting:
 
     @classmethod
     def parse(cls, text: str) -> PrivacySetting:
-        mode, *values = text.strip().split(":")
-        secure, plus, dp = mode.rpartition("+")
-        if plus and dp == "dp" and secure in SECURE_DP_MODES and len(values) == 1:
-            return cls("dp", _epsilon(text, values[0]), "distributed", secure)
-        if mode == "dp" and len(values) in (1, 2):
+        name, *values = text.strip().split(":")
+        secure, plus, base = name.rpartition("+")  # distributed DP under a secure mode: paillier+dp:4
+        if plus and _takes_epsilon(base) and secure in mode_class(base).underneath() and len(values) == 1:
+            return cls(base, _epsilon(text, values[0]), "distributed", secure)
+        if _takes_epsilon(name) and len(values) in (1, 2):
             epsilon = _epsilon(text, values[0])
             placement = values[1] if len(values) == 2 else None
             if placement not in (None, *DP_PLACEMENTS):
                 raise ConfigError(f"--privacy: {text!r}: the noise placement is one of {', '.join(DP_PLACEMENTS)}")
-            return cls("dp", epsilon, placement)
-        if mode in NAMED_MODES and not values:
-            return cls(mode)
-        raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(NAMED_MODES)}, dp:EPSILON, "
-                          f"dp:EPSILON:PLACEMENT or {'|'.join(SECURE_DP_MODES)}+dp:EPSILON)")
+            return cls(name, epsilon, placement)
+        if name in MODE_NAMES and not _takes_epsilon(name) and not values:
+            return cls(name)
+        with_epsilon = [name for name in MODE_NAMES if _takes_epsilon(name)]
+        raise ConfigError(f"--privacy: unknown setting {text!r} (use {', '.join(named_modes())}, "
+                          + ", ".join(f"{name}:EPSILON, {name}:EPSILON:PLACEMENT" for name in with_epsilon)
+                          + "".join(f" or {'|'.join(mode_class(name).underneath())}+{name}:EPSILON"
+                                    for name in with_epsilon) + ")")
 
     @property
     def label(self) -> str:
         if self.epsilon is None:
             return self.mode
         if self.placement == "distributed":
-            return f"{self.secure or SECURE_DP_MODES[0]}+dp-eps{self.epsilon:g}"
-        return f"dp-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
+            return f"{self.secure or mode_class(self.mode).underneath()[0]}+{self.mode}-eps{self.epsilon:g}"
+        return f"{self.mode}-eps{self.epsilon:g}" + (f"-{self.placement}" if self.placement else "")
 
     def overrides(self) -> list[str]:
         values = [f"privacy.mode={json.dumps(self.mode)}"]
@@ -191,34 +197,34 @@ def plan_variants(
                 seed_suffix = f"-s{seed}"
             baseline = f"{BASELINE_MODE}{suffix}{seed_suffix}"
             for setting in settings:
-                encrypted = replace(base.privacy, mode=setting.mode,
-                                    dp_placement=setting.placement or base.privacy.dp_placement
-                                    ).secure_aggregation
-                for bits in bit_choices if encrypted else [None]:
+                profile = privacy_mode(_validated(scenario_path, user_overrides, [*common, *setting.overrides()],
+                                                  setting.label + suffix + seed_suffix)).profile()
+                for bits in bit_choices if profile.key_sizes else [None]:
                     overrides = [*common, *setting.overrides()]
                     group = setting.label + suffix
                     if bits is not None:
                         overrides.append(f"privacy.key_bits={bits}")
                         group += f"-k{bits}"
                     notes: list[str] = []
-                    if setting.mode == "paillier-naive":
-                        overrides, notes = _reduce_naive(base, overrides, rounds or fed.rounds, naive_rounds)
+                    if profile.slow:
+                        overrides, notes = _reduce_slow(base, overrides, rounds or fed.rounds, naive_rounds,
+                                                        profile.slow)
                     name = group + seed_suffix
                     variants.append(Variant(name, setting, _validated(scenario_path, user_overrides, overrides, name),
                                             tuple(overrides), baseline, tuple(notes), group))
     return variants
 
 
-def _reduce_naive(base: Scenario, overrides: list[str], planned_rounds: int,
-                  naive_rounds: int) -> tuple[list[str], list[str]]:
-    """``paillier-naive`` on fewer rounds and with a long round deadline; the notes say so in the report."""
+def _reduce_slow(base: Scenario, overrides: list[str], planned_rounds: int, naive_rounds: int,
+                 slow: str) -> tuple[list[str], list[str]]:
+    """A slow mode (``slow`` says why) on fewer rounds and with a long round deadline; the notes say so in the
+    report."""
     notes = []
     overrides = list(overrides)
     if naive_rounds < planned_rounds:
         overrides.append(f"federation.rounds={naive_rounds}")
-        notes.append(f"run for {naive_rounds} round(s) instead of {planned_rounds}: one Paillier ciphertext per "
-                     "value costs minutes per client and round; time and bytes are per round and compare "
-                     f"directly, accuracy is compared with {BASELINE_MODE} after the same round")
+        notes.append(f"run for {naive_rounds} round(s) instead of {planned_rounds}: {slow}; time and bytes are per "
+                     f"round and compare directly, accuracy is compared with {BASELINE_MODE} after the same round")
     if base.federation.round_timeout_s < NAIVE_ROUND_TIMEOUT_S:
         overrides.append(f"federation.round_timeout_s={NAIVE_ROUND_TIMEOUT_S}")
         notes.append(f"round deadline raised to {NAIVE_ROUND_TIMEOUT_S:g} s (the scenario's "
@@ -227,7 +233,10 @@ def _reduce_naive(base: Scenario, overrides: list[str], planned_rounds: int,
 
 
 def _validated(path: Path, user_overrides: Sequence[str], overrides: Sequence[str], name: str) -> Scenario:
+    """The variant's scenario, checked by its privacy mode too."""
     try:
-        return load_scenario(path, [*user_overrides, *overrides])
+        scenario = load_scenario(path, [*user_overrides, *overrides])
+        privacy_mode(scenario)
+        return scenario
     except ConfigError as exc:
         raise ConfigError(f"variant {name}: {exc}") from None

@@ -40,7 +40,7 @@ def _draw_plots(compare_dir: Path, scenario: str, frontier: Sequence[dict[str, A
     drawn = []
     curves = _epsilon_curves(measured)
     if curves:
-        references = {row["variant"]: _mean_std(row["accuracy"]) for row in measured if row["privacy"] != "dp"}
+        references = {row["variant"]: _mean_std(row["accuracy"]) for row in measured if row["epsilon"] is None}
         plots.accuracy_vs_epsilon(curves, references, compare_dir / PLOT_FILES["epsilon"], baseline=BASELINE_MODE,
                                   title=f"{scenario}: final accuracy against ε, {_seeds_phrase(frontier)}")
         drawn.append("epsilon")
@@ -64,7 +64,7 @@ def _epsilon_curves(frontier: Sequence[dict[str, Any]]) -> dict[str, list[tuple[
     several_counts = len({row["clients"] for row in frontier}) > 1
     curves: dict[str, list[tuple[float, tuple[float, float | None]]]] = {}
     for row in frontier:
-        if row["privacy"] != "dp" or not row["accuracy"]:
+        if row["epsilon"] is None or not row["accuracy"]:
             continue
         label = (f"{row['dp_secure']}+dp (distributed noise)" if row["dp_placement"] == "distributed"
                  else "dp (central noise)")

@@ -60,10 +60,12 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     scenario = variant.scenario
     records = read_metrics(outcome.run_dir) if outcome.run_dir else []
     summary = read_summary(outcome.run_dir) if outcome.run_dir else None
-    guarantee = privacy_mode(scenario).guarantee()
-    short, full = guarantee.short, guarantee.full
-    if variant.privacy.mode == "dp":  # the run's own ledger and calibration, when it got that far
-        full = (summary.privacy.guarantee if summary and summary.privacy else None) or full
+    mode = privacy_mode(scenario)
+    profile = mode.profile()
+    guarantee = mode.guarantee()
+    short = guarantee.short
+    # the run's own, when it got that far
+    full = (summary.privacy.guarantee if summary and summary.privacy else None) or guarantee.full
     final = records[-1].scores if records else Scores()
     n = len(records)
     used = sum(record.clients_used for record in records)
@@ -75,10 +77,9 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "privacy": variant.privacy.mode,
         "epsilon": variant.privacy.epsilon,
         "clients": scenario.federation.clients,
-        "key_bits": scenario.privacy.key_bits if scenario.privacy.secure_aggregation else None,
-        "dp_placement": scenario.privacy.dp_placement if variant.privacy.mode == "dp" else None,
-        "dp_secure": (scenario.privacy.dp_secure
-                      if variant.privacy.mode == "dp" and scenario.privacy.secure_aggregation else None),
+        "key_bits": scenario.privacy.key_bits if profile.key_sizes else None,
+        "dp_placement": scenario.privacy.dp_placement if profile.epsilon else None,
+        "dp_secure": scenario.privacy.dp_secure if profile.epsilon and mode.encrypted else None,
         "status": outcome.status,
         "error": outcome.error,
         "rounds": n,
