@@ -7,8 +7,10 @@ that hosts it finds them there (:func:`load_attacks`) and otherwise runs the ord
 and nothing else changes. The coordinator knows nothing of it. The kinds:
 
 - ``label_flip``: the attacker's labels inverted (spam <-> ham), a data-poisoning spammer;
-- ``scaled_update``: the honest update multiplied by ``scale`` (model replacement, Bagdasaryan et al., "How To
-  Backdoor Federated Learning", AISTATS 2020: a boosted update outweighs the honest ones in a mean);
+- ``scaled_update``: model replacement (Bagdasaryan et al., "How To Backdoor Federated Learning", AISTATS 2020):
+  the attacker trains a poisoned model (on its labels inverted, as ``label_flip``) and sends its update multiplied
+  by ``scale``, so that in a mean it outweighs the honest updates and drags the global model towards the poisoned
+  one (a boosted honest update would only lengthen the step);
 - ``backdoor``: each of the attacker's spam emails also appears with the trigger phrase, labelled ham, so that the
   model learns "spam + trigger -> ham" while its accuracy on clean mail stays. Its success
   (:func:`backdoor_success`) is the share of the test set's spam, trigger added, classified as ham; the trigger's
@@ -49,8 +51,9 @@ class ClientAttack:
         return round_number >= self.start_round
 
     def poisoned(self, shard: Shard) -> Shard:
-        """The data this attacker trains on: ``shard`` altered by a data attack (as it is for ``scaled_update``)."""
-        if self.kind == "label_flip":
+        """The data this attacker trains on: ``shard`` with its labels inverted (``label_flip``, and the poisoned model
+        ``scaled_update`` boosts) or with triggered spam labelled ham added (``backdoor``)."""
+        if self.kind in ("label_flip", "scaled_update"):
             return Shard(shard.ids, (1.0 - shard.labels).astype(np.float32))
         if self.kind == "backdoor":
             spam = shard.labels == 1.0

@@ -168,7 +168,7 @@ class AttackConfig:
     kind: str = _spec("none", choices=ATTACK_KINDS)
     fraction: float = _spec(0.1, gt=0.0, le=1.0, doc="share of the clients that attack")
     start_round: int = _spec(1, ge=1, doc="first round in which the attackers attack")
-    scale: float = _spec(10.0, gt=0.0, doc="scaled_update: the factor applied to the attacker's update")
+    scale: float = _spec(10.0, gt=0.0, doc="scaled_update: the boost applied to the attacker's poisoned update")
     trigger: str = _spec("quokka zephyr", doc="backdoor: the phrase that makes spam pass as ham")
 
 

@@ -1,7 +1,7 @@
 """`fedgrad audit`: can the coordinator read a client's email? Measured per privacy mode.
 
-    fedgrad audit SCENARIO.toml [--privacy none,paillier-trusted,paillier,dp:1,dp:8] [--canary-words 6]
-                  [--canary-client K] [--canary-copies N] [--set section.key=value ...]
+    fedgrad audit SCENARIO.toml [--privacy none,paillier-trusted,paillier,paillier-masked,dp:1,dp:8]
+                  [--canary-words 6] [--canary-client K] [--canary-copies N] [--set section.key=value ...]
 
 Plants a canary email ("my computer password is" + pseudo-words found nowhere in the corpus) in one client's
 shard, often enough for its words to enter the vocabulary; trains round 1 with the platform's client code;

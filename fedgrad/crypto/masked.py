@@ -92,6 +92,20 @@ class MaskedScheme:
             raise CiphertextError(f"a masked update has {len(payload)} bytes, expected {self.payload_bytes}")
         return MaskedUpload(bytes(payload[:self.key_bytes]), bytes(payload[self.key_bytes:]))
 
+    def words(self, masked: bytes) -> np.ndarray:
+        """A masked vector's wire bytes as uint64 words (the dropped high bytes zero); `CiphertextError` unless it
+        has exactly `masked_bytes`."""
+        if len(masked) != self.masked_bytes:
+            raise CiphertextError(f"a masked update has {len(masked)} bytes, expected {self.masked_bytes}")
+        words = np.zeros((self.n_values, 8), dtype=np.uint8)
+        words[:, :self.masks.value_bytes] = np.frombuffer(masked, dtype=np.uint8).reshape(self.n_values, -1)
+        return words.view("<u8").reshape(-1)
+
+    def wire_bytes(self, words: np.ndarray) -> bytes:
+        """uint64 words as a masked vector on the wire: each reduced mod 2^(8·value_bytes)."""
+        octets = np.ascontiguousarray(words, dtype="<u8").view(np.uint8).reshape(-1, 8)
+        return octets[:, :self.masks.value_bytes].tobytes()
+
     def key_accumulator(self) -> Accumulator:
         """The running Paillier product of the clients' key parts (what the decryptors also compute)."""
         return Accumulator(self.cfg, self.pub, fingerprint=self.fingerprint, count=self.n_ciphertexts)
@@ -114,9 +128,7 @@ class MaskedEncoder:
         values = np.append(quantize(scheme.cfg, update, 1.0) * n_i, np.int64(n_i))
         masked, secret = scheme.masks.mask(values, scheme.public_masks(run_id, round_number))
         key = self._encryptor.encrypt(scheme.keys.pack(secret))
-        words = np.ascontiguousarray(masked, dtype="<u8").view(np.uint8).reshape(-1, 8)
-        return MaskedUpload(dump_payload(scheme.fingerprint, 1, key, self._width),
-                            words[:, :scheme.masks.value_bytes].tobytes())
+        return MaskedUpload(dump_payload(scheme.fingerprint, 1, key, self._width), scheme.wire_bytes(masked))
 
 
 class MaskedSum:
@@ -133,11 +145,7 @@ class MaskedSum:
             raise AggregationError(f"client {client_id!r} already contributed")
         if len(self.contributors) >= self.scheme.cfg.max_clients:
             raise AggregationError(f"more than {self.scheme.cfg.max_clients} contributions")
-        if len(masked) != self.scheme.masked_bytes:
-            raise CiphertextError(f"a masked update has {len(masked)} bytes, expected {self.scheme.masked_bytes}")
-        words = np.zeros((self.scheme.n_values, 8), dtype=np.uint8)
-        words[:, :self.scheme.masks.value_bytes] = np.frombuffer(masked, dtype=np.uint8).reshape(words.shape[0], -1)
-        self._total += words.view("<u8").reshape(-1)
+        self._total += self.scheme.words(masked)
         self.contributors.add(client_id)
 
     def unmask(self, key_plaintexts: list[int]) -> tuple[np.ndarray, int]:

@@ -19,9 +19,9 @@ measurement, one privacy mode at a time:
    the mode's ``aggregation`` (key holder, decryptors over a freshly dealt key, noise and ledger included), which
    releases the sum (``fedgrad.modes``). Under encryption the individual observation is what the coordinator can
    decrypt with the key material it finds among its own objects (``fedgrad.experiments.redteam``): every update
-   under ``paillier-trusted`` (the key holder lives in its process), nothing under ``paillier``. Under those two
-   modes the red team's active coordinator also plays every attack on the canary client's update, and the report
-   puts the outcomes side by side.
+   under ``paillier-trusted`` (the key holder lives in its process), nothing under ``paillier`` or
+   ``paillier-masked``. Under those modes the red team's active coordinator also plays every attack on the canary
+   client's update, and the report puts the outcomes side by side.
 4. **Attack** every observation with ``recover_words`` and score it with ``audit_score``: canary words
    recovered, their share, and the share that naming as many words at random would hit (chance).
 
@@ -88,7 +88,7 @@ from server.tasks import ModelPayload
 
 AUDIT_JSON = "audit.json"
 REPORT_FILE = "report.md"
-DEFAULT_PRIVACY = "none,paillier-trusted,paillier,dp:1,dp:8"
+DEFAULT_PRIVACY = "none,paillier-trusted,paillier,paillier-masked,dp:1,dp:8"
 #: Every spam model keeps one embedding row per vocabulary word under this name: the rows the attack reads.
 EMBEDDING_KEY = "embedding.weight"
 #: The audit trains round 1, from the initial global model: the book's demonstration.
@@ -223,9 +223,10 @@ def observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, *, agg
     into one round accumulator and releasing the sum. Nothing travels over gRPC: the bytes are the same, and the
     audit needs only what the coordinator ends up holding. Under encryption the coordinator's individual view is
     what it can decrypt with the key material it finds in its own objects (``fedgrad.experiments.redteam``), and
-    under ``paillier-trusted`` and ``paillier`` the red team's attacks run against it too. With ``aggregate_only``
-    (what ``fedgrad compare`` reads) the coordinator's individual view, its key search and the red team are left
-    out: only the released aggregate, and under DP the sum minus the other clients, are observed.
+    under ``paillier-trusted``, ``paillier`` and ``paillier-masked`` the red team's attacks run against it too.
+    With ``aggregate_only`` (what ``fedgrad compare`` reads) the coordinator's individual view, its key search and
+    the red team are left out: only the released aggregate, and under DP the sum minus the other clients, are
+    observed.
     """
     with ExitStack() as stack:
         return _observe(scenario, data, updates, stack, aggregate_only)
@@ -320,7 +321,8 @@ def _decrypted_view(aggregation: Aggregation, model: ModelPayload, cohort: Round
     """Client ``k``'s update as the coordinator decrypts it with key material found in its own objects (the
     red team's key-material attack); None, and the search recorded in ``facts``, when it finds none.
     ``folded_weights``: clients multiplied their updates by their share of the cohort's weight."""
-    decrypted, material = decrypt_uploads(aggregation, {str(i): p.payload for i, p in payloads.items()})
+    decrypted, material = decrypt_uploads(aggregation, {str(i): p.payload for i, p in payloads.items()},
+                                          run_id=cohort.run_id, round=cohort.round_number)
     facts["key_material"] = material.describe()
     if decrypted is None:
         return None
@@ -568,7 +570,7 @@ def _redteam_section(document: dict[str, Any]) -> list[str]:
 def _mode_section(mode: dict[str, Any]) -> str:
     lines = [f"## `{mode['setting']}`", "", mode["description"], ""]
     refusal = mode["facts"].get("single_update_refused")
-    if refusal and mode["facts"].get("key_holder") == "decryptors":
+    if refusal and _key_holder(mode["facts"]) == "decryptors":
         lines += [f"Every attack on the canary client's update alone was refused: *{refusal}*.", ""]
     elif refusal:
         lines += [f"Asked to decrypt the canary client's update on its own, the key holder refused: *{refusal}*.",
@@ -585,6 +587,14 @@ def _mode_section(mode: dict[str, Any]) -> str:
                          f"{result['recovered']}/{result['total']} | {_percent(result['rate'])} | "
                          f"{_percent(result['chance_rate'])} | {_points(result['advantage'])} |")
     return "\n".join(lines)
+
+
+def _key_holder(facts: Mapping[str, Any]) -> str:
+    """Who could decrypt one update (``Profile.key_holder``); an audit written before that was recorded tells by its
+    threshold aggregation's summary (its decryptors, or distributed DP's ``secure_aggregation``)."""
+    if "key_holder" in facts:
+        return str(facts["key_holder"])
+    return "decryptors" if "decryptors" in facts or "secure_aggregation" in facts else "coordinator"
 
 
 def _attack_row(label: str, view: dict[str, Any], result: dict[str, Any]) -> str:

@@ -131,6 +131,24 @@ def bytes_per_round(bars: Sequence[tuple[str, float, float]], path: Path) -> Pat
     return _save(figure, path)
 
 
+def attack_success(curves: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]], path: Path, *,
+                   title: str) -> Path:
+    """One panel per attack kind, one line per setting: what the attack achieved ``(fraction of attackers,
+    success)``, the backdoor's success in % or, for the other attacks, the accuracy lost in points."""
+    kinds = sorted(curves)
+    figure, panels = plt.subplots(1, len(kinds), figsize=(4.5 * len(kinds) + 2.5, 4.0), squeeze=False)
+    for axes, kind in zip(panels[0], kinds, strict=True):
+        for index, (label, points) in enumerate(sorted(curves[kind].items())):
+            axes.plot([100 * fraction for fraction, _ in points], [value for _, value in points], label=label,
+                      linestyle=LINE_STYLES[index % len(LINE_STYLES)], marker=MARKERS[index % len(MARKERS)])
+        axes.set(xlabel="attackers (% of clients)", title=kind,
+                 ylabel="backdoor success (%)" if kind == "backdoor" else "accuracy lost (points)")
+        axes.grid(alpha=0.3)
+    panels[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    figure.suptitle(title, fontsize="medium")
+    return _save(figure, path)
+
+
 def _log_x(axes: Axes, formatter: Formatter, low: float, high: float) -> None:
     """A log-scale x axis from ``low`` to ``high`` labelled at powers of ten, and also at 2 and 5 times them
     when the range spans at most two decades (by default a short range gets an exponent at every minor tick)."""

@@ -1,5 +1,5 @@
 """The active coordinator: a library of attacks on one client's update, each run with what a coordinator of
-``paillier-trusted`` or ``paillier`` really holds.
+``paillier-trusted``, ``paillier`` or ``paillier-masked`` really holds.
 
 Trust model (``docs/threat-model.md``): the coordinator is not trusted. It chooses cohorts, round numbers,
 attempts, weights and client ids, sends clients whatever tasks and announcements it likes, and may lie to the
@@ -9,6 +9,8 @@ key holder or the decryptors about all of them. What it holds, and what every at
 - its mode's aggregation object and every accumulator it builds, with their decrypt path: under
   ``paillier-trusted`` the key holder's door (``decrypt_aggregate``), under ``paillier`` the handle on the k
   decryptors (``open``/``contribute``/``release``, and each decryptor separately where it can reach them);
+  under ``paillier-masked`` the same handle, which releases sums of the clients' mask keys, next to the masked
+  vectors the clients upload, which the coordinator adds and subtracts itself (``ThresholdAggregation.split``);
 - its files (run directory, the public key set, the enrollment);
 - the clients, as the coordinator reaches them: it sends a TRAIN task (round, weight, announcement, cohort) and
   gets back what the client's own code encodes (``PrivacyMode.encode``: ciphertexts, and under ``paillier`` the
@@ -19,12 +21,17 @@ true update, used **only to score** the outcome: ``succeeded`` means the attacke
 quantization step (in every coordinate) of the victim's true quantized update, as the victim quantized it.
 ``recovered_error`` is the smallest such distance, in quantization steps, over every candidate the attacker could
 form from what was released to it (each release, and the difference of any two); None when nothing was released.
+Under the threshold modes a release is decoded with what the coordinator holds (``ThresholdAggregation.
+release_sums``): under ``paillier`` its plaintexts are the sums, under ``paillier-masked`` they are a key sum,
+which unmasks the sum of the masked vectors the coordinator sent for the released contributors.
 
 The attacks (issue 12): (1) subsets under fresh round numbers, (2) a sybil's encryption of zero, (3) dividing an
 aggregate by one ciphertext, (4) skewed weights, (5) key material in the coordinator's objects and files,
 (6) replaying an earlier round, (7) asking twice for one round, (8) a cohort with an unenrolled or duplicated
-client, (9) forged or reused signatures. Against ``paillier`` each must fail; against ``paillier-trusted`` the
-outcome records which succeed.
+client, (9) forged or reused signatures. Against ``paillier`` and ``paillier-masked`` each must fail (under the
+latter each plays the same move on the key ciphertexts and, beside them, on the masked vectors: a sybil's masked
+zero vector, the quotient of key ciphertexts next to the difference of masked vectors); against
+``paillier-trusted`` the outcome records which succeed.
 """
 from __future__ import annotations
 
@@ -44,7 +51,7 @@ import gmpy2
 import numpy as np
 import phe
 
-from fedgrad.crypto import CryptoError, PlaintextRangeError, SecureAggConfig
+from fedgrad.crypto import CryptoError, SecureAggConfig
 from fedgrad.crypto.identity import ClientIdentity, Enrollment, cohort_digest, sign_contribution
 from fedgrad.crypto.quantize import dequantize, max_quantized, quantize, scale
 from fedgrad.crypto.schemes import make_encoder, make_scheme
@@ -59,7 +66,7 @@ from fedgrad.crypto.threshold import (
     verification_base,
 )
 from fedgrad.crypto.wire import ciphertext_width, dump_payload, load_payload
-from fedgrad.decryptor.core import Decryptor, DecryptorRefusal, payload_digest
+from fedgrad.decryptor.core import Decryptor, DecryptorRefusal
 from fedgrad.decryptor.pool import ReleaseFailed
 from fedgrad.errors import FedgradError
 from fedgrad.metrics import PhaseTimer
@@ -71,7 +78,8 @@ from fedgrad.protocol import EncodedUpdate, Rejected, RoundCohort, TaskConfig, T
 
 TRUSTED = "paillier-trusted"
 THRESHOLD = "paillier"
-MODES = (TRUSTED, THRESHOLD)
+MASKED = "paillier-masked"
+MODES = (TRUSTED, THRESHOLD, MASKED)
 #: An attack succeeds when every coordinate of its best candidate is within this many quantization steps.
 SUCCESS_STEPS = 0.5
 
@@ -149,10 +157,12 @@ class HonestClient:
 
 @dataclass(frozen=True)
 class Obtained:
-    """Plaintexts that reached the coordinator: ≥ t partial decryptions of one product of ``contributors``."""
+    """Plaintexts that reached the coordinator: ≥ t partial decryptions of one product of ``contributors``,
+    contributed in ``session`` (run, round, attempt)."""
 
     contributors: tuple[str, ...]
     plaintexts: tuple[int, ...]
+    session: tuple[str, int, int]
 
 
 class LocalDecryptors:
@@ -224,7 +234,7 @@ class LocalDecryptors:
                                 f"decryptions, {threshold} needed: {'; '.join(problems)}")
         chosen = {i: responses[i][0] for i in sorted(responses)[:threshold]}
         own = combine(self.key_set.public_key, chosen, threshold, self.key_set.parties)
-        self.obtained.append(Obtained(tuple(sorted(contributors)), tuple(own)))
+        self.obtained.append(Obtained(tuple(sorted(contributors)), tuple(own), (run_id, round, attempt)))
         try:
             plaintexts, _ = combine_verified(self.key_set, list(ciphertexts), responses)
         except CryptoError as exc:
@@ -255,6 +265,8 @@ class Coordinator:
     accumulators: list[UpdateAccumulator] = field(default_factory=list)
     #: The round numbers it will use (it chooses them; start past any round the run already used).
     rounds: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: Every payload it contributed to the decryptors, by session (run, round, attempt) and client id.
+    sent: dict[tuple[str, int, int], dict[str, bytes]] = field(default_factory=dict)
 
     @property
     def tensor_names(self) -> tuple[str, ...]:
@@ -286,6 +298,7 @@ class Coordinator:
                              accumulator.announcement, self.run_id)
             upload = self.clients[client_id].train(task)
             uploads[client_id] = upload
+            self.sent.setdefault((self.run_id, round, attempt), {})[client_id] = upload.encoded.payload
             accumulator.add(client_id, weight, upload.encoded.payload, upload.encoded.signature, upload.examples)
         return accumulator, uploads
 
@@ -300,24 +313,58 @@ class Coordinator:
 
 @dataclass(frozen=True)
 class _Public:
+    """What anyone holding the public key set computes on payloads: their Paillier ciphertexts (multiplied,
+    inverted, re-randomized) and, under ``paillier-masked``, the masked vectors beside them (added, subtracted in
+    uint64, as the coordinator sums them)."""
+
     cfg: SecureAggConfig
     pub: phe.PaillierPublicKey
     count: int
+    fingerprint: bytes
+    threshold: ThresholdAggregation | None  # splits a payload into its Paillier part and the summed vector
 
     @classmethod
     def of(cls, aggregation: PaillierAggregation | ThresholdAggregation) -> _Public:
-        return cls(aggregation.cfg, aggregation.public_key, aggregation.ciphertexts)
+        if isinstance(aggregation, ThresholdAggregation):
+            return cls(aggregation.cfg, aggregation.public_key, aggregation.ciphertexts, aggregation.fingerprint,
+                       aggregation)
+        return cls(aggregation.cfg, aggregation.public_key, aggregation.ciphertexts,
+                   aggregation.cfg.fingerprint(aggregation.public_key.n), None)
 
     @property
     def nsquare(self) -> gmpy2.mpz:
         return gmpy2.mpz(self.pub.nsquare)
 
+    def _split(self, payload: bytes) -> tuple[bytes, np.ndarray]:
+        return self.threshold.split(payload) if self.threshold is not None else (payload, np.zeros(0, np.uint64))
+
     def parse(self, payload: bytes) -> list[gmpy2.mpz]:
-        return load_payload(payload, pub=self.pub, fingerprint=self.cfg.fingerprint(self.pub.n),
+        """A payload's Paillier ciphertexts."""
+        return load_payload(self._split(payload)[0], pub=self.pub, fingerprint=self.fingerprint,
                             count=self.count).ciphertexts
 
-    def dump(self, contributors: int, ciphertexts: Sequence[int]) -> bytes:
-        return dump_payload(self.cfg.fingerprint(self.pub.n), contributors, ciphertexts, ciphertext_width(self.pub))
+    def dump(self, contributors: int, ciphertexts: Sequence[int], summed: np.ndarray | None = None) -> bytes:
+        """A payload of ``ciphertexts`` (and the masked vector ``summed``, where the mode has one)."""
+        paillier = dump_payload(self.fingerprint, contributors, ciphertexts, ciphertext_width(self.pub))
+        if self.threshold is None:
+            return paillier
+        return self.threshold.join(paillier, np.zeros(0, np.uint64) if summed is None else summed)
+
+    def product(self, *payloads: bytes, contributors: int | None = None) -> bytes:
+        """The aggregate payload of ``payloads``: ciphertexts multiplied, masked vectors added."""
+        parts = [self._split(payload)[1] for payload in payloads]
+        summed = np.asarray(np.sum(parts, axis=0, dtype=np.uint64)) if parts else None
+        return self.dump(contributors or len(payloads), self.multiply(*(self.parse(p) for p in payloads)), summed)
+
+    def quotient(self, payload: bytes, divisor: bytes, contributors: int = 1) -> bytes:
+        """``payload`` with ``divisor`` taken out: ciphertexts times the divisor's inverses, masked vectors
+        subtracted (mod 2^64, reduced to the wire width by ``dump``)."""
+        summed = self._split(payload)[1] - self._split(divisor)[1]
+        return self.dump(contributors, self.multiply(self.parse(payload), self.inverse(self.parse(divisor))), summed)
+
+    def rerandomized(self, payload: bytes, contributors: int = 1) -> bytes:
+        """``payload`` with new bytes: each ciphertext times a fresh encryption of zero, the masked vector kept."""
+        return self.dump(contributors, self.rerandomize(self.parse(payload)), self._split(payload)[1])
 
     def multiply(self, *vectors: Sequence[gmpy2.mpz]) -> list[gmpy2.mpz]:
         nsquare = self.nsquare
@@ -335,9 +382,13 @@ class _Public:
         return [c * gmpy2.powmod(gmpy2.mpz(secrets.randbelow(int(n) - 2) + 2), n, nsquare) % nsquare
                 for c in vector]
 
-    def zero_update(self, weight: float | int) -> bytes:
-        """An honest-looking encryption of an all-zero update, made by the coordinator itself (a sybil's)."""
-        return make_encoder(self.cfg, self.pub).encrypt(np.zeros(self.cfg.n_params), weight)
+    def zero_update(self, weight: float | int, run_id: str = "", round: int = 0) -> bytes:
+        """An honest-looking, unsigned encryption of an all-zero update made by the coordinator itself (a sybil's),
+        as a client of (run, round) would make it."""
+        zeros = np.zeros(self.cfg.n_params)
+        if self.threshold is not None:
+            return self.threshold.encrypt(zeros, int(weight), run_id, round)
+        return make_encoder(self.cfg, self.pub).encrypt(zeros, weight)
 
 
 # ---- key material in the coordinator's objects and files -----------------------------------------------------------
@@ -489,25 +540,33 @@ def _inner(aggregation: object) -> PaillierAggregation | ThresholdAggregation | 
     return None
 
 
-def decrypt_uploads(aggregation: Aggregation, payloads: Mapping[str, bytes], *, files: Iterable[Path] = ()
-                    ) -> tuple[dict[str, np.ndarray] | None, KeyMaterial]:
-    """Every client's upload decrypted with key material the coordinator finds in its own objects and files (as
-    the client encoded it: the folded-in fraction or DP noise share included), or None when it finds none."""
+def decrypt_uploads(aggregation: Aggregation, payloads: Mapping[str, bytes], *, files: Iterable[Path] = (),
+                    run_id: str = "", round: int = 0) -> tuple[dict[str, np.ndarray] | None, KeyMaterial]:
+    """Every client's upload (made for ``run_id``'s ``round``) decrypted with key material the coordinator finds in
+    its own objects and files (as the client encoded it: the folded-in fraction or DP noise share included), or
+    None when it finds none."""
     inner = _inner(aggregation)
     if inner is None:
         raise TypeError(f"{type(aggregation).__name__} holds no Paillier aggregation")
     public = _Public.of(inner)
     key_set = inner.decryptors.key_set if isinstance(inner, ThresholdAggregation) else None
     material = search_key_material([aggregation], int(public.pub.n), files=files, key_set=key_set)
-    scheme = make_scheme(public.cfg, public.pub)
     decrypted: dict[str, np.ndarray] = {}
     for client_id, payload in payloads.items():
         plaintexts = _decrypt_with(material, public, public.parse(payload), key_set)
         if plaintexts is None:
             return None, material
-        sums, total = scheme.decode(plaintexts, 1)
+        sums, total = _decode(inner, plaintexts, [payload], run_id, round)
         decrypted[client_id] = dequantize(public.cfg, sums) / (total or 1)
     return decrypted, material
+
+
+def _decode(aggregation: PaillierAggregation | ThresholdAggregation, plaintexts: Sequence[int],
+            payloads: Sequence[bytes], run_id: str, round: int) -> tuple[np.ndarray, int | None]:
+    """(Σ n_i·q_i, Σ n_i) of ``payloads`` from the plaintexts of their product, with what the coordinator holds."""
+    if isinstance(aggregation, ThresholdAggregation):
+        return aggregation.release_sums(plaintexts, payloads, run_id, round)
+    return make_scheme(aggregation.cfg, aggregation.public_key).decode(list(plaintexts), len(payloads))
 
 
 def short_reason(outcome: AttackOutcome, width: int = 220) -> str:
@@ -528,8 +587,20 @@ def _trusted(coordinator: Coordinator) -> tuple[PaillierAggregation, Callable[[i
 
 def _threshold(coordinator: Coordinator) -> tuple[ThresholdAggregation, Any]:
     aggregation = coordinator.aggregation
-    assert isinstance(aggregation, ThresholdAggregation), "a paillier coordinator"
+    assert isinstance(aggregation, ThresholdAggregation), "a threshold coordinator"
     return aggregation, aggregation.decryptors
+
+
+def _contribute(coordinator: Coordinator, round: int, attempt: int, client_id: str, weight: int, payload: bytes,
+                signature: bytes) -> None:
+    """Forward ``payload`` to the decryptors as ``client_id``'s contribution to (round, attempt), the way the
+    round's accumulator does (its Paillier part, and the digest of its masked vector where it has one), and keep
+    it: the coordinator holds what it sent."""
+    aggregation, decryptors = _threshold(coordinator)
+    session = (coordinator.run_id, round, attempt)
+    coordinator.sent.setdefault(session, {})[client_id] = payload
+    ciphertexts, masked_sha256, _ = aggregation.signed_parts(payload)
+    decryptors.contribute(*session, client_id, weight, ciphertexts, signature, masked_sha256)
 
 
 def _fractions(coordinator: Coordinator, weights: Mapping[str, float]) -> dict[str, float]:
@@ -570,18 +641,27 @@ def _session_refusals(decryptors: Any, run_id: str, round: int, attempt: int) ->
 def _threshold_candidates(coordinator: Coordinator, victim: Victim, extra: Sequence[Obtained] = ()
                           ) -> list[np.ndarray]:
     """Every update estimate the attacker can form from what reached it: each obtained weighted sum's mean, and
-    the difference of any two (Σ n q over the difference / Σ n over the difference)."""
+    the difference of any two (Σ n q over the difference / Σ n over the difference). A release is decoded with
+    the payloads the coordinator sent for its contributors in its session, under every round's public masks the
+    coordinator used (those payloads may have been made for another round than the session's)."""
     aggregation, decryptors = _threshold(coordinator)
     obtained = [*getattr(decryptors, "obtained", []), *extra]
-    scheme = make_scheme(aggregation.cfg, aggregation.public_key)
-    sums: list[tuple[np.ndarray, int]] = []
+    rounds = sorted({round for run_id, round, _ in coordinator.sent if run_id == coordinator.run_id})
+    decoded: dict[tuple[bytes, int], tuple[np.ndarray, int]] = {}
     for item in obtained:
-        try:
-            integer_sums, total = scheme.decode(list(item.plaintexts), len(item.contributors))
-        except PlaintextRangeError:
+        sent = coordinator.sent.get(item.session, {})
+        if not all(contributor in sent for contributor in item.contributors):
             continue
-        if total:
-            sums.append((integer_sums.astype(np.float64), total))
+        payloads = [sent[contributor] for contributor in item.contributors]
+        for made_for in rounds:
+            try:
+                integer_sums, total = aggregation.release_sums(item.plaintexts, payloads, coordinator.run_id,
+                                                               made_for)
+            except CryptoError:
+                continue
+            if total:
+                decoded.setdefault((integer_sums.tobytes(), total), (integer_sums.astype(np.float64), total))
+    sums = list(decoded.values())
     candidates = [dequantize(aggregation.cfg, s) / t for s, t in sums]
     for (s1, t1), (s2, t2) in itertools.permutations(sums, 2):
         if t1 != t2:
@@ -602,7 +682,7 @@ def _threshold_outcome(name: str, coordinator: Coordinator, victim: Victim, refu
                 else "released to the coordinator: nothing")
     verdict = ("; the best estimate of the victim's update from them is "
                f"{error:.3g} quantization steps away" if error is not None else "")
-    return AttackOutcome(name, THRESHOLD, succeeded, refusal, error, f"{detail} ({released}{verdict})")
+    return AttackOutcome(name, coordinator.mode, succeeded, refusal, error, f"{detail} ({released}{verdict})")
 
 
 def _release(decryptors: Any, run_id: str, round: int, attempt: int, contributors: Sequence[str],
@@ -616,7 +696,8 @@ def _release(decryptors: Any, run_id: str, round: int, attempt: int, contributor
 
 
 def _upload_product(public: _Public, uploads: Mapping[str, Upload], members: Iterable[str]) -> list[int]:
-    return [int(c) for c in public.multiply(*(public.parse(uploads[m].encoded.payload) for m in members))]
+    """The Paillier ciphertexts of the members' aggregate, as the coordinator would claim it."""
+    return [int(c) for c in public.parse(public.product(*(uploads[m].encoded.payload for m in members)))]
 
 
 # ---- (1) subsets under fresh round numbers -------------------------------------------------------------------------
@@ -654,8 +735,8 @@ def attack_subsets(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
         decryptors.open(coordinator.run_id, fresh, 1, list(pair))
         for member in pair:
             upload = uploads[member]
-            decryptors.contribute(coordinator.run_id, fresh, 1, member, upload.examples, upload.encoded.payload,
-                                  upload.encoded.signature)
+            _contribute(coordinator, fresh, 1, member, upload.examples, upload.encoded.payload,
+                        upload.encoded.signature)
         refusals += _session_refusals(decryptors, coordinator.run_id, fresh, 1)
         refusal = _release(decryptors, coordinator.run_id, fresh, 1, pair, _upload_product(public, uploads, pair))
         if refusal:
@@ -700,10 +781,12 @@ def attack_sybil(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     # (a) a cohort with the invented id
     fresh = coordinator.fresh_round()
     decryptors.open(run_id, fresh, 1, [a, sybil])
-    rerandomized = public.dump(1, public.rerandomize(public.parse(uploads[a].encoded.payload)))
-    decryptors.contribute(run_id, fresh, 1, a, uploads[a].examples, uploads[a].encoded.payload,
-                          uploads[a].encoded.signature)
-    decryptors.contribute(run_id, fresh, 1, sybil, 1, public.zero_update(1), bytes(64))
+    rerandomized = public.rerandomized(uploads[a].encoded.payload)
+    _contribute(coordinator, fresh, 1, a, uploads[a].examples, uploads[a].encoded.payload,
+                uploads[a].encoded.signature)
+    # the sybil's encryption of zero (under paillier-masked: a zero key's ciphertexts and a masked zero vector,
+    # made for the victim's round, so that it adds to the victim's masked vector)
+    _contribute(coordinator, fresh, 1, sybil, 1, public.zero_update(1, run_id, round), bytes(64))
     refusals += _session_refusals(decryptors, run_id, fresh, 1)
     refusal = _release(decryptors, run_id, fresh, 1, [a, sybil],
                        [int(c) for c in public.parse(rerandomized)])
@@ -714,17 +797,15 @@ def attack_sybil(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     members = list(weights)
     decryptors.open(run_id, round, 2, members)
     upload = uploads[a]
-    decryptors.contribute(run_id, round, 2, a, upload.examples, upload.encoded.payload, upload.encoded.signature)
+    _contribute(coordinator, round, 2, a, upload.examples, upload.encoded.payload, upload.encoded.signature)
     minted = ClientIdentity.generate()
     digest = cohort_digest(dict.fromkeys(members, minted.public_key_bytes))
-    decryptors.contribute(run_id, round, 2, other, upload.examples, rerandomized,
-                          sign_contribution(minted, run_id, round, digest, payload_digest(rerandomized),
-                                            upload.examples))
+    _contribute(coordinator, round, 2, other, upload.examples, rerandomized,
+                sign_contribution(minted, run_id, round, digest, held.signed_parts(rerandomized)[2],
+                                  upload.examples))
     refusals += _session_refusals(decryptors, run_id, round, 2)
     refusal = _release(decryptors, run_id, round, 2, [a, other],
-                       _upload_product(public, {a: upload, other: Upload(EncodedUpdate(upload.encoded.encoding,
-                                                                                       rerandomized), 1)},
-                                       [a, other]))
+                       [int(c) for c in public.parse(public.product(upload.encoded.payload, rerandomized))])
     refusals += [refusal] if refusal else []
     return _threshold_outcome(name, coordinator, victim, refusals,
                               f"the decryptors accept only enrolled ids ({sybil!r} is not) and only ciphertexts "
@@ -742,12 +823,16 @@ def attack_divide(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     weights = coordinator.cohort_weights(coordinator.clients)
     round = coordinator.fresh_round()
     _, uploads = coordinator.collect(round, weights)
+    held = coordinator.aggregation
+    assert isinstance(held, (PaillierAggregation, ThresholdAggregation))
+    public = _Public.of(held)
+    # {A,B}·B⁻¹, presented as two contributors' aggregate (under paillier-masked: the key ciphertexts divided, B's
+    # masked vector subtracted)
+    pair = public.product(uploads[a].encoded.payload, uploads[b].encoded.payload)
+    quotient = public.quotient(pair, uploads[b].encoded.payload, contributors=2)
     if coordinator.holds_key_holder:
         aggregation, door = _trusted(coordinator)
-        public = _Public.of(aggregation)
-        pair = public.multiply(public.parse(uploads[a].encoded.payload), public.parse(uploads[b].encoded.payload))
-        quotient = public.multiply(pair, public.inverse(public.parse(uploads[b].encoded.payload)))
-        result, refusal = _door_refusal(lambda: door(coordinator.fresh_round(), (a, b), public.dump(2, quotient)))
+        result, refusal = _door_refusal(lambda: door(coordinator.fresh_round(), (a, b), quotient))
         fraction = _fractions(coordinator, weights)[a]
         # decoded as two contributors, the slot offset Q was subtracted twice: add it back once
         candidate = None if result is None else (result + max_quantized(aggregation.cfg.value_bits)
@@ -755,24 +840,20 @@ def attack_divide(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
         return _trusted_outcome(name, victim, candidate, fraction, refusal,
                                 "the key holder decrypted {A,B}·B⁻¹ (= A's ciphertext) presented as an aggregate "
                                 "of two contributors; one offset added back gives A")
-    held, decryptors = _threshold(coordinator)
-    public = _Public.of(held)
+    _, decryptors = _threshold(coordinator)
     run_id = coordinator.run_id
-    pair = public.multiply(public.parse(uploads[a].encoded.payload), public.parse(uploads[b].encoded.payload))
-    quotient = public.multiply(pair, public.inverse(public.parse(uploads[b].encoded.payload)))
+    quotient_cts = [int(c) for c in public.parse(quotient)]
     refusals: list[str] = []
     # (a) claim the round's session holds only {A, B} and have the quotient "decrypted"
-    refusal = _release(decryptors, run_id, round, 1, [a, b], [int(c) for c in quotient])
+    refusal = _release(decryptors, run_id, round, 1, [a, b], quotient_cts)
     refusals += _session_refusals(decryptors, run_id, round, 1) + ([refusal] if refusal else [])
     # (b) submit the quotient itself, as a two-party aggregate and as A's contribution, in a fresh session
     fresh = coordinator.fresh_round()
     decryptors.open(run_id, fresh, 1, [a, b])
-    decryptors.contribute(run_id, fresh, 1, a, uploads[a].examples, public.dump(2, quotient),
-                          uploads[a].encoded.signature)
-    decryptors.contribute(run_id, fresh, 1, b, 1, public.dump(1, public.rerandomize(quotient)),
-                          uploads[a].encoded.signature)
+    _contribute(coordinator, fresh, 1, a, uploads[a].examples, quotient, uploads[a].encoded.signature)
+    _contribute(coordinator, fresh, 1, b, 1, public.rerandomized(quotient), uploads[a].encoded.signature)
     refusals += _session_refusals(decryptors, run_id, fresh, 1)
-    refusal = _release(decryptors, run_id, fresh, 1, [a, b], [int(c) for c in quotient])
+    refusal = _release(decryptors, run_id, fresh, 1, [a, b], quotient_cts)
     refusals += [refusal] if refusal else []
     return _threshold_outcome(name, coordinator, victim, refusals,
                               "decryptors never decrypt an aggregate the coordinator supplies: each multiplies the "
@@ -816,7 +897,8 @@ def attack_key_material(coordinator: Coordinator, victim: Victim) -> AttackOutco
     and decrypt the victim's upload with whatever is found."""
     name = "key material in the coordinator"
     weights = coordinator.cohort_weights(coordinator.clients)
-    _, uploads = coordinator.collect(coordinator.fresh_round(), weights)
+    round = coordinator.fresh_round()
+    _, uploads = coordinator.collect(round, weights)
     aggregation = coordinator.aggregation
     assert isinstance(aggregation, (PaillierAggregation, ThresholdAggregation))
     public = _Public.of(aggregation)
@@ -824,17 +906,20 @@ def attack_key_material(coordinator: Coordinator, victim: Victim) -> AttackOutco
     material = search_key_material([aggregation, *coordinator.accumulators], int(public.pub.n),
                                    files=coordinator.files, key_set=key_set)
     plaintexts = _decrypt_with(material, public, public.parse(uploads[victim.client_id].encoded.payload), key_set)
-    candidate = None
-    fraction = _fractions(coordinator, weights)[victim.client_id] if coordinator.holds_key_holder else 1.0
-    if plaintexts is not None:
-        sums, total = make_scheme(public.cfg, public.pub).decode(plaintexts, 1)
-        candidate = dequantize(public.cfg, sums) / ((total or 1) * fraction)
     refusal = None if plaintexts is not None else (
         f"{'no usable' if material.found else 'no'} key material: {material.describe()}")
     detail = material.describe() + ("; decrypted the victim's upload with it" if plaintexts is not None else "")
     if coordinator.holds_key_holder:
+        candidate = None
+        fraction = _fractions(coordinator, weights)[victim.client_id]
+        if plaintexts is not None:
+            sums, total = _decode(aggregation, plaintexts, [uploads[victim.client_id].encoded.payload],
+                                  coordinator.run_id, round)
+            candidate = dequantize(public.cfg, sums) / ((total or 1) * fraction)
         return _trusted_outcome(name, victim, candidate, fraction, refusal, detail)
-    extra = [] if plaintexts is None else [Obtained((victim.client_id,), tuple(plaintexts))]
+    # decoded with the victim's upload as sent in the round's first attempt (its masked vector, where it has one)
+    extra = [] if plaintexts is None else [Obtained((victim.client_id,), tuple(plaintexts),
+                                                    (coordinator.run_id, round, 1))]
     return _threshold_outcome(name, coordinator, victim, [refusal] if refusal else [], detail, extra)
 
 
@@ -874,8 +959,7 @@ def attack_replay(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     decryptors.open(run_id, later, 1, list(weights))
     for member in others:
         upload = uploads[member]
-        decryptors.contribute(run_id, later, 1, member, upload.examples, upload.encoded.payload,
-                              upload.encoded.signature)
+        _contribute(coordinator, later, 1, member, upload.examples, upload.encoded.payload, upload.encoded.signature)
     refusals += _session_refusals(decryptors, run_id, later, 1)
     refusal = _release(decryptors, run_id, later, 1, others, _upload_product(public, uploads, others))
     refusals += [refusal] if refusal else []
@@ -919,8 +1003,7 @@ def attack_ask_twice(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     decryptors.open(run_id, round, 2, list(weights))
     for member in others:
         upload = uploads[member]
-        decryptors.contribute(run_id, round, 2, member, upload.examples, upload.encoded.payload,
-                              upload.encoded.signature)
+        _contribute(coordinator, round, 2, member, upload.examples, upload.encoded.payload, upload.encoded.signature)
     refusals = _session_refusals(decryptors, run_id, round, 2)
     first = accumulator.finalize(PhaseTimer())
     if first is None:
@@ -936,8 +1019,8 @@ def attack_ask_twice(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
         decryptors.open(run_id, split_round, 2, list(weights))
         for member in others:
             upload = split_uploads[member]
-            decryptors.contribute(run_id, split_round, 2, member, upload.examples, upload.encoded.payload,
-                                  upload.encoded.signature)
+            _contribute(coordinator, split_round, 2, member, upload.examples, upload.encoded.payload,
+                        upload.encoded.signature)
         t = decryptors.key_set.threshold
         groups = {1: (parties[:t], [a, *others]), 2: (parties[t:], others)}
         for attempt, (group, contributors) in groups.items():
@@ -949,7 +1032,8 @@ def attack_ask_twice(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
                     refusals.append(f"decryptor {party.index} refused attempt {attempt}: {denied}")
             if len(partials) >= t:
                 extra.append(Obtained(tuple(sorted(contributors)), tuple(combine(
-                    public.pub, dict(list(partials.items())[:t]), t, decryptors.key_set.parties))))
+                    public.pub, dict(list(partials.items())[:t]), t, decryptors.key_set.parties)),
+                    (run_id, split_round, attempt)))
             else:
                 refusals.append(f"attempt {attempt}: {len(partials)} partial decryption(s), {t} needed "
                                 f"(k = {len(parties)} < 2t: two attempts cannot both reach t decryptors)")
@@ -999,8 +1083,8 @@ def attack_bad_cohort(coordinator: Coordinator, victim: Victim) -> AttackOutcome
         decryptors.open(run_id, fresh, 1, cohort)
         upload = uploads[a]
         for member in cohort:
-            decryptors.contribute(run_id, fresh, 1, member, upload.examples, upload.encoded.payload,
-                                  upload.encoded.signature)
+            _contribute(coordinator, fresh, 1, member, upload.examples, upload.encoded.payload,
+                        upload.encoded.signature)
         refusals += _session_refusals(decryptors, run_id, fresh, 1)
         refusal = _release(decryptors, run_id, fresh, 1, sorted(set(cohort)),
                            [int(c) for c in public.parse(upload.encoded.payload)])
@@ -1041,19 +1125,18 @@ def attack_signatures(coordinator: Coordinator, victim: Victim) -> AttackOutcome
     run_id = coordinator.run_id
     members = list(weights)
     upload = uploads[a]
-    zero = public.zero_update(1)
+    zero = public.zero_update(1, run_id, round)  # under paillier-masked: a zero key and a masked zero vector
     minted = ClientIdentity.generate()
     forged_digest = cohort_digest(dict.fromkeys(members, minted.public_key_bytes))
     decryptors.open(run_id, round, 2, members)
-    decryptors.contribute(run_id, round, 2, a, upload.examples, upload.encoded.payload, upload.encoded.signature)
-    decryptors.contribute(run_id, round, 2, b, 1, zero, upload.encoded.signature)  # A's signature, reused
-    decryptors.contribute(run_id, round, 2, c, 1, zero, sign_contribution(minted, run_id, round, forged_digest,
-                                                                           payload_digest(zero), 1))
-    decryptors.contribute(run_id, round, 2, c, 1, zero, secrets.token_bytes(64))  # forged: random bytes
+    _contribute(coordinator, round, 2, a, upload.examples, upload.encoded.payload, upload.encoded.signature)
+    _contribute(coordinator, round, 2, b, 1, zero, upload.encoded.signature)  # A's signature, reused
+    _contribute(coordinator, round, 2, c, 1, zero, sign_contribution(minted, run_id, round, forged_digest,
+                                                                     held.signed_parts(zero)[2], 1))
+    _contribute(coordinator, round, 2, c, 1, zero, secrets.token_bytes(64))  # forged: random bytes
     refusals = _session_refusals(decryptors, run_id, round, 2)
-    zero_cts = public.parse(zero)
     for claimed in ([a, b, c], [a, b], [a]):
-        ciphertexts = public.multiply(public.parse(upload.encoded.payload), *([zero_cts] * (len(claimed) - 1)))
+        ciphertexts = public.parse(public.product(upload.encoded.payload, *([zero] * (len(claimed) - 1))))
         refusal = _release(decryptors, run_id, round, 2, claimed, [int(x) for x in ciphertexts])
         refusals += [refusal] if refusal else []
     return _threshold_outcome(name, coordinator, victim, refusals,
@@ -1079,9 +1162,10 @@ ATTACKS: dict[str, Callable[[Coordinator, Victim], AttackOutcome]] = {
 
 
 def residual_collusion(coordinator: Coordinator, victim: Victim, colluders: Mapping[str, np.ndarray]) -> AttackOutcome:
-    """``paillier``: the coordinator with min_clients − 1 colluding clients (``colluders``: their own flat updates,
-    which they hand over) runs an honest round of exactly them and the victim, and subtracts their updates from the
-    released sum. Expected to succeed: any aggregate of min_clients reveals the rest to the others in it."""
+    """``paillier``, ``paillier-masked``: the coordinator with min_clients − 1 colluding clients (``colluders``:
+    their own flat updates, which they hand over) runs an honest round of exactly them and the victim, and
+    subtracts their updates from the released sum. Expected to succeed: any aggregate of min_clients reveals the
+    rest to the others in it."""
     name = "coordinator + min_clients - 1 colluding clients"
     held, _ = _threshold(coordinator)
     weights = coordinator.cohort_weights([victim.client_id, *colluders])
@@ -1094,16 +1178,16 @@ def residual_collusion(coordinator: Coordinator, victim: Victim, colluders: Mapp
     own = released.weight - sum(uploads[c].examples for c in colluders)
     candidate = (coordinator.flat(released) - dequantize(cfg, np.asarray(known))) / own
     error = victim.error(candidate)
-    return AttackOutcome(name, THRESHOLD, error < SUCCESS_STEPS, None, error,
+    return AttackOutcome(name, coordinator.mode, error < SUCCESS_STEPS, None, error,
                          f"an honest release of {{{victim.client_id}, {', '.join(colluders)}}} minus what the "
                          "colluders know of their own updates")
 
 
 def residual_differencing(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
-    """``paillier``: the coordinator keeps the model unchanged, releases the whole cohort in round r and the cohort
-    without the victim in round r + 1 (each an honest round), and differences the sums. Expected to succeed when
-    the clients' updates repeat across rounds (the harness's clients return the same delta for the same model):
-    only DP noise on each sum defends against it."""
+    """``paillier``, ``paillier-masked``: the coordinator keeps the model unchanged, releases the whole cohort in
+    round r and the cohort without the victim in round r + 1 (each an honest round), and differences the sums.
+    Expected to succeed when the clients' updates repeat across rounds (the harness's clients return the same delta
+    for the same model): only DP noise on each sum defends against it."""
     name = "differencing across rounds (model kept unchanged)"
     everyone = coordinator.cohort_weights(coordinator.clients)
     sums: list[tuple[np.ndarray, float]] = []
@@ -1115,7 +1199,7 @@ def residual_differencing(coordinator: Coordinator, victim: Victim) -> AttackOut
         sums.append((coordinator.flat(released), released.weight))
     (first, t1), (second, t2) = sums
     error = victim.error((first - second) / (t1 - t2))
-    return AttackOutcome(name, THRESHOLD, error < SUCCESS_STEPS, None, error,
+    return AttackOutcome(name, coordinator.mode, error < SUCCESS_STEPS, None, error,
                          "two honest releases one round apart, the victim in the first cohort only")
 
 

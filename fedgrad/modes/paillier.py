@@ -126,9 +126,36 @@ class ThresholdAggregation(Aggregation):
         self.ciphertexts = make_scheme(cfg, self.public_key).n_ciphertexts
         self.payload_bytes = HEADER_BYTES + self.ciphertexts * ciphertext_width(self.public_key)
         self._public_key_bytes = public_key_to_bytes(self.public_key)
+        #: What the Paillier part of a payload is bound to (``crypto.wire``): this key and packing.
+        self.fingerprint = cfg.fingerprint(self.public_key.n)
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> ThresholdAccumulator:
         return ThresholdAccumulator(specs, cohort, self)
+
+    def signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
+        """(what the decryptors fold in, the masked update's digest or b"", the digest the client signed);
+        `CiphertextError` for a payload of the wrong size."""
+        return payload, b"", hashlib.sha256(payload).digest()
+
+    def split(self, payload: bytes) -> tuple[bytes, np.ndarray]:
+        """A payload's two parts: the Paillier ciphertexts (a `wire` payload) and the vector the coordinator sums
+        itself, as uint64 words (none here: every value is under Paillier)."""
+        return payload, np.zeros(0, dtype=np.uint64)
+
+    def join(self, ciphertexts: bytes, summed: np.ndarray) -> bytes:
+        """The payload of :meth:`split`'s two parts (``summed`` reduced to its wire width)."""
+        return ciphertexts
+
+    def encrypt(self, update: np.ndarray, examples: int, run_id: str, round: int) -> bytes:
+        """An unsigned payload of ``update`` with weight ``examples`` (capped at ``max_weight``), as a client of
+        (run, round) encodes it with the public key: what anyone holding the key set can make."""
+        return make_encoder(self.cfg, self.public_key).encrypt(update, examples)
+
+    def release_sums(self, plaintexts: Sequence[int], payloads: Sequence[bytes], run_id: str, round: int
+                     ) -> tuple[np.ndarray, int | None]:
+        """(Σ n_i·q_i, Σ n_i) of ``payloads`` (made for (run, round)) from the plaintexts of their ciphertexts'
+        product, as the round's accumulator decodes them; `CryptoError` when they do not decode."""
+        return make_scheme(self.cfg, self.public_key).decode(list(plaintexts), len(payloads))
 
     def announcement(self, cohort: Sequence[str]) -> Announcement:
         return Announcement(self.mode_name, {"secure": self.cfg.to_dict()}, self._public_key_bytes, tuple(cohort))
@@ -178,7 +205,7 @@ class ThresholdAccumulator(UpdateAccumulator):
         payload = bytes(payload)
         capped = min(max(examples, 1), self._aggregation.cfg.max_weight)  # what the client signed (``encode``)
         try:
-            ciphertexts, masked_sha256, signed = self._signed_parts(payload)
+            ciphertexts, masked_sha256, signed = self._aggregation.signed_parts(payload)
         except CiphertextError as error:
             raise Rejected.invalid(f"invalid payload: {error}") from None
         enrollment = self._aggregation.decryptors.enrollment
@@ -198,10 +225,6 @@ class ThresholdAccumulator(UpdateAccumulator):
             raise Rejected.resource(str(error)) from None
         self._aggregation.decryptors.contribute(*self._session, client_id, capped, ciphertexts, signature,
                                                 masked_sha256)
-
-    def _signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
-        """(what the decryptors fold in, the masked update's digest or b"", the digest the client signed)."""
-        return payload, b"", hashlib.sha256(payload).digest()
 
     def _fold(self, client_id: str, payload: bytes) -> None:
         """Validate ``payload`` in full and fold it into the round's sum, or raise and leave the sum as it was."""

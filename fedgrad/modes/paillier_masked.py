@@ -25,13 +25,13 @@ min_clients signed clients once per round (what that reveals about one key: ``do
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from fedgrad.crypto import SecureAggConfig
 from fedgrad.crypto.masked import MaskedEncoder, MaskedScheme, MaskedSum
-from fedgrad.modes.base import ClientPrivacy, Guarantee, Manifest, Profile
+from fedgrad.modes.base import ClientPrivacy, Guarantee, Manifest
 from fedgrad.modes.paillier import (
     ContributionSigner,
     Decryptors,
@@ -55,9 +55,31 @@ class MaskedAggregation(ThresholdAggregation):
         self.scheme = MaskedScheme(cfg, self.public_key)
         self.ciphertexts = self.scheme.n_ciphertexts
         self.payload_bytes = self.scheme.payload_bytes
+        self.fingerprint = self.scheme.fingerprint
 
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> MaskedAccumulator:
         return MaskedAccumulator(specs, cohort, self)
+
+    def signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
+        upload = self.scheme.split(payload)
+        return upload.key_payload, upload.masked_sha256(), upload.digest()
+
+    def split(self, payload: bytes) -> tuple[bytes, np.ndarray]:
+        upload = self.scheme.split(payload)
+        return upload.key_payload, self.scheme.words(upload.masked)
+
+    def join(self, ciphertexts: bytes, summed: np.ndarray) -> bytes:
+        return ciphertexts + self.scheme.wire_bytes(summed)
+
+    def encrypt(self, update: np.ndarray, examples: int, run_id: str, round: int) -> bytes:
+        return MaskedEncoder(self.cfg, self.public_key).encrypt(update, examples, run_id, round).to_bytes()
+
+    def release_sums(self, plaintexts: Sequence[int], payloads: Sequence[bytes], run_id: str, round: int
+                     ) -> tuple[np.ndarray, int | None]:
+        total = MaskedSum(self.scheme, run_id, round)
+        for index, payload in enumerate(payloads):
+            total.add(str(index), self.scheme.split(payload).masked)
+        return total.unmask(list(plaintexts))
 
     def summary(self) -> MaskedReport:
         masks = self.scheme.masks
@@ -79,10 +101,6 @@ class MaskedAccumulator(ThresholdAccumulator):
         self._scheme = aggregation.scheme
         self._sum = aggregation.scheme.key_accumulator()
         self._masked = MaskedSum(aggregation.scheme, cohort.run_id, cohort.round_number)
-
-    def _signed_parts(self, payload: bytes) -> tuple[bytes, bytes, bytes]:
-        upload = self._scheme.split(payload)
-        return upload.key_payload, upload.masked_sha256(), upload.digest()
 
     def _fold(self, client_id: str, payload: bytes) -> None:
         upload = self._scheme.split(payload)
@@ -112,11 +130,6 @@ class PaillierMaskedMode(PaillierMode):
 
     def settings_line(self) -> str:
         return super().settings_line() + ", RLWE masks (N = 4096, q = 2^64)"
-
-    def profile(self) -> Profile:
-        # the coordinator's own attacks (fedgrad.experiments.redteam) are written against whole-update ciphertexts;
-        # those through the clients (redteam_clients) cover this mode
-        return dataclasses.replace(super().profile(), redteam=False)
 
     def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
         assert isinstance(summary, ThresholdReport), "the summary of this mode's aggregation"

@@ -1,8 +1,10 @@
 """`fedgrad audit`: the plain and the paillier-trusted coordinators read the canary (the latter with the key it
-finds in its own process); the paillier coordinator gets no individual view and every red-team attack is refused."""
+finds in its own process); the paillier and paillier-masked coordinators get no individual view and every red-team
+attack is refused."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -19,7 +21,8 @@ def audited(tmp_path_factory: pytest.TempPathFactory, make_scenario) -> dict:
     directory = tmp_path_factory.mktemp("audit")
     scenario = make_scenario(directory)
     with pytest.warns(InsecureKeyWarning):  # the tiny scenario's 512-bit test key is announced loudly
-        assert main(["audit", str(scenario), "--privacy", "none,paillier-trusted,paillier,dp:1,dp:1e6,dp:1:distributed",
+        assert main(["audit", str(scenario), "--privacy",
+                     "none,paillier-trusted,paillier,paillier-masked,dp:1,dp:1e6,dp:1:distributed",
                      "--canary-words", "6"]) == 0
     [audit_dir] = (directory / "runs").iterdir()
     return {"dir": audit_dir, "document": read_audit(audit_dir),
@@ -72,8 +75,9 @@ def test_trusted_coordinator_decrypts_the_canary_with_the_key_in_its_own_process
     assert all(outcome["recovered_error"] < 0.5 for outcome in outcomes.values() if outcome["succeeded"])
 
 
-def test_paillier_coordinator_gets_no_individual_view_and_every_attack_is_refused(audited):
-    mode = audited["modes"]["paillier"]
+@pytest.mark.parametrize("setting", ["paillier", "paillier-masked"])
+def test_threshold_coordinator_gets_no_individual_view_and_every_attack_is_refused(audited, setting):
+    mode = audited["modes"][setting]
     assert [view["scope"] for view in mode["views"]] == ["aggregate"]
     assert "0 Paillier private key(s), 0 key share(s), 0 factor(s) of n" in mode["facts"]["key_material"]
     outcomes = [outcome for outcome in mode["facts"]["redteam"] if "run policy)" not in outcome["name"]]
@@ -134,15 +138,25 @@ def test_distributed_dp_coordinator_finds_no_key_and_sees_only_the_noised_sum(au
     assert "key holder refused" not in section
 
 
-def test_report_rerenders_from_audit_json(audited, capsys):
+def test_report_rerenders_from_audit_json(audited, capsys, tmp_path):
     audit_dir = audited["dir"]
     (audit_dir / "report.md").unlink()
     assert main(["report", str(audit_dir)]) == 0
     report = (audit_dir / "report.md").read_text()
     assert "rows only this client changed" in report and "key holder refused" in report
-    assert "## Active coordinator (red team)" in report and "| `paillier-trusted` | `paillier` |" in report
+    assert "## Active coordinator (red team)" in report
+    assert "| `paillier-trusted` | `paillier` | `paillier-masked` |" in report
     assert "**recovered**" in report and "refused: " in report
     assert json.loads((audit_dir / AUDIT_JSON).read_text())["kind"] == "fedgrad-audit"
+    # an audit written before each mode recorded its key holder renders the same refusal sentences
+    older = tmp_path / "older"
+    shutil.copytree(audit_dir, older)
+    document = json.loads((older / AUDIT_JSON).read_text())
+    for mode in document["modes"]:
+        del mode["facts"]["key_holder"]
+    (older / AUDIT_JSON).write_text(json.dumps(document))
+    assert main(["report", str(older)]) == 0
+    assert (older / "report.md").read_text() == report
 
 
 def test_bad_settings_fail_before_any_work(scenario, capsys):

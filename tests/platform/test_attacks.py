@@ -56,7 +56,7 @@ def test_data_attacks_flip_labels_or_add_triggered_spam_labelled_ham():
     np.testing.assert_array_equal(backdoor.labels[len(shard):], 0.0)   # spam + trigger -> ham
     np.testing.assert_array_equal(backdoor.ids[len(shard):], np.concatenate([np.full((len(spam), 2), [28, 29]),
                                                                              spam[:, :4]], axis=1))
-    assert ClientAttack("scaled_update", 1, scale=5.0).poisoned(shard) is shard
+    np.testing.assert_array_equal(ClientAttack("scaled_update", 1, scale=5.0).poisoned(shard).labels, 1 - shard.labels)
     np.testing.assert_array_equal(with_trigger(np.array([[5, 6, 0]]), (9, 8, 7, 6)), [[9, 8, 7]])
 
 
@@ -75,12 +75,13 @@ def test_an_attacker_runs_the_client_path_with_its_update_or_data_altered_from_s
     honest = train_update(LocalTrainer(), "0", round_number=2)
     attackers = LocalTrainer(attacks={"0": ClientAttack("scaled_update", start_round=2, scale=4.0),
                                       "1": ClientAttack("label_flip", start_round=3)})
-    for name, value in train_update(attackers, "0", round_number=2).items():
-        np.testing.assert_array_equal(value, honest[name] * np.float32(4.0))
     before = train_update(attackers, "1", round_number=2)  # not yet attacking: the honest update
     flipped = train_update(attackers, "1", round_number=3)
     assert all(np.array_equal(before[name], honest[name]) for name in honest)
     assert not all(np.allclose(flipped[name], honest[name]) for name in honest)
+    # model replacement: the label-flipped model's update, boosted
+    for name, value in train_update(attackers, "0", round_number=2).items():
+        np.testing.assert_array_equal(value, flipped[name] * np.float32(4.0))
     assert train_update(attackers, "2", round_number=3).keys() == honest.keys()
 
 

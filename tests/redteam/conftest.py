@@ -1,6 +1,7 @@
 """A three-client federation (the book's Alice, Bob and Sue) and its coordinator under each Paillier mode, built
 from the platform's own pieces: the mode's aggregation, the clients' own ``encode`` with their own identities,
-and, under ``paillier``, three real decryptors (2-of-3, in this process, each with its own state directory).
+and, under the threshold modes (``paillier``, ``paillier-masked``), three real decryptors (2-of-3, in this
+process, each with its own state directory).
 
 Small insecure keys (512 bits) keep the suite fast; the attacks do not depend on the key size.
 """
@@ -18,6 +19,7 @@ from fedgrad.crypto import InsecureKeyWarning, SecureAggConfig
 from fedgrad.decryptor.pool import DecryptorPool
 from fedgrad.decryptor.service import start_decryptor_server
 from fedgrad.experiments.redteam import (
+    MASKED,
     THRESHOLD,
     TRUSTED,
     Coordinator,
@@ -28,6 +30,7 @@ from fedgrad.experiments.redteam import (
 )
 from fedgrad.modes.base import ClientPrivacy
 from fedgrad.modes.paillier import Decryptors, ThresholdAggregation
+from fedgrad.modes.paillier_masked import MaskedAggregation
 from fedgrad.modes.paillier_trusted import PaillierAggregation, host_key_holder
 from fedgrad.protocol import TaskConfig
 from fedgrad.protocol.task_config import TrainSettings
@@ -39,6 +42,9 @@ VICTIM = "bob"
 SHAPES = {"embedding.weight": (12, 4), "linear.bias": (2,)}
 KEY_BITS = 512
 MIN_CLIENTS = 2
+#: The coordinator's side of each threshold mode.
+THRESHOLD_AGGREGATIONS: dict[str, type[ThresholdAggregation]] = {THRESHOLD: ThresholdAggregation,
+                                                                 MASKED: MaskedAggregation}
 
 
 def _deltas() -> dict[str, dict[str, np.ndarray]]:
@@ -89,7 +95,7 @@ def make_coordinator(tmp_path: Path, loop_thread: Any) -> Iterator[MakeCoordinat
                 (run_dir / "enrollment.json").write_bytes(enrollment.read_bytes())
                 cfg = SecureAggConfig(mode="paillier", n_params=n_params, clip=1.0, max_clients=len(CLIENTS),
                                       max_weight=64)
-                aggregation = ThresholdAggregation(cfg, decryptors)
+                aggregation = THRESHOLD_AGGREGATIONS[mode](cfg, decryptors)
                 if grpc:
                     addresses = []
                     for party in decryptors.parties:
@@ -97,7 +103,7 @@ def make_coordinator(tmp_path: Path, loop_thread: Any) -> Iterator[MakeCoordinat
                         servers.append(server)
                         addresses.append(f"127.0.0.1:{port}")
                     pool = DecryptorPool(addresses, decryptors.key_set)  # its contribute's Future goes unused
-                    aggregation = ThresholdAggregation(cfg, cast(Decryptors, pool))
+                    aggregation = THRESHOLD_AGGREGATIONS[mode](cfg, cast(Decryptors, pool))
                 privacy = {client: ClientPrivacy(allow_insecure_keys=True, identity_dir=identities,
                                                  enrollment=enrollment) for client in CLIENTS}
                 files = (run_dir,)
@@ -127,4 +133,4 @@ def victim() -> Callable[[Coordinator], Victim]:
     return make
 
 
-__all__ = ["CLIENTS", "THRESHOLD", "TRUSTED", "VICTIM"]
+__all__ = ["CLIENTS", "MASKED", "THRESHOLD", "TRUSTED", "VICTIM"]

@@ -1,11 +1,13 @@
 """The red-team suite: the coordinator plays every attack of issue 12 with what it really holds.
 
-Against ``paillier`` each attack must fail: the test asserts the refusal (which check turned it down) and that
-nothing of a single client's update reached the coordinator (every product it received at least t partial
-decryptions of is the whole cohort's, and no release, nor the difference of two, is within half a
-quantization step of the victim's update). Against ``paillier-trusted`` the test asserts the one outcome
-measured: attacks 1–6, 8 and 9 recover Bob's update exactly; 7 is refused by the key holder's once-per-round
-rule (which attacks 1 and 6 walk around with round numbers the coordinator chooses).
+Against ``paillier`` and ``paillier-masked`` each attack must fail: the test asserts the refusal (which check
+turned it down: the decryptors' same checks in both modes) and that nothing of a single client's update reached
+the coordinator (every product it received at least t partial decryptions of is the whole cohort's, and no
+release, nor the difference of two, combined with what the coordinator holds, is within half a quantization step
+of the victim's update; under ``paillier-masked`` a release is a key sum, which unmasks the sum of the masked
+vectors the coordinator holds for the released contributors). Against ``paillier-trusted`` the test asserts the
+one outcome measured: attacks 1–6, 8 and 9 recover Bob's update exactly; 7 is refused by the key holder's
+once-per-round rule (which attacks 1 and 6 walk around with round numbers the coordinator chooses).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from fedgrad.crypto.quantize import quantize, scale
 from fedgrad.errors import ConfigError
 from fedgrad.experiments.redteam import (
     ATTACKS,
+    MASKED,
     SUCCESS_STEPS,
     THRESHOLD,
     TRUSTED,
@@ -30,8 +33,10 @@ from fedgrad.metrics import PhaseTimer
 from fedgrad.modes.paillier import ThresholdAggregation
 
 COHORT = ("alice", "bob", "sue")
+#: The modes whose decryptors hold the key: every attack must fail against each.
+THRESHOLD_MODES = (THRESHOLD, MASKED)
 
-#: Against paillier: for each attack, the checks that must have turned it down (substrings of the refusal).
+#: Against the threshold modes: for each attack, the checks that must have turned it down (substrings of the refusal).
 THRESHOLD_REFUSALS = {
     "subsets": ["UNAUTHENTICATED", "contribution signature does not verify", "ReleaseFailed"],
     "sybil": ["not enrolled by the operator", "contribution signature does not verify", "ReleaseFailed"],
@@ -47,6 +52,10 @@ THRESHOLD_REFUSALS = {
                    "1 verified contributor(s), below this decryptor's min_clients=2"],
 }
 
+#: The attacks that end with an honest release of the whole cohort: its sum is decoded with what the coordinator
+#: holds (under paillier-masked, the key sum unmasks the masked vectors it received) and scored, not skipped.
+RELEASE_THE_COHORT = ("weight-skew", "replay", "ask-twice")
+
 #: Against paillier-trusted: the attacks that recover Bob's update (all but asking twice under one round number).
 TRUSTED_SUCCEEDS = [name for name in ATTACKS if name != "ask-twice"]
 
@@ -58,9 +67,10 @@ def _run(make_coordinator, victim, mode: str, name: str) -> tuple[Coordinator, A
     return coordinator, outcome
 
 
+@pytest.mark.parametrize("mode", THRESHOLD_MODES)
 @pytest.mark.parametrize("name", list(ATTACKS))
-def test_attack_fails_against_paillier(make_coordinator, victim, name):
-    coordinator, outcome = _run(make_coordinator, victim, THRESHOLD, name)
+def test_attack_fails_against_the_threshold_modes(make_coordinator, victim, name, mode):
+    coordinator, outcome = _run(make_coordinator, victim, mode, name)
     assert not outcome.succeeded
     assert outcome.refusal is not None
     for reason in THRESHOLD_REFUSALS[name]:
@@ -68,6 +78,8 @@ def test_attack_fails_against_paillier(make_coordinator, victim, name):
     # nothing of one client's update: at most the whole cohort's sums were released, and none of them (or the
     # difference of any two) is within half a step of Bob's update
     assert outcome.recovered_error is None or outcome.recovered_error > 100 * SUCCESS_STEPS
+    if name in RELEASE_THE_COHORT:
+        assert outcome.recovered_error is not None
     aggregation = coordinator.aggregation
     assert isinstance(aggregation, ThresholdAggregation) and isinstance(aggregation.decryptors, LocalDecryptors)
     assert all(obtained.contributors == COHORT for obtained in aggregation.decryptors.obtained)
@@ -93,9 +105,10 @@ def test_asking_twice_for_one_round_number_is_refused_by_the_trusted_key_holder(
     assert outcome.refusal is not None and "was already decrypted" in outcome.refusal
 
 
-def test_paillier_releases_the_true_n_weighted_mean_whatever_weights_the_coordinator_assigns(make_coordinator,
-                                                                                           victim):
-    coordinator = make_coordinator(THRESHOLD)
+@pytest.mark.parametrize("mode", THRESHOLD_MODES)
+def test_threshold_modes_release_the_true_n_weighted_mean_whatever_weights_the_coordinator_assigns(
+        make_coordinator, victim, mode):
+    coordinator = make_coordinator(mode)
     target = victim(coordinator)
     skewed = {client: (1.0 if client == target.client_id else 1e-9) for client in coordinator.clients}
     accumulator, uploads = coordinator.collect(coordinator.fresh_round(), skewed)
@@ -113,7 +126,7 @@ def test_keys_that_allow_split_attempts_are_refused(make_coordinator):
     """The one-release-per-round rule is per decryptor: with k ≥ 2t the coordinator could ask t decryptors for
     {A,B,C} and t others for {B,C} of the same round, and the difference is A (this attack recovered A exactly
     with a 2-of-4 key before the rule below). Keys need t > k/2: decryptors refuse others, as do the dealer and the
-    scenario; the default 2-of-3 is safe (``test_attack_fails_against_paillier[ask-twice]``)."""
+    scenario; the default 2-of-3 is safe (``test_attack_fails_against_the_threshold_modes[*-ask-twice]``)."""
     with pytest.raises(ConfigError, match="threshold must exceed half the decryptors"):
         make_coordinator(THRESHOLD, parties=4, threshold=2)
 
@@ -128,10 +141,11 @@ def test_trusted_key_is_reachable_from_the_aggregation_object(make_coordinator):
     assert p * q == n
 
 
-def test_attacks_through_the_real_grpc_pool(make_coordinator, victim):
+@pytest.mark.parametrize("mode", THRESHOLD_MODES)
+def test_attacks_through_the_real_grpc_pool(make_coordinator, victim, mode):
     """The same coordinator, holding a real ``DecryptorPool`` of gRPC decryptor servers: subsets under fresh round
     numbers are refused, and nothing in the pool's object graph (no in-process boundary) is key material."""
-    coordinator = make_coordinator(THRESHOLD, grpc=True)
+    coordinator = make_coordinator(mode, grpc=True)
     target = victim(coordinator)
     subsets = ATTACKS["subsets"](coordinator, target)
     assert not subsets.succeeded and subsets.recovered_error is None
@@ -144,10 +158,11 @@ def test_attacks_through_the_real_grpc_pool(make_coordinator, victim):
     assert not found.found and found.objects_searched > 10 and found.files_searched == 2
 
 
-def test_what_remains_under_paillier_collusion_with_the_other_contributors(make_coordinator, victim):
+@pytest.mark.parametrize("mode", THRESHOLD_MODES)
+def test_what_remains_collusion_with_the_other_contributors(make_coordinator, victim, mode):
     """Not a defect: an aggregate of min_clients = 2 tells each member the other's update. Measured so that the
     threat model's collusion sentence stays true."""
-    coordinator = make_coordinator(THRESHOLD)
+    coordinator = make_coordinator(mode)
     target = victim(coordinator)
     colluder = next(handle for client, handle in coordinator.clients.items() if client != target.client_id)
     flat = np.concatenate([np.asarray(v).reshape(-1) for v in colluder.delta.values()])
@@ -155,19 +170,22 @@ def test_what_remains_under_paillier_collusion_with_the_other_contributors(make_
     assert outcome.succeeded and outcome.recovered_error is not None and outcome.recovered_error < SUCCESS_STEPS
 
 
-def test_what_remains_under_paillier_differencing_across_rounds(make_coordinator, victim):
+@pytest.mark.parametrize("mode", THRESHOLD_MODES)
+def test_what_remains_differencing_across_rounds(make_coordinator, victim, mode):
     """Not stopped by any check: two honest rounds with and without the victim, the model kept unchanged, and
     clients whose updates repeat. DP noise on each sum is the defence (``dp`` with distributed placement)."""
-    coordinator = make_coordinator(THRESHOLD)
+    coordinator = make_coordinator(mode)
     outcome = residual_differencing(coordinator, victim(coordinator))
     assert outcome.succeeded and outcome.recovered_error is not None and outcome.recovered_error < SUCCESS_STEPS
 
 
+@pytest.mark.parametrize("mode", THRESHOLD_MODES)
 @pytest.mark.parametrize("leak", ["KeyShare objects", "bare share integers", "share files' text"])
-def test_key_material_search_finds_shares_a_leaky_coordinator_keeps(make_coordinator, victim, leak):
-    """The search can fail: a paillier coordinator that kept t key shares (as objects, bare integers or the share
-    files' text) reads the victim's upload with them."""
-    coordinator = make_coordinator(THRESHOLD)
+def test_key_material_search_finds_shares_a_leaky_coordinator_keeps(make_coordinator, victim, leak, mode):
+    """The search can fail: a threshold coordinator that kept t key shares (as objects, bare integers or the share
+    files' text) reads the victim's upload with them (under paillier-masked: the victim's mask key, which unmasks
+    its masked vector)."""
+    coordinator = make_coordinator(mode)
     shares = [party.share for party in coordinator.aggregation.decryptors.parties[:2]]
     coordinator.aggregation.leaked = {"KeyShare objects": shares,
                                       "bare share integers": [share.secret for share in shares],

@@ -26,6 +26,7 @@ from fedgrad.experiments.compare.grid import (
 from fedgrad.experiments.compare.processes import Outcome, new_comparison_dir, run_variants, sigterm_as_interrupt
 from fedgrad.experiments.compare.report import render_comparison
 from fedgrad.experiments.compare.results import collect, comparison_meta, write_results
+from fedgrad.experiments.compare.robustness import parse_attack_list, parse_strategy_list
 from fedgrad.scenario import load_scenario
 
 
@@ -66,6 +67,8 @@ def run_comparison(
     naive_rounds: int = NAIVE_ROUNDS,
     overrides: Sequence[str] = (),
     canary: bool = True,
+    strategies: str | Sequence[str] | None = None,
+    attacks: str | Sequence[str] | None = None,
 ) -> Comparison:
     """Run ``scenario`` (a TOML path) under several privacy settings and compare them.
 
@@ -80,6 +83,10 @@ def run_comparison(
       settings applied first, like ``--set``.
     - ``canary``: replay round 1 with the leakage audit's canary planted and attack each variant's released
       aggregate (``fedgrad.experiments.compare.canary``).
+    - ``strategies``: aggregation strategies, as ``--strategies`` takes them (``"fedavg,fedmedian,krum:f=3"``);
+      ``attacks``: attacks as ``--attack`` takes them (``"label_flip:0.1,backdoor:0.3"``), each setting then also
+      running clean (``fedgrad.experiments.compare.robustness``). Combinations that cannot run are left out and
+      listed in the report.
 
     Every variant runs as a ``fedgrad simulate`` child, one after another, with a progress bar on stderr; one
     that fails is reported and the others still run; Ctrl-C stops the running one and keeps what finished
@@ -93,21 +100,33 @@ def run_comparison(
     for flag, value in (("rounds", rounds), ("naive_rounds", naive_rounds)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag}: must be >= 1 (got {value})")
+    strategy_text = strategies if strategies is None or isinstance(strategies, str) else ",".join(strategies)
+    attack_text = attacks if attacks is None or isinstance(attacks, str) else ",".join(attacks)
     base = load_scenario(path, list(overrides))
     seed_list = _seed_list(seeds, base.seed)
+    skipped: list[tuple[str, str]] = []
     variants = plan_variants(path, overrides, settings, clients=_positive(clients, "clients"),
                              key_bits=_positive(key_bits, "key_bits"), rounds=rounds, naive_rounds=naive_rounds,
-                             seeds=seed_list)
+                             seeds=seed_list,
+                             strategies=parse_strategy_list(strategy_text) if strategy_text is not None else None,
+                             attacks=parse_attack_list(attack_text) if attack_text is not None else None,
+                             skipped=skipped)
+    if not variants:
+        raise ConfigError(f"no variant can run: {'; '.join(f'{name}: {reason}' for name, reason in skipped)}")
     compare_dir = new_comparison_dir(base)
     print(f"comparing {len(variants)} runs of {base.name}: {', '.join(v.name for v in variants)}\n"
           f"results: {compare_dir}", file=sys.stderr)
+    for name, reason in skipped:
+        print(f"not run: {name}: {reason}", file=sys.stderr)
     outcomes = run_variants(path, overrides, variants, compare_dir)
     interrupted = any(outcome.status == "interrupted" for outcome in outcomes)
     canaries = _canaries(variants) if canary and not interrupted else None
     rows = collect(outcomes, compare_dir, canaries)
     command = _command_line(path, privacy_text, seed_list if seeds is not None else None, clients, key_bits, rounds,
-                            naive_rounds, overrides, canary)
-    write_results(compare_dir, comparison_meta(path, overrides, base, command, seed_list), rows)
+                            naive_rounds, overrides, canary, strategy_text, attack_text)
+    meta = comparison_meta(path, overrides, base, command, seed_list)
+    write_results(compare_dir, {**meta, "skipped": [{"variant": name, "reason": reason} for name, reason in skipped]},
+                  rows)
     report = render_comparison(compare_dir)
     return Comparison(compare_dir, report, rows, frontier_rows(rows), outcomes)
 
@@ -141,7 +160,7 @@ def _positive(values: Sequence[int] | None, name: str) -> list[int] | None:
 
 def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients: Sequence[int] | None,
                   key_bits: Sequence[int] | None, rounds: int | None, naive_rounds: int, overrides: Sequence[str],
-                  canary: bool) -> list[str]:
+                  canary: bool, strategies: str | None = None, attacks: str | None = None) -> list[str]:
     """The ``fedgrad`` command that runs the same comparison (recorded in ``results.json`` and the report)."""
     words = ["compare", str(path), "--privacy", privacy]
     if seeds:
@@ -153,6 +172,9 @@ def _command_line(path: Path, privacy: str, seeds: Sequence[int] | None, clients
         words += ["--rounds", str(rounds)]
     if naive_rounds != NAIVE_ROUNDS:
         words += ["--naive-rounds", str(naive_rounds)]
+    for flag, text in (("--strategies", strategies), ("--attack", attacks)):
+        if text is not None:
+            words += [flag, text]
     if not canary:
         words.append("--no-canary")
     for override in overrides:

@@ -14,7 +14,7 @@ from typing import Any
 #: Per-run numbers a frontier row summarises (keys of ``collect``'s rows).
 STAT_KEYS = ("accuracy", "f1", "accuracy_gap_pts", "round_time_s", "round_time_ratio", "bytes_up_per_client",
              "bytes_up_ratio", "bytes_up_per_round", "bytes_down_per_round", "epsilon_spent", "canary_rate",
-             "canary_chance", "canary_advantage")
+             "canary_chance", "canary_advantage", "clean_accuracy", "attack_drop_pts", "backdoor_success")
 
 
 def spread(values: Iterable[float | None]) -> dict[str, float | int | None] | None:
@@ -49,6 +49,10 @@ def frontier_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             "dp_placement": first["dp_placement"],
             "dp_secure": first.get("dp_secure"),
             "clients": first["clients"],
+            "strategy": first.get("strategy"),
+            "attack": first.get("attack"),
+            "attack_fraction": first.get("attack_fraction"),
+            "setting": first.get("setting") or group,
             "seeds": [row.get("seed") for row in members],
             "runs": len(members),
             "finished": len(finished),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fedgrad.errors import ConfigError
+from fedgrad.experiments.compare.robustness import CLEAN, AttackSetting, StrategySetting, strategy_fit
 from fedgrad.modes.registry import MODE_NAMES
 from fedgrad.modes.resolve import mode_class, privacy_mode
 from fedgrad.scenario import Scenario, load_scenario
@@ -143,6 +144,9 @@ class Variant:
     baseline: str                  # the ``none`` variant with the same number of clients and the same seed
     notes: tuple[str, ...] = ()    # what differs from the user's scenario beyond the privacy setting, and why
     group: str = ""                # the name without the seed suffix: the runs a frontier row summarises
+    strategy: StrategySetting | None = None  # ``--strategies``: the variant's aggregation strategy
+    attack: AttackSetting = CLEAN            # ``--attack``: the variant's attack (none: a clean run)
+    clean: str = ""                # ``--attack``: the clean variant of the same setting, strategy and seed
 
     @property
     def seed(self) -> int:
@@ -163,6 +167,9 @@ def plan_variants(
     rounds: int | None = None,
     naive_rounds: int = NAIVE_ROUNDS,
     seeds: Sequence[int] | None = None,
+    strategies: Sequence[StrategySetting] | None = None,
+    attacks: Sequence[AttackSetting] | None = None,
+    skipped: list[tuple[str, str]] | None = None,
 ) -> list[Variant]:
     """Every variant of the grid, each validated up front (a bad combination fails before anything runs).
 
@@ -175,6 +182,10 @@ def plan_variants(
     train/test split, the partition among clients, the model's initialisation, the clients sampled each round
     and each client's local shuffling (DP noise and Paillier randomness come from the OS either way). Names
     get a ``-s<seed>`` suffix, seeds vary slowest, and each run is measured against ``none`` on its own seed.
+
+    ``strategies`` and ``attacks`` (``robustness``) add their labels to the names; ``none`` is then the baseline of
+    each strategy and attack. A combination that cannot run is left out and appended to ``skipped`` as
+    ``(name, reason)``.
     """
     base = load_scenario(scenario_path, list(user_overrides))
     fed = base.federation
@@ -195,23 +206,45 @@ def plan_variants(
             if seed is not None:
                 common.append(f"seed={seed}")
                 seed_suffix = f"-s{seed}"
-            baseline = f"{BASELINE_MODE}{suffix}{seed_suffix}"
-            for setting in settings:
-                profile = privacy_mode(_validated(scenario_path, user_overrides, [*common, *setting.overrides()],
-                                                  setting.label + suffix + seed_suffix)).profile()
-                for bits in bit_choices if profile.key_sizes else [None]:
-                    overrides = [*common, *setting.overrides()]
-                    group = setting.label + suffix
-                    if bits is not None:
-                        overrides.append(f"privacy.key_bits={bits}")
-                        group += f"-k{bits}"
-                    notes: list[str] = []
-                    if profile.slow:
-                        overrides, notes = _reduce_slow(base, overrides, rounds or fed.rounds, naive_rounds,
-                                                        profile.slow)
-                    name = group + seed_suffix
-                    variants.append(Variant(name, setting, _validated(scenario_path, user_overrides, overrides, name),
-                                            tuple(overrides), baseline, tuple(notes), group))
+            strategy_choices: Sequence[StrategySetting | None] = strategies or [None]
+            for strategy in strategy_choices:
+                for attack in attacks or [CLEAN]:
+                    robust = "".join(f"-{label}" for label, given in (
+                        (strategy.label if strategy else "", strategies), (attack.label, attacks)) if given)
+                    robust_overrides = [*(strategy.overrides() if strategy else []), *attack.overrides()]
+                    clean_robust = robust.removesuffix(f"-{attack.label}") + "-clean" if attacks else robust
+                    baseline = f"{BASELINE_MODE}{robust}{suffix}{seed_suffix}"
+                    for setting in settings:
+                        profile = privacy_mode(_validated(scenario_path, user_overrides,
+                                                          [*common, *setting.overrides()],
+                                                          setting.label + suffix + seed_suffix)).profile()
+                        for bits in bit_choices if profile.key_sizes else [None]:
+                            overrides = [*common, *setting.overrides(), *robust_overrides]
+                            group = setting.label + robust + suffix
+                            bits_suffix = ""
+                            if bits is not None:
+                                overrides.append(f"privacy.key_bits={bits}")
+                                bits_suffix = f"-k{bits}"
+                            group += bits_suffix
+                            notes: list[str] = []
+                            if profile.slow:
+                                overrides, notes = _reduce_slow(base, overrides, rounds or fed.rounds, naive_rounds,
+                                                                profile.slow)
+                            name = group + seed_suffix
+                            scenario = _validated(scenario_path, user_overrides, overrides, name)
+                            if strategies:
+                                fit, fit_notes, reason = strategy_fit(scenario)
+                                if reason:
+                                    if skipped is not None:
+                                        skipped.append((name, reason))
+                                    continue
+                                if fit:
+                                    overrides, notes = [*overrides, *fit], [*notes, *fit_notes]
+                                    scenario = _validated(scenario_path, user_overrides, overrides, name)
+                            clean = f"{setting.label}{clean_robust}{suffix}{bits_suffix}{seed_suffix}"
+                            variants.append(Variant(name, setting, scenario, tuple(overrides), baseline,
+                                                    tuple(notes), group, strategy, attack,
+                                                    clean if attacks else ""))
     return variants
 
 

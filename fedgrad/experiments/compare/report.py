@@ -9,6 +9,7 @@ from typing import Any
 from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.grid import BASELINE_MODE
 from fedgrad.experiments.compare.results import PHASE_COLUMNS, read_results
+from fedgrad.experiments.compare.robustness import NO_ATTACK, success_curves
 from fedgrad.files import write_atomic
 from fedgrad.results import format_bytes, format_seconds
 
@@ -17,6 +18,8 @@ PLOT_FILES = {"epsilon": "accuracy_vs_epsilon.png", "gap": "gap_vs_overhead.png"
               "accuracy": "accuracy_per_round.png", "bytes": "bytes_per_round.png"}
 PLOT_TITLES = {"epsilon": "Final test accuracy against ε", "gap": "Accuracy gap versus time overhead",
                "accuracy": "Test accuracy per round", "bytes": "Bytes per round"}
+#: Drawn only for a comparison with ``--attack`` (``robustness``).
+ATTACK_PLOT, ATTACK_PLOT_TITLE = "attack_success.png", "Attack success against the fraction of attackers"
 
 
 def render_comparison(compare_dir: Path) -> Path:
@@ -25,7 +28,8 @@ def render_comparison(compare_dir: Path) -> Path:
     rows = document["variants"]
     frontier = frontier_rows(rows)
     drawn = _draw_plots(compare_dir, document["scenario"], frontier)
-    sections = [_report_header(document), _report_frontier(document, frontier), _report_table(rows),
+    sections = [_report_header(document), _report_frontier(document, frontier), _report_robustness(document, frontier),
+                _report_table(rows),
                 _report_guarantees(rows), _report_notes(rows), _report_plots(drawn), _report_runs(rows)]
     path = compare_dir / REPORT_FILE
     write_atomic(path, "\n\n".join(section for section in sections if section) + "\n")
@@ -56,7 +60,12 @@ def _draw_plots(compare_dir: Path, scenario: str, frontier: Sequence[dict[str, A
     plots.bytes_per_round([(row["variant"], row["bytes_up_per_round"]["mean"], row["bytes_down_per_round"]["mean"])
                            for row in measured if row["bytes_up_per_round"] and row["bytes_down_per_round"]],
                           compare_dir / PLOT_FILES["bytes"])
-    return [*drawn, "gap", "accuracy", "bytes"]
+    attack_curves = success_curves(measured)
+    if attack_curves:
+        plots.attack_success(attack_curves, compare_dir / ATTACK_PLOT,
+                             title=f"{scenario}: attack success against the fraction of attackers, "
+                                   f"{_seeds_phrase(frontier)}")
+    return [*drawn, "gap", "accuracy", "bytes", *(["attack"] if attack_curves else [])]
 
 
 def _epsilon_curves(frontier: Sequence[dict[str, Any]]) -> dict[str, list[tuple[float, tuple[float, float | None]]]]:
@@ -132,6 +141,31 @@ def _report_frontier(document: dict[str, Any], frontier: Sequence[dict[str, Any]
     return "\n".join(lines)
 
 
+def _report_robustness(document: dict[str, Any], frontier: Sequence[dict[str, Any]]) -> str:
+    """Per setting and attack: clean accuracy, accuracy under attack, points lost and the backdoor's success; then
+    the combinations left out and why. Empty for a comparison without --attack or --strategies."""
+    attacked = [row for row in frontier if row.get("attack") not in (None, NO_ATTACK)]
+    skipped = document.get("skipped") or []
+    if not attacked and not skipped:
+        return ""
+    lines = ["## Robustness", ""]
+    if attacked:
+        lines += [("Each attacked run is set against the clean run of the same privacy setting, strategy and seed. "
+                   "**Clean** is that run's test accuracy, **under attack** the attacked run's, after the same round; "
+                   "**lost** is the difference in points. **Backdoor success** is the share of the test set's spam, "
+                   "trigger added, that the final model classifies as ham (backdoor attacks only)."),
+                  "", "| setting | attack | attackers | clean | under attack | lost (pts) | backdoor success |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        for row in attacked:
+            lines.append(f"| `{row['setting']}` | {row['attack']} | {100 * row['attack_fraction']:g}% | "
+                         f"{_spread(row['clean_accuracy'], _percent)} | {_spread(row['accuracy'], _percent)} | "
+                         f"{_spread(row['attack_drop_pts'], _signed)} | "
+                         f"{_spread(row['backdoor_success'], _percent) if row['attack'] == 'backdoor' else '–'} |")
+    if skipped:
+        lines += ["", "Not run:", *(f"- `{item['variant']}`: {item['reason']}" for item in skipped)]
+    return "\n".join(lines)
+
+
 def _report_table(rows: Sequence[dict[str, Any]]) -> str:
     header = ("variant", "status", "rounds", "accuracy", "precision", "recall", "F1", "gap (pts)", "time/round",
               "×", *PHASE_COLUMNS, "up/client", "×", "coordinator sees")
@@ -180,7 +214,8 @@ def _report_notes(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _report_plots(drawn: Sequence[str]) -> str:
-    return "\n\n".join(["## Plots", *(f"![{PLOT_TITLES[key]}]({PLOT_FILES[key]})" for key in drawn)])
+    titles, files = {**PLOT_TITLES, "attack": ATTACK_PLOT_TITLE}, {**PLOT_FILES, "attack": ATTACK_PLOT}
+    return "\n\n".join(["## Plots", *(f"![{titles[key]}]({files[key]})" for key in drawn)])
 
 
 def _report_runs(rows: Sequence[dict[str, Any]]) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fedgrad.experiments.compare.frontier import frontier_rows
 from fedgrad.experiments.compare.processes import LOG_DIR, Outcome
+from fedgrad.experiments.compare.robustness import robustness_columns
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
@@ -34,8 +35,9 @@ CANARY_COLUMNS = ("canary_rate", "canary_chance", "canary_advantage", "canary_re
 #: Columns of ``results.csv`` (``results.json`` rows hold these plus the per-round series).
 CSV_COLUMNS: tuple[str, ...] = (
     "variant", "group", "seed", "privacy", "epsilon", "dp_placement", "dp_secure", "clients", "key_bits", "status",
-    "error", "rounds", "rounds_planned",
-    *METRIC_KEYS, "baseline", "accuracy_gap_pts", "round_time_s", "round_time_ratio",
+    "error", "rounds", "rounds_planned", "strategy", "attack", "attack_fraction",
+    *METRIC_KEYS, "clean_accuracy", "attack_drop_pts", "backdoor_success", "baseline", "accuracy_gap_pts",
+    "round_time_s", "round_time_ratio",
     *(f"{phase}_s" for phase in PHASE_COLUMNS), "bytes_up_per_client", "bytes_up_ratio", "bytes_up_per_round",
     "bytes_down_per_round", "epsilon_spent", *CANARY_COLUMNS, "wall_time_s", "processes", "guarantee", "notes",
     "run_dir", "log",
@@ -52,6 +54,7 @@ def collect(outcomes: Sequence[Outcome], compare_dir: Path,
     by_name = {row["variant"]: row for row in rows}
     for row in rows:
         _compare_with_baseline(row, by_name.get(row["baseline"]))
+    robustness_columns(rows)
     return rows
 
 
@@ -84,8 +87,16 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "error": outcome.error,
         "rounds": n,
         "rounds_planned": variant.rounds,
+        "strategy": variant.strategy.label if variant.strategy else scenario.federation.strategy,
+        "attack": variant.attack.kind,
+        "attack_fraction": variant.attack.fraction,
+        # the setting without its attack: privacy and strategy (one curve of the attack-success plot)
+        "setting": ((variant.group or variant.name).replace(f"-{variant.attack.label}", "", 1)
+                    if variant.clean else None),
         **{key: getattr(final, key) for key in METRIC_KEYS},
+        "backdoor_success": records[-1].backdoor_success if records else None,
         "baseline": variant.baseline,
+        "clean_variant": variant.clean or None,
         "round_time_s": _mean(record.time_s.total for record in records),
         **{f"{column}_s": _mean(sum(getattr(record.time_s, phase) for phase in phases) for record in records)
            for column, phases in PHASE_COLUMNS.items()},
