@@ -296,9 +296,9 @@ def measure(system: str, mode: str, per_round: int, clients: int, rounds: int, w
     if system == "fedgrad":
         (run_dir,) = [path for path in out_dir.iterdir() if (path / "metrics.jsonl").exists()]
         records = read_metrics(run_dir)
-        round_s = [r["time_s"]["total"] for r in records]
-        bytes_total = sum(r["bytes"]["down"] + r["bytes"]["up"] for r in records)
-        accuracy = records[-1]["accuracy"]
+        round_s = [r.time_s.total for r in records]
+        bytes_total = sum(r.moved.down + r.moved.up for r in records)
+        accuracy = records[-1].accuracy
         checkpoints = sorted((run_dir / "checkpoint").glob("round-*.npz"))  # only the newest are kept
         if not checkpoints:
             raise SystemExit(f"fedgrad run {run_dir} kept no checkpoint to count the model's weights from")

@@ -162,8 +162,8 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
                     "peak_rss_mib": round((sampler.peak_kib if pid == simulate.pid
                                            else sampler.client_peaks_kib.get(pid, 0)) / 1024, 1),
                     "peak_pss_mib": round(kib / 1024, 1)} for pid, kib in sampler.pss_peaks_kib.items()],
-        mean_round_s=sum(r["time_s"]["total"] for r in records) / len(records), floor_s=floor,
-        clients_used=[r["clients_used"] for r in records], accuracy=records[-1]["accuracy"],
+        mean_round_s=sum(r.time_s.total for r in records) / len(records), floor_s=floor,
+        clients_used=[r.clients_used for r in records], accuracy=records[-1].accuracy,
         wall_s=time.perf_counter() - started)
 
 

@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from benchmarks.flower import wait_for_quiet
 from fedgrad.experiments.compare.grid import parse_privacy_list
+from fedgrad.results import read_metrics, read_summary
+from fedgrad.results.schema import DPReport, PaillierReport
 
 DEFAULT_SCENARIOS = ("scenarios/spam_fedavg.toml", "scenarios/spam_lstm.toml", "scenarios/spam_email_clients.toml")
 DEFAULT_SETTINGS = "none,paillier,paillier-masked,paillier-masked+dp:4"
@@ -43,20 +46,24 @@ def simulate(scenario: Path, overrides: list[str], out_dir: Path) -> dict[str, A
         lines = done.stderr.strip().splitlines()
         raise RuntimeError(f"fedgrad simulate {' '.join(overrides)} failed: {lines[-1] if lines else done.returncode}")
     [run_dir] = out_dir.iterdir()
-    summary = json.loads((run_dir / "summary.json").read_text())
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rounds = summary["rounds"]
-    released = [record["decryptors"] for record in records if "decryptors" in record]
+    summary, records = read_summary(run_dir), read_metrics(run_dir)
+    if summary is None:
+        raise RuntimeError(f"fedgrad simulate {' '.join(overrides)} left no summary in {run_dir}")
+    rounds = summary.rounds
+    released = [asdict(record.decryptors) for record in records if record.decryptors is not None]
     steady = records[1:] or records
-    privacy = summary["privacy"]
-    secure = privacy.get("secure_aggregation", privacy)  # distributed DP: the threshold mode underneath
-    return {"run_dir": str(run_dir), "rounds": rounds, "accuracy": summary["final"]["accuracy"],
-            "round_s": [record["time_s"]["total"] for record in records],
-            "steady_round_s": sum(record["time_s"]["total"] for record in steady) / len(steady),
-            "ciphertexts": secure.get("ciphertexts_per_update"), "bytes_per_param": secure.get("bytes_per_param"),
-            "dropped": sum("dropped" in record for record in records),
-            "time_s": {phase: seconds / rounds for phase, seconds in summary["time_s"].items()},
-            "bytes": {direction: moved / rounds for direction, moved in summary["bytes"].items()},
+    secure = summary.privacy  # distributed DP: the threshold mode underneath
+    if isinstance(secure, DPReport) and secure.secure_aggregation is not None:
+        secure = secure.secure_aggregation
+    paillier = secure if isinstance(secure, PaillierReport) else None
+    return {"run_dir": str(run_dir), "rounds": rounds, "accuracy": summary.final.accuracy,
+            "round_s": [record.time_s.total for record in records],
+            "steady_round_s": sum(record.time_s.total for record in steady) / len(steady),
+            "ciphertexts": paillier.ciphertexts_per_update if paillier else None,
+            "bytes_per_param": paillier.bytes_per_param if paillier else None,
+            "dropped": sum(record.dropped is not None for record in records),
+            "time_s": {phase: seconds / rounds for phase, seconds in asdict(summary.time_s).items()},
+            "bytes": {direction: moved / rounds for direction, moved in asdict(summary.moved).items()},
             "decryptors": {name: sum(r[name] for r in released) / len(released) for name in released[0]}
             if released else {}}
 

@@ -3,11 +3,12 @@
     import fedgrad
 
     result = fedgrad.run("scenarios/quick.toml", federation__rounds=3, train__lr=0.05)
-    result.records[-1]["accuracy"], result.summary["final"], result.run_dir
+    result.records[-1].accuracy, result.summary.final.f1, result.summary.privacy, result.run_dir
 
 :func:`run` takes a scenario file or a :class:`~fedgrad.scenario.Scenario` and overrides in ``--set``'s terms
 (``section.key``, spelled ``section__key`` as a keyword), and returns a :class:`RunResult`: the per-round
-records and the summary, as written to the run directory (``metrics.jsonl``, ``summary.json``, ``report.md``,
+records and the summary (:mod:`fedgrad.results.schema`'s :class:`RoundRecord` and :class:`RunSummary`), as
+written to the run directory (``metrics.jsonl``, ``summary.json``, ``report.md``,
 ``config.toml``). :func:`simulate_run` is the same with ``--set`` text; the ``simulate`` command is a thin
 layer over it. :func:`compare` runs a scenario under several privacy settings and seeds, as ``fedgrad compare``
 does, and returns the comparison (rows, frontier, directory, report); :func:`baseline` trains the scenario's model
@@ -17,7 +18,7 @@ Errors in the scenario or overrides raise :class:`~fedgrad.errors.ConfigError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from fedgrad.experiments.baseline import train_centralized
 from fedgrad.experiments.compare import DEFAULT_PRIVACY, Comparison, run_comparison
 from fedgrad.experiments.run import open_run, simulate
 from fedgrad.launchers import Fleet, ray_fleet
+from fedgrad.results.schema import RoundRecord, RunSummary
 from fedgrad.scenario import Scenario, format_override, load_scenario, override_scenario
 
 LAUNCHERS = ("local", "ray")
@@ -38,8 +40,8 @@ class RunResult:
     """A finished run: what its run directory holds, in memory."""
 
     scenario: Scenario
-    records: list[dict[str, Any]]  # one per round, as in metrics.jsonl
-    summary: dict[str, Any]        # as in summary.json
+    records: list[RoundRecord]  # one per round, as in metrics.jsonl
+    summary: RunSummary         # as in summary.json
     run_dir: Path
 
 
@@ -107,12 +109,11 @@ def simulate_run(scenario: Path | Scenario | None = None, *, resume: Path | None
     return RunResult(opened.prepared.scenario, list(writer.records), summary, writer.run_dir)
 
 
-def _run_to_completion(work: Any) -> dict[str, Any]:
+def _run_to_completion(work: Coroutine[Any, Any, RunSummary]) -> RunSummary:
     """``asyncio.run(work)``, on a helper thread when this thread already runs an event loop (Jupyter)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        result: dict[str, Any] = asyncio.run(work)
-        return result
+        return asyncio.run(work)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-run") as executor:
         return executor.submit(asyncio.run, work).result()

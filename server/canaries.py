@@ -20,14 +20,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, UpdateAccumulator
 from fedgrad.modes.resolve import encode_update
-from fedgrad.privacy.empirical import CanaryObserver, canary_direction, flatten, unflatten
+from fedgrad.privacy.empirical import CanaryObserver, EpsilonEstimate, canary_direction, flatten, unflatten
 from fedgrad.protocol import TrainTask
+from fedgrad.results.schema import EmpiricalPrivacyReport, EpsilonEstimateReport
 
 #: Stream of the canaries' sampling (distinct from every other seeded stream of a run).
 SAMPLING_STREAM = 0x43414E41
@@ -71,14 +71,18 @@ class CanaryClients:
         """A round moved the global model from ``before`` to ``after``: what the adversary sees."""
         self.observer.observe(flatten(after) - flatten(before))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> EmpiricalPrivacyReport:
         """The run summary's ``empirical_privacy`` entry."""
-        entry: dict[str, Any] = {
-            "canaries": self.count, "norm": self.norm, "sampling_rate": self.rate, "delta": self.delta,
-            "rounds_observed": self.observer.rounds, "dimension": self.dim,
-            "participations_mean": sum(map(len, self.taking_part.values())) / self.count,
-        }
-        if self.observer.rounds:
-            entry.update({name: estimate.as_dict() for name, estimate in
-                          self.observer.estimates(self.delta, seed=self.seed).items()})
-        return entry
+        estimates = self.observer.estimates(self.delta, seed=self.seed) if self.observer.rounds else {}
+        final, iterates = estimates.get("final_model"), estimates.get("all_iterates")
+        return EmpiricalPrivacyReport(
+            canaries=self.count, norm=self.norm, sampling_rate=self.rate, delta=self.delta,
+            rounds_observed=self.observer.rounds, dimension=self.dim,
+            participations_mean=sum(map(len, self.taking_part.values())) / self.count,
+            final_model=_report(final) if final else None, all_iterates=_report(iterates) if iterates else None)
+
+
+def _report(estimate: EpsilonEstimate) -> EpsilonEstimateReport:
+    return EpsilonEstimateReport(epsilon=estimate.epsilon, interval=estimate.interval, lower_bound=estimate.lower_bound,
+                                 inserted=estimate.inserted, held_out=estimate.held_out, canaries=estimate.canaries,
+                                 delta=estimate.delta)

@@ -29,7 +29,7 @@ import json
 import logging
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from fedgrad.data import load_test, load_vocab
 from fedgrad.errors import ConfigError, DataError
 from fedgrad.files import PRIVATE_MODE, write_atomic
 from fedgrad.results import CONFIG_FILE, SUMMARY_FILE, RunWriter
+from fedgrad.results.schema import RoundRecord, from_json, to_json
 from fedgrad.scenario import load_scenario
 from server.coordinator import FederationState
 from server.experiment import DATA_DIR, PreparedRun
@@ -67,7 +68,7 @@ class Checkpoint:
 
     path: Path
     completed_rounds: int
-    records: list[dict[str, Any]]
+    records: list[RoundRecord]
     _meta_fields: dict[str, Any]
     _array_fields: dict[str, dict[str, np.ndarray]]
 
@@ -101,7 +102,7 @@ class Checkpoints:
     def __init__(self, run_dir: Path | str) -> None:
         self.directory = Path(run_dir) / CHECKPOINT_DIR
 
-    def save(self, state: FederationState, records: list[dict[str, Any]]) -> Path:
+    def save(self, state: FederationState, records: Sequence[RoundRecord]) -> Path:
         """Write ``state`` and ``records`` atomically as the checkpoint of ``state.completed_rounds``."""
         meta_fields: dict[str, Any] = {}
         arrays: dict[str, np.ndarray] = {}
@@ -121,7 +122,7 @@ class Checkpoints:
                 raise TypeError(f"FederationState.{field.name} ({type(value).__name__}) cannot be checkpointed: "
                                 "give it state_dict()/load_state_dict(), or keep it a dict of arrays or JSON values")
         meta = {"format": FORMAT, "version": VERSION, "completed_rounds": state.completed_rounds,
-                "fields": meta_fields, "records": records}
+                "fields": meta_fields, "records": [to_json(record) for record in records]}
         meta["digest"] = _digest(meta, arrays)
         buffer = io.BytesIO()
         contents = {**arrays, _META: np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)}
@@ -209,7 +210,9 @@ def load_checkpoint(path: Path | str) -> Checkpoint:
     for key, value in arrays.items():
         field, _, name = key.partition("/")
         array_fields.setdefault(field, {})[name] = value
-    return Checkpoint(path, int(meta["completed_rounds"]), list(meta["records"]), meta["fields"], array_fields)
+    records = [from_json(RoundRecord, record, f"{path}: round record {number}")
+               for number, record in enumerate(meta["records"], start=1)]
+    return Checkpoint(path, int(meta["completed_rounds"]), records, meta["fields"], array_fields)
 
 
 def _has_state_dict(value: Any) -> bool:

@@ -19,12 +19,13 @@ All state a restarted coordinator would need lives in :class:`FederationState`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from fedgrad.protocol import (
     UpdateAnnouncement,
     WaitTask,
 )
-from fedgrad.results import round_record
+from fedgrad.results.schema import ClientEvaluation, RoundRecord, RunOutcome, Scores, Traffic, round_record
 from fedgrad.training import client_seed
 from fedgrad.transport.channel import PROTOCOL_VERSION
 from server.mailbox import Signal
@@ -123,10 +124,10 @@ class Coordinator:
         evaluate: Callable[[StateDict], dict[str, float]],
         task_config: TaskConfig,
         seed: int,
-        on_round: Callable[[dict[str, Any]], None] = lambda record: None,
+        on_round: Callable[[RoundRecord], None] = lambda record: None,
         shutdown_grace_s: float = SHUTDOWN_GRACE_S,
         tokens: RunTokens | None = None,
-        summary_entries: Callable[[], dict[str, Any]] = dict,
+        summary_entries: Callable[[], RunOutcome] = RunOutcome,
         close: Callable[[], None] = lambda: None,
         run_id: str | None = None,
         canaries: CanaryClients | None = None,
@@ -228,8 +229,8 @@ class Coordinator:
 
     # ---- the round loop ----------------------------------------------------------------------------
 
-    async def run(self) -> dict[str, Any]:
-        """Run all rounds; returns the summary entries the round records do not hold."""
+    async def run(self) -> RunOutcome:
+        """Run all rounds; returns what the summary holds beyond the round records."""
         try:
             await self._await_clients()
             if self.state.initial_metrics is None:
@@ -240,8 +241,9 @@ class Coordinator:
         finally:
             await self._shut_down()
             self._close_aggregation()
-        return {"initial": self.state.initial_metrics, "client_evaluation": client_evaluation,
-                **self._summary_entries()}
+        initial = self.state.initial_metrics
+        return dataclasses.replace(self._summary_entries(), initial=Scores.of(initial) if initial else None,
+                                   client_evaluation=client_evaluation)
 
     async def _await_clients(self) -> None:
         """Wait for ``min_clients`` trainable clients, then up to ``join_grace_s`` for the rest to join.
@@ -257,7 +259,7 @@ class Coordinator:
         if not everyone:
             log.warning("starting with %d of %d clients", registry.joined, len(registry.expected_ids))
 
-    async def _train_round(self, number: int) -> dict[str, Any]:
+    async def _train_round(self, number: int) -> RoundRecord:
         settings, state = self.settings, self.state
         timer, moved = PhaseTimer(), ByteCounter()
         model = self._current_model()
@@ -296,10 +298,9 @@ class Coordinator:
         selected, used = len(round_.task_ids), len(round_.reports)
         return round_record(
             number, evaluation, clients_selected=selected, clients_used=used, clients_dropped=selected - used,
-            time_s=timer.as_dict(), bytes_moved=moved.as_dict(),
-            attempts=attempt, model_version=state.model_version, local=round_.local_metrics(),
-            **round_.accumulator.round_report(),
-            **({"canaries": len(self._canaries.taking_part[number])} if self._canaries is not None else {}),
+            time_s=timer.as_dict(), moved=Traffic(down=moved.down, up=moved.up), attempts=attempt,
+            model_version=state.model_version, local=round_.local_metrics(), report=round_.accumulator.round_report(),
+            canaries=len(self._canaries.taking_part[number]) if self._canaries is not None else None,
         )
 
     def _open_training_round(self, number: int, model: ModelPayload, attempt: int) -> TrainingRound:
@@ -334,7 +335,7 @@ class Coordinator:
         self._open(round_, tasks)
         return round_
 
-    async def _evaluate_on_clients(self) -> dict[str, float]:
+    async def _evaluate_on_clients(self) -> ClientEvaluation:
         """Every trainable client scores the final model on its own shard; pooled by example count.
 
         The test-set accuracy says how good the global model is on average; this says how evenly that
@@ -359,15 +360,15 @@ class Coordinator:
         reports = [answered[cid] for cid in sorted(answered)]
         examples = sum(report.n_examples for report in reports)
         if not examples:
-            return {"clients": 0}
+            return ClientEvaluation(clients=0)
         accuracies = [report.metrics["accuracy"] for report in reports]
-        return {
-            "clients": len(reports),
-            "accuracy": sum(r.n_examples * r.metrics["accuracy"] for r in reports) / examples,
-            "loss": sum(r.n_examples * r.metrics["loss"] for r in reports) / examples,
-            "accuracy_min": min(accuracies),
-            "accuracy_max": max(accuracies),
-        }
+        return ClientEvaluation(
+            clients=len(reports),
+            accuracy=sum(r.n_examples * r.metrics["accuracy"] for r in reports) / examples,
+            loss=sum(r.n_examples * r.metrics["loss"] for r in reports) / examples,
+            accuracy_min=min(accuracies),
+            accuracy_max=max(accuracies),
+        )
 
     async def _shut_down(self) -> None:
         """Tell every client the run is over and give them a moment to hear it."""

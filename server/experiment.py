@@ -7,10 +7,11 @@ same experiment: the dataset is built once by the coordinator's side and saved a
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from fedgrad.modes.base import PrivacyMode
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.protocol import TaskConfig
 from fedgrad.results import RunWriter
+from fedgrad.results.schema import RoundRecord, RunOutcome
 from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate
 from server.coordinator import Coordinator, FederationState, RoundSettings
@@ -67,7 +69,7 @@ def client_ids(scenario: Scenario) -> list[str]:
     return [str(k) for k in range(scenario.federation.clients)]
 
 
-def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]], None],
+def build_coordinator(prepared: PreparedRun, on_round: Callable[[RoundRecord], None],
                       tokens: RunTokens | None = None, decryptors: object = None,
                       run_id: str | None = None) -> Coordinator:
     """The coordinator for ``prepared``, its global model initialised from the scenario's seed; with
@@ -91,13 +93,11 @@ def build_coordinator(prepared: PreparedRun, on_round: Callable[[dict[str, Any]]
 
     canaries = canary_clients(scenario, mode, model.state_dict())
 
-    def privacy_summary() -> dict[str, Any]:
+    def privacy_summary() -> RunOutcome:
         guarantee = mode.guarantee()
-        entries: dict[str, Any] = {"privacy": {**aggregation.summary(), "settings": mode.settings_line(),
-                                               "guarantee": guarantee.full, "guarantee_short": guarantee.short}}
-        if canaries is not None:
-            entries["empirical_privacy"] = canaries.summary()
-        return entries
+        return RunOutcome(privacy=dataclasses.replace(aggregation.summary(), settings=mode.settings_line(),
+                                                      guarantee=guarantee.full, guarantee_short=guarantee.short),
+                          empirical_privacy=canaries.summary() if canaries is not None else None)
 
     return Coordinator(
         settings=RoundSettings(rounds=fed.rounds, clients_per_round=fed.clients_per_round,

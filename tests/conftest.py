@@ -8,6 +8,7 @@ them as fixtures: ``enron_corpus``, ``write_enron_corpus``, ``write_scenario``, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from fedgrad.results import read_metrics
+from fedgrad.results.schema import PhaseTimes, RoundRecord, Traffic
 
 SPAM_WORDS = "free money offer winner click cash prize urgent discount credit loan cheap deal guaranteed".split()
 HAM_WORDS = "meeting project schedule report team lunch attached review budget deadline minutes agenda notes".split()
@@ -92,19 +96,14 @@ class RunTraces:
         return dirs[0]
 
     @staticmethod
-    def metrics(run_dir: Path) -> list[dict]:
+    def metrics(run_dir: Path) -> list[RoundRecord]:
         """The round records logged so far (none before the first round, so it can be polled)."""
-        path = run_dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return read_metrics(run_dir)
 
     @staticmethod
-    def learned(records: list[dict]) -> list[dict]:
+    def learned(records: Sequence[RoundRecord]) -> list[RoundRecord]:
         """The parts of round records that must not depend on timing."""
-        return [{key: value for key, value in record.items() if key not in ("time_s", "bytes")}
-                for record in records]
+        return [dataclasses.replace(record, time_s=PhaseTimes(), moved=Traffic()) for record in records]
 
     @staticmethod
     def final_model(run_dir: Path, rounds: int) -> dict[str, np.ndarray]:

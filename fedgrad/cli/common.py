@@ -9,12 +9,12 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from fedgrad.errors import ConfigError
-from fedgrad.results import METRIC_KEYS
+from fedgrad.results import METRIC_KEYS, format_percent
+from fedgrad.results.schema import RoundRecord, RunSummary, Scores
 from fedgrad.transport.channel import ServerSecurity
 
 
@@ -52,30 +52,35 @@ def logs_above_progress(level: int) -> Iterator[None]:
         logger.setLevel(previous_level)
 
 
-def print_results(name: str, records: Sequence[dict[str, Any]], summary: dict[str, Any]) -> None:
+def print_results(name: str, records: Sequence[RoundRecord], summary: RunSummary) -> None:
     """The per-round table of the run ``name`` and the final line, on stdout."""
     columns = ("round", *METRIC_KEYS, "clients", "time", "up", "down")
     rows = []
     for record in records:
         rows.append((
-            str(record["round"]),
-            *(f"{record[key]:.4f}" if key == "loss" else f"{100 * record[key]:.2f}%" for key in METRIC_KEYS),
-            f"{record['clients_used']}/{record['clients_selected']}",
-            f"{record['time_s']['total']:.3f}s",
-            _size(record["bytes"]["up"]),
-            _size(record["bytes"]["down"]),
+            str(record.round),
+            *(_number(getattr(record, key)) if key == "loss" else format_percent(getattr(record, key))
+              for key in METRIC_KEYS),
+            f"{record.clients_used}/{record.clients_selected}",
+            f"{record.time_s.total:.3f}s",
+            _size(record.moved.up),
+            _size(record.moved.down),
         ))
     widths = [max(len(column), *(len(row[i]) for row in rows)) for i, column in enumerate(columns)]
     print("  ".join(column.rjust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-    final, initial = summary["final"], summary["initial"]
-    rounds = max(summary["rounds"], 1)
-    print(f"\n{name}: final accuracy {100 * final['accuracy']:.2f}% (initial "
-          f"{100 * initial['accuracy']:.2f}%), F1 {final['f1']:.4f}, mean round "
-          f"{summary['time_s']['total'] / rounds:.3f}s, {_size(summary['bytes']['up'] / rounds)} up and "
-          f"{_size(summary['bytes']['down'] / rounds)} down per round")
-    print(f"results: {summary['run_dir']}")
+    final, initial = summary.final, summary.initial or Scores()
+    rounds = max(summary.rounds, 1)
+    print(f"\n{name}: final accuracy {format_percent(final.accuracy)} (initial "
+          f"{format_percent(initial.accuracy)}), F1 {_number(final.f1)}, mean round "
+          f"{summary.time_s.total / rounds:.3f}s, {_size(summary.moved.up / rounds)} up and "
+          f"{_size(summary.moved.down / rounds)} down per round")
+    print(f"results: {summary.run_dir}")
+
+
+def _number(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def _size(nbytes: float) -> str:

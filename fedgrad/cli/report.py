@@ -55,7 +55,7 @@ def render_run(run_dir: Path) -> Path:
 
     records = results.read_metrics(run_dir)
     if records:
-        plots.accuracy_per_round({"test accuracy": [(record["round"], record["accuracy"]) for record in records]},
+        plots.accuracy_per_round({"test accuracy": [(record.round, record.accuracy) for record in records]},
                                  run_dir / ACCURACY_PLOT, title=f"{run_dir.name}: test accuracy per round")
     return results.render_report(run_dir)
 

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 from fedgrad.experiments.baseline import train_centralized
+from fedgrad.results import format_percent
+from fedgrad.results.schema import RoundRecord, RunSummary
 from fedgrad.scenario import load_scenario
 
 #: The printed table shows at most this many epochs (evenly spaced, always the last); all are in metrics.jsonl.
@@ -52,18 +53,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
+def print_table(records: list[RoundRecord], summary: RunSummary) -> None:
     """Per-epoch test metrics (at most MAX_TABLE_ROWS rows) and the final line, on stdout."""
     step = -(-len(records) // MAX_TABLE_ROWS)  # ceil
     shown = records[::-1][::step][::-1]  # every step-th epoch counted back from the last
     columns = ("epoch", "accuracy", "precision", "recall", "f1", "test loss", "train loss", "time")
     rows = [
         (
-            str(record["round"]),
-            *(f"{100 * record[key]:.2f}%" for key in ("accuracy", "precision", "recall", "f1")),
-            _loss(record["loss"]),
-            _loss(record["train_loss"]),
-            f"{record['time_s']['total']:.3f}s",
+            str(record.round),
+            *(format_percent(value) for value in (record.accuracy, record.precision, record.recall, record.f1)),
+            _number(record.loss),
+            _number(record.train_loss),
+            f"{record.time_s.total:.3f}s",
         )
         for record in shown
     ]
@@ -71,12 +72,12 @@ def print_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     print("  ".join(column.rjust(width) for column, width in zip(columns, widths, strict=True)))
     for row in rows:
         print("  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
-    final = summary["final"]
-    print(f"\n{summary['scenario']} (centralized, {summary['epochs']} epochs on {summary['train_examples']} emails): "
-          f"test accuracy {100 * final['accuracy']:.2f}%, F1 {final['f1']:.4f} "
-          f"on {summary['test_examples']} emails, {summary['wall_time_s']:.1f}s")
-    print(f"results: {summary['run_dir']}")
+    final = summary.final
+    print(f"\n{summary.scenario} (centralized, {summary.epochs} epochs on {summary.train_examples} emails): "
+          f"test accuracy {format_percent(final.accuracy)}, F1 {_number(final.f1)} "
+          f"on {summary.test_examples} emails, {summary.wall_time_s:.1f}s")
+    print(f"results: {summary.run_dir}")
 
 
-def _loss(value: float | None) -> str:
+def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"

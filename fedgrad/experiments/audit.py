@@ -83,6 +83,7 @@ from fedgrad.modes.resolve import encode_update, privacy_mode
 from fedgrad.privacy import Canary, audit_score, clip_update, make_canary, plant_canary, recover_words
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TaskConfig, TrainTask
 from fedgrad.results import create_run_dir, format_bytes, read_document
+from fedgrad.results.schema import DPReport, PrivacyReport, record_dict
 from fedgrad.scenario import Scenario, load_scenario
 from fedgrad.training import client_seed, train_local
 from fedgrad.transport.codec import decode_tensors
@@ -280,7 +281,8 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
                         len(data.shards[i]))
     released = accumulator.finalize(PhaseTimer())
     assert released is not None, "an honest round's aggregate is released"
-    facts = {**aggregation.summary(), "guarantee": mode.guarantee().full}
+    report = aggregation.summary()
+    facts: dict[str, Any] = {**record_dict(report), "guarantee": mode.guarantee().full}
     plain = payloads[k].encoding == Encoding.PLAIN
     individual: View | None = None
     if plain and not aggregate_only:
@@ -291,7 +293,7 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
         if decryptors is None:  # the key holder's own door, asked for one update
             facts["single_update_refused"] = _refusal(aggregation, model, cohort, str(k), payloads[k].payload,
                                                       instructions[str(k)].weight)
-        individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts,
+        individual = _decrypted_view(aggregation, model, cohort, payloads, k, facts, report,
                                      folded_weights=profile.client_weights == "folded")
         if profile.redteam and not profile.slow:
             facts["redteam"] = _red_team(privacy_settings.mode, aggregation, model, config, data, updates,
@@ -305,15 +307,18 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
             facts["single_update_refused"] = "; ".join(
                 f"{outcome['name']}: {outcome['refusal'].split('; ')[0]}" for outcome in facts["redteam"]
                 if outcome["refusal"] and not outcome["succeeded"])
-    dp = profile.epsilon
-    noise_std = facts["noise_multiplier"] * facts["clip"] if dp else 0.0  # on the sum
+    dp: DPReport | None = None
+    if profile.epsilon:
+        assert isinstance(report, DPReport), "a mode set by a target ε reports its noise"
+        dp = report
+    noise_std = dp.noise_multiplier * dp.clip if dp else 0.0  # on the sum
     views = [View("aggregate", "aggregate", f"the released average of {len(released.contributors)} clients' updates",
                   _rows(strategy.aggregate(released)), noise_std=noise_std / released.weight)]
     if individual is not None:
         views.insert(0, individual)
     if dp:
         # DP's adversary knows every other client's clipped update and subtracts it from the released sum.
-        others = {i: clip_update(updates.deltas[i], facts["clip"])[0] for i in updates.cohort if i != k}
+        others = {i: clip_update(updates.deltas[i], dp.clip)[0] for i in updates.cohort if i != k}
         isolated = {name: released.total[name] - sum(update[name].astype(np.float64) for update in others.values())
                     for name in released.total}
         views.append(View("aggregate minus all other clients", "aggregate",
@@ -321,12 +326,12 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
                           _touched_by_others({**others, k: isolated}, k), noise_std))
     facts["key_holder"] = profile.key_holder  # who could decrypt one update: the report's refusal sentence reads it
     sent = f"client {k} sends {format_bytes(len(payloads[k].payload))}"
-    return ModeObservation(mode.describe_round(facts, client=k, sent=sent), views, facts)
+    return ModeObservation(mode.describe_round(report, client=k, sent=sent), views, facts)
 
 
 def _decrypted_view(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
-                    payloads: Mapping[int, EncodedUpdate], k: int, facts: dict[str, Any], *,
-                    folded_weights: bool) -> View | None:
+                    payloads: Mapping[int, EncodedUpdate], k: int, facts: dict[str, Any], report: PrivacyReport,
+                    *, folded_weights: bool) -> View | None:
     """Client ``k``'s update as the coordinator decrypts it with key material found in its own objects (the
     red team's key-material attack); None, and the search recorded in ``facts``, when it finds none.
     ``folded_weights``: clients multiplied their updates by their share of the cohort's weight."""
@@ -339,7 +344,7 @@ def _decrypted_view(aggregation: Aggregation, model: ModelPayload, cohort: Round
     total = cohort.total_weight
     recovered = {i: unflatten(decrypted[str(i)] / (cohort.weights[str(i)] / total if folded_weights else 1.0),
                               shapes) for i in payloads}
-    share_std = float(facts.get("noise_share_std", 0.0))
+    share_std = (report.noise_share_std or 0.0) if isinstance(report, DPReport) else 0.0
     return View("client update, decrypted by the coordinator", "individual",
                 f"client {k}'s update, decrypted with the private key found in the coordinator's own objects "
                 f"({material.describe()})", _rows(recovered[k]),
@@ -372,7 +377,7 @@ def _refusal(aggregation: Aggregation, model: ModelPayload, cohort: RoundCohort,
     alone.add(client_id, weight, payload)
     if alone.finalize(PhaseTimer()) is not None:
         raise AssertionError(f"the key holder decrypted client {client_id}'s update on its own")
-    return str(alone.round_report()["dropped"])
+    return str(alone.round_report().dropped)
 
 
 def _rows(update: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -11,8 +11,8 @@ per epoch in metrics.jsonl; its report says ``mode: centralized``.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -20,12 +20,13 @@ from tqdm import tqdm
 from fedgrad.errors import ConfigError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
-from fedgrad.results import METRIC_KEYS, RunWriter, round_record
+from fedgrad.results import RunWriter
+from fedgrad.results.schema import RunOutcome, RunSummary, Scores, round_record
 from fedgrad.scenario import Scenario
 from fedgrad.training import evaluate, train_local
 
 
-def train_centralized(scenario: Scenario, *, epochs: int | None = None) -> tuple[RunWriter, dict[str, Any]]:
+def train_centralized(scenario: Scenario, *, epochs: int | None = None) -> tuple[RunWriter, RunSummary]:
     """Train ``scenario``'s model on the pooled training data for ``epochs`` (default: ``federation.rounds x
     train.epochs``); the run directory's writer (its records, its directory) and the run's summary."""
     fed, train = scenario.federation, scenario.train
@@ -50,17 +51,12 @@ def train_centralized(scenario: Scenario, *, epochs: int | None = None) -> tuple
                 evaluation = evaluate(model, test)
             writer.log_round(round_record(
                 epoch, evaluation, clients_selected=1, clients_used=1, clients_dropped=0,
-                time_s=timer.as_dict(), bytes_moved={}, train_loss=trained["loss"]))
+                time_s=timer.as_dict(), train_loss=trained["loss"]))
             bar.set_postfix(acc=f"{100 * evaluation['accuracy']:.2f}%", loss=f"{trained['loss']:.4f}", refresh=False)
             bar.update(1)
-    summary = writer.finish({
-        "mode": "centralized",
-        "epochs": epochs,
-        "initial": {key: initial[key] for key in METRIC_KEYS},
-        "train_examples": len(pooled),
-        "test_examples": len(test),
-        "vocab_size": len(dataset.vocab),
-    })
+    summary = writer.finish(RunOutcome(
+        mode="centralized", epochs=epochs, initial=dataclasses.replace(Scores.of(initial), n=None),
+        train_examples=len(pooled), test_examples=len(test), vocab_size=len(dataset.vocab)))
     return writer, summary
 
 

@@ -770,7 +770,7 @@ def attack_sybil(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
         accumulator.add(sybil, weights[a], public.zero_update(1.0))
         released = accumulator.finalize(PhaseTimer())
         if released is None:
-            return _trusted_outcome(name, victim, None, fraction, str(accumulator.round_report()), "refused")
+            return _trusted_outcome(name, victim, None, fraction, str(accumulator.round_report().dropped), "refused")
         return _trusted_outcome(name, victim, coordinator.flat(released) / fraction, fraction, None,
                                 f"the key holder decrypted {{{a}, {sybil}}}: the coordinator minted {sybil!r} and "
                                 "its encryption of zero; re-randomizing gave the victim's ciphertext new bytes")
@@ -872,7 +872,7 @@ def attack_weight_skew(coordinator: Coordinator, victim: Victim) -> AttackOutcom
     accumulator, uploads = coordinator.collect(coordinator.fresh_round(), weights)
     released = accumulator.finalize(PhaseTimer())
     if released is None:
-        refusal = str(accumulator.round_report().get("dropped"))
+        refusal = str(accumulator.round_report().dropped)
         if coordinator.holds_key_holder:
             return _trusted_outcome(name, victim, None, 1.0, refusal, "the aggregate was dropped")
         return _threshold_outcome(name, coordinator, victim, [refusal], "the aggregate was dropped")
@@ -946,7 +946,7 @@ def attack_replay(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
                 public.parse(uploads[member].encoded.payload))))
         second = replay.finalize(PhaseTimer())
         if first is None or second is None:
-            return _trusted_outcome(name, victim, None, fraction, str(replay.round_report()), "refused")
+            return _trusted_outcome(name, victim, None, fraction, str(replay.round_report().dropped), "refused")
         # the replay accumulator divides weights by its own cohort weight; the sums are what the clients folded in
         candidate = (coordinator.flat(first) - coordinator.flat(second)) / fraction
         return _trusted_outcome(name, victim, candidate, fraction, None,
@@ -955,7 +955,7 @@ def attack_replay(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     held, decryptors = _threshold(coordinator)
     public = _Public.of(held)
     run_id = coordinator.run_id
-    refusals = [] if first is not None else [str(accumulator.round_report())]
+    refusals = [] if first is not None else [str(accumulator.round_report().dropped)]
     decryptors.open(run_id, later, 1, list(weights))
     for member in others:
         upload = uploads[member]
@@ -990,7 +990,7 @@ def attack_ask_twice(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
                 public.parse(uploads[member].encoded.payload))))
         second = second_try.finalize(PhaseTimer())
         if first is None or second is None:
-            return _trusted_outcome(name, victim, None, fraction, str(second_try.round_report().get("dropped")),
+            return _trusted_outcome(name, victim, None, fraction, str(second_try.round_report().dropped),
                                     "the key holder decrypts one aggregate per round number (the coordinator can "
                                     "choose a fresh round number instead: attacks 1 and 6)")
         candidate = (coordinator.flat(first) - coordinator.flat(second)) / fraction
@@ -1007,7 +1007,7 @@ def attack_ask_twice(coordinator: Coordinator, victim: Victim) -> AttackOutcome:
     refusals = _session_refusals(decryptors, run_id, round, 2)
     first = accumulator.finalize(PhaseTimer())
     if first is None:
-        refusals.append(str(accumulator.round_report()))
+        refusals.append(str(accumulator.round_report().dropped))
     refusal = _release(decryptors, run_id, round, 2, others, _upload_product(public, uploads, others))
     refusals += [refusal] if refusal else []
     extra: list[Obtained] = []
@@ -1172,7 +1172,7 @@ def residual_collusion(coordinator: Coordinator, victim: Victim, colluders: Mapp
     accumulator, uploads = coordinator.collect(coordinator.fresh_round(), weights)
     released = accumulator.finalize(PhaseTimer())
     if released is None:
-        return _threshold_outcome(name, coordinator, victim, [str(accumulator.round_report())], "dropped")
+        return _threshold_outcome(name, coordinator, victim, [str(accumulator.round_report().dropped)], "dropped")
     cfg = held.cfg
     known = sum(uploads[c].examples * quantize(cfg, update, 1.0).astype(np.float64) for c, update in colluders.items())
     own = released.weight - sum(uploads[c].examples for c in colluders)
@@ -1195,7 +1195,7 @@ def residual_differencing(coordinator: Coordinator, victim: Victim) -> AttackOut
         accumulator, _ = coordinator.collect(coordinator.fresh_round(), members)
         released = accumulator.finalize(PhaseTimer())
         if released is None:
-            return _threshold_outcome(name, coordinator, victim, [str(accumulator.round_report())], "dropped")
+            return _threshold_outcome(name, coordinator, victim, [str(accumulator.round_report().dropped)], "dropped")
         sums.append((coordinator.flat(released), released.weight))
     (first, t1), (second, t2) = sums
     error = victim.error((first - second) / (t1 - t2))

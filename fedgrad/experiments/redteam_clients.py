@@ -207,8 +207,8 @@ def _run_round(federation: ClientFederation, round: int, cohort: Sequence[str], 
         refusals.append(f"{type(error).__name__}: {error}")
         released = None
     report = accumulator.round_report()
-    if released is None and "dropped" in report:
-        refusals.append(str(report["dropped"]))
+    if released is None and report.dropped is not None:
+        refusals.append(report.dropped)
     return _Round(accumulator, refusals, released)
 
 

@@ -21,7 +21,6 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
@@ -30,6 +29,8 @@ from fedgrad.launchers import ClientFleet, Fleet
 from fedgrad.launchers.parties import start_local_parties
 from fedgrad.modes.base import ClientPrivacy
 from fedgrad.modes.resolve import privacy_mode
+from fedgrad.results import format_percent
+from fedgrad.results.schema import RoundRecord, RunSummary
 from fedgrad.scenario import Scenario, load_scenario, override_scenario
 from fedgrad.security import create_pki
 from fedgrad.security.certs import client_name
@@ -68,7 +69,7 @@ class OpenedRun:
         distributed DP; ``run_id``: the run the operator's run policy fixes)."""
         checkpoints = Checkpoints(self.prepared.writer.run_dir)
 
-        def on_round(record: dict[str, Any]) -> None:
+        def on_round(record: RoundRecord) -> None:
             progress.on_round(record)
             checkpoints.save(coordinator.state, self.prepared.writer.records)
 
@@ -97,7 +98,7 @@ def open_run(scenario: Path | Scenario | None = None, *, resume: Path | None = N
 
 
 async def serve(opened: OpenedRun, host: str, port: int, security: ServerSecurity | None,
-                tls_dir: Path | None, decryptors: object = None, run_id: str | None = None) -> dict[str, Any]:
+                tls_dir: Path | None, decryptors: object = None, run_id: str | None = None) -> RunSummary:
     """Serve ``opened`` to clients that connect over the network until the run ends; returns the summary as
     written. ``tls_dir`` only goes into the printed client command line; ``run_id``: the run policy's."""
     prepared = opened.prepared
@@ -116,10 +117,10 @@ async def serve(opened: OpenedRun, host: str, port: int, security: ServerSecurit
             if opened.checkpoint is not None:
                 progress.write(f"resuming after round {opened.checkpoint.completed_rounds} "
                                f"({opened.checkpoint.path.name})")
-            extras = await coordinator.run()
+            outcome = await coordinator.run()
         finally:
             await server.stop(grace=1.0)
-    return prepared.writer.finish(extras)
+    return prepared.writer.finish(outcome)
 
 
 class RoundProgress:
@@ -136,10 +137,9 @@ class RoundProgress:
     def __exit__(self, *exc_info: object) -> None:
         self._bar.close()
 
-    def on_round(self, record: dict[str, Any]) -> None:
+    def on_round(self, record: RoundRecord) -> None:
         self._writer.log_round(record)
-        self._bar.set_postfix(acc=f"{100 * record['accuracy']:.2f}%", round=f"{record['time_s']['total']:.2f}s",
-                              refresh=False)
+        self._bar.set_postfix(acc=format_percent(record.accuracy), round=f"{record.time_s.total:.2f}s", refresh=False)
         self._bar.update(1)
 
     def write(self, text: str) -> None:
@@ -178,7 +178,7 @@ def run_security(run_dir: Path, *, mutual: bool, processes: int, host: str) -> t
 
 
 async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = False, host: str = "127.0.0.1",
-                   fleet: Fleet | None = None) -> dict[str, Any]:
+                   fleet: Fleet | None = None) -> RunSummary:
     """Run ``opened`` with local client processes (or ``fleet``); returns the summary as written."""
     prepared = opened.prepared
     main, loop = asyncio.current_task(), asyncio.get_running_loop()
@@ -222,7 +222,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
             server, port = await start_server(coordinator, host, 0, security)
             await fleet.start(f"{host}:{port}", prepared.data_dir, ids, processes, opened.token_file, tls_dir,
                               privacy, client_code(prepared.scenario))
-            extras = await fleet.supervise(coordinator.run())
+            outcome = await fleet.supervise(coordinator.run())
             await fleet.wait_for_exit(EXIT_GRACE_S)
     except asyncio.CancelledError:
         if terminated.is_set():
@@ -236,7 +236,7 @@ async def simulate(opened: OpenedRun, *, insecure: bool = False, mutual: bool = 
             await parties.stop()
         if handles_sigterm:
             loop.remove_signal_handler(signal.SIGTERM)
-    return prepared.writer.finish({**extras, "processes": processes})
+    return prepared.writer.finish(dataclasses.replace(outcome, processes=processes))
 
 
 def _describe(security: ServerSecurity | None) -> str:

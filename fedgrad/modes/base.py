@@ -19,6 +19,7 @@ import numpy as np
 from fedgrad.errors import ConfigError, FedgradError
 from fedgrad.metrics import PhaseTimer
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, RoundCohort, TensorSpec, TrainTask, WeightedSum
+from fedgrad.results.schema import PrivacyReport, RoundRecord, RoundReport
 from fedgrad.scenario import Scenario
 
 #: The model's manifest as the codec describes it (name, shape, dtype per tensor, in payload order).
@@ -103,9 +104,9 @@ class UpdateAccumulator(ABC):
         """The round's weighted sum (time attributed to ``timer``'s phases), or None when the mode drops the
         round's aggregate (it failed validation); the round's report then says why."""
 
-    def round_report(self) -> dict[str, Any]:
-        """Entries this accumulator adds to the round's record once finalized (e.g. the privacy spent)."""
-        return {}
+    def round_report(self) -> RoundReport:
+        """What this accumulator adds to the round's record once finalized (e.g. the privacy spent)."""
+        return RoundReport()
 
 
 #: Builds the accumulator of one round attempt from the model's manifest and the round's cohort.
@@ -125,7 +126,7 @@ class Aggregation(ABC):
         raise NotImplementedError(f"{type(self).__name__} does not give individual updates")
 
     @abstractmethod
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PrivacyReport:
         """The ``privacy`` entry of the run's summary: the mode's numbers (key size, ε spent, ...)."""
 
     def close(self) -> None:  # noqa: B027  (a deliberate no-op default: only some modes hold resources)
@@ -215,10 +216,10 @@ class PrivacyMode(ABC, Generic[SettingsT]):
         """What experiments need to know about this mode (see :class:`Profile`)."""
 
     @abstractmethod
-    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
         """What the coordinator receives and releases in one round, in words, for the leakage audit: ``summary``
-        is this mode's aggregation summary (key size, noise, ...), ``client`` the audited client and ``sent``
-        what it uploaded (``"client 0 sends 12.3 KiB"``)."""
+        is this mode's aggregation summary (:meth:`Aggregation.summary`: key size, noise, ...), ``client`` the
+        audited client and ``sent`` what it uploaded (``"client 0 sends 12.3 KiB"``)."""
 
     @abstractmethod
     def settings_line(self) -> str:
@@ -226,7 +227,7 @@ class PrivacyMode(ABC, Generic[SettingsT]):
 
     @abstractmethod
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> Aggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> Aggregation:
         """The coordinator's side for a global model shaped like ``model``; ``past_rounds`` are the records of
         the rounds a resumed run already finished."""
 

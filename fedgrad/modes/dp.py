@@ -83,6 +83,15 @@ from fedgrad.privacy.adaptive import COUNT_NOISE_DIVISOR, AdaptiveClip, update_n
 from fedgrad.privacy.clipping import clip_update
 from fedgrad.privacy.mechanism import add_gaussian_noise
 from fedgrad.protocol import Announcement, EncodedUpdate, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.results.schema import (
+    AdaptiveClipReport,
+    DPReport,
+    DPRoundReport,
+    PrivacyReport,
+    RoundRecord,
+    RoundReport,
+    ThresholdReport,
+)
 from fedgrad.scenario import Scenario
 
 #: Relative slack on the norm check: clients clip in float64 and send float32 (``fedgrad.privacy.clipping``).
@@ -138,11 +147,11 @@ class DPAggregation(Aggregation):
         return DPAccumulator(self, self._inner.new_accumulator(specs, cohort), specs, cohort.round_number)
 
     def release(self, round_number: int, summed: WeightedSum, timer: PhaseTimer, *, clip: float,
-                unclipped: int) -> tuple[WeightedSum, dict]:
+                unclipped: int) -> tuple[WeightedSum, DPRoundReport]:
         """The noisy sum over the fixed cohort size, and the round's privacy record (composed into the ledger);
         ``clip`` is the round's, ``unclipped`` how many updates were shorter (adaptive clipping's bits)."""
         contributors = len(summed.contributors)
-        record: dict[str, Any] = {"contributors": contributors}
+        round_clip = next_clip = None  # adaptive clipping's step (central placement)
         if self.distributed:  # the clients' shares are in the sum already
             total = summed.total
             noise_multiplier = self.mechanism.effective_noise_multiplier(self.config.share_contributors, contributors)
@@ -153,33 +162,31 @@ class DPAggregation(Aggregation):
                 total = GaussianMechanism(self.update_multiplier, clip).noise_sum(summed.total, rng)
                 if self.adaptive is not None:
                     noisy_count = unclipped - contributors / 2 + rng.normal(0.0, self.adaptive.count_std)
-                    record["clip"] = clip
-                    record["next_clip"] = self.adaptive.update(noisy_count, self.config.clients_per_round)
+                    round_clip, next_clip = clip, self.adaptive.update(noisy_count, self.config.clients_per_round)
             noise_multiplier = self.mechanism.noise_multiplier
         epsilon = self.ledger.record_round(noise_multiplier)
         released = WeightedSum(total=total, weight=float(self.config.clients_per_round),
                                contributors=summed.contributors)
-        return released, {"epsilon_spent": epsilon, "noise_multiplier": noise_multiplier, **record}
+        return released, DPRoundReport(epsilon_spent=epsilon, noise_multiplier=noise_multiplier,
+                                       contributors=contributors, clip=round_clip, next_clip=next_clip)
 
-    def summary(self) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "mode": DPMode.name, "placement": self.config.placement, "epsilon_target": self.config.epsilon,
-            "epsilon_spent": self.ledger.epsilon, "delta": self.delta,
-            "noise_multiplier": self.mechanism.noise_multiplier, "clip": self.config.clip,
-            "accountant": self.config.accountant, "sampling": self.config.sampling,
-            "sampling_rate": self.config.sampling_rate, "adjacency": self.config.sampling_model.adjacency,
-            "rounds_accounted": self.ledger.rounds,
-        }
-        if self.adaptive is not None:
-            entry["adaptive_clip"] = {"final_clip": self.adaptive.clip, "quantile": self.adaptive.target_quantile,
-                                      "learning_rate": self.adaptive.learning_rate,
-                                      "count_noise_std": self.adaptive.count_std,
-                                      "update_noise_multiplier": self.update_multiplier}
-        if self.distributed:
-            entry["noise_share_std"] = self._share_std
-            entry["quantization_range_sigmas"] = self._noise_range_sigmas
-            entry["secure_aggregation"] = self._inner.summary()
-        return entry
+    def summary(self) -> DPReport:
+        adaptive = (AdaptiveClipReport(final_clip=self.adaptive.clip, quantile=self.adaptive.target_quantile,
+                                       learning_rate=self.adaptive.learning_rate,
+                                       count_noise_std=self.adaptive.count_std,
+                                       update_noise_multiplier=self.update_multiplier)
+                    if self.adaptive is not None else None)
+        secure = self._inner.summary() if self.distributed else None
+        assert secure is None or isinstance(secure, ThresholdReport), "distributed DP sums under threshold Paillier"
+        return DPReport(
+            mode=DPMode.name, placement=self.config.placement, epsilon_target=self.config.epsilon,
+            epsilon_spent=self.ledger.epsilon, delta=self.delta, noise_multiplier=self.mechanism.noise_multiplier,
+            clip=self.config.clip, accountant=self.config.accountant, sampling=self.config.sampling,
+            sampling_rate=self.config.sampling_rate, adjacency=self.config.sampling_model.adjacency,
+            rounds_accounted=self.ledger.rounds, adaptive_clip=adaptive,
+            noise_share_std=self._share_std if self.distributed else None,
+            quantization_range_sigmas=self._noise_range_sigmas if self.distributed else None,
+            secure_aggregation=secure)
 
     def close(self) -> None:
         self._inner.close()
@@ -196,7 +203,7 @@ class DPAccumulator(UpdateAccumulator):
         self._round = round_number
         self._clip = aggregation.clip
         self._unclipped = 0
-        self._report: dict[str, Any] = {}
+        self._report = RoundReport()
         self.encoding = inner.encoding
         self.payload_bytes = inner.payload_bytes
         underneath = inner.announcement
@@ -227,10 +234,10 @@ class DPAccumulator(UpdateAccumulator):
             return None
         released, privacy = self._aggregation.release(self._round, summed, timer, clip=self._clip,
                                                       unclipped=self._unclipped)
-        self._report = {**self._inner.round_report(), "privacy": privacy}  # and the decryptors' release stats
+        self._report = dataclasses.replace(self._inner.round_report(), privacy=privacy)  # and the decryptors' stats
         return released
 
-    def round_report(self) -> dict[str, Any]:
+    def round_report(self) -> RoundReport:
         return self._report
 
 
@@ -393,22 +400,24 @@ class DPMode(PrivacyMode[DPSettings]):
         return Profile(key_holder="decryptors" if distributed else "", client_weights="unit", epsilon=True,
                        key_sizes=distributed)
 
-    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, DPReport), "the summary of this mode's aggregation"
         fed = self.scenario.federation
         noise = (f"The released sum carries Gaussian noise of standard deviation "
-                 f"{summary['noise_multiplier'] * summary['clip']:.4g} (noise multiplier "
-                 f"{summary['noise_multiplier']:.3f}) and is divided by {fed.clients_per_round}. The last view is "
+                 f"{summary.noise_multiplier * summary.clip:.4g} (noise multiplier "
+                 f"{summary.noise_multiplier:.3f}) and is divided by {fed.clients_per_round}. The last view is "
                  f"the strongest adversary DP is defined against: it knows every other client's clipped update and "
                  f"subtracts them from the released sum, leaving client {client}'s clipped update plus the noise.")
         if not self.settings.distributed:
             return (f"Client-level DP-FedAvg, central placement: each client clips its whole delta to L2 norm "
-                    f"{summary['clip']:g} and sends it in plaintext ({sent}); the coordinator adds the noise to the "
+                    f"{summary.clip:g} and sends it in plaintext ({sent}); the coordinator adds the noise to the "
                     f"sum, so it sees every clipped update: central DP protects clients from whoever receives the "
                     f"model, not from the coordinator. {noise}")
-        inner = summary["secure_aggregation"]  # the threshold Paillier aggregation the noise shares are summed under
+        inner = summary.secure_aggregation  # the threshold Paillier aggregation the noise shares are summed under
+        assert inner is not None, "distributed DP sums under threshold Paillier"
         return (f"Client-level DP-FedAvg, distributed placement: each client clips its whole delta to L2 norm "
-                f"{summary['clip']:g}, adds its share of the noise from OS randomness, {self.secure_mode.seals} a "
-                f"{inner['key_bits']}-bit threshold Paillier key ({inner['threshold']}-of-{inner['decryptors']} "
+                f"{summary.clip:g}, adds its share of the noise from OS randomness, {self.secure_mode.seals} a "
+                f"{inner.key_bits}-bit threshold Paillier key ({inner.threshold}-of-{inner.decryptors} "
                 f"decryptors, dealt outside the coordinator) and signs it ({sent} of ciphertext). "
                 f"{threshold_round(fed.min_clients)} {noise}")
 
@@ -425,7 +434,7 @@ class DPMode(PrivacyMode[DPSettings]):
         secure = f" under {settings.secure}" if settings.distributed else ""
         return f"dp ({settings.placement}{secure}), epsilon {settings.epsilon}, delta {delta}, clip {settings.clip}"
 
-    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[Mapping[str, Any]] = (),
+    def aggregation(self, model: Mapping[str, np.ndarray], past_rounds: Sequence[RoundRecord] = (),
                     *, noise_seed: int | None = None) -> DPAggregation:
         """DP-FedAvg, its ledger charged with ``past_rounds`` (records of rounds already released, when a run
         resumes); distributed placement runs the threshold mode's aggregation underneath. ``noise_seed``: tests
@@ -446,10 +455,10 @@ class DPMode(PrivacyMode[DPSettings]):
             aggregation = DPAggregation(config, inner, delta=delta, noise_range_sigmas=sigmas,
                                         secure_mode=settings.secure)
         for record in past_rounds:
-            if "privacy" in record:
-                aggregation.ledger.record_round(record["privacy"]["noise_multiplier"])
-                if aggregation.adaptive is not None and "next_clip" in record["privacy"]:
-                    aggregation.adaptive.clip = record["privacy"]["next_clip"]
+            if record.privacy is not None:
+                aggregation.ledger.record_round(record.privacy.noise_multiplier)
+                if aggregation.adaptive is not None and record.privacy.next_clip is not None:
+                    aggregation.adaptive.clip = record.privacy.next_clip
         return aggregation
 
     def secure_settings(self, n_params: int) -> tuple[ThresholdSettings, float, float]:

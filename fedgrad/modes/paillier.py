@@ -87,6 +87,7 @@ from fedgrad.protocol import (
     WeightedSum,
     task_digest,
 )
+from fedgrad.results.schema import DecryptorStats, PrivacyReport, RoundRecord, RoundReport, ThresholdReport
 from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")
@@ -159,16 +160,17 @@ class ThresholdAggregation(Aggregation):
     def announcement(self, cohort: Sequence[str]) -> Announcement:
         return Announcement(self.mode_name, {"secure": self.cfg.to_dict()}, self._public_key_bytes, tuple(cohort))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ThresholdReport:
         key_set = self.decryptors.key_set
         key_bits = int(self.public_key.n).bit_length()
-        return {"mode": self.mode_name, "key_bits": key_bits, "decryptors": key_set.parties,
-                "threshold": key_set.threshold, "clip": self.cfg.clip, "value_bits": self.cfg.value_bits,
-                "max_clients": self.cfg.max_clients, "max_weight": self.cfg.max_weight,
-                "short_randomizer": self.cfg.short_randomizer, "ciphertexts_per_update": self.ciphertexts,
-                "update_bytes": self.payload_bytes, "bytes_per_param": self.payload_bytes / self.cfg.n_params,
-                "slots_per_ciphertext": SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits,
-                                                          self.cfg.max_weight).slots}
+        return ThresholdReport(
+            mode=self.mode_name, key_bits=key_bits, decryptors=key_set.parties, threshold=key_set.threshold,
+            clip=self.cfg.clip, value_bits=self.cfg.value_bits, max_clients=self.cfg.max_clients,
+            max_weight=self.cfg.max_weight, short_randomizer=self.cfg.short_randomizer,
+            ciphertexts_per_update=self.ciphertexts, update_bytes=self.payload_bytes,
+            bytes_per_param=self.payload_bytes / self.cfg.n_params,
+            slots_per_ciphertext=SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits,
+                                                   self.cfg.max_weight).slots)
 
     def close(self) -> None:
         self.decryptors.close()
@@ -191,7 +193,7 @@ class ThresholdAccumulator(UpdateAccumulator):
                                if enrollment is not None and all(m in enrollment.clients for m in self._members)
                                else None)
         self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
-        self._report: dict[str, Any] = {}
+        self._report = RoundReport()
         self.payload_bytes = aggregation.payload_bytes
         self.announcement = aggregation.announcement(self._members)
         aggregation.decryptors.open(*self._session, self._members, cohort.settings_digest, cohort.model_digest)
@@ -244,16 +246,16 @@ class ThresholdAccumulator(UpdateAccumulator):
             except (FedgradError, PlaintextRangeError) as error:
                 log.warning("round %d: the aggregate was not released: %s; the model stays as it was",
                             self._session[1], error)
-                self._report = {"dropped": f"aggregate not released: {error}"}
+                self._report = RoundReport(dropped=f"aggregate not released: {error}")
                 return None
         assert total_weight is not None, "integer weights decode their sum"
         stats = getattr(self._aggregation.decryptors, "release_stats", {}).pop(self._session, None)
         if stats is not None:
-            self._report = {"decryptors": stats}
+            self._report = RoundReport(decryptors=DecryptorStats(**stats))
         return WeightedSum(total=unflatten(dequantize(cfg, sums), self._shapes), weight=float(total_weight),
                            contributors=tuple(contributors))
 
-    def round_report(self) -> dict[str, Any]:
+    def round_report(self) -> RoundReport:
         return self._report
 
 
@@ -371,12 +373,13 @@ class PaillierMode(PrivacyMode[ThresholdSettings]):
     def profile(self) -> Profile:
         return Profile(key_holder="decryptors", client_weights="encrypted", key_sizes=True, redteam=True)
 
-    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, ThresholdReport), "the summary of this mode's aggregation"
         settings = self.settings
         return (f"Each client clips every coordinate of its delta to ±{settings.clip:g}, quantizes it to "
                 f"{settings.value_bits} bits and encrypts n_i·q_i next to its own example count n_i under a "
-                f"{summary['key_bits']}-bit threshold Paillier key ({summary['threshold']}-of-"
-                f"{summary['decryptors']} decryptors, dealt outside the coordinator), then signs (run, round, "
+                f"{summary.key_bits}-bit threshold Paillier key ({summary.threshold}-of-"
+                f"{summary.decryptors} decryptors, dealt outside the coordinator), then signs (run, round, "
                 f"cohort, ciphertext digest, weight) with its enrolled Ed25519 key ({sent} of ciphertext). "
                 f"{threshold_round(self.scenario.federation.min_clients)}")
 
@@ -387,7 +390,7 @@ class PaillierMode(PrivacyMode[ThresholdSettings]):
                 + (", short randomizer" if settings.short_randomizer else ""))
 
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> ThresholdAggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> ThresholdAggregation:
         return threshold_aggregation(self.settings, self.scenario, model, self.decryptors, self.aggregation_type)
 
     def pinned_params(self, n_params: int) -> dict[str, Any]:

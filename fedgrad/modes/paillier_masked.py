@@ -24,8 +24,8 @@ min_clients signed clients once per round (what that reveals about one key: ``do
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -42,6 +42,7 @@ from fedgrad.modes.paillier import (
 )
 from fedgrad.modes.paillier_common import flatten
 from fedgrad.protocol import EncodedUpdate, Encoding, RoundCohort, TrainTask
+from fedgrad.results.schema import MaskedReport, PrivacyReport, ThresholdReport
 
 
 class MaskedAggregation(ThresholdAggregation):
@@ -80,12 +81,13 @@ class MaskedAggregation(ThresholdAggregation):
             total.add(str(index), self.scheme.split(payload).masked)
         return total.unmask(list(plaintexts))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> MaskedReport:
         masks = self.scheme.masks
-        entry = {**super().summary(), "masked_bytes_per_value": masks.value_bytes, "delta_bits": masks.delta_bits,
-                 "dropped_bits": masks.dropped_bits, "key_ciphertexts": self.scheme.n_ciphertexts}
-        del entry["slots_per_ciphertext"]  # the packing of whole updates, which this mode does not use
-        return entry
+        base = super().summary()
+        threshold = {f.name: getattr(base, f.name) for f in dataclasses.fields(ThresholdReport)}
+        threshold["slots_per_ciphertext"] = None  # the packing of whole updates, which this mode does not use
+        return MaskedReport(**threshold, masked_bytes_per_value=masks.value_bytes, delta_bits=masks.delta_bits,
+                            dropped_bits=masks.dropped_bits, key_ciphertexts=self.scheme.n_ciphertexts)
 
 
 class MaskedAccumulator(ThresholdAccumulator):
@@ -129,12 +131,13 @@ class PaillierMaskedMode(PaillierMode):
     def settings_line(self) -> str:
         return super().settings_line() + ", RLWE masks (N = 4096, q = 2^64)"
 
-    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, ThresholdReport), "the summary of this mode's aggregation"
         settings = self.settings
         return (f"Each client clips every coordinate of its delta to ±{settings.clip:g}, quantizes it to "
                 f"{settings.value_bits} bits, masks n_i·q_i and its own example count n_i with a key-additive RLWE "
-                f"mask under a fresh key, and encrypts only that key under a {summary['key_bits']}-bit threshold "
-                f"Paillier key ({summary['threshold']}-of-{summary['decryptors']} decryptors, dealt outside the "
+                f"mask under a fresh key, and encrypts only that key under a {summary.key_bits}-bit threshold "
+                f"Paillier key ({summary.threshold}-of-{summary.decryptors} decryptors, dealt outside the "
                 f"coordinator), then signs (run, round, cohort, digest of the key ciphertexts and the masked vector, "
                 f"weight) with its enrolled Ed25519 key ({sent}). "
                 f"{threshold_round(self.scenario.federation.min_clients)}")

@@ -65,6 +65,7 @@ from fedgrad.modes.paillier_common import (
     unflatten,
 )
 from fedgrad.protocol import Announcement, EncodedUpdate, Encoding, Rejected, RoundCohort, TrainTask, WeightedSum
+from fedgrad.results.schema import PaillierReport, PrivacyReport, RoundRecord, RoundReport
 from fedgrad.scenario import Scenario
 
 log = logging.getLogger("fedgrad.server")
@@ -105,16 +106,14 @@ class PaillierAggregation(Aggregation):
     def new_accumulator(self, specs: Manifest, cohort: RoundCohort) -> PaillierAccumulator:
         return PaillierAccumulator(specs, cohort, self, self._decrypt)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> PaillierReport:
         key_bits = int(self.public_key.n).bit_length()
-        entry = {"mode": self.mode, "key_bits": key_bits, "clip": self.cfg.clip,
-                 "value_bits": self.cfg.value_bits, "max_clients": self.cfg.max_clients,
-                 "ciphertexts_per_update": self.ciphertexts, "update_bytes": self.payload_bytes,
-                 "bytes_per_param": self.payload_bytes / self.cfg.n_params}
-        if self.cfg.mode == "paillier":
-            entry["slots_per_ciphertext"] = SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients,
-                                                              key_bits).slots
-        return entry
+        slots = (SlotLayout.derive(self.cfg.value_bits, self.cfg.max_clients, key_bits).slots
+                 if self.cfg.mode == "paillier" else None)
+        return PaillierReport(mode=self.mode, key_bits=key_bits, clip=self.cfg.clip, value_bits=self.cfg.value_bits,
+                              max_clients=self.cfg.max_clients, ciphertexts_per_update=self.ciphertexts,
+                              update_bytes=self.payload_bytes, bytes_per_param=self.payload_bytes / self.cfg.n_params,
+                              slots_per_ciphertext=slots)
 
     def close(self) -> None:
         self._close()
@@ -131,7 +130,7 @@ class PaillierAccumulator(UpdateAccumulator):
         self._decrypt = decrypt
         self._sum = Accumulator(aggregation.cfg, aggregation.public_key)
         self._fractions: dict[str, float] = {}
-        self._report: dict[str, Any] = {}
+        self._report = RoundReport()
         self.encoding = ENCODINGS[aggregation.cfg.mode]
         self.payload_bytes = aggregation.payload_bytes
         self.announcement = aggregation.announcement(self._cohort_weight, announcement_extra)
@@ -157,12 +156,12 @@ class PaillierAccumulator(UpdateAccumulator):
             except KeyHolderRefusal as refusal:
                 log.warning("round %d: the aggregate was not decrypted: %s; the model stays as it was",
                             self._round, refusal)
-                self._report = {"dropped": f"aggregate not decrypted: {refusal}"}
+                self._report = RoundReport(dropped=f"aggregate not decrypted: {refusal}")
                 return None
         return WeightedSum(total=unflatten(flat, self._shapes), weight=math.fsum(self._fractions.values()),
                            contributors=tuple(sorted(contributors)))
 
-    def round_report(self) -> dict[str, Any]:
+    def round_report(self) -> RoundReport:
         return self._report
 
 
@@ -238,11 +237,12 @@ class TrustedPaillierMode(PrivacyMode[TrustedSettings]):
         return Profile(key_holder="coordinator", client_weights="folded", key_sizes=True, slow=self.slow,
                        redteam=True)
 
-    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
+        assert isinstance(summary, PaillierReport), "the summary of this mode's aggregation"
         settings = self.settings
         return (f"Each client clips every coordinate of its delta to ±{settings.clip:g}, folds in its FedAvg weight, "
                 f"quantizes it to {settings.value_bits} bits, then {self.encrypt_words} under the key holder's "
-                f"{summary['key_bits']}-bit Paillier public key ({sent} of ciphertext). "
+                f"{summary.key_bits}-bit Paillier public key ({sent} of ciphertext). "
                 f"{key_holder_round(self.scenario.federation.min_clients)}")
 
     def settings_line(self) -> str:
@@ -250,7 +250,7 @@ class TrustedPaillierMode(PrivacyMode[TrustedSettings]):
         return f"{self.name}, {settings.key_bits}-bit key, clip {settings.clip:g}, {settings.value_bits} value bits"
 
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> PaillierAggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> PaillierAggregation:
         """A fresh key pair and the key holder in this process."""
         settings, fed = self.settings, self.scenario.federation
         cfg = settings.packing(self.scheme, parameter_count(model), fed.effective_max_clients)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from fedgrad.protocol import (
     TrainTask,
     WeightedSum,
 )
+from fedgrad.results.schema import PrivacyReport, RoundRecord
 from fedgrad.scenario import Scenario
 from fedgrad.transport.codec import decode_tensors, encode_tensors, payload_size
 
@@ -140,8 +140,8 @@ class PlainAggregation(Aggregation):
     def new_keeping_accumulator(self, specs: Manifest, cohort: RoundCohort) -> UpdateAccumulator:
         return KeepingAccumulator(specs)
 
-    def summary(self) -> dict[str, Any]:
-        return {"mode": PlainMode.name}
+    def summary(self) -> PrivacyReport:
+        return PrivacyReport(mode=PlainMode.name)
 
 
 def encode_plain(delta: Mapping[str, np.ndarray]) -> EncodedUpdate:
@@ -173,7 +173,7 @@ class PlainMode(PrivacyMode[NoSettings]):
     def profile(self) -> Profile:
         return Profile()
 
-    def describe_round(self, summary: Mapping[str, Any], *, client: int, sent: str) -> str:
+    def describe_round(self, summary: PrivacyReport, *, client: int, sent: str) -> str:
         return (f"Every client sends its delta in plaintext ({sent}). The coordinator holds client {client}'s delta "
                 "and every other client's, then averages them.")
 
@@ -184,7 +184,7 @@ class PlainMode(PrivacyMode[NoSettings]):
         return self.name
 
     def aggregation(self, model: Mapping[str, np.ndarray],
-                    past_rounds: Sequence[Mapping[str, Any]] = ()) -> Aggregation:
+                    past_rounds: Sequence[RoundRecord] = ()) -> Aggregation:
         return PlainAggregation()
 
     @classmethod

@@ -11,7 +11,8 @@ from fedgrad.errors import ConfigError
 from fedgrad.experiments import compare as comparison
 from fedgrad.experiments.compare import Outcome, PrivacySetting, parse_int_list, parse_privacy_list, plan_variants
 from fedgrad.modes.resolve import privacy_mode
-from fedgrad.results import RunWriter, round_record
+from fedgrad.results import RunWriter
+from fedgrad.results.schema import Traffic, round_record
 from fedgrad.scenario import load_scenario
 
 
@@ -92,8 +93,8 @@ def _fake_run(root: Path, scenario_path: Path, overrides: list[str], accuracies:
         writer.log_round(round_record(number, evaluation, clients_selected=3, clients_used=2, clients_dropped=1,
                                       time_s={"train": seconds / 2, "broadcast": 0.1, "upload": 0.2,
                                               "total": seconds},
-                                      bytes_moved={"up": up, "down": 10}))
-    writer.finish({})
+                                      moved=Traffic(up=up, down=10)))
+    writer.finish()
     return writer.run_dir
 
 

@@ -1,6 +1,7 @@
 """Run directories: unique names, valid JSON/JSONL, atomic summary, readable report."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import tomllib
@@ -10,7 +11,8 @@ import pytest
 
 from fedgrad.errors import DataError
 from fedgrad.metrics import PHASES
-from fedgrad.results import RunWriter, read_metrics, render_report, round_record
+from fedgrad.results import RunWriter, read_metrics, read_summary, render_report
+from fedgrad.results.schema import RoundRecord, RunOutcome, Traffic, round_record, to_json
 from fedgrad.scenario import Scenario, load_scenario
 
 
@@ -18,7 +20,7 @@ def scenario(name: str = "demo") -> Scenario:
     return Scenario.from_dict({"name": name, "federation": {"clients": 3, "clients_per_round": 3}})
 
 
-def record(round_index: int, accuracy: float | np.floating) -> dict:
+def record(round_index: int, accuracy: float | np.floating) -> RoundRecord:
     evaluation = {"accuracy": accuracy, "precision": 0.9, "recall": 0.8, "f1": 0.847, "loss": 0.1, "n": 100}
     return round_record(
         round_index,
@@ -27,20 +29,22 @@ def record(round_index: int, accuracy: float | np.floating) -> dict:
         clients_used=2,
         clients_dropped=1,
         time_s={"broadcast": 0.01, "train": 0.2, "total": 0.3},
-        bytes_moved={"down": 3000, "up": 2048},
+        moved=Traffic(down=3000, up=2048),
     )
 
 
-def test_round_record_layout():
-    rec = record(1, 0.9)
-    assert list(rec) == ["round", "accuracy", "precision", "recall", "f1", "loss",
-                         "clients_selected", "clients_used", "clients_dropped", "time_s", "bytes"]
-    assert list(rec["time_s"]) == [*PHASES, "total"] and rec["time_s"]["encrypt"] == 0.0
-    assert rec["bytes"] == {"down": 3000, "up": 2048}
-    assert "n" not in rec
+def test_round_record_layout(tmp_path):
+    writer = RunWriter(tmp_path, scenario())
+    writer.log_round(record(1, 0.9))
+    [line] = [json.loads(line) for line in (writer.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert list(line) == ["schema_version", "round", "accuracy", "precision", "recall", "f1", "loss",
+                          "clients_selected", "clients_used", "clients_dropped", "time_s", "bytes"]
+    assert list(line["time_s"]) == [*PHASES, "total"] and line["time_s"]["encrypt"] == 0.0
+    assert line["bytes"] == {"down": 3000, "up": 2048}
+    assert "n" not in line
     with pytest.raises(KeyError):
-        round_record(1, rec, clients_selected=1, clients_used=1, clients_dropped=0, time_s={"sleep": 1.0},
-                     bytes_moved={})
+        round_record(1, {"accuracy": 1, "precision": 1, "recall": 1, "f1": 1, "loss": 0}, clients_selected=1,
+                     clients_used=1, clients_dropped=0, time_s={"sleep": 1.0})
 
 
 def test_run_dir_files(tmp_path):
@@ -51,22 +55,27 @@ def test_run_dir_files(tmp_path):
     assert load_scenario(writer.run_dir / "config.toml") == scenario()
 
     writer.log_round(record(1, 0.80))
-    # numpy scalars and NaN must still give strict JSON
-    writer.log_round({**record(2, np.float32(0.9)), "loss": float("nan"), "epsilon": np.float64(1.5)})
+    # numpy scalars and NaN must still give strict JSON; keys this version does not know are kept
+    writer.log_round(dataclasses.replace(record(2, np.float32(0.9)), loss=float("nan"),
+                                         extra={"epsilon": np.float64(1.5)}))
     lines = (writer.run_dir / "metrics.jsonl").read_text().splitlines()
     parsed = [json.loads(line) for line in lines]
     assert [p["round"] for p in parsed] == [1, 2]
     assert parsed[1]["loss"] is None and parsed[1]["epsilon"] == 1.5
     assert parsed[1]["accuracy"] == pytest.approx(0.9)
+    assert read_metrics(writer.run_dir) == writer.records
+    assert writer.records[1].loss is None and writer.records[1].extra == {"epsilon": 1.5}
     assert not (writer.run_dir / "summary.json").exists()
 
-    summary = writer.finish({"mode": "federated", "note": "ok"})
+    summary = writer.finish(RunOutcome(processes=2))
     on_disk = json.loads((writer.run_dir / "summary.json").read_text())
-    assert on_disk == summary
-    assert on_disk["rounds"] == 2 and on_disk["note"] == "ok" and on_disk["scenario"] == "demo"
-    assert on_disk["final"]["accuracy"] == pytest.approx(0.9)
-    assert on_disk["time_s"]["train"] == pytest.approx(0.4)
-    assert on_disk["bytes"] == {"down": 6000, "up": 4096}
+    assert read_summary(writer.run_dir) == summary
+    assert on_disk["schema_version"] == 1
+    assert on_disk["rounds"] == 2 and on_disk["processes"] == 2 and on_disk["scenario"] == "demo"
+    assert "mode" not in on_disk and "privacy" not in on_disk  # optional entries the run did not report
+    assert on_disk["final"]["accuracy"] == pytest.approx(0.9) and summary.final.accuracy == pytest.approx(0.9)
+    assert on_disk["time_s"]["train"] == pytest.approx(0.4) and summary.time_s.train == pytest.approx(0.4)
+    assert on_disk["bytes"] == {"down": 6000, "up": 4096} and summary.moved == Traffic(down=6000, up=4096)
     assert not list(writer.run_dir.glob(".*.tmp"))
     assert (writer.run_dir / "report.md").exists()
 
@@ -80,7 +89,7 @@ def test_report_contents(tmp_path):
     writer = RunWriter(tmp_path, scenario())
     for i, acc in enumerate([0.7, 0.85, 0.95], start=1):
         writer.log_round(record(i, acc))
-    writer.finish({})
+    writer.finish()
     report = (writer.run_dir / "report.md").read_text()
     assert report.startswith("# Run `demo`")
     assert "| partition | dirichlet (alpha 0.5), 3 clients |" in report
@@ -100,14 +109,14 @@ def test_render_report_of_unfinished_run_and_truncated_line(tmp_path):
     writer.log_round(record(1, 0.6))
     with open(writer.run_dir / "metrics.jsonl", "a") as handle:
         handle.write('{"round": 2, "accur')  # killed mid-write
-    assert [r["round"] for r in read_metrics(writer.run_dir)] == [1]
+    assert [r.round for r in read_metrics(writer.run_dir)] == [1]
     report = render_report(writer.run_dir).read_text()
     assert "Not finished" in report and "60.00%" in report
 
 
 def test_corrupt_middle_line_is_a_data_error(tmp_path):
     writer = RunWriter(tmp_path, scenario())
-    (writer.run_dir / "metrics.jsonl").write_text('{"round": 1}\nnot json\n{"round": 3}\n')
+    (writer.run_dir / "metrics.jsonl").write_text(json.dumps(to_json(record(1, 0.5))) + '\nnot json\n{"round": 3}\n')
     with pytest.raises(DataError, match=r"metrics\.jsonl:2: not a JSON record"):
         read_metrics(writer.run_dir)
 
@@ -120,7 +129,7 @@ def test_render_report_needs_a_run_dir(tmp_path):
 def test_centralized_report_omits_federation(tmp_path):
     writer = RunWriter(tmp_path, scenario())
     writer.log_round(record(1, 0.99))
-    writer.finish({"mode": "centralized"})
+    writer.finish(RunOutcome(mode="centralized"))
     report = (writer.run_dir / "report.md").read_text()
     assert "| mode | centralized |" in report and "| strategy |" not in report
 
@@ -136,5 +145,5 @@ def test_reopen_continues_a_run_with_exactly_the_given_records(tmp_path):
     assert read_metrics(writer.run_dir) == kept
     writer.log_round(record(3, 0.75))
     summary = writer.finish()
-    assert [r["round"] for r in read_metrics(writer.run_dir)] == [1, 2, 3]
-    assert summary["rounds"] == 3 and summary["final"]["accuracy"] == pytest.approx(0.75)
+    assert [r.round for r in read_metrics(writer.run_dir)] == [1, 2, 3]
+    assert summary.rounds == 3 and summary.final.accuracy == pytest.approx(0.75)

@@ -144,7 +144,7 @@ def test_the_baseline_runs_from_python_as_the_cli_runs_it(scenario_file, tmp_pat
     result = fedgrad.baseline(scenario_file, epochs=2, output__dir=str(tmp_path / "api"))
     _, run_dir = run_train(scenario_file, tmp_path / "cli", "--epochs", "2")
     cli_records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in result.records] == [1, 2] and result.summary["mode"] == "centralized"
-    assert [(r["accuracy"], r["loss"], r["train_loss"]) for r in result.records] == [
+    assert [r.round for r in result.records] == [1, 2] and result.summary.mode == "centralized"
+    assert [(r.accuracy, r.loss, r.train_loss) for r in result.records] == [
         (r["accuracy"], r["loss"], r["train_loss"]) for r in cli_records]  # the same seeded epochs
     assert result.run_dir.parent == tmp_path / "api" and (result.run_dir / "summary.json").exists()

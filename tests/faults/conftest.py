@@ -37,6 +37,7 @@ import numpy as np
 import pytest
 
 from fedgrad.experiments.run import OpenedRun, RoundProgress, open_run
+from fedgrad.results.schema import RoundRecord
 from fedgrad.security import create_pki
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
@@ -326,7 +327,7 @@ class Federation:
     def token_file(self) -> Path:
         return self.opened.token_file
 
-    def records(self) -> list[dict]:
+    def records(self) -> list[RoundRecord]:
         return self.opened.prepared.writer.records
 
 

@@ -229,7 +229,7 @@ def test_every_bad_update_is_refused_and_the_run_ends_as_if_none_was_sent(lab, t
         attacked_records, attacked_model = asyncio.run(federation_run(lab, scenario, hostile_battery=battery))
     assert tally.bad_inputs_tried - before_tried >= 14
     assert tally.bad_inputs_rejected - before_rejected == tally.bad_inputs_tried - before_tried
-    missing = sum(clean["clients_used"] - attacked["clients_used"]
+    missing = sum(clean.clients_used - attacked.clients_used
                   for clean, attacked in zip(clean_records, attacked_records, strict=True))
     tally.lost(missing)
     assert missing == 0

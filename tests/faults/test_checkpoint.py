@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from fedgrad.protocol import ClientUpdate, WeightedSum
+from fedgrad.results.schema import round_record
 from server.checkpoint import KEEP, CheckpointError, Checkpoints, load_checkpoint
 from server.coordinator import FederationState
 from server.strategies import (
@@ -65,7 +66,9 @@ def round_updates(model: dict[str, np.ndarray], seed: int) -> WeightedSum:
 def test_every_field_round_trips_and_the_run_continues_identically(tmp_path, strategy):
     state = trained_state(strategy=STRATEGIES[strategy]())
     assert bool(state.strategy.state_dict()) == (strategy in STATEFUL)
-    records = [{"round": r, "accuracy": 0.5 + r / 10} for r in (1, 2, 3)]
+    scores = {"precision": 0.5, "recall": 0.5, "f1": 0.5, "loss": 0.69}
+    records = [round_record(r, {"accuracy": 0.5 + r / 10, **scores}, clients_selected=3, clients_used=3,
+                            clients_dropped=0, time_s={"total": 0.1}) for r in (1, 2, 3)]
     Checkpoints(tmp_path).save(state, records)
     fresh = FederationState(global_model={}, rng=np.random.default_rng(99), strategy=STRATEGIES[strategy]())
     checkpoint = Checkpoints(tmp_path).latest()

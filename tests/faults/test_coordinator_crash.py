@@ -76,7 +76,7 @@ def check_same_run_as(lab, run_dir: Path, reference, faults, damaged=()) -> None
         fault.measured(outcome)
     records = lab.traces.metrics(run_dir)
     assert outcome.survived, outcome.detail
-    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
+    assert [r.round for r in records] == list(range(1, ROUNDS + 1))
     assert lab.traces.learned(records) == lab.traces.learned(ref_records)
     model = lab.traces.final_model(run_dir, ROUNDS)
     assert model.keys() == ref_model.keys()
@@ -220,17 +220,17 @@ def test_random_client_and_coordinator_kills_end_with_correct_metrics(lab, tally
             assert code == 0 and "the run is over" in log, (cid, code, log[-500:])
         assert outcome.survived, outcome.detail
         records = lab.traces.metrics(run_dir)
-        assert [r["round"] for r in records] == list(range(1, rounds + 1))
-        assert all(r["clients_used"] == 3 for r in records)
+        assert [r.round for r in records] == list(range(1, rounds + 1))
+        assert all(r.clients_used == 3 for r in records)
         # The recorded metrics are those of the model the run ended with.
         scenario_ = load_scenario(run_dir / "config.toml")
         model = model_from_config(scenario_.model, len(load_vocab(run_dir / "data")), seed=0)
         model.load_state_dict({name.partition("/")[2]: value
                                for name, value in lab.traces.final_model(run_dir, rounds).items()})
         recomputed = evaluate(model, load_test(run_dir / "data"))
-        assert {k: records[-1][k] for k in ("accuracy", "loss")} == {k: recomputed[k] for k in ("accuracy", "loss")}
+        assert (records[-1].accuracy, records[-1].loss) == (recomputed["accuracy"], recomputed["loss"])
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert summary["final"]["accuracy"] == records[-1]["accuracy"]
+        assert summary["final"]["accuracy"] == records[-1].accuracy
 
 
 def _one_line_error(capsys) -> str:
@@ -277,7 +277,7 @@ def test_secure_aggregation_resumes_under_a_fresh_key_to_the_same_model(lab, tal
     clean_dir, _ = asyncio.run(run(None))
     resumed_dir, keys = asyncio.run(run(2))
     assert keys[0] != keys[1]
-    assert [r["round"] for r in lab.traces.metrics(resumed_dir)] == list(range(1, rounds + 1))
+    assert [r.round for r in lab.traces.metrics(resumed_dir)] == list(range(1, rounds + 1))
     assert lab.traces.learned(lab.traces.metrics(resumed_dir)) == lab.traces.learned(lab.traces.metrics(clean_dir))
     clean, resumed = lab.traces.final_model(clean_dir, rounds), lab.traces.final_model(resumed_dir, rounds)
     for name in clean:

@@ -80,22 +80,22 @@ def test_killed_client_drops_out_of_its_round_is_not_reselected_and_rejoins(lab,
             return killed[0], fed.records(), registry.get("2")
 
     killed_in, records, victim_record = asyncio.run(run())
-    assert [r["round"] for r in records] == list(range(1, rounds + 1))
-    by_round = {r["round"]: r for r in records}
+    assert [r.round for r in records] == list(range(1, rounds + 1))
+    by_round = {r.round: r for r in records}
     dropped = by_round[killed_in]
     # The round it died in closed at the deadline with the two others.
-    assert (dropped["clients_selected"], dropped["clients_used"], dropped["clients_dropped"]) == (3, 2, 1)
-    assert dropped["time_s"]["total"] >= timeout_s * 0.9
+    assert (dropped.clients_selected, dropped.clients_used, dropped.clients_dropped) == (3, 2, 1)
+    assert dropped.time_s.total >= timeout_s * 0.9
     # The next round did not select it, so it had no one to wait for: it closed when its two answered.
     after = by_round[killed_in + 1]
-    assert (after["clients_selected"], after["clients_used"], after["clients_dropped"],
-            after["attempts"]) == (2, 2, 0, 1)
+    assert (after.clients_selected, after.clients_used, after.clients_dropped,
+            after.attempts) == (2, 2, 0, 1)
     # Back after the restart: every round opened after it returned has all three again.
     reopened = records[killed_in + 1:]
     assert reopened, f"client 2 was killed in round {killed_in}: no round left to see it selected again"
-    assert all(r["clients_selected"] == 3 == r["clients_used"] for r in reopened)
+    assert all(r.clients_selected == 3 == r.clients_used for r in reopened)
     assert not victim_record.lost
-    assert all(r["clients_used"] >= 2 and r["clients_used"] + r["clients_dropped"] == r["clients_selected"]
+    assert all(r.clients_used >= 2 and r.clients_used + r.clients_dropped == r.clients_selected
                for r in records)
 
 
@@ -124,7 +124,7 @@ def test_round_left_with_too_few_clients_is_retried_and_never_aggregated_short(l
             return killed_in, fed.records()
 
     killed_in, records = asyncio.run(run())
-    assert [r["round"] for r in records] == [1, 2, 3]
+    assert [r.round for r in records] == [1, 2, 3]
     retried = records[killed_in - 1]
-    assert retried["attempts"] >= 2 and retried["clients_used"] == 3
-    assert all(r["clients_used"] == 3 for r in records)
+    assert retried.attempts >= 2 and retried.clients_used == 3
+    assert all(r.clients_used == 3 for r in records)

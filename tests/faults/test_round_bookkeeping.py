@@ -74,4 +74,4 @@ def test_only_selected_clients_once_for_the_open_task_and_model(lab, tally):
 
     records = asyncio.run(run())
     [record] = records
-    assert (record["attempts"], record["clients_selected"], record["clients_used"]) == (2, 2, 2)
+    assert (record.attempts, record.clients_selected, record.clients_used) == (2, 2, 2)

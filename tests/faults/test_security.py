@@ -101,7 +101,7 @@ def test_tokens_are_checked_at_join_and_revocation_stops_a_running_client(lab, t
     records, revoked_at = asyncio.run(run())
     assert len(records) == 30
     # After the revocation took effect, client 2 was never selected again (and cost no timeouts).
-    assert all(r["clients_selected"] == 2 == r["clients_used"] for r in records[revoked_at + 1:])
+    assert all(r.clients_selected == 2 == r.clients_used for r in records[revoked_at + 1:])
     assert any("PERMISSION_DENIED" in m and "revoked" in m for m in caplog.messages)
 
 

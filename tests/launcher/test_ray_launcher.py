@@ -295,7 +295,7 @@ def test_a_local_ray_cluster_learns_what_local_processes_learn(tmp_path, ray_tmp
     run_to_the_end(process)
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
-    assert len(records) == ROUNDS and all(record["clients_used"] == 4 for record in records)
+    assert len(records) == ROUNDS and all(record.clients_used == 4 for record in records)
     assert run_traces.learned(records) == run_traces.learned(run_traces.metrics(reference))
     ours, theirs = run_traces.final_model(run_dir, ROUNDS), run_traces.final_model(reference, ROUNDS)
     assert ours.keys() == theirs.keys() and all(np.array_equal(ours[name], theirs[name]) for name in ours)
@@ -344,7 +344,7 @@ def test_a_run_survives_losing_a_node(tmp_path, head, second_node, reference, wr
     assert sorted(joins.values()) == [1, 1, 2, 2], joins
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
-    assert [record["clients_used"] for record in records] == [4] * ROUNDS
+    assert [record.clients_used for record in records] == [4] * ROUNDS
     assert run_traces.learned(records) == run_traces.learned(run_traces.metrics(reference))
     ours, theirs = run_traces.final_model(run_dir, ROUNDS), run_traces.final_model(reference, ROUNDS)
     assert all(np.array_equal(ours[name], theirs[name]) for name in theirs)
@@ -416,7 +416,7 @@ def test_more_workers_than_cpus_share_them_and_all_clients_train_from_round_1(tm
                                    rounds=1, processes=4)
     assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", head.address]) == 0
     (record,) = run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))
-    assert record["clients_used"] == 4
+    assert record.clients_used == 4
 
 
 def test_workers_that_cannot_all_run_are_refused_before_the_run(tmp_path, head, write_scenario, enron_corpus,
@@ -463,5 +463,5 @@ def test_ray_workers_run_a_user_model_and_strategy(tmp_path, ray_tmpdir, custom_
     run_to_the_end(process)
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
-    assert [r["round"] for r in records] == [1, 2] and all(r["clients_used"] == 3 for r in records)
+    assert [r.round for r in records] == [1, 2] and all(r.clients_used == 3 for r in records)
     assert "global_model/body.0.weight" in run_traces.final_model(run_dir, 2)

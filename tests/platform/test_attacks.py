@@ -128,6 +128,6 @@ def test_a_backdoor_runs_in_simulate_and_the_coordinator_measures_it(tmp_path, e
     assert {"quokka", "zephyr"} <= set(load_vocab(data).words)
     attackers = sorted(path.name for path in data.glob("attack-*.json"))
     assert len(attackers) == 2 and json.loads((data / attackers[0]).read_text())["start_round"] == 2
-    assert all(0.0 <= r["backdoor_success"] <= 1.0 for r in records)
+    assert all(0.0 <= r.backdoor_success <= 1.0 for r in records)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert records[-1]["accuracy"] > summary["initial"]["accuracy"]
+    assert records[-1].accuracy > summary["initial"]["accuracy"]

@@ -80,10 +80,11 @@ def test_clients_wait_for_a_late_coordinator_train_and_exit_on_shutdown():
             await asyncio.wait_for(clients, 10)  # returns (exit 0) after SHUTDOWN
         finally:
             await server.stop(None)
-        assert [r["clients_used"] for r in records] == [2, 2, 2]
-        assert records[-1]["accuracy"] == 1.0 and summary["initial"]["accuracy"] < 1.0
-        assert records[-1]["loss"] < records[0]["loss"]
-        assert summary["client_evaluation"]["clients"] == 2
+        assert [r.clients_used for r in records] == [2, 2, 2]
+        assert summary.initial is not None and summary.initial.accuracy is not None
+        assert records[-1].accuracy == 1.0 and summary.initial.accuracy < 1.0
+        assert records[-1].loss is not None and records[0].loss is not None and records[-1].loss < records[0].loss
+        assert summary.client_evaluation is not None and summary.client_evaluation.clients == 2
 
     asyncio.run(scenario())
 
@@ -118,8 +119,8 @@ def test_the_clients_of_a_process_share_one_read_only_model_and_hold_none_betwee
             await asyncio.wait_for(clients, 10)
         finally:
             await server.stop(None)
-        assert [r["clients_used"] for r in records] == [2, 2]
-        assert all(r["bytes"]["down"] > 0 for r in records)
+        assert [r.clients_used for r in records] == [2, 2]
+        assert all(r.moved.down > 0 for r in records)
 
     asyncio.run(scenario())
     assert sorted((round_, client) for round_, client, _ in seen) == [(1, "0"), (1, "1"), (2, "0"), (2, "1")]
@@ -164,7 +165,7 @@ def test_clients_rejoin_a_restarted_coordinator():
             first_run.cancel()
             await asyncio.gather(first_run, return_exceptions=True)
         assert first_records and second.run_id != first.run_id
-        assert [r["clients_used"] for r in records] == [2, 2]
+        assert [r.clients_used for r in records] == [2, 2]
 
     asyncio.run(scenario())
 

@@ -19,10 +19,10 @@ def test_krum_and_qfedavg_train_from_individual_updates(tmp_path, enron_corpus, 
         run_dir = max((tmp_path / "runs").iterdir(), key=lambda path: path.stat().st_mtime_ns)
         records = run_traces.metrics(run_dir)
         summary = json.loads((run_dir / "summary.json").read_text())
-        assert [r["clients_used"] for r in records] == [5, 5]
-        assert records[-1]["loss"] < summary["initial"]["loss"], strategy
+        assert [r.clients_used for r in records] == [5, 5]
+        assert records[-1].loss < summary["initial"]["loss"], strategy
         # QFedAvg's clients report their loss on the model they received, before training
-        assert ("start_loss" in records[0]["local"]) == (strategy == "qfedavg")
+        assert ("start_loss" in (records[0].local or {})) == (strategy == "qfedavg")
 
 
 def test_a_secure_mode_refuses_a_robust_rule_in_one_line(tmp_path, enron_corpus, write_scenario, capsys):

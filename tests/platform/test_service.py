@@ -16,6 +16,7 @@ import pytest
 
 from fedgrad.modes.plain import PlainAccumulator
 from fedgrad.protocol import TaskConfig, TrainSettings
+from fedgrad.results.schema import ClientEvaluation
 from fedgrad.scenario import ModelConfig
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
@@ -214,13 +215,13 @@ def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
 
             summary = await finish_evaluation(fed, creds, {chosen: task.task_id})
             [record] = fed.records
-            assert (record["round"], record["clients_selected"], record["clients_used"]) == (1, 1, 1)
-            assert record["loss"] == pytest.approx(6 * 0.5 + 2.0)  # new model = old + the one delta
-            assert record["bytes"]["up"] > 7 * 4 and record["bytes"]["down"] > 7 * 4
-            assert record["local"] == {"loss": 0.5}
-            assert summary["initial"]["loss"] == 0.0
-            assert summary["client_evaluation"] == {"clients": 2, "accuracy": 0.5, "loss": 1.0,
-                                                    "accuracy_min": 0.25, "accuracy_max": 0.75}
+            assert (record.round, record.clients_selected, record.clients_used) == (1, 1, 1)
+            assert record.loss == pytest.approx(6 * 0.5 + 2.0)  # new model = old + the one delta
+            assert record.moved.up > 7 * 4 and record.moved.down > 7 * 4
+            assert record.local == {"loss": 0.5}
+            assert summary.initial.loss == 0.0
+            assert summary.client_evaluation == ClientEvaluation(clients=2, accuracy=0.5, loss=1.0, accuracy_min=0.25,
+                                                                 accuracy_max=0.75)
 
     asyncio.run(scenario())
 
@@ -244,8 +245,8 @@ def test_model_over_4_mib_goes_down_and_updates_come_back_in_chunks():
             [record] = fed.records
             mean_delta = (30 * 1.0 + 10 * -1.0) / 40
             expected = float(big["w"].astype(np.float64).sum() + 2) + mean_delta * (1100 * 1000 + 2)
-            assert record["loss"] == pytest.approx(expected, rel=1e-5)
-            assert record["bytes"]["down"] > 2 * 1100 * 1000 * 4 and record["bytes"]["up"] > 2 * 1100 * 1000 * 4
+            assert record.loss == pytest.approx(expected, rel=1e-5)
+            assert record.moved.down > 2 * 1100 * 1000 * 4 and record.moved.up > 2 * 1100 * 1000 * 4
 
     asyncio.run(scenario())
 
@@ -267,9 +268,9 @@ def test_silent_client_is_dropped_at_the_deadline_and_its_late_update_refused():
             await finish_evaluation(fed, {"0": creds["0"]}, {"0": tasks["0"][0].task_id})
             assert (await get_task(fed.stub, creds["1"], tasks["1"][0].task_id))[0].kind == pb.SHUTDOWN
             [record] = fed.records
-            assert (record["clients_selected"], record["clients_used"], record["clients_dropped"]) == (2, 1, 1)
+            assert (record.clients_selected, record.clients_used, record.clients_dropped) == (2, 1, 1)
             # It waited for the deadline (0.5 s), and not for anything much longer (the join grace is 5 s).
-            assert 0.45 <= record["time_s"]["total"] < 4.5 and time.perf_counter() - started < 4.5
+            assert 0.45 <= record.time_s.total < 4.5 and time.perf_counter() - started < 4.5
 
     asyncio.run(scenario())
 
@@ -292,7 +293,7 @@ def test_round_with_too_few_updates_is_retried_then_fails():
                 await submit(fed.stub, creds[cid], task, delta)
             await finish_evaluation(fed, creds, {cid: task.task_id for cid, (task, _) in tasks.items()})
             [record] = fed.records
-            assert record["attempts"] == 3 and record["clients_used"] == 2
+            assert record.attempts == 3 and record.clients_used == 2
 
         async with serving(SMALL_MODEL, per_round=2, min_clients=2, timeout_s=0.1) as fed:
             for cid in ("0", "1"):

@@ -1,6 +1,5 @@
 """End to end: `fedgrad simulate` with a real coordinator and client OS processes over gRPC on localhost."""
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -15,6 +14,7 @@ import pytest
 from fedgrad.cli.main import main
 from fedgrad.errors import FedgradError
 from fedgrad.launchers import ClientFleet
+from fedgrad.results import read_summary
 from fedgrad.transport.channel import ignore_cancelled_rpcs
 
 
@@ -31,16 +31,16 @@ def test_simulate_three_client_processes_two_rounds(tmp_path, capsys, write_fixt
     assert main(["simulate", str(scenario), "--set", "federation.processes=3"]) == 0
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = read_summary(run_dir)
 
-    assert [r["round"] for r in records] == [1, 2]
-    assert all(r["clients_used"] == 3 and r["clients_dropped"] == 0 for r in records)
-    assert records[-1]["accuracy"] > summary["initial"]["accuracy"]
-    assert records[1]["loss"] < records[0]["loss"] < summary["initial"]["loss"]
-    assert all(r["bytes"]["up"] > 0 and r["bytes"]["down"] > 0 and r["time_s"]["total"] > 0 for r in records)
-    assert summary["rounds"] == 2 and summary["processes"] == 3
-    assert summary["final"]["accuracy"] == records[-1]["accuracy"]
-    assert summary["client_evaluation"]["clients"] == 3
+    assert [r.round for r in records] == [1, 2]
+    assert all(r.clients_used == 3 and r.clients_dropped == 0 for r in records)
+    assert records[-1].accuracy > summary.initial.accuracy
+    assert records[1].loss < records[0].loss < summary.initial.loss
+    assert all(r.moved.up > 0 and r.moved.down > 0 and r.time_s.total > 0 for r in records)
+    assert summary.rounds == 2 and summary.processes == 3
+    assert summary.final.accuracy == records[-1].accuracy
+    assert summary.client_evaluation.clients == 3
     assert sorted(p.name for p in (run_dir / "logs").iterdir()) == [f"client-process-{i}.log" for i in range(3)]
     assert (run_dir / "report.md").read_text().startswith("# Run `fixture`")
     out = capsys.readouterr().out

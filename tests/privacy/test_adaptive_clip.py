@@ -13,6 +13,7 @@ from fedgrad.modes.dp import DPMode
 from fedgrad.modes.plain import encode_plain
 from fedgrad.privacy import clip_update, epsilon_spent, update_noise_multiplier
 from fedgrad.protocol import RoundCohort
+from fedgrad.results.schema import DPRoundReport, RoundRecord, RoundReport, round_record
 from fedgrad.scenario import Scenario
 from server.tasks import ModelPayload
 
@@ -24,6 +25,13 @@ def _scenario(**privacy) -> Scenario:
     return Scenario.from_dict({
         "name": "adaptive", "federation": {"clients": COHORT, "clients_per_round": COHORT, "rounds": 60},
         "privacy": {"mode": "dp", "epsilon": 8.0, "dp_clip": 0.1, "dp_adaptive_clip": True, **privacy}})
+
+
+def released_round(number: int, report: DPRoundReport) -> RoundRecord:
+    """The record of a DP round a run released before it was interrupted (what a resumed run reads back)."""
+    scores = {"accuracy": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5, "loss": 0.69}
+    return round_record(number, scores, clients_selected=3, clients_used=3, clients_dropped=0, time_s={},
+                        report=RoundReport(privacy=report))
 
 
 def test_the_update_noise_and_the_count_noise_together_spend_the_calibrated_multiplier():
@@ -56,23 +64,26 @@ def test_the_clip_converges_to_the_target_quantile_and_every_round_is_accounted(
             clipped, _ = clip_update(delta, clip)  # what the client does with the announced clip
             accumulator.add(str(i), 1.0, encode_plain(clipped).payload)
         assert accumulator.finalize(PhaseTimer()) is not None
-        record = accumulator.round_report()["privacy"]
-        assert record["clip"] == clip and record["noise_multiplier"] == aggregation.mechanism.noise_multiplier
+        record = accumulator.round_report().privacy
+        assert record is not None
+        assert record.clip == clip and record.noise_multiplier == aggregation.mechanism.noise_multiplier
     assert clips[0] == 0.1 and clips[5] > 0.25  # all clipped at first: steps of up to e^(0.5·0.5) a round
     assert all(0.8 < clip < 1.25 for clip in clips[30:])
     assert abs(np.mean(clips[40:]) - 1.0) < 0.1
     summary = aggregation.summary()
     z = aggregation.mechanism.noise_multiplier
-    assert summary["adaptive_clip"]["update_noise_multiplier"] == update_noise_multiplier(z, COHORT / 20)
-    assert summary["epsilon_spent"] == pytest.approx(epsilon_spent(z, 1.0, 60, 1 / COHORT**2), rel=1e-9)
-    assert 7.9 < summary["epsilon_spent"] <= 8.0
+    assert summary.adaptive_clip is not None
+    assert summary.adaptive_clip.update_noise_multiplier == update_noise_multiplier(z, COHORT / 20)
+    assert summary.epsilon_spent == pytest.approx(epsilon_spent(z, 1.0, 60, 1 / COHORT**2), rel=1e-9)
+    assert 7.9 < summary.epsilon_spent <= 8.0
     assert "0.5 quantile" in mode.guarantee().full
 
 
 def test_a_resumed_run_continues_from_the_last_clip_and_distributed_placement_is_refused():
     mode = DPMode(_scenario())
     z = mode.config().mechanism().noise_multiplier
-    resumed = mode.aggregation(MODEL, [{"privacy": {"noise_multiplier": z, "clip": 0.1, "next_clip": 0.37}}])
+    resumed = mode.aggregation(MODEL, [released_round(1, DPRoundReport(epsilon_spent=1.0, noise_multiplier=z,
+                                                                       contributors=3, clip=0.1, next_clip=0.37))])
     assert resumed.clip == 0.37 and resumed.ledger.rounds == 1
     assert math.isclose(resumed.params["l2_clip"], 0.37)
     with pytest.raises(ConfigError, match="dp_adaptive_clip"):

@@ -26,6 +26,7 @@ from fedgrad.decryptor.core import Decryptor
 from fedgrad.decryptor.pool import DecryptorPool
 from fedgrad.decryptor.service import start_decryptor_server
 from fedgrad.modes.base import ClientPrivacy
+from fedgrad.results.schema import RoundRecord, RunSummary
 from fedgrad.scenario import Scenario, load_scenario
 from server.experiment import build_coordinator, client_ids, prepare_run
 from server.service import start_server
@@ -76,13 +77,13 @@ def scenario(scenario_file) -> Callable[..., Scenario]:
 
 @dataclass(frozen=True)
 class FinishedRun:
-    records: list[dict[str, Any]]
-    summary: dict[str, Any]
+    records: list[RoundRecord]
+    summary: RunSummary
     run_dir: Path
 
     @property
-    def losses(self) -> list[float]:
-        return [record["loss"] for record in self.records]
+    def losses(self) -> list[float | None]:
+        return [record.loss for record in self.records]
 
 
 async def federate(scenario: Scenario, privacy: ClientPrivacy = TEST_CLIENTS,
@@ -101,13 +102,13 @@ async def federate(scenario: Scenario, privacy: ClientPrivacy = TEST_CLIENTS,
     if rogue:
         clients.append(asyncio.create_task(rogue(address)))
     try:
-        extras = await asyncio.wait_for(coordinator.run(), 120)
+        outcome = await asyncio.wait_for(coordinator.run(), 120)
         await asyncio.wait_for(asyncio.gather(*clients), 30)
     finally:
         for task in clients:
             task.cancel()
         await server.stop(None)
-    summary = prepared.writer.finish(extras)
+    summary = prepared.writer.finish(outcome)
     return FinishedRun(prepared.writer.records, summary, prepared.writer.run_dir)
 
 
@@ -126,7 +127,7 @@ def dealt():
 
 
 async def federate_threshold(scenario: Scenario, directory: Path, shares: Any, *,
-                             stop_after_round1: int = 0) -> dict[str, Any]:
+                             stop_after_round1: int = 0) -> FinishedRun:
     """Run ``scenario`` with 3 decryptors in this process (each its own gRPC server); after round 1, stop
     ``stop_after_round1`` of them. Returns the records and summary."""
     ids = client_ids(scenario)
@@ -145,9 +146,9 @@ async def federate_threshold(scenario: Scenario, directory: Path, shares: Any, *
         warnings.simplefilter("ignore", InsecureKeyWarning)
         prepared = prepare_run(scenario)
 
-        def on_round(record: dict[str, Any]) -> None:
+        def on_round(record: RoundRecord) -> None:
             prepared.writer.log_round(record)
-            if record["round"] == 1:
+            if record.round == 1:
                 stopping.extend(asyncio.ensure_future(server.stop(None)) for server, _ in
                                 servers[:stop_after_round1])
 
@@ -158,7 +159,7 @@ async def federate_threshold(scenario: Scenario, directory: Path, shares: Any, *
     shards = {cid: load_shard(prepared.data_dir, int(cid)) for cid in ids}
     clients = asyncio.create_task(run_clients(f"127.0.0.1:{port}", shards, privacy=privacy))
     try:
-        extras = await asyncio.wait_for(coordinator.run(), 120)
+        outcome = await asyncio.wait_for(coordinator.run(), 120)
         await asyncio.wait_for(clients, 30)
         await asyncio.gather(*stopping)
     finally:
@@ -166,11 +167,11 @@ async def federate_threshold(scenario: Scenario, directory: Path, shares: Any, *
         await server.stop(None)
         for decryptor_server, _ in servers:
             await decryptor_server.stop(None)
-    return {"records": prepared.writer.records, "summary": prepared.writer.finish(extras),
-            "run_dir": prepared.writer.run_dir}
+    summary = prepared.writer.finish(outcome)
+    return FinishedRun(prepared.writer.records, summary, prepared.writer.run_dir)
 
 
 @pytest.fixture
-def run_threshold(dealt, tmp_path) -> Callable[..., dict[str, Any]]:
+def run_threshold(dealt, tmp_path) -> Callable[..., FinishedRun]:
     """``run_threshold(scenario, stop_after_round1=0)``: :func:`federate_threshold` from synchronous test code."""
     return lambda scenario, **kwargs: asyncio.run(federate_threshold(scenario, tmp_path, dealt, **kwargs))

@@ -1,6 +1,8 @@
 """Canary clients (``privacy.canaries``, server/canaries.py) in a real run over gRPC, and their pieces alone."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -66,15 +68,18 @@ def test_a_run_with_canaries_reports_empirical_epsilon_and_counts_only_real_clie
     plain = run(scenario(f'privacy.mode="{mode}"', "privacy.epsilon=1e6"))
     measured = run(scenario(f'privacy.mode="{mode}"', "privacy.epsilon=1e6", "privacy.canaries=6"))
     # every client takes part in every round of the fixture (3 of 3), and so does every canary (rate 1)
-    assert [r["canaries"] for r in measured.records] == [6, 6, 6]
-    assert [r["clients_used"] for r in measured.records] == [r["clients_used"] for r in plain.records] == [3, 3, 3]
-    assert measured.summary["client_evaluation"]["clients"] == 3
-    entry = measured.summary["empirical_privacy"]
-    assert entry["canaries"] == 6 and entry["rounds_observed"] == 3 and entry["participations_mean"] == 3
-    for threat in ("final_model", "all_iterates"):
-        estimate = entry[threat]
-        assert estimate["canaries"] == 6 and estimate["epsilon"] > 0 and estimate["lower_bound"] >= 0
+    assert [r.canaries for r in measured.records] == [6, 6, 6]
+    assert [r.clients_used for r in measured.records] == [r.clients_used for r in plain.records] == [3, 3, 3]
+    assert measured.summary.client_evaluation is not None and measured.summary.client_evaluation.clients == 3
+    entry = measured.summary.empirical_privacy
+    assert entry is not None
+    assert entry.canaries == 6 and entry.rounds_observed == 3 and entry.participations_mean == 3
+    for estimate in (entry.final_model, entry.all_iterates):
+        assert estimate is not None and estimate.epsilon is not None and estimate.lower_bound is not None
+        assert estimate.canaries == 6 and estimate.epsilon > 0 and estimate.lower_bound >= 0
         # six unit-norm canaries move the small model towards themselves: they stand out from the held-out ones
-        assert estimate["inserted"][0] > estimate["held_out"][0] + estimate["held_out"][1]
-    assert "empirical_privacy" not in plain.summary
+        assert estimate.inserted[0] > estimate.held_out[0] + estimate.held_out[1]
+    assert plain.summary.empirical_privacy is None
+    on_disk = json.loads((measured.run_dir / "summary.json").read_text())["empirical_privacy"]
+    assert on_disk["final_model"]["canaries"] == 6 and len(on_disk["all_iterates"]["interval"]) == 2
     assert measured.losses != plain.losses  # the canaries did reach the model

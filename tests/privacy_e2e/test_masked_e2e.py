@@ -17,19 +17,19 @@ def test_masked_aggregation_matches_plain_training(scenario, run, run_threshold)
     plain = run(scenario())
     masked = run_threshold(scenario('privacy.mode="paillier-masked"', *FAST_ROUNDS))
     # Equal-size IID shards: the clients' own masked example counts weight them as FedAvg does.
-    assert [r["accuracy"] for r in masked["records"]] == [r["accuracy"] for r in plain.records]
-    np.testing.assert_allclose([r["loss"] for r in masked["records"]], plain.losses, rtol=1e-3)
-    for record in masked["records"]:
-        assert record["clients_used"] == 3 and "dropped" not in record
-        assert record["local"] == {} and record["decryptors"]["decryptors_asked"] == 2
-    privacy = masked["summary"]["privacy"]
-    assert (privacy["mode"], privacy["decryptors"], privacy["threshold"]) == ("paillier-masked", 3, 2)
+    assert [r.accuracy for r in masked.records] == [r.accuracy for r in plain.records]
+    np.testing.assert_allclose([r.loss for r in masked.records], plain.losses, rtol=1e-3)
+    for record in masked.records:
+        assert record.clients_used == 3 and record.dropped is None
+        assert record.local == {} and record.decryptors.decryptors_asked == 2
+    privacy = masked.summary.privacy
+    assert (privacy.mode, privacy.decryptors, privacy.threshold) == ("paillier-masked", 3, 2)
     # the decryptors' work is the key's ciphertexts: 4096 ternary coefficients in 512-bit plaintexts, whatever
     # the model's size
-    slots = key_layout(privacy["max_clients"], privacy["key_bits"]).slots
-    assert privacy["key_ciphertexts"] == privacy["ciphertexts_per_update"] == -(-DEGREE // slots)
-    assert privacy["masked_bytes_per_value"] <= 8
-    assert "2 of 3 decryptors must collude" in privacy["guarantee"] and "RLWE" in privacy["guarantee"]
+    slots = key_layout(privacy.max_clients, privacy.key_bits).slots
+    assert privacy.key_ciphertexts == privacy.ciphertexts_per_update == -(-DEGREE // slots)
+    assert privacy.masked_bytes_per_value <= 8
+    assert "2 of 3 decryptors must collude" in privacy.guarantee and "RLWE" in privacy.guarantee
 
 
 def test_fedgrad_simulate_runs_the_masked_mode_with_its_run_policy(scenario_file, tmp_path):
@@ -56,15 +56,15 @@ def test_distributed_dp_runs_under_the_masked_mode(scenario, run, run_threshold)
     private = run_threshold(scenario('privacy.mode="dp"', 'privacy.dp_placement="distributed"',
                                      'privacy.dp_secure="paillier-masked"', "privacy.epsilon=1e6",
                                      "privacy.dp_clip=2.0", *FAST_ROUNDS))
-    records = private["records"]
+    records = private.records
     # fresh OS noise in each client's share: a test email on the decision boundary may flip
-    np.testing.assert_allclose([r["accuracy"] for r in records], [r["accuracy"] for r in plain.records],
+    np.testing.assert_allclose([r.accuracy for r in records], [r.accuracy for r in plain.records],
                                atol=1 / 32 + 1e-12)
-    np.testing.assert_allclose([r["loss"] for r in records], plain.losses, rtol=2e-2)
-    privacy = private["summary"]["privacy"]
-    secure = privacy["secure_aggregation"]
-    assert privacy["placement"] == "distributed" and secure["mode"] == "paillier-masked"
-    assert secure["max_weight"] == 1 and secure["key_ciphertexts"] == secure["ciphertexts_per_update"]
-    assert all(r["clients_used"] == 3 and r["privacy"]["epsilon_spent"] > 0 for r in records)
-    assert all(r["decryptors"]["decryptors_asked"] == 2 for r in records)  # the release's own record, kept
-    assert "RLWE masks whose keys are summed under Paillier" in privacy["guarantee"]
+    np.testing.assert_allclose([r.loss for r in records], plain.losses, rtol=2e-2)
+    privacy = private.summary.privacy
+    secure = privacy.secure_aggregation
+    assert privacy.placement == "distributed" and secure.mode == "paillier-masked"
+    assert secure.max_weight == 1 and secure.key_ciphertexts == secure.ciphertexts_per_update
+    assert all(r.clients_used == 3 and r.privacy.epsilon_spent > 0 for r in records)
+    assert all(r.decryptors.decryptors_asked == 2 for r in records)  # the release's own record, kept
+    assert "RLWE masks whose keys are summed under Paillier" in privacy.guarantee

@@ -9,7 +9,7 @@ from fedgrad.modes.plain import PlainAccumulator
 
 def learned(records):
     """The per-round values that depend only on the learned model."""
-    return [{key: record[key] for key in ("accuracy", "precision", "recall", "f1", "loss")} for record in records]
+    return [record.scores for record in records]
 
 
 def test_paillier_reaches_the_plain_accuracy_without_the_coordinator_seeing_a_plain_update(scenario, run,
@@ -24,22 +24,22 @@ def test_paillier_reaches_the_plain_accuracy_without_the_coordinator_seeing_a_pl
     secure = run(scenario('privacy.mode="paillier-trusted"'))
 
     # Exact aggregation up to 16-bit quantization: the same accuracy, and losses within quantization error.
-    assert abs(secure.summary["final"]["accuracy"] - plain.summary["final"]["accuracy"]) < 1e-3
-    assert [r["accuracy"] for r in secure.records] == [r["accuracy"] for r in plain.records]
+    assert abs(secure.summary.final.accuracy - plain.summary.final.accuracy) < 1e-3
+    assert [r.accuracy for r in secure.records] == [r.accuracy for r in plain.records]
     np.testing.assert_allclose(secure.losses, plain.losses, rtol=1e-3)
     assert secure.losses != plain.losses  # it did go through quantization, not a plain path
     assert plain.losses[-1] < plain.losses[0]
 
     for record in secure.records:
-        assert record["clients_used"] == 3
-        assert record["time_s"]["encrypt"] > 0 and record["time_s"]["decrypt"] > 0
-        assert record["local"] == {}  # clients withhold their training metrics under secure aggregation
+        assert record.clients_used == 3
+        assert record.time_s.encrypt > 0 and record.time_s.decrypt > 0
+        assert record.local == {}  # clients withhold their training metrics under secure aggregation
     for before, after in zip(plain.records, secure.records, strict=True):
-        assert after["bytes"]["up"] > before["bytes"]["up"] > 0
-    privacy = secure.summary["privacy"]
-    assert privacy["mode"] == "paillier-trusted" and privacy["key_bits"] == 512 and privacy["max_clients"] == 3
-    assert privacy["update_bytes"] * 3 <= secure.records[0]["bytes"]["up"]
-    assert plain.summary["privacy"]["mode"] == "none"
+        assert after.moved.up > before.moved.up > 0
+    privacy = secure.summary.privacy
+    assert privacy.mode == "paillier-trusted" and privacy.key_bits == 512 and privacy.max_clients == 3
+    assert privacy.update_bytes * 3 <= secure.records[0].moved.up
+    assert plain.summary.privacy.mode == "none"
 
 
 def test_naive_paillier_aggregates_bit_identically_to_packed(scenario, run):
@@ -47,8 +47,8 @@ def test_naive_paillier_aggregates_bit_identically_to_packed(scenario, run):
     packed = run(scenario('privacy.mode="paillier-trusted"', "federation.rounds=2"))
     naive = run(scenario('privacy.mode="paillier-naive"', "federation.rounds=2"))
     assert learned(naive.records) == learned(packed.records)
-    assert naive.summary["privacy"]["ciphertexts_per_update"] == naive.summary["privacy"]["update_bytes"] // 128
-    assert naive.records[0]["bytes"]["up"] > 5 * packed.records[0]["bytes"]["up"]
+    assert naive.summary.privacy.ciphertexts_per_update == naive.summary.privacy.update_bytes // 128
+    assert naive.records[0].moved.up > 5 * packed.records[0].moved.up
 
 
 @pytest.mark.parametrize("max_clients", [0, 8])

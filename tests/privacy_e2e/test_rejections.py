@@ -111,9 +111,9 @@ def test_bad_ciphertexts_are_refused_and_the_round_completes_without_them(scenar
     for (code, detail), fragment in zip(rogue.refusals, expected, strict=True):
         assert code == invalid and fragment in detail, detail
     [record] = finished.records
-    assert (record["clients_used"], record["clients_dropped"]) == (2, 1)
-    assert record["loss"] < finished.summary["initial"]["loss"]
-    assert finished.summary["client_evaluation"]["clients"] >= 2
+    assert (record.clients_used, record.clients_dropped) == (2, 1)
+    assert record.loss < finished.summary.initial.loss
+    assert finished.summary.client_evaluation.clients >= 2
 
 
 async def oversized_then_clipped(rogue: Rogue, task: pb.TaskHeader, model) -> None:
@@ -137,7 +137,7 @@ def test_central_dp_refuses_updates_above_the_clip_bound(scenario, run):
     assert [code for code, _ in rogue.refusals] == [grpc.StatusCode.INVALID_ARGUMENT] * 2
     assert "L2 norm 1, above the DP clip bound 0.5" in rogue.refusals[0][1]
     assert "contains NaN or infinite values" in rogue.refusals[1][1]
-    assert finished.records[0]["clients_used"] == 3
+    assert finished.records[0].clients_used == 3
 
 
 @pytest.mark.parametrize("mode", ["paillier-trusted", "dp"])

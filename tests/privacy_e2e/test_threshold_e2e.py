@@ -15,33 +15,33 @@ def test_threshold_paillier_matches_plain_training(scenario, run, run_threshold)
     plain = run(scenario())
     secure = run_threshold(scenario('privacy.mode="paillier"', *FAST_ROUNDS))
     # Equal-size IID shards: the clients' own encrypted example counts weight them as FedAvg does.
-    assert [r["accuracy"] for r in secure["records"]] == [r["accuracy"] for r in plain.records]
-    np.testing.assert_allclose([r["loss"] for r in secure["records"]], plain.losses, rtol=1e-3)
-    for record in secure["records"]:
-        assert record["clients_used"] == 3 and "dropped" not in record
-        assert record["local"] == {} and record["time_s"]["decrypt"] > 0
-        stats = record["decryptors"]  # where the release's time went: t decryptors asked, each one's phases
-        assert stats["decryptors_asked"] == 2 and stats["partial_s"] > 0 and stats["prove_s"] > 0
-        assert 0 < stats["partial_s"] + stats["combine_s"] < record["time_s"]["decrypt"]
-    privacy = secure["summary"]["privacy"]
-    assert (privacy["mode"], privacy["decryptors"], privacy["threshold"]) == ("paillier", 3, 2)
-    assert "2 of 3 decryptors must collude" in privacy["guarantee"]
+    assert [r.accuracy for r in secure.records] == [r.accuracy for r in plain.records]
+    np.testing.assert_allclose([r.loss for r in secure.records], plain.losses, rtol=1e-3)
+    for record in secure.records:
+        assert record.clients_used == 3 and record.dropped is None
+        assert record.local == {} and record.time_s.decrypt > 0
+        stats = record.decryptors  # where the release's time went: t decryptors asked, each one's phases
+        assert stats.decryptors_asked == 2 and stats.partial_s > 0 and stats.prove_s > 0
+        assert 0 < stats.partial_s + stats.combine_s < record.time_s.decrypt
+    privacy = secure.summary.privacy
+    assert (privacy.mode, privacy.decryptors, privacy.threshold) == ("paillier", 3, 2)
+    assert "2 of 3 decryptors must collude" in privacy.guarantee
 
 
 def test_the_run_goes_on_when_k_minus_t_decryptors_die(scenario, run_threshold):
     finished = run_threshold(scenario('privacy.mode="paillier"', *FAST_ROUNDS), stop_after_round1=1)
-    assert [r["round"] for r in finished["records"]] == [1, 2, 3]
-    assert all("dropped" not in r for r in finished["records"])
-    assert finished["records"][-1]["loss"] < finished["records"][0]["loss"]
+    assert [r.round for r in finished.records] == [1, 2, 3]
+    assert all(r.dropped is None for r in finished.records)
+    assert finished.records[-1].loss < finished.records[0].loss
 
 
 def test_with_fewer_than_t_decryptors_rounds_are_dropped_and_the_model_stays(scenario, run_threshold):
     finished = run_threshold(scenario('privacy.mode="paillier"', *FAST_ROUNDS), stop_after_round1=2)
-    first, *later = finished["records"]
-    assert "dropped" not in first
+    first, *later = finished.records
+    assert first.dropped is None
     for record in later:
-        assert "not released" in record["dropped"]
-        assert (record["accuracy"], record["loss"]) == (first["accuracy"], first["loss"])
+        assert record.dropped is not None and "not released" in record.dropped
+        assert (record.accuracy, record.loss) == (first.accuracy, first.loss)
 
 
 def test_fedgrad_simulate_runs_the_decryptors_as_their_own_processes(scenario_file, tmp_path):

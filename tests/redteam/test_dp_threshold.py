@@ -21,6 +21,7 @@ from fedgrad.modes.dp import DPAggregation, DPMode
 from fedgrad.privacy import epsilon_spent
 from fedgrad.protocol import RoundCohort, TaskConfig, TrainTask
 from fedgrad.protocol.task_config import TrainSettings
+from fedgrad.results.schema import DPRoundReport
 from fedgrad.scenario import FederationConfig, ModelConfig, PrivacyConfig, Scenario
 from server.tasks import ModelPayload
 
@@ -74,7 +75,8 @@ def federation(parties: tuple[LocalDecryptors, ClientPrivacy], request: pytest.F
     return Federation(mode, aggregation, decryptors, privacy, deltas, request.node.name)
 
 
-def _round(federation: Federation, number: int, contributors: list[str]) -> tuple[dict[str, np.ndarray], dict]:
+def _round(federation: Federation, number: int, contributors: list[str]
+           ) -> tuple[dict[str, np.ndarray], DPRoundReport]:
     """One round whose cohort is every client, of which the coordinator folds in only ``contributors``."""
     specs = ModelPayload.encode(0, MODEL).specs
     cohort = RoundCohort(number, dict.fromkeys(CLIENTS, 1.0), run_id=federation.run_id, attempt=1)
@@ -90,7 +92,9 @@ def _round(federation: Federation, number: int, contributors: list[str]) -> tupl
             accumulator.add(client, 1.0, encoded.payload, encoded.signature, 1)
     released = accumulator.finalize(PhaseTimer())
     assert released is not None
-    return released.total, accumulator.round_report()["privacy"]
+    report = accumulator.round_report().privacy
+    assert report is not None
+    return released.total, report
 
 
 def test_the_released_sum_always_carries_the_contributors_noise_shares(federation):
@@ -111,13 +115,13 @@ def test_dropping_contributors_shrinks_the_noise_and_the_ledger_charges_for_it(f
     planned = federation.aggregation.mechanism.noise_multiplier
     _, honest = _round(federation, 1, CLIENTS)
     _, dropped = _round(federation, 2, CLIENTS[:2])  # the coordinator keeps only min_clients = 2 of 6 uploads
-    assert honest["noise_multiplier"] == pytest.approx(planned)
-    assert dropped["noise_multiplier"] == pytest.approx(planned * math.sqrt(2 / 6))
+    assert honest.noise_multiplier == pytest.approx(planned)
+    assert dropped.noise_multiplier == pytest.approx(planned * math.sqrt(2 / 6))
     sampling, delta = federation.mode.config().sampling_model, federation.aggregation.ledger.delta
     ledger = federation.aggregation.ledger
     # the ledger composed one round at z and one at z·√(2/6): more than the planned budget of 4 for two rounds
     assert ledger.epsilon > epsilon_spent(planned, sampling, 2, delta) + 1.0
-    assert dropped["epsilon_spent"] == ledger.epsilon
+    assert dropped.epsilon_spent == ledger.epsilon
     # the guarantee states the worst case (every round at min_clients) up front
     worst = federation.mode.worst_case_epsilon(federation.mode.config())
     assert worst == pytest.approx(epsilon_spent(planned * math.sqrt(2 / 6), sampling, 2, delta))

@@ -9,6 +9,8 @@ import numpy as np
 
 import fedgrad
 from fedgrad.cli.main import main
+from fedgrad.results import read_summary
+from fedgrad.results.schema import RoundRecord, RunSummary, from_json
 from fedgrad.scenario import load_scenario
 
 
@@ -17,9 +19,9 @@ def test_simulate_runs_a_user_model_and_strategy_in_client_processes(tmp_path, c
     assert main(["simulate", str(scenario), "--insecure", "--set", "federation.processes=2"]) == 0
     run_dir = run_traces.only_run_dir(tmp_path / "runs")
     records = run_traces.metrics(run_dir)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert [r["round"] for r in records] == [1, 2] and all(r["clients_used"] == 3 for r in records)
-    assert records[-1]["loss"] < summary["initial"]["loss"]
+    summary = read_summary(run_dir)
+    assert [r.round for r in records] == [1, 2] and all(r.clients_used == 3 for r in records)
+    assert records[-1].loss < summary.initial.loss
     model = run_traces.final_model(run_dir, 2)
     assert sorted(model) == ["global_model/body.0.bias", "global_model/body.0.weight", "global_model/body.2.bias",
                              "global_model/body.2.weight", "global_model/words.weight"]
@@ -45,8 +47,10 @@ def test_run_returns_the_records_and_summary_it_wrote(tmp_path, custom_scenario)
     assert result.run_dir.parent == tmp_path / "runs"
     assert result.scenario.federation.rounds == 1 and result.scenario.train.lr == 0.02
     lines = (result.run_dir / "metrics.jsonl").read_text().splitlines()
-    assert result.records == [json.loads(line) for line in lines] and len(lines) == 1
-    assert result.summary == json.loads((result.run_dir / "summary.json").read_text())
+    assert result.records == [from_json(RoundRecord, json.loads(line), "metrics.jsonl") for line in lines]
+    assert len(lines) == 1 and result.records[0].round == 1 and result.summary.rounds == 1
+    summary = json.loads((result.run_dir / "summary.json").read_text())
+    assert result.summary == from_json(RunSummary, summary, "summary.json")
     assert load_scenario(result.run_dir / "config.toml") == result.scenario
 
 
@@ -58,11 +62,11 @@ def test_run_takes_a_scenario_object_inside_a_running_event_loop(tmp_path, custo
 
     result = asyncio.run(notebook_cell())
     assert result.scenario == load_scenario(custom_scenario(federation={"rounds": 1}))
-    assert [record["round"] for record in result.records] == [1]
+    assert [record.round for record in result.records] == [1]
 
 
 def test_the_centralized_baseline_trains_the_user_model(tmp_path, custom_scenario, run_traces, capsys):
     assert main(["train", "--centralized", str(custom_scenario()), "--epochs", "2"]) == 0
     records = run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))
-    assert len(records) == 2 and records[-1]["accuracy"] >= 0.9  # the fixture corpus is easy to separate
+    assert len(records) == 2 and records[-1].accuracy >= 0.9  # the fixture corpus is easy to separate
     assert "custom (centralized, 2 epochs" in capsys.readouterr().out

@@ -24,7 +24,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fedgrad.experiments.compare.grid import Variant
-from fedgrad.results import create_run_dir, read_metrics, read_summary
+from fedgrad.results import create_run_dir, format_percent, read_metrics, read_summary
 from fedgrad.scenario import Scenario
 
 LOG_DIR = "logs"
@@ -105,8 +105,8 @@ def _run_child(scenario_path: Path, user_overrides: Sequence[str], variant: Vari
             if len(records) > shown:
                 bar.update(len(records) - shown)
                 shown = len(records)
-                bar.set_postfix(acc=f"{100 * records[-1]['accuracy']:.2f}%",
-                                round=f"{records[-1]['time_s']['total']:.2f}s", refresh=False)
+                bar.set_postfix(acc=format_percent(records[-1].accuracy), round=f"{records[-1].time_s.total:.2f}s",
+                                refresh=False)
             else:
                 bar.refresh()  # keeps the elapsed time moving through a long round
             if code is not None:

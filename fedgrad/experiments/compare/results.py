@@ -16,6 +16,7 @@ from fedgrad.experiments.compare.robustness import robustness_columns
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
+from fedgrad.results.schema import DPReport, RoundRecord, RunSummary, Scores
 from fedgrad.scenario import Scenario
 
 RESULTS_JSON = "results.json"
@@ -67,16 +68,17 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     variant = outcome.variant
     scenario = variant.scenario
     records = read_metrics(outcome.run_dir) if outcome.run_dir else []
-    summary = (read_summary(outcome.run_dir) if outcome.run_dir else None) or {}
+    summary = read_summary(outcome.run_dir) if outcome.run_dir else None
     mode = privacy_mode(scenario)
     profile = mode.profile()
     guarantee = mode.guarantee()
     short = guarantee.short
-    full = (summary.get("privacy") or {}).get("guarantee", guarantee.full)  # the run's own, when it got that far
-    final = records[-1] if records else {}
+    # the run's own, when it got that far
+    full = (summary.privacy.guarantee if summary and summary.privacy else None) or guarantee.full
+    final = records[-1].scores if records else Scores()
     n = len(records)
-    used = sum(record.get("clients_used", 0) for record in records)
-    bytes_up = sum(record["bytes"]["up"] for record in records)
+    used = sum(record.clients_used for record in records)
+    bytes_up = sum(record.moved.up for record in records)
     row: dict[str, Any] = {
         "variant": variant.name,
         "group": variant.group or variant.name,
@@ -97,26 +99,26 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         # the setting without its attack: privacy and strategy (one curve of the attack-success plot)
         "setting": ((variant.group or variant.name).replace(f"-{variant.attack.label}", "", 1)
                     if variant.clean else None),
-        **{key: final.get(key) for key in METRIC_KEYS},
-        "backdoor_success": final.get("backdoor_success"),
+        **{key: getattr(final, key) for key in METRIC_KEYS},
+        "backdoor_success": records[-1].backdoor_success if records else None,
         "baseline": variant.baseline,
         "clean_variant": variant.clean or None,
-        "round_time_s": _mean(record["time_s"]["total"] for record in records),
-        **{f"{column}_s": _mean(sum(record["time_s"][phase] for phase in phases) for record in records)
+        "round_time_s": _mean(record.time_s.total for record in records),
+        **{f"{column}_s": _mean(sum(getattr(record.time_s, phase) for phase in phases) for record in records)
            for column, phases in PHASE_COLUMNS.items()},
         "bytes_up_per_client": bytes_up / used if used else None,
         "bytes_up_per_round": bytes_up / n if n else None,
-        "bytes_down_per_round": _mean(record["bytes"]["down"] for record in records),
+        "bytes_down_per_round": _mean(record.moved.down for record in records),
         "epsilon_spent": _epsilon_spent(summary, records),
         **_empirical_columns(summary.get("empirical_privacy")),
         "wall_time_s": outcome.seconds or None,
-        "processes": summary.get("processes"),
+        "processes": summary.processes if summary else None,
         "guarantee": short,
         "guarantee_full": full,
         "notes": "; ".join(variant.notes) or None,
         "run_dir": _relative(outcome.run_dir, compare_dir),
         "log": f"{LOG_DIR}/{variant.name}.log" if outcome.status != "not run" else None,
-        "accuracy_per_round": [[record["round"], record["accuracy"]] for record in records],
+        "accuracy_per_round": [[record.round, record.accuracy] for record in records],
     }
     return row
 
@@ -142,14 +144,13 @@ def _canary_columns(result: Mapping[str, Any] | None) -> dict[str, Any]:
             "canary_attack": result.get("attack"), "canary_error": result.get("error")}
 
 
-def _epsilon_spent(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> float | None:
+def _epsilon_spent(summary: RunSummary | None, records: Sequence[RoundRecord]) -> float | None:
     """Epsilon the run's privacy ledger reports as spent: from ``summary.json``, or the last round record of a
     run that did not finish; None for runs without DP."""
-    for source in (summary, records[-1] if records else {}):
-        value = (source.get("privacy") or {}).get("epsilon_spent")
-        if isinstance(value, (int, float)):
-            return float(value)
-    return None
+    if summary is not None and isinstance(summary.privacy, DPReport):
+        return summary.privacy.epsilon_spent
+    last = records[-1].privacy if records else None
+    return last.epsilon_spent if last is not None else None
 
 
 def _compare_with_baseline(row: dict[str, Any], baseline: dict[str, Any] | None) -> None:

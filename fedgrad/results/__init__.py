@@ -8,29 +8,34 @@
 - ``summary.json``   final metrics and totals, written atomically once the run finishes;
 - ``report.md``      a readable report rendered from the three files above (:func:`render_report`).
 
-A round record has the layout built by :func:`round_record`::
-
-    {"round", "accuracy", "precision", "recall", "f1", "loss",
-     "clients_selected", "clients_used", "clients_dropped",
-     "time_s": {"broadcast", "train", "encrypt", "upload", "aggregate", "decrypt", "evaluate", "total"},
-     "bytes": {"down", "up"}, ...extra keys}
+Every line of ``metrics.jsonl`` is a :class:`~fedgrad.results.schema.RoundRecord` and ``summary.json`` a
+:class:`~fedgrad.results.schema.RunSummary`, written and read by :mod:`fedgrad.results.schema` (which says what
+each key holds and how run directories written before ``schema_version`` are read).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import math
 import os
 import time
 import tomllib
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from fedgrad.errors import DataError
 from fedgrad.files import write_atomic
-from fedgrad.metrics import PHASES
+from fedgrad.results.schema import (
+    PhaseTimes,
+    RoundRecord,
+    RunOutcome,
+    RunSummary,
+    Scores,
+    Traffic,
+    from_json,
+    to_json,
+)
 from fedgrad.scenario import Scenario
 
 CONFIG_FILE = "config.toml"
@@ -39,44 +44,13 @@ SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
 
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "loss")
-#: Measured only in runs with an ``[attack]`` that has them (``fedgrad.attacks``).
-ATTACK_METRIC_KEYS: tuple[str, ...] = ("backdoor_success",)
-
-
-def round_record(
-    round_index: int,
-    evaluation: dict[str, Any],
-    *,
-    clients_selected: int,
-    clients_used: int,
-    clients_dropped: int,
-    time_s: dict[str, float],
-    bytes_moved: dict[str, int],
-    **extra: Any,
-) -> dict[str, Any]:
-    """One ``metrics.jsonl`` line in the documented layout.
-
-    ``evaluation`` is :func:`fedgrad.training.evaluate`'s result on the test set; phases missing from
-    ``time_s`` (e.g. ``encrypt`` in a plain run) are recorded as 0.0 so every line has the same keys.
-    """
-    record: dict[str, Any] = {"round": round_index}
-    record.update({key: evaluation[key] for key in METRIC_KEYS})
-    record.update({key: evaluation[key] for key in ATTACK_METRIC_KEYS if key in evaluation})
-    record.update(clients_selected=clients_selected, clients_used=clients_used, clients_dropped=clients_dropped)
-    unknown = set(time_s) - set(PHASES) - {"total"}
-    if unknown:
-        raise KeyError(f"unknown phase(s) {sorted(unknown)}; phases are {', '.join(PHASES)}")
-    record["time_s"] = {phase: float(time_s.get(phase, 0.0)) for phase in (*PHASES, "total")}
-    record["bytes"] = {"down": int(bytes_moved.get("down", 0)), "up": int(bytes_moved.get("up", 0))}
-    record.update(extra)
-    return record
 
 
 class RunWriter:
     """Creates a fresh run directory for ``scenario`` under ``root`` and writes its files.
 
     Usage: ``writer = RunWriter(scenario.output.dir, scenario)``, then ``writer.log_round(record)`` after
-    every round and ``writer.finish(summary)`` at the end. :meth:`reopen` continues an existing run directory
+    every round and ``writer.finish(outcome)`` at the end. :meth:`reopen` continues an existing run directory
     (a resumed run).
     """
 
@@ -85,62 +59,64 @@ class RunWriter:
         write_atomic(self.run_dir / CONFIG_FILE, scenario.to_toml())
 
     @classmethod
-    def reopen(cls, run_dir: str | Path, scenario: Scenario, records: list[dict[str, Any]]) -> RunWriter:
+    def reopen(cls, run_dir: str | Path, scenario: Scenario, records: Sequence[RoundRecord]) -> RunWriter:
         """A writer continuing ``run_dir`` with exactly ``records`` logged: ``metrics.jsonl`` is rewritten
         (atomically) to hold them, so a round logged after them is dropped and will be logged again."""
         writer = cls.__new__(cls)
         writer._open(Path(run_dir), scenario, records)
-        lines = "".join(json.dumps(record) + "\n" for record in records)
-        write_atomic(writer.run_dir / METRICS_FILE, lines)
+        write_atomic(writer.run_dir / METRICS_FILE, "".join(_line(record) for record in records))
         return writer
 
-    def _open(self, run_dir: Path, scenario: Scenario, records: list[dict[str, Any]]) -> None:
+    def _open(self, run_dir: Path, scenario: Scenario, records: Sequence[RoundRecord]) -> None:
         self.scenario = scenario
         self.run_dir = run_dir
-        self._records: list[dict[str, Any]] = list(records)
+        self._records: list[RoundRecord] = list(records)
         self._started_at = datetime.now().astimezone()
         self._started = time.perf_counter()
 
     @property
-    def records(self) -> list[dict[str, Any]]:
-        """The rounds logged so far (copies of what is in ``metrics.jsonl``)."""
+    def records(self) -> list[RoundRecord]:
+        """The rounds logged so far, as ``metrics.jsonl`` holds them."""
         return list(self._records)
 
-    def log_round(self, record: dict[str, Any]) -> None:
+    def log_round(self, record: RoundRecord) -> None:
         """Append one round record as a JSON line and force it to disk."""
-        record = _jsonable(record)
-        line = json.dumps(record, allow_nan=False) + "\n"
+        line = _line(record)
         with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as handle:
             handle.write(line)
             handle.flush()
             os.fsync(handle.fileno())
-        self._records.append(record)
+        self._records.append(from_json(RoundRecord, json.loads(line), str(self.run_dir / METRICS_FILE)))
 
-    def finish(self, summary: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Write ``summary.json`` (totals over the logged rounds, then ``summary``'s keys) and ``report.md``.
+    def finish(self, outcome: RunOutcome | None = None) -> RunSummary:
+        """Write ``summary.json`` (totals over the logged rounds, then ``outcome``) and ``report.md``.
 
         Returns the summary as written.
         """
-        final = self._records[-1] if self._records else {}
-        written = {
-            "scenario": self.scenario.name,
-            "run_dir": str(self.run_dir),
-            "started": self._started_at.isoformat(timespec="seconds"),
-            "finished": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "wall_time_s": time.perf_counter() - self._started,
-            "rounds": len(self._records),
-            "final": {key: final[key] for key in METRIC_KEYS if key in final},
-            "time_s": _column_totals(self._records, "time_s"),
-            "bytes": _column_totals(self._records, "bytes"),
-            **(summary or {}),
-        }
-        written = _jsonable(written)
-        write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(written, indent=2, allow_nan=False) + "\n")
+        records = self._records
+        summary = RunSummary(
+            scenario=self.scenario.name,
+            run_dir=str(self.run_dir),
+            started=self._started_at.isoformat(timespec="seconds"),
+            finished=datetime.now().astimezone().isoformat(timespec="seconds"),
+            wall_time_s=time.perf_counter() - self._started,
+            rounds=len(records),
+            final=records[-1].scores if records else Scores(),
+            time_s=sum((record.time_s for record in records), PhaseTimes()),
+            moved=sum((record.moved for record in records), Traffic()),
+            **{f.name: getattr(outcome, f.name) for f in dataclasses.fields(RunOutcome)} if outcome else {},
+        )
+        document = to_json(summary)
+        write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(document, indent=2, allow_nan=False) + "\n")
         render_report(self.run_dir)
-        return written
+        return from_json(RunSummary, document, str(self.run_dir / SUMMARY_FILE))
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+def _line(record: RoundRecord) -> str:
+    return json.dumps(to_json(record), allow_nan=False) + "\n"
+
+
+def read_metrics(run_dir: str | Path) -> list[RoundRecord]:
     """The round records of a run. A truncated last line (a run killed mid-write) is ignored."""
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
@@ -151,23 +127,25 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            data = json.loads(line)
         except json.JSONDecodeError as exc:
             if number == len(lines):
                 break
             raise DataError(f"{path}:{number}: not a JSON record ({exc.msg})") from None
+        records.append(from_json(RoundRecord, data, f"{path}:{number}"))
     return records
 
 
-def read_summary(run_dir: str | Path) -> dict[str, Any] | None:
+def read_summary(run_dir: str | Path) -> RunSummary | None:
     """``summary.json`` of a run, or None when the run has not finished."""
     path = Path(run_dir) / SUMMARY_FILE
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise DataError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    return from_json(RunSummary, data, str(path))
 
 
 def read_document(directory: Path, filename: str, kind: str, command: str) -> dict[str, Any]:
@@ -209,21 +187,21 @@ def render_report(run_dir: str | Path) -> Path:
     return path
 
 
-def _report_header(run_dir: Path, config: dict[str, Any], summary: dict[str, Any] | None) -> str:
+def _report_header(run_dir: Path, config: dict[str, Any], summary: RunSummary | None) -> str:
     title = f"# Run `{config.get('name', run_dir.name)}`"
     if summary is None:
         return (f"{title}\n\nDirectory `{run_dir.name}`. **Not finished**: no `{SUMMARY_FILE}` "
                 "(interrupted or still running).")
     return (
-        f"{title}\n\nDirectory `{run_dir.name}`, started {summary.get('started', '?')}, "
-        f"finished {summary.get('finished', '?')}, wall time {format_seconds(summary.get('wall_time_s'))}."
+        f"{title}\n\nDirectory `{run_dir.name}`, started {summary.started}, "
+        f"finished {summary.finished}, wall time {format_seconds(summary.wall_time_s)}."
     )
 
 
-def _report_config(config: dict[str, Any], summary: dict[str, Any] | None) -> str:
+def _report_config(config: dict[str, Any], summary: RunSummary | None) -> str:
     data, model, train = config.get("data", {}), config.get("model", {}), config.get("train", {})
     fed, privacy = config.get("federation", {}), config.get("privacy", {})
-    mode = (summary or {}).get("mode", "federated")
+    mode = (summary.mode if summary else None) or "federated"
     training = (f"{train.get('epochs')} epoch(s), batch {train.get('batch_size')}, "
                 f"{train.get('optimizer')} lr {train.get('lr')}")
     if train.get("momentum"):
@@ -257,26 +235,26 @@ def _report_config(config: dict[str, Any], summary: dict[str, Any] | None) -> st
     return "\n".join(lines)
 
 
-def _privacy_text(privacy: dict[str, Any], summary: dict[str, Any] | None) -> str:
+def _privacy_text(privacy: dict[str, Any], summary: RunSummary | None) -> str:
     """The mode's own one-line settings (``fedgrad.modes``, kept in the summary) and its guarantee."""
-    entry = (summary or {}).get("privacy") or {}
-    text = str(entry.get("settings") or privacy.get("mode", "none"))
-    return f"{text}; {entry['guarantee']}" if entry.get("guarantee") else text
+    report = summary.privacy if summary else None
+    text = str((report.settings if report else None) or privacy.get("mode", "none"))
+    return f"{text}; {report.guarantee}" if report and report.guarantee else text
 
 
-def _report_final(records: list[dict[str, Any]], summary: dict[str, Any] | None) -> str:
-    final = (summary or {}).get("final") or (records[-1] if records else None)
-    if not final:
+def _report_final(records: list[RoundRecord], summary: RunSummary | None) -> str:
+    final = summary.final if summary and summary.rounds else (records[-1].scores if records else None)
+    if final is None:
         return "## Final metrics\n\nNo round finished."
-    rows = [("before training", (summary or {}).get("initial")), ("final", final)]
+    rows = [("before training", summary.initial if summary else None), ("final", final)]
     lines = ["## Final metrics (test set)", "", "| model | accuracy | precision | recall | F1 | loss |",
              "|---|---:|---:|---:|---:|---:|"]
-    lines += ["| " + " | ".join([label, *(_metric(metrics, key) for key in METRIC_KEYS)]) + " |"
-              for label, metrics in rows if metrics]
+    lines += ["| " + " | ".join([label, *(_metric(scores, key) for key in METRIC_KEYS)]) + " |"
+              for label, scores in rows if scores is not None]
     return "\n".join(lines)
 
 
-def _report_rounds(records: list[dict[str, Any]]) -> str:
+def _report_rounds(records: list[RoundRecord]) -> str:
     if not records:
         return ""
     lines = [
@@ -287,25 +265,25 @@ def _report_rounds(records: list[dict[str, Any]]) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for record in records:
-        cells = [str(record.get("round", "?")), *(_metric(record, key) for key in METRIC_KEYS)]
-        cells.append(f"{record.get('clients_used', '?')} / {record.get('clients_selected', '?')}")
-        cells.append(format_seconds(record.get("time_s", {}).get("total")))
-        cells += [format_bytes(record.get("bytes", {}).get(direction)) for direction in ("down", "up")]
+        cells = [str(record.round), *(_metric(record.scores, key) for key in METRIC_KEYS)]
+        cells.append(f"{record.clients_used} / {record.clients_selected}")
+        cells.append(format_seconds(record.time_s.total))
+        cells += [format_bytes(record.moved.down), format_bytes(record.moved.up)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _report_phases(records: list[dict[str, Any]]) -> str:
+def _report_phases(records: list[RoundRecord]) -> str:
     if not records:
         return ""
-    times, moved = _column_totals(records, "time_s"), _column_totals(records, "bytes")
+    times = sum((record.time_s for record in records), PhaseTimes())
+    moved = sum((record.moved for record in records), Traffic())
     n = len(records)
     lines = ["## Time per phase", "", "| phase | total | mean per round |", "|---|---:|---:|"]
-    lines += [f"| {phase} | {format_seconds(seconds)} | {format_seconds(seconds / n)} |"
-              for phase, seconds in times.items()]
+    lines += [f"| {phase.name} | {format_seconds(getattr(times, phase.name))} | "
+              f"{format_seconds(getattr(times, phase.name) / n)} |" for phase in dataclasses.fields(times)]
     lines += ["", "## Bytes moved", "", "| direction | total | mean per round |", "|---|---:|---:|"]
-    for direction, label in (("down", "down (coordinator to clients)"), ("up", "up (clients to coordinator)")):
-        total = moved.get(direction, 0)
+    for total, label in ((moved.down, "down (coordinator to clients)"), (moved.up, "up (clients to coordinator)")):
         lines.append(f"| {label} | {format_bytes(total)} | {format_bytes(total / n)} |")
     return "\n".join(lines)
 
@@ -318,20 +296,15 @@ def _report_plots(run_dir: Path) -> str:
     return "\n\n".join(["## Plots", *(f"![{image.stem.replace('_', ' ')}]({image.name})" for image in images)])
 
 
-def _column_totals(records: list[dict[str, Any]], column: str) -> dict[str, float]:
-    """Sum the nested ``column`` dicts (``time_s`` or ``bytes``) over all records, key by key."""
-    totals: dict[str, float] = {}
-    for record in records:
-        for key, value in record.get(column, {}).items():
-            totals[key] = totals.get(key, 0) + value
-    return totals
-
-
-def _metric(record: dict[str, Any], key: str) -> str:
-    value = record.get(key)
+def _metric(scores: Scores, key: str) -> str:
+    value = getattr(scores, key)
     if value is None:
         return "–"
-    return f"{value:.4f}" if key == "loss" else f"{100 * value:.2f}%"
+    return f"{value:.4f}" if key == "loss" else format_percent(value)
+
+
+def format_percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}%"
 
 
 def format_seconds(value: float | None) -> str:
@@ -366,18 +339,3 @@ def create_run_dir(root: Path, name: str) -> Path:
         except FileExistsError:
             suffix += 1
             candidate = root / f"{base}-{suffix}"
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain-JSON copy: numpy scalars/arrays become Python numbers/lists, NaN and infinities become None."""
-    if isinstance(value, dict):
-        return {str(key): _jsonable(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
