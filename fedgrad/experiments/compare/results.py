@@ -16,7 +16,14 @@ from fedgrad.experiments.compare.robustness import robustness_columns
 from fedgrad.files import write_atomic
 from fedgrad.modes.resolve import privacy_mode
 from fedgrad.results import METRIC_KEYS, read_document, read_metrics, read_summary
-from fedgrad.results.schema import DPReport, RoundRecord, RunSummary, Scores
+from fedgrad.results.schema import (
+    DPReport,
+    EmpiricalPrivacyReport,
+    EpsilonEstimateReport,
+    RoundRecord,
+    RunSummary,
+    Scores,
+)
 from fedgrad.scenario import Scenario
 
 RESULTS_JSON = "results.json"
@@ -110,7 +117,7 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
         "bytes_up_per_round": bytes_up / n if n else None,
         "bytes_down_per_round": _mean(record.moved.down for record in records),
         "epsilon_spent": _epsilon_spent(summary, records),
-        **_empirical_columns(summary.get("empirical_privacy")),
+        **_empirical_columns(summary.empirical_privacy if summary else None),
         "wall_time_s": outcome.seconds or None,
         "processes": summary.processes if summary else None,
         "guarantee": short,
@@ -123,15 +130,15 @@ def _row(outcome: Outcome, compare_dir: Path) -> dict[str, Any]:
     return row
 
 
-def _empirical_columns(entry: Mapping[str, Any] | None) -> dict[str, Any]:
+def _empirical_columns(report: EmpiricalPrivacyReport | None) -> dict[str, Any]:
     """The run summary's ``empirical_privacy`` (``server.canaries``) as ``EMPIRICAL_COLUMNS``; empty without."""
-    entry = entry or {}
-    columns: dict[str, Any] = {"canaries": entry.get("canaries")}
+    columns: dict[str, Any] = {"canaries": report.canaries if report else None}
     for short, threat in EMPIRICAL_THREATS.items():
-        estimate = entry.get(threat) or {}
-        low, high = estimate.get("interval") or (None, None)
-        columns.update({f"eps_hat_{short}": estimate.get("epsilon"), f"eps_hat_{short}_low": low,
-                        f"eps_hat_{short}_high": high, f"eps_hat_{short}_proven": estimate.get("lower_bound")})
+        estimate: EpsilonEstimateReport | None = getattr(report, threat) if report else None
+        low, high = estimate.interval if estimate else (None, None)
+        columns.update({f"eps_hat_{short}": estimate.epsilon if estimate else None, f"eps_hat_{short}_low": low,
+                        f"eps_hat_{short}_high": high,
+                        f"eps_hat_{short}_proven": estimate.lower_bound if estimate else None})
     return columns
 
 
