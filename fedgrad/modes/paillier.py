@@ -76,7 +76,14 @@ from fedgrad.modes.base import (
     Profile,
     UpdateAccumulator,
 )
-from fedgrad.modes.paillier_common import flatten, key_strength, manifest_shapes, parameter_count, unflatten
+from fedgrad.modes.paillier_common import (
+    announced_config,
+    flatten,
+    key_strength,
+    manifest_shapes,
+    parameter_count,
+    unflatten,
+)
 from fedgrad.protocol import (
     Announcement,
     EncodedUpdate,
@@ -434,10 +441,7 @@ class ContributionSigner:
         except (KeyError, FedgradError):
             raise EncodingRefused(f"client {client_id}: the announced cohort names clients the operator did not "
                                   "enroll") from None
-        try:
-            cfg = SecureAggConfig.from_dict(dict(announcement.params["secure"]))
-        except (KeyError, TypeError):
-            raise EncodingRefused(f"client {client_id}: the task announces no secure-aggregation config") from None
+        cfg = announced_config(announcement, client_id)
         if not cfg.integer_weights:
             raise EncodingRefused(f"client {client_id}: {mode} rounds carry the client's own weight "
                                   "(max_weight >= 1)")

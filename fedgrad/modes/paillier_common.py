@@ -50,13 +50,19 @@ def unflatten(flat: np.ndarray, shapes: Mapping[str, tuple[int, ...]]) -> dict[s
     return tensors
 
 
+def announced_config(announcement: Announcement, client_id: str) -> SecureAggConfig:
+    """The packing a round's announcement asks for (its ``secure`` entry); :class:`EncodingRefused` when it
+    announces none."""
+    params: Mapping[str, Any] = announcement.params
+    try:
+        return SecureAggConfig.from_dict(dict(params["secure"]))
+    except (KeyError, TypeError):
+        raise EncodingRefused(f"client {client_id}: the task announces no secure-aggregation config") from None
+
+
 def encrypt_update(announcement: Announcement, client_id: str, flat: np.ndarray, weight: float,
                    privacy: ClientPrivacy) -> bytes:
     """Clip, weight, quantize, pack and encrypt ``flat`` under the announced key and packing."""
-    params: Mapping[str, Any] = announcement.params
-    try:
-        cfg = SecureAggConfig.from_dict(dict(params["secure"]))
-    except (KeyError, TypeError):
-        raise EncodingRefused(f"client {client_id}: the task announces no secure-aggregation config") from None
+    cfg = announced_config(announcement, client_id)
     public_key = public_key_from_bytes(announcement.public_key, insecure_key_bits=privacy.allow_insecure_keys)
     return make_encoder(cfg, public_key).encrypt(flat, weight)
