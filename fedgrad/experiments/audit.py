@@ -76,6 +76,7 @@ from fedgrad.files import write_atomic
 from fedgrad.metrics import PhaseTimer
 from fedgrad.models import model_from_config
 from fedgrad.modes.base import Aggregation, ClientPrivacy
+from fedgrad.modes.dp import DPMode
 from fedgrad.modes.paillier import ThresholdAggregation
 from fedgrad.modes.paillier_common import unflatten
 from fedgrad.modes.paillier_trusted import PaillierAggregation
@@ -265,11 +266,14 @@ def _observe(scenario: Scenario, data: PlantedData, updates: RoundUpdates, stack
                                       insecure_key_bits=privacy_settings.insecure_key_bits)
     mode = privacy_mode(scenario, decryptors)
     profile = mode.profile()
-    aggregation = mode.aggregation(updates.global_model)
+    # The replayed round's DP noise (the coordinator's, and distributed clients' shares) is drawn from the
+    # scenario's seed, so that an audit is reproducible: it releases nothing, and real runs draw from the OS.
+    aggregation = (mode.aggregation(updates.global_model, noise_seed=scenario.seed) if isinstance(mode, DPMode)
+                   else mode.aggregation(updates.global_model))
     stack.callback(aggregation.close)
     accumulator = aggregation.new_accumulator(model.specs, cohort)
     privacy = ClientPrivacy(allow_insecure_keys=privacy_settings.insecure_key_bits, identity_dir=identities,
-                            enrollment=enrollment)
+                            enrollment=enrollment, noise_seed=scenario.seed)
     config = TaskConfig.from_scenario(scenario, len(data.vocab))
     payloads = {}
     for task_id, i in enumerate(updates.cohort, start=1):
