@@ -88,6 +88,10 @@ class PhaseTimes:
                              for f in dataclasses.fields(self)})
 
 
+# the timer's phases (``fedgrad.metrics.PHASES``) are this record's fields: a phase added to one is added to both
+assert tuple(f.name for f in dataclasses.fields(PhaseTimes)) == (*PHASES, "total"), "PhaseTimes mirrors PHASES"
+
+
 @dataclass(frozen=True)
 class Traffic:
     """Payload bytes moved: ``down`` coordinator to clients, ``up`` clients to coordinator."""
