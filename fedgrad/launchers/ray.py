@@ -21,6 +21,10 @@ waits for a CPU would hold rounds up or be left out of them. With ``--ray-cpus``
 CPUs, and a fleet whose workers do not all fit on the cluster's nodes is refused before the run starts, with a
 one-line error saying what fits. Without it each worker reserves one CPU (a worker trains on one thread, see
 :mod:`client.pool`) or, where that does not fit, the largest share that does (4 workers on 2 CPUs: half each).
+Fitting on the nodes is not enough on a cluster busy with other work: the workers' CPUs are reserved all at once,
+as one placement group (one bundle per worker, spread over the nodes), and the workers are submitted, and the
+coordinator starts waiting for their clients, only once Ray has placed the whole group. So no round starts while
+a worker waits for a CPU; on a busy cluster the run waits for the CPUs first, saying so.
 
 Failures. Workers are spread over the cluster's nodes, and Ray reruns a worker whose process or node died
 (up to :data:`WORKER_RETRIES` times) on a node that is still there; its clients rejoin with the same
@@ -28,8 +32,8 @@ tokens and the coordinator gives them back their mailboxes, so losing a node cos
 the run. An error raised by the clients themselves (join refused, coordinator gone) is not retried.
 
 Stopping. At the end of a run, on an error, on Ctrl-C or on SIGTERM, :meth:`RayFleet.stop` cancels every
-worker still running and disconnects from the cluster; a cluster this launcher started is shut down with
-it (its raylet, GCS and workers), one it only connected to keeps running.
+worker still running, removes the placement group and disconnects from the cluster; a cluster this launcher
+started is shut down with it (its raylet, GCS and workers), one it only connected to keeps running.
 
 Ray is an optional dependency (the ``ray`` extra: ``pip install -e '.[ray]'``), imported only here and only
 when this launcher is used; without it the launcher stops with a one-line error saying how to install it.
@@ -66,6 +70,8 @@ DEFAULT_WORKER_CPUS = 1.0
 CPU_GRANULARITY = 10_000
 #: Times Ray reruns a worker whose process or node died before the worker gives up.
 WORKER_RETRIES = 3
+#: Seconds after which a run still waiting for its workers' CPUs says so (a message only: it waits on).
+RESERVATION_NOTICE_S = 10.0
 
 
 def import_ray() -> ModuleType:
@@ -113,6 +119,7 @@ class RayFleet:
         self._requested_cpus = cpus_per_worker
         self._cpus: float | None = None  # each worker's share, once prepare() has seen the cluster
         self._connected = False  # by this fleet, which must then disconnect (and stop a cluster it started)
+        self._group: Any = None  # the placement group reserving every worker's CPUs
         self._refs: list[Any] = []
         self._done: list[asyncio.Future[Any]] = []
 
@@ -127,8 +134,10 @@ class RayFleet:
         assert self._cpus is not None  # set by prepare
         tokens = read_token_file(token_file, ids) if token_file is not None else {}
         ray = self._ray
-        remote = ray.remote(num_cpus=self._cpus, max_retries=WORKER_RETRIES, scheduling_strategy="SPREAD")(
-            host_clients)
+        await self._reserve(workers)
+        strategies = importlib.import_module("ray.util.scheduling_strategies")
+        remote = ray.remote(num_cpus=self._cpus, max_retries=WORKER_RETRIES,
+                            scheduling_strategy=strategies.PlacementGroupSchedulingStrategy(self._group))(host_clients)
         for index in range(workers):
             hosted = ids[index::workers]
             shards = {client_id: load_shard(shard_dir, int(client_id)) for client_id in hosted}
@@ -146,6 +155,18 @@ class RayFleet:
         nodes = [node["Resources"].get("CPU", 0.0) for node in self._ray.nodes() if node["Alive"]]
         self._cpus = worker_cpus(nodes, workers, self._requested_cpus)
         log.info("%d Ray client workers, %g CPUs each, on %s", workers, self._cpus, _describe(nodes))
+
+    async def _reserve(self, workers: int) -> None:
+        """Reserve the CPUs of all ``workers`` workers at once (a placement group of one bundle per worker, spread
+        over the nodes) and wait until Ray has placed every bundle; a lost node's bundles Ray places again."""
+        assert self._cpus is not None
+        self._group = self._ray.util.placement_group([{"CPU": self._cpus}] * workers, strategy="SPREAD")
+        log.info("reserving %g CPUs for each of %d Ray client workers", self._cpus, workers)
+        ready = asyncio.wrap_future(self._group.ready().future())
+        if not (await asyncio.wait({ready}, timeout=RESERVATION_NOTICE_S))[0]:
+            log.warning("waiting for the Ray cluster to free %g CPUs for each of %d client workers (it is busy "
+                        "with other work); no round starts before every worker runs", self._cpus, workers)
+        await ready
 
     def _connect(self) -> None:
         """``ray.init``, unless this process is already connected (then the caller owns the connection).
@@ -201,6 +222,12 @@ class RayFleet:
                     self._ray.cancel(ref, force=True)
                 except Exception as error:  # noqa: BLE001 - the cluster may be gone already; stop the rest
                     log.warning("could not cancel a Ray client worker: %s", error)
+        if self._group is not None:
+            group, self._group = self._group, None
+            try:
+                self._ray.util.remove_placement_group(group)
+            except Exception as error:  # noqa: BLE001 - as above
+                log.warning("could not free the Ray client workers' CPUs: %s", error)
         if self._connected:
             self._connected = False
             self._ray.shutdown()

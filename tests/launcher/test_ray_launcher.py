@@ -2,7 +2,8 @@
 local cluster the run learns exactly what the local-process launcher learns for the same seed; on a two-node
 cluster that loses a node mid-run the lost clients come back on the other node and the run ends as if nothing
 happened; SIGTERM and Ctrl-C stop the Ray work and the cluster the run started, leaving no process behind; more
-workers than CPUs share the CPUs (or, with a --ray-cpus that cannot fit, the run is refused before it starts).
+workers than CPUs share the CPUs (or, with a --ray-cpus that cannot fit, the run is refused before it starts); on a
+cluster busy with other work no round starts before every worker has its CPUs.
 
 Every cluster here keeps its files (and finds clusters) in a private RAY_TMPDIR, and every Ray port is an
 ephemeral one, so these tests neither see nor disturb another Ray on the machine. A run that starts its own
@@ -18,6 +19,7 @@ now and then. One head serves the whole module; the node-loss test adds its seco
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -31,6 +33,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -417,6 +420,57 @@ def test_more_workers_than_cpus_share_them_and_all_clients_train_from_round_1(tm
     assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", head.address]) == 0
     (record,) = run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))
     assert record.clients_used == 4
+
+
+def test_no_round_starts_before_every_worker_has_its_cpus(tmp_path, head, write_scenario, enron_corpus, run_traces,
+                                                          monkeypatch):
+    """The workers fit on the head's 2 CPUs, but another job holds both: the run waits, saying so, and the
+    coordinator starts waiting for clients only once that job has freed them and every worker runs; all four
+    clients then train from round 1. (Without the reservation the coordinator would start at once, with clients
+    missing until their worker gets a CPU.)"""
+    ray.init(address=head.address, log_to_driver=False)  # the run uses this connection
+
+    class OtherJob:
+        def running(self) -> bool:
+            return True
+
+    other_job: Any = ray.remote(num_cpus=2)(OtherJob).remote()
+    assert ray.get(other_job.running.remote())  # it holds both CPUs now
+    held_when_coordinator_waited: list[bool] = []
+
+    def free_the_cpus() -> None:
+        nonlocal other_job
+        if other_job is not None:
+            ray.kill(other_job)
+            other_job = None
+
+    class OnWaiting(logging.Handler):  # the run says it waits for CPUs: the other job ends
+        def emit(self, record: logging.LogRecord) -> None:
+            if "waiting for the Ray cluster to free" in record.getMessage():
+                free_the_cpus()
+
+    original_await_clients = Coordinator._await_clients
+
+    async def await_clients(coordinator):
+        held_when_coordinator_waited.append(other_job is not None)
+        free_the_cpus()  # (so that a run that did not wait still ends)
+        return await original_await_clients(coordinator)
+
+    monkeypatch.setattr(Coordinator, "_await_clients", await_clients)
+    monkeypatch.setattr("fedgrad.launchers.ray.RESERVATION_NOTICE_S", 0.0)  # say it as soon as the run waits
+    handler = OnWaiting()
+    logging.getLogger("fedgrad.simulate").addHandler(handler)
+    try:
+        scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
+                                       rounds=1)
+        assert main(["simulate", str(scenario), "--launcher", "ray", "--ray-address", head.address]) == 0
+    finally:
+        logging.getLogger("fedgrad.simulate").removeHandler(handler)
+        free_the_cpus()
+    assert held_when_coordinator_waited == [False]
+    (record,) = run_traces.metrics(run_traces.only_run_dir(tmp_path / "runs"))
+    assert record.clients_used == 4
+    assert {group["state"] for group in ray.util.placement_group_table().values()} == {"REMOVED"}  # CPUs freed
 
 
 def test_workers_that_cannot_all_run_are_refused_before_the_run(tmp_path, head, write_scenario, enron_corpus,
