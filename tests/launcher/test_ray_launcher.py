@@ -253,11 +253,17 @@ def descendants_named(prefix: str) -> list[int]:
     return found
 
 
+#: ``fedgrad ARGS`` as a terminal starts it, where Ctrl-C (SIGINT) interrupts it: a process inherits an ignored
+#: SIGINT (pytest run as a background job of a non-interactive shell, say), and Python keeps ignoring it then.
+FEDGRAD_AS_IN_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                            "from fedgrad.cli.main import main; sys.exit(main(sys.argv[1:]))")
+
+
 def start_simulate(scenario: Path, *args: str) -> subprocess.Popen:
     """``fedgrad simulate SCENARIO --launcher ray ARGS`` in a session of its own."""
-    return subprocess.Popen([sys.executable, "-m", "fedgrad.cli.main", "simulate", str(scenario), "--launcher", "ray",
-                             *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    return subprocess.Popen([sys.executable, "-c", FEDGRAD_AS_IN_A_TERMINAL, "simulate", str(scenario), "--launcher",
+                             "ray", *args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
 
 
 def run_to_the_end(process: subprocess.Popen) -> None:
