@@ -32,6 +32,7 @@ for run in $(seq "$runs"); do
   clone=$(mktemp -d "/tmp/ray-repeat-clone-$run-XXXX")
   log=$logs/run-$run.log
   git clone -q "$source" "$clone"
+  commit=$(git -C "$clone" rev-parse --short HEAD)
   if ! cmp -s "$source/proto/fedgrad.proto" "$clone/proto/fedgrad.proto"; then
     echo "proto/fedgrad.proto differs from the committed one: commit it and reinstall (pip install -e .)" >&2
     exit 2
@@ -50,9 +51,9 @@ for run in $(seq "$runs"); do
   seconds=$(($(date +%s) - start))
   if [ "$rc" -eq 0 ]; then
     passed=$((passed + 1))
-    echo "run $run: passed in ${seconds}s | $(uptime | sed 's/.*load/load/')"
+    echo "run $run ($commit): passed in ${seconds}s | $(uptime | sed 's/.*load/load/')"
   else
-    echo "run $run: FAILED (rc $rc) in ${seconds}s | $(uptime | sed 's/.*load/load/')"
+    echo "run $run ($commit): FAILED (rc $rc) in ${seconds}s | $(uptime | sed 's/.*load/load/')"
     grep -E '^(FAILED|ERROR)|Error|assert' "$log" | head -5 | sed 's/^/    /'
   fi
   rm -rf "$clone"
