@@ -134,9 +134,13 @@ class RayNode:
 
     @classmethod
     def start(cls, *args: str, env: dict[str, str]) -> RayNode:
+        """Start a node with ``args``, without the log monitor (it streams worker logs to drivers, which the runs
+        here turn off): Ray gives a starting node a fixed 30 s to register its raylet, and on a starved machine
+        every helper process that starts with it takes CPU from the raylet and the GCS."""
         tmpdir = private_tmpdir()
         process = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--block",
-                                    "--dashboard-agent-listen-port=0", *args], stdin=subprocess.DEVNULL,
+                                    "--dashboard-agent-listen-port=0", "--include-log-monitor=false", *args],
+                                   stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    env={**env, "RAY_TMPDIR": tmpdir}, start_new_session=True)
         node = cls(process, tmpdir)
@@ -148,7 +152,7 @@ class RayNode:
                 break
         else:
             node.stop()
-            raise AssertionError("ray start failed:\n" + "".join(output))
+            raise AssertionError(f"ray start failed (load average {os.getloadavg()}):\n" + "".join(output))
         # keep reading what it prints (a node that died), so that it never blocks on a full pipe
         threading.Thread(target=process.stdout.read, daemon=True).start()
         return node
@@ -188,7 +192,8 @@ def shared_head() -> Iterator[RayNode]:
     environment = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
     # every port ephemeral but the Ray client server's (10001 by default), which must be a fixed one
     node = RayNode.start("--head", "--port=0", f"--ray-client-server-port={free_port(RAY_CLIENT_PORTS)}",
-                         "--num-cpus=2", "--include-dashboard=false", env={**environment, **NODE_ENV})
+                         "--num-cpus=2", "--include-dashboard=false", "--no-monitor",  # no autoscaler: fixed nodes
+                         env={**environment, **NODE_ENV})
     try:
         yield node
     finally:
