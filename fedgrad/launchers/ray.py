@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -70,6 +71,13 @@ DEFAULT_WORKER_CPUS = 1.0
 CPU_GRANULARITY = 10_000
 #: Times Ray reruns a worker whose process or node died before the worker gives up.
 WORKER_RETRIES = 3
+#: Ray starts a node's workers 15 nice levels below the node (its ``worker_niceness``), so that its raylet stays
+#: responsive; but here the workers are the clients, the run's work: on a loaded machine they would get a fraction
+#: of the CPU local client processes get (rounds twice as long at a load of 15 on 2 cores). A local cluster started
+#: by the launcher runs them at the run's own priority (a ``RAY_worker_niceness`` already set is kept); a cluster
+#: started with ``ray start`` keeps its own setting.
+WORKER_NICENESS_VARIABLE = "RAY_worker_niceness"
+WORKER_NICENESS = "0"
 #: Seconds after which a run still waiting for its workers' CPUs says so (a message only: it waits on).
 RESERVATION_NOTICE_S = 10.0
 
@@ -172,11 +180,15 @@ class RayFleet:
         """``ray.init``, unless this process is already connected (then the caller owns the connection).
 
         ``ray.init`` sets a SIGTERM handler of its own (exit at once); the caller's is put back, so that
-        SIGTERM still unwinds the run through :meth:`stop`."""
+        SIGTERM still unwinds the run through :meth:`stop`. A local cluster it starts runs its workers at this
+        process's priority, like local client processes (see :data:`WORKER_NICENESS`)."""
         ray = self._ray
         if ray.is_initialized():
             return
         sigterm = signal.getsignal(signal.SIGTERM)
+        niceness_set_here = WORKER_NICENESS_VARIABLE not in os.environ
+        if niceness_set_here:
+            os.environ[WORKER_NICENESS_VARIABLE] = WORKER_NICENESS
         try:
             ray.init(address=self._ray_address, include_dashboard=False, log_to_driver=False,
                      logging_level=logging.WARNING)
@@ -184,6 +196,8 @@ class RayFleet:
             where = f"the Ray cluster at {self._ray_address}" if self._ray_address else "a Ray cluster"
             raise FedgradError(f"cannot connect to or start {where}: {_first_line(error)}") from None
         finally:
+            if niceness_set_here:
+                del os.environ[WORKER_NICENESS_VARIABLE]
             if sigterm is not None:
                 signal.signal(signal.SIGTERM, sigterm)
         self._connected = True

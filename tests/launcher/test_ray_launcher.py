@@ -230,6 +230,10 @@ def process_names(pids: list[int]) -> list[str]:
     return names
 
 
+def niceness(pid: int) -> int:
+    return os.getpriority(os.PRIO_PROCESS, pid)
+
+
 def wait_until_session_empty(session: int) -> list[str]:
     """Wait until nothing is left in ``session`` (processes exit a moment after being killed); what is left, by
     name."""
@@ -370,7 +374,8 @@ def test_a_run_survives_losing_a_node(tmp_path, head, second_node, reference, wr
 def test_stopping_a_run_stops_its_ray_cluster(tmp_path, ray_tmpdir, signum, write_scenario, enron_corpus,
                                               run_traces):
     """SIGTERM to the process (``kill``), or SIGINT to its process group (Ctrl-C in a terminal), once round 1
-    is recorded: the run stops early, and the cluster it started (raylet, GCS, the workers) goes with it."""
+    is recorded: the run stops early, and the cluster it started (raylet, GCS, the workers) goes with it. Its client
+    workers ran at its own priority."""
     scenario = federation_scenario(write_scenario, enron_corpus, tmp_path / "ray.toml", tmp_path / "runs",
                                    rounds=100000)
     process = start_simulate(scenario)
@@ -381,6 +386,9 @@ def test_stopping_a_run_stops_its_ray_cluster(tmp_path, ray_tmpdir, signum, writ
             time.sleep(0.05)
         names = process_names(session_pids(process.pid))
         assert "raylet" in names and "gcs_server" in names, names
+        # the client workers run at the run's priority, as local client processes do (Ray's default: 15 below)
+        workers = [pid for pid in session_pids(process.pid) if process_names([pid]) == ["ray::host_clien"]]
+        assert len(workers) == 2 and {niceness(pid) for pid in workers} == {niceness(process.pid)}
         if signum == signal.SIGINT:
             os.killpg(process.pid, signal.SIGINT)
         else:
