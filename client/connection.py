@@ -1,4 +1,7 @@
-"""One virtual client's calls to the coordinator: the client's gRPC edge, in records.
+"""A client process's calls to the coordinator: the clients' gRPC edge, in records.
+
+A virtual client joins and answers with its own :class:`CoordinatorConnection`; :func:`next_tasks` asks for the
+tasks of all the clients of a process in one call.
 
 Each call converts its records to protobuf and back (``fedgrad.transport.convert``) and turns gRPC's failures into
 what they mean to a client: :class:`Unreachable` (the coordinator is not up, restarting, or the connection died
@@ -7,11 +10,20 @@ mid-call), or :class:`CallFailed` for an answer with an error status, carrying t
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
-from fedgrad.protocol import EvaluateTask, EvaluationReport, Refusal, Task, TaskDecline, TrainTask, UpdateAnnouncement
+from fedgrad.protocol import (
+    EvaluateTask,
+    EvaluationReport,
+    Refusal,
+    Task,
+    TaskDecline,
+    TrainTask,
+    UpdateAnnouncement,
+    WaitTask,
+)
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION
@@ -51,6 +63,10 @@ class JoinRefused(Exception):
     """The coordinator turned the client away at join; the message is its reason."""
 
 
+#: The coordinator's calls on one channel (the type, for code above this edge).
+CoordinatorStub = pb_grpc.CoordinatorStub
+
+
 def coordinator_stub(channel: grpc.aio.Channel) -> pb_grpc.CoordinatorStub:
     """The coordinator's calls on ``channel`` (one stub serves every client of a process)."""
     return pb_grpc.CoordinatorStub(channel)
@@ -65,6 +81,48 @@ def _failure(error: grpc.aio.AioRpcError) -> Unreachable | CallFailed:
     return CallFailed(code.name, details, REFUSALS.get(code))
 
 
+async def next_tasks(stub: CoordinatorStub, polls: Sequence[tuple[CoordinatorConnection, int]],
+                     wait_s: float, rpc_timeout_s: float) -> AsyncIterator[tuple[str, Task, bytearray]]:
+    """The tasks of the clients of ``polls`` (each with the last task it received), asked for in one call that the
+    coordinator may hold ``wait_s``: ``(client id, task, its payload)`` as each arrives, the payload empty for WAIT
+    and SHUTDOWN and the same object as the previous task's when the coordinator says the model is the same;
+    :class:`WireError` for a stream that does not parse or names a client not asked for."""
+    asked = {connection.client_id for connection, _ in polls}
+    request = pb.TaskRequest(wait_s=wait_s, clients=[
+        pb.ClientPoll(credentials=connection.credentials, last_task_id=last_task_id)
+        for connection, last_task_id in polls])
+    carried = bytearray()  # the payload of the call's last task that carried its model
+    client_id, task, buffer, size = "", None, None, 0
+    try:
+        async for message in stub.GetTask(request, timeout=wait_s + rpc_timeout_s):
+            if message.WhichOneof("part") == "header":
+                if task is not None:
+                    raise WireError(f"task {task.task_id} ends before its payload")
+                client_id, task = message.header.client_id, task_from_pb(message.header)
+                if not isinstance(task, WaitTask) and client_id not in asked:
+                    raise WireError(f"task {task.task_id} names client {client_id!r}, which did not ask for it")
+                size = payload_size(task.manifest) if isinstance(task, TrainTask | EvaluateTask) else 0
+                if not message.header.model_as_before:
+                    buffer = PayloadBuffer(size)
+                elif size and len(carried) == size:
+                    buffer = None
+                else:
+                    raise WireError(f"task {task.task_id} reuses a model the call has not carried")
+            elif task is None or buffer is None:
+                raise WireError("task stream carries data outside a task's payload")
+            else:
+                buffer.append(message.data)
+            if buffer is None or buffer.complete:
+                if buffer is not None and size:
+                    carried = buffer.payload()
+                yield client_id, task, carried if size else bytearray()
+                task = None
+    except grpc.aio.AioRpcError as error:
+        raise _failure(error) from None
+    if task is not None:
+        raise WireError(f"task {task.task_id} ends before its payload")
+
+
 class CoordinatorConnection:
     """Client ``client_id``'s calls, with the credentials of its last join; every call's deadline is
     ``rpc_timeout_s`` (on top of the long poll's wait for GetTask)."""
@@ -77,9 +135,17 @@ class CoordinatorConnection:
         self._credentials = pb.Credentials(client_id=client_id, token=token)
 
     @property
+    def client_id(self) -> str:
+        return self._client_id
+
+    @property
     def run_id(self) -> str:
         """The run of the last join ("" before it)."""
         return self._credentials.run_id
+
+    @property
+    def credentials(self) -> pb.Credentials:
+        return self._credentials
 
     async def join(self, n_examples: int) -> str:
         """Join (again) with ``n_examples`` training examples; the run's id, :class:`JoinRefused` when turned away."""
@@ -93,27 +159,6 @@ class CoordinatorConnection:
             raise JoinRefused(reply.reason)
         self._credentials = pb.Credentials(run_id=reply.run_id, client_id=self._client_id, token=self._token)
         return reply.run_id
-
-    async def next_task(self, last_task_id: int, wait_s: float) -> tuple[Task, bytearray]:
-        """The next task after ``last_task_id`` (the coordinator may hold the call ``wait_s``) and its payload
-        (empty for WAIT and SHUTDOWN); :class:`WireError` for a stream that does not parse."""
-        request = pb.TaskRequest(credentials=self._credentials, last_task_id=last_task_id, wait_s=wait_s)
-        task, buffer = None, None
-        try:
-            async for message in self._stub.GetTask(request, timeout=wait_s + self._timeout):
-                if buffer is None:
-                    if message.WhichOneof("part") != "header":
-                        raise WireError("task stream does not start with a header")
-                    task = task_from_pb(message.header)
-                    model = task.manifest if isinstance(task, TrainTask | EvaluateTask) else ()
-                    buffer = PayloadBuffer(payload_size(model))
-                else:
-                    buffer.append(message.data)
-        except grpc.aio.AioRpcError as error:
-            raise _failure(error) from None
-        if task is None or buffer is None:
-            raise WireError("empty task stream")
-        return task, buffer.payload()
 
     async def submit_update(self, header: UpdateAnnouncement, payload: bytes) -> str:
         """Upload an update: its header, then its payload in chunks; the coordinator's acknowledgement."""

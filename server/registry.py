@@ -9,8 +9,9 @@ coordinator.
 
 Task delivery is push-style, through each client's :class:`~server.mailbox.Mailbox`.
 
-Liveness. A healthy client always has a GetTask call parked, except while it works on a task. A client
-is *lost* when its parked call breaks (the process died, the network went away) or when it misses a
+Liveness. A healthy client is always asked for by a parked GetTask call of its process (one call for all the
+clients a process hosts, re-opened as soon as it ends). A client is *lost* when that call breaks before the
+client's task went out on it (the process died, the network went away) or when it misses a
 round's deadline with no call in progress; lost clients are not selected for rounds, so a dead client
 costs at most the one round it was in, instead of a full timeout in every round it is drawn for. Any
 call from the client (a poll, a late update, a new join) brings it back. A healthy run never loses a
@@ -100,7 +101,7 @@ def open_run_tokens(run_dir: Path) -> RunTokens:
     return RunTokens(TokenIssuer.load(path))
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientRecord:
     client_id: str
     token: str

@@ -5,8 +5,9 @@ call ends with the gRPC status of its :class:`~fedgrad.protocol.Refusal` kind an
 for stale or malformed answers (expected in a federation, not errors of the server), at WARNING for authentication
 failures (someone is knocking who does not belong).
 
-GetTask also tells the registry when a client's long poll starts and ends, and whether it ended because
-the client went away before its task was delivered: that is how a killed client is noticed.
+GetTask is one call per client process for all the clients it hosts; it tells the registry when each client's
+long poll starts and ends, and whether it ended because the process went away before the client's task was
+delivered: that is how a killed client process is noticed.
 
 Memory. A round hands a model to every selected client at once and their updates arrive together. At most
 :data:`MAX_TRANSFERS` model-carrying streams (task models out, update payloads in) are serialized or decoded
@@ -26,7 +27,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from fedgrad.errors import FedgradError
-from fedgrad.protocol import Refusal, Rejected
+from fedgrad.protocol import Refusal, Rejected, WaitTask
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, ServerSecurity, listen, new_server
@@ -40,6 +41,7 @@ from fedgrad.transport.convert import (
 from fedgrad.transport.interceptors import STATUS_CODES, RefuseMalformedRequests
 from server.coordinator import Coordinator
 from server.registry import ClientRecord
+from server.tasks import ModelPayload
 
 log = logging.getLogger("fedgrad.server")
 
@@ -65,28 +67,57 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         return self.coordinator.authenticate(credentials.run_id, credentials.client_id, credentials.token)
 
     async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TaskChunk]:
-        try:
-            client = self._authenticate(request.credentials)
-        except Rejected as rejected:
-            await _abort(context, rejected, request.credentials.client_id)
+        polls = await self._polls(request, context)
+        clients = [client for client, _ in polls]
         registry = self.coordinator.registry
-        registry.poll_started(client)
-        delivered = False
+        for client in clients:
+            registry.poll_started(client)
+        delivered: set[str] = set()
+        ended = False
         try:
-            task = await self.coordinator.next_task(client, request.last_task_id, request.wait_s)
-            try:  # the wait may have been long: a client revoked meanwhile gets no task
-                self._authenticate(request.credentials)
-            except Rejected as rejected:
-                await _abort(context, rejected, client.client_id)
-            nbytes = 0
-            async with self._transfers if task.model is not None else contextlib.nullcontext():
-                for message in self._messages.stream(task.task, task.model.pieces if task.model is not None else ()):
-                    nbytes += message.ByteSize()
+            tasks = await self.coordinator.next_tasks(polls, request.wait_s)
+            for poll in request.clients:  # the wait may have been long: a client revoked meanwhile gets no task
+                try:
+                    self._authenticate(poll.credentials)
+                except Rejected as rejected:
+                    await _abort(context, rejected, poll.credentials.client_id)
+            if not tasks:
+                for message in self._messages.stream(WaitTask(0)):
                     yield message
-            delivered = True
-        finally:  # cancelled or closed early: the client hung up (or died) while waiting or receiving
-            registry.poll_ended(client, broken=not delivered)
-        self.coordinator.task_delivered(client, task, nbytes)
+            sent_model: ModelPayload | None = None
+            for client, task in tasks:
+                model = task.model
+                again = model is not None and model is sent_model
+                nbytes = self._messages.payload_wire_bytes(model.pieces) if again and model is not None else 0
+                async with self._transfers if model is not None and not again else contextlib.nullcontext():
+                    for message in self._messages.stream(task.task, model.pieces if model is not None else (),
+                                                         client_id=client.client_id, model_as_before=again):
+                        nbytes += message.ByteSize()
+                        yield message
+                sent_model = model or sent_model
+                delivered.add(client.client_id)
+                self.coordinator.task_delivered(client, task, nbytes)
+            ended = True
+        finally:  # cancelled or closed early: the clients still waiting hung up (or died)
+            for client in clients:
+                registry.poll_ended(client, broken=not ended and client.client_id not in delivered)
+
+    async def _polls(self, request: pb.TaskRequest,
+                     context: grpc.aio.ServicerContext) -> list[tuple[ClientRecord, int]]:
+        """The clients a task request asks for, with the last task each received. Every credential must be valid:
+        a call presenting one that is not (forged, revoked, of another run) is refused as a whole, so no caller
+        learns anything about the others, and a client process rejoins all of its clients."""
+        polls: list[tuple[ClientRecord, int]] = []
+        for poll in request.clients:
+            try:
+                polls.append((self._authenticate(poll.credentials), poll.last_task_id))
+            except Rejected as rejected:
+                await _abort(context, rejected, poll.credentials.client_id)
+        if not polls:
+            await _abort(context, Rejected.invalid("a task request names at least one client"), "?")
+        if len({client.client_id for client, _ in polls}) < len(polls):
+            await _abort(context, Rejected.invalid("a task request names each client at most once"), "?")
+        return polls
 
     async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.UpdateChunk],
                            context: grpc.aio.ServicerContext) -> pb.Ack:

@@ -431,7 +431,8 @@ class ManualClient:
     async def next_task(self, wait_s: float = 2.0):
         """The next task after the last one seen (WAIT included): ``(header, model or None)``."""
         header, buffer = None, None
-        request = pb.TaskRequest(credentials=self.credentials, last_task_id=self.last_task_id, wait_s=wait_s)
+        request = pb.TaskRequest(clients=[pb.ClientPoll(credentials=self.credentials, last_task_id=self.last_task_id)],
+                                 wait_s=wait_s)
         async for message in self.stub.GetTask(request, timeout=wait_s + 20):
             if header is None:
                 header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)

@@ -18,12 +18,14 @@ from fedgrad.modes.plain import PlainAccumulator
 from fedgrad.protocol import TaskConfig, TrainSettings
 from fedgrad.results.schema import ClientEvaluation
 from fedgrad.scenario import ModelConfig
+from fedgrad.security import TokenIssuer
 from fedgrad.transport import fedgrad_pb2 as pb
 from fedgrad.transport import fedgrad_pb2_grpc as pb_grpc
 from fedgrad.transport.channel import PROTOCOL_VERSION, open_channel
 from fedgrad.transport.codec import PayloadBuffer, decode_tensors, encode_tensors, split_payload
 from fedgrad.transport.convert import manifest_from_pb, manifest_to_pb
 from server.coordinator import Coordinator, FederationState, RoundFailed, RoundSettings
+from server.registry import RunTokens
 from server.service import start_server
 from server.strategies import FedAvg
 
@@ -43,10 +45,11 @@ class Federation:
     run: asyncio.Task
     records: list
     round_logged: asyncio.Event  # set when a round's record is logged (the round closed and was aggregated)
+    address: str
 
 
 @asynccontextmanager
-async def serving(model, *, clients=("0", "1"), per_round=1, min_clients=1, rounds=1, timeout_s=10.0):
+async def serving(model, *, clients=("0", "1"), per_round=1, min_clients=1, rounds=1, timeout_s=10.0, tokens=None):
     records, round_logged = [], asyncio.Event()
 
     def log_round(record):
@@ -59,12 +62,13 @@ async def serving(model, *, clients=("0", "1"), per_round=1, min_clients=1, roun
         state=FederationState(global_model=dict(model), rng=np.random.default_rng(0), strategy=FedAvg()),
         client_ids=clients, new_accumulator=PlainAccumulator, evaluate=weight_sums,
         task_config=TaskConfig(ModelConfig(), 1, TrainSettings(epochs=1, batch_size=1, lr=0.1, optimizer="sgd")),
-        seed=0, on_round=log_round, shutdown_grace_s=0.2)
+        seed=0, on_round=log_round, shutdown_grace_s=0.2, tokens=tokens)
     server, port = await start_server(coordinator, "127.0.0.1", 0)
     channel = open_channel(f"127.0.0.1:{port}")
     run = asyncio.create_task(coordinator.run())
     try:
-        yield Federation(coordinator, pb_grpc.CoordinatorStub(channel), run, records, round_logged)
+        yield Federation(coordinator, pb_grpc.CoordinatorStub(channel), run, records, round_logged,
+                         f"127.0.0.1:{port}")
     finally:
         run.cancel()
         await channel.close()
@@ -77,16 +81,25 @@ async def join(stub, client_id, n_examples=10, **overrides):
     return await stub.Join(pb.JoinRequest(**request), timeout=5)
 
 
-async def credentials(stub, client_id, n_examples=10):
-    reply = await join(stub, client_id, n_examples)
+async def credentials(stub, client_id, n_examples=10, token=None):
+    token = f"t{client_id}" if token is None else token
+    reply = await join(stub, client_id, n_examples, token=token)
     assert reply.accepted, reply.reason
-    return pb.Credentials(run_id=reply.run_id, client_id=client_id, token=f"t{client_id}")
+    return pb.Credentials(run_id=reply.run_id, client_id=client_id, token=token)
+
+
+async def host_tasks(stub, creds_by_id, last_task_ids=None, wait_s=5.0):
+    """One GetTask call for several clients: its messages, in order."""
+    request = pb.TaskRequest(wait_s=wait_s, clients=[
+        pb.ClientPoll(credentials=creds, last_task_id=(last_task_ids or {}).get(cid, 0))
+        for cid, creds in creds_by_id.items()])
+    return [message async for message in stub.GetTask(request, timeout=wait_s + 10)]
 
 
 async def get_task(stub, creds, last_task_id=0, wait_s=5.0):
     header, buffer = None, None
-    async for message in stub.GetTask(pb.TaskRequest(credentials=creds, last_task_id=last_task_id, wait_s=wait_s),
-                                      timeout=wait_s + 10):
+    request = pb.TaskRequest(clients=[pb.ClientPoll(credentials=creds, last_task_id=last_task_id)], wait_s=wait_s)
+    async for message in stub.GetTask(request, timeout=wait_s + 10):
         if header is None:
             header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
         else:
@@ -302,3 +315,98 @@ def test_round_with_too_few_updates_is_retried_then_fails():
                 await asyncio.wait_for(fed.run, 10)
 
     asyncio.run(scenario())
+
+
+def test_one_call_carries_every_asking_client_s_task_and_the_model_once_counted_per_client():
+    delta = {name: np.ones_like(value) for name, value in SMALL_MODEL.items()}
+
+    async def scenario():
+        ids = ("0", "1", "2", "3")
+        async with serving(SMALL_MODEL, clients=ids, per_round=3, min_clients=3) as fed:
+            creds = {cid: await credentials(fed.stub, cid) for cid in ids}
+            messages = await host_tasks(fed.stub, creds)
+            headers = [m.header for m in messages if m.WhichOneof("part") == "header"]
+            assert [h.kind for h in headers] == [pb.TRAIN] * 3 and len({h.client_id for h in headers}) == 3
+            assert [m.WhichOneof("part") for m in messages] == ["header", "data", "header", "header"]
+            assert [h.model_as_before for h in headers] == [False, True, True]
+            model = decode_tensors(manifest_from_pb(headers[0].tensors), messages[1].data)
+            assert all(np.array_equal(model[name], value) for name, value in SMALL_MODEL.items())
+            for header in headers:
+                await submit(fed.stub, creds[header.client_id], header, delta)
+            await asyncio.wait_for(fed.round_logged.wait(), 30)
+            [record] = fed.records
+            # each client's bytes down counted as if the model had gone to it alone
+            assert record.moved.down >= 3 * messages[1].ByteSize()
+            last = {h.client_id: h.task_id for h in headers}
+            evaluations = [m.header for m in await host_tasks(fed.stub, creds, last) if m.HasField("header")]
+            assert [h.kind for h in evaluations] == [pb.EVALUATE] * 3  # the first wave (clients_per_round)
+            assert [h.model_as_before for h in evaluations] == [False, True, True]
+
+    asyncio.run(scenario())
+
+
+def test_a_task_call_is_refused_whole_when_one_credential_is_not_valid_and_delivers_no_other_client_s_task():
+    """The attacker holds client 0's credentials and knows the other ids: asking for the others with forged,
+    borrowed or revoked tokens, or listing a client twice, gets the whole call refused (no task of anyone's, and
+    nothing it could tell the valid credential's answer from); with its own credentials only it gets its own
+    task, never another client's."""
+    issuer = TokenIssuer.create("run")
+    tokens = {cid: issuer.issue(cid) for cid in ("0", "1", "2")}
+
+    async def scenario():
+        async with serving(SMALL_MODEL, clients=tuple(tokens), per_round=3, min_clients=3,
+                           tokens=RunTokens(issuer)) as fed:
+            creds = {cid: await credentials(fed.stub, cid, token=token) for cid, token in tokens.items()}
+            mine = creds["0"]
+            unauthenticated = grpc.StatusCode.UNAUTHENTICATED
+            forged = pb.Credentials(run_id=mine.run_id, client_id="1", token=tokens["1"][:-2] + "xx")
+            borrowed = pb.Credentials(run_id=mine.run_id, client_id="1", token=tokens["0"])
+            stale_run = pb.Credentials(run_id="another run", client_id="1", token=tokens["1"])
+            for other, fragment in ((forged, "not valid"), (borrowed, "not valid"), (stale_run, "join again")):
+                await refused(host_tasks(fed.stub, {"0": mine, "1": other}), unauthenticated, fragment)
+                await refused(host_tasks(fed.stub, {"1": other, "0": mine}), unauthenticated, fragment)
+            twice = pb.TaskRequest(wait_s=1.0, clients=[pb.ClientPoll(credentials=mine)] * 2)
+            await refused(_drain(fed.stub.GetTask(twice, timeout=5)), grpc.StatusCode.INVALID_ARGUMENT, "at most once")
+            await refused(_drain(fed.stub.GetTask(pb.TaskRequest(wait_s=1.0), timeout=5)),
+                          grpc.StatusCode.INVALID_ARGUMENT, "at least one client")
+            messages = await host_tasks(fed.stub, {"0": mine})
+            assert [m.header.client_id for m in messages if m.HasField("header")] == ["0"]
+            issuer.revoke("2")
+            await refused(host_tasks(fed.stub, {"0": mine, "2": creds["2"]}), grpc.StatusCode.PERMISSION_DENIED,
+                          "client '2' was revoked")
+            # the refused calls delivered nothing: clients 1's task is still there for its own credentials
+            [header] = [m.header for m in await host_tasks(fed.stub, {"1": creds["1"]}) if m.HasField("header")]
+            assert header.client_id == "1" and header.kind == pb.TRAIN
+
+    asyncio.run(scenario())
+
+
+def test_a_broken_task_call_loses_the_clients_still_waiting_on_it_and_only_those():
+    async def scenario():
+        async with serving(SMALL_MODEL, clients=("0", "1", "2"), per_round=1, min_clients=1, timeout_s=60) as fed:
+            creds = {cid: await credentials(fed.stub, cid) for cid in ("0", "1", "2")}
+            registry = fed.coordinator.registry
+            [header] = [m.header for m in await host_tasks(fed.stub, creds) if m.HasField("header")]
+            waiting = {cid: c for cid, c in creds.items() if cid != header.client_id}
+            process = open_channel(fed.address)  # the connection of a client process hosting the other two
+            parked = pb_grpc.CoordinatorStub(process).GetTask(pb.TaskRequest(wait_s=20.0, clients=[
+                pb.ClientPoll(credentials=c) for c in waiting.values()]), timeout=30)
+            await until(lambda: all(registry.get(cid).polls == 1 for cid in waiting))  # the call is parked
+            await process.close()  # the process died while its clients waited
+            assert parked.cancelled() or parked.done()
+            assert await registry.changed.wait_for(lambda: all(registry.get(cid).lost for cid in waiting), 10)
+            assert not registry.get(header.client_id).lost  # it received its task and is working on it
+
+    asyncio.run(scenario())
+
+
+async def until(condition, timeout=10.0):
+    """Wait for ``condition()`` (checked between event-loop turns), failing after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+async def _drain(call):
+    return [message async for message in call]

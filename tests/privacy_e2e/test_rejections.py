@@ -49,7 +49,7 @@ class Rogue:
 
     async def next_task(self, last: int):
         header, buffer = None, None
-        request = pb.TaskRequest(credentials=self.credentials, last_task_id=last, wait_s=2.0)
+        request = pb.TaskRequest(clients=[pb.ClientPoll(credentials=self.credentials, last_task_id=last)], wait_s=2.0)
         async for message in self.stub.GetTask(request, timeout=20):
             if header is None:
                 header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
