@@ -170,9 +170,14 @@ class Coordinator:
 
     def authenticate(self, run_id: str, client_id: str, token: str) -> ClientRecord:
         """The joined client ``client_id`` of run ``run_id``; :class:`Rejected` (UNAUTHENTICATED) otherwise."""
-        if run_id != self.run_id:
-            raise Rejected.unauthenticated(f"run {run_id!r} is not this coordinator's run; join again")
-        return self.registry.authenticate(client_id, token)
+        return self.authenticate_all([(run_id, client_id, token)])[0]
+
+    def authenticate_all(self, credentials: Sequence[tuple[str, str, str]]) -> list[ClientRecord]:
+        """:meth:`authenticate` each (run id, client id, token) of one request; the first not valid raises."""
+        for run_id, _, _ in credentials:
+            if run_id != self.run_id:
+                raise Rejected.unauthenticated(f"run {run_id!r} is not this coordinator's run; join again")
+        return self.registry.authenticate_all((client_id, token) for _, client_id, token in credentials)
 
     async def next_tasks(self, polls: Sequence[tuple[ClientRecord, int]],
                          wait_s: float) -> list[tuple[ClientRecord, Delivery]]:

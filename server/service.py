@@ -66,6 +66,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
     def _authenticate(self, credentials: pb.Credentials) -> ClientRecord:
         return self.coordinator.authenticate(credentials.run_id, credentials.client_id, credentials.token)
 
+    def _authenticate_all(self, request: pb.TaskRequest) -> list[ClientRecord]:
+        return self.coordinator.authenticate_all([(poll.credentials.run_id, poll.credentials.client_id,
+                                                   poll.credentials.token) for poll in request.clients])
+
     async def GetTask(self, request: pb.TaskRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TaskChunk]:
         polls = await self._polls(request, context)
         clients = [client for client, _ in polls]
@@ -76,11 +80,10 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         ended = False
         try:
             tasks = await self.coordinator.next_tasks(polls, request.wait_s)
-            for poll in request.clients:  # the wait may have been long: a client revoked meanwhile gets no task
-                try:
-                    self._authenticate(poll.credentials)
-                except Rejected as rejected:
-                    await _abort(context, rejected, poll.credentials.client_id)
+            try:  # the wait may have been long: a call naming a client revoked meanwhile gets no task
+                self._authenticate_all(request)
+            except Rejected as rejected:
+                await _abort(context, rejected, _callers(request))
             if not tasks:
                 for message in self._messages.stream(WaitTask(0)):
                     yield message
@@ -107,16 +110,15 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         """The clients a task request asks for, with the last task each received. Every credential must be valid:
         a call presenting one that is not (forged, revoked, of another run) is refused as a whole, so no caller
         learns anything about the others, and a client process rejoins all of its clients."""
-        polls: list[tuple[ClientRecord, int]] = []
-        for poll in request.clients:
-            try:
-                polls.append((self._authenticate(poll.credentials), poll.last_task_id))
-            except Rejected as rejected:
-                await _abort(context, rejected, poll.credentials.client_id)
-        if not polls:
+        try:
+            clients = self._authenticate_all(request)
+        except Rejected as rejected:
+            await _abort(context, rejected, _callers(request))
+        if not clients:
             await _abort(context, Rejected.invalid("a task request names at least one client"), "?")
-        if len({client.client_id for client, _ in polls}) < len(polls):
-            await _abort(context, Rejected.invalid("a task request names each client at most once"), "?")
+        if len({client.client_id for client in clients}) < len(clients):
+            await _abort(context, Rejected.invalid("a task request names each client at most once"), _callers(request))
+        polls = [(client, poll.last_task_id) for client, poll in zip(clients, request.clients, strict=True)]
         return polls
 
     async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.UpdateChunk],
@@ -175,6 +177,12 @@ async def _receive_payload(stream: AsyncIterator[pb.UpdateChunk], expected_bytes
 
 
 _AUTHENTICATION = {Refusal.UNAUTHENTICATED, Refusal.REVOKED}
+
+
+def _callers(request: pb.TaskRequest) -> str:
+    """The clients a task request names, for the log: the first and how many others."""
+    ids = [poll.credentials.client_id for poll in request.clients]
+    return ids[0] + (f" and {len(ids) - 1} others" if len(ids) > 1 else "") if ids else "?"
 
 
 async def _abort(context: grpc.aio.ServicerContext, rejected: Rejected, client_id: str) -> None:
