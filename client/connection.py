@@ -10,7 +10,10 @@ mid-call), or :class:`CallFailed` for an answer with an error status, carrying t
 """
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import grpc
 
@@ -160,32 +163,125 @@ class CoordinatorConnection:
         self._credentials = pb.Credentials(run_id=reply.run_id, client_id=self._client_id, token=self._token)
         return reply.run_id
 
-    async def submit_update(self, header: UpdateAnnouncement, payload: bytes) -> str:
-        """Upload an update: its header, then its payload in chunks; the coordinator's acknowledgement."""
-        message = update_announcement_to_pb(header, self._credentials)
 
-        async def stream() -> AsyncIterator[pb.UpdateChunk]:
-            yield pb.UpdateChunk(header=message)
-            for piece in split_payload(payload):
-                yield pb.UpdateChunk(data=piece)
+class Answers:
+    """The answers (updates, evaluations, declines) of all the clients of a process, on one Answer call at a time.
 
+    Each answer is written as soon as it is ready and :meth:`send` returns when the coordinator has acknowledged
+    it (or raises :class:`CallFailed` with the refusal, :class:`Unreachable` when the call broke first: the caller
+    sends it again). A call stays open while answers are :meth:`expected` (clients still at work) and ends when
+    none is, so a round's answers from one process travel in one call. The coordinator reads a call's updates one
+    after the other: what it buffers for a process is one call's flow-control window, however many clients.
+    """
+
+    def __init__(self, stub: CoordinatorStub, rpc_timeout_s: float) -> None:
+        self._stub = stub
+        self._timeout = rpc_timeout_s
+        self._queue: deque[tuple[list[pb.AnswerChunk], asyncio.Future[str]]] = deque()
+        self._changed = asyncio.Event()
+        self._expected = 0
+        self._driver: asyncio.Task[None] | None = None
+
+    @contextlib.contextmanager
+    def expected(self) -> Iterator[None]:
+        """Keep the call open while the block runs (a client at work, whose answer will follow)."""
+        self._expected += 1
         try:
-            ack = await self._stub.SubmitUpdate(stream(), timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise _failure(error) from None
-        return ack.detail
+            yield
+        finally:
+            self._expected -= 1
+            self._changed.set()
 
-    async def submit_evaluation(self, report: EvaluationReport) -> str:
-        try:
-            ack = await self._stub.SubmitEvaluation(evaluation_report_to_pb(report, self._credentials),
-                                                    timeout=self._timeout)
-        except grpc.aio.AioRpcError as error:
-            raise _failure(error) from None
-        return ack.detail
+    async def update(self, connection: CoordinatorConnection, header: UpdateAnnouncement, payload: bytes) -> str:
+        """Send an update: its header, then its payload in chunks."""
+        messages = [pb.AnswerChunk(update=update_announcement_to_pb(header, connection.credentials))]
+        messages += [pb.AnswerChunk(data=piece) for piece in split_payload(payload)]
+        return await self._send(messages)
 
-    async def decline(self, decline: TaskDecline) -> str:
+    async def evaluation(self, connection: CoordinatorConnection, report: EvaluationReport) -> str:
+        return await self._send([pb.AnswerChunk(evaluation=evaluation_report_to_pb(report, connection.credentials))])
+
+    async def decline(self, connection: CoordinatorConnection, decline: TaskDecline) -> str:
+        return await self._send([pb.AnswerChunk(decline=task_decline_to_pb(decline, connection.credentials))])
+
+    def close(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+
+    async def _send(self, messages: list[pb.AnswerChunk]) -> str:
+        acknowledged: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._queue.append((messages, acknowledged))
+        self._changed.set()
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.create_task(self._drive())
+        return await acknowledged
+
+    async def _drive(self) -> None:
+        while self._queue:
+            await self._call()
+
+    async def _call(self) -> None:
+        """One Answer call: write the queued answers while more are expected, then read the last acknowledgements."""
+        call = self._stub.Answer(timeout=self._timeout)
+        unacknowledged: deque[tuple[pb.AnswerChunk, asyncio.Future[str]]] = deque()
+        reader = asyncio.create_task(_read_acks(call, unacknowledged))
         try:
-            ack = await self._stub.DeclineTask(task_decline_to_pb(decline, self._credentials), timeout=self._timeout)
+            while self._queue or self._expected:
+                while self._queue:
+                    messages, acknowledged = self._queue.popleft()
+                    if acknowledged.done():  # its sender gave up (cancelled)
+                        continue
+                    unacknowledged.append((messages[0], acknowledged))
+                    for message in messages:
+                        await call.write(message)
+                if self._expected and not reader.done():
+                    self._changed.clear()
+                    changed = asyncio.create_task(self._changed.wait())
+                    await asyncio.wait({changed, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    changed.cancel()
+                if reader.done():
+                    break
+            if not reader.done():
+                await call.done_writing()
+            await reader
         except grpc.aio.AioRpcError as error:
-            raise _failure(error) from None
-        return ack.detail
+            failure: Exception = _failure(error)
+        except (WireError, asyncio.InvalidStateError) as error:
+            failure = error
+        except BaseException:
+            reader.cancel()
+            call.cancel()
+            raise
+        else:
+            return
+        finally:
+            reader.cancel()
+        for _, acknowledged in unacknowledged:
+            if not acknowledged.done():
+                acknowledged.set_exception(failure)
+
+
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+async def _read_acks(call: grpc.aio.StreamStreamCall,
+                     unacknowledged: deque[tuple[pb.AnswerChunk, asyncio.Future[str]]]) -> None:
+    """Settle each answer's future with its acknowledgement, in order; :class:`WireError` for one that does not
+    match the answer it should acknowledge."""
+    async for ack in call:
+        if not unacknowledged:
+            raise WireError("acknowledgement of an answer that was not sent")
+        first, acknowledged = unacknowledged.popleft()
+        answer = getattr(first, first.WhichOneof("part") or "update")
+        if (ack.client_id, ack.task_id) != (answer.credentials.client_id, answer.task_id):
+            raise WireError(f"acknowledgement for client {ack.client_id!r} task {ack.task_id}, expected client "
+                            f"{answer.credentials.client_id!r} task {answer.task_id}")
+        if acknowledged.done():
+            continue
+        if ack.status == 0:
+            acknowledged.set_result(ack.detail)
+        else:
+            code = _STATUS_BY_NUMBER.get(ack.status, grpc.StatusCode.UNKNOWN)
+            acknowledged.set_exception(CallFailed(code.name, ack.detail, REFUSALS.get(code)))
+    if unacknowledged:
+        raise WireError(f"the Answer call ended with {len(unacknowledged)} answer(s) unacknowledged")

@@ -11,7 +11,6 @@ already trains.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,11 +22,6 @@ from fedgrad.data import Shard
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
-
-#: Updates one process uploads at once. The training thread makes them faster than a coordinator folds them in
-#: (a one-email client trains in milliseconds); the coordinator's gRPC stack would buffer every update sent
-#: ahead, so a process of a thousand clients would park a thousand updates in the coordinator's memory.
-MAX_UPLOADS = 4
 
 
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
@@ -51,7 +45,7 @@ async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str 
             clients = [VirtualClient(client_id, shard, CoordinatorConnection(
                 stub, client_id, (tokens or {}).get(client_id, ""), options.rpc_timeout_s))
                 for client_id, shard in shards.items()]
-            host = ClientHost(stub, clients, trainer, executor, options, asyncio.Semaphore(MAX_UPLOADS))
+            host = ClientHost(stub, clients, trainer, executor, options)
             try:
                 await host.run()
             except WireError as error:

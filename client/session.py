@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from client.connection import CallFailed, CoordinatorConnection, CoordinatorStub, JoinRefused, Unreachable, next_tasks
+from client.connection import (
+    Answers,
+    CallFailed,
+    CoordinatorConnection,
+    CoordinatorStub,
+    JoinRefused,
+    Unreachable,
+    next_tasks,
+)
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.errors import FedgradError
@@ -165,16 +173,14 @@ class ClientHost:
     client has been told SHUTDOWN."""
 
     def __init__(self, stub: CoordinatorStub, clients: Sequence[VirtualClient], trainer: LocalTrainer,
-                 executor: Executor, options: ClientOptions, uploads: asyncio.Semaphore,
-                 models: SharedModels | None = None) -> None:
-        """``uploads`` bounds how many of the clients upload at once; ``models``: the process's one copy of each
-        model its clients hold."""
+                 executor: Executor, options: ClientOptions, models: SharedModels | None = None) -> None:
+        """``models``: the process's one copy of each model its clients hold."""
         self._stub = stub
+        self._answers = Answers(stub, options.rpc_timeout_s)
         self._clients = {client.client_id: client for client in clients}
         self._trainer = trainer
         self._executor = executor
         self._options = options
-        self._uploads = uploads
         self._models = models if models is not None else SharedModels()
         self._work: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
@@ -192,6 +198,7 @@ class ClientHost:
         finally:
             for work in self._work:
                 work.cancel()
+            self._answers.close()
         if self._failure is not None:
             raise self._failure
 
@@ -233,9 +240,13 @@ class ClientHost:
                         else self._evaluate(client, task, shared[2]))
 
     def _start(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
+        task = asyncio.create_task(self._expected(work))
         self._work.add(task)
         task.add_done_callback(self._finished)
+
+    async def _expected(self, work: Coroutine[Any, Any, None]) -> None:
+        with self._answers.expected():  # the process's answer call stays open for this client's answer
+            await work
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._work.discard(task)
@@ -297,7 +308,7 @@ class ClientHost:
         except PolicyRefused as refusal:  # the coordinator's task, not this client, is at fault: say so, next task
             log.warning("%s", refusal)
             decline = TaskDecline(task.task_id, task.round, task.model_version, str(refusal))
-            await self._answer(client, lambda: connection.decline(decline))
+            await self._answer(client, lambda: self._answers.decline(connection, decline))
             return
         del model  # the upload may wait its turn: the model is not needed any more
         payload = update.encoded.payload
@@ -306,12 +317,7 @@ class ClientHost:
             metrics=update.metrics, train_s=update.train_s, encrypt_s=update.encode_s,
             encoding=update.encoded.encoding, raw_encoding=int(update.encoded.encoding), manifest=task.manifest,
             payload_bytes=len(payload), signature=update.encoded.signature)
-
-        async def upload() -> str:
-            async with self._uploads:
-                return await connection.submit_update(header, payload)
-
-        await self._answer(client, upload)
+        await self._answer(client, lambda: self._answers.update(connection, header, payload))
 
     async def _evaluate(self, client: VirtualClient, task: EvaluateTask, model: SharedModel) -> None:
         client.check_vocabulary(task.config)
@@ -320,4 +326,4 @@ class ClientHost:
                                              model)
         del model
         report = EvaluationReport(task.task_id, task.round, task.model_version, len(client.shard), metrics)
-        await self._answer(client, lambda: client.connection.submit_evaluation(report))
+        await self._answer(client, lambda: self._answers.evaluation(client.connection, report))

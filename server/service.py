@@ -13,7 +13,8 @@ Memory. A round hands a model to every selected client at once and their updates
 :data:`MAX_TRANSFERS` model-carrying streams (task models out, update payloads in) are serialized or decoded
 at a time; the others wait their turn, holding nothing but their request, so the coordinator's own copies of
 models and payloads follow the model's size, not the clients per round. What gRPC buffers below that, updates
-a client sent ahead of being read, is bounded by the clients (``client.pool.MAX_UPLOADS`` per process);
+a client sent ahead of being read, is bounded by the calls (one Answer call's flow-control window per process,
+whose updates are read one after the other);
 ``benchmarks/scale.py`` measures the whole process.
 """
 from __future__ import annotations
@@ -121,59 +122,125 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
         polls = [(client, poll.last_task_id) for client, poll in zip(clients, request.clients, strict=True)]
         return polls
 
-    async def SubmitUpdate(self, request_iterator: AsyncIterator[pb.UpdateChunk],
-                           context: grpc.aio.ServicerContext) -> pb.Ack:
+    async def Answer(self, request_iterator: AsyncIterator[pb.AnswerChunk],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerAck]:
+        """Every answer of the call checked on its own, with its own credentials, and acknowledged in order as soon
+        as it is complete; data outside an update's announced payload ends the call (the answers before it keep
+        their acknowledgements)."""
+        stream = _Messages(request_iterator)
+        while (message := await stream.next()) is not None:
+            part = message.WhichOneof("part")
+            if part == "update":
+                yield await self._update(message.update, stream)
+            elif part == "evaluation":
+                yield self._evaluation(message.evaluation)
+            elif part == "decline":
+                yield self._decline(message.decline)
+            else:
+                await _abort(context, Rejected.invalid("data outside an update's announced payload: an update must "
+                                                       "start with its header"), "?")
+
+    def _evaluation(self, report: pb.EvaluationReport) -> pb.AnswerAck:
+        try:
+            client = self._authenticate(report.credentials)
+            detail = self.coordinator.add_evaluation(client, evaluation_report_from_pb(report))
+        except Rejected as rejected:
+            return _refused(report.credentials, report.task_id, rejected)
+        return _accepted(report.credentials, report.task_id, detail)
+
+    def _decline(self, decline: pb.TaskDecline) -> pb.AnswerAck:
+        try:
+            client = self._authenticate(decline.credentials)
+            detail = self.coordinator.decline_task(client, task_decline_from_pb(decline))
+        except Rejected as rejected:
+            return _refused(decline.credentials, decline.task_id, rejected)
+        return _accepted(decline.credentials, decline.task_id, detail)
+
+    async def _update(self, header_pb: pb.UpdateHeader, stream: _Messages) -> pb.AnswerAck:
+        """Receive the update ``header_pb`` announces: its acknowledgement (a refused update's payload is read and
+        dropped)."""
         started = time.perf_counter()
-        stream = aiter(request_iterator)
-        first = await anext(stream, None)
-        client_id = first.header.credentials.client_id if first is not None else "?"
+        credentials, task_id = header_pb.credentials, header_pb.task_id
         try:
-            if first is None or first.WhichOneof("part") != "header":
-                raise Rejected.invalid("an update stream must start with its header")
-            client = self._authenticate(first.header.credentials)
-            header = update_announcement_from_pb(first.header)
+            client = self._authenticate(credentials)
+            header = update_announcement_from_pb(header_pb)
             round_ = self.coordinator.admit_update(client, header)
+        except (Rejected, WireError) as error:
+            await _receive_payload(stream, header_pb.payload_bytes, keep=False)
+            return _refused(credentials, task_id, _rejection(error))
+        try:
+            async with self._transfers:
+                payload, nbytes = await _receive_payload(stream, header.payload_bytes)
+                if isinstance(payload, WireError):
+                    raise payload
+                detail = self.coordinator.add_update(round_, client, header, payload, nbytes + header_pb.ByteSize(),
+                                                     time.perf_counter() - started)
+        except (Rejected, WireError) as error:
+            round_.release(client.client_id)
+            return _refused(credentials, task_id, _rejection(error))
+        except BaseException:
+            round_.release(client.client_id)
+            raise
+        return _accepted(credentials, task_id, detail)
+
+
+class _Messages:
+    """An Answer call's messages, one at a time, with one message of look-ahead to give back."""
+
+    def __init__(self, messages: AsyncIterator[pb.AnswerChunk]) -> None:
+        self._messages = aiter(messages)
+        self._back: pb.AnswerChunk | None = None
+
+    async def next(self) -> pb.AnswerChunk | None:
+        """The next message; None when the call has no more."""
+        message, self._back = self._back, None
+        return message if message is not None else await anext(self._messages, None)
+
+    def give_back(self, message: pb.AnswerChunk) -> None:
+        self._back = message
+
+
+async def _receive_payload(stream: _Messages, expected_bytes: int,
+                           keep: bool = True) -> tuple[bytearray | WireError, int]:
+    """The ``data`` messages of an update's payload, up to the ``expected_bytes`` its header announced (fewer
+    when another answer or the call's end comes first): the payload, else the :class:`WireError` saying how it is
+    not the announced one (a chunk that overflows it is read and dropped), and its size on the wire. Without
+    ``keep`` (a refused update), the data is counted and dropped."""
+    buffer, received, nbytes = PayloadBuffer(expected_bytes if keep else 0), 0, 0
+    error: WireError | None = None
+    while received < expected_bytes:
+        message = await stream.next()
+        if message is None:
+            break
+        if message.WhichOneof("part") != "data":
+            stream.give_back(message)
+            break
+        received += len(message.data)
+        nbytes += message.ByteSize()
+        if keep and error is None:
             try:
-                async with self._transfers:
-                    payload, nbytes = await _receive_payload(stream, header.payload_bytes)
-                    nbytes += first.ByteSize()
-                    detail = self.coordinator.add_update(round_, client, header, payload, nbytes,
-                                                         time.perf_counter() - started)
-            except BaseException:
-                round_.release(client.client_id)
-                raise
-        except WireError as exc:
-            await _abort(context, Rejected.invalid(str(exc)), client_id)
-        except Rejected as rejected:
-            await _abort(context, rejected, client_id)
-        return pb.Ack(detail=detail)
-
-    async def DeclineTask(self, request: pb.TaskDecline, context: grpc.aio.ServicerContext) -> pb.Ack:
+                buffer.append(message.data)
+            except WireError as overflow:
+                error = overflow
+    if error is None:
         try:
-            client = self._authenticate(request.credentials)
-            detail = self.coordinator.decline_task(client, task_decline_from_pb(request))
-        except Rejected as rejected:
-            await _abort(context, rejected, request.credentials.client_id)
-        return pb.Ack(detail=detail)
-
-    async def SubmitEvaluation(self, request: pb.EvaluationReport, context: grpc.aio.ServicerContext) -> pb.Ack:
-        try:
-            client = self._authenticate(request.credentials)
-            detail = self.coordinator.add_evaluation(client, evaluation_report_from_pb(request))
-        except Rejected as rejected:
-            await _abort(context, rejected, request.credentials.client_id)
-        return pb.Ack(detail=detail)
+            return buffer.payload(), nbytes
+        except WireError as short:
+            error = short
+    return error, nbytes
 
 
-async def _receive_payload(stream: AsyncIterator[pb.UpdateChunk], expected_bytes: int) -> tuple[bytearray, int]:
-    """The rest of an update stream: its payload (exactly ``expected_bytes``) and its size on the wire."""
-    buffer, nbytes = PayloadBuffer(expected_bytes), 0
-    async for chunk in stream:
-        if chunk.WhichOneof("part") != "data":
-            raise Rejected.invalid("an update stream carries exactly one header, at its start")
-        buffer.append(chunk.data)
-        nbytes += chunk.ByteSize()
-    return buffer.payload(), nbytes
+def _rejection(error: Rejected | WireError) -> Rejected:
+    return error if isinstance(error, Rejected) else Rejected.invalid(str(error))
+
+
+def _accepted(credentials: pb.Credentials, task_id: int, detail: str) -> pb.AnswerAck:
+    return pb.AnswerAck(client_id=credentials.client_id, task_id=task_id, detail=detail)
+
+
+def _refused(credentials: pb.Credentials, task_id: int, rejected: Rejected) -> pb.AnswerAck:
+    code = _log_refusal(rejected, credentials.client_id, "an answer")
+    return pb.AnswerAck(client_id=credentials.client_id, task_id=task_id, status=code.value[0], detail=str(rejected))
 
 
 _AUTHENTICATION = {Refusal.UNAUTHENTICATED, Refusal.REVOKED}
@@ -185,11 +252,15 @@ def _callers(request: pb.TaskRequest) -> str:
     return ids[0] + (f" and {len(ids) - 1} others" if len(ids) > 1 else "") if ids else "?"
 
 
-async def _abort(context: grpc.aio.ServicerContext, rejected: Rejected, client_id: str) -> None:
+def _log_refusal(rejected: Rejected, client_id: str, what: str) -> grpc.StatusCode:
     code = STATUS_CODES[rejected.kind]
     level = logging.WARNING if rejected.kind in _AUTHENTICATION else logging.INFO
-    log.log(level, "refused a call from client %r (%s): %s", client_id, code.name, rejected)
-    await context.abort(code, str(rejected))
+    log.log(level, "refused %s from client %r (%s): %s", what, client_id, code.name, rejected)
+    return code
+
+
+async def _abort(context: grpc.aio.ServicerContext, rejected: Rejected, client_id: str) -> None:
+    await context.abort(_log_refusal(rejected, client_id, "a call"), str(rejected))
 
 
 async def start_server(coordinator: Coordinator, host: str, port: int,

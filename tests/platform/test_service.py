@@ -116,17 +116,30 @@ async def submit(stub, creds, task, delta, *, payload=None, messages=None, **hea
                   n_examples=10, encoding=pb.PLAIN, tensors=manifest_to_pb(specs), payload_bytes=len(encoded),
                   metrics={"loss": 0.5}, train_s=0.01) | header_fields
     if messages is None:
-        messages = [pb.UpdateChunk(header=pb.UpdateHeader(**fields))]
-        messages += [pb.UpdateChunk(data=piece) for piece in split_payload(payload)]
+        messages = [pb.AnswerChunk(update=pb.UpdateHeader(**fields))]
+        messages += [pb.AnswerChunk(data=piece) for piece in split_payload(payload)]
+    [ack] = await answer(stub, messages)
+    return ack
 
-    async def stream() -> AsyncIterator[pb.UpdateChunk]:
+
+async def answer(stub, messages):
+    """One Answer call carrying ``messages``: its acknowledgements."""
+
+    async def stream() -> AsyncIterator[pb.AnswerChunk]:
         for message in messages:
             yield message
 
-    return await stub.SubmitUpdate(stream(), timeout=10)
+    return [ack async for ack in stub.Answer(stream(), timeout=10)]
 
 
-async def refused(call, code, match):
+async def refused(answered, code, match):
+    """``answered`` (an answer's acknowledgement) says it was refused with ``code``, for a reason with ``match``."""
+    ack = await answered
+    assert ack.status == code.value[0], (ack.status, ack.detail)
+    assert match in ack.detail, ack.detail
+
+
+async def call_refused(call, code, match):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
     assert caught.value.code() == code, caught.value.details()
@@ -144,10 +157,11 @@ async def finish_evaluation(fed, creds_by_id, last_task_ids, examples=None):
     for client_id, creds in creds_by_id.items():
         task, model = await get_task(fed.stub, creds, last_task_ids.get(client_id, 0))
         assert task.kind == pb.EVALUATE and model is not None
-        await fed.stub.SubmitEvaluation(pb.EvaluationReport(
+        [ack] = await answer(fed.stub, [pb.AnswerChunk(evaluation=pb.EvaluationReport(
             credentials=creds, task_id=task.task_id, round=task.round, model_version=task.model_version,
             n_examples=(examples or {}).get(client_id, 10),
-            metrics={"accuracy": 0.75 if client_id == "0" else 0.25, "loss": 1.0}), timeout=5)
+            metrics={"accuracy": 0.75 if client_id == "0" else 0.25, "loss": 1.0}))])
+        assert ack.status == 0, ack.detail
         last_task_ids[client_id] = task.task_id
     for client_id, creds in creds_by_id.items():
         task, _ = await get_task(fed.stub, creds, last_task_ids[client_id])
@@ -164,11 +178,11 @@ def test_join_refuses_unknown_clients_and_protocol_versions():
             assert not reply.accepted and "protocol version" in reply.reason
             creds = await credentials(fed.stub, "0")
             bad_token = pb.Credentials(run_id=creds.run_id, client_id="0", token="forged")
-            await refused(get_task(fed.stub, bad_token), grpc.StatusCode.UNAUTHENTICATED, "token")
+            await call_refused(get_task(fed.stub, bad_token), grpc.StatusCode.UNAUTHENTICATED, "token")
             other_run = pb.Credentials(run_id="elsewhere", client_id="0", token=creds.token)
-            await refused(get_task(fed.stub, other_run), grpc.StatusCode.UNAUTHENTICATED, "join again")
+            await call_refused(get_task(fed.stub, other_run), grpc.StatusCode.UNAUTHENTICATED, "join again")
             not_joined = pb.Credentials(run_id=creds.run_id, client_id="1", token="t1")
-            await refused(get_task(fed.stub, not_joined), grpc.StatusCode.UNAUTHENTICATED, "has not joined")
+            await call_refused(get_task(fed.stub, not_joined), grpc.StatusCode.UNAUTHENTICATED, "has not joined")
 
     asyncio.run(scenario())
 
@@ -216,7 +230,7 @@ def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
             payload = encode_tensors(good)[1]
             await refused(submit(stub, mine, task, good, payload=payload[:-4]), invalid, "stream ended after")
             await refused(submit(stub, mine, task, good, payload=payload + b"xxxx"), invalid, "more than the announced")
-            await refused(submit(stub, mine, task, good, messages=[pb.UpdateChunk(data=payload)]), invalid,
+            await call_refused(submit(stub, mine, task, good, messages=[pb.AnswerChunk(data=payload)]), invalid,
                           "must start with its header")
             forged = pb.Credentials(run_id=mine.run_id, client_id=chosen, token="forged")
             await refused(submit(stub, forged, task, good), grpc.StatusCode.UNAUTHENTICATED, "token")
@@ -363,16 +377,17 @@ def test_a_task_call_is_refused_whole_when_one_credential_is_not_valid_and_deliv
             borrowed = pb.Credentials(run_id=mine.run_id, client_id="1", token=tokens["0"])
             stale_run = pb.Credentials(run_id="another run", client_id="1", token=tokens["1"])
             for other, fragment in ((forged, "not valid"), (borrowed, "not valid"), (stale_run, "join again")):
-                await refused(host_tasks(fed.stub, {"0": mine, "1": other}), unauthenticated, fragment)
-                await refused(host_tasks(fed.stub, {"1": other, "0": mine}), unauthenticated, fragment)
+                await call_refused(host_tasks(fed.stub, {"0": mine, "1": other}), unauthenticated, fragment)
+                await call_refused(host_tasks(fed.stub, {"1": other, "0": mine}), unauthenticated, fragment)
             twice = pb.TaskRequest(wait_s=1.0, clients=[pb.ClientPoll(credentials=mine)] * 2)
-            await refused(_drain(fed.stub.GetTask(twice, timeout=5)), grpc.StatusCode.INVALID_ARGUMENT, "at most once")
-            await refused(_drain(fed.stub.GetTask(pb.TaskRequest(wait_s=1.0), timeout=5)),
-                          grpc.StatusCode.INVALID_ARGUMENT, "at least one client")
+            invalid = grpc.StatusCode.INVALID_ARGUMENT
+            await call_refused(_drain(fed.stub.GetTask(twice, timeout=5)), invalid, "at most once")
+            await call_refused(_drain(fed.stub.GetTask(pb.TaskRequest(wait_s=1.0), timeout=5)), invalid,
+                               "at least one client")
             messages = await host_tasks(fed.stub, {"0": mine})
             assert [m.header.client_id for m in messages if m.HasField("header")] == ["0"]
             issuer.revoke("2")
-            await refused(host_tasks(fed.stub, {"0": mine, "2": creds["2"]}), grpc.StatusCode.PERMISSION_DENIED,
+            await call_refused(host_tasks(fed.stub, {"0": mine, "2": creds["2"]}), grpc.StatusCode.PERMISSION_DENIED,
                           "client '2' was revoked")
             # the refused calls delivered nothing: clients 1's task is still there for its own credentials
             [header] = [m.header for m in await host_tasks(fed.stub, {"1": creds["1"]}) if m.HasField("header")]
@@ -410,3 +425,43 @@ async def until(condition, timeout=10.0):
 
 async def _drain(call):
     return [message async for message in call]
+
+
+def test_one_answer_call_carries_many_clients_answers_each_checked_and_acknowledged_on_its_own():
+    """A caller holding clients 0, 2 and 3's credentials puts in one call: 0's good update, an update in client 1's
+    name with a forged token, 2's update whose payload overflows into the next answer's place, a truncated copy
+    of 3's, then 3's good update. Each is acknowledged in order; only 0's and 3's count, each once."""
+    good = {"w": np.full((3, 2), 0.5, np.float32), "b": np.array([2.0], np.float32)}
+    specs, payload = encode_tensors(good)
+
+    def update(creds, header, data, **fields):
+        values = dict(credentials=creds, task_id=header.task_id, round=header.round, n_examples=10,
+                      model_version=header.model_version, encoding=pb.PLAIN, tensors=manifest_to_pb(specs),
+                      payload_bytes=len(payload), metrics={"loss": 0.5}) | fields
+        return [pb.AnswerChunk(update=pb.UpdateHeader(**values)), pb.AnswerChunk(data=data)]
+
+    async def scenario():
+        ids = ("0", "1", "2", "3")
+        async with serving(SMALL_MODEL, clients=ids, per_round=4, min_clients=2, timeout_s=5) as fed:
+            creds = {cid: await credentials(fed.stub, cid) for cid in ids}
+            headers = {m.header.client_id: m.header for m in await host_tasks(fed.stub, creds) if m.HasField("header")}
+            forged = pb.Credentials(run_id=creds["1"].run_id, client_id="1", token="forged")
+            acks = await answer(fed.stub, [*update(creds["0"], headers["0"], payload),
+                                           *update(forged, headers["1"], payload),
+                                           *update(creds["2"], headers["2"], payload + b"\0" * 4),
+                                           *update(creds["3"], headers["3"], payload[:-4]),
+                                           *update(creds["3"], headers["3"], payload)])
+            unauthenticated, invalid = (code.value[0] for code in (grpc.StatusCode.UNAUTHENTICATED,
+                                                                   grpc.StatusCode.INVALID_ARGUMENT))
+            assert [(ack.client_id, ack.status) for ack in acks] == [
+                ("0", 0), ("1", unauthenticated), ("2", invalid), ("3", invalid), ("3", 0)]
+            assert "token" in acks[1].detail and "more than the announced" in acks[2].detail
+            assert "stream ended after" in acks[3].detail and "(2/4)" in acks[4].detail
+            replay = await answer(fed.stub, update(creds["0"], headers["0"], payload))
+            assert replay[0].status == grpc.StatusCode.FAILED_PRECONDITION.value[0]  # answered already
+            await asyncio.wait_for(fed.round_logged.wait(), 60)  # the deadline closes the round without 1 and 2
+            [record] = fed.records
+            assert (record.clients_selected, record.clients_used) == (4, 2)
+            assert record.loss == pytest.approx(6 * 0.5 + 2.0)  # the mean of the two identical good deltas
+
+    asyncio.run(scenario())
