@@ -78,6 +78,10 @@ class ClientOptions:
 DEFAULT_CLIENT_OPTIONS = ClientOptions()  # the defaults; shared safely because ClientOptions is frozen
 
 
+#: The jitter of every backoff of a process: one generator, not one per client (seeding one costs a system call).
+_JITTER = random.Random()
+
+
 class Backoff:
     """Capped exponential backoff with full jitter, and a deadline on a run of failed calls.
 
@@ -90,7 +94,6 @@ class Backoff:
         self._options = options
         self._attempt = 0
         self._failing_since: float | None = None
-        self._random = random.Random()
 
     def succeeded(self) -> None:
         self._attempt = 0
@@ -104,7 +107,7 @@ class Backoff:
             raise ClientError(f"coordinator unreachable for over {self._options.connect_timeout_s:g} s ({reason})")
         ceiling = min(self._options.backoff_max_s, self._options.backoff_base_s * 2 ** self._attempt)
         self._attempt += 1
-        await asyncio.sleep(self._random.uniform(0, ceiling))
+        await asyncio.sleep(_JITTER.uniform(0, ceiling))
 
 
 class SharedModel(dict[str, np.ndarray]):
