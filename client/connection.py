@@ -127,8 +127,8 @@ async def next_tasks(stub: CoordinatorStub, polls: Sequence[tuple[CoordinatorCon
 
 
 class CoordinatorConnection:
-    """Client ``client_id``'s calls, with the credentials of its last join; every call's deadline is
-    ``rpc_timeout_s`` (on top of the long poll's wait for GetTask)."""
+    """Client ``client_id``'s join, and the credentials of its last join that its task requests and answers carry;
+    every call's deadline is ``rpc_timeout_s`` (on top of the long poll's wait for GetTask)."""
 
     def __init__(self, stub: pb_grpc.CoordinatorStub, client_id: str, token: str, rpc_timeout_s: float) -> None:
         self._stub = stub

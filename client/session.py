@@ -1,12 +1,13 @@
-"""One virtual client's conversation with the coordinator: join, take tasks, answer them, until SHUTDOWN.
+"""The conversation of a process's virtual clients with the coordinator: each joins, all of them take tasks
+through one long poll, each answers its own (on the process's one answer stream), until SHUTDOWN.
 
 Failures are sorted by what they mean:
 
 - the coordinator is unreachable (not up yet, restarting, network trouble: UNAVAILABLE and friends):
   retry with capped exponential backoff and full jitter, so a restarted coordinator is not hit by
-  every client at the same instant; give up after ``connect_timeout_s`` without contact;
-- the coordinator no longer knows this client (UNAUTHENTICATED: it restarted with a new run): join again
-  (presenting the same run token: a resumed run accepts the tokens it issued before the restart);
+  every process at the same instant; give up after ``connect_timeout_s`` without contact;
+- the coordinator no longer knows the clients (UNAUTHENTICATED: it restarted with a new run): they join again
+  (presenting the same run tokens: a resumed run accepts the tokens it issued before the restart);
 - the client was revoked (PERMISSION_DENIED): stop, with the coordinator's message;
 - the coordinator refused one answer (late, wrong round, invalid): log it and take the next task;
 - anything else is a bug or a misconfiguration and ends the process with its message.
