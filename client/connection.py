@@ -130,6 +130,8 @@ class CoordinatorConnection:
     """Client ``client_id``'s join, and the credentials of its last join that its task requests and answers carry;
     every call's deadline is ``rpc_timeout_s`` (on top of the long poll's wait for GetTask)."""
 
+    __slots__ = ("_stub", "_client_id", "_token", "_timeout", "_credentials")
+
     def __init__(self, stub: pb_grpc.CoordinatorStub, client_id: str, token: str, rpc_timeout_s: float) -> None:
         self._stub = stub
         self._client_id = client_id
@@ -223,6 +225,8 @@ class Answers:
     async def _call(self) -> None:
         """One Answer call: write the queued answers while more are expected, then read the last acknowledgements."""
         call = self._stub.Answer(timeout=self._timeout)
+        loop = asyncio.get_running_loop()
+        renew_at = loop.time() + self._timeout / 2  # then end the call between answers, well before its deadline
         unacknowledged: deque[tuple[pb.AnswerChunk, asyncio.Future[str]]] = deque()
         reader = asyncio.create_task(_read_acks(call, unacknowledged))
         try:
@@ -234,12 +238,13 @@ class Answers:
                     unacknowledged.append((messages[0], acknowledged))
                     for message in messages:
                         await call.write(message)
-                if self._expected and not reader.done():
+                if self._expected and not reader.done() and loop.time() < renew_at:
                     self._changed.clear()
                     changed = asyncio.create_task(self._changed.wait())
-                    await asyncio.wait({changed, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({changed, reader}, timeout=renew_at - loop.time(),
+                                       return_when=asyncio.FIRST_COMPLETED)
                     changed.cancel()
-                if reader.done():
+                if reader.done() or (not self._queue and loop.time() >= renew_at):
                     break
             if not reader.done():
                 await call.done_writing()
