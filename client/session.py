@@ -193,9 +193,9 @@ class ClientHost:
     async def run(self) -> None:
         self._poller = asyncio.create_task(self._poll())
         try:
+            # Returns once every client has been told SHUTDOWN: the run is over, so an answer still on its way is
+            # moot (the coordinator may already be gone; retrying would hold the process for connect_timeout_s).
             await self._poller
-            while self._work:
-                await asyncio.wait(set(self._work))
         except asyncio.CancelledError:
             if self._failure is None:
                 raise
