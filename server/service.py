@@ -124,45 +124,49 @@ class CoordinatorService(pb_grpc.CoordinatorServicer):
 
     async def Answer(self, request_iterator: AsyncIterator[pb.AnswerChunk],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerAck]:
-        """Every answer of the call checked on its own, with its own credentials, and acknowledged in order as soon
-        as it is complete; data outside an update's announced payload ends the call (the answers before it keep
-        their acknowledgements)."""
+        """Every answer of the call checked on its own and acknowledged in order as soon as it is complete. A
+        refused answer (stale, invalid, over a bound) loses no other; credentials that do not authenticate end the
+        call with their status, as data outside an update's announced payload does, before anything that follows
+        is read (the answers before keep their acknowledgements): no caller without valid credentials makes the
+        coordinator read a payload."""
         stream = _Messages(request_iterator)
         while (message := await stream.next()) is not None:
             part = message.WhichOneof("part")
-            if part == "update":
-                yield await self._update(message.update, stream)
-            elif part == "evaluation":
-                yield self._evaluation(message.evaluation)
-            elif part == "decline":
-                yield self._decline(message.decline)
-            else:
+            if part not in ("update", "evaluation", "decline"):
                 await _abort(context, Rejected.invalid("data outside an update's announced payload: an update must "
                                                        "start with its header"), "?")
+            answer = getattr(message, part)
+            try:
+                client = self._authenticate(answer.credentials)
+            except Rejected as rejected:
+                await _abort(context, rejected, answer.credentials.client_id)
+            if part == "update":
+                yield await self._update(client, message.update, stream)
+            elif part == "evaluation":
+                yield self._evaluation(client, message.evaluation)
+            else:
+                yield self._decline(client, message.decline)
 
-    def _evaluation(self, report: pb.EvaluationReport) -> pb.AnswerAck:
+    def _evaluation(self, client: ClientRecord, report: pb.EvaluationReport) -> pb.AnswerAck:
         try:
-            client = self._authenticate(report.credentials)
             detail = self.coordinator.add_evaluation(client, evaluation_report_from_pb(report))
         except Rejected as rejected:
             return _refused(report.credentials, report.task_id, rejected)
         return _accepted(report.credentials, report.task_id, detail)
 
-    def _decline(self, decline: pb.TaskDecline) -> pb.AnswerAck:
+    def _decline(self, client: ClientRecord, decline: pb.TaskDecline) -> pb.AnswerAck:
         try:
-            client = self._authenticate(decline.credentials)
             detail = self.coordinator.decline_task(client, task_decline_from_pb(decline))
         except Rejected as rejected:
             return _refused(decline.credentials, decline.task_id, rejected)
         return _accepted(decline.credentials, decline.task_id, detail)
 
-    async def _update(self, header_pb: pb.UpdateHeader, stream: _Messages) -> pb.AnswerAck:
-        """Receive the update ``header_pb`` announces: its acknowledgement (a refused update's payload is read and
-        dropped)."""
+    async def _update(self, client: ClientRecord, header_pb: pb.UpdateHeader, stream: _Messages) -> pb.AnswerAck:
+        """Receive the update of authenticated ``client`` that ``header_pb`` announces: its acknowledgement (a refused
+        update's payload is read and dropped)."""
         started = time.perf_counter()
         credentials, task_id = header_pb.credentials, header_pb.task_id
         try:
-            client = self._authenticate(credentials)
             header = update_announcement_from_pb(header_pb)
             round_ = self.coordinator.admit_update(client, header)
         except (Rejected, WireError) as error:

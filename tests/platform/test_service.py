@@ -233,7 +233,7 @@ def test_update_validation_rejects_bad_updates_and_accepts_a_good_one():
             await call_refused(submit(stub, mine, task, good, messages=[pb.AnswerChunk(data=payload)]), invalid,
                           "must start with its header")
             forged = pb.Credentials(run_id=mine.run_id, client_id=chosen, token="forged")
-            await refused(submit(stub, forged, task, good), grpc.StatusCode.UNAUTHENTICATED, "token")
+            await call_refused(submit(stub, forged, task, good), grpc.StatusCode.UNAUTHENTICATED, "token")
             assert fed.records == []  # nothing so far was accepted
 
             ack = await submit(stub, mine, task, good)
@@ -428,9 +428,9 @@ async def _drain(call):
 
 
 def test_one_answer_call_carries_many_clients_answers_each_checked_and_acknowledged_on_its_own():
-    """A caller holding clients 0, 2 and 3's credentials puts in one call: 0's good update, an update in client 1's
-    name with a forged token, 2's update whose payload overflows into the next answer's place, a truncated copy
-    of 3's, then 3's good update. Each is acknowledged in order; only 0's and 3's count, each once."""
+    """A caller holding every client's credentials puts in one call: 0's good update, 1's update for another round,
+    2's update whose payload overflows into the next answer's place, a truncated copy of 3's, then 3's good
+    update. Each is acknowledged in order; only 0's and 3's count, each once."""
     good = {"w": np.full((3, 2), 0.5, np.float32), "b": np.array([2.0], np.float32)}
     specs, payload = encode_tensors(good)
 
@@ -445,17 +445,16 @@ def test_one_answer_call_carries_many_clients_answers_each_checked_and_acknowled
         async with serving(SMALL_MODEL, clients=ids, per_round=4, min_clients=2, timeout_s=5) as fed:
             creds = {cid: await credentials(fed.stub, cid) for cid in ids}
             headers = {m.header.client_id: m.header for m in await host_tasks(fed.stub, creds) if m.HasField("header")}
-            forged = pb.Credentials(run_id=creds["1"].run_id, client_id="1", token="forged")
             acks = await answer(fed.stub, [*update(creds["0"], headers["0"], payload),
-                                           *update(forged, headers["1"], payload),
+                                           *update(creds["1"], headers["1"], payload, round=7),
                                            *update(creds["2"], headers["2"], payload + b"\0" * 4),
                                            *update(creds["3"], headers["3"], payload[:-4]),
                                            *update(creds["3"], headers["3"], payload)])
-            unauthenticated, invalid = (code.value[0] for code in (grpc.StatusCode.UNAUTHENTICATED,
-                                                                   grpc.StatusCode.INVALID_ARGUMENT))
+            stale, invalid = (code.value[0] for code in (grpc.StatusCode.FAILED_PRECONDITION,
+                                                         grpc.StatusCode.INVALID_ARGUMENT))
             assert [(ack.client_id, ack.status) for ack in acks] == [
-                ("0", 0), ("1", unauthenticated), ("2", invalid), ("3", invalid), ("3", 0)]
-            assert "token" in acks[1].detail and "more than the announced" in acks[2].detail
+                ("0", 0), ("1", stale), ("2", invalid), ("3", invalid), ("3", 0)]
+            assert "answer is for round 7" in acks[1].detail and "more than the announced" in acks[2].detail
             assert "stream ended after" in acks[3].detail and "(2/4)" in acks[4].detail
             replay = await answer(fed.stub, update(creds["0"], headers["0"], payload))
             assert replay[0].status == grpc.StatusCode.FAILED_PRECONDITION.value[0]  # answered already
@@ -463,5 +462,56 @@ def test_one_answer_call_carries_many_clients_answers_each_checked_and_acknowled
             [record] = fed.records
             assert (record.clients_selected, record.clients_used) == (4, 2)
             assert record.loss == pytest.approx(6 * 0.5 + 2.0)  # the mean of the two identical good deltas
+
+    asyncio.run(scenario())
+
+
+def test_an_answer_whose_credentials_do_not_authenticate_ends_the_call_before_its_payload_is_read():
+    """Anyone reaching the port: after one good answer of its own, an answer in another client's name (forged
+    token, another run, a revoked client), an update announcing a huge payload, ends the call at once with the
+    credentials' status; the coordinator waits for none of what follows (the good answer keeps its
+    acknowledgement)."""
+    issuer = TokenIssuer.create("run")
+    tokens = {cid: issuer.issue(cid) for cid in ("0", "1", "2")}
+    good = {"w": np.full((3, 2), 0.5, np.float32), "b": np.array([2.0], np.float32)}
+    specs, payload = encode_tensors(good)
+
+    async def scenario():
+        async with serving(SMALL_MODEL, clients=tuple(tokens), per_round=3, min_clients=1, timeout_s=5,
+                           tokens=RunTokens(issuer)) as fed:
+            creds = {cid: await credentials(fed.stub, cid, token=token) for cid, token in tokens.items()}
+            headers = {m.header.client_id: m.header for m in await host_tasks(fed.stub, creds) if m.HasField("header")}
+            def update(creds_, header, **fields):
+                values = dict(credentials=creds_, task_id=header.task_id, round=header.round, n_examples=10,
+                              model_version=header.model_version, encoding=pb.PLAIN, tensors=manifest_to_pb(specs),
+                              payload_bytes=len(payload), metrics={"loss": 0.5}) | fields
+                return [pb.AnswerChunk(update=pb.UpdateHeader(**values)), pb.AnswerChunk(data=payload)]
+
+            async def call(intruder):
+                """Client 0's good update, then ``intruder``, then the call held open (the rest of a huge payload
+                that never comes): a coordinator that kept reading would end it only at the deadline."""
+                async def stream():
+                    for message in [*update(creds["0"], headers["0"]), *intruder]:
+                        yield message
+                    await asyncio.Event().wait()
+                acks = []
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for ack in fed.stub.Answer(stream(), timeout=20):
+                        acks.append(ack)
+                return acks, caught.value
+
+            forged = pb.Credentials(run_id=creds["1"].run_id, client_id="1", token=tokens["1"][:-2] + "xx")
+            acks, error = await call(update(forged, headers["1"], payload_bytes=1 << 40))
+            assert [(ack.client_id, ack.status) for ack in acks] == [("0", 0)]
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "not valid" in error.details()
+            other_run = pb.Credentials(run_id="another run", client_id="1", token=tokens["1"])
+            acks, error = await call(update(other_run, headers["1"], payload_bytes=1 << 40))
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED and "join again" in error.details()
+            assert acks[0].status == grpc.StatusCode.FAILED_PRECONDITION.value[0]  # 0 had answered already
+            issuer.revoke("2")
+            acks, error = await call([pb.AnswerChunk(evaluation=pb.EvaluationReport(credentials=creds["2"]))])
+            assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "revoked" in error.details()
+            await asyncio.wait_for(fed.round_logged.wait(), 60)
+            assert fed.records[0].clients_used == 1  # client 0's update, once
 
     asyncio.run(scenario())
