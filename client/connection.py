@@ -251,8 +251,10 @@ class Answers:
             await reader
         except grpc.aio.AioRpcError as error:
             failure: Exception = _failure(error)
-        except (WireError, asyncio.InvalidStateError) as error:
+        except WireError as error:
             failure = error
+        except asyncio.InvalidStateError:  # a write after the call ended (the coordinator died or aborted it)
+            failure = await _ended(reader)
         except BaseException:
             reader.cancel()
             call.cancel()
@@ -267,6 +269,17 @@ class Answers:
 
 
 _STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+async def _ended(reader: asyncio.Task[None]) -> Exception:
+    """Why an Answer call ended under its writer: the status its acknowledgements' reader met."""
+    try:
+        await reader
+    except grpc.aio.AioRpcError as error:
+        return _failure(error)
+    except WireError as error:
+        return error
+    return Unreachable("CANCELLED", "the answer call ended before its answers were written")
 
 
 async def _read_acks(call: grpc.aio.StreamStreamCall,

@@ -5,17 +5,18 @@ import socket
 import weakref
 from typing import cast
 
+import grpc
 import numpy as np
 import pytest
 
-from client.connection import CoordinatorConnection, CoordinatorStub, next_tasks
+from client.connection import Answers, CoordinatorConnection, CoordinatorStub, Unreachable, next_tasks
 from client.pool import run_clients
 from client.session import ClientError, ClientOptions, SharedModels
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.models import model_from_config
 from fedgrad.modes.plain import PlainAccumulator
-from fedgrad.protocol import TaskConfig, TrainSettings, TrainTask
+from fedgrad.protocol import EvaluationReport, TaskConfig, TrainSettings, TrainTask
 from fedgrad.scenario import ModelConfig
 from fedgrad.training import evaluate
 from fedgrad.transport import fedgrad_pb2 as pb
@@ -260,5 +261,39 @@ def test_a_task_call_s_answer_is_refused_when_it_names_a_client_that_did_not_ask
                                    ([header(1, "0"), data, data], "data outside a task's payload")):
             with pytest.raises(WireError, match=fragment):
                 await answers(messages)
+
+    asyncio.run(scenario())
+
+
+class EndedAnswerCall:
+    """An Answer call the coordinator ended (it died) before the client's answer was written."""
+
+    async def write(self, message) -> None:
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    async def done_writing(self) -> None:
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    def cancel(self) -> None:
+        pass
+
+    async def __aiter__(self):
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   details="the coordinator is gone")
+        yield
+
+
+def test_an_answer_written_to_a_call_that_already_ended_is_lost_not_a_crash():
+    """The process sends the answer again (Unreachable), instead of dying of grpc's InvalidStateError."""
+    class Stub:
+        def Answer(self, timeout):
+            return EndedAnswerCall()
+
+    async def scenario():
+        stub = cast(CoordinatorStub, Stub())
+        answers = Answers(stub, 5.0)
+        report = EvaluationReport(1, 1, 0, 1, {"accuracy": 1.0, "loss": 0.0})
+        with pytest.raises(Unreachable, match="the coordinator is gone"):
+            await answers.evaluation(CoordinatorConnection(stub, "0", "", 5.0), report)
 
     asyncio.run(scenario())
