@@ -12,27 +12,37 @@ Ray cluster. The run directory is prepared here first and the simulation is star
 --resume RUN_DIR``, so that the process measured holds the coordinator (and the launcher's driver) but has
 never parsed the corpus.
 
-Read from /proc every 20 ms:
+Read from /proc every 50 ms (the sampler's own CPU time is recorded):
 
 * the coordinator: the peak resident memory (VmHWM) of the ``simulate`` process, its highest RSS until the
   last round's record appears (the rounds, without the final evaluation of every client), and its RSS as
   each round's record appears;
-* the clients: the peak resident memory of each client process (``fedgrad client``, or a Ray worker that
-  ran clients), summed: an upper bound of what they held at once;
-* every one of those processes on its own: its peak RSS (VmHWM) and its peak proportional set size (PSS, from
-  /proc/PID/smaps_rollup: a page shared by n processes counts 1/n in each, so PSS sums to what the processes
-  hold together, where RSS counts shared pages, such as a forked parent's or Ray's object store, once per
-  process).
+* the clients: the peak resident memory of each client process (``fedgrad client``, or a Ray worker),
+  summed: an upper bound of what they held at once;
+* every process of the run on its own (the ``simulate`` process's whole tree, each by its role: coordinator,
+  client, decryptor, or its executable's name, such as Ray's ``raylet`` and ``gcs_server``): its peak RSS
+  (VmHWM, the kernel's own peak) and its peak proportional set size (PSS, from /proc/PID/smaps_rollup,
+  sampled: a page shared by n processes counts 1/n in each, so PSS sums to what the processes hold together,
+  where RSS counts shared pages, such as a forked parent's or Ray's object store, once per process).
 
-The machine's floor for a round (plain rounds only): the seconds this process takes to train ``--per-round``
-clients of the prepared run one after another and encode each update as the wire carries it (float32 bytes), with
-fedgrad's own local training and no messaging at all; a round's seconds over the floor is what the platform
-costs on top of the clients' work.
+The machine's floor for a round (plain rounds only, ``benchmarks/floor.py``): the seconds this process takes
+to train ``--per-round`` clients of the prepared run and encode their updates with a client's own code
+(``client.trainer.LocalTrainer``), one after another, no messaging at all; a round's seconds over the floor
+is what the platform costs on top of the clients' work.
 
 Reported per mode and launcher: the slope of the coordinator's peak against the clients per round
 (least squares, MiB per +100 clients per round: what the coordinator holds per client of a round, such as
 records, buffered uploads and queued contributions; a coordinator that streams updates shows ~0), and the
 mean seconds per round. The target: under 250 MiB at 1,000 clients per round.
+
+Issue 24's measurement (plain rounds at 1,000 of 4,837 clients per round, local processes and Ray; about 4
+minutes on a quiet 2-core machine)::
+
+    .venv/bin/python benchmarks/scale.py --modes none --launchers local,ray --per-round 1000 --rounds 3
+
+and a check at a small size (about a minute)::
+
+    .venv/bin/python benchmarks/scale.py --modes none --launchers local --per-round 10 --rounds 2
 """
 from __future__ import annotations
 
@@ -47,20 +57,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
-from benchmarks.flower import memory_kib
+from benchmarks.floor import round_floor
+from benchmarks.machine import descendants, memory_kib
 from fedgrad.data import load_shard
-from fedgrad.models import model_from_config
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
-from fedgrad.training import client_seed, train_local
 from server.experiment import PreparedRun, client_ids, prepare_run
 from server.registry import issue_run_tokens
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_S = 0.02
+SAMPLE_S = 0.05
 TARGET_MIB = 250.0
 #: Scenario overrides that turn each privacy mode on, by the name ``privacy.mode`` takes. A mode not listed
 #: here runs with ``privacy.mode`` set and the scenario's other privacy settings.
@@ -84,7 +91,8 @@ class Measurement:
     client_processes: int
     coordinator_peak_pss_mib: float    # the highest PSS seen of the process hosting the coordinator
     clients_peak_pss_mib: float        # the client processes' highest PSS, summed
-    processes: list[dict[str, Any]]    # per process: role, pid, peak RSS and peak PSS in MiB
+    processes: list[dict[str, Any]]    # every process of the run: role, pid, peak RSS and peak PSS in MiB
+    sampler_cpu_s: float               # CPU seconds the sampler itself spent
     mean_round_s: float
     floor_s: float                     # train + encode the round's clients in one process, no messaging (0: not run)
     clients_used: list[int]
@@ -154,35 +162,21 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
         rounds=len(records), coordinator_peak_mib=sampler.peak_kib / 1024,
         coordinator_rounds_peak_mib=sampler.rounds_peak_kib / 1024,
         coordinator_after_each_round_mib=[round(kib / 1024, 1) for kib in sampler.after_round_kib],
-        clients_peak_mib=sum(sampler.client_peaks_kib.values()) / 1024,
-        client_processes=len(sampler.client_peaks_kib),
+        clients_peak_mib=sum(sampler.peaks("client", "VmHWM")) / 1024,
+        client_processes=len(sampler.peaks("client", "VmHWM")),
         coordinator_peak_pss_mib=sampler.pss_peaks_kib.get(simulate.pid, 0) / 1024,
-        clients_peak_pss_mib=sum(kib for pid, kib in sampler.pss_peaks_kib.items() if pid != simulate.pid) / 1024,
-        processes=[{"role": "coordinator" if pid == simulate.pid else "client", "pid": pid,
-                    "peak_rss_mib": round((sampler.peak_kib if pid == simulate.pid
-                                           else sampler.client_peaks_kib.get(pid, 0)) / 1024, 1),
-                    "peak_pss_mib": round(kib / 1024, 1)} for pid, kib in sampler.pss_peaks_kib.items()],
+        clients_peak_pss_mib=sum(sampler.peaks("client", "Pss")) / 1024,
+        processes=sampler.processes(), sampler_cpu_s=round(sampler.cpu_s, 2),
         mean_round_s=sum(r.time_s.total for r in records) / len(records), floor_s=floor,
         clients_used=[r.clients_used for r in records], accuracy=records[-1].accuracy,
         wall_s=time.perf_counter() - started)
 
 
 def floor_s(prepared: PreparedRun, clients: int) -> float:
-    """Seconds to train ``clients`` of ``prepared``'s clients from its initial model, one after another in this
-    process, and encode each delta as float32 bytes: a round's work without any messaging."""
-    scenario, train = prepared.scenario, prepared.scenario.train
-    model = model_from_config(scenario.model, prepared.vocab_size, seed=scenario.seed)
-    initial = model.state_dict()
+    """The machine's floor (``benchmarks/floor.py``) for ``clients`` of ``prepared``'s clients: train and encode
+    their updates with a client's own code, one after another in this process, no messaging."""
     shards = [load_shard(prepared.data_dir, index) for index in range(clients)]
-    started = time.perf_counter()
-    for index, shard in enumerate(shards):
-        model.load_state_dict(initial)
-        train_local(model, shard, epochs=train.epochs, batch_size=train.batch_size, lr=train.lr,
-                    optimizer=train.optimizer, momentum=train.momentum,
-                    seed=client_seed(scenario.seed, 1, str(index)))
-        trained = model.state_dict()
-        b"".join((trained[name] - value).astype(np.float32).tobytes() for name, value in initial.items())
-    return time.perf_counter() - started
+    return round_floor(prepared.scenario, prepared.vocab_size, shards).seconds
 
 
 def slope(xs: list[float], ys: list[float]) -> float:
@@ -203,27 +197,26 @@ def _status_kib(pid: int) -> dict[str, int]:
     return {key: int(fields[key].split()[0]) for key in ("VmRSS", "VmHWM") if key in fields}
 
 
-def _children(pid: int) -> list[int]:
-    children: list[int] = []
-    try:
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            children += [int(child) for child in (task / "children").read_text().split()]
-    except OSError:
-        pass
-    return children
-
-
-def _is_client(pid: int) -> bool:
-    """A ``fedgrad client`` process, or a Ray worker (its command line is its task's name)."""
+def _role(pid: int, root: int) -> str:
+    """What process ``pid`` of the tree below the ``simulate`` process ``root`` is: ``coordinator`` (``root``
+    itself, also the Ray driver), ``client`` (a ``fedgrad client`` process, or a Ray worker: its command line is
+    its task's name), ``decryptor``, or the name of its executable (Ray's ``gcs_server``, ``raylet``, ...)."""
+    if pid == root:
+        return "coordinator"
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        name = Path(f"/proc/{pid}/comm").read_text().strip()
     except OSError:
-        return False
-    return "fedgrad.cli.main client" in command or command.startswith("ray::")
+        return "gone"
+    if "fedgrad.cli.main client" in command or command.startswith("ray::"):
+        return "client"
+    if "fedgrad.cli.main decryptor" in command:
+        return "decryptor"
+    return name
 
 
 class MemorySampler(threading.Thread):
-    """Samples the coordinator's process and its client processes until stopped (see the module docstring)."""
+    """Samples the coordinator's process and every process below it until stopped (see the module docstring)."""
 
     def __init__(self, pid: int, run_dir: Path, rounds: int) -> None:
         super().__init__(daemon=True)
@@ -234,11 +227,14 @@ class MemorySampler(threading.Thread):
         self.peak_kib = 0
         self.rounds_peak_kib = 0
         self.after_round_kib: list[int] = []
-        self.client_peaks_kib: dict[int, int] = {}
-        self.pss_peaks_kib: dict[int, int] = {}  # the coordinator's process and each client process
+        self.roles: dict[int, str] = {}
+        self.rss_peaks_kib: dict[int, int] = {}  # VmHWM: the kernel's own peak of each process's RSS
+        self.pss_peaks_kib: dict[int, int] = {}  # the highest PSS sampled
+        self.cpu_s = 0.0  # what sampling cost this process's sampler thread
 
     def run(self) -> None:
         while not self._stopped.is_set():
+            started = time.thread_time()
             status = _status_kib(self._pid)
             if "VmRSS" not in status:  # exited (or exiting)
                 return
@@ -248,27 +244,29 @@ class MemorySampler(threading.Thread):
                 self.rounds_peak_kib = max(self.rounds_peak_kib, status["VmRSS"])
             while rounds > len(self.after_round_kib):
                 self.after_round_kib.append(status["VmRSS"])
-            self._sample_pss(self._pid)
-            self._sample_clients()
-            time.sleep(SAMPLE_S)
+            for pid in descendants(self._pid):
+                self._sample(pid)
+            self.cpu_s += time.thread_time() - started
+            self._stopped.wait(SAMPLE_S)
 
-    def _sample_clients(self) -> None:
-        pending, seen = _children(self._pid), set()
-        while pending:
-            pid = pending.pop()
-            if pid in seen:
-                continue
-            seen.add(pid)
-            if _is_client(pid):  # not its children: a fork (a process pool) starts with its parent's pages
-                peak = _status_kib(pid).get("VmHWM", 0)
-                self.client_peaks_kib[pid] = max(self.client_peaks_kib.get(pid, 0), peak)
-                self._sample_pss(pid)
-            else:
-                pending += _children(pid)
-
-    def _sample_pss(self, pid: int) -> None:
+    def _sample(self, pid: int) -> None:
+        if self.roles.get(pid, "gone") not in ("coordinator", "client", "decryptor"):
+            self.roles[pid] = _role(pid, self._pid)  # a Ray worker names its task only once it runs one
+        self.rss_peaks_kib[pid] = max(self.rss_peaks_kib.get(pid, 0), _status_kib(pid).get("VmHWM", 0))
         pss = memory_kib(Path(f"/proc/{pid}/smaps_rollup")).get("Pss", 0)  # 0 once it has exited
         self.pss_peaks_kib[pid] = max(self.pss_peaks_kib.get(pid, 0), pss)
+
+    def peaks(self, role: str, kind: str) -> list[int]:
+        """Each ``role`` process's peak ``kind`` (``VmHWM`` or ``Pss``) in KiB."""
+        peaks = self.rss_peaks_kib if kind == "VmHWM" else self.pss_peaks_kib
+        return [peaks[pid] for pid, r in self.roles.items() if r == role]
+
+    def processes(self) -> list[dict[str, Any]]:
+        """Every process seen, by role then pid: its peak RSS and peak PSS in MiB."""
+        order = {"coordinator": 0, "client": 1, "decryptor": 2}
+        return [{"role": self.roles[pid], "pid": pid, "peak_rss_mib": round(self.rss_peaks_kib[pid] / 1024, 1),
+                 "peak_pss_mib": round(self.pss_peaks_kib[pid] / 1024, 1)}
+                for pid in sorted(self.roles, key=lambda pid: (order.get(self.roles[pid], 3), self.roles[pid], pid))]
 
     def _rounds_recorded(self) -> int:
         try:
@@ -321,7 +319,7 @@ def report(results: list[Measurement]) -> None:
         print("  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)))
     print("\nper process (peak RSS / peak PSS, MiB):")
     for r in results:
-        print(f"  {r.mode}/{r.launcher}/{r.clients_per_round}: " + ", ".join(
+        print(f"  {r.mode}/{r.launcher}/{r.clients_per_round} (sampler {r.sampler_cpu_s:.1f} CPU s): " + ", ".join(
             f"{p['role']} {p['peak_rss_mib']:.0f}/{p['peak_pss_mib']:.0f}" for p in r.processes))
     for key, entry in summarize(results).items():
         verdict = "under" if entry["under_target"] else "OVER"
