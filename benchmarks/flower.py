@@ -3,7 +3,7 @@
     python3 -m venv .venv-bench && .venv-bench/bin/pip install -e '.[bench]'
     .venv/bin/python benchmarks/flower.py [--per-round 10,100,1000] [--rounds 3] [--modes plain,secure]
                                           [--clients 4837] [--workers N] [--min-counts 5,2] [--repeats 3]
-                                          [--quiet-busy 0.15] [--quiet-wait-s 600] [--flower-python PY]
+                                          [--quiet-busy 0.15] [--quiet-wait-s 180] [--flower-python PY]
                                           [--json FILE] [--markdown FILE]
 
 Issue 24's full measurement (plain rounds, both model sizes, 10/100/1,000 of 4,837 clients per round, each side
@@ -49,16 +49,15 @@ while fedgrad's client processes have started and joined before its round 1; rou
 Flower's messages go through Ray's object store. (At 4,837 clients; other ``--clients`` split the same
 corpus, so the vocabulary is the same.)
 
-**Memory of all processes.** Each side runs as one child process of this script; every 100 ms the script lists
+**Memory of all processes.** Each side runs as one child process of this script; every second the script lists
 that child's whole process tree (every descendant, through /proc/<pid>/task/*/children: client processes,
-decryptors, Ray's GCS, raylet and worker actors) and sums its members' proportional set sizes (``PSS``, from
-/proc/<pid>/smaps_rollup: each shared page divided among its sharers, so the sum is what the tree holds) and
-resident sizes (``RSS``: a shared page counted once per process; Ray's dozen processes share its object
-store and libraries, so RSS sums flatter the side with fewer processes). Memory is ranked by the peak PSS
-sum over the rounds (until the last round's evaluation: fedgrad then evaluates the final model on every
-client, which the Flower task does not do); the peak over the whole run is kept beside it. Both sums are
-checked against the target. The sampler's own CPU time is recorded (reading /proc costs ~0.5 ms per
-process and sample).
+decryptors, Ray's GCS, raylet and worker actors), and every 200 ms it sums its members' proportional set sizes
+(``PSS``, from /proc/<pid>/smaps_rollup: each shared page divided among its sharers, so the sum is what the tree
+holds) and resident sizes (``RSS``: a shared page counted once per process; Ray's dozen processes share its
+object store and libraries, so RSS sums flatter the side with fewer processes). Memory is ranked by the peak PSS
+sum over the rounds (until the last round's evaluation: fedgrad then evaluates the final model on every client,
+which the Flower task does not do); the peak over the whole run is kept beside it. Both sums are checked against
+the target. The sampler's own CPU time is recorded (reading a process's smaps_rollup costs ~0.6 ms at 200 MiB).
 
 **Fairness.** Each configuration runs ``--repeats`` times per side, interleaved (fedgrad then Flower, then
 Flower then fedgrad, ...). Before each run the script waits (up to ``--quiet-wait-s``) until the CPUs were
@@ -92,13 +91,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from benchmarks.floor import round_floor
-from benchmarks.machine import Quiet, descendants, memory_kib, wait_for_quiet
+from benchmarks.machine import ProcessTree, Quiet, memory_kib, wait_for_quiet
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 SCENARIO = REPO / "scenarios" / "spam_many.toml"
-SAMPLE_S = 0.1
+SAMPLE_S = 0.2
 #: Ray passes objects up to this size inline, larger ones through its object store (max_direct_call_object_size).
 RAY_INLINE_LIMIT_BYTES = 100 * 1024
 #: fedgrad's secure rows (``--fedgrad-secure``): the hybrid ``paillier-masked`` (default) or ``paillier``, both
@@ -165,7 +164,8 @@ class TreeMemorySampler(threading.Thread):
     def __init__(self, pid: int, rounds_done: Callable[[], bool] = lambda: False, interval_s: float = SAMPLE_S,
                  proc: Path = Path("/proc")) -> None:
         super().__init__(daemon=True)
-        self._pid, self._rounds_done, self._interval_s, self._proc = pid, rounds_done, interval_s, proc
+        self._tree, self._rounds_done, self._interval_s = ProcessTree(pid, proc=proc), rounds_done, interval_s
+        self._proc = proc
         self._stopped = threading.Event()
         self.peak_rss_kib = self.peak_pss_kib = 0
         self.rounds_peak_rss_kib = self.rounds_peak_pss_kib = 0
@@ -181,7 +181,7 @@ class TreeMemorySampler(threading.Thread):
 
     def sample(self) -> None:
         in_rounds = not self._rounds_done()  # asked first: a sample taken as the rounds end still counts
-        tree = descendants(self._pid, self._proc)
+        tree = self._tree.pids()
         rss = pss = 0
         for pid in tree:
             memory = memory_kib(self._proc / str(pid) / "smaps_rollup")
@@ -209,7 +209,7 @@ class Settings:
     fedgrad_secure: str = FEDGRAD_SECURE_MODES[0]
     quiet_busy: float = 0.15
     quiet_window_s: float = 10.0
-    quiet_wait_s: float = 600.0
+    quiet_wait_s: float = 180.0
     floors: dict[str, list[float]] = field(default_factory=dict)  # "min_count/per_round" -> seconds of each pass
 
     def wait_for_quiet(self) -> Quiet:
@@ -237,8 +237,9 @@ def main() -> int:
                              "--quiet-window-s (default: 0.15)")
     parser.add_argument("--quiet-window-s", type=float, default=10.0,
                         help="the window the busy fraction is measured over (default: 10)")
-    parser.add_argument("--quiet-wait-s", type=float, default=600.0,
-                        help="the longest wait for a quiet machine before running anyway (default: 600)")
+    parser.add_argument("--quiet-wait-s", type=float, default=180.0,
+                        help="the longest wait for a quiet machine before running anyway, which the results then "
+                             "say (default: 180)")
     parser.add_argument("--flower-python", type=Path, default=REPO / ".venv-bench" / "bin" / "python",
                         help="a Python with the bench extra installed (default: .venv-bench/bin/python)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="fedgrad and/or flower (default: both)")

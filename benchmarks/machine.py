@@ -3,7 +3,8 @@
 * :func:`wait_for_quiet` with :func:`cpu_busy`: wait until the CPUs were idle over a window (from /proc/stat),
   rather than for the 1-minute load average to fall, which lags a minute and so, right after a benchmark's
   own run, mostly reports that run;
-* :func:`children` and :func:`descendants`: a process tree, from /proc/<pid>/task/<tid>/children;
+* :func:`children`, :func:`descendants` and :class:`ProcessTree`: a process tree, from
+  /proc/<pid>/task/<tid>/children;
 * :func:`memory_kib`: a process's resident (RSS) and proportional (PSS: each shared page divided among its
   sharers) set sizes, from /proc/<pid>/smaps_rollup.
 """
@@ -68,13 +69,30 @@ def children(pid: int, proc: Path = Path("/proc")) -> list[int]:
 
 def descendants(root: int, proc: Path = Path("/proc")) -> list[int]:
     """``root`` (if running) and every process below it: client processes, decryptors, Ray's GCS, raylet and
-    workers. Only the tree is read, not every process on the machine (a sampler does this ten times a second)."""
+    workers. Only the tree is read, not every process on the machine."""
     tree, todo = [], [root] if (proc / str(root)).exists() else []
     while todo:
         pid = todo.pop()
         tree.append(pid)
         todo.extend(children(pid, proc))
     return tree
+
+
+class ProcessTree:
+    """:func:`descendants` of ``root``, read again at most every ``refresh_s`` (reading a tree costs ~1.5 ms, a
+    thread of each process at a time; a process started since the last read is missed for at most that long)."""
+
+    def __init__(self, root: int, refresh_s: float = 1.0, proc: Path = Path("/proc"),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._root, self._refresh_s, self._proc, self._clock = root, refresh_s, proc, clock
+        self._pids: list[int] = []
+        self._read_at: float | None = None
+
+    def pids(self) -> list[int]:
+        now = self._clock()
+        if self._read_at is None or now - self._read_at >= self._refresh_s:
+            self._pids, self._read_at = descendants(self._root, self._proc), now
+        return self._pids
 
 
 def memory_kib(smaps_rollup: Path) -> dict[str, int]:

@@ -12,7 +12,7 @@ Ray cluster. The run directory is prepared here first and the simulation is star
 --resume RUN_DIR``, so that the process measured holds the coordinator (and the launcher's driver) but has
 never parsed the corpus.
 
-Read from /proc every 50 ms (the sampler's own CPU time is recorded):
+Read from /proc every 100 ms, the process tree every second (the sampler's own CPU time is recorded):
 
 * the coordinator: the peak resident memory (VmHWM) of the ``simulate`` process, its highest RSS until the
   last round's record appears (the rounds, without the final evaluation of every client), and its RSS as
@@ -59,7 +59,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from benchmarks.floor import round_floor
-from benchmarks.machine import descendants, memory_kib
+from benchmarks.machine import ProcessTree, memory_kib
 from fedgrad.data import load_shard
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
@@ -67,7 +67,7 @@ from server.experiment import PreparedRun, client_ids, prepare_run
 from server.registry import issue_run_tokens
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE_S = 0.05
+SAMPLE_S = 0.1
 TARGET_MIB = 250.0
 #: Scenario overrides that turn each privacy mode on, by the name ``privacy.mode`` takes. A mode not listed
 #: here runs with ``privacy.mode`` set and the scenario's other privacy settings.
@@ -221,6 +221,7 @@ class MemorySampler(threading.Thread):
     def __init__(self, pid: int, run_dir: Path, rounds: int) -> None:
         super().__init__(daemon=True)
         self._pid = pid
+        self._tree = ProcessTree(pid)
         self._rounds = rounds
         self._metrics = run_dir / "metrics.jsonl"
         self._stopped = threading.Event()
@@ -244,7 +245,7 @@ class MemorySampler(threading.Thread):
                 self.rounds_peak_kib = max(self.rounds_peak_kib, status["VmRSS"])
             while rounds > len(self.after_round_kib):
                 self.after_round_kib.append(status["VmRSS"])
-            for pid in descendants(self._pid):
+            for pid in self._tree.pids():
                 self._sample(pid)
             self.cpu_s += time.thread_time() - started
             self._stopped.wait(SAMPLE_S)

@@ -49,6 +49,18 @@ def test_descendants_follow_children_through_every_generation(tmp_path: Path) ->
     assert sorted(machine.descendants(10, proc)) == [10, 11, 12]
 
 
+def test_the_process_tree_is_read_again_only_after_its_refresh_interval(tmp_path: Path) -> None:
+    proc = _fake_proc(tmp_path, {1: [2], 2: []}, {1: 1, 2: 1})
+    now = [0.0]
+    tree = machine.ProcessTree(1, refresh_s=1.0, proc=proc, clock=lambda: now[0])
+    assert sorted(tree.pids()) == [1, 2]
+    _fake_proc(tmp_path, {1: [2, 3], 2: [], 3: []}, {1: 1, 2: 1, 3: 1})
+    now[0] = 0.5
+    assert sorted(tree.pids()) == [1, 2]
+    now[0] = 1.0
+    assert sorted(tree.pids()) == [1, 2, 3]
+
+
 def test_the_rounds_peak_stops_when_the_rounds_are_done(tmp_path: Path) -> None:
     """fedgrad evaluates the final model on every client after its last round, which Flower's task does not: the
     peak compared is the one until the rounds are done; the whole run's peak is kept beside it."""
