@@ -7,12 +7,17 @@
                                           [--json FILE] [--markdown FILE]
 
 Issue 24's full measurement (plain rounds, both model sizes, 10/100/1,000 of 4,837 clients per round, each side
-3 times; about 50 minutes on a quiet 2-core machine, most of it Flower at 1,000 per round and fedgrad's final
-evaluation of all 4,837 clients after each run)::
+3 times: 36 runs of 30 s to 2 min, 30-40 minutes on a quiet 2-core machine; at load 15 one pair at 1,000 per
+round took 2 min 50 s)::
 
-    nice -n 0 .venv/bin/python benchmarks/flower.py --modes plain --rounds 3 --repeats 3
+    .venv/bin/python benchmarks/flower.py --modes plain --rounds 3 --repeats 3
 
-and a check of the whole pipeline in about 4 minutes (200 clients, 10 per round, one size, 2 repeats)::
+or the 1,000-per-round rows first (about 15 minutes), then the rest into another file::
+
+    .venv/bin/python benchmarks/flower.py --modes plain --per-round 1000 --json runs/flower-1000.json
+    .venv/bin/python benchmarks/flower.py --modes plain --per-round 10,100 --json runs/flower-10-100.json
+
+and a check of the whole pipeline in about 2 minutes (200 clients, 10 per round, one size, 2 repeats)::
 
     .venv/bin/python benchmarks/flower.py --modes plain --clients 200 --per-round 10 --min-counts 5 --repeats 2
 
@@ -247,8 +252,8 @@ def main() -> int:
                         help="fedgrad's secure aggregation for the secure rows (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "flower-benchmark.json",
                         help="where to write the measurements (default: runs/flower-benchmark.json)")
-    parser.add_argument("--markdown", type=Path, default=REPO / "runs" / "flower-benchmark.md",
-                        help="where to write the tables for people (default: runs/flower-benchmark.md)")
+    parser.add_argument("--markdown", type=Path,
+                        help="where to write the tables for people (default: the --json file's name with .md)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "flower-benchmark",
                         help="fedgrad's run directories and the logs go here (default: runs/flower-benchmark)")
     args = parser.parse_args()
@@ -260,6 +265,7 @@ def main() -> int:
         raise SystemExit(f"{args.flower_python} not found: install the bench extra in its own environment "
                          "(python3 -m venv .venv-bench && .venv-bench/bin/pip install -e '.[bench]') "
                          "or pass --flower-python")
+    markdown = args.markdown or args.json.with_suffix(".md")
     settings = Settings(args.clients, args.rounds, args.workers, args.work_dir, args.flower_python,
                         args.fedgrad_secure, args.quiet_busy, args.quiet_window_s, args.quiet_wait_s)
     rows: list[Row] = []
@@ -276,11 +282,11 @@ def main() -> int:
                               f"load {os.getloadavg()[0]:.2f}) ...", file=sys.stderr, flush=True)
                         rows.append(measure(settings, system, mode, n, min_count, repeat, quiet))
                         print(format_runs(rows[-1:]), file=sys.stderr, flush=True)
-                        write_results(args.json, args.markdown, settings, rows)  # a later failure keeps these
+                        write_results(args.json, markdown, settings, rows)  # a later failure keeps these
     print(format_report(rows, settings.floors))
     for line in target_lines(rows):
         print(line)
-    print(f"\nwritten to {args.json} and {args.markdown}")
+    print(f"\nwritten to {args.json} and {markdown}")
     return 0
 
 

@@ -263,11 +263,13 @@ class MemorySampler(threading.Thread):
         return [peaks[pid] for pid, r in self.roles.items() if r == role]
 
     def processes(self) -> list[dict[str, Any]]:
-        """Every process seen, by role then pid: its peak RSS and peak PSS in MiB."""
+        """Every process seen holding memory, by role then pid: its peak RSS and peak PSS in MiB (a short-lived
+        helper, such as ``ldconfig``, that exited before it was read is left out)."""
         order = {"coordinator": 0, "client": 1, "decryptor": 2}
         return [{"role": self.roles[pid], "pid": pid, "peak_rss_mib": round(self.rss_peaks_kib[pid] / 1024, 1),
                  "peak_pss_mib": round(self.pss_peaks_kib[pid] / 1024, 1)}
-                for pid in sorted(self.roles, key=lambda pid: (order.get(self.roles[pid], 3), self.roles[pid], pid))]
+                for pid in sorted(self.roles, key=lambda pid: (order.get(self.roles[pid], 3), self.roles[pid], pid))
+                if self.rss_peaks_kib[pid] or self.pss_peaks_kib[pid]]
 
     def _rounds_recorded(self) -> int:
         try:
