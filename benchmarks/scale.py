@@ -251,8 +251,10 @@ class MemorySampler(threading.Thread):
             self._stopped.wait(SAMPLE_S)
 
     def _sample(self, pid: int) -> None:
-        if self.roles.get(pid, "gone") not in ("coordinator", "client", "decryptor"):
-            self.roles[pid] = _role(pid, self._pid)  # a Ray worker names its task only once it runs one
+        if self.roles.get(pid) not in ("coordinator", "client", "decryptor"):  # a Ray worker names its task late
+            role = _role(pid, self._pid)
+            if role != "gone" or pid not in self.roles:  # an exiting process keeps the name it was seen with
+                self.roles[pid] = role
         self.rss_peaks_kib[pid] = max(self.rss_peaks_kib.get(pid, 0), _status_kib(pid).get("VmHWM", 0))
         pss = memory_kib(Path(f"/proc/{pid}/smaps_rollup")).get("Pss", 0)  # 0 once it has exited
         self.pss_peaks_kib[pid] = max(self.pss_peaks_kib.get(pid, 0), pss)
