@@ -2,7 +2,7 @@
 
     python benchmarks/scale.py [--scenario scenarios/spam_email_clients.toml] [--per-round 100,250,500,1000]
                                [--modes none,paillier] [--launchers local,ray] [--rounds 3] [--ray-cpus N]
-                               [--json FILE]
+                               [--quiet-busy 0.15] [--quiet-wait-s 180] [--json FILE]
 
 Each combination of privacy mode (``--modes``, by the name ``privacy.mode`` takes), launcher (``--launchers``)
 and clients per round (``--per-round``) runs the scenario (by default one client per training email, 4,837
@@ -33,7 +33,12 @@ is what the platform costs on top of the clients' work.
 Reported per mode and launcher: the slope of the coordinator's peak against the clients per round
 (least squares, MiB per +100 clients per round: what the coordinator holds per client of a round, such as
 records, buffered uploads and queued contributions; a coordinator that streams updates shows ~0), and the
-mean seconds per round. The target: under 250 MiB at 1,000 clients per round.
+mean seconds per round. The target: under 250 MiB at 1,000 clients per round. With both launchers, per mode
+and clients per round: Ray's seconds per round and memory over the local processes' (issue 24: within 20%),
+each launcher's start-up (from starting ``simulate`` to its round 1 starting: the launcher, the client
+processes or Ray workers, every client joining) and, measured once first, a bare ``ray.init()`` in a fresh
+Python process. Each run waits for a quiet machine first (``benchmarks/machine.py``: less than ``--quiet-busy``
+of all cores busy over 10 s, at most ``--quiet-wait-s``); the busy fraction and the load are recorded.
 
 Issue 24's measurement (plain rounds at 1,000 of 4,837 clients per round, local processes and Ray; about 4
 minutes on a quiet 2-core machine)::
@@ -59,7 +64,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 from benchmarks.floor import round_floor
-from benchmarks.machine import ProcessTree, memory_kib
+from benchmarks.machine import ProcessTree, memory_kib, wait_for_quiet
 from fedgrad.data import load_shard
 from fedgrad.results import read_metrics
 from fedgrad.scenario import load_scenario
@@ -98,6 +103,9 @@ class Measurement:
     clients_used: list[int]
     accuracy: float
     wall_s: float
+    startup_s: float                   # from starting ``simulate`` to its round 1 starting (launcher, clients joining)
+    busy_before: float                 # fraction of all cores busy over the quiet window before the run
+    load_before: float                 # 1-minute load average when the run started
 
 
 def main() -> int:
@@ -111,6 +119,11 @@ def main() -> int:
     parser.add_argument("--ray-cpus", type=float,
                         help="CPUs Ray reserves per client worker (default: the launcher's, which lets every worker "
                              "run at once)")
+    parser.add_argument("--quiet-busy", type=float, default=0.15,
+                        help="before each run, wait until less than this fraction of all cores was busy over 10 s "
+                             "(default: 0.15)")
+    parser.add_argument("--quiet-wait-s", type=float, default=180.0,
+                        help="the longest wait for a quiet machine before running anyway (default: 180)")
     parser.add_argument("--json", type=Path, default=REPO / "runs" / "scale-benchmark.json",
                         help="where to write the measurements (default: runs/scale-benchmark.json)")
     parser.add_argument("--work-dir", type=Path, default=REPO / "runs" / "scale-benchmark",
@@ -118,19 +131,22 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(size) for size in args.per_round.split(",")]
     results: list[Measurement] = []
+    launchers = args.launchers.split(",")
+    ray_init = bare_ray_init() if "ray" in launchers else {}
     for mode in args.modes.split(","):
-        for launcher in args.launchers.split(","):
+        for launcher in launchers:
             for per_round in sizes:
+                quiet = wait_for_quiet(args.quiet_busy, args.quiet_wait_s)
                 results.append(measure(args.scenario, mode, launcher, per_round, args.rounds, args.ray_cpus,
-                                       args.work_dir))
-                _write(args.json, results)  # a long sweep keeps what it measured so far
-    report(results)
+                                       args.work_dir, quiet.busy))
+                _write(args.json, results, ray_init)  # a long sweep keeps what it measured so far
+    report(results, ray_init)
     print(f"\nwritten to {args.json}")
     return 0
 
 
 def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, rounds: int, ray_cpus: float | None,
-            work_dir: Path) -> Measurement:
+            work_dir: Path, busy_before: float = 0.0) -> Measurement:
     overrides = [*MODES.get(mode, [f'privacy.mode="{mode}"']), f"federation.clients_per_round={per_round}",
                  f"federation.min_clients={max(per_round // 2, 2)}", f"federation.rounds={rounds}",
                  f"output.dir={work_dir}"]
@@ -139,6 +155,7 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
     run_dir = prepared.writer.run_dir
     issue_run_tokens(run_dir, client_ids(prepared.scenario))
     log = run_dir / "simulate.log"
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     with open(log, "wb") as output:
@@ -169,7 +186,42 @@ def measure(scenario_path: Path, mode: str, launcher: str, per_round: int, round
         processes=sampler.processes(), sampler_cpu_s=round(sampler.cpu_s, 2),
         mean_round_s=sum(r.time_s.total for r in records) / len(records), floor_s=floor,
         clients_used=[r.clients_used for r in records], accuracy=records[-1].accuracy,
-        wall_s=time.perf_counter() - started)
+        wall_s=time.perf_counter() - started,
+        startup_s=sampler.record_seen_at[0] - started - records[0].time_s.total if sampler.record_seen_at else 0.0,
+        busy_before=busy_before, load_before=load_before)
+
+
+def bare_ray_init() -> dict[str, float]:
+    """A bare ``ray.init()`` in a fresh Python process, as the launcher calls it (a local node, no dashboard):
+    seconds to import ray, and to start the node and connect."""
+    code = ("import json, time; started = time.perf_counter(); import ray; imported = time.perf_counter(); "
+            "ray.init(include_dashboard=False, log_to_driver=False); ready = time.perf_counter(); ray.shutdown(); "
+            "print(json.dumps({'import_s': imported - started, 'init_s': ready - imported}))")
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env,
+                          check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"a bare ray.init() failed: {done.stderr.strip().splitlines()[-1:]}")
+    timings: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return timings
+
+
+def launcher_comparison(results: list[Measurement]) -> list[dict[str, Any]]:
+    """Per mode and clients per round measured with both launchers: Ray's figures over the local processes'
+    (seconds per round, the coordinator's peak, the client processes' peak sums, RSS and PSS) and whether each
+    is within 20%, with both start-ups."""
+    out = []
+    for mode, per_round in dict.fromkeys((r.mode, r.clients_per_round) for r in results):
+        by_launcher = {r.launcher: r for r in results if (r.mode, r.clients_per_round) == (mode, per_round)}
+        if {"local", "ray"} <= by_launcher.keys():
+            local, ray = by_launcher["local"], by_launcher["ray"]
+            figures = {name: getattr(ray, name) / getattr(local, name) for name in (
+                "mean_round_s", "coordinator_peak_mib", "coordinator_peak_pss_mib", "clients_peak_mib",
+                "clients_peak_pss_mib")}
+            out.append({"mode": mode, "per_round": per_round, "ray_over_local": figures,
+                        "within_20pct": {name: abs(ratio - 1) <= 0.2 for name, ratio in figures.items()},
+                        "startup_s": {"local": local.startup_s, "ray": ray.startup_s}})
+    return out
 
 
 def floor_s(prepared: PreparedRun, clients: int) -> float:
@@ -228,6 +280,7 @@ class MemorySampler(threading.Thread):
         self.peak_kib = 0
         self.rounds_peak_kib = 0
         self.after_round_kib: list[int] = []
+        self.record_seen_at: list[float] = []  # perf_counter when each round's record was first seen
         self.roles: dict[int, str] = {}
         self.rss_peaks_kib: dict[int, int] = {}  # VmHWM: the kernel's own peak of each process's RSS
         self.pss_peaks_kib: dict[int, int] = {}  # the highest PSS sampled
@@ -245,6 +298,7 @@ class MemorySampler(threading.Thread):
                 self.rounds_peak_kib = max(self.rounds_peak_kib, status["VmRSS"])
             while rounds > len(self.after_round_kib):
                 self.after_round_kib.append(status["VmRSS"])
+                self.record_seen_at.append(time.perf_counter())
             for pid in self._tree.pids():
                 self._sample(pid)
             self.cpu_s += time.thread_time() - started
@@ -303,21 +357,23 @@ def summarize(results: list[Measurement]) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def _write(path: Path, results: list[Measurement]) -> None:
+def _write(path: Path, results: list[Measurement], ray_init: dict[str, float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"measurements": [asdict(r) for r in results], "summary": summarize(results)},
+    path.write_text(json.dumps({"measurements": [asdict(r) for r in results], "summary": summarize(results),
+                                "launchers": launcher_comparison(results), "bare_ray_init": ray_init},
                                indent=2) + "\n", encoding="utf-8")
 
 
-def report(results: list[Measurement]) -> None:
+def report(results: list[Measurement], ray_init: dict[str, float]) -> None:
     header = ("mode", "launcher", "clients", "per round", "coordinator peak", "PSS", "in rounds", "after each round",
-              "clients' peaks (sum)", "PSS", "round time", "floor", "used", "accuracy")
+              "clients' peaks (sum)", "PSS", "round time", "floor", "used", "accuracy", "start-up", "busy", "load")
     rows = [(r.mode, r.launcher, f"{r.clients:,}", str(r.clients_per_round), f"{r.coordinator_peak_mib:.1f} MiB",
              f"{r.coordinator_peak_pss_mib:.1f} MiB", f"{r.coordinator_rounds_peak_mib:.1f} MiB",
              " ".join(f"{v:.0f}" for v in r.coordinator_after_each_round_mib) + " MiB",
              f"{r.clients_peak_mib:.0f} MiB in {r.client_processes}", f"{r.clients_peak_pss_mib:.0f} MiB",
              f"{r.mean_round_s:.2f} s", f"{r.floor_s:.2f} s" if r.floor_s else "-",
-             "/".join(str(u) for u in r.clients_used), f"{100 * r.accuracy:.2f}%") for r in results]
+             "/".join(str(u) for u in r.clients_used), f"{100 * r.accuracy:.2f}%", f"{r.startup_s:.1f} s",
+             f"{100 * r.busy_before:.0f}%", f"{r.load_before:.2f}") for r in results]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     print("  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True)))
     for row in rows:
@@ -334,6 +390,14 @@ def report(results: list[Measurement]) -> None:
               f"({verdict} the {TARGET_MIB:.0f} MiB target), {entry['seconds_per_round_at_largest']:.2f} s per round"
               + (f", {entry['seconds_per_round_at_largest'] / entry['floor_s_at_largest']:.1f}x the machine's floor "
                  f"of {entry['floor_s_at_largest']:.2f} s" if entry["floor_s_at_largest"] else ""))
+    for entry in launcher_comparison(results):
+        ratios = ", ".join(f"{name} x{ratio:.2f}{'' if entry['within_20pct'][name] else ' (not within 20%)'}"
+                           for name, ratio in entry["ray_over_local"].items())
+        print(f"\n{entry['mode']} at {entry['per_round']} per round, Ray over local processes: {ratios}; start-up "
+              f"{entry['startup_s']['ray']:.1f} s with Ray, {entry['startup_s']['local']:.1f} s local")
+    if ray_init:
+        print(f"a bare ray.init() in a fresh process: {ray_init['init_s']:.1f} s (importing ray "
+              f"{ray_init['import_s']:.1f} s)")
 
 
 if __name__ == "__main__":
