@@ -83,6 +83,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -344,10 +345,10 @@ def measure(settings: Settings, system: str, mode: str, per_round: int, min_coun
     overrides = scenario_overrides(settings.clients, per_round, settings.rounds, settings.workers, secure_mode,
                                    min_count)
     out_dir = settings.work_dir / f"{system}-{mode}-{per_round}-m{min_count}-r{repeat}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out_dir, ignore_errors=True)  # an earlier benchmark's run here would be read as this one's
+    out_dir.mkdir(parents=True)
     sets = [arg for override in overrides for arg in ("--set", override)]
     result, marker = out_dir / "flower.json", out_dir / "rounds-done"
-    marker.unlink(missing_ok=True)
     rounds_done: Callable[[], bool]
     if system == "fedgrad":
         command = [sys.executable, "-m", "fedgrad.cli.main", "simulate", str(SCENARIO), *sets,
