@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_sampler_sums_the_whole_tree_of_a_real_process() -> None:
 
 def _row(system: str, mode: str, per_round: int, seconds: float, rss: float, accuracy: float, *, repeat: int = 0,
          min_count: int = 5, pss: float | None = None, quiet: bool = True, load: float = 0.1,
-         weights: int = 12_905, secure_name: str = "") -> object:
+         weights: int = 12_905, secure_name: str = "") -> Any:
     return bench.Row(system=system, mode=mode, per_round=per_round, rounds=3, seconds_per_round=seconds,
                      first_round_s=2 * seconds, rounds_peak_pss_mib=rss / 2 if pss is None else pss,
                      rounds_peak_rss_mib=rss, peak_pss_mib=rss, peak_rss_mib=2 * rss, peak_processes=4,
@@ -142,6 +143,9 @@ def test_ratios_pair_the_systems_and_the_targets_are_checked_at_the_largest_coho
          "(RSS sum): x0.417 -> met"),
         "target at 1,000 per round, 51,620 B (below 100 KiB; min_count 5), accuracy within 0.5 pt: +0.30 pt -> met",
     ]
+    assert bench.target_lines(rows, {"5/1000": [0.4, 0.6]})[-1] == (
+        "at 1,000 per round, 51,620 B (below 100 KiB; min_count 5), fedgrad's 1.000 s per round is 2.00x the "
+        "machine's floor of 0.500 s (training and encoding the round's clients in one process)")
     slower = [*rows[:2], _row("fedgrad", "plain", 1000, 4.0, 700.0, 0.94), rows[3]]
     assert [line.endswith("NOT met") for line in bench.target_lines(slower)] == [True, True, True, True]
 
@@ -177,9 +181,12 @@ def test_repeats_pair_up_by_repeat_and_each_figure_has_its_mean_and_spread() -> 
     assert "111,948 B (above 100 KiB; min_count 2)" in bench.format_report(rows + other_size)
 
 
-def test_models_of_different_sizes_are_not_the_same_task() -> None:
+def test_models_of_different_sizes_or_rounds_are_not_the_same_task() -> None:
     rows = [_row("fedgrad", "plain", 10, 1.0, 300.0, 0.9), _row("flower", "plain", 10, 2.0, 400.0, 0.9, weights=1)]
     with pytest.raises(ValueError, match="not the same task"):
+        bench.ratios(rows)
+    rows[1].weights, rows[1].rounds = rows[0].weights, 2
+    with pytest.raises(ValueError, match=r"fedgrad ran 3 rounds .* Flower 2 .*: not the same task"):
         bench.ratios(rows)
 
 
