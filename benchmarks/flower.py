@@ -52,7 +52,9 @@ while fedgrad's client processes have started and joined before its round 1; rou
 ``data.min_count`` sets the vocabulary): 5 gives 12,905 weights = 51,620 bytes, below Ray's 100 KiB
 (102,400 bytes) limit for objects passed inline; 2 gives 27,987 weights = 111,948 bytes, above it, where
 Flower's messages go through Ray's object store. (At 4,837 clients; other ``--clients`` split the same
-corpus, so the vocabulary is the same.)
+corpus, so the vocabulary is the same.) Each side reports the model as it holds it: after a SecAgg+ round
+Flower's global model is float64 (103,240 bytes at min_count 5, above the limit), so its secure rounds after
+the first move twice the bytes.
 
 **Memory of all processes.** Each side runs as one child process of this script; every second the script lists
 that child's whole process tree (every descendant, through /proc/<pid>/task/*/children: client processes,
