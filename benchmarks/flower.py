@@ -7,17 +7,17 @@
                                           [--json FILE] [--markdown FILE]
 
 Issue 24's full measurement (plain rounds, both model sizes, 10/100/1,000 of 4,837 clients per round, each side
-3 times: 36 runs of 30 s to 2 min, 30-40 minutes on a quiet 2-core machine; at load 15 one pair at 1,000 per
-round took 2 min 50 s)::
+3 times: 36 runs of 15 s to 70 s, 25-35 minutes on a quiet 2-core machine, of which 6 minutes of 10-second quiet
+checks; at load 7-15 one pair at 1,000 per round took 1 min 40 s: fedgrad 20 s, Flower 69 s)::
 
     .venv/bin/python benchmarks/flower.py --modes plain --rounds 3 --repeats 3
 
-or the 1,000-per-round rows first (about 15 minutes), then the rest into another file::
+or the 1,000-per-round rows first (about 10 minutes), then the rest into another file::
 
     .venv/bin/python benchmarks/flower.py --modes plain --per-round 1000 --json runs/flower-1000.json
     .venv/bin/python benchmarks/flower.py --modes plain --per-round 10,100 --json runs/flower-10-100.json
 
-and a check of the whole pipeline in about 2 minutes (200 clients, 10 per round, one size, 2 repeats)::
+and a check of the whole pipeline in about a minute (200 clients, 10 per round, one size, 2 repeats)::
 
     .venv/bin/python benchmarks/flower.py --modes plain --clients 200 --per-round 10 --min-counts 5 --repeats 2
 
