@@ -123,6 +123,13 @@ def array_module(array: object) -> ModuleType:
     return np
 
 
+def owns_writable_buffer(array: Array) -> bool:
+    """Whether ``array`` owns its memory and may be written in place (cupy's arrays are always writable: their
+    flags have no ``writeable``)."""
+    flags = array.flags
+    return bool(flags.owndata and getattr(flags, "writeable", True))
+
+
 def device_of(array: Array) -> str:
     """Canonical device name of an array."""
     if is_device_array(array):

@@ -726,5 +726,5 @@ def where(condition: Any, a: Any, b: Any) -> Tensor:
     like = a if isinstance(a, Tensor) else b
     if not isinstance(like, Tensor):
         raise TypeError("where() needs at least one tensor among a and b")
-    cond = condition.data if isinstance(condition, Tensor) else condition
+    cond = backend.to_device(condition.data if isinstance(condition, Tensor) else condition, like.device)
     return Where.apply(lift(a, like), lift(b, like), condition=cond)

@@ -388,7 +388,7 @@ class Tensor:
         return _ops.MatMul.apply(lift(other, self), self)
 
     def __getitem__(self, index: Any) -> Tensor:
-        return _ops.GetItem.apply(self, index=_unwrap_index(index))
+        return _ops.GetItem.apply(self, index=_unwrap_index(index, self.data))
 
     # comparisons give bool tensors outside the graph (not differentiable)
     def __lt__(self, other: Any) -> Tensor:
@@ -511,10 +511,18 @@ def _raw(value: Any) -> Any:
     return value.data if isinstance(value, Tensor) else value
 
 
-def _unwrap_index(index: Any) -> Any:
-    if isinstance(index, tuple):
-        return tuple(_raw(i) for i in index)
-    return _raw(index)
+def _unwrap_index(index: Any, data: Array) -> Any:
+    """``index`` with tensors unwrapped; for an array ``data`` on a GPU, host index arrays follow it there (as
+    PyTorch accepts CPU index tensors for a CUDA tensor)."""
+    raw = tuple(_raw(i) for i in index) if isinstance(index, tuple) else _raw(index)
+    if type(data) is np.ndarray:
+        return raw
+    device = backend.device_of(data)
+
+    def follow(item: Any) -> Any:
+        return backend.to_device(item, device) if isinstance(item, np.ndarray) else item
+
+    return tuple(map(follow, raw)) if isinstance(raw, tuple) else follow(raw)
 
 
 def _run_backward(root: Tensor, root_grad: Array, retain_graph: bool) -> None:
@@ -607,7 +615,7 @@ def _accumulate_leaf(leaf: Tensor, grad: Array, is_owned: bool, handed_out: set[
     if leaf.grad is not None:
         leaf.grad = _make(leaf.grad.data + grad, False, None)
         return
-    if not is_owned and (id(grad) in handed_out or not grad.flags.owndata or not grad.flags.writeable):
+    if not is_owned and (id(grad) in handed_out or not backend.owns_writable_buffer(grad)):
         grad = grad.copy()
     handed_out.add(id(grad))
     leaf.grad = _make(grad, False, None)

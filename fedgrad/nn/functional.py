@@ -10,14 +10,14 @@ from fedgrad.backend import Array
 from fedgrad.tensor import Tensor, generator, lift
 
 
-def _ids(ids: Any) -> Array:
-    """Raw integer array from a tensor, array or nested list of token ids."""
+def _ids(ids: Any, weight: Tensor) -> Array:
+    """Raw integer array from a tensor, array or nested list of token ids, on ``weight``'s device."""
     array = ids.data if isinstance(ids, Tensor) else ids
     if not hasattr(array, "dtype"):
         array = np.asarray(array)
     if array.dtype.kind not in "iu":
         raise TypeError(f"ids must be integers, not {array.dtype}")
-    return array
+    return backend.to_device(array, weight.device)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -62,13 +62,13 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
 def embedding(ids: Any, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     """Rows of ``weight`` for integer ``ids`` of any shape -> ``ids.shape + (dim,)``.
     The ``padding_idx`` row gets no gradient."""
-    return ops.IndexSelect.apply(weight, indices=_ids(ids), axis=0, padding_idx=padding_idx)
+    return ops.IndexSelect.apply(weight, indices=_ids(ids, weight), axis=0, padding_idx=padding_idx)
 
 
 def embedding_bag(ids: Any, weight: Tensor, mode: str = "sum", padding_idx: int | None = 0) -> Tensor:
     """Sum or mean of the embeddings of each row of a padded ``[B, L]`` id matrix -> ``[B, dim]``;
     ``padding_idx`` tokens are skipped (see :class:`fedgrad.ops.EmbeddingBag`)."""
-    return ops.EmbeddingBag.apply(weight, ids=_ids(ids), mode=mode, padding_idx=padding_idx)
+    return ops.EmbeddingBag.apply(weight, ids=_ids(ids, weight), mode=mode, padding_idx=padding_idx)
 
 
 def mse_loss(input: Tensor, target: Any) -> Tensor:
@@ -83,4 +83,4 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Any) -> Tensor:
 
 def cross_entropy(logits: Tensor, target: Any) -> Tensor:
     """Mean over the batch of ``-log_softmax(logits)[i, target[i]]``; ``target`` holds class ids."""
-    return ops.CrossEntropyLoss.apply(logits, targets=_ids(target))
+    return ops.CrossEntropyLoss.apply(logits, targets=_ids(target, logits))

@@ -1,12 +1,26 @@
-"""Shared helpers for the engine tests: a float64 central-difference gradient checker."""
+"""Shared helpers for the engine tests: a float64 central-difference gradient checker.
+
+The checker runs its ops on the device ``FEDGRAD_TEST_DEVICE`` names (default ``cpu``):
+``FEDGRAD_TEST_DEVICE=cuda pytest tests/engine/test_gradcheck.py`` gradchecks every op on cupy, on a machine
+with a GPU (the run stops with one line when the device is not there)."""
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pytest
 
 import fedgrad as fg
+from fedgrad import backend
+
+#: Where the gradient checker's tensors live (``cpu``, ``cuda``, ``cuda:N``).
+DEVICE = backend.parse_device(os.environ.get("FEDGRAD_TEST_DEVICE", "cpu"))
+if DEVICE != backend.CPU:
+    try:
+        backend.get_xp(DEVICE)
+    except backend.DeviceError as error:
+        raise pytest.UsageError(f"FEDGRAD_TEST_DEVICE={DEVICE}: {error}") from None
 
 
 def numerical_gradcheck(
@@ -23,19 +37,21 @@ def numerical_gradcheck(
     plain sum, and it is passed as ``backward``'s explicit ``grad``, which checks that every op
     scales by the incoming gradient."""
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
-    tensors = [fg.Tensor(a.copy(), requires_grad=True, dtype=fg.float64) for a in arrays]
+    tensors = [fg.Tensor(a.copy(), requires_grad=True, dtype=fg.float64, device=DEVICE) for a in arrays]
     out = fn(*tensors)
     assert out.dtype == np.float64, f"op changed float64 to {out.dtype}"
+    assert out.device == DEVICE, f"op moved its result from {DEVICE} to {out.device}"
     projection = np.random.default_rng(seed).standard_normal(out.shape)
-    out.backward(fg.Tensor(projection, dtype=fg.float64))
+    out.backward(fg.Tensor(projection, dtype=fg.float64, device=DEVICE))
 
     def objective(values: list[np.ndarray]) -> float:
         with fg.no_grad():
-            result = fn(*[fg.Tensor(v, dtype=fg.float64) for v in values])
+            result = fn(*[fg.Tensor(v, dtype=fg.float64, device=DEVICE) for v in values])
         return float(np.sum(result.numpy() * projection))
 
     for k, (tensor, array) in enumerate(zip(tensors, arrays, strict=True)):
         assert tensor.grad is not None, f"input {k} received no gradient"
+        assert tensor.grad.device == DEVICE, f"input {k}'s gradient is on {tensor.grad.device}"
         assert tensor.grad.shape == array.shape
         numeric = np.zeros_like(array)
         for index in np.ndindex(array.shape):

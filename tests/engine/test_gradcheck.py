@@ -235,7 +235,7 @@ def test_rnn_cell_unrolled(gradcheck):
         cell.weight, cell.bias = weight, bias
         h = h0
         for t in range(xs.shape[0]):
-            h = cell(fg.tensor(xs[t], dtype=fg.float64), h)
+            h = cell(fg.tensor(xs[t], dtype=fg.float64, device=h.device), h)
         return h
 
     gradcheck(unrolled, [arr(4, 7), arr(4), arr(2, 4)])
@@ -264,7 +264,7 @@ def test_lstm_sequence(gradcheck):
         p.data = p.data.astype(np.float64)
 
     def run(x):
-        output, (h, c) = lstm(x)
+        output, (h, c) = lstm.to(x.device)(x)
         return output.sum(axis=1) + h.sum(axis=0) + c.sum(axis=0)
 
     gradcheck(run, [arr(2, 5, 3)])
