@@ -217,7 +217,8 @@ def _report_empirical(rows: Sequence[dict[str, Any]]) -> str:
               "updates, concentrated on few coordinates, do not drown the canaries; "
               "[a, b] is its 95% bootstrap interval over the canaries and **≥** what a threshold test on the same "
               "cosines proves at 95% confidence. ε̂ is a lower estimate from one attack, not a guarantee: ε spent "
-              "bounds every attack."),
+              "bounds every attack. The canaries are in the model, so the accuracy columns include their cost; "
+              "`benchmarks/canary_cost.py` measures it against the same runs without them."),
              "", "| run | ε spent | ε̂ final model | ε̂ all iterates |", "|---|---:|---:|---:|"]
     for row in measured:
         cells = [f"`{row['variant']}`", _epsilon(row["epsilon_spent"]),
