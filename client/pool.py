@@ -1,31 +1,27 @@
 """A client process: several virtual clients sharing one channel, one model and one training thread.
 
-Hosting many clients per process is what lets a 100-client federation run on a laptop: each client
-is a coroutine that mostly waits on a long poll, the gRPC channel (one HTTP/2 connection) is shared,
-the round's model is decoded once and shared read-only by the clients that hold it
-(:class:`~client.session.SharedModels`: none between rounds), and the CPU work (training, evaluation) goes to a
-single worker thread. One worker is deliberate: the process is meant to use about one core, and a client that
-finishes training uploads on the event loop while the next client already trains.
+Hosting many clients per process is what lets a 5,000-client federation run on a laptop: an idle client is its
+shard, credentials and last task id (:class:`~client.session.VirtualClient`), all of a process's clients wait
+for tasks in one long poll (:class:`~client.session.ClientHost`) on one gRPC channel (one HTTP/2 connection), a
+client works (a coroutine) only while it has a task, the round's model travels once per call and is decoded once
+and shared read-only by the clients that hold it (:class:`~client.session.SharedModels`: none between rounds),
+and the CPU work (training, evaluation) goes to a single worker thread. One worker is deliberate: the process is
+meant to use about one core, and a client that finishes training uploads on the event loop while the next client
+already trains.
 """
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from client.connection import CoordinatorConnection, coordinator_stub
-from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientOptions, SharedModels, VirtualClient
+from client.session import DEFAULT_CLIENT_OPTIONS, ClientError, ClientHost, ClientOptions, VirtualClient
 from client.trainer import LocalTrainer
 from fedgrad.attacks import ClientAttack
 from fedgrad.data import Shard
 from fedgrad.modes.base import DEFAULT_CLIENT_PRIVACY, ClientPrivacy
 from fedgrad.transport.channel import ClientSecurity, open_channel
 from fedgrad.transport.codec import WireError
-
-#: Updates one process uploads at once. The training thread makes them faster than a coordinator folds them in
-#: (a one-email client trains in milliseconds); the coordinator's gRPC stack would buffer every update sent
-#: ahead, so a process of a thousand clients would park a thousand updates in the coordinator's memory.
-MAX_UPLOADS = 4
 
 
 async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str | None = None,
@@ -43,20 +39,14 @@ async def run_clients(address: str, shards: Mapping[str, Shard], *, device: str 
     other clients of the process stop with it.
     """
     trainer = LocalTrainer(device, privacy, trusted_code, attacks)
-    uploads = asyncio.Semaphore(MAX_UPLOADS)
-    models = SharedModels()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fedgrad-train") as executor:
         async with open_channel(address, security) as channel:
             stub = coordinator_stub(channel)
-            connections = {client_id: CoordinatorConnection(stub, client_id, (tokens or {}).get(client_id, ""),
-                                                            options.rpc_timeout_s) for client_id in shards}
-            runs = [asyncio.create_task(VirtualClient(client_id, shard, connections[client_id], trainer, executor,
-                                                      options, uploads, models).run())
-                    for client_id, shard in shards.items()]
+            clients = [VirtualClient(client_id, shard, CoordinatorConnection(
+                stub, client_id, (tokens or {}).get(client_id, ""), options.rpc_timeout_s))
+                for client_id, shard in shards.items()]
+            host = ClientHost(stub, clients, trainer, executor, options)
             try:
-                await asyncio.gather(*runs)
+                await host.run()
             except WireError as error:
                 raise ClientError(f"malformed message from the coordinator at {address}: {error}") from None
-            finally:
-                for run in runs:
-                    run.cancel()

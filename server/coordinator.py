@@ -42,12 +42,11 @@ from fedgrad.protocol import (
     TaskKind,
     TrainTask,
     UpdateAnnouncement,
-    WaitTask,
 )
 from fedgrad.results.schema import ClientEvaluation, RoundRecord, RunOutcome, Scores, Traffic, round_record
 from fedgrad.training import client_seed
 from fedgrad.transport.channel import PROTOCOL_VERSION
-from server.mailbox import Signal
+from server.mailbox import Signal, Waiter
 from server.registry import ClientRecord, ClientRegistry, RunTokens
 from server.rounds import Dispatch, Report, TrainingRound
 from server.strategies import ClientInfo, StateDict, Strategy
@@ -171,14 +170,35 @@ class Coordinator:
 
     def authenticate(self, run_id: str, client_id: str, token: str) -> ClientRecord:
         """The joined client ``client_id`` of run ``run_id``; :class:`Rejected` (UNAUTHENTICATED) otherwise."""
-        if run_id != self.run_id:
-            raise Rejected.unauthenticated(f"run {run_id!r} is not this coordinator's run; join again")
-        return self.registry.authenticate(client_id, token)
+        return self.authenticate_all([(run_id, client_id, token)])[0]
 
-    async def next_task(self, client: ClientRecord, last_task_id: int, wait_s: float) -> Delivery:
-        """The client's newest task after ``last_task_id``, as soon as there is one; WAIT after ``wait_s``."""
-        task = await client.mailbox.newer_than(last_task_id, min(max(wait_s, 0.0), MAX_LONG_POLL_S))
-        return task or Delivery(WaitTask(last_task_id))
+    def authenticate_all(self, credentials: Sequence[tuple[str, str, str]]) -> list[ClientRecord]:
+        """:meth:`authenticate` each (run id, client id, token) of one request; the first not valid raises."""
+        for run_id, _, _ in credentials:
+            if run_id != self.run_id:
+                raise Rejected.unauthenticated(f"run {run_id!r} is not this coordinator's run; join again")
+        return self.registry.authenticate_all((client_id, token) for _, client_id, token in credentials)
+
+    async def next_tasks(self, polls: Sequence[tuple[ClientRecord, int]],
+                         wait_s: float) -> list[tuple[ClientRecord, Delivery]]:
+        """The newest task of each client of ``polls`` (client, last task id it received) that has a newer one, as
+        soon as one of them has; none after ``wait_s``. One waiter serves all of them (one call per process)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(wait_s, 0.0), MAX_LONG_POLL_S)
+        waiter = Waiter()
+        for record, _ in polls:
+            record.mailbox.listen(waiter)
+        try:
+            timed_out = False
+            while True:
+                ready = [(record, task) for record, last_task_id in polls
+                         if (task := record.mailbox.newer_than(last_task_id)) is not None]
+                if ready or timed_out:
+                    return ready
+                timed_out = not await waiter.wait(deadline - loop.time())
+        finally:
+            for record, _ in polls:
+                record.mailbox.leave(waiter)
 
     def task_delivered(self, client: ClientRecord, task: Delivery, nbytes: int) -> None:
         """The whole of ``task`` went out to ``client`` (``nbytes`` serialized)."""

@@ -9,8 +9,9 @@ coordinator.
 
 Task delivery is push-style, through each client's :class:`~server.mailbox.Mailbox`.
 
-Liveness. A healthy client always has a GetTask call parked, except while it works on a task. A client
-is *lost* when its parked call breaks (the process died, the network went away) or when it misses a
+Liveness. A healthy client is always asked for by a parked GetTask call of its process (one call for all the
+clients a process hosts, re-opened as soon as it ends). A client is *lost* when that call breaks before the
+client's task went out on it (the process died, the network went away) or when it misses a
 round's deadline with no call in progress; lost clients are not selected for rounds, so a dead client
 costs at most the one round it was in, instead of a full timeout in every round it is drawn for. Any
 call from the client (a poll, a late update, a new join) brings it back. A healthy run never loses a
@@ -33,31 +34,28 @@ log = logging.getLogger("fedgrad.server")
 
 
 class RunTokens:
-    """The run's token issuer, reloaded whenever its file changes (a revocation by another process)."""
+    """The run's token issuer, reloaded when its file changed (a revocation by another process) at ``refresh()``,
+    which the registry calls once per request, however many clients the request names."""
 
     def __init__(self, issuer: TokenIssuer) -> None:
         self._issuer = issuer
         self.path = issuer.path  # None: held in memory only, nothing to reload
         self._stamp = self._file_stamp()
+        self._verified: set[tuple[str, str]] = set()  # (client, token) pairs this version of the issuer accepted
 
     def verify(self, client_id: str, token: str) -> bool:
-        self._refresh()
-        return self._issuer.verify(client_id, token)
+        if (client_id, token) in self._verified:
+            return True
+        valid = self._issuer.verify(client_id, token)
+        if valid:
+            self._verified.add((client_id, token))
+        return valid
 
     def is_revoked(self, client_id: str) -> bool:
-        self._refresh()
         return self._issuer.is_revoked(client_id)
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            status = os.stat(self.path)
-        except OSError:
-            return None
-        return status.st_ino, status.st_mtime_ns, status.st_size
-
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Reload the issuer if its file changed on disk."""
         stamp = self._file_stamp()
         if stamp == self._stamp or stamp is None or self.path is None:  # unchanged, or briefly absent: keep it
             return
@@ -67,8 +65,17 @@ class RunTokens:
             log.error("token file changed but cannot be read, keeping the previous tokens: %s", error)
         else:
             log.info("token file %s changed; reloaded", self.path)
+            self._verified.clear()
         self._stamp = stamp
 
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            status = os.stat(self.path)
+        except OSError:
+            return None
+        return status.st_ino, status.st_mtime_ns, status.st_size
 
 AUTH_DIR = "auth"
 ISSUER_FILE = "issuer.json"          # the issuer's secret: never leaves the coordinator's machine
@@ -100,7 +107,7 @@ def open_run_tokens(run_dir: Path) -> RunTokens:
     return RunTokens(TokenIssuer.load(path))
 
 
-@dataclass
+@dataclass(slots=True)
 class ClientRecord:
     client_id: str
     token: str
@@ -125,6 +132,7 @@ class ClientRegistry:
 
     def join(self, client_id: str, token: str, n_examples: int) -> ClientRecord:
         """Register a client, or refresh it when it rejoins (a restarted process keeps its mailbox)."""
+        self._refresh_tokens()
         self._admit(client_id, token)
         record = self._clients.get(client_id)
         if record is None:
@@ -139,6 +147,19 @@ class ClientRegistry:
 
     def authenticate(self, client_id: str, token: str) -> ClientRecord:
         """The joined client ``client_id`` if ``token`` is still valid for it; it counts as seen."""
+        return self.authenticate_all([(client_id, token)])[0]
+
+    def authenticate_all(self, credentials: Iterable[tuple[str, str]]) -> list[ClientRecord]:
+        """:meth:`authenticate` each (client id, token) of one request, the token file checked once; the first
+        that is not valid raises."""
+        self._refresh_tokens()
+        return [self._authenticated(client_id, token) for client_id, token in credentials]
+
+    def _refresh_tokens(self) -> None:
+        if self.tokens is not None:
+            self.tokens.refresh()
+
+    def _authenticated(self, client_id: str, token: str) -> ClientRecord:
         self._admit(client_id, token)
         record = self._clients.get(client_id)
         if record is None:
@@ -160,8 +181,6 @@ class ClientRegistry:
             raise Rejected.unauthenticated(f"client {client_id!r} presented no token; this run requires one "
                                            "(fedgrad client --token-file FILE)")
         if not self.tokens.verify(client_id, token):
-            if self.tokens.is_revoked(client_id):  # revoked (by another process) between the two checks
-                raise Rejected.revoked(f"client {client_id!r} was revoked for this run")
             raise Rejected.unauthenticated(f"client {client_id!r}: the token is not valid for this run")
 
     # ---- membership --------------------------------------------------------------------------------
@@ -194,6 +213,7 @@ class ClientRegistry:
 
     def available(self) -> list[ClientRecord]:
         """Trainable clients that are neither lost nor revoked: the ones worth giving a task."""
+        self._refresh_tokens()
         return [record for record in self.trainable()
                 if not record.lost and not (self.tokens and self.tokens.is_revoked(record.client_id))]
 

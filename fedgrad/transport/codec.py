@@ -93,6 +93,10 @@ class PayloadBuffer:
         self._data[self._filled:end] = chunk
         self._filled = end
 
+    @property
+    def complete(self) -> bool:
+        return self._filled == len(self._data)
+
     def payload(self) -> bytearray:
         """The complete payload; raises when the stream ended early."""
         if self._filled != len(self._data):

@@ -111,11 +111,12 @@ def task_from_pb(header: pb.TaskHeader) -> Task:
 
 
 class TaskMessages:
-    """Tasks as GetTask streams them: the header, then the model's payload as ``data`` chunks.
+    """Tasks as GetTask streams them: each task's header, naming its client, then its model's payload as ``data``
+    chunks, unless the call's previous task carried the same model (``model_as_before``: no chunks).
 
     Every task of a round shares one announcement and every task of a model version the same payload: their
-    messages are made once, for the last announcement and payload seen (the same objects, not equal ones). Each
-    client is sent the same chunk messages; the announcement, which lists a secure round's whole cohort, is
+    messages are made once, for the last announcement and payload seen (the same objects, not equal ones). Every
+    call is sent the same chunk messages; the announcement, which lists a secure round's whole cohort, is
     converted once per round and copied into each header only as that header is sent.
     """
 
@@ -124,12 +125,24 @@ class TaskMessages:
         self._privacy: pb.PrivacyAnnouncement | None = None
         self._pieces: Sequence[bytes] = ()
         self._chunks: tuple[pb.TaskChunk, ...] = ()
+        self._chunk_bytes = 0
 
-    def stream(self, task: Task, pieces: Sequence[bytes] = ()) -> Iterator[pb.TaskChunk]:
-        """The messages of ``task`` whose payload is ``pieces`` (chunks of at most ``MAX_CHUNK_BYTES``)."""
-        header, chunks = pb.TaskChunk(header=task_to_pb(task, self._privacy_of(task))), self._chunks_of(pieces)
-        yield header
-        yield from chunks
+    def stream(self, task: Task, pieces: Sequence[bytes] = (), *, client_id: str = "",
+               model_as_before: bool = False) -> Iterator[pb.TaskChunk]:
+        """The messages of ``client_id``'s ``task`` whose payload is ``pieces`` (chunks of at most
+        ``MAX_CHUNK_BYTES``), without the chunks when ``model_as_before``."""
+        header = task_to_pb(task, self._privacy_of(task))
+        header.client_id = client_id
+        header.model_as_before = model_as_before
+        yield pb.TaskChunk(header=header)
+        if not model_as_before:
+            yield from self._chunks_of(pieces)
+
+    def payload_wire_bytes(self, pieces: Sequence[bytes]) -> int:
+        """What the chunks of ``pieces`` take on the wire: what a task whose model is not sent again still counts
+        (bytes down are accounted per client, as if each had received the model on its own)."""
+        self._chunks_of(pieces)
+        return self._chunk_bytes
 
     def _privacy_of(self, task: Task) -> pb.PrivacyAnnouncement | None:
         announcement = task.announcement if isinstance(task, TrainTask) else None
@@ -142,6 +155,7 @@ class TaskMessages:
     def _chunks_of(self, pieces: Sequence[bytes]) -> tuple[pb.TaskChunk, ...]:
         if pieces is not self._pieces:
             self._pieces, self._chunks = pieces, tuple(pb.TaskChunk(data=piece) for piece in pieces)
+            self._chunk_bytes = sum(chunk.ByteSize() for chunk in self._chunks)
         return self._chunks
 
 

@@ -53,6 +53,9 @@ class RefuseMalformedRequests(grpc.aio.ServerInterceptor):
         if handler.stream_unary is not None:
             return handler._replace(request_deserializer=decode_or_mark,
                                     stream_unary=_checked_stream_unary(handler.stream_unary))
+        if handler.stream_stream is not None:
+            return handler._replace(request_deserializer=decode_or_mark,
+                                    stream_stream=_checked_stream_stream(handler.stream_stream))
         return handler
 
 
@@ -78,15 +81,27 @@ def _checked_unary_stream(behavior: Callable) -> Callable:
     return unary_stream
 
 
+def _checked_requests(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+    async def checked() -> AsyncIterator[object]:
+        async for request in requests:
+            if isinstance(request, _Malformed):
+                await _refuse_malformed(context, request)
+            yield request
+    return checked()
+
+
 def _checked_stream_unary(behavior: Callable) -> Callable:
     async def stream_unary(requests: AsyncIterator[object], context: grpc.aio.ServicerContext) -> object:
-        async def checked() -> AsyncIterator[object]:
-            async for request in requests:
-                if isinstance(request, _Malformed):
-                    await _refuse_malformed(context, request)
-                yield request
-        return await behavior(checked(), context)
+        return await behavior(_checked_requests(requests, context), context)
     return stream_unary
+
+
+def _checked_stream_stream(behavior: Callable) -> Callable:
+    async def stream_stream(requests: AsyncIterator[object],
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[object]:
+        async for response in behavior(_checked_requests(requests, context), context):
+            yield response
+    return stream_stream
 
 
 #: The gRPC status a caller receives for each kind of refusal.

@@ -431,7 +431,8 @@ class ManualClient:
     async def next_task(self, wait_s: float = 2.0):
         """The next task after the last one seen (WAIT included): ``(header, model or None)``."""
         header, buffer = None, None
-        request = pb.TaskRequest(credentials=self.credentials, last_task_id=self.last_task_id, wait_s=wait_s)
+        request = pb.TaskRequest(clients=[pb.ClientPoll(credentials=self.credentials, last_task_id=self.last_task_id)],
+                                 wait_s=wait_s)
         async for message in self.stub.GetTask(request, timeout=wait_s + 20):
             if header is None:
                 header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
@@ -456,30 +457,40 @@ class ManualClient:
         return pb.UpdateHeader(**values)
 
     def messages(self, task, payload: bytes, **fields) -> list:
-        return [pb.UpdateChunk(header=self.header(task, payload, **fields)),
-                *(pb.UpdateChunk(data=piece) for piece in split_payload(payload))]
+        return [pb.AnswerChunk(update=self.header(task, payload, **fields)),
+                *(pb.AnswerChunk(data=piece) for piece in split_payload(payload))]
 
-    async def send(self, messages, stub=None):
+    async def send(self, messages, stub=None) -> list:
+        """One Answer call carrying ``messages``: its acknowledgements."""
         async def stream():
             for message in messages:
                 yield message
 
-        return await (stub or self.stub).SubmitUpdate(stream(), timeout=10)
+        return [ack async for ack in (stub or self.stub).Answer(stream(), timeout=10)]
 
     async def refused(self, what: str, messages, code, fragment: str, stub=None) -> str:
-        """Send ``messages`` as one update stream, which must be refused with ``code`` and ``fragment``."""
+        """Send ``messages`` in one Answer call: every answer in it must be refused with ``code`` and ``fragment``
+        (in its acknowledgement, or, for a call that breaks the framing or the size limit, the call's status)."""
         with self.tally.bad_input(what) as bad:
-            with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await self.send(messages, stub)
-            got, details = caught.value.code(), caught.value.details() or ""
-            if got == code and fragment.lower() in details.lower():
-                bad.refused(f"{got.name}: {details}")
-            assert got == code, (what, got, details)
-            assert fragment.lower() in details.lower(), (what, details)
-        return details
+            try:
+                outcomes = [(_STATUS[ack.status], ack.detail) for ack in await self.send(messages, stub)]
+            except grpc.aio.AioRpcError as error:
+                outcomes = [(error.code(), error.details() or "")]
+            assert outcomes, what
+            if all(got == code and fragment.lower() in details.lower() for got, details in outcomes):
+                bad.refused("; ".join(f"{got.name}: {details}" for got, details in outcomes))
+            for got, details in outcomes:
+                assert got == code, (what, got, details)
+                assert fragment.lower() in details.lower(), (what, details)
+        return outcomes[0][1]
 
     async def update(self, what: str, task, payload: bytes, code, fragment: str, **fields) -> str:
         return await self.refused(what, self.messages(task, payload, **fields), code, fragment)
 
     async def accepted(self, task, payload: bytes, **fields) -> str:
-        return (await self.send(self.messages(task, payload, **fields))).detail
+        [ack] = await self.send(self.messages(task, payload, **fields))
+        assert ack.status == 0, ack.detail
+        return ack.detail
+
+
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}

@@ -76,13 +76,17 @@ async def plain_battery(hostile, task: pb.TaskHeader, model: dict) -> None:
     await hostile.update("announced size not the model's", task, payload, INVALID, "announces",
                          payload_bytes=len(payload) + 4)
     await hostile.update("announced size huge", task, payload, INVALID, "announces", payload_bytes=1 << 40)
-    await hostile.refused("truncated stream", [pb.UpdateChunk(header=hostile.header(task, payload)),
-                                               pb.UpdateChunk(data=payload[:-3])], INVALID, "stream ended after")
-    await hostile.refused("oversized stream", [pb.UpdateChunk(header=hostile.header(task, payload)),
-                                               pb.UpdateChunk(data=payload + b"\0" * 8)], INVALID, "more than the")
-    await hostile.refused("stream without a header", [pb.UpdateChunk(data=payload)], INVALID, "start with its header")
-    await hostile.refused("two headers", [pb.UpdateChunk(header=hostile.header(task, payload))] * 2, INVALID,
-                          "exactly one header")
+    await hostile.refused("truncated stream", [pb.AnswerChunk(update=hostile.header(task, payload)),
+                                               pb.AnswerChunk(data=payload[:-3])], INVALID, "stream ended after")
+    await hostile.refused("oversized stream", [pb.AnswerChunk(update=hostile.header(task, payload)),
+                                               pb.AnswerChunk(data=payload + b"\0" * 8)], INVALID, "more than the")
+    await hostile.refused("stream without a header", [pb.AnswerChunk(data=payload)], INVALID, "start with its header")
+    await hostile.refused("data past the announced payload", [*hostile.messages(task, payload, round=7),
+                                                              pb.AnswerChunk(data=b"\0")],
+                          INVALID, "outside an update's announced payload")  # (a valid update would count)
+    # the second header cuts the first update's payload short, and the call ends before the second's
+    await hostile.refused("two headers", [pb.AnswerChunk(update=hostile.header(task, payload))] * 2, INVALID,
+                          "stream ended after 0")
 
 
 async def paillier_battery(hostile, task: pb.TaskHeader, model: dict) -> None:
@@ -125,8 +129,8 @@ async def transport_battery(hostile, address: str, security, task: pb.TaskHeader
             "/fedgrad.Coordinator/GetTask")
         for method, call in (("Join", lambda: join(garbage, timeout=10)),
                              ("GetTask", lambda: _drain(get_task(garbage, timeout=10))),
-                             ("SubmitUpdate", lambda: channel.stream_unary("/fedgrad.Coordinator/SubmitUpdate")(
-                                 _iterate([garbage]), timeout=10))):
+                             ("Answer", lambda: _drain(channel.stream_stream("/fedgrad.Coordinator/Answer")(
+                                 _iterate([garbage]), timeout=10)))):
             with hostile.tally.bad_input(f"garbage bytes to {method}") as bad:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await call()
@@ -141,12 +145,12 @@ async def transport_battery(hostile, address: str, security, task: pb.TaskHeader
     async with _unlimited_channel(address, security) as channel:
         stub = pb_grpc.CoordinatorStub(channel)
         header = hostile.header(task, b"", payload_bytes=_round_payload_bytes(task))
-        await hostile.refused("message over the size limit", [pb.UpdateChunk(header=header),
-                                                              pb.UpdateChunk(data=b"\0" * (MAX_MESSAGE_BYTES + 1))],
+        await hostile.refused("message over the size limit", [pb.AnswerChunk(update=header),
+                                                              pb.AnswerChunk(data=b"\0" * (MAX_MESSAGE_BYTES + 1))],
                               grpc.StatusCode.RESOURCE_EXHAUSTED, "larger than max", stub=stub)
     await hostile.refused("chunk over the chunk limit", [
-        pb.UpdateChunk(header=hostile.header(task, b"", payload_bytes=_round_payload_bytes(task))),
-        pb.UpdateChunk(data=b"\0" * (MAX_CHUNK_BYTES + 1))], INVALID, "chunk limit")
+        pb.AnswerChunk(update=hostile.header(task, b"", payload_bytes=_round_payload_bytes(task))),
+        pb.AnswerChunk(data=b"\0" * (MAX_CHUNK_BYTES + 1))], INVALID, "chunk limit")
 
 
 def _round_payload_bytes(task: pb.TaskHeader) -> int:

@@ -89,7 +89,7 @@ def test_tokens_are_checked_at_join_and_revocation_stops_a_running_client(lab, t
                 assert await asyncio.to_thread(main, ["tokens", "revoke", str(fed.run_dir), "2"]) == 0
                 with pytest.raises(ClientError) as caught:
                     await asyncio.wait_for(doomed, 10)
-                assert str(caught.value) == "client 2: client '2' was revoked for this run"
+                assert str(caught.value) == "client '2' was revoked for this run"
                 revoked_at = len(fed.records())
                 reply = await join(fed.address, security, "2", tokens["2"])
                 assert not reply.accepted and reply.reason == "client '2' was revoked for this run", reply.reason

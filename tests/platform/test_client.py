@@ -3,20 +3,25 @@ import asyncio
 import dataclasses
 import socket
 import weakref
+from typing import cast
 
+import grpc
 import numpy as np
 import pytest
 
+from client.connection import Answers, CoordinatorConnection, CoordinatorStub, Unreachable, next_tasks
 from client.pool import run_clients
 from client.session import ClientError, ClientOptions, SharedModels
 from client.trainer import LocalTrainer
 from fedgrad.data import Shard
 from fedgrad.models import model_from_config
 from fedgrad.modes.plain import PlainAccumulator
-from fedgrad.protocol import TaskConfig, TrainSettings
+from fedgrad.protocol import EvaluationReport, TaskConfig, TrainSettings, TrainTask
 from fedgrad.scenario import ModelConfig
 from fedgrad.training import evaluate
-from fedgrad.transport.codec import encode_tensors
+from fedgrad.transport import fedgrad_pb2 as pb
+from fedgrad.transport.codec import WireError, encode_tensors
+from fedgrad.transport.convert import task_to_pb
 from server.coordinator import Coordinator, FederationState, RoundSettings
 from server.service import start_server
 from server.strategies import FedAvg
@@ -213,5 +218,82 @@ def test_backoff_counts_the_deadline_from_the_first_failure_not_from_the_last_su
         backoff.succeeded()  # a success starts a new run of failures
         clock[0] += 100.0
         await backoff.wait("UNAVAILABLE")
+
+    asyncio.run(scenario())
+
+
+class ScriptedStub:
+    """A coordinator that answers every task request with the messages it is given (a hostile one, say)."""
+
+    def __init__(self, messages) -> None:
+        self.messages = messages
+
+    def GetTask(self, request, timeout):
+        async def stream():
+            for message in self.messages:
+                yield message
+        return stream()
+
+
+def test_a_task_call_s_answer_is_refused_when_it_names_a_client_that_did_not_ask_or_reuses_no_model():
+    specs, payload = encode_tensors({"w": np.arange(6, dtype=np.float32)})
+    config = TaskConfig(ModelConfig(), VOCAB, TrainSettings(epochs=1, batch_size=4, lr=0.1, optimizer="sgd"))
+
+    def header(task_id, client_id, model_as_before=False):
+        message = task_to_pb(TrainTask(task_id, 1, 0, 1.0, config, tuple(specs), None))
+        message.client_id, message.model_as_before = client_id, model_as_before
+        return pb.TaskChunk(header=message)
+
+    async def answers(messages):
+        stub = cast(CoordinatorStub, ScriptedStub(messages))
+        polls = [(CoordinatorConnection(stub, cid, "", 5.0), 0) for cid in ("0", "1")]
+        return [(cid, task.task_id, bytes(model)) async for cid, task, model in next_tasks(stub, polls, 1.0, 5.0)]
+
+    async def scenario():
+        data = pb.TaskChunk(data=payload)
+        assert await answers([header(1, "0"), data, header(2, "1", model_as_before=True)]) == [
+            ("0", 1, payload), ("1", 2, payload)]
+        for messages, fragment in (([header(1, "7"), data], "names client '7', which did not ask"),
+                                   ([header(1, "0", model_as_before=True)], "reuses a model the call has not"),
+                                   ([header(1, "0"), header(2, "1")], "task 1 ends before its payload"),
+                                   ([header(1, "0")], "task 1 ends before its payload"),
+                                   ([data], "data outside a task's payload"),
+                                   ([header(1, "0"), data, data], "data outside a task's payload")):
+            with pytest.raises(WireError, match=fragment):
+                await answers(messages)
+
+    asyncio.run(scenario())
+
+
+class EndedAnswerCall:
+    """An Answer call the coordinator ended (it died) before the client's answer was written."""
+
+    async def write(self, message) -> None:
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    async def done_writing(self) -> None:
+        raise asyncio.InvalidStateError("RPC already finished.")
+
+    def cancel(self) -> None:
+        pass
+
+    async def __aiter__(self):
+        raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   details="the coordinator is gone")
+        yield
+
+
+def test_an_answer_written_to_a_call_that_already_ended_is_lost_not_a_crash():
+    """The process sends the answer again (Unreachable), instead of dying of grpc's InvalidStateError."""
+    class Stub:
+        def Answer(self, timeout):
+            return EndedAnswerCall()
+
+    async def scenario():
+        stub = cast(CoordinatorStub, Stub())
+        answers = Answers(stub, 5.0)
+        report = EvaluationReport(1, 1, 0, 1, {"accuracy": 1.0, "loss": 0.0})
+        with pytest.raises(Unreachable, match="the coordinator is gone"):
+            await answers.evaluation(CoordinatorConnection(stub, "0", "", 5.0), report)
 
     asyncio.run(scenario())

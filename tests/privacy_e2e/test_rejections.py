@@ -40,16 +40,17 @@ class Rogue:
                 if task.kind == pb.TRAIN:
                     await self.misbehave(self, task, model)
                 elif task.kind == pb.EVALUATE:
-                    await self.stub.SubmitEvaluation(pb.EvaluationReport(
+                    [ack] = await self.answer([pb.AnswerChunk(evaluation=pb.EvaluationReport(
                         credentials=self.credentials, task_id=task.task_id, round=task.round,
                         model_version=task.model_version, n_examples=ROGUE_EXAMPLES,
-                        metrics={"accuracy": 0.5, "loss": 1.0}), timeout=10)
+                        metrics={"accuracy": 0.5, "loss": 1.0}))])
+                    assert ack.status == 0, ack.detail
                 elif task.kind == pb.SHUTDOWN:
                     return
 
     async def next_task(self, last: int):
         header, buffer = None, None
-        request = pb.TaskRequest(credentials=self.credentials, last_task_id=last, wait_s=2.0)
+        request = pb.TaskRequest(clients=[pb.ClientPoll(credentials=self.credentials, last_task_id=last)], wait_s=2.0)
         async for message in self.stub.GetTask(request, timeout=20):
             if header is None:
                 header, buffer = message.header, PayloadBuffer(message.header.payload_bytes)
@@ -58,6 +59,14 @@ class Rogue:
         model = decode_tensors(manifest_from_pb(header.tensors), buffer.payload()) if header.payload_bytes else None
         return header, model
 
+    async def answer(self, messages) -> list:
+        """One Answer call carrying ``messages``: its acknowledgements."""
+        async def stream() -> AsyncIterator[pb.AnswerChunk]:
+            for message in messages:
+                yield message
+
+        return [ack async for ack in self.stub.Answer(stream(), timeout=10)]
+
     async def submit(self, task: pb.TaskHeader, payload: bytes, encoding: pb.Encoding, *,
                      succeed: bool = False) -> None:
         """Send ``payload``; record the refusal (or, with ``succeed``, insist on acceptance)."""
@@ -65,18 +74,16 @@ class Rogue:
                                  model_version=task.model_version, n_examples=ROGUE_EXAMPLES, encoding=encoding,
                                  tensors=task.tensors, payload_bytes=len(payload))
 
-        async def stream() -> AsyncIterator[pb.UpdateChunk]:
-            yield pb.UpdateChunk(header=header)
-            for piece in split_payload(payload):
-                yield pb.UpdateChunk(data=piece)
-
-        try:
-            await self.stub.SubmitUpdate(stream(), timeout=10)
-        except grpc.aio.AioRpcError as error:
-            assert not succeed, error.details()
-            self.refusals.append((error.code(), error.details() or ""))
+        messages = [pb.AnswerChunk(update=header), *(pb.AnswerChunk(data=piece) for piece in split_payload(payload))]
+        [ack] = await self.answer(messages)
+        if ack.status:
+            assert not succeed, ack.detail
+            self.refusals.append((_STATUS[ack.status], ack.detail))
         else:
             assert succeed, "the coordinator accepted a bad update"
+
+
+_STATUS = {code.value[0]: code for code in grpc.StatusCode}
 
 
 def zeros_like(model):
