@@ -13,10 +13,11 @@ sampling ``clients_per_round`` of the scenario's clients per round with its own 
 global model after each round on the test set with ``fedgrad.training.evaluate`` (``evaluate_fn``).
 ``--secure`` runs the fit rounds through Flower's SecAgg+ (``SecAggPlusWorkflow`` + ``secaggplus_mod``).
 
-Written to ``--out``: the seconds between consecutive evaluations (one round: fit, aggregation, evaluation),
-the accuracy after each round, and the size of every message a client received and sent, serialized as
-Flower's protobuf ``Message`` (``flwr.common.serde.message_to_proto``: what its deployment runtime sends). In
-simulation nothing crosses a network: these messages move in-process, and no gRPC framing or TLS is counted.
+Written to ``--out``: the global model's weights and bytes as Flower holds them, the seconds between consecutive
+evaluations (one round: fit, aggregation, evaluation), the accuracy after each round, and the size of every message
+a client received and sent, serialized as Flower's protobuf ``Message`` (``flwr.common.serde.message_to_proto``:
+what its deployment runtime sends). In simulation nothing crosses a network: these messages move in-process, and no
+gRPC framing or TLS is counted.
 """
 from __future__ import annotations
 
@@ -65,6 +66,8 @@ def main() -> int:
     parser.add_argument("--secure", action="store_true", help="SecAgg+ (Flower's secure aggregation)")
     parser.add_argument("--workers", type=int, required=True, help="Ray actors running the clients (1 CPU each)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the result (JSON)")
+    parser.add_argument("--rounds-done", type=Path,
+                        help="a file to create once the last round's evaluation is done (before Flower shuts down)")
     args = parser.parse_args()
     scenario = load_scenario(args.scenario, args.overrides)
     with tempfile.TemporaryDirectory(prefix="flower-bench-") as scratch:
@@ -76,8 +79,9 @@ def main() -> int:
         del dataset
         # Ray's workers start with this environment: they import this module by name (see _MODELS).
         os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-        evaluations: list[tuple[float, float]] = []  # (time, accuracy) after round 0 (the initial model), 1, ...
-        server_app = _server_app(scenario, vocab_size, load_test(data_dir), args.secure, evaluations)
+        # (time, accuracy, the model's weights and bytes) after round 0 (the initial model), 1, ...
+        evaluations: list[tuple[float, float, int, int]] = []
+        server_app = _server_app(scenario, vocab_size, load_test(data_dir), args.secure, evaluations, args.rounds_done)
         client_app = _client_app(scenario, vocab_size, data_dir, bytes_dir, args.secure)
         run_simulation(server_app=server_app, client_app=client_app, num_supernodes=scenario.federation.clients,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -86,16 +90,17 @@ def main() -> int:
     if len(evaluations) != scenario.federation.rounds + 1:
         raise SystemExit(f"Flower evaluated {len(evaluations) - 1} of {scenario.federation.rounds} rounds; "
                          "see the log above")
-    times = [t for t, _ in evaluations]
-    result = {"round_s": [b - a for a, b in itertools.pairwise(times)],
-              "accuracy": [accuracy for _, accuracy in evaluations[1:]],
+    times = [t for t, *_ in evaluations]
+    _, _, weights, model_bytes = evaluations[-1]
+    result = {"weights": weights, "model_bytes": model_bytes, "round_s": [b - a for a, b in itertools.pairwise(times)],
+              "accuracy": [accuracy for _, accuracy, *_ in evaluations[1:]],
               "bytes_down": received, "bytes_up": sent}
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0
 
 
 def _server_app(scenario: Scenario, vocab_size: int, test: Shard, secure: bool,
-                evaluations: list[tuple[float, float]]) -> ServerApp:
+                evaluations: list[tuple[float, float, int, int]], rounds_done: Path | None) -> ServerApp:
     model = model_from_config(scenario.model, vocab_size, seed=scenario.seed)  # the coordinator's initial model
     names = list(model.state_dict())
     fed = scenario.federation
@@ -103,7 +108,10 @@ def _server_app(scenario: Scenario, vocab_size: int, test: Shard, secure: bool,
     def evaluate_fn(server_round: int, parameters: list[np.ndarray], config: dict[str, Any]) -> tuple[float, dict]:
         model.load_state_dict(dict(zip(names, parameters, strict=True)))
         scores = evaluate(model, test)
-        evaluations.append((time.perf_counter(), scores["accuracy"]))
+        evaluations.append((time.perf_counter(), scores["accuracy"], sum(p.size for p in parameters),
+                            sum(p.nbytes for p in parameters)))
+        if rounds_done is not None and server_round == fed.rounds:
+            rounds_done.touch()
         return scores["loss"], {"accuracy": scores["accuracy"]}
 
     strategy = _AllOrNothingFedAvg(

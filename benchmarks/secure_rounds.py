@@ -5,13 +5,13 @@
 
 Each scenario runs ``fedgrad simulate`` once per privacy setting (``--settings``, ``fedgrad compare``'s
 ``--privacy`` spelling: ``none``, ``paillier``, ``paillier-masked``, ``paillier-masked+dp:4`` ...), all with the
-same rounds, seed and machine, one after the other, after waiting for a quiet machine (``--quiet-load``). For
-each it reports the steady-state seconds per round (the mean over rounds 2.. when there are several: round 1
-also starts the decryptors' worker processes), the ratio to ``none``, the final accuracy and its gap to
-``none`` in points, the decryptors' Paillier work per round (ciphertexts per update, the release's partial
-decryption and proof seconds) and the bytes per parameter a client uploads. The issue-22 targets: the hybrid
-(``paillier-masked``) at most 0.5 s per round on spam_fedavg and at most 1.5x ``none`` on spam_lstm and at 1,000
-clients per round, accuracy within 0.1 pt of ``none``, the same decryptor work on every model.
+same rounds, seed and machine, one after the other, after waiting for a quiet machine (``--quiet-busy``:
+``benchmarks/machine.py``). For each it reports the steady-state seconds per round (the mean over rounds 2.. when
+there are several: round 1 also starts the decryptors' worker processes), the ratio to ``none``, the final accuracy
+and its gap to ``none`` in points, the decryptors' Paillier work per round (ciphertexts per update, the release's
+partial decryption and proof seconds) and the bytes per parameter a client uploads. The issue-22 targets: the
+hybrid (``paillier-masked``) at most 0.5 s per round on spam_fedavg and at most 1.5x ``none`` on spam_lstm and at
+1,000 clients per round, accuracy within 0.1 pt of ``none``, the same decryptor work on every model.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir))
 
-from benchmarks.flower import wait_for_quiet
+from benchmarks.machine import wait_for_quiet
 from fedgrad.experiments.compare.grid import parse_privacy_list
 from fedgrad.results import read_metrics, read_summary
 from fedgrad.results.schema import DPReport, PaillierReport
@@ -104,16 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", nargs="+", type=Path, default=[Path(p) for p in DEFAULT_SCENARIOS])
     parser.add_argument("--settings", default=DEFAULT_SETTINGS, help=f"default: {DEFAULT_SETTINGS}")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per run (steady state: rounds 2..)")
-    parser.add_argument("--quiet-load", type=float, default=0.5, help="wait for a 1-min load average below this")
+    parser.add_argument("--quiet-busy", type=float, default=0.15,
+                        help="wait until less than this fraction of all cores was busy over 10 s (default: 0.15)")
     parser.add_argument("--quiet-wait-s", type=float, default=600.0, help="wait at most this long for it")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
-    load = wait_for_quiet(args.quiet_load, args.quiet_wait_s)
+    quiet = wait_for_quiet(args.quiet_busy, args.quiet_wait_s)
+    load = os.getloadavg()[0]
     results = measure(args.scenarios, args.settings, args.rounds)
-    print(f"load average at the start {load:.2f}, at the end {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores")
+    print(f"cores {100 * quiet.busy:.0f}% busy before the runs{'' if quiet.quiet else ' (never quiet)'}; load average "
+          f"at the start {load:.2f}, at the end {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores")
     report(results)
     if args.json:
-        args.json.write_text(json.dumps({"load_start": load, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"load_start": load, "busy_start": quiet.busy, "results": results}, indent=2))
     return 0
 
 

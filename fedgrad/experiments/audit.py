@@ -31,10 +31,15 @@ as many at random: ``NAMED_WORDS / vocabulary``) is the same small number for al
 moved most); *rarest changed* (among the rows that moved, the rarest words first, by how often they occur in the
 training data, which whoever built the vocabulary knows; then the most changed: a rare word that moved points at
 the few clients who use it); *rarest only this client changed* (possible only when the attacker knows every
-other client's update: words nobody else in the cohort used this round). Each reports its true-positive rate
-(canary words named) and false-positive rate (other words named). Under DP the noise's standard deviation is
-public, so "moved" means by more than ``NOISE_THRESHOLD`` standard deviations: the attack that reads the canary
-off a plain update is then run, unchanged otherwise, against the noise.
+other client's update: words nobody else in the cohort used this round); *unseen words that moved together*
+(``comoving_groups``: in a bag-of-words model, words that occur in exactly the same emails receive identical
+gradients at every step, so a repeated private email's own words move by the same amount, in the aggregate too;
+among the words absent from the coordinator's own data (its test split) it names such groups, the most changed
+per occurrence first: the secret sharer's repeated secret of Carlini et al., USENIX Security 2019). Each reports
+its true-positive rate (canary words named) and false-positive rate (other words named). Under DP the noise's
+standard deviation is public, so "moved" means by more than ``NOISE_THRESHOLD`` standard deviations: the attack
+that reads the canary off a plain update is then run, unchanged otherwise, against the noise (and no two rows
+move together any more).
 
 The directory ``<output.dir>/audit-<timestamp>/`` receives ``audit.json`` (every number) and ``report.md``,
 rendered from it alone, so ``fedgrad report`` can redraw it.
@@ -106,6 +111,10 @@ NOISE_THRESHOLD = 3.0
 #: Words every attack names: a small fixed number (four times the default canary's five words), so that chance,
 #: naming as many at random, is small and the same for every attack.
 NAMED_WORDS = 20
+#: Two words "moved together" when their rows' changes agree to this relative tolerance: words that occur in exactly
+#: the same emails get identical gradients, so their changes differ only by the float32 rounding of the weights
+#: and a secure mode's fixed-point quantum (both below 1e-6 of the change on the spam scenarios).
+COMOVING_RTOL = 1e-5
 
 StateDict = dict[str, np.ndarray]
 
@@ -123,6 +132,7 @@ class PlantedData:
     client: int
     copies: int
     canary_ids: tuple[int, ...]
+    public_counts: np.ndarray   # how often each word occurs in the test split: data the coordinator holds itself
 
     @property
     def word_counts(self) -> np.ndarray:
@@ -152,7 +162,8 @@ def plant(scenario: Scenario, *, n_words: int, client: int = 0, copies: int | No
     shards = list(dataset.shards)
     target = shards[client]
     shards[client] = Shard(*plant_canary(target.ids, target.labels, ids, copies=copies))
-    return PlantedData(vocab, shards, canary, client, copies, ids)
+    public = np.bincount(dataset.test.ids.ravel(), minlength=len(vocab))[: len(vocab)]
+    return PlantedData(vocab, shards, canary, client, copies, ids, public)
 
 
 @dataclass(frozen=True)
@@ -396,23 +407,61 @@ def _touched_by_others(updates: Mapping[int, Mapping[str, np.ndarray]], client: 
 # ---- the attacks ---------------------------------------------------------------------------------------------------
 
 
-def attacks_for(view: View, named: int, counts: np.ndarray) -> dict[str, Callable[[Sequence[str]], list[str]]]:
+def comoving_groups(rows: np.ndarray, counts: np.ndarray, unseen: np.ndarray) -> list[np.ndarray]:
+    """Groups of at least two rows that moved together, equally frequent in the training data (``counts``) and
+    with changes equal to ``COMOVING_RTOL``, of which every word is ``unseen`` (a boolean mask over the rows: the
+    words absent from the attacker's own data; a group with one word the attacker has seen elsewhere is no private
+    email), in the attacker's order of suspicion: the largest change per occurrence of its words first (an email
+    the model has not yet learned keeps moving them; a short private email whose words occur nowhere else is
+    learned last). Unchanged rows are no group.
+
+    In a bag-of-words model a word's row receives, at every step, the sum over the batch's emails containing it of
+    its count there times the email's score gradient; two words found in exactly the same emails as often get the
+    same gradient at every step of every client, so the same change in each update and in any sum of updates.
+    Noise (DP) gives every row its own change, and the groups left are accidents.
+    """
+    norms = np.linalg.norm(rows, axis=1)
+    order = np.flatnonzero(norms > 0)
+    order = order[np.lexsort((order, rows[order, 0]))]  # rows that agree are neighbours in their first value
+    groups: list[list[int]] = []
+    for index in order.tolist():
+        last = groups[-1][-1] if groups else None
+        if (last is not None and counts[last] == counts[index]
+                and np.allclose(rows[index], rows[last], rtol=COMOVING_RTOL, atol=0.0)):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    found = [np.sort(group) for group in groups if len(group) >= 2 and unseen[group].all()]
+    return sorted(found, key=lambda group: (-norms[group[0]] / max(int(counts[group[0]]), 1), int(group[0])))
+
+
+def attacks_for(view: View, named: int, counts: np.ndarray, public_counts: np.ndarray | None = None
+                ) -> dict[str, Callable[[Sequence[str]], list[str]]]:
     """The attacks that apply to ``view``, by name (see the module docstring), each naming exactly ``named`` words
-    (when fewer rows moved than that, the rest are the most changed of the others); ``counts``: how often each
-    word occurs in the training data (the attacker's measure of rarity)."""
+    (when fewer rows qualify than that, the rest are the most changed of the others); ``counts``: how often each
+    word occurs in the training data (the attacker's measure of rarity); ``public_counts``: how often in the
+    attacker's own data (the test split), for the attack on unseen words that moved together."""
     changed = view.changed()
+
+    def fill(first: Sequence[str], words: Sequence[str]) -> list[str]:
+        rest = [word for word in recover_words(view.rows, words, top_k=2 * named) if word not in first]
+        return [*first, *rest][:named]
 
     def rarest(rows: np.ndarray) -> Callable[[Sequence[str]], list[str]]:
         def run(words: Sequence[str]) -> list[str]:
-            first = recover_words(rows, words, top_k=named, rarity=counts)
-            rest = [word for word in recover_words(view.rows, words, top_k=2 * named) if word not in first]
-            return [*first, *rest][:named]
+            return fill(recover_words(rows, words, top_k=named, rarity=counts), words)
         return run
 
     applicable = {
         f"{named} most changed": lambda words: recover_words(view.rows, words, top_k=named),
         f"{named} rarest changed": rarest(changed),
     }
+    if public_counts is not None:
+        def together(words: Sequence[str]) -> list[str]:
+            groups = comoving_groups(view.rows, counts, public_counts == 0)
+            ids = np.concatenate(groups).tolist() if groups else []
+            return fill([words[index] for index in ids[:named]], words)
+        applicable[f"{named} unseen words that moved together"] = together
     if view.others_touched is not None:
         applicable[f"{named} rarest only this client changed"] = rarest(
             np.where(view.others_touched[:, None], 0.0, changed))
@@ -423,7 +472,7 @@ def attack(view: View, data: PlantedData) -> list[dict[str, Any]]:
     """Every applicable attack on ``view``, each naming ``NAMED_WORDS`` words, scored against the canary."""
     results = []
     counts = data.word_counts
-    for name, run_attack in attacks_for(view, NAMED_WORDS, counts).items():
+    for name, run_attack in attacks_for(view, NAMED_WORDS, counts, data.public_counts).items():
         guesses = set(run_attack(data.vocab.words))
         score = audit_score(guesses, data.canary.words, len(data.vocab))
         results.append({"attack": name, "guesses": len(guesses),

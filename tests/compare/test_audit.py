@@ -6,13 +6,23 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from fedgrad.cli.main import main
 from fedgrad.crypto import InsecureKeyWarning
 from fedgrad.data import UNK
 from fedgrad.errors import ConfigError
-from fedgrad.experiments.audit import AUDIT_JSON, best, plant, read_audit
+from fedgrad.experiments.audit import (
+    AUDIT_JSON,
+    NAMED_WORDS,
+    View,
+    attacks_for,
+    best,
+    comoving_groups,
+    plant,
+    read_audit,
+)
 from fedgrad.scenario import load_scenario
 
 
@@ -169,3 +179,26 @@ def test_bad_settings_fail_before_any_work(scenario, capsys):
     assert not (scenario.parent / "runs").exists()
     with pytest.raises(ConfigError, match="--canary-copies"):
         plant(load_scenario(scenario), n_words=3, copies=1)
+
+
+def test_unseen_words_that_moved_together_betray_a_repeated_email_and_noise_hides_them():
+    """Words found only in the same emails move by the same amount in any sum of updates; the attacker names such
+    groups of words it never saw in its own data, most changed per occurrence first. Under noise it is at chance."""
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(400)]
+    rows = rng.normal(0.0, 1e-3, (400, 1))
+    counts, public = rng.integers(5, 50, 400), rng.integers(1, 3, 400)
+    secret, seen, unequal, weak = [10, 11, 12, 13], [20, 21, 22], [30, 31], [40, 41]
+    rows[secret], counts[secret], public[secret] = -4e-3 * (1 + 1e-7 * rng.random((4, 1))), 5, 0
+    rows[seen], counts[seen], public[seen] = 9e-3, 5, [0, 0, 1]      # one of its words is in the attacker's data
+    rows[unequal], counts[unequal], public[unequal] = 9e-3, [5, 6], 0  # not the same emails: not a group
+    rows[weak], counts[weak], public[weak] = 1e-3, 5, 0              # moved together, less per occurrence
+    groups = comoving_groups(rows, counts, public == 0)
+    assert [group.tolist() for group in groups] == [secret, weak]
+    name = f"{NAMED_WORDS} unseen words that moved together"
+    named = attacks_for(View("aggregate", "aggregate", "the sum", rows), NAMED_WORDS, counts, public)[name](words)
+    assert len(named) == NAMED_WORDS and named[:6] == [words[i] for i in [*secret, *weak]]
+    noised = rows + rng.normal(0.0, 1e-2, rows.shape)  # each row its own noise: the groups are gone
+    named = attacks_for(View("aggregate", "aggregate", "the sum", noised, noise_std=1e-2), NAMED_WORDS, counts,
+                        public)[name](words)
+    assert len(named) == NAMED_WORDS and not {words[i] for i in secret} & set(named)

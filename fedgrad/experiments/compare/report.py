@@ -212,10 +212,13 @@ def _report_empirical(rows: Sequence[dict[str, Any]]) -> str:
               "sampling, each sending a fixed random direction at the clip norm through the round's own "
               "aggregation; as many held-out directions were never sent. **ε̂** is the ε of the Gaussians fitted to "
               "the cosines of the inserted and held-out canaries with the final model's change (final model) or "
-              "their largest cosine with any one round's change (all iterates), Andrew et al. (ICLR 2024); "
+              "their largest cosine with any one round's change (all iterates), Andrew et al. (ICLR 2024), taken "
+              "with each coordinate weighted by the inverse of its energy in the released changes, so that the real "
+              "updates, concentrated on few coordinates, do not drown the canaries; "
               "[a, b] is its 95% bootstrap interval over the canaries and **≥** what a threshold test on the same "
               "cosines proves at 95% confidence. ε̂ is a lower estimate from one attack, not a guarantee: ε spent "
-              "bounds every attack."),
+              "bounds every attack. The canaries are in the model, so the accuracy columns include their cost; "
+              "`benchmarks/canary_cost.py` measures it against the same runs without them."),
              "", "| run | ε spent | ε̂ final model | ε̂ all iterates |", "|---|---:|---:|---:|"]
     for row in measured:
         cells = [f"`{row['variant']}`", _epsilon(row["epsilon_spent"]),
